@@ -1,0 +1,41 @@
+# make demo   create .venv, install, run a complete incident in a local sandbox
+# make test   create .venv, install, lint, type-check and run the whole suite
+# make bench  the performance table
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test check lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/irctl demo
+
+test: $(STAMP) check
+	scripts/ensure-postgres
+	$(PY) -m pytest -q
+
+check: lint typecheck
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .irctl-demo .mypy_cache .ruff_cache .pytest_cache

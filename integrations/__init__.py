@@ -1,0 +1,1 @@
+"""First-party integrations, each a top-level package shipped in the irctl wheel."""

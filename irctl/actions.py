@@ -1,0 +1,308 @@
+"""The public SDK for actions and integrations.
+
+An integration is a module that defines actions with :func:`action` and is
+named by an entry point in the group ``irctl.integrations``; the entry
+point's name is the action namespace (``aws`` for ``aws.kms.disable_key``).
+The engine imports an integration only when a runbook names one of its
+actions, and only once::
+
+    from pydantic import BaseModel
+    from irctl.actions import ActionContext, Probe, action
+
+    class DisableKey(BaseModel):
+        key_id: str
+
+    @action("aws.kms.disable_key", idempotent=True)
+    def disable_key(inputs: DisableKey, ctx: ActionContext) -> dict[str, object]:
+        ...
+        return {"key_id": inputs.key_id, "previous_state": "Enabled"}
+
+    @disable_key.simulate
+    def _(inputs: DisableKey, ctx: ActionContext) -> dict[str, object]:
+        return {"key_id": inputs.key_id, "previous_state": "simulated"}
+
+    @disable_key.probe
+    def _(inputs: DisableKey, ctx: ActionContext) -> Probe:
+        return Probe.done({"key_id": inputs.key_id}) if ... else Probe.not_done()
+
+``run`` returns the step's outputs (JSON-serialisable); it raises
+:class:`irctl.errors.ActionError` on failure.  ``simulate`` says what ``run``
+would do without doing it (tabletop drills, dry runs).  ``probe`` reads the
+world to tell whether a step that crashed mid-way already took effect.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar, get_type_hints
+
+from pydantic import BaseModel
+
+from irctl.errors import ActionError, IntegrationError
+
+__all__ = [
+    "Action",
+    "ActionContext",
+    "ActionError",
+    "Probe",
+    "Registry",
+    "WaitForOperator",
+    "action",
+    "default_registry",
+]
+
+GROUP = "irctl.integrations"
+
+# Namespaces whose integration ships as an extra of this distribution.
+EXTRAS = {"slack": "slack", "aws": "aws", "evm": "evm", "safe": "evm", "totp": "evm"}
+
+Inputs = TypeVar("Inputs", bound=BaseModel)
+Outputs = dict[str, Any]
+
+
+class WaitForOperator(Exception):  # noqa: N818 - a signal to the engine, not an error
+    """Raised by an action that needs a person's answer the engine does not have yet.
+
+    The engine records the step as waiting and the run stops with exit code 3;
+    ``irctl answer`` (or an interactive prompt) supplies the answer.
+    """
+
+    def __init__(self, prompt: str, *, kind: str = "confirm", choices: list[str] | None = None):
+        super().__init__(prompt)
+        self.prompt = prompt
+        self.kind = kind
+        self.choices = choices
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a probe found: ``done`` (with outputs), ``not_done`` or ``unknown``."""
+
+    state: str
+    outputs: Outputs = field(default_factory=dict)
+    reason: str = ""
+
+    @classmethod
+    def done(cls, outputs: Outputs | None = None) -> Probe:
+        return cls("done", outputs or {})
+
+    @classmethod
+    def not_done(cls, reason: str = "") -> Probe:
+        return cls("not_done", reason=reason)
+
+    @classmethod
+    def unknown(cls, reason: str) -> Probe:
+        return cls("unknown", reason=reason)
+
+
+Asker = Callable[[str, str, "list[str] | None"], "str | None"]
+
+
+@dataclass
+class ActionContext:
+    """What the engine hands an action: who, where, how long, and how to talk back."""
+
+    run_id: str
+    step_id: str
+    attempt: int = 1
+    mode: str = "live"
+    config: dict[str, Any] = field(default_factory=dict)
+    vars: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    answers: dict[str, str] = field(default_factory=dict)
+    interactive: Asker | None = None
+    notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the step's timeout, or None when it has none."""
+        if self.timeout is None:
+            return None
+        return max(0.0, self.timeout - (time.monotonic() - self.started))
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake and raise if the run is cancelled (Ctrl-C, timeout)."""
+        if self.cancelled.wait(seconds):
+            raise ActionError("cancelled", retryable=False)
+
+    def note(self, text: str) -> None:
+        """Record a line in the run's journal (redacted like everything else)."""
+        self.notes.append(text)
+
+    def ask(self, prompt: str, *, kind: str = "confirm", choices: list[str] | None = None) -> str:
+        """A person's answer: recorded earlier, asked now if interactive, or wait for it."""
+        if self.step_id in self.answers:
+            return self.answers[self.step_id]
+        if self.interactive is not None:
+            answer = self.interactive(prompt, kind, choices)
+            if answer is not None:
+                return answer
+        raise WaitForOperator(prompt, kind=kind, choices=choices)
+
+
+class Action(Generic[Inputs]):
+    """An action: a name, a typed input model, ``run`` and optionally ``simulate``/``probe``."""
+
+    def __init__(
+        self,
+        name: str,
+        inputs: type[Inputs],
+        run: Callable[[Inputs, ActionContext], Outputs],
+        *,
+        idempotent: bool = False,
+        secret_outputs: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.inputs = inputs
+        self.run = run
+        self.idempotent = idempotent
+        self.secret_outputs = secret_outputs
+        self.summary = (run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else ""
+        self._simulate: Callable[[Inputs, ActionContext], Outputs] | None = None
+        self._probe: Callable[[Inputs, ActionContext], Probe] | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def simulate(
+        self, fn: Callable[[Inputs, ActionContext], Outputs]
+    ) -> Callable[[Inputs, ActionContext], Outputs]:
+        """Decorator: what ``run`` would do, without doing it."""
+        self._simulate = fn
+        return fn
+
+    def probe(
+        self, fn: Callable[[Inputs, ActionContext], Probe]
+    ) -> Callable[[Inputs, ActionContext], Probe]:
+        """Decorator: read the world to tell whether a crashed attempt took effect."""
+        self._probe = fn
+        return fn
+
+    @property
+    def has_probe(self) -> bool:
+        return self._probe is not None
+
+    def parse(self, raw: dict[str, Any]) -> Inputs:
+        return self.inputs.model_validate(raw)
+
+    def call_run(self, inputs: Inputs, ctx: ActionContext) -> Outputs:
+        return self.run(inputs, ctx)
+
+    def call_simulate(self, inputs: Inputs, ctx: ActionContext) -> Outputs:
+        if self._simulate is not None:
+            return self._simulate(inputs, ctx)
+        return {"simulated": True, "action": self.name}
+
+    def call_probe(self, inputs: Inputs, ctx: ActionContext) -> Probe:
+        if self._probe is None:
+            return Probe.unknown(f"{self.name} has no probe")
+        return self._probe(inputs, ctx)
+
+    def __repr__(self) -> str:
+        return f"<Action {self.name}>"
+
+
+_DEFINED: dict[str, Action[Any]] = {}
+
+
+def action(
+    name: str,
+    *,
+    inputs: type[BaseModel] | None = None,
+    idempotent: bool = False,
+    secret_outputs: tuple[str, ...] = (),
+) -> Callable[[Callable[[Any, ActionContext], Outputs]], Action[Any]]:
+    """Define an action named ``name``; the input model comes from the first parameter's type.
+
+    ``secret_outputs`` names outputs that hold secret values (a new key, a
+    generated password): they are redacted wherever the run is recorded.
+    """
+
+    def decorate(fn: Callable[[Any, ActionContext], Outputs]) -> Action[Any]:
+        model = inputs
+        if model is None:
+            hints = get_type_hints(fn)
+            hints.pop("return", None)
+            first = next(iter(hints.values()), None)
+            if not (isinstance(first, type) and issubclass(first, BaseModel)):
+                raise TypeError(f"action {name}: annotate the first parameter with a pydantic model")
+            model = first
+        defined = Action(name, model, fn, idempotent=idempotent, secret_outputs=secret_outputs)
+        _DEFINED[name] = defined
+        return defined
+
+    return decorate
+
+
+class Registry:
+    """Finds actions by name, importing each integration lazily and once."""
+
+    def __init__(self, *, entry_point_group: str = GROUP) -> None:
+        self._group = entry_point_group
+        self._loaded: dict[str, str | None] = {}  # namespace -> error message or None
+        self._extra: dict[str, Action[Any]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, defined: Action[Any]) -> None:
+        """Add an action directly (tests, embedding irctl in another program)."""
+        self._extra[defined.name] = defined
+
+    def namespaces(self) -> list[str]:
+        return sorted({ep.name for ep in entry_points(group=self._group)})
+
+    def load_namespace(self, namespace: str) -> None:
+        """Import the integration for ``namespace``; raise IntegrationError with the fix."""
+        with self._lock:
+            if namespace not in self._loaded:
+                self._loaded[namespace] = self._import(namespace)
+            problem = self._loaded[namespace]
+        if problem is not None:
+            raise IntegrationError(problem)
+
+    def _import(self, namespace: str) -> str | None:
+        if any(name.startswith(namespace + ".") for name in self._extra):
+            return None
+        found = [ep for ep in entry_points(group=self._group) if ep.name == namespace]
+        if not found:
+            if namespace in EXTRAS:
+                return (
+                    f"the '{namespace}' integration is not installed; "
+                    f"install it with: pip install 'irctl[{EXTRAS[namespace]}]'"
+                )
+            return f"no installed integration provides '{namespace}.*' actions"
+        for ep in found:
+            try:
+                import_module(ep.value.split(":", 1)[0])
+            except ImportError as exc:
+                extra = EXTRAS.get(namespace)
+                fix = f"pip install 'irctl[{extra}]'" if extra else f"reinstall the package of {ep.value}"
+                return f"the '{namespace}' integration failed to load ({exc}); fix: {fix}"
+            except Exception as exc:
+                return f"the '{namespace}' integration failed to load: {type(exc).__name__}: {exc}"
+        return None
+
+    def get(self, name: str) -> Action[Any]:
+        if name in self._extra:
+            return self._extra[name]
+        namespace = name.split(".", 1)[0]
+        self.load_namespace(namespace)
+        if name in _DEFINED:
+            return _DEFINED[name]
+        raise IntegrationError(f"unknown action '{name}'")
+
+    def known(self, namespace: str | None = None) -> list[str]:
+        """Names of the actions defined so far (load namespaces first to see theirs)."""
+        names = set(_DEFINED) | set(self._extra)
+        if namespace is not None:
+            names = {n for n in names if n.split(".", 1)[0] == namespace}
+        return sorted(names)
+
+
+default_registry = Registry()

@@ -1,0 +1,48 @@
+"""The typer apps every command module adds itself to, and shared CLI helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+HELP = """irctl — security incident response runbooks for exchanges and custodians.
+
+Runbooks (YAML) describe a breach response step by step; irctl plans them,
+runs them with approvals and a durable journal, and leaves a signed,
+hash-chained transcript that can be verified offline.
+
+Exit codes: 0 success · 1 failed run or check · 2 bad input · 3 waiting on people.
+"""
+
+app = typer.Typer(
+    name="irctl",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+runbooks_app = typer.Typer(help="The runbook library.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs recorded in the store.", no_args_is_help=True)
+transcript_app = typer.Typer(
+    help="Show, verify and export the tamper-evident record of a run.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="Operator and installation keys.", no_args_is_help=True)
+app.add_typer(runbooks_app, name="runbooks")
+app.add_typer(runs_app, name="runs")
+app.add_typer(transcript_app, name="transcript")
+app.add_typer(keys_app, name="keys")
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

@@ -1,0 +1,118 @@
+"""The one error tree of irctl.
+
+Every error a user can cause or meet is an ``IrctlError``; the CLI maps each
+class to its exit code and prints its message, never a traceback.  Foreign
+exceptions (SQLAlchemy, botocore, slack-sdk, web3) are wrapped ``from exc`` at
+the boundary where they happen.
+
+::
+
+    IrctlError                      exit 1
+    ├── UsageError                  exit 2  bad arguments, unknown runbook or run
+    ├── InvalidDocument             exit 2  runbook, drill or config fails to load
+    ├── IntegrationError            exit 2  an integration cannot be loaded
+    ├── SecretError                 exit 2  a secret reference cannot be resolved
+    ├── StoreError                  exit 1  the store cannot be reached or is corrupt
+    ├── ActionError                 exit 1  an action failed (carried in the run, not raised to users)
+    │   └── ActionTimeout
+    ├── RunFailed                   exit 1  a run ended failed
+    ├── RunWaiting                  exit 3  a run waits on people (approval, manual step, in doubt)
+    ├── RunInterrupted              exit 130 Ctrl-C stopped a run; it can be resumed
+    └── VerificationFailed          exit 1  a transcript does not verify
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class IrctlError(Exception):
+    """Base of every error irctl reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(IrctlError):
+    """Bad arguments on the command line, or a runbook or run that does not exist."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem in a document, pointing at ``file:line:column`` and the field path."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class InvalidDocument(IrctlError):
+    """A runbook, drill or config file does not load; carries every problem found."""
+
+    exit_code = 2
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class IntegrationError(IrctlError):
+    """An integration is not installed or fails to import; the message names the fix."""
+
+    exit_code = 2
+
+
+class SecretError(IrctlError):
+    """A secret reference cannot be resolved (unset variable, unreadable file)."""
+
+    exit_code = 2
+
+
+class StoreError(IrctlError):
+    """The event store cannot be opened, written or read."""
+
+
+class ActionError(IrctlError):
+    """An action failed.  ``retryable`` tells the engine whether a retry may help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ActionTimeout(ActionError):
+    """An action did not finish within its step's ``timeout``."""
+
+
+class RunFailed(IrctlError):
+    """A run ended in failure."""
+
+
+class RunWaiting(IrctlError):
+    """A run stopped to wait on people: an approval, a manual step or an in-doubt step."""
+
+    exit_code = 3
+
+
+class RunInterrupted(IrctlError):
+    """A run was stopped by Ctrl-C or a signal; ``irctl resume`` continues it."""
+
+    exit_code = 130
+
+
+class VerificationFailed(IrctlError):
+    """A transcript fails verification; the message names the first bad event."""

@@ -1,0 +1,93 @@
+"""Journal events: the one typed stream a run is made of.
+
+Each event is stored as one line of canonical JSON::
+
+    {"data":{...},"prev":"<hash of the previous event>","run":"r-...","seq":7,
+     "ts":"2026-11-21T03:00:00.000000Z","type":"step.started"}
+
+and its hash is the SHA-256 of exactly those bytes, so the events of a run form
+a chain that any edit, deletion, insertion or reordering breaks.  The first
+event's ``prev`` is :data:`GENESIS`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from irctl.render import canonical_json, sha256_hex
+
+GENESIS = "0" * 64
+
+# Event types, in the order a run usually meets them.
+RUN_CREATED = "run.created"  # runbook text + digest, params, initiator, mode, plan digests
+RUN_STARTED = "run.started"  # an attempt to execute began (first run or resume)
+RUN_RESUMED = "run.resumed"
+STEP_SKIPPED = "step.skipped"  # `when` was false
+STEP_STARTED = "step.started"  # committed before the action runs
+STEP_SUCCEEDED = "step.succeeded"
+STEP_FAILED = "step.failed"
+STEP_RETRYING = "step.retrying"
+STEP_INTERRUPTED = "step.interrupted"
+STEP_IN_DOUBT = "step.in_doubt"  # started, no outcome, found on resume
+STEP_RESOLVED = "step.resolved"  # in-doubt step resolved by probe, re-run or operator
+STEP_WAITING = "step.waiting"  # waits for a person (manual step, in doubt)
+STEP_ANSWERED = "step.answered"  # a person's answer to a manual step
+STEP_NOTE = "step.note"  # a line an action asked to record
+RUN_NOTE = "run.note"
+RUN_WAITING = "run.waiting"
+RUN_INTERRUPTED = "run.interrupted"
+RUN_ABORTED = "run.aborted"
+RUN_SUCCEEDED = "run.succeeded"
+RUN_FAILED = "run.failed"
+CHECKPOINT = "checkpoint"  # head hash signed with the installation key
+
+TERMINAL = {RUN_SUCCEEDED, RUN_FAILED, RUN_ABORTED}
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(ts: str) -> datetime:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One journal event, with the exact bytes that were hashed."""
+
+    run: str
+    seq: int
+    ts: str
+    type: str
+    data: dict[str, Any]
+    prev: str
+    line: str
+    hash: str
+
+    @classmethod
+    def make(
+        cls, run: str, seq: int, type: str, data: dict[str, Any], prev: str, ts: str | None = None
+    ) -> Event:
+        ts = ts or utcnow()
+        line = canonical_json(
+            {"data": data, "prev": prev, "run": run, "seq": seq, "ts": ts, "type": type}
+        )
+        return cls(run, seq, ts, type, data, prev, line, sha256_hex(line))
+
+    @classmethod
+    def from_line(cls, line: str) -> Event:
+        """Parse a stored line; the hash is recomputed from the bytes, never trusted."""
+        raw = json.loads(line)
+        return cls(
+            raw["run"], raw["seq"], raw["ts"], raw["type"], raw["data"], raw["prev"],
+            line, sha256_hex(line),
+        )  # fmt: skip
+
+
+def checkpoint_message(run: str, seq: int, head: str) -> bytes:
+    """The bytes the installation key signs for a checkpoint after event ``seq``."""
+    return f"irctl-checkpoint:v1:{run}:{seq}:{head}".encode()

@@ -1,0 +1,247 @@
+"""Typed, immutable models of runbooks, drills and the workspace config.
+
+YAML becomes these models once, in :mod:`irctl.loader`; nothing downstream
+touches raw dictionaries.  The models also give the JSON Schema
+(``irctl schema``) that editors use to check runbooks as people type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
+
+FORMAT_VERSION = 1
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """``30s``, ``5m``, ``2h``, ``1d`` (or a plain number of seconds) as seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is written like 30s, 5m, 2h or 1d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 2h or 1d")
+
+
+def format_duration(seconds: float) -> str:
+    for unit in ("d", "h", "m", "s"):
+        size = _UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)$",
+            "description": "a duration: 30s, 5m, 2h, 1d",
+        }
+    ),
+]
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)]
+SecretRef = Annotated[
+    str,
+    Field(
+        pattern=r"^(env|file|aws-sm):.+$",
+        description="where the secret lives: env:VAR, file:PATH or aws-sm:NAME[#key]",
+    ),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+ParamType = Literal["string", "number", "integer", "boolean", "list"]
+
+
+class Param(_Model):
+    """A typed input given on the command line as ``-p name=value``."""
+
+    type: ParamType = "string"
+    description: str | None = None
+    required: bool | None = Field(
+        default=None, description="defaults to true unless a default is given"
+    )
+    default: Any = None
+    enum: list[Any] | None = None
+    pattern: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    items: ParamType | None = Field(default=None, description="type of the items of a list")
+    secret: bool = Field(default=False, description="redact the value wherever it is recorded")
+
+    @property
+    def is_required(self) -> bool:
+        if self.required is not None:
+            return self.required
+        return "default" not in self.model_fields_set
+
+
+class Policy(_Model):
+    """Who must approve a step before it runs."""
+
+    quorum: int = Field(default=1, ge=1, description="distinct operators who must approve")
+    roles: list[str] = Field(default_factory=list, description="any of these roles may approve")
+    exclude_initiator: bool = True
+    expires: Duration | None = Field(default=None, description="an unused approval lapses")
+    deny: Literal["any"] = "any"
+    description: str | None = None
+
+
+class Retry(_Model):
+    attempts: int = Field(default=1, ge=1, le=100, description="total attempts, the first included")
+    backoff: Duration = Field(default=1.0, description="wait before the 2nd attempt; doubles after")
+    max_backoff: Duration = 300.0
+
+
+class Step(_Model):
+    """One step of a runbook: an action, or a ``parallel`` block of steps."""
+
+    id: Identifier
+    title: str | None = None
+    description: str | None = None
+    action: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", description="ns.name"
+    )
+    parallel: list[Step] | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    when: str | bool | None = None
+    for_each: str | list[Any] | None = None
+    max_parallel: int = Field(default=1, ge=1, le=1000)
+    approval: str | Policy | None = None
+    timeout: Duration | None = None
+    retry: Retry | None = None
+    on_failure: Literal["abort", "continue"] = "abort"
+    tags: list[str] = Field(default_factory=list)
+    idempotent: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        if (self.action is None) == (self.parallel is None):
+            raise ValueError("a step needs exactly one of 'action' or 'parallel'")
+        if self.parallel is not None:
+            if not self.parallel:
+                raise ValueError("'parallel' needs at least one step")
+            if self.for_each is not None or self.with_:
+                raise ValueError("'for_each' and 'with' belong on an action step, not 'parallel'")
+        return self
+
+    def walk(self) -> list[Step]:
+        """This step and every step nested in it, in order."""
+        found = [self]
+        for child in self.parallel or []:
+            found.extend(child.walk())
+        return found
+
+
+class Runbook(_Model):
+    """A breach response, step by step."""
+
+    irctl: Literal[1] = Field(description="format version")
+    kind: Literal["runbook"] = "runbook"
+    id: Identifier
+    title: str
+    summary: str | None = None
+    description: str | None = None
+    severity: Literal["sev1", "sev2", "sev3", "sev4"] = "sev2"
+    owners: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    objectives: dict[str, Duration] = Field(default_factory=dict)
+    params: dict[str, Param] = Field(default_factory=dict)
+    secrets: dict[str, SecretRef] = Field(default_factory=dict)
+    approvals: dict[str, Policy] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+    on_failure: list[Step] = Field(default_factory=list)
+
+    def all_steps(self) -> list[Step]:
+        """Every step, nested ones included, in the order written (``on_failure`` last)."""
+        found: list[Step] = []
+        for step in [*self.steps, *self.on_failure]:
+            found.extend(step.walk())
+        return found
+
+
+class Schedule(_Model):
+    cron: str
+    timezone: str = "UTC"
+
+
+class Inject(_Model):
+    at: Duration
+    say: str
+
+
+class Objective(_Model):
+    step: str | None = None
+    approval: str | None = None
+    within: Duration
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Objective:
+        if (self.step is None) == (self.approval is None):
+            raise ValueError("an objective names exactly one of 'step' or 'approval'")
+        return self
+
+
+class Drill(_Model):
+    """A rehearsal of a runbook, on a schedule, scored against objectives."""
+
+    irctl: Literal[1]
+    kind: Literal["drill"]
+    id: Identifier
+    title: str
+    runbook: Identifier
+    mode: Literal["tabletop", "sandbox"] = "tabletop"
+    schedule: Schedule | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    participants: list[str] = Field(default_factory=list)
+    injects: list[Inject] = Field(default_factory=list)
+    objectives: list[Objective] = Field(default_factory=list)
+
+
+class Operator(_Model):
+    roles: list[str] = Field(default_factory=list)
+    slack: str | None = None
+    key: str | None = Field(default=None, pattern=r"^ed25519:[A-Za-z0-9+/=]+$")
+
+
+class Config(_Model):
+    """The workspace config, ``irctl.yaml``."""
+
+    store: str = "sqlite:///.irctl/irctl.db"
+    installation_key: str | None = Field(
+        default=None,
+        pattern=r"^ed25519:[A-Za-z0-9+/=]+$",
+        description="public half of the key that signs transcript checkpoints",
+    )
+    operators: dict[Identifier, Operator] = Field(default_factory=dict)
+    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+Document = Runbook | Drill

@@ -1,0 +1,185 @@
+"""Sandboxed templating, canonical JSON and digests.
+
+A step's ``with`` values are Jinja2 templates rendered in a sandbox where an
+undefined name is an error.  A string that is exactly one ``{{ expression }}``
+renders to the expression's own value (a list stays a list, a number a
+number); any other string renders to a string.  Everything that is hashed goes
+through :func:`canonical_json`: sorted keys, compact separators, UTF-8, and a
+value that cannot be serialised is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from irctl.errors import IrctlError
+
+REDACTED = "••••"
+
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+
+
+class RenderError(IrctlError):
+    """A template failed to render (undefined name, forbidden operation)."""
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation used for anything hashed or signed."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise IrctlError(f"value cannot be serialised canonically: {exc}") from exc
+
+
+def sha256_hex(data: str | bytes) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(value: Any) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``value``."""
+    return "sha256:" + sha256_hex(canonical_json(value))
+
+
+def _env() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
+    env.filters["tojson"] = lambda v: canonical_json(v)
+    return env
+
+
+_ENV = _env()
+
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str) -> tuple[bool, Any]:
+    single = _SINGLE.match(source)
+    if single and "{{" not in single.group("expr") and "}}" not in single.group("expr"):
+        return True, _ENV.compile_expression(single.group("expr"), undefined_to_none=False)
+    return False, _ENV.from_string(source)
+
+
+def check_syntax(source: str) -> str | None:
+    """None if ``source`` compiles, else the error message (with the template's line)."""
+    try:
+        _compile(source)
+    except TemplateSyntaxError as exc:
+        return f"template syntax error: {exc.message} (template line {exc.lineno})"
+    return None
+
+
+def render_string(source: str, context: dict[str, Any]) -> Any:
+    if not is_template(source):
+        return source
+    try:
+        single, compiled = _compile(source)
+        if single:
+            value = compiled(**context)
+            if isinstance(value, StrictUndefined):
+                str(value)  # raises UndefinedError with a useful message
+            return value
+        return compiled.render(**context)
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"template syntax error: {exc.message}") from exc
+    except UndefinedError as exc:
+        raise RenderError(f"undefined name in template {source!r}: {exc.message}") from exc
+    except SecurityError as exc:
+        raise RenderError(f"template {source!r} is not allowed: {exc}") from exc
+    except Exception as exc:  # a template is user code; any failure is the user's to fix
+        raise RenderError(f"template {source!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def render(value: Any, context: dict[str, Any]) -> Any:
+    """Render every string in ``value`` (dicts and lists recursively)."""
+    if isinstance(value, str):
+        return render_string(value, context)
+    if isinstance(value, dict):
+        return {str(k): render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def template_strings(value: Any) -> Iterable[str]:
+    """Every template string inside ``value``."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from template_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from template_strings(v)
+
+
+def referenced(source: str, root: str) -> set[str]:
+    """Names read under ``root`` in a template: ``steps.a`` and ``steps['a']`` give {'a'}."""
+    try:
+        single, _ = _compile(source)
+        match = _SINGLE.match(source)
+        text = "{{" + match.group("expr") + "}}" if single and match else source
+        tree = _ENV.parse(text)
+    except TemplateSyntaxError:
+        return set()
+    found: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if isinstance(target, nodes.Name) and target.name == root:
+            if isinstance(node, nodes.Getattr):
+                found.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                found.add(node.arg.value)
+    return found
+
+
+class Redactor:
+    """Replaces every known secret value with ``••••`` in anything about to be recorded."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(*secrets)
+
+    def add(self, *values: str) -> None:
+        new = {v for v in values if isinstance(v, str) and v}
+        if new - self._values:
+            self._values |= new
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def text(self, value: str) -> str:
+        if self._pattern is None:
+            return value
+        return self._pattern.sub(REDACTED, value)
+
+    def __call__(self, value: Any) -> Any:
+        if self._pattern is None:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.text(str(k)): self(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self(v) for v in value]
+        return value

@@ -1,0 +1,41 @@
+"""Secrets by reference: ``env:VAR``, ``file:PATH`` (``aws-sm:NAME`` with irctl[aws]).
+
+A resolved value lives only in memory while a step runs; everything recorded
+passes through :class:`irctl.render.Redactor` first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from irctl.errors import SecretError
+
+
+def resolve(name: str, reference: str, *, base: Path | None = None) -> str:
+    """The value behind ``reference``; the error names the secret, never its value."""
+    scheme, _, where = reference.partition(":")
+    if scheme == "env":
+        value = os.environ.get(where)
+        if value is None:
+            raise SecretError(f"secret '{name}': environment variable {where} is not set")
+        if not value:
+            raise SecretError(f"secret '{name}': environment variable {where} is empty")
+        return value
+    if scheme == "file":
+        path = Path(where).expanduser()
+        if base is not None and not path.is_absolute():
+            path = base / path
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise SecretError(f"secret '{name}': cannot read {path}: {exc.strerror}") from exc
+        if not value:
+            raise SecretError(f"secret '{name}': {path} is empty")
+        return value
+    if scheme == "aws-sm":
+        raise SecretError(
+            f"secret '{name}': aws-sm references are read by the AWS integration, "
+            "which is not available in this version"
+        )
+    raise SecretError(f"secret '{name}': unknown reference scheme '{scheme}' (use env: or file:)")
