@@ -65,7 +65,7 @@ Inputs = TypeVar("Inputs", bound=BaseModel)
 Outputs = dict[str, Any]
 
 
-class WaitForOperator(Exception):  # noqa: N818 - a signal to the engine, not an error
+class WaitForOperator(Exception):
     """Raised by an action that needs a person's answer the engine does not have yet.
 
     The engine records the step as waiting and the run stops with exit code 3;
@@ -232,7 +232,9 @@ def action(
             hints.pop("return", None)
             first = next(iter(hints.values()), None)
             if not (isinstance(first, type) and issubclass(first, BaseModel)):
-                raise TypeError(f"action {name}: annotate the first parameter with a pydantic model")
+                raise TypeError(
+                    f"action {name}: annotate the first parameter with a pydantic model"
+                )
             model = first
         defined = Action(name, model, fn, idempotent=idempotent, secret_outputs=secret_outputs)
         _DEFINED[name] = defined
@@ -282,7 +284,11 @@ class Registry:
                 import_module(ep.value.split(":", 1)[0])
             except ImportError as exc:
                 extra = EXTRAS.get(namespace)
-                fix = f"pip install 'irctl[{extra}]'" if extra else f"reinstall the package of {ep.value}"
+                fix = (
+                    f"pip install 'irctl[{extra}]'"
+                    if extra
+                    else f"reinstall the package of {ep.value}"
+                )
                 return f"the '{namespace}' integration failed to load ({exc}); fix: {fix}"
             except Exception as exc:
                 return f"the '{namespace}' integration failed to load: {type(exc).__name__}: {exc}"

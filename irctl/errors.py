@@ -13,10 +13,10 @@ the boundary where they happen.
     ├── IntegrationError            exit 2  an integration cannot be loaded
     ├── SecretError                 exit 2  a secret reference cannot be resolved
     ├── StoreError                  exit 1  the store cannot be reached or is corrupt
-    ├── ActionError                 exit 1  an action failed (carried in the run, not raised to users)
+    ├── ActionError                 exit 1  an action failed (recorded in the run, not raised)
     │   └── ActionTimeout
     ├── RunFailed                   exit 1  a run ended failed
-    ├── RunWaiting                  exit 3  a run waits on people (approval, manual step, in doubt)
+    ├── RunWaiting                  exit 3  a run waits on people (approval, manual, in doubt)
     ├── RunInterrupted              exit 130 Ctrl-C stopped a run; it can be resumed
     └── VerificationFailed          exit 1  a transcript does not verify
 """

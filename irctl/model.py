@@ -93,7 +93,6 @@ class Param(_Model):
     minimum: float | None = None
     maximum: float | None = None
     items: ParamType | None = Field(default=None, description="type of the items of a list")
-    secret: bool = Field(default=False, description="redact the value wherever it is recorded")
 
     @property
     def is_required(self) -> bool:

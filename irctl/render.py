@@ -57,7 +57,7 @@ def _env() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
-    env.filters["tojson"] = lambda v: canonical_json(v)
+    env.filters["tojson"] = canonical_json
     return env
 
 
@@ -141,12 +141,17 @@ def referenced(source: str, root: str) -> set[str]:
         return set()
     found: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name == root:
-            if isinstance(node, nodes.Getattr):
+        if isinstance(node, nodes.Getattr):
+            if isinstance(node.node, nodes.Name) and node.node.name == root:
                 found.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                found.add(node.arg.value)
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == root
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+        ):
+            found.add(node.arg.value)
     return found
 
 

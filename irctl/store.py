@@ -2,15 +2,31 @@
 
 SQLAlchemy Core over SQLite (the default, a file in the workspace, WAL mode,
 ``synchronous=FULL`` so a commit survives a power cut) or PostgreSQL (for
-teams).  Appends to one run are serialised by the database itself
-(``BEGIN IMMEDIATE`` on SQLite, a row lock on PostgreSQL), so several
-processes — responders, ``irctl serve`` replicas — may append to the same run.
+teams).  Several processes — responders, ``irctl serve`` replicas — may append
+to the same run; the database keeps the journal a gap-free, unbroken chain:
+
+* SQLite: each append is one ``BEGIN IMMEDIATE`` transaction (the database's
+  single writer lock) that reads the run's head, inserts and commits.
+* PostgreSQL: each append is one committed ``INSERT`` of the events after the
+  head this store knows.  The primary key ``(run_id, seq)`` rejects the insert
+  if anyone appended in between (sequence numbers are contiguous, so a stale
+  head always collides on ``seq``); the store then re-reads the head and
+  rebuilds the events.  No lock is held across round trips, and the common case
+  — this store made the last append — costs one round trip.
+
+The hot path (``append``) runs on one dedicated DBAPI connection per store,
+taken out of the pool on first use, with fixed SQL text (no statement compiling
+per call); everything else goes through SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +35,26 @@ from irctl.errors import StoreError, UsageError
 from irctl.events import GENESIS, RUN_CREATED, Event
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import PoolProxiedConnection
 
 SCHEMA_VERSION = 1
+
+# How long an append may keep losing races to other writers of the same run.
+_CONTENTION_TIMEOUT = 60.0
+
+_COLUMNS = "(run_id, seq, ts, type, line, hash)"
+_HEAD_SQL = {
+    "sqlite": "SELECT seq, hash FROM irctl_events WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+    "postgresql": "SELECT seq, hash FROM irctl_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
+}
+_INSERT_SQLITE = f"INSERT INTO irctl_events {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+
+
+def _insert_pg(count: int) -> str:
+    """One multi-row INSERT: a single statement, so atomic even in autocommit."""
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * count)
+    return f"INSERT INTO irctl_events {_COLUMNS} VALUES {values}"  # noqa: S608 - fixed text
 
 
 @dataclass(frozen=True)
@@ -67,7 +100,7 @@ def _tables() -> Any:
 class Store:
     """Open with :meth:`open`; every method is safe to call from several threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, dedicated: bool = True) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._meta = _tables()
@@ -75,6 +108,16 @@ class Store:
         self._events = self._meta.tables["irctl_events"]
         self._lock = threading.Lock()
         self._insert_sql = self._events.insert()
+        # SQLite: BEGIN IMMEDIATE for transactions opened through this engine.
+        self._writer = engine.execution_options(irctl_write=True)
+        # The append connection; ``dedicated`` takes it out of the pool (False for
+        # SQLite :memory:, whose single pooled connection *is* the database).
+        self._dedicated = dedicated
+        self._wconn: PoolProxiedConnection | None = None
+        self._wdriver: Any = None  # its sqlite3 / psycopg connection
+        self._wpid = 0
+        # PostgreSQL: run id -> (seq, hash) of the last event this store saw.
+        self._heads: dict[str, tuple[int, str]] = {}
         self._create()
 
     @classmethod
@@ -92,17 +135,37 @@ class Store:
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
-            raise UsageError(f"store: {url!r} is not a database URL") from exc
+            raise UsageError(
+                f"store: {url!r} is not a database URL "
+                "(expected e.g. sqlite:///.irctl/irctl.db or postgresql://user@host/db)"
+            ) from exc
         backend = parsed.get_backend_name()
+        dedicated = True
         if backend == "sqlite":
             database = parsed.database or ""
-            if database and database != ":memory:":
+            kwargs: dict[str, Any] = {}
+            if database and database != ":memory:" and not database.startswith("file:"):
                 path = Path(database)
                 if not path.is_absolute() and workspace is not None:
                     path = workspace / path
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot create the store directory {path.parent}: {exc}"
+                    ) from exc
                 parsed = parsed.set(database=str(path))
-            engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})
+            elif not database or database == ":memory:":
+                from sqlalchemy.pool import StaticPool
+
+                kwargs["poolclass"] = StaticPool  # one connection, or each sees its own database
+                dedicated = False
+            try:
+                engine = create_engine(
+                    parsed, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs
+                )
+            except (ImportError, NoSuchModuleError, ArgumentError) as exc:
+                raise UsageError(f"store: cannot use {url!r}: {exc}") from exc
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -115,25 +178,40 @@ class Store:
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Writers take the write lock up front (no deadlock-prone lock upgrade);
+                # readers use a plain deferred transaction, which in WAL mode never blocks.
+                write = conn.get_execution_options().get("irctl_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         elif backend == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")  # irctl[postgres] ships it
+            connect_args: dict[str, Any] = {}
+            if "connect_timeout" not in parsed.query:
+                connect_args["connect_timeout"] = 10  # an unreachable server fails, never hangs
             try:
-                engine = create_engine(parsed, pool_pre_ping=True)
+                engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
             except (ImportError, NoSuchModuleError) as exc:
                 raise StoreError(
-                    "the PostgreSQL driver is not installed; fix: pip install 'irctl[postgres]'"
+                    f"the PostgreSQL driver for {parsed.drivername!r} is not installed; "
+                    "fix: pip install 'irctl[postgres]' (and use a postgresql+psycopg:// URL)"
                 ) from exc
+            except ArgumentError as exc:
+                raise UsageError(f"store: cannot use {url!r}: {exc}") from exc
         else:
             raise UsageError(f"store: unsupported database '{backend}' (use sqlite or postgresql)")
-        return cls(engine)
+        try:
+            return cls(engine, dedicated=dedicated)
+        except BaseException:
+            engine.dispose()
+            raise
 
     def _create(self) -> None:
         from sqlalchemy import select
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
-            with self.engine.begin() as conn:
+            with self._writer.begin() as conn:
                 self._meta.create_all(conn, checkfirst=True)
                 meta = self._meta.tables["irctl_meta"]
                 row = conn.execute(select(meta.c.value).where(meta.c.key == "schema")).first()
@@ -148,6 +226,8 @@ class Store:
             raise StoreError(f"cannot open the store: {_brief(exc)}") from exc
 
     def close(self) -> None:
+        with self._lock:
+            self._drop_wconn()
         self.engine.dispose()
 
     # -- writing ---------------------------------------------------------------
@@ -167,67 +247,157 @@ class Store:
 
         first = Event.make(run_id, 1, RUN_CREATED, data, GENESIS)
         try:
-            with self._lock, self.engine.begin() as conn:
-                conn.execute(
-                    self._runs.insert().values(
-                        id=run_id, runbook=runbook, created_at=first.ts, initiator=initiator,
-                        mode=mode, incident=incident,
-                    )  # fmt: skip
-                )
+            with self._lock, self._writer.begin() as conn:
+                run = {
+                    "id": run_id, "runbook": runbook, "created_at": first.ts,
+                    "initiator": initiator, "mode": mode, "incident": incident,
+                }  # fmt: skip
+                conn.execute(self._runs.insert().values(**run))
                 conn.execute(self._insert_sql, [_row(first)])
         except IntegrityError as exc:
             raise StoreError(f"run {run_id} already exists") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record run {run_id}: {_brief(exc)}") from exc
+        if self.dialect == "postgresql":
+            self._remember(run_id, first)
         return first
 
     def append(self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
         """Append events to a run, durably, in one transaction; returns them hashed."""
-        from sqlalchemy.exc import SQLAlchemyError
-
         if not items:
             return []
+        with self._lock:
+            if self.dialect == "sqlite":
+                return self._append_sqlite(run_id, items)
+            return self._append_pg(run_id, items)
+
+    def _append_sqlite(
+        self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[Event]:
+        import sqlite3
+
         try:
-            with self._lock, self.engine.begin() as conn:
-                seq, prev = self._head(conn, run_id)
-                made: list[Event] = []
-                for kind, data in items:
-                    seq += 1
-                    event = Event.make(run_id, seq, kind, data, prev)
-                    prev = event.hash
-                    made.append(event)
-                conn.execute(self._insert_sql, [_row(e) for e in made])
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot append to run {run_id}: {_brief(exc)}") from exc
+            cur = self._driver().cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    head = cur.execute(_HEAD_SQL["sqlite"], (run_id,)).fetchone()
+                    if head is None:
+                        raise UsageError(f"no run {run_id}")
+                    made = _chain(run_id, int(head[0]), str(head[1]), items)
+                    if len(made) == 1:
+                        cur.execute(_INSERT_SQLITE, _values(made[0]))
+                    else:
+                        cur.executemany(_INSERT_SQLITE, [_values(e) for e in made])
+                    cur.execute("COMMIT")
+                except BaseException:
+                    if cur.connection.in_transaction:
+                        cur.execute("ROLLBACK")
+                    raise
+            finally:
+                cur.close()
+        except sqlite3.Error as exc:
+            self._drop_wconn()
+            raise StoreError(f"cannot append to run {run_id}: {exc}") from exc
         return made
 
-    def _head(self, conn: Connection, run_id: str) -> tuple[int, str]:
-        from sqlalchemy import select
+    def _append_pg(self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
+        import psycopg
+        from psycopg import errors
 
-        if self.dialect == "postgresql":
-            # Serialise appends to one run across processes: lock its row.
-            locked = conn.execute(
-                select(self._runs.c.id).where(self._runs.c.id == run_id).with_for_update()
-            ).first()
-            if locked is None:
-                raise UsageError(f"no run {run_id}")
-        ev = self._events
-        row = conn.execute(
-            select(ev.c.seq, ev.c.hash)
-            .where(ev.c.run_id == run_id)
-            .order_by(ev.c.seq.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            raise UsageError(f"no run {run_id}")
-        return int(row[0]), str(row[1])
+        deadline = 0.0
+        conflicts = 0
+        try:
+            conn = self._driver()
+            while True:
+                head = self._heads.get(run_id)
+                if head is None:
+                    row = conn.execute(_HEAD_SQL["postgresql"], (run_id,)).fetchone()
+                    if row is None:
+                        raise UsageError(f"no run {run_id}")
+                    head = (int(row[0]), str(row[1]))
+                made = _chain(run_id, head[0], head[1], items)
+                try:
+                    # Autocommit: this one statement is the transaction, committed on return.
+                    conn.execute(_insert_pg(len(made)), [v for e in made for v in _values(e)])
+                except errors.UniqueViolation:
+                    # Someone appended after our head: re-read it and rebuild the events.
+                    self._heads.pop(run_id, None)
+                    conflicts += 1
+                    if conflicts == 1:
+                        deadline = time.monotonic() + _CONTENTION_TIMEOUT
+                    elif time.monotonic() > deadline:
+                        raise StoreError(
+                            f"cannot append to run {run_id}: other writers kept winning for "
+                            f"{_CONTENTION_TIMEOUT:.0f} s"
+                        ) from None
+                    if conflicts > 2:  # heavy contention: step aside briefly, at random
+                        time.sleep(random.uniform(0, min(0.001 * conflicts, 0.05)))  # noqa: S311
+                    continue
+                self._remember(run_id, made[-1])
+                return made
+        except psycopg.Error as exc:
+            self._heads.pop(run_id, None)
+            if self._wconn is not None and self._driver_closed():
+                self._drop_wconn()
+            raise StoreError(f"cannot append to run {run_id}: {_first_line(exc)}") from exc
+
+    def _remember(self, run_id: str, event: Event) -> None:
+        if len(self._heads) > 4096:
+            self._heads.clear()
+        self._heads[run_id] = (event.seq, event.hash)
+
+    def _driver(self) -> Any:
+        """The raw DBAPI connection used for appends (call with ``self._lock`` held)."""
+        if self._wconn is not None and self._wpid != os.getpid():
+            # Inherited across fork: never touch (or close) the parent's connection.
+            self._wconn, self._wdriver = None, None
+            self._heads.clear()
+        if self._wconn is None:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            try:
+                proxied = self.engine.raw_connection()
+            except SQLAlchemyError as exc:
+                raise StoreError(f"cannot reach the store: {_brief(exc)}") from exc
+            driver: Any = proxied.driver_connection
+            if self._dedicated:
+                proxied.detach()  # ours alone, closed by close()
+            if self.dialect == "postgresql":
+                driver.autocommit = True
+            self._wconn, self._wdriver, self._wpid = proxied, driver, os.getpid()
+        return self._wdriver
+
+    def _driver_closed(self) -> bool:
+        conn = self._wdriver
+        return conn is None or bool(conn.closed or conn.broken)  # psycopg
+
+    def _drop_wconn(self) -> None:
+        conn, self._wconn, self._wdriver = self._wconn, None, None
+        self._heads.clear()
+        if conn is None:
+            return
+        try:
+            if not self._dedicated:
+                return  # the shared pooled connection stays with the pool
+            conn.close()
+        except Exception:  # noqa: S110 - closing a broken connection may fail; nothing to do
+            pass
 
     # -- reading ---------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read {what}: {_brief(exc)}") from exc
 
     def lines(self, run_id: str, *, after: int = 0) -> Iterator[str]:
         """The stored canonical lines of a run, in order."""
         from sqlalchemy import select
-        from sqlalchemy.exc import SQLAlchemyError
 
         ev = self._events
         query = (
@@ -236,12 +406,9 @@ class Store:
             .order_by(ev.c.seq)
             .execution_options(yield_per=2000)
         )
-        try:
-            with self.engine.connect() as conn:
-                for row in conn.execute(query):
-                    yield str(row[0])
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read run {run_id}: {_brief(exc)}") from exc
+        with self._reading(f"run {run_id}"), self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield str(row[0])
 
     def events(self, run_id: str, *, after: int = 0) -> list[Event]:
         events = [Event.from_line(line) for line in self.lines(run_id, after=after)]
@@ -252,7 +419,7 @@ class Store:
     def get_run(self, run_id: str) -> RunRow | None:
         from sqlalchemy import select
 
-        with self.engine.connect() as conn:
+        with self._reading(f"run {run_id}"), self.engine.connect() as conn:
             row = conn.execute(select(self._runs).where(self._runs.c.id == run_id)).first()
         return RunRow(*row) if row is not None else None
 
@@ -260,7 +427,7 @@ class Store:
         """A run by id or unambiguous id prefix."""
         from sqlalchemy import select
 
-        with self.engine.connect() as conn:
+        with self._reading("runs"), self.engine.connect() as conn:
             rows = conn.execute(
                 select(self._runs).where(self._runs.c.id.startswith(prefix, autoescape=True))
             ).all()
@@ -274,13 +441,30 @@ class Store:
         return RunRow(*rows[0])
 
     def runs(self, *, limit: int | None = None) -> list[RunRow]:
+        """Runs, newest first (ties in ``created_at`` broken by id, descending)."""
         from sqlalchemy import select
 
-        query = select(self._runs).order_by(self._runs.c.created_at.desc())
+        query = select(self._runs).order_by(self._runs.c.created_at.desc(), self._runs.c.id.desc())
         if limit:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self._reading("runs"), self.engine.connect() as conn:
             return [RunRow(*row) for row in conn.execute(query)]
+
+
+def _chain(
+    run_id: str, seq: int, prev: str, items: Sequence[tuple[str, dict[str, Any]]]
+) -> list[Event]:
+    made: list[Event] = []
+    for kind, data in items:
+        seq += 1
+        event = Event.make(run_id, seq, kind, data, prev)
+        prev = event.hash
+        made.append(event)
+    return made
+
+
+def _values(event: Event) -> tuple[str, int, str, str, str, str]:
+    return (event.run, event.seq, event.ts, event.type, event.line, event.hash)
 
 
 def _row(event: Event) -> dict[str, Any]:
@@ -290,6 +474,10 @@ def _row(event: Event) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _brief(exc: Exception) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _brief(exc: Exception) -> str:
+    return _first_line(getattr(exc, "orig", None) or exc)

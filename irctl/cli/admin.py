@@ -1,1 +1,119 @@
-"""(to be written)"""
+"""``irctl init``, ``irctl keys generate`` and ``irctl demo``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from irctl.cli._app import app, err, keys_app, out
+from irctl.errors import UsageError
+
+CONFIG_TEMPLATE = """\
+# irctl workspace config; see the README for every field.
+store: sqlite:///.irctl/irctl.db          # or postgresql+psycopg://user@host/db for a team
+installation_key: "{key}"   # signs transcript checkpoints
+operators: {{}}
+  # alice: {{roles: [security-lead], slack: U0ALICE, key: "ed25519:..."}}
+  # (irctl keys generate alice prints the key)
+integrations: {{}}
+vars:
+  exchange_admin_url: https://admin.internal.example
+"""
+
+
+@app.command("init")
+def init_command(
+    directory: Path = typer.Argument(Path("."), help="Where to create the workspace."),
+) -> None:
+    """Create a workspace: irctl.yaml, runbooks/, drills/ and the installation key.
+
+    The installation key (Ed25519) signs every run's transcript checkpoints; it
+    is written to .irctl/installation.key (mode 0600) and its public half to
+    irctl.yaml, so anyone with the config can verify transcripts offline.
+    """
+    from irctl.identity import generate_private_key, public_key_text
+    from irctl.workspace import CONFIG_NAME, INSTALLATION_KEY, STATE_DIR
+
+    root = directory.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("runbooks", "drills", STATE_DIR):
+        (root / name).mkdir(exist_ok=True)
+    key_path = root / STATE_DIR / INSTALLATION_KEY
+    config = root / CONFIG_NAME
+    if key_path.exists():
+        from irctl.identity import load_private_key
+
+        public = public_key_text(load_private_key(key_path))
+        err.print(f"installation key exists: {key_path}")
+    else:
+        public = public_key_text(generate_private_key(key_path))
+        err.print(f"created installation key {key_path} (mode 0600)")
+    if config.exists():
+        err.print(f"{config} exists; left as it is. Its installation_key should read:")
+        out.print(f'installation_key: "{public}"')
+    else:
+        config.write_text(CONFIG_TEMPLATE.format(key=public), encoding="utf-8")
+        err.print(f"created {config}")
+    ignore = root / ".gitignore"
+    lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
+    if ".irctl/" not in lines:
+        ignore.write_text("\n".join([*lines, ".irctl/"]) + "\n", encoding="utf-8")
+    err.print("next: put runbooks in runbooks/, then 'irctl validate' and 'irctl plan RUNBOOK'")
+
+
+def _key_dir() -> Path:
+    base = os.environ.get("IRCTL_KEY_DIR")
+    if base:
+        return Path(base).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "irctl" / "keys"
+
+
+@keys_app.command("generate")
+def keys_generate_command(
+    operator: str = typer.Argument(..., help="The operator's name, as in irctl.yaml."),
+) -> None:
+    """Create an operator's Ed25519 key outside the workspace and print the line to add.
+
+    The private key goes to ~/.config/irctl/keys/OPERATOR.key (or $IRCTL_KEY_DIR),
+    mode 0600; only the public key belongs in irctl.yaml.
+    """
+    import re
+
+    from irctl.identity import generate_private_key, public_key_text
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", operator):
+        raise UsageError(f"operator names are lowercase letters, digits, - and _: {operator!r}")
+    path = _key_dir() / f"{operator}.key"
+    key = generate_private_key(path)
+    err.print(f"private key written to {path} (mode 0600); keep it off shared machines")
+    err.print("add to irctl.yaml under operators:")
+    out.print(f'  {operator}: {{roles: [], key: "{public_key_text(key)}"}}')
+
+
+@app.command("demo")
+def demo_command(
+    interactive: bool = typer.Option(
+        False, "--interactive", help="Ask you at manual steps instead of confirming them."
+    ),
+    directory: Path = typer.Option(
+        Path(".irctl-demo"), help="Where to create the demo workspace (recreated each time)."
+    ),
+) -> None:
+    """Run a complete hot-wallet incident in a local sandbox, then verify its transcript.
+
+    A local HTTP server stands in for the exchange's admin API; nothing leaves
+    this machine.  Manual steps are confirmed automatically unless --interactive.
+    """
+    from irctl.demo import run_demo
+
+    code = run_demo(directory.resolve(), interactive=interactive, console=err, stdout=out)
+    if code:
+        err.print(f"[red]demo ended with exit code {code}[/red]")
+    raise typer.Exit(code)
+
+
+__all__ = ["escape"]

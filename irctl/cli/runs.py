@@ -1,1 +1,418 @@
-"""(to be written)"""
+"""Commands that plan, run and steer runs: plan, run, resume, status, runs list, abort,
+answer, note.
+
+Each command parses its arguments, calls the library, and renders the result.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.markup import escape
+
+from irctl.cli._app import JSON_OPTION, app, err, out, print_json, runs_app
+from irctl.errors import IrctlError, UsageError
+
+if TYPE_CHECKING:
+    from irctl.engine import Engine
+    from irctl.model import Runbook
+    from irctl.state import RunState
+    from irctl.workspace import Workspace
+
+EXIT = {"succeeded": 0, "failed": 1, "aborted": 1, "waiting": 3, "interrupted": 130}
+
+PARAM_OPTION = typer.Option(
+    None, "--param", "-p", help="A runbook param as name=value (repeat for several).",
+    metavar="NAME=VALUE",
+)  # fmt: skip
+AS_OPTION = typer.Option(
+    None, "--as", help="The operator acting (default: $IRCTL_OPERATOR or your login name)."
+)
+
+
+def _workspace() -> Workspace:
+    from irctl.workspace import Workspace
+
+    return Workspace.find()
+
+
+def _operator(ws: Workspace, given: str | None) -> str:
+    name = given or os.environ.get("IRCTL_OPERATOR") or getpass.getuser()
+    operators = ws.config.operators
+    if operators and name not in operators:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(operators), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UsageError(f"'{name}' is not an operator in {ws.config_path}{hint}")
+    return name
+
+
+def _split_params(pairs: list[str] | None) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"-p expects name=value, got {pair!r}")
+        given[name.strip()] = value
+    return given
+
+
+def _load(
+    ws: Workspace, runbook: str, pairs: list[str] | None
+) -> tuple[Runbook, str, dict[str, Any]]:
+    from irctl.loader import load_runbook_text, parse_params
+
+    path = ws.resolve_runbook(runbook)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    model = load_runbook_text(text, str(path))
+    return model, text, parse_params(model, _split_params(pairs))
+
+
+def _engine(ws: Workspace, **kwargs: Any) -> Engine:
+    from irctl.engine import Engine
+
+    return Engine(
+        ws.store, config=ws.config, signing_key=ws.signing_key(), workspace=ws.root, **kwargs
+    )
+
+
+def _finish(state: RunState) -> None:
+    """Say how the run ended and what to do next; exit with the run's code."""
+    run_id = state.run_id
+    status = state.status
+    if status == "succeeded":
+        err.print(f"[green]run {run_id} succeeded[/green]")
+    elif status == "failed":
+        err.print(f"[red]run {run_id} failed[/red] at step {escape(str(state.failed_step))}")
+    elif status == "waiting":
+        err.print(f"[magenta]run {run_id} is waiting on people:[/magenta]")
+        for step in state.waiting():
+            err.print(f"  {escape(step.key)}: {escape(step.prompt or str(step.waiting_for))}")
+            if step.waiting_for == "answer":
+                err.print(
+                    f"    answer with: irctl answer {run_id} {escape(step.key)} VALUE --as YOU"
+                )
+    elif status == "interrupted":
+        err.print(
+            f"[yellow]run {run_id} interrupted[/yellow]; continue with: irctl resume {run_id}"
+        )
+    raise typer.Exit(EXIT.get(status, 1))
+
+
+def _asker(view: Any) -> Any:
+    from rich.prompt import Prompt
+
+    def ask(prompt: str, kind: str, choices: list[str] | None) -> str | None:
+        with view.pause():
+            err.print(f"[bold magenta]?[/bold magenta] {escape(prompt)}")
+            if kind == "confirm":
+                return Prompt.ask("done or failed", choices=["done", "failed"], console=err)
+            return Prompt.ask("answer", choices=choices, console=err)
+
+    return ask
+
+
+@app.command("plan")
+def plan_command(
+    runbook: str = typer.Argument(..., help="A runbook id from runbooks/ or a path."),
+    param: list[str] | None = PARAM_OPTION,
+    mode: str = typer.Option("live", help="live, tabletop or sandbox."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show every step as it will run — resolved inputs, approvals, digests — running nothing.
+
+    Secrets are shown as ••••.  Inputs that read an earlier step's outputs are
+    resolved at run time; the plan names the steps they wait for.
+
+    Example: irctl plan hot-wallet-compromise -p chain=ethereum -p wallet=0x...
+    """
+    from irctl.plan import make_plan
+    from irctl.render import sha256_hex
+
+    ws = _workspace()
+    model, text, params = _load(ws, runbook, param)
+    plan = make_plan(
+        model, params, runbook_digest="sha256:" + sha256_hex(text), config=ws.config, mode=mode
+    )
+    if as_json:
+        print_json(plan.as_dict())
+        return
+    from irctl.cli.render_plan import render_plan
+
+    render_plan(out, plan)
+
+
+@app.command("run")
+def run_command(
+    runbook: str = typer.Argument(..., help="A runbook id from runbooks/ or a path."),
+    param: list[str] | None = PARAM_OPTION,
+    incident: str | None = typer.Option(None, help="The incident this run responds to."),
+    operator: str | None = AS_OPTION,
+    mode: str = typer.Option(
+        "live", help="live; tabletop (every action simulated); sandbox (sandbox endpoints)."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before starting a live run."),
+    detach: bool = typer.Option(False, help="Start the run in the background and return its id."),
+    interactive: bool | None = typer.Option(
+        None,
+        "--interactive/--unattended",
+        help="Ask at manual steps (default: when the terminal is interactive).",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Execute a runbook, step by step, recording every transition durably.
+
+    Exit codes: 0 succeeded, 1 failed, 3 waiting on people (a manual step, an
+    approval, a step in doubt), 130 interrupted.  Ctrl-C stops cleanly;
+    `irctl resume RUN_ID` continues without repeating finished steps.
+
+    Example: irctl run hot-wallet-compromise -p chain=ethereum -p wallet=0x... --incident INC-42
+    """
+    ws = _workspace()
+    model, text, params = _load(ws, runbook, param)
+    who = _operator(ws, operator)
+    if ws.signing_key() is None:
+        err.print(
+            "[yellow]warning:[/yellow] this workspace has no installation key, so the transcript "
+            "will not be signed; run 'irctl init' to create one"
+        )
+    if mode == "live" and not yes and not detach and sys.stdin.isatty():
+        typer.confirm(f"Start a LIVE run of '{model.id}'?", abort=True)
+    if detach:
+        engine = _engine(ws)
+        run_id = engine.create_run(model, text, params, initiator=who, mode=mode, incident=incident)
+        _detach(ws, run_id)
+        if as_json:
+            print_json({"run_id": run_id, "detached": True})
+        else:
+            out.print(run_id)
+        return
+    _execute(
+        ws, model.title, interactive, as_json, create=(model, text, params, who, mode, incident)
+    )
+
+
+def _execute(
+    ws: Workspace,
+    title: str,
+    interactive: bool | None,
+    as_json: bool,
+    *,
+    create: tuple[Runbook, str, dict[str, Any], str, str, str | None] | None = None,
+    run_id: str | None = None,
+) -> None:
+    from irctl.cli.view import RunView
+
+    view = RunView(err, title=title, live=False if as_json else None)
+    ask = interactive if interactive is not None else (sys.stdin.isatty() and not as_json)
+    engine = _engine(ws, listener=view, interactive=_asker(view) if ask else None)
+    if create is not None:
+        model, text, params, who, mode, incident = create
+        run_id = engine.create_run(model, text, params, initiator=who, mode=mode, incident=incident)
+        err.print(f"run [bold]{run_id}[/bold] of {escape(model.id)} ({mode})")
+    if run_id is None:  # pragma: no cover - callers pass one of the two
+        raise UsageError("no run to execute")
+    with view:
+        state = engine.execute(run_id)
+    if as_json:
+        print_json(_state_json(state))
+    _finish(state)
+
+
+def _detach(ws: Workspace, run_id: str) -> None:
+    import subprocess
+
+    logs = ws.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    exe = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "irctl" else None
+    argv = [str(exe)] if exe else [sys.executable, "-c", "from irctl.cli import main; main()"]
+    with (logs / f"{run_id}.log").open("ab") as log:
+        subprocess.Popen(
+            [*argv, "resume", run_id, "--unattended"],
+            cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, env={**os.environ, "IRCTL_WORKSPACE": str(ws.root)},
+        )  # fmt: skip
+
+
+@app.command("resume")
+def resume_command(
+    run_id: str = typer.Argument(
+        ..., help="The run to continue (an unambiguous prefix is enough)."
+    ),
+    step: str | None = typer.Option(None, help="An in-doubt step to settle first."),
+    mark: str | None = typer.Option(
+        None, help="How the in-doubt step ended: done, retry (run it again) or failed."
+    ),
+    reason: str | None = typer.Option(None, help="Why, for the transcript."),
+    operator: str | None = AS_OPTION,
+    interactive: bool | None = typer.Option(
+        None, "--interactive/--unattended", help="Ask at manual steps."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Continue a run that crashed, was interrupted, or waited on people.
+
+    Finished steps are not repeated.  A step that started but has no recorded
+    outcome is in doubt: irctl asks the action's probe, re-runs it if the action
+    is idempotent, or waits for your decision:
+
+      irctl resume RUN_ID --step sweep-to-cold --mark done --reason "tx seen on-chain"
+    """
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
+    if (step is None) != (mark is None):
+        raise UsageError("--step and --mark go together")
+    engine = _engine(ws)
+    if step is not None and mark is not None:
+        engine.mark(found.id, step, mark, operator=_operator(ws, operator), reason=reason)
+    _execute(ws, found.runbook, interactive, as_json, run_id=found.id)
+
+
+@app.command("answer")
+def answer_command(
+    run_id: str = typer.Argument(..., help="The run."),
+    step: str = typer.Argument(..., help="The manual step waiting for an answer."),
+    value: str = typer.Argument(..., help="The answer: done / failed for a confirmation."),
+    operator: str | None = AS_OPTION,
+    resume: bool = typer.Option(True, help="Continue the run after recording the answer."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Answer a manual step of a waiting run, then continue it.
+
+    Example: irctl answer r-20261121-030000-ab12cd custody-hotline done --as alice
+    """
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
+    engine = _engine(ws)
+    engine.answer(found.id, step, value, operator=_operator(ws, operator))
+    if not resume:
+        err.print(f"answer recorded; continue with: irctl resume {found.id}")
+        return
+    _execute(ws, found.runbook, False, as_json, run_id=found.id)
+
+
+@app.command("abort")
+def abort_command(
+    run_id: str = typer.Argument(..., help="The run to abort."),
+    reason: str = typer.Option(..., help="Why, for the transcript."),
+    operator: str | None = AS_OPTION,
+) -> None:
+    """End a run that is waiting or interrupted; it can no longer be resumed."""
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
+    state = _engine(ws).abort(found.id, reason=reason, operator=_operator(ws, operator))
+    err.print(f"run {state.run_id} aborted")
+
+
+@app.command("note")
+def note_command(
+    run_id: str = typer.Argument(..., help="The run."),
+    text: str = typer.Argument(..., help="The note, as it should appear in the transcript."),
+    operator: str | None = AS_OPTION,
+) -> None:
+    """Add an operator's note to a run's transcript (during or after the run)."""
+    from irctl import events as ev
+
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
+    _engine(ws).record(found.id, ev.RUN_NOTE, {"text": text, "by": _operator(ws, operator)})
+    err.print("note recorded")
+
+
+def _state_json(state: RunState) -> dict[str, Any]:
+    return {
+        "run_id": state.run_id, "runbook": state.runbook, "runbook_digest": state.runbook_digest,
+        "status": state.status, "mode": state.mode, "initiator": state.initiator,
+        "incident": state.incident, "created_at": state.created_at,
+        "finished_at": state.finished_at, "failed_step": state.failed_step,
+        "params": state.params,
+        "steps": [
+            {
+                "step": s.key, "status": s.status, "attempt": s.attempt, "action": s.action,
+                "digest": s.digest, "error": s.error, "outputs": s.outputs,
+                "started_at": s.started_at, "finished_at": s.finished_at,
+                "waiting_for": s.waiting_for,
+            }
+            for s in state.steps.values()
+        ],
+    }  # fmt: skip
+
+
+@app.command("status")
+def status_command(
+    run_id: str | None = typer.Argument(None, help="The run (default: the latest)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Where a run stands: each step's state, what it waits for."""
+    from rich.table import Table
+
+    from irctl.state import fold
+
+    ws = _workspace()
+    store = ws.store
+    if run_id is None:
+        latest = store.runs(limit=1)
+        if not latest:
+            raise UsageError("no runs yet; start one with 'irctl run RUNBOOK'")
+        run_id = latest[0].id
+    found = store.find_run(run_id)
+    state = fold(store.events(found.id))
+    if as_json:
+        print_json(_state_json(state))
+        return
+    out.print(
+        f"[bold]{state.run_id}[/bold]  {escape(state.runbook)}  [bold]{state.status}[/bold]  "
+        f"mode {state.mode}  by {escape(state.initiator)}  since {state.created_at}"
+    )
+    table = Table(box=None, header_style="bold")
+    for column in ("step", "status", "attempt", "detail"):
+        table.add_column(column)
+    for step in state.steps.values():
+        detail = step.error or step.prompt or ""
+        table.add_row(escape(step.key), step.status, str(step.attempt), escape(detail[:100]))
+    out.print(table)
+
+
+@runs_app.command("list")
+def runs_list_command(
+    limit: int = typer.Option(20, help="How many of the latest runs."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The latest runs and how each stands."""
+    from rich.table import Table
+
+    from irctl.state import fold
+
+    ws = _workspace()
+    store = ws.store
+    rows = []
+    for run in store.runs(limit=limit):
+        try:
+            state = fold(store.events(run.id))
+            status = state.status
+        except IrctlError as exc:
+            status = f"unreadable: {exc}"
+        rows.append({
+            "run_id": run.id, "runbook": run.runbook, "status": status, "mode": run.mode,
+            "initiator": run.initiator, "incident": run.incident, "created_at": run.created_at,
+        })  # fmt: skip
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("run", "runbook", "status", "mode", "by", "incident", "started"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(escape(str(row[k] or "")) for k in (
+            "run_id", "runbook", "status", "mode", "initiator", "incident", "created_at"
+        )))  # fmt: skip
+    out.print(table)

@@ -1,0 +1,182 @@
+"""The live view of a run: a table of steps redrawn as events arrive (or plain lines)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from irctl import events as ev
+from irctl.events import Event, parse_ts
+from irctl.state import RunState
+
+ICONS = {
+    "pending": ("·", "dim"),
+    "running": ("▶", "cyan"),
+    "retrying": ("↻", "yellow"),
+    "succeeded": ("✔", "green"),
+    "failed": ("✘", "red"),
+    "skipped": ("⤼", "dim"),
+    "waiting": ("⏸", "magenta"),
+    "interrupted": ("■", "yellow"),
+}
+
+
+def describe(event: Event) -> str:
+    """One line for an event, as the plain view and the transcript show it."""
+    data = event.data
+    where = data.get("step", "")
+    if "item" in data:
+        where = f"{where}[{data['item']}]"
+    kind = event.type
+    if kind == ev.STEP_STARTED:
+        what = data.get("action") or data.get("kind", "")
+        return f"{where}: started {what} (attempt {data.get('attempt', 1)})"
+    if kind == ev.STEP_SUCCEEDED:
+        return f"{where}: succeeded"
+    if kind == ev.STEP_FAILED:
+        return f"{where}: failed: {data.get('error')}"
+    if kind == ev.STEP_RETRYING:
+        delay, error = data.get("delay", 0), data.get("error")
+        return f"{where}: attempt {data.get('attempt')} failed ({error}); retry in {delay:g}s"
+    if kind == ev.STEP_WAITING:
+        return f"{where}: waiting for {data.get('for')}: {data.get('prompt', '')}"
+    if kind == ev.STEP_SKIPPED:
+        return f"{where}: skipped ({data.get('reason', '')})"
+    if kind == ev.STEP_RESOLVED:
+        return f"{where}: resolved by {data.get('by')}: {data.get('mark')}"
+    if kind == ev.STEP_INTERRUPTED:
+        return f"{where}: interrupted"
+    if kind == ev.STEP_NOTE:
+        return f"{where}: {data.get('text')}"
+    if kind == ev.STEP_ANSWERED:
+        return f"{where}: answered by {data.get('by')}: {data.get('answer')}"
+    if kind == ev.RUN_CREATED:
+        return (
+            f"run of {data.get('runbook')} created by {data.get('initiator')} ({data.get('mode')})"
+        )
+    if kind == ev.CHECKPOINT:
+        return f"checkpoint signed at event {data.get('seq')}"
+    if kind == ev.RUN_FAILED:
+        return f"run failed at {data.get('failed_step')}"
+    if kind == ev.RUN_ABORTED:
+        return f"run aborted by {data.get('by')}: {data.get('reason')}"
+    if kind == ev.RUN_NOTE:
+        return f"note by {data.get('by')}: {data.get('text')}"
+    return kind
+
+
+class RunView:
+    """An engine listener that shows a run's steps as they change."""
+
+    def __init__(self, console: Console, *, live: bool | None = None, title: str = "") -> None:
+        self.console = console
+        self.state = RunState()
+        self.title = title
+        self.lock = threading.Lock()
+        self.order: list[str] = []
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.use_live = console.is_terminal if live is None else live
+        self._live: Live | None = None
+        self.last_note = ""
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            self.state.apply(event)
+            step = event.data.get("step")
+            if step is not None:
+                key = step if "item" not in event.data else f"{step}[{event.data['item']}]"
+                if key not in self.order:
+                    self.order.append(key)
+                moment = parse_ts(event.ts).timestamp()
+                if event.type == ev.STEP_STARTED:
+                    self.started.setdefault(key, moment)
+                    self.ended.pop(key, None)
+                elif event.type in (ev.STEP_SUCCEEDED, ev.STEP_FAILED, ev.STEP_SKIPPED):
+                    self.ended[key] = moment
+            if not self.use_live and event.type != ev.RUN_CREATED:
+                self.console.print(f"[dim]{event.ts[11:19]}[/dim] {escape(describe(event))}")
+            elif event.type == ev.STEP_NOTE:
+                self.last_note = describe(event)
+
+    def __enter__(self) -> RunView:
+        if self.use_live:
+            self._live = Live(self, console=self.console, refresh_per_second=8, transient=False)
+            self._live.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.refresh()
+            self._live.stop()
+            self._live = None
+
+    def pause(self) -> _Paused:
+        return _Paused(self)
+
+    def __rich__(self) -> RenderableType:
+        with self.lock:
+            table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+            table.add_column("", width=1)
+            table.add_column("step")
+            table.add_column("state")
+            table.add_column("time", justify="right")
+            now = time.time()
+            items_shown: dict[str, int] = {}
+            for key in self.order:
+                parent = key.split("[", 1)[0] if key.endswith("]") else None
+                if parent is not None:
+                    items_shown[parent] = items_shown.get(parent, 0) + 1
+                    if items_shown[parent] > 5:
+                        continue
+                step = self.state.steps.get(key)
+                status = step.status if step else "pending"
+                icon, style = ICONS.get(status, ("?", ""))
+                began = self.started.get(key)
+                elapsed = (self.ended.get(key, now) - began) if began else None
+                label = f"  {key}" if parent else key
+                detail = status
+                if step is not None and status == "failed" and step.error:
+                    detail = f"failed: {step.error[:80]}"
+                if step is not None and status == "waiting":
+                    detail = f"waiting for {step.waiting_for}"
+                if step is not None and step.items is not None and status == "running":
+                    done = sum(
+                        1 for k, s in self.state.steps.items()
+                        if k.startswith(key + "[") and s.status in ("succeeded", "failed")
+                    )  # fmt: skip
+                    detail = f"running {done}/{step.items}"
+                table.add_row(
+                    Text(icon, style=style), Text(label), Text(detail, style=style),
+                    f"{elapsed:.1f}s" if elapsed is not None else "",
+                )  # fmt: skip
+            header = Text(
+                f"{self.title}  run {self.state.run_id}  {self.state.status}", style="bold"
+            )
+            parts: list[RenderableType] = [header, table]
+            if self.last_note:
+                parts.append(Text(self.last_note, style="dim"))
+            return Group(*parts)
+
+
+class _Paused:
+    def __init__(self, view: RunView) -> None:
+        self.view = view
+
+    def __enter__(self) -> None:
+        if self.view._live is not None:
+            self.view._live.stop()
+
+    def __exit__(self, *_: Any) -> None:
+        if self.view._live is not None:
+            self.view._live.start()

@@ -1,0 +1,152 @@
+"""``irctl demo``: a complete hot-wallet incident in a local sandbox.
+
+A local HTTP server stands in for the exchange's admin API; the real engine,
+store and transcript do the rest.  Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+RUNBOOK = "hot-wallet-compromise"
+WALLET = "0x00000000000000000000000000000000000000aa"
+ATTACKER = "0x000000000000000000000000000000000000bad1"
+
+
+def find_runbook(name: str = RUNBOOK) -> Path:
+    """The shipped runbook: in the current workspace, else beside the irctl source tree."""
+    candidates = [Path.cwd() / "runbooks", Path(__file__).resolve().parents[1] / "runbooks"]
+    for folder in candidates:
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return path
+    from irctl.errors import UsageError
+
+    raise UsageError(f"cannot find runbooks/{name}.yaml; run the demo from the irctl checkout")
+
+
+def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console) -> int:
+    from irctl.cli.view import RunView
+    from irctl.engine import Engine
+    from irctl.identity import generate_private_key, public_key_text
+    from irctl.loader import load_runbook_text, parse_params
+    from irctl.testing import ExchangeAdminStub
+    from irctl.transcript import verify_run
+    from irctl.workspace import Workspace
+
+    source = find_runbook()
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "runbooks").mkdir(parents=True)
+    (root / ".irctl").mkdir()
+    key = generate_private_key(root / ".irctl" / "installation.key")
+    public = public_key_text(key)
+    text = source.read_text(encoding="utf-8")
+    (root / "runbooks" / source.name).write_text(text, encoding="utf-8")
+    token = "demo-" + secrets.token_urlsafe(24)
+    os.environ["EXCHANGE_ADMIN_TOKEN"] = token  # the runbook reads it as secrets.admin_token
+
+    with ExchangeAdminStub(token) as exchange:
+        exchange.add_pending("ethereum", WALLET, 3)
+        (root / "irctl.yaml").write_text(
+            "store: sqlite:///.irctl/irctl.db\n"
+            f'installation_key: "{public}"\n'
+            "vars:\n"
+            f"  exchange_admin_url: {exchange.url}\n",
+            encoding="utf-8",
+        )
+        ws = Workspace.find(root)
+        console.rule("[bold]irctl demo[/bold]: hot wallet compromise, local sandbox")
+        console.print(
+            f"workspace {root}\nexchange admin API stand-in at {exchange.url} "
+            "(a local server; nothing leaves this machine)\n"
+            f"alert: outflow from hot wallet {WALLET} on ethereum with no matching withdrawal"
+        )
+        runbook = load_runbook_text(text, str(source))
+        params = parse_params(
+            runbook, {"chain": "ethereum", "wallet": WALLET, "attacker": ATTACKER}
+        )
+        view = RunView(console, title=runbook.title)
+        engine = Engine(
+            ws.store, config=ws.config, signing_key=key, listener=view,
+            interactive=_asker(view, console, interactive), workspace=root,
+        )  # fmt: skip
+        run_id = engine.create_run(
+            runbook, text, params, initiator="demo-oncall", mode="live", incident="INC-DEMO-1"
+        )
+        console.print(f"run [bold]{run_id}[/bold] started\n")
+        with view:
+            state = engine.execute(run_id)
+        console.print()
+        console.print(f"run {run_id}: [bold]{state.status}[/bold]")
+        _show_exchange(console, exchange)
+
+    console.rule("transcript")
+    events = ws.store.events(run_id)
+    from irctl.cli.view import describe
+
+    for event in events:
+        console.print(f"[dim]{event.seq:>3} {event.ts[11:23]}[/dim] {escape(describe(event))}")
+    report = verify_run(ws.store, run_id, [public])
+    leaked = sum(1 for line in ws.store.lines(run_id) if token in line)
+    console.rule("verification")
+    if report.ok:
+        console.print(
+            f"[green]verified[/green]: {report.events} events, hash chain intact, "
+            f"{report.checkpoints} checkpoint(s) signed by {public[:24]}…, "
+            f"runbook {report.runbook_digest}"
+        )
+    else:
+        console.print("[red]transcript does NOT verify:[/red]")
+        for problem in report.problems:
+            console.print(f"  {escape(problem)}")
+    console.print(
+        f"secret admin token in the transcript: {'[red]FOUND[/red]' if leaked else 'never'} "
+        f"({len(events)} events checked)"
+    )
+    console.print(
+        f"\nexplore: cd {root} && irctl transcript show {run_id} · "
+        f"irctl transcript verify {run_id} · irctl transcript export {run_id} --format md -o -"
+    )
+    ok = state.status == "succeeded" and report.ok and not leaked
+    stdout.print(run_id)
+    return 0 if ok else 1
+
+
+def _asker(view: Any, console: Console, interactive: bool) -> Any:
+    def ask(prompt: str, kind: str, choices: list[str] | None) -> str | None:
+        if interactive:
+            from rich.prompt import Prompt
+
+            with view.pause():
+                console.print(f"[bold magenta]?[/bold magenta] {escape(prompt)}")
+                return Prompt.ask("done or failed", choices=["done", "failed"], console=console)
+        with view.pause():
+            console.print(
+                f"[magenta]manual step[/magenta]: {escape(' '.join(prompt.split()))}\n"
+                "  [dim](demo: confirmed automatically; use --interactive to answer yourself)[/dim]"
+            )
+        return "done"
+
+    return ask
+
+
+def _show_exchange(console: Console, exchange: Any) -> None:
+    console.print("\nwhat the exchange admin API received:")
+    for request in exchange.requests:
+        body = f" {request.json}" if request.json is not None else ""
+        console.print(
+            f"  {request.method} {escape(request.path)}{escape(body)} -> {request.status}"
+            f"  (Authorization: {request.headers.get('Authorization', '-')})"
+        )
+    console.print(
+        f"  halted chains now: {sorted(exchange.halted)}; "
+        f"pending custody transactions for the wallet: {exchange.pending('ethereum', WALLET)}"
+    )

@@ -1,0 +1,740 @@
+"""The engine: executes a runbook against the event store, durably.
+
+Every transition is an event appended (and committed) to the store: a step's
+``step.started`` before its action runs, its outcome after.  The engine's view
+of a run is the fold of those events (:mod:`irctl.state`), so a run that died
+at any instant continues with :meth:`Engine.execute`: finished steps are not
+repeated, and a step that started but has no outcome is *in doubt*.  An
+in-doubt step is settled by the action's ``probe``, by running it again if the
+action is idempotent, or by an operator's recorded decision — never silently
+repeated.
+
+The engine imports no integration: it finds actions by name in a
+:class:`irctl.actions.Registry`.
+"""
+
+from __future__ import annotations
+
+import secrets as _random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from irctl import __version__
+from irctl import events as ev
+from irctl.actions import Action, ActionContext, Asker, Registry, WaitForOperator, default_registry
+from irctl.errors import ActionError, ActionTimeout, IntegrationError, IrctlError, UsageError
+from irctl.events import Event
+from irctl.model import Config, Runbook, Step
+from irctl.plan import resolve_policy, step_digest, template_context
+from irctl.render import Redactor, RenderError, render, sha256_hex
+from irctl.state import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    WAITING,
+    RunState,
+    StepState,
+    fold,
+    step_key,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from irctl.store import Store
+
+# Outcomes of executing a step or a sequence, in rising order of precedence.
+OK = "ok"
+WAIT = "waiting"
+FAIL = "failed"
+STOP = "interrupted"
+_RANK = {OK: 0, WAIT: 1, FAIL: 2, STOP: 3}
+
+Listener = Callable[[Event], None]
+MARKS = ("done", "retry", "failed")
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"r-{stamp}-{_random.token_hex(3)}"
+
+
+def _worst(outcomes: Iterable[str]) -> str:
+    return max(outcomes, key=_RANK.__getitem__, default=OK)
+
+
+@dataclass
+class _Live:
+    """What one execution of a run holds in memory (all of it derivable from the journal)."""
+
+    state: RunState
+    runbook: Runbook
+    secrets: dict[str, str]
+    redactor: Redactor
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # unredacted, this process
+    active: set[threading.Event] = field(default_factory=set)
+    abort_fan_out: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine:
+    """Runs runbooks.  Pass the collaborators in: the store, the registry, the clock."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        registry: Registry | None = None,
+        config: Config | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        listener: Listener | None = None,
+        interactive: Asker | None = None,
+        workspace: Path | None = None,
+        sleep: Callable[[float], None] | None = None,
+        cancel_grace: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.registry = registry or default_registry
+        self.config = config or Config()
+        self.signing_key = signing_key
+        self.listener = listener
+        self.interactive = interactive
+        self.workspace = workspace
+        self.cancel_grace = cancel_grace
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._live: _Live | None = None
+
+    # -- creating and recording ---------------------------------------------------
+
+    def create_run(
+        self,
+        runbook: Runbook,
+        runbook_text: str,
+        params: dict[str, Any],
+        *,
+        initiator: str,
+        mode: str = "live",
+        incident: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Record a new run (``run.created``) with the exact runbook text; runs nothing."""
+        if mode not in ("live", "tabletop", "sandbox"):
+            raise UsageError(f"mode must be live, tabletop or sandbox, not {mode!r}")
+        run_id = run_id or new_run_id()
+        data = {
+            "runbook": runbook.id,
+            "title": runbook.title,
+            "runbook_digest": "sha256:" + sha256_hex(runbook_text),
+            "runbook_text": runbook_text,
+            "params": params,
+            "initiator": initiator,
+            "mode": mode,
+            "incident": incident,
+            "irctl": __version__,
+        }
+        first = self.store.create_run(
+            run_id, runbook=runbook.id, initiator=initiator, mode=mode, incident=incident, data=data
+        )
+        if self.listener:
+            self.listener(first)
+        return run_id
+
+    def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
+        """Append one event from outside an execution (answers, marks, notes, abort)."""
+        (event,) = self.store.append(run_id, [(kind, data)])
+        return event
+
+    def state(self, run_id: str) -> RunState:
+        return fold(self.store.events(run_id))
+
+    def answer(self, run_id: str, key: str, answer: str, *, operator: str) -> None:
+        """Record a person's answer to a manual step that waits for one."""
+        state = self.state(run_id)
+        step = state.steps.get(key)
+        if step is None or step.status != WAITING or step.waiting_for != "answer":
+            waiting = [s.key for s in state.waiting() if s.waiting_for == "answer"]
+            hint = f"; waiting for an answer: {', '.join(waiting)}" if waiting else ""
+            raise UsageError(f"step '{key}' of run {run_id} is not waiting for an answer{hint}")
+        step_id, item = _split_key(key)
+        data: dict[str, Any] = {"step": step_id, "answer": answer, "by": operator}
+        if item is not None:
+            data["item"] = item
+        self.record(run_id, ev.STEP_ANSWERED, data)
+
+    def mark(self, run_id: str, key: str, mark: str, *, operator: str, reason: str | None) -> None:
+        """Record an operator's decision on an in-doubt step: done, retry or failed."""
+        if mark not in MARKS:
+            raise UsageError(f"--mark must be one of {', '.join(MARKS)}, not {mark!r}")
+        state = self.state(run_id)
+        if state.finished:
+            raise UsageError(f"run {run_id} has already {state.status}")
+        step = state.steps.get(key)
+        if step is None or step.status not in (RUNNING, INTERRUPTED, WAITING):
+            doubtful = [s.key for s in state.unresolved() + state.waiting()]
+            hint = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
+            raise UsageError(f"step '{key}' of run {run_id} is not in doubt{hint}")
+        step_id, item = _split_key(key)
+        data: dict[str, Any] = {"step": step_id, "mark": mark, "by": operator}
+        if item is not None:
+            data["item"] = item
+        if reason:
+            data["reason"] = reason
+        self.record(run_id, ev.STEP_RESOLVED, data)
+
+    def abort(self, run_id: str, *, reason: str, operator: str) -> RunState:
+        state = self.state(run_id)
+        if state.finished:
+            raise UsageError(f"run {run_id} has already {state.status}")
+        self.record(run_id, ev.RUN_ABORTED, {"reason": reason, "by": operator})
+        self._checkpoint(run_id)
+        return self.state(run_id)
+
+    def _checkpoint(self, run_id: str) -> None:
+        if self.signing_key is None:
+            return
+        from irctl.transcript import checkpoint_data
+
+        with self._lock:
+            events = self.store.events(run_id)
+            last = events[-1]
+            if last.type == ev.CHECKPOINT:
+                return
+            data = checkpoint_data(run_id, last, self.signing_key)
+            self._append(run_id, [(ev.CHECKPOINT, data)], locked=True)
+
+    # -- executing ---------------------------------------------------------------
+
+    def execute(self, run_id: str) -> RunState:
+        """Run (or continue) a run until it finishes, waits on people or is interrupted."""
+        from irctl.loader import load_runbook_text
+
+        state = self.state(run_id)
+        if state.finished:
+            raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
+        runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook", registry=self.registry)
+        resolved = self._resolve_secrets(runbook)
+        live = _Live(state, runbook, resolved, Redactor(resolved.values()))
+        self._live = live
+        first = state.attempts == 0
+        self._emit(ev.RUN_STARTED if first else ev.RUN_RESUMED, {"attempt": state.attempts + 1})
+        try:
+            outcome = self._sequence(runbook.steps)
+            if outcome == FAIL:
+                failed = state.failed_step or next(
+                    (s.key for s in state.steps.values() if s.status == FAILED), None
+                )
+                state.failed_step = failed
+                if runbook.on_failure:
+                    self._sequence(runbook.on_failure, compensating=True)
+                self._emit(ev.RUN_FAILED, {"failed_step": failed})
+            elif outcome == WAIT:
+                self._emit(
+                    ev.RUN_WAITING,
+                    {"steps": [{"step": s.key, "for": s.waiting_for} for s in state.waiting()]},
+                )
+            elif outcome == STOP:
+                self._interrupted()
+            else:
+                self._emit(ev.RUN_SUCCEEDED, {})
+        except KeyboardInterrupt:
+            self._interrupted()
+        finally:
+            self._live = None
+            self._checkpoint(run_id)
+        return self.state(run_id)
+
+    def _interrupted(self) -> None:
+        live = self._require_live()
+        live.cancelled.set()
+        for flag in list(live.active):
+            flag.set()
+        deadline = time.monotonic() + self.cancel_grace
+        while live.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for step in live.state.unresolved():
+            if step.status == RUNNING:
+                self._emit_step(ev.STEP_INTERRUPTED, step.key, {"reason": "stopped by operator"})
+        self._emit(ev.RUN_INTERRUPTED, {"resume": f"irctl resume {live.state.run_id}"})
+
+    def _resolve_secrets(self, runbook: Runbook) -> dict[str, str]:
+        from irctl.secrets import resolve
+
+        return {
+            name: resolve(name, ref, base=self.workspace) for name, ref in runbook.secrets.items()
+        }
+
+    def _require_live(self) -> _Live:
+        if self._live is None:  # pragma: no cover - internal misuse
+            raise IrctlError("the engine is not executing a run")
+        return self._live
+
+    def _append(
+        self, run_id: str, items: list[tuple[str, dict[str, Any]]], *, locked: bool = False
+    ) -> list[Event]:
+        if not locked:
+            with self._lock:
+                return self._append(run_id, items, locked=True)
+        made = self.store.append(run_id, items)
+        if self._live is not None and self._live.state.run_id == run_id:
+            for event in made:
+                self._live.state.apply(event)
+        if self.listener:
+            for event in made:
+                self.listener(event)
+        return made
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> Event:
+        live = self._require_live()
+        return self._append(live.state.run_id, [(kind, live.redactor(data))])[0]
+
+    def _emit_step(self, kind: str, key: str, data: dict[str, Any]) -> Event:
+        step_id, item = _split_key(key)
+        body = {"step": step_id, **data}
+        if item is not None:
+            body["item"] = item
+        return self._emit(kind, body)
+
+    def _context(self, item: Any = None, has_item: bool = False) -> dict[str, Any]:
+        live = self._require_live()
+        state = live.state
+        run = {
+            "id": state.run_id, "runbook": state.runbook, "mode": state.mode,
+            "incident": state.incident, "initiator": state.initiator,
+            "started_at": state.created_at, "failed_step": state.failed_step,
+        }  # fmt: skip
+        return template_context(
+            params=state.params, secrets=live.secrets, vars=self.config.vars, run=run,
+            steps=_StepsView(live), item=item, has_item=has_item,
+        )  # fmt: skip
+
+    def _sequence(self, steps: list[Step], *, compensating: bool = False) -> str:
+        live = self._require_live()
+        for step in steps:
+            if live.cancelled.is_set():
+                return STOP
+            outcome = self._step(step)
+            if outcome == FAIL and compensating:
+                continue  # a failed compensation step is recorded; the others still run
+            if outcome != OK:
+                return outcome
+        return OK
+
+    def _finished_outcome(self, step: Step, state: StepState) -> str | None:
+        if state.status in (SUCCEEDED, SKIPPED):
+            return OK
+        if state.status == FAILED:
+            return OK if step.on_failure == "continue" else FAIL
+        return None
+
+    def _step(self, step: Step) -> str:
+        live = self._require_live()
+        known = live.state.steps.get(step.id)
+        if known is not None and (done := self._finished_outcome(step, known)) is not None:
+            return done
+        if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING):
+            try:
+                if not self._when(step):
+                    self._emit_step(ev.STEP_SKIPPED, step.id, {"reason": "'when' is false"})
+                    return OK
+            except RenderError as exc:
+                self._emit_step(ev.STEP_FAILED, step.id, {"error": str(exc), "attempt": 0})
+                return OK if step.on_failure == "continue" else FAIL
+        if step.parallel is not None:
+            return self._parallel(step)
+        if step.for_each is not None:
+            return self._fan_out(step)
+        return self._action_step(step, step.id)
+
+    def _when(self, step: Step) -> bool:
+        if step.when is None:
+            return True
+        if isinstance(step.when, bool):
+            return step.when
+        value = render(step.when, self._context())
+        if isinstance(value, str):
+            return value.strip().lower() not in ("", "false", "no", "0", "none")
+        return bool(value)
+
+    def _block_outcome(self, step: Step, outcomes: list[str], outputs: dict[str, Any]) -> str:
+        worst = _worst(outcomes)
+        if worst == OK:
+            self._emit_step(ev.STEP_SUCCEEDED, step.id, {"outputs": outputs})
+            return OK
+        if worst == FAIL:
+            self._emit_step(ev.STEP_FAILED, step.id, {"error": "a step inside it failed"})
+            return OK if step.on_failure == "continue" else FAIL
+        return worst
+
+    def _parallel(self, step: Step) -> str:
+        live = self._require_live()
+        if step.parallel is None:  # pragma: no cover - the model guarantees it
+            raise IrctlError(f"step '{step.id}' is not a parallel block")
+        known = live.state.steps.get(step.id)
+        if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING):
+            self._emit_step(ev.STEP_STARTED, step.id, {"kind": "parallel", "attempt": 1})
+        outcomes = _run_concurrently(self._step, step.parallel, len(step.parallel), live)
+        return self._block_outcome(step, outcomes, {})
+
+    def _fan_out(self, step: Step) -> str:
+        live = self._require_live()
+        if step.action is None:  # pragma: no cover - the model guarantees it
+            raise IrctlError(f"step '{step.id}' has no action")
+        try:
+            items = render(step.for_each, self._context())
+            if not isinstance(items, list):
+                raise RenderError(f"for_each must give a list, got {type(items).__name__}")
+        except RenderError as exc:
+            self._emit_step(ev.STEP_FAILED, step.id, {"error": str(exc), "attempt": 0})
+            return OK if step.on_failure == "continue" else FAIL
+        known = live.state.steps.get(step.id)
+        if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING):
+            self._emit_step(
+                ev.STEP_STARTED, step.id,
+                {"kind": "for_each", "action": step.action, "items": len(items), "attempt": 1},
+            )  # fmt: skip
+        stop = threading.Event()
+
+        def one(index: int) -> str:
+            key = step_key(step.id, index)
+            if stop.is_set():
+                state = live.state.steps.get(key)
+                if state is None or state.status not in FINISHED:
+                    return FAIL
+            outcome = self._action_step(step, key, item=items[index], index=index)
+            if outcome == FAIL:
+                stop.set()
+            return outcome
+
+        outcomes = _run_concurrently(one, list(range(len(items))), step.max_parallel, live)
+        collected = [
+            live.outputs.get(step_key(step.id, i), live.state.step(step_key(step.id, i)).outputs)
+            for i in range(len(items))
+        ]
+        if _worst(outcomes) == OK:
+            live.outputs[step.id] = {"items": collected}
+        return self._block_outcome(step, outcomes, {"items": live.redactor(collected)})
+
+    # -- one action ------------------------------------------------------------------
+
+    def _action_step(
+        self, step: Step, key: str, *, item: Any = None, index: int | None = None
+    ) -> str:
+        live = self._require_live()
+        if step.action is None:  # pragma: no cover - the model guarantees it
+            raise IrctlError(f"step '{step.id}' has no action")
+        known = live.state.steps.get(key)
+        if known is not None and (done := self._finished_outcome(step, known)) is not None:
+            return done
+        give_up = OK if step.on_failure == "continue" else FAIL
+        try:
+            act = self.registry.get(step.action)
+            inputs = render(step.with_, self._context(item, has_item=step.for_each is not None))
+        except (IntegrationError, RenderError) as exc:
+            self._emit_step(ev.STEP_FAILED, key, {"error": str(exc), "attempt": 0})
+            return give_up
+        if not isinstance(inputs, dict):
+            inputs = {}
+        recorded = live.redactor(inputs)
+        digest = step_digest(step.id, step.action, recorded, index)
+        idempotent = step.idempotent if step.idempotent is not None else act.idempotent
+        answer: str | None = None
+        if known is not None and known.status in (RUNNING, INTERRUPTED, WAITING):
+            if known.status == WAITING and known.waiting_for == "answer":
+                if known.answer is None:
+                    return WAIT
+                answer = known.answer
+            elif known.status == WAITING and known.waiting_for == "approval":
+                return WAIT
+            else:
+                settled = self._settle(step, key, act, inputs, digest, known, idempotent)
+                if settled is not None:
+                    return settled if settled != FAIL else give_up
+        name, policy = resolve_policy(live.runbook, step)
+        if policy is not None:
+            # Approvals are checked by a policy engine that is not part of this version:
+            # deny by default, the step waits.
+            self._emit_step(
+                ev.STEP_WAITING, key,
+                {"for": "approval", "policy": name, "digest": digest,
+                 "prompt": f"approval '{name}' required (quorum {policy.quorum})"},
+            )  # fmt: skip
+            return WAIT
+        attempts = step.retry.attempts if step.retry else 1
+        attempt = known.attempt if known is not None else 0
+        while True:
+            attempt += 1
+            self._emit_step(
+                ev.STEP_STARTED, key,
+                {"action": step.action, "inputs": recorded, "digest": digest,
+                 "attempt": attempt, "idempotent": idempotent},
+            )  # fmt: skip
+            flag = threading.Event()
+            if live.cancelled.is_set():
+                flag.set()
+            ctx = ActionContext(
+                run_id=live.state.run_id, step_id=key, attempt=attempt, mode=live.state.mode,
+                config=self.config.integrations.get(act.namespace, {}), vars=self.config.vars,
+                timeout=step.timeout, cancelled=flag,
+                answers={key: answer} if answer is not None else {},
+                interactive=self.interactive,
+            )  # fmt: skip
+            live.active.add(flag)
+            try:
+                outputs = self._call(act, inputs, ctx, step.timeout)
+            except WaitForOperator as wait:
+                self._emit_step(
+                    ev.STEP_WAITING, key,
+                    {"for": "answer", "prompt": wait.prompt, "kind": wait.kind,
+                     "choices": wait.choices},
+                )  # fmt: skip
+                return WAIT
+            except KeyboardInterrupt:
+                live.cancelled.set()
+                self._emit_step(ev.STEP_INTERRUPTED, key, {"reason": "stopped by operator"})
+                raise
+            except ActionError as exc:
+                self._notes(key, ctx)
+                if flag.is_set() and live.cancelled.is_set():
+                    self._emit_step(ev.STEP_INTERRUPTED, key, {"reason": "stopped by operator"})
+                    return STOP
+                if exc.retryable and attempt < attempts and step.retry is not None:
+                    delay = min(step.retry.backoff * 2 ** (attempt - 1), step.retry.max_backoff)
+                    self._emit_step(
+                        ev.STEP_RETRYING, key,
+                        {"attempt": attempt, "error": str(exc), "delay": delay},
+                    )  # fmt: skip
+                    if self._pause(delay, live):
+                        self._emit_step(ev.STEP_INTERRUPTED, key, {"reason": "stopped by operator"})
+                        return STOP
+                    continue
+                self._emit_step(ev.STEP_FAILED, key, {"error": str(exc), "attempt": attempt})
+                return give_up
+            finally:
+                live.active.discard(flag)
+            self._notes(key, ctx)
+            if act.secret_outputs:
+                live.redactor.add(*(str(outputs[k]) for k in act.secret_outputs if k in outputs))
+            live.outputs[key] = outputs
+            self._emit_step(ev.STEP_SUCCEEDED, key, {"outputs": outputs, "attempt": attempt})
+            return OK
+
+    def _pause(self, seconds: float, live: _Live) -> bool:
+        """Sleep between retries; True if the run was cancelled meanwhile."""
+        if self._sleep is not None:
+            self._sleep(seconds)
+            return live.cancelled.is_set()
+        return live.cancelled.wait(seconds)
+
+    def _notes(self, key: str, ctx: ActionContext) -> None:
+        for note in ctx.notes:
+            self._emit_step(ev.STEP_NOTE, key, {"text": note})
+        ctx.notes.clear()
+
+    def _call(
+        self, act: Action[Any], raw: dict[str, Any], ctx: ActionContext, timeout: float | None
+    ) -> dict[str, Any]:
+        try:
+            parsed = act.parse(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'inputs'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            message = f"invalid inputs for {act.name}: {problems}"
+            raise ActionError(message, retryable=False) from exc
+        run = act.call_simulate if ctx.mode == "tabletop" else act.call_run
+        if timeout is None:
+            return _checked_outputs(act, _guard(run, parsed, ctx))
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = _guard(run, parsed, ctx)
+            except BaseException as exc:  # handed to the engine's thread below
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"irctl-{ctx.step_id}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            ctx.cancelled.set()
+            worker.join(min(1.0, self.cancel_grace))
+            raise ActionTimeout(f"{act.name} did not finish within {timeout:g}s")
+        if "error" in box:
+            raise box["error"]
+        return _checked_outputs(act, box["result"])
+
+    def _settle(
+        self,
+        step: Step,
+        key: str,
+        act: Action[Any],
+        inputs: dict[str, Any],
+        digest: str,
+        known: StepState,
+        idempotent: bool,
+    ) -> str | None:
+        """Resolve an in-doubt step; None means: run it (again)."""
+        live = self._require_live()
+        if known.mark is not None and known.resolved_by not in (None, "probe", "idempotent"):
+            mark = known.mark
+            if mark == "done":
+                self._emit_step(
+                    ev.STEP_SUCCEEDED, key, {"outputs": {}, "resolved_by": known.resolved_by}
+                )
+                return OK
+            if mark == "failed":
+                self._emit_step(
+                    ev.STEP_FAILED, key,
+                    {"error": f"marked failed by {known.resolved_by}", "attempt": known.attempt},
+                )  # fmt: skip
+                return FAIL
+            return None  # retry
+        if known.digest is not None and known.digest != digest:
+            why = "its inputs changed since it started"
+        elif act.has_probe and live.state.mode != "tabletop":
+            ctx = ActionContext(
+                run_id=live.state.run_id, step_id=key, attempt=known.attempt,
+                mode=live.state.mode, config=self.config.integrations.get(act.namespace, {}),
+                vars=self.config.vars, cancelled=live.cancelled,
+            )  # fmt: skip
+            try:
+                found = act.call_probe(act.parse(inputs), ctx)
+            except (ActionError, ValidationError) as exc:
+                found = None
+                why = f"probe failed: {exc}"
+            if found is not None and found.state == "done":
+                self._emit_step(ev.STEP_RESOLVED, key, {"by": "probe", "mark": "done"})
+                live.outputs[key] = found.outputs
+                self._emit_step(ev.STEP_SUCCEEDED, key, {"outputs": found.outputs, "probe": True})
+                return OK
+            if found is not None and found.state == "not_done":
+                self._emit_step(ev.STEP_RESOLVED, key, {"by": "probe", "mark": "retry"})
+                return None
+            if found is not None:
+                why = f"probe could not tell: {found.reason}"
+        elif idempotent or live.state.mode == "tabletop":
+            self._emit_step(ev.STEP_RESOLVED, key, {"by": "idempotent", "mark": "retry"})
+            return None
+        else:
+            why = f"{act.name} is not idempotent and has no probe"
+        self._emit_step(
+            ev.STEP_WAITING, key,
+            {"for": "operator", "prompt": (
+                f"step '{key}' started but its outcome is unknown ({why}); check by hand, then "
+                f"irctl resume {live.state.run_id} --step {key} --mark done|retry|failed"
+            )},
+        )  # fmt: skip
+        return WAIT
+
+
+class _StepsView(Mapping[str, dict[str, Any]]):
+    """``steps`` in templates: each step's status and outputs, read from the run state."""
+
+    def __init__(self, live: _Live) -> None:
+        self._live = live
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        step = self._live.state.steps.get(key)
+        if step is None or "[" in key:
+            raise KeyError(key)
+        return {"status": step.status, "outputs": self._live.outputs.get(key, step.outputs)}
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in list(self._live.state.steps) if "[" not in k)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _guard(
+    run: Callable[[Any, ActionContext], dict[str, Any]], parsed: Any, ctx: ActionContext
+) -> dict[str, Any]:
+    """Call an action; an unexpected exception from it is a failed step, not a crash."""
+    try:
+        return run(parsed, ctx)
+    except (ActionError, WaitForOperator, KeyboardInterrupt):
+        raise
+    except IrctlError as exc:
+        raise ActionError(str(exc), retryable=False) from exc
+    except Exception as exc:
+        raise ActionError(f"{type(exc).__name__}: {exc}", retryable=False) from exc
+
+
+def _checked_outputs(act: Action[Any], outputs: Any) -> dict[str, Any]:
+    if outputs is None:
+        return {}
+    if not isinstance(outputs, dict):
+        raise ActionError(f"{act.name} returned {type(outputs).__name__}, not a dict of outputs")
+    from irctl.render import canonical_json
+
+    canonical_json(outputs)  # raises if an output cannot be recorded
+    return outputs
+
+
+def _split_key(key: str) -> tuple[str, int | None]:
+    if key.endswith("]") and "[" in key:
+        step_id, _, rest = key.partition("[")
+        return step_id, int(rest[:-1])
+    return key, None
+
+
+def _run_concurrently(
+    fn: Callable[[Any], str], items: list[Any], workers: int, live: _Live
+) -> list[str]:
+    """Run ``fn`` over ``items`` on at most ``workers`` daemon threads; results in order.
+
+    Daemon threads, not a ThreadPoolExecutor: an action that ignores
+    cancellation must not keep the process alive after Ctrl-C.
+    """
+    if not items:
+        return []
+    results: list[str | None] = [None] * len(items)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    next_index = [0]
+    done = threading.Event()
+    remaining = [len(items)]
+
+    def worker() -> None:
+        while True:
+            with lock:
+                index = next_index[0]
+                if index >= len(items):
+                    return
+                next_index[0] += 1
+            try:
+                results[index] = STOP if live.cancelled.is_set() else fn(items[index])
+            except BaseException as exc:  # reported to the caller's thread
+                errors.append(exc)
+                results[index] = FAIL
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+    for _ in range(min(workers, len(items))):
+        threading.Thread(target=worker, name="irctl-step", daemon=True).start()
+    try:
+        while not done.wait(0.05):
+            pass
+    except KeyboardInterrupt:
+        live.cancelled.set()
+        for flag in list(live.active):
+            flag.set()
+        done.wait(10.0)
+        raise
+    if errors:
+        raise errors[0]
+    return [r if r is not None else STOP for r in results]

@@ -1,0 +1,188 @@
+"""Run state as a pure fold over a run's events.
+
+Nothing about a run is kept only in memory: what a run is — which steps are
+done, which are in doubt, what it waits for — is computed from its journal by
+:func:`fold`.  The engine keeps folding the events it appends, so the state it
+acts on is always the state the journal proves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from irctl import events as ev
+from irctl.events import Event
+
+# Step statuses.
+PENDING = "pending"
+RUNNING = "running"  # started, no outcome yet (in doubt when found on resume)
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+WAITING = "waiting"
+INTERRUPTED = "interrupted"
+RETRYING = "retrying"
+
+FINISHED = {SUCCEEDED, FAILED, SKIPPED}
+
+StepKey = str  # "step-id" or "step-id[3]" for an item of a for_each
+
+
+def step_key(step_id: str, item: int | None = None) -> StepKey:
+    return step_id if item is None else f"{step_id}[{item}]"
+
+
+@dataclass
+class StepState:
+    key: StepKey
+    status: str = PENDING
+    attempt: int = 0
+    action: str | None = None
+    inputs: Any = None
+    digest: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    waiting_for: str | None = None  # "answer", "operator" (in doubt), "approval"
+    prompt: str | None = None
+    answer: str | None = None
+    mark: str | None = None  # an operator's resolution of an in-doubt step
+    resolved_by: str | None = None
+    items: int | None = None  # for a for_each step: how many items
+
+
+@dataclass
+class RunState:
+    run_id: str = ""
+    runbook: str = ""
+    runbook_digest: str = ""
+    runbook_text: str = ""
+    title: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    initiator: str = ""
+    mode: str = "live"
+    incident: str | None = None
+    created_at: str = ""
+    status: str = "created"  # created, running, waiting, interrupted, succeeded, failed, aborted
+    finished_at: str | None = None
+    failed_step: str | None = None
+    reason: str | None = None
+    steps: dict[StepKey, StepState] = field(default_factory=dict)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)  # ts, author, text
+    last_seq: int = 0
+    head: str = ev.GENESIS
+    sealed_seq: int = 0  # the last event a checkpoint covers
+    attempts: int = 0  # how many times the run was (re)started
+
+    def step(self, key: StepKey) -> StepState:
+        state = self.steps.get(key)
+        if state is None:
+            state = self.steps[key] = StepState(key)
+        return state
+
+    @property
+    def finished(self) -> bool:
+        return self.status in {"succeeded", "failed", "aborted"}
+
+    def unresolved(self) -> list[StepState]:
+        """Steps that started and have no outcome: in doubt until resolved."""
+        return [s for s in self.steps.values() if s.status in {RUNNING, INTERRUPTED}]
+
+    def waiting(self) -> list[StepState]:
+        return [s for s in self.steps.values() if s.status == WAITING]
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the state."""
+        data = event.data
+        kind = event.type
+        self.last_seq = event.seq
+        self.head = event.hash
+        if kind == ev.RUN_CREATED:
+            self.run_id = event.run
+            self.runbook = data.get("runbook", "")
+            self.runbook_digest = data.get("runbook_digest", "")
+            self.runbook_text = data.get("runbook_text", "")
+            self.title = data.get("title", "")
+            self.params = data.get("params", {})
+            self.initiator = data.get("initiator", "")
+            self.mode = data.get("mode", "live")
+            self.incident = data.get("incident")
+            self.created_at = event.ts
+            return
+        if kind in (ev.RUN_STARTED, ev.RUN_RESUMED):
+            self.status = "running"
+            self.attempts += 1
+            return
+        if kind == ev.CHECKPOINT:
+            self.sealed_seq = int(data.get("seq", 0))
+            return
+        if kind == ev.RUN_NOTE:
+            self.notes.append((event.ts, str(data.get("by", "")), str(data.get("text", ""))))
+            return
+        if kind in (ev.RUN_SUCCEEDED, ev.RUN_FAILED, ev.RUN_ABORTED):
+            self.status = kind.split(".", 1)[1]
+            self.finished_at = event.ts
+            self.failed_step = data.get("failed_step", self.failed_step)
+            self.reason = data.get("reason", self.reason)
+            return
+        if kind == ev.RUN_WAITING:
+            self.status = "waiting"
+            return
+        if kind == ev.RUN_INTERRUPTED:
+            self.status = "interrupted"
+            return
+        if not kind.startswith("step."):
+            return
+        step = self.step(step_key(data["step"], data.get("item")))
+        if kind == ev.STEP_STARTED:
+            step.status = RUNNING
+            step.attempt = int(data.get("attempt", step.attempt + 1))
+            step.action = data.get("action")
+            step.inputs = data.get("inputs")
+            step.digest = data.get("digest")
+            step.started_at = step.started_at or event.ts
+            step.error = None
+            step.waiting_for = None
+            step.mark = step.resolved_by = None  # a resolution covers one attempt only
+            if "items" in data:
+                step.items = int(data["items"])
+        elif kind == ev.STEP_SUCCEEDED:
+            step.status = SUCCEEDED
+            step.outputs = data.get("outputs", {})
+            step.finished_at = event.ts
+            step.waiting_for = None
+        elif kind == ev.STEP_FAILED:
+            step.status = FAILED
+            step.error = data.get("error")
+            step.finished_at = event.ts
+            step.waiting_for = None
+        elif kind == ev.STEP_SKIPPED:
+            step.status = SKIPPED
+            step.finished_at = event.ts
+            step.error = data.get("reason")
+        elif kind == ev.STEP_RETRYING:
+            step.status = RETRYING
+            step.error = data.get("error")
+        elif kind in (ev.STEP_INTERRUPTED, ev.STEP_IN_DOUBT):
+            step.status = INTERRUPTED
+        elif kind == ev.STEP_WAITING:
+            step.status = WAITING
+            step.waiting_for = data.get("for")
+            step.prompt = data.get("prompt")
+        elif kind == ev.STEP_ANSWERED:
+            step.answer = data.get("answer")
+        elif kind == ev.STEP_RESOLVED:
+            step.mark = data.get("mark")
+            step.resolved_by = data.get("by")
+            if step.status == WAITING:
+                step.status = INTERRUPTED  # still to be settled by the engine
+
+
+def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
+    state = state or RunState()
+    for event in events:
+        state.apply(event)
+    return state
