@@ -77,6 +77,7 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         engine = Engine(
             ws.store, config=ws.config, signing_key=key, listener=view,
             interactive=_asker(view, console, interactive), workspace=root,
+            operator="demo-oncall" if interactive else "demo (confirmed automatically)",
         )  # fmt: skip
         run_id = engine.create_run(
             runbook, text, params, initiator="demo-oncall", mode="live", incident="INC-DEMO-1"

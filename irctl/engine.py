@@ -99,6 +99,7 @@ class Engine:
         signing_key: Ed25519PrivateKey | None = None,
         listener: Listener | None = None,
         interactive: Asker | None = None,
+        operator: str | None = None,
         workspace: Path | None = None,
         sleep: Callable[[float], None] | None = None,
         cancel_grace: float = 10.0,
@@ -109,6 +110,7 @@ class Engine:
         self.signing_key = signing_key
         self.listener = listener
         self.interactive = interactive
+        self.operator = operator
         self.workspace = workspace
         self.cancel_grace = cancel_grace
         self._sleep = sleep
@@ -487,7 +489,7 @@ class Engine:
                 config=self.config.integrations.get(act.namespace, {}), vars=self.config.vars,
                 timeout=step.timeout, cancelled=flag,
                 answers={key: answer} if answer is not None else {},
-                interactive=self.interactive,
+                interactive=self._asker(key),
             )  # fmt: skip
             live.active.add(flag)
             try:
@@ -528,6 +530,21 @@ class Engine:
             live.outputs[key] = outputs
             self._emit_step(ev.STEP_SUCCEEDED, key, {"outputs": outputs, "attempt": attempt})
             return OK
+
+    def _asker(self, key: str) -> Asker | None:
+        """The interactive prompt, recording who answered what (a person's word is evidence)."""
+        interactive = self.interactive
+        if interactive is None:
+            return None
+
+        def ask(prompt: str, kind: str, choices: list[str] | None) -> str | None:
+            answer = interactive(prompt, kind, choices)
+            if answer is not None:
+                who = self.operator or self._require_live().state.initiator
+                self._emit_step(ev.STEP_ANSWERED, key, {"answer": answer, "by": who})
+            return answer
+
+        return ask
 
     def _pause(self, seconds: float, live: _Live) -> bool:
         """Sleep between retries; True if the run was cancelled meanwhile."""

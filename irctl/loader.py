@@ -38,7 +38,7 @@ from pydantic import BaseModel, ValidationError
 from irctl.actions import EXTRAS, GROUP, Action, Registry
 from irctl.errors import Diagnostic, IntegrationError, InvalidDocument, UsageError
 from irctl.model import Config, Drill, Param, Runbook
-from irctl.render import check_syntax, is_template, referenced
+from irctl.render import check_syntax, is_template
 
 __all__ = [
     "check_param_value",
@@ -329,6 +329,8 @@ def _message(kind: str, value: Any, ctx: dict[str, Any], raw: str, loc: Loc) -> 
         return f"must be {words} {ctx.get(key)}, got {_show(value)}"
     if kind == "too_short":
         least = ctx.get("min_length", 1)
+        if loc and loc[-1] == "steps":
+            return "a runbook needs at least one step"
         return f"needs at least {least} {'item' if least == 1 else 'items'}"
     if kind == "string_too_long":
         return f"is longer than {ctx.get('max_length')} characters"
@@ -396,6 +398,7 @@ def _report_validation(
             plain.extend(deeper)
             continue
         wanted = list(dict.fromkeys(_EXPECTED.get(i.error["type"], "") for i in items))
+        wanted = ["a boolean" if w == "true or false" else w for w in wanted]
         if "" in wanted:
             plain.extend(items)
             continue
@@ -587,16 +590,60 @@ def parse_params(runbook: Runbook, given: dict[str, str]) -> dict[str, Any]:
 # -- pass 3: what pydantic cannot check ----------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
-def _free_names(source: str) -> frozenset[str]:
-    """Names a template reads from its context (its own ``{% set %}``/loop names excluded)."""
-    from jinja2 import Environment, TemplateSyntaxError, meta
+@dataclass(frozen=True)
+class _Template:
+    """What a template reads: names from its context, and the keys read under each root."""
 
+    free: frozenset[str]
+    reads: dict[str, frozenset[str]]
+
+
+@lru_cache(maxsize=1)
+def _jinja() -> Any:
+    from jinja2 import Environment
+
+    return Environment(autoescape=False)  # noqa: S701 - only parsed here, never rendered
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str) -> _Template | str:
+    """A template's reads, or its syntax error, from one parse.
+
+    Parsing catches what :func:`irctl.render.check_syntax` does at a fraction
+    of its cost (it compiles); only a template using a filter or test unknown
+    to plain Jinja2 is handed to ``check_syntax`` to settle.
+    """
+    from jinja2 import TemplateSyntaxError, nodes
+
+    env = _jinja()
     try:
-        env = Environment(autoescape=False)  # noqa: S701 - parsed only, never rendered to HTML
-        return frozenset(meta.find_undeclared_variables(env.parse(source)))
-    except TemplateSyntaxError:
-        return frozenset()
+        tree = env.parse(source)
+    except TemplateSyntaxError as exc:
+        return f"template syntax error: {exc.message} (template line {exc.lineno})"
+    unusual = [
+        (n, "filter", env.filters) for n in tree.find_all(nodes.Filter) if n.name not in env.filters
+    ] + [(n, "test", env.tests) for n in tree.find_all(nodes.Test) if n.name not in env.tests]
+    if unusual and check_syntax(source) is not None:
+        node, what, known = unusual[0]
+        hint = _suggest(node.name, list(known))
+        where = f"(template line {node.lineno})"
+        return f"template syntax error: no {what} named '{node.name}'{hint} {where}"
+    loaded: set[str] = set()
+    stored: set[str] = set()
+    for name in tree.find_all(nodes.Name):
+        (loaded if name.ctx == "load" else stored).add(name.name)
+    if any(True for _ in tree.find_all(nodes.For)):
+        stored.add("loop")
+    reads: dict[str, set[str]] = {}
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if isinstance(target, nodes.Name) and target.name in TEMPLATE_ROOTS:
+            if isinstance(node, nodes.Getattr):
+                reads.setdefault(target.name, set()).add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                reads.setdefault(target.name, set()).add(node.arg.value)
+    free = loaded - stored - set(env.globals)
+    return _Template(frozenset(free), {k: frozenset(v) for k, v in reads.items()})
 
 
 def _strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
@@ -758,8 +805,8 @@ class _RunbookChecks:
         if isinstance(approval, str):
             names = _names(self.approvals)
             if approval not in names:
-                known = f"; known: {', '.join(names)}" if names else "; define it under 'approvals:'"
-                hint = _suggest(approval, names) or known
+                known = f"; known: {', '.join(names)}" if names else ""
+                hint = _suggest(approval, names) or known or "; define it under 'approvals:'"
                 self.doc.add((*loc, "approval"), f"unknown approval policy '{approval}'{hint}")
         fan_out = "for_each" in raw
         for key in ("with", "when", "for_each"):
@@ -836,31 +883,36 @@ class _RunbookChecks:
                 )
 
     def _check_template(self, text: str, loc: Loc, info: _StepInfo, *, item_ok: bool) -> None:
-        problem = check_syntax(text)
-        if problem is not None:
-            self.doc.add(loc, problem)
+        parsed = _template(text)
+        if isinstance(parsed, str):
+            self.doc.add(loc, parsed)
             return
-        for step_id in sorted(referenced(text, "steps")):
+        empty: frozenset[str] = frozenset()
+        for step_id in sorted(parsed.reads.get("steps", empty)):
             self._check_step_ref(step_id, loc, info)
         if self.params is not None:
-            for name in sorted(referenced(text, "params") - set(_names(self.params))):
-                names = _names(self.params)
+            names = _names(self.params)
+            for name in sorted(parsed.reads.get("params", empty) - set(names)):
                 self.doc.add(loc, f"unknown param '{name}' in template{_suggest(name, names)}")
         if isinstance(self.secrets, dict) or "secrets" not in self.data:
             names = _names(self.secrets)
-            for name in sorted(referenced(text, "secrets") - set(names)):
+            for name in sorted(parsed.reads.get("secrets", empty) - set(names)):
                 hint = _suggest(name, names) or "; declare it under 'secrets:'"
                 self.doc.add(loc, f"unknown secret '{name}' in template{hint}")
         if self.vars_known is not None:
-            for name in sorted(referenced(text, "vars") - self.vars_known):
+            for name in sorted(parsed.reads.get("vars", empty) - self.vars_known):
                 hint = _suggest(name, sorted(self.vars_known)) or (
                     "; define it under 'vars:' in irctl.yaml"
                 )
                 self.doc.add(loc, f"unknown var '{name}' in template{hint}")
-        free = _free_names(text)
-        if "item" in free and not item_ok:
-            self.doc.add(loc, "'item' is defined only in the 'with' and 'when' of a for_each step")
-        for name in sorted(free - set(TEMPLATE_ROOTS)):
+        if "item" in parsed.free and not item_ok:
+            self.doc.add(
+                loc,
+                "'item' is defined only in the 'with' and 'when' of a step with for_each"
+                if loc[-1] != "for_each"
+                else "'item' is not defined in for_each itself: it is each value for_each gives",
+            )
+        for name in sorted(parsed.free - set(TEMPLATE_ROOTS)):
             hint = _suggest(name, TEMPLATE_ROOTS) or (
                 "; templates read params, secrets, vars, steps, run and item"
             )
@@ -1016,23 +1068,32 @@ def _check_runbook(
     return runbook
 
 
-def load_runbook_text(text: str, name: str, *, registry: Registry | None = None) -> Runbook:
+def load_runbook_text(
+    text: str, name: str, *, registry: Registry | None = None, check_integrations: bool = True
+) -> Runbook:
     """A runbook from YAML text; ``name`` is the file name shown in diagnostics.
 
     Every action the runbook names is looked up in ``registry`` (default: the
-    installed integrations), importing its integration.  Raises
-    InvalidDocument with every problem found.
+    installed integrations), importing its integration; with
+    ``check_integrations=False`` only integrations that ship with irctl are
+    imported (enough to list runbooks quickly).  Raises InvalidDocument with
+    every problem found.
     """
     from irctl.actions import default_registry
 
     doc = _parse(text, name)
-    integrations = _Integrations(registry or default_registry, load_all=True)
+    integrations = _Integrations(registry or default_registry, load_all=check_integrations)
     result: Runbook = _finish(doc, _check_runbook(doc, integrations))
     return result
 
 
-def load_runbook(path: Path, *, registry: Registry | None = None) -> Runbook:
-    return load_runbook_text(_read(path), str(path), registry=registry)
+def load_runbook(
+    path: Path, *, registry: Registry | None = None, check_integrations: bool = True
+) -> Runbook:
+    """A runbook file; see :func:`load_runbook_text`."""
+    return load_runbook_text(
+        _read(path), str(path), registry=registry, check_integrations=check_integrations
+    )
 
 
 def load_drill(path: Path) -> Drill:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -53,8 +53,23 @@ def digest(value: Any) -> str:
     return "sha256:" + sha256_hex(canonical_json(value))
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with one change: a mapping's keys win over its methods.
+
+    ``params.items`` must be the param called ``items``, not ``dict.items``.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+
 def _env() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
     env.filters["tojson"] = canonical_json

@@ -34,7 +34,11 @@ def pg_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer.start()
     except PostgresUnavailable as exc:
-        pytest.fail(f"cannot start PostgreSQL for the tests: {exc}", pytrace=False)
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:  # outside the except block, so the report shows the message only once
+        pytest.fail(f"cannot start PostgreSQL for the tests: {problem}", pytrace=False)
     try:
         yield server
     finally:

@@ -60,6 +60,16 @@ def find_bindir(root: Path = PG_ROOT) -> Path:
     )
 
 
+def _scratch_dir() -> str | None:
+    """RAM-backed /dev/shm when available (CREATE DATABASE is ~5x faster), else the default."""
+    shm = Path("/dev/shm")
+    if os.environ.get("IRCTL_PG_TMPDIR"):
+        return os.environ["IRCTL_PG_TMPDIR"]
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 1 << 30:
+        return str(shm)
+    return None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -99,7 +109,7 @@ class PostgresServer:
         as_postgres = os.geteuid() == 0
         if as_postgres and shutil.which("runuser") is None:
             raise PostgresUnavailable("running as root but 'runuser' is missing (util-linux)")
-        base = Path(tempfile.mkdtemp(prefix="irctl-pg-"))
+        base = Path(tempfile.mkdtemp(prefix="irctl-pg-", dir=_scratch_dir()))
         server = cls(bindir=bindir, base=base, port=0, as_postgres=as_postgres)
         try:
             (base / "sock").mkdir()

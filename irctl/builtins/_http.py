@@ -28,7 +28,7 @@ KEPT_HEADERS = ("content-type", "content-length", "location", "etag", "retry-aft
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(  # noqa: PLR0917 - urllib's signature
+    def redirect_request(
         self,
         req: urllib.request.Request,
         fp: Any,

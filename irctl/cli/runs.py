@@ -196,9 +196,8 @@ def run_command(
         else:
             out.print(run_id)
         return
-    _execute(
-        ws, model.title, interactive, as_json, create=(model, text, params, who, mode, incident)
-    )
+    create = (model, text, params, who, mode, incident)
+    _execute(ws, model.title, interactive, as_json, who=who, create=create)
 
 
 def _execute(
@@ -207,6 +206,7 @@ def _execute(
     interactive: bool | None,
     as_json: bool,
     *,
+    who: str,
     create: tuple[Runbook, str, dict[str, Any], str, str, str | None] | None = None,
     run_id: str | None = None,
 ) -> None:
@@ -214,10 +214,14 @@ def _execute(
 
     view = RunView(err, title=title, live=False if as_json else None)
     ask = interactive if interactive is not None else (sys.stdin.isatty() and not as_json)
-    engine = _engine(ws, listener=view, interactive=_asker(view) if ask else None)
+    engine = _engine(
+        ws, listener=view, interactive=_asker(view) if ask else None, operator=who
+    )
     if create is not None:
-        model, text, params, who, mode, incident = create
-        run_id = engine.create_run(model, text, params, initiator=who, mode=mode, incident=incident)
+        model, text, params, initiator, mode, incident = create
+        run_id = engine.create_run(
+            model, text, params, initiator=initiator, mode=mode, incident=incident
+        )
         err.print(f"run [bold]{run_id}[/bold] of {escape(model.id)} ({mode})")
     if run_id is None:  # pragma: no cover - callers pass one of the two
         raise UsageError("no run to execute")
@@ -272,9 +276,10 @@ def resume_command(
     if (step is None) != (mark is None):
         raise UsageError("--step and --mark go together")
     engine = _engine(ws)
+    who = _operator(ws, operator)
     if step is not None and mark is not None:
-        engine.mark(found.id, step, mark, operator=_operator(ws, operator), reason=reason)
-    _execute(ws, found.runbook, interactive, as_json, run_id=found.id)
+        engine.mark(found.id, step, mark, operator=who, reason=reason)
+    _execute(ws, found.runbook, interactive, as_json, who=who, run_id=found.id)
 
 
 @app.command("answer")
@@ -293,11 +298,12 @@ def answer_command(
     ws = _workspace()
     found = ws.store.find_run(run_id)
     engine = _engine(ws)
-    engine.answer(found.id, step, value, operator=_operator(ws, operator))
+    who = _operator(ws, operator)
+    engine.answer(found.id, step, value, operator=who)
     if not resume:
         err.print(f"answer recorded; continue with: irctl resume {found.id}")
         return
-    _execute(ws, found.runbook, False, as_json, run_id=found.id)
+    _execute(ws, found.runbook, False, as_json, who=who, run_id=found.id)
 
 
 @app.command("abort")

@@ -1,0 +1,828 @@
+"""The transcript: checkpoints, offline verification and exports of a run's journal.
+
+A run's journal (see :mod:`irctl.events`) is a hash chain of canonical JSON
+lines.  The engine seals it at every pause and at the end with a *checkpoint*
+event signed by the installation key (:func:`checkpoint_data`).  Verification
+(:func:`verify_lines`) needs only the lines and public keys, and checks in one
+pass that:
+
+* every line is canonical JSON of one event of one run, seq 1, 2, 3, ...;
+* every event's ``prev`` is the SHA-256 of the line before it (the first
+  event's is :data:`~irctl.events.GENESIS`), and the first event is
+  ``run.created`` whose ``runbook_digest`` is the hash of its ``runbook_text``;
+* every checkpoint's signature verifies with a trusted key over the seq and
+  hash of the event it seals;
+* the transcript ends sealed: nothing but checkpoints follows the last event a
+  valid checkpoint covers (otherwise the tail was cut off or added).
+
+The report names the first event that cannot be trusted.  Exports are views
+of the same lines: JSONL (exactly the stored lines, so it verifies offline)
+and Markdown; secrets are already recorded as ``••••`` and are never resolved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from pydantic_core import from_json
+
+from irctl import events as ev
+from irctl.errors import IrctlError, UsageError
+from irctl.events import GENESIS, Event, checkpoint_message, parse_ts
+from irctl.identity import load_public_key, public_key_text, sign, verify
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+    from irctl.store import Store
+
+__all__ = [
+    "TimelineRow",
+    "VerifyReport",
+    "checkpoint_data",
+    "export_jsonl",
+    "export_markdown",
+    "timeline",
+    "verify_file",
+    "verify_lines",
+    "verify_run",
+]
+
+_FIELDS = ("data", "prev", "run", "seq", "ts", "type")
+_MAX_PROBLEMS = 50
+
+# The serialisation of irctl.render.canonical_json, as one reusable encoder: building a
+# JSONEncoder per call costs more than encoding a small event.
+_encode = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+def _make_fast_encoder() -> Callable[[Any], str]:
+    """The C encoder ``_encode`` ends up in, without its per-call set-up.
+
+    It is used only to confirm that a line is canonical; a line it does not
+    confirm is checked again with ``_encode``, so it can never pass a bad line.
+    """
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return _encode
+
+    def default(value: Any) -> Any:
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    iterencode = make(None, default, encoder.encode_basestring, None, ":", ",", True, False, False)
+
+    def encode(value: Any) -> str:
+        return "".join(iterencode(value, 0))
+
+    return encode
+
+
+_encode_fast = _make_fast_encoder()
+
+
+def checkpoint_data(run_id: str, last: Event, key: Ed25519PrivateKey) -> dict[str, Any]:
+    """The data of a ``checkpoint`` event sealing ``last`` with the installation ``key``."""
+    if last.run != run_id:
+        raise IrctlError(f"cannot seal event {last.seq} of run {last.run} as part of run {run_id}")
+    return {
+        "seq": last.seq,
+        "head": last.hash,
+        "key": public_key_text(key),
+        "sig": sign(key, checkpoint_message(run_id, last.seq, last.hash)),
+    }
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_lines` found.
+
+    ``first_bad`` is the seq of the first event that cannot be trusted (or that
+    is missing): events ``1 .. first_bad - 1`` verified.  ``first_bad_line`` is
+    the line where that shows.  ``trusted`` is False when no trusted keys were
+    given and the keys embedded in the checkpoints were accepted (weaker: it
+    proves the transcript is intact, not who sealed it).
+    """
+
+    ok: bool
+    events: int
+    checkpoints: int
+    problems: list[str]
+    first_bad: int | None
+    first_bad_line: int | None
+    runbook_digest: str | None
+    run_id: str | None
+    outcome: str | None
+    keys: list[str]
+    trusted: bool
+    sealed_seq: int
+    unsealed: int
+    head: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line: ``verified: N events, K checkpoints, sealed by ..., runbook ...``."""
+        if not self.ok:
+            where = (
+                f"; first bad event {self.first_bad} (line {self.first_bad_line})"
+                if self.first_bad is not None
+                else ""
+            )
+            return f"NOT verified: {len(self.problems)} problem(s){where}"
+        keys = ", ".join(self.keys) or "no key"
+        return (
+            f"verified: {self.events} events, {self.checkpoints} checkpoints, "
+            f"sealed by {keys}, runbook {self.runbook_digest}"
+        )
+
+
+@dataclass(order=True)
+class _Problem:
+    line: int  # where it shows; problems are reported in line order
+    order: int  # detection order among problems on the same line
+    seq: int = field(compare=False)  # the event (position) that cannot be trusted
+    text: str = field(compare=False)
+
+
+class _Verifier:
+    """One pass over the lines, keeping only hashes and a few counters.
+
+    :meth:`feed` has a fast path for the common case (a canonical event that
+    follows its predecessor exactly); everything else goes through
+    :meth:`general`, which finds and words the problems.
+    """
+
+    def __init__(self, public_keys: list[str] | None) -> None:
+        self.trusted = public_keys is not None
+        self.keys: dict[str, Ed25519PublicKey | None] = {}
+        if public_keys is not None:
+            for text in public_keys:
+                self.keys[text] = load_public_key(text)  # UsageError for a bad trusted key
+        self.problems: list[_Problem] = []
+        self.n = 0  # lines read
+        self.run: str | None = None
+        self.fast_run: str | None = None  # the run id, if it needs no escaping
+        self.digest: str | None = None
+        self.outcome: str | None = None
+        self.hashes: list[str] = []  # by line
+        self.seqs: list[int] = []  # by line (0: the line is not an event)
+        self.event_lines: list[int] = []  # lines of every event that is not a checkpoint
+        self.sealed = 0
+        self.valid_checkpoints = 0
+        self.used_keys: list[str] = []
+        self.last_hash = GENESIS  # hash of the previous line
+        self.last_seq = 0  # seq of the previous event line
+        self.last_ok = True  # the previous line was an event
+        self.pending: tuple[int, str, str] | None = None  # (line, blame-this, blame-previous)
+        self.plain_types: set[str] = set()  # event types that may take the fast path
+
+    def feed(self, text: str | None, raw: bytes) -> None:
+        self.n = n = self.n + 1
+        digest = hashlib.sha256(raw).hexdigest()
+        # Fast path: a canonical event that follows the previous one exactly.  Only
+        # ``data`` is re-serialised; the envelope's strings are known to need no
+        # escaping (prev equals a hex hash, run and type were checked before, ts is
+        # checked here), so the canonical line can be assembled and compared.
+        if text is not None and self.pending is None:
+            try:
+                obj = from_json(text, allow_inf_nan=False)
+                seq, prev, ts, kind = obj["seq"], obj["prev"], obj["ts"], obj["type"]
+                if (
+                    prev == self.last_hash
+                    and type(seq) is int
+                    and seq == self.last_seq + 1
+                    and obj["run"] == self.fast_run
+                    and kind in self.plain_types
+                    and type(obj["data"]) is dict
+                    and type(ts) is str
+                    and ts.isprintable()
+                    and '"' not in ts
+                    and "\\" not in ts
+                    and text
+                    == f'{{"data":{_encode_fast(obj["data"])},"prev":"{prev}",'
+                    f'"run":"{self.fast_run}","seq":{seq},"ts":"{ts}","type":"{kind}"}}'
+                ):
+                    self.hashes.append(digest)
+                    self.seqs.append(seq)
+                    self.event_lines.append(n)
+                    self.last_hash = digest
+                    self.last_seq = seq
+                    return
+            except (ValueError, TypeError, KeyError):
+                pass
+        self.general(n, text, digest)
+
+    # -- problems --------------------------------------------------------------------------
+
+    def problem(self, line: int, text: str, seq: int | None = None) -> None:
+        self.problems.append(_Problem(line, len(self.problems), line if seq is None else seq, text))
+
+    @staticmethod
+    def name(line: int, seq: int | None = None) -> str:
+        if seq is None or seq == line:
+            return f"event {line} (line {line})"
+        return f"line {line} (event {seq})"
+
+    def general(self, n: int, text: str | None, digest: str) -> None:
+        obj = self.parse(n, text)
+        self.hashes.append(digest)
+        if obj is None:
+            self.settle_pending(None)
+            self.seqs.append(0)
+            self.last_hash, self.last_ok = digest, False
+            self.last_seq += 1
+            return
+        seq, prev, kind, run = obj["seq"], obj["prev"], obj["type"], obj["run"]
+        self.seqs.append(seq)
+        # Settle a break found on the previous line now that we know whether this
+        # line's link to it holds (if it does, the previous line is authentic).
+        self.settle_pending(prev)
+        if self.run is None:
+            self.run = run
+            self.fast_run = run if _plain(run) else None
+            if n == 1:
+                self.first(obj)
+        elif run != self.run:
+            self.problem(n, f"{self.name(n, seq)}: belongs to run {run!r}, not {self.run!r} "
+                            "(events from another run were mixed in)")  # fmt: skip
+        expected = self.last_seq + 1
+        gap = seq != expected
+        if seq > expected:
+            missing = (
+                f"event {expected} is missing"
+                if seq == expected + 1
+                else f"events {expected}-{seq - 1} are missing"
+            )
+            self.problem(n, f"line {n}: {missing} (the line holds event {seq}, after event "
+                            f"{self.last_seq}): events were deleted, inserted or reordered",
+                         expected)  # fmt: skip
+        elif seq < expected:
+            self.problem(
+                n,
+                f"line {n}: holds event {seq} again after event {self.last_seq} "
+                "(events were inserted, duplicated or reordered)",
+                expected,
+            )
+        if n > 1 and prev != self.last_hash and not gap:
+            before = self.name(n - 1, self.last_seq if self.last_ok else None)
+            self.pending = (
+                n,
+                f"{self.name(n, seq)}: prev does not match the hash of {before} "
+                "(edited, deleted, inserted or reordered events)",
+                f"{before}: does not match the hash that the next event (event {seq}) "
+                "recorded for it: it was edited or inserted after it was written",
+            )
+        if kind == ev.CHECKPOINT:
+            self.checkpoint(n, seq, obj["data"], run)
+        else:
+            self.event_lines.append(n)
+            if kind not in _SPECIAL and _plain(kind):
+                self.plain_types.add(kind)
+            if kind in ev.TERMINAL:
+                self.outcome = kind
+            elif kind == ev.RUN_CREATED and n != 1:
+                self.problem(n, f"{self.name(n, seq)}: a second run.created event")
+        self.last_hash, self.last_seq, self.last_ok = digest, seq, True
+
+    def settle_pending(self, prev: str | None) -> None:
+        if self.pending is None:
+            return
+        line, blame_this, blame_previous = self.pending
+        self.pending = None
+        if prev is not None and self.last_ok and prev == self.last_hash:
+            self.problem(line - 1, blame_previous)
+        else:
+            self.problem(line, blame_this)
+
+    def parse(self, n: int, text: str | None) -> dict[str, Any] | None:
+        """The reference check with the standard library parser, naming what is wrong."""
+        if text is None:
+            self.problem(n, f"line {n}: is not valid UTF-8 text")
+            return None
+        if not text:
+            self.problem(n, f"line {n}: is empty (an export has exactly one event per line)")
+            return None
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            self.problem(n, f"line {n}: is not valid JSON ({exc}): the line was damaged or edited")
+            return None
+        if not isinstance(obj, dict):
+            self.problem(n, f"line {n}: is not a JSON object")
+            return None
+        missing = [k for k in _FIELDS if k not in obj]
+        extra = sorted(k for k in obj if k not in _FIELDS)
+        if missing or extra:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unexpected {', '.join(extra)}"] if extra else []
+            )
+            self.problem(n, f"line {n}: is not an irctl event ({'; '.join(parts)})")
+            return None
+        if not _is_event(obj):
+            self.problem(n, f"line {n}: is not an irctl event (a field has the wrong type)")
+            return None
+        try:
+            canonical = _encode(obj)
+        except ValueError:
+            canonical = ""
+        if canonical != text:
+            seq = obj["seq"]
+            why = _difference(text, canonical)
+            self.problem(
+                n,
+                f"{self.name(n, seq)}: is not canonical JSON ({why}): "
+                "the line was re-formatted or edited by hand",
+            )
+        return obj
+
+    def first(self, obj: dict[str, Any]) -> None:
+        if obj["type"] != ev.RUN_CREATED:
+            self.problem(1, f"event 1 (line 1): is {obj['type']!r}, a transcript starts with "
+                            "run.created (the beginning is missing)")  # fmt: skip
+            return
+        if obj["prev"] != GENESIS:
+            self.problem(1, "event 1 (line 1): prev is not the genesis hash "
+                            "(events before it were deleted, or it was edited)")  # fmt: skip
+        data = obj["data"]
+        digest, text = data.get("runbook_digest"), data.get("runbook_text")
+        if not isinstance(digest, str) or not isinstance(text, str):
+            self.problem(1, "event 1 (line 1): run.created lacks runbook_text or runbook_digest")
+            return
+        self.digest = digest
+        if digest != "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest():
+            self.problem(1, f"event 1 (line 1): the recorded runbook text does not match its "
+                            f"digest {digest} (the runbook text was replaced)")  # fmt: skip
+
+    def head_of(self, seq: int) -> str | None:
+        """The hash of the line holding event ``seq``."""
+        if 1 <= seq <= len(self.seqs) and self.seqs[seq - 1] == seq:
+            return self.hashes[seq - 1]
+        for line in range(len(self.seqs), 0, -1):  # the chain is broken: look for it
+            if self.seqs[line - 1] == seq:
+                return self.hashes[line - 1]
+        return None
+
+    def checkpoint(self, n: int, seq: int, data: dict[str, Any], run: str) -> None:
+        me = f"checkpoint {self.name(n, seq)}"
+        sealed, head, key, sig = data.get("seq"), data.get("head"), data.get("key"), data.get("sig")
+        if not (
+            type(sealed) is int
+            and isinstance(head, str)
+            and isinstance(key, str)
+            and isinstance(sig, str)
+        ):
+            self.problem(n, f"{me}: is malformed (it needs seq, head, key and sig)")
+            return
+        if not 1 <= sealed < seq:
+            self.problem(n, f"{me}: seals event {sealed}, which does not come before it")
+            return
+        public = self.public_key(n, me, key)
+        if public is None:
+            return
+        if not verify(public, checkpoint_message(run, sealed, head), sig):
+            self.problem(n, f"{me}: the signature does not verify with {key} (the checkpoint "
+                            f"was forged or altered; events after event {self.sealed}, the last "
+                            "valid seal, are not proven)")  # fmt: skip
+            return
+        if self.head_of(sealed) != head:
+            self.problem(min(sealed, n), f"event {sealed}: does not match the hash that "
+                         f"checkpoint event {seq} signed for it (it was edited after it was "
+                         "sealed)", sealed)  # fmt: skip
+            return
+        self.valid_checkpoints += 1
+        self.sealed = max(self.sealed, sealed)
+        if key not in self.used_keys:
+            self.used_keys.append(key)
+
+    def public_key(self, n: int, me: str, key: str) -> Ed25519PublicKey | None:
+        if key in self.keys:
+            known = self.keys[key]
+            if known is None:
+                self.problem(n, f"{me}: {key[:60]!r} is not a valid Ed25519 public key")
+            return known
+        if self.trusted:
+            self.problem(
+                n,
+                f"{me}: is signed by {key[:60]}, which is not a trusted key "
+                "(re-signed with another key, or pass that key with --key)",
+            )
+            return None
+        try:
+            public: Ed25519PublicKey | None = load_public_key(key)
+        except UsageError:
+            public = None
+        self.keys[key] = public
+        if public is None:
+            self.problem(n, f"{me}: {key[:60]!r} is not a valid Ed25519 public key")
+        return public
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def finish(self) -> VerifyReport:
+        self.settle_pending(None)
+        notes: list[str] = []
+        chain = sorted(self.problems)
+        tail: list[_Problem] = []
+        unsealed: list[int] = []  # lines, last first
+        for line in reversed(self.event_lines):
+            if self.seqs[line - 1] <= self.sealed:
+                break
+            unsealed.append(line)
+        if self.n == 0:
+            tail.append(_Problem(1, 0, 1, "the transcript is empty"))
+        elif unsealed:
+            first_line = unsealed[-1]
+            first_seq = self.seqs[first_line - 1]
+            last = (
+                f"the last valid checkpoint seals event {self.sealed}"
+                if self.valid_checkpoints
+                else "there is no valid checkpoint"
+            )
+            tail.append(_Problem(first_line, 0, first_seq,
+                f"the transcript is not sealed: {len(unsealed)} event(s) from event "
+                f"{first_seq} (line {first_line}) on follow the last valid checkpoint ({last}): "
+                "the tail was cut off or events were appended, or the run is still in progress",
+            ))  # fmt: skip
+        worst = next(iter([*chain, *tail]), None)
+        problems = [p.text for p in [*chain, *tail]]
+        if len(problems) > _MAX_PROBLEMS:
+            problems = [*problems[:_MAX_PROBLEMS], f"... and {len(problems) - _MAX_PROBLEMS} more"]
+        if not self.trusted and self.used_keys:
+            notes.append(
+                "no trusted key was given: checkpoints were checked against the key they carry "
+                f"({', '.join(self.used_keys)}); this proves the transcript is intact, not who "
+                "sealed it; pass the installation's public key to prove that"
+            )
+        if self.n and self.outcome is None:
+            notes.append("the run has not ended (no run.succeeded, run.failed or run.aborted)")
+        return VerifyReport(
+            ok=not problems,
+            events=self.n,
+            checkpoints=self.valid_checkpoints,
+            problems=problems,
+            first_bad=worst.seq if worst else None,
+            first_bad_line=worst.line if worst else None,
+            runbook_digest=self.digest,
+            run_id=self.run,
+            outcome=self.outcome,
+            keys=list(self.used_keys),
+            trusted=self.trusted,
+            sealed_seq=self.sealed,
+            unsealed=len(unsealed),
+            head=self.hashes[-1] if self.hashes else None,
+            notes=notes,
+        )
+
+
+_SPECIAL = frozenset({ev.CHECKPOINT, ev.RUN_CREATED, *ev.TERMINAL})
+
+
+def _plain(text: str) -> bool:
+    """True if JSON writes ``text`` as itself between quotes (nothing to escape)."""
+    return text.isprintable() and '"' not in text and "\\" not in text
+
+
+def _is_event(obj: dict[str, Any]) -> bool:
+    return (
+        len(obj) == 6
+        and isinstance(obj.get("data"), dict)
+        and isinstance(obj.get("prev"), str)
+        and isinstance(obj.get("run"), str)
+        and type(obj.get("seq")) is int
+        and isinstance(obj.get("ts"), str)
+        and isinstance(obj.get("type"), str)
+    )
+
+
+def _difference(text: str, canonical: str) -> str:
+    if not canonical:
+        return "it holds a value canonical JSON cannot hold"
+    at = next(
+        (i for i, (a, b) in enumerate(zip(text, canonical, strict=False)) if a != b),
+        min(len(text), len(canonical)),
+    )
+    found = text[at : at + 1]
+    if found and found in " \t\r\n":
+        why = "extra whitespace"
+    elif at >= len(text) or at >= len(canonical):
+        why = "extra or missing characters at the end"
+    else:
+        why = "different formatting, key order or escaping"
+    return f"{why} at column {at + 1}"
+
+
+def _verify(
+    items: Iterable[tuple[str | None, bytes]], public_keys: list[str] | None
+) -> VerifyReport:
+    verifier = _Verifier(public_keys)
+    feed = verifier.feed
+    for text, raw in items:
+        feed(text, raw)
+    return verifier.finish()
+
+
+def _split(lines: Iterable[str]) -> Iterator[tuple[str | None, bytes]]:
+    for line in lines:
+        text = line[:-1] if line.endswith("\n") else line
+        try:
+            yield text, text.encode("utf-8")
+        except UnicodeEncodeError:
+            yield None, text.encode("utf-8", "surrogateescape")
+
+
+def verify_lines(lines: Iterable[str], *, public_keys: list[str] | None) -> VerifyReport:
+    """Verify a transcript given as its lines (one event each; a trailing newline is ignored).
+
+    ``public_keys`` are the trusted ``ed25519:...`` keys; ``None`` accepts the key
+    each checkpoint carries (reported as weaker).  Raises :class:`UsageError` for
+    a malformed trusted key; everything wrong with the transcript is in the report.
+    """
+    return _verify(_split(lines), public_keys)
+
+
+def verify_run(store: Store, run_id: str, public_keys: list[str] | None) -> VerifyReport:
+    """Verify a run as stored (the stored lines, re-hashed; the hash column is not trusted)."""
+    if store.get_run(run_id) is None:
+        raise UsageError(f"no run {run_id!r}; see 'irctl runs list'")
+    return verify_lines(store.lines(run_id), public_keys=public_keys)
+
+
+def verify_file(path: Path, public_keys: list[str] | None) -> VerifyReport:
+    """Verify an exported transcript file (``.jsonl``)."""
+    if path.suffix.lower() == ".zip":
+        raise UsageError(f"{path}: transcript packs (.zip) are not supported yet; export jsonl")
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UsageError(f"no file {path}") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    raw_lines = content.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    try:
+        texts: list[str | None] = list(content.decode("utf-8").split("\n"))
+    except UnicodeDecodeError:
+        texts = [_decode(raw) for raw in raw_lines]
+    return _verify(zip(texts, raw_lines, strict=False), public_keys)
+
+
+def _decode(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+# -- views --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One event as a person reads it."""
+
+    seq: int
+    ts: str
+    elapsed: float  # seconds since the run was created
+    type: str
+    step: str | None
+    summary: str  # what happened, in words
+    detail: str  # inputs, outputs, error, digest ... (already redacted when recorded)
+    duration: float | None  # for an outcome: seconds since the step started
+    actor: str | None  # who, when a person did it
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _compact(value: Any, limit: int = 160) -> str:
+    if value is None or value in ({}, []):
+        return ""
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_APPROVAL_KEYS = frozenset({"by", "operator", "approver", "decision", "step", "sig"})
+
+
+def _step_key(data: dict[str, Any]) -> str | None:
+    step = data.get("step")
+    if step is None:
+        return None
+    item = data.get("item")
+    return f"{step}[{item}]" if item is not None else str(step)
+
+
+def _describe(event: Event) -> tuple[str, str, str | None]:
+    """(summary, detail, actor) of an event."""
+    d, kind = event.data, event.type
+    actor = d.get("by") or d.get("operator") or d.get("approver")
+    actor = str(actor) if actor is not None else None
+    if kind == ev.RUN_CREATED:
+        summary = f"run created from runbook {d.get('runbook', '?')} ({d.get('mode', 'live')})"
+        detail = "; ".join(
+            part for part in (
+                f"incident {d['incident']}" if d.get("incident") else "",
+                f"runbook {d.get('runbook_digest', '')}",
+                f"params {_compact(d.get('params'))}" if d.get("params") else "",
+            ) if part
+        )  # fmt: skip
+        return summary, detail, str(d.get("initiator") or "") or None
+    if kind == ev.CHECKPOINT:
+        return f"checkpoint sealing event {d.get('seq')}", f"signed by {d.get('key', '?')}", None
+    if kind == ev.STEP_STARTED:
+        detail = "; ".join(
+            part for part in (
+                f"attempt {d['attempt']}" if d.get("attempt", 1) != 1 else "",
+                _compact(d.get("inputs")),
+                str(d.get("digest") or ""),
+            ) if part
+        )  # fmt: skip
+        return f"started {d.get('action', '')}".strip(), detail, actor
+    if kind == ev.STEP_SUCCEEDED:
+        return "succeeded", _compact(d.get("outputs")), actor
+    if kind == ev.STEP_FAILED:
+        return "failed", _compact(d.get("error")), actor
+    if kind == ev.STEP_RETRYING:
+        return "will retry", _compact(d.get("error")), actor
+    if kind == ev.STEP_SKIPPED:
+        return "skipped", _compact(d.get("reason")), actor
+    if kind == ev.STEP_WAITING:
+        return f"waiting for {d.get('for') or 'a person'}", _compact(d.get("prompt")), actor
+    if kind == ev.STEP_ANSWERED:
+        return "answered", _compact(d.get("answer")), actor
+    if kind == ev.STEP_IN_DOUBT:
+        return "in doubt (started, no outcome recorded)", _compact(d.get("reason")), actor
+    if kind == ev.STEP_RESOLVED:
+        return f"resolved as {d.get('mark', '?')}", _compact(d.get("reason")), actor
+    if kind == ev.STEP_INTERRUPTED:
+        return "interrupted", _compact(d.get("reason")), actor
+    if kind in (ev.STEP_NOTE, ev.RUN_NOTE):
+        return "note", _compact(d.get("text")), actor
+    if kind in ev.TERMINAL:
+        detail = "; ".join(
+            part for part in (
+                f"failed step {d['failed_step']}" if d.get("failed_step") else "",
+                _compact(d.get("reason")),
+            ) if part
+        )  # fmt: skip
+        return f"run {kind.split('.', 1)[1]}", detail, actor
+    if kind in (ev.RUN_STARTED, ev.RUN_RESUMED, ev.RUN_WAITING, ev.RUN_INTERRUPTED):
+        rest = {k: v for k, v in d.items() if k not in {"by", "operator"}}
+        return f"run {kind.split('.', 1)[1]}", _compact(rest), actor
+    if "approv" in kind:
+        decision = d.get("decision") or kind.rsplit(".", 1)[-1]
+        rest = {k: v for k, v in d.items() if k not in _APPROVAL_KEYS}
+        return f"approval {decision}", _compact(rest), actor
+    rest = {k: v for k, v in d.items() if k != "step"}
+    return kind, _compact(rest), actor
+
+
+def timeline(events: Sequence[Event]) -> list[TimelineRow]:
+    """The events of a run as rows: time, step, what happened, duration."""
+    rows: list[TimelineRow] = []
+    if not events:
+        return rows
+    start = parse_ts(events[0].ts)
+    started: dict[str, Any] = {}
+    for event in events:
+        at = parse_ts(event.ts)
+        key = _step_key(event.data) if event.type.startswith("step.") else None
+        duration: float | None = None
+        if event.type == ev.STEP_STARTED and key is not None:
+            started[key] = at
+        elif key is not None and event.type in {
+            ev.STEP_SUCCEEDED, ev.STEP_FAILED, ev.STEP_RESOLVED, ev.STEP_INTERRUPTED,
+        } and key in started:  # fmt: skip
+            duration = (at - started[key]).total_seconds()
+        elif event.type in ev.TERMINAL:
+            duration = (at - start).total_seconds()
+        summary, detail, actor = _describe(event)
+        rows.append(TimelineRow(
+            seq=event.seq, ts=event.ts, elapsed=(at - start).total_seconds(), type=event.type,
+            step=key, summary=summary, detail=detail, duration=duration, actor=actor,
+        ))  # fmt: skip
+    return rows
+
+
+def format_seconds(seconds: float) -> str:
+    """``0.25s``, ``12.0s``, ``4m05s``, ``2h03m``."""
+    if seconds < 60:
+        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def export_jsonl(lines: Iterable[str], out: IO[str]) -> int:
+    """Write exactly the stored lines, one per line; returns how many were written."""
+    count = 0
+    for line in lines:
+        out.write(line)
+        out.write("\n")
+        count += 1
+    return count
+
+
+def _md(text: object) -> str:
+    """Text safe inside a Markdown table cell: no markup, no HTML, no line breaks."""
+    value = " ".join(str(text).split())
+    for char in "\\`*_[]<>|#":
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+def _fence(text: str, lang: str = "") -> str:
+    longest, run = 0, 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text.rstrip(chr(10))}\n{fence}"
+
+
+def export_markdown(events: Sequence[Event], report: VerifyReport | None = None) -> str:
+    """A readable document of a run: header, timeline, seal (and the verification, if given)."""
+    if not events:
+        raise UsageError("the run has no events to export")
+    first, last = events[0], events[-1]
+    created = first.data
+    end = next((e for e in reversed(events) if e.type in ev.TERMINAL), None)
+    checkpoints = [e for e in events if e.type == ev.CHECKPOINT]
+    header: list[tuple[str, str]] = [
+        ("Run", f"`{first.run}`"),
+        ("Runbook", f"{_md(created.get('runbook', '?'))} (`{created.get('runbook_digest', '?')}`)"),
+    ]
+    if created.get("title"):
+        header.append(("Title", _md(created["title"])))
+    header += [
+        ("Incident", _md(created.get("incident") or "—")),
+        ("Mode", _md(created.get("mode", "live"))),
+        ("Initiator", _md(created.get("initiator", "?"))),
+        ("Outcome", _md(end.type.split(".", 1)[1]) if end else "not ended"),
+        ("Started", first.ts),
+        ("Ended", end.ts if end else "—"),
+    ]
+    if end is not None:
+        elapsed = (parse_ts(end.ts) - parse_ts(first.ts)).total_seconds()
+        header.append(("Duration", format_seconds(elapsed)))
+    header.append(("Events", f"{len(events)} ({len(checkpoints)} checkpoints)"))
+    if report is not None:
+        status = _md(report.summary())
+        if not report.ok and report.problems:
+            status += " — " + _md(report.problems[0])
+        header.append(("Integrity", status))
+
+    out = [f"# Transcript of run {_md(first.run)}", "", "| | |", "|---|---|"]
+    out += [f"| {name} | {value} |" for name, value in header]
+    if created.get("params"):
+        out += ["", "## Parameters", "", _fence(
+            json.dumps(created["params"], indent=2, sort_keys=True, ensure_ascii=False), "json"
+        )]  # fmt: skip
+    out += ["", "## Timeline", "", "| # | Time (UTC) | Step | Event | Who | Detail | Duration |",
+            "|---:|---|---|---|---|---|---:|"]  # fmt: skip
+    for row in timeline(events):
+        out.append(
+            f"| {row.seq} | {row.ts} | {_md(row.step or '')} | {_md(row.summary)} | "
+            f"{_md(row.actor or '')} | {_md(row.detail)} | "
+            f"{format_seconds(row.duration) if row.duration is not None else ''} |"
+        )
+    out += ["", "## Seal", "", f"Last event: {last.seq} (`{last.type}`), hash `{last.hash}`.", ""]
+    if checkpoints:
+        out += ["| Checkpoint | Seals event | Head | Key | Signature |", "|---:|---:|---|---|---|"]
+        for cp in checkpoints:
+            d = cp.data
+            out.append(
+                f"| {cp.seq} | {_md(d.get('seq', '?'))} | `{_md(d.get('head', ''))}` | "
+                f"`{_md(d.get('key', ''))}` | `{_md(d.get('sig', ''))}` |"
+            )
+    else:
+        out.append("No checkpoints were recorded.")
+    out += ["", "Verify offline with `irctl transcript verify <file.jsonl> --key <public key>`."]
+    text = created.get("runbook_text")
+    if isinstance(text, str) and text:
+        out += ["", "## Runbook as run", "", _fence(text, "yaml")]
+    return "\n".join(out) + "\n"

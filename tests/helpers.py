@@ -1,0 +1,68 @@
+"""Helpers shared by the engine, CLI and crash tests: real workspaces, real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from irctl.identity import generate_private_key, public_key_text
+
+IRCTL = str(Path(sys.executable).parent / "irctl")
+
+
+def make_workspace(
+    root: Path,
+    runbooks: dict[str, str] | None = None,
+    *,
+    vars: dict[str, Any] | None = None,
+    store: str | None = None,
+    extra: str = "",
+) -> Path:
+    """A workspace with an installation key, irctl.yaml and the given runbooks."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "runbooks").mkdir(exist_ok=True)
+    key = generate_private_key(root / ".irctl" / "installation.key")
+    lines = [
+        f"store: {store or 'sqlite:///.irctl/irctl.db'}",
+        f'installation_key: "{public_key_text(key)}"',
+    ]
+    if vars:
+        lines.append("vars:")
+        lines.extend(f"  {name}: {value}" for name, value in vars.items())
+    (root / "irctl.yaml").write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    for name, text in (runbooks or {}).items():
+        (root / "runbooks" / f"{name}.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+    return root
+
+
+def irctl(
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``irctl`` command in a workspace."""
+    full_env = {**os.environ, "IRCTL_WORKSPACE": str(cwd), "COLUMNS": "200", **(env or {})}
+    full_env.pop("IRCTL_DEBUG", None)
+    return subprocess.run(  # noqa: S603 - our own executable
+        [IRCTL, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input if input is not None else "",
+        check=False,
+    )
+
+
+def run_id_from(result: subprocess.CompletedProcess[str]) -> str:
+    for token in result.stderr.split():
+        if token.startswith("r-") and token.count("-") >= 3:
+            return token
+    raise AssertionError(f"no run id in output:\n{result.stderr}")

@@ -1,0 +1,530 @@
+"""The engine against the real SQLite store, with actions registered in-process."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from irctl import events as ev
+from irctl.actions import ActionContext, Probe, Registry, action
+from irctl.engine import Engine
+from irctl.errors import ActionError, UsageError
+from irctl.loader import load_runbook_text
+from irctl.model import Config
+from irctl.store import Store
+
+
+class Echo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: Any = None
+
+
+class Gate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class Flaky(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    failures: int = 1
+
+
+class Slow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float
+
+
+calls: dict[str, int] = {}
+calls_lock = threading.Lock()
+gauge = {"now": 0, "max": 0}
+barrier_holder: dict[str, threading.Barrier] = {}
+
+
+def _count(key: str) -> int:
+    with calls_lock:
+        calls[key] = calls.get(key, 0) + 1
+        return calls[key]
+
+
+@action("t.echo", idempotent=True)
+def echo(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    _count(ctx.step_id)
+    return {"value": inputs.value}
+
+
+@action("t.gate")
+def gate(inputs: Gate, ctx: ActionContext) -> dict[str, Any]:
+    """Wait at a barrier: only succeeds if its siblings run at the same time."""
+    try:
+        barrier_holder[inputs.name].wait(timeout=5)
+    except threading.BrokenBarrierError as exc:
+        raise ActionError("siblings did not run concurrently", retryable=False) from exc
+    return {"name": inputs.name}
+
+
+@action("t.flaky")
+def flaky(inputs: Flaky, ctx: ActionContext) -> dict[str, Any]:
+    n = _count(inputs.key)
+    if n <= inputs.failures:
+        raise ActionError(f"transient failure {n}", retryable=True)
+    return {"calls": n}
+
+
+@action("t.fatal")
+def fatal(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    raise ActionError(f"fatal: {inputs.value}", retryable=False)
+
+
+@action("t.slow")
+def slow(inputs: Slow, ctx: ActionContext) -> dict[str, Any]:
+    with calls_lock:
+        gauge["now"] += 1
+        gauge["max"] = max(gauge["max"], gauge["now"])
+    try:
+        ctx.sleep(inputs.seconds)
+    finally:
+        with calls_lock:
+            gauge["now"] -= 1
+    return {"slept": inputs.seconds}
+
+
+@action("t.hang")
+def hang(inputs: Slow, ctx: ActionContext) -> dict[str, Any]:
+    """Ignores cancellation: only the engine's timeout can stop waiting for it."""
+    time.sleep(inputs.seconds)
+    return {}
+
+
+@action("t.leak")
+def leak(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    ctx.note(f"using {inputs.value}")
+    return {"echo": inputs.value, "nested": {"list": [inputs.value, "ok"]}}
+
+
+@action("t.leak_fail")
+def leak_fail(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    raise ActionError(f"server said no to token {inputs.value}", retryable=False)
+
+
+@action("t.probed")
+def probed(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    _count("probed-run")
+    return {"ran": True}
+
+
+@probed.probe
+def _probe(inputs: Echo, ctx: ActionContext) -> Probe:
+    if inputs.value == "done":
+        return Probe.done({"found": True})
+    if inputs.value == "not-done":
+        return Probe.not_done("nothing there")
+    return Probe.unknown("cannot tell")
+
+
+@action("t.sim")
+def sim(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    _count("sim-run")
+    return {"real": True}
+
+
+@sim.simulate
+def _sim(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    return {"simulated": True}
+
+
+REGISTRY = Registry()
+for _defined in (echo, gate, flaky, fatal, slow, hang, leak, leak_fail, probed, sim):
+    REGISTRY.register(_defined)
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    calls.clear()
+    gauge.update(now=0, max=0)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    opened = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
+    yield opened
+    opened.close()
+
+
+def runbook_text(steps: str, extra: str = "") -> str:
+    head = "irctl: 1\nkind: runbook\nid: test\ntitle: Test\n"
+    return head + textwrap.dedent(extra) + "steps:\n" + textwrap.indent(textwrap.dedent(steps), "  ")
+
+
+def start(
+    store: Store,
+    steps: str,
+    extra: str = "",
+    *,
+    params: dict[str, Any] | None = None,
+    mode: str = "live",
+    **engine_args: Any,
+) -> tuple[Engine, str]:
+    text = runbook_text(steps, extra)
+    model = load_runbook_text(text, "test.yaml", registry=REGISTRY)
+    engine = Engine(store, registry=REGISTRY, **engine_args)
+    run_id = engine.create_run(model, text, params or {}, initiator="tester", mode=mode)
+    return engine, run_id
+
+
+def types(store: Store, run_id: str) -> list[str]:
+    return [e.type for e in store.events(run_id)]
+
+
+def test_steps_run_in_order_and_read_earlier_outputs(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: first
+          action: t.echo
+          with: {value: 41}
+        - id: second
+          action: t.echo
+          with: {value: "{{ steps.first.outputs.value + 1 }}"}
+        """,
+    )
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert state.steps["second"].outputs == {"value": 42}
+    started = [e.data["step"] for e in store.events(run_id) if e.type == ev.STEP_STARTED]
+    assert started == ["first", "second"]
+
+
+def test_step_started_is_committed_before_the_action_runs(store: Store) -> None:
+    seen: list[list[str]] = []
+
+    @action("t.look")
+    def look(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+        other = Store.open(str(store.engine.url))
+        seen.append([e.type for e in other.events(ctx.run_id)])
+        other.close()
+        return {}
+
+    REGISTRY.register(look)
+    engine, run_id = start(store, "- id: look\n  action: t.look\n")
+    engine.execute(run_id)
+    assert seen[0][-1] == ev.STEP_STARTED
+
+
+def test_parallel_children_run_concurrently(store: Store) -> None:
+    barrier_holder["p"] = threading.Barrier(3)
+    engine, run_id = start(
+        store,
+        """
+        - id: block
+          parallel:
+            - {id: a, action: t.gate, with: {name: p}}
+            - {id: b, action: t.gate, with: {name: p}}
+            - {id: c, action: t.gate, with: {name: p}}
+        - id: after
+          action: t.echo
+        """,
+    )
+    state = engine.execute(run_id)
+    assert state.status == "succeeded", state.steps
+    assert all(state.steps[k].status == "succeeded" for k in ("a", "b", "c", "block", "after"))
+
+
+def test_for_each_respects_max_parallel(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: fan
+          for_each: "{{ params.items }}"
+          max_parallel: 3
+          action: t.slow
+          with: {seconds: 0.05}
+        - id: count
+          action: t.echo
+          with: {value: "{{ steps.fan.outputs['items'] | length }}"}
+        """,
+        extra="params:\n  items: {type: list, items: integer}\n",
+        params={"items": list(range(12))},
+    )
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert gauge["max"] == 3
+    assert state.steps["count"].outputs == {"value": 12}
+    assert all(state.steps[f"fan[{i}]"].status == "succeeded" for i in range(12))
+
+
+def test_when_false_skips_and_true_runs(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: skipped
+          action: t.echo
+          when: "{{ params.dry }}"
+        - id: ran
+          action: t.echo
+          when: "{{ not params.dry }}"
+        """,
+        extra="params:\n  dry: {type: boolean, default: false}\n",
+        params={"dry": False},
+    )
+    state = engine.execute(run_id)
+    assert state.steps["skipped"].status == "skipped"
+    assert state.steps["ran"].status == "succeeded"
+    assert "skipped" not in calls
+
+
+def test_retry_backs_off_exponentially(store: Store) -> None:
+    delays: list[float] = []
+    engine, run_id = start(
+        store,
+        """
+        - id: flaky
+          action: t.flaky
+          with: {key: f, failures: 3}
+          retry: {attempts: 4, backoff: 2s}
+        """,
+        sleep=delays.append,
+    )
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert delays == [2.0, 4.0, 8.0]
+    assert state.steps["flaky"].attempt == 4
+    assert types(store, run_id).count(ev.STEP_RETRYING) == 3
+
+
+def test_retries_exhausted_fail_the_run_and_run_on_failure_steps(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: flaky
+          action: t.flaky
+          with: {key: g, failures: 5}
+          retry: {attempts: 2, backoff: 1s}
+        - id: never
+          action: t.echo
+        """,
+        extra="""
+        on_failure:
+          - id: page
+            action: t.echo
+            with: {value: "failed at {{ run.failed_step }}"}
+        """,
+        sleep=lambda _: None,
+    )
+    state = engine.execute(run_id)
+    assert state.status == "failed"
+    assert state.failed_step == "flaky"
+    assert "never" not in state.steps
+    assert state.steps["page"].outputs == {"value": "failed at flaky"}
+
+
+def test_on_failure_continue_keeps_going(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: bad
+          action: t.fatal
+          with: {value: boom}
+          on_failure: continue
+        - id: good
+          action: t.echo
+        """,
+    )
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert state.steps["bad"].status == "failed"
+    assert state.steps["bad"].error == "fatal: boom"
+    assert state.steps["good"].status == "succeeded"
+
+
+def test_timeout_fails_a_step_that_hangs(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: hang
+          action: t.hang
+          with: {seconds: 3}
+          timeout: 200ms
+        """,
+        cancel_grace=0.1,
+    )
+    began = time.monotonic()
+    state = engine.execute(run_id)
+    assert time.monotonic() - began < 2.5
+    assert state.status == "failed"
+    assert "did not finish within 0.2s" in (state.steps["hang"].error or "")
+
+
+def test_invalid_inputs_fail_with_the_field_named(store: Store) -> None:
+    # a templated value can only be checked when it is rendered, at run time
+    engine, run_id = start(
+        store, "- id: bad\n  action: t.slow\n  with: {seconds: \"{{ 'soon' }}\"}\n"
+    )
+    state = engine.execute(run_id)
+    assert state.status == "failed"
+    assert "invalid inputs for t.slow: seconds" in (state.steps["bad"].error or "")
+
+
+def test_tabletop_simulates_every_action(store: Store) -> None:
+    engine, run_id = start(store, "- id: s\n  action: t.sim\n", mode="tabletop")
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert state.steps["s"].outputs == {"simulated": True}
+    assert "sim-run" not in calls
+
+
+def test_approval_policy_denies_by_default(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: sweep
+          action: t.echo
+          approval: two
+        """,
+        extra="approvals:\n  two: {quorum: 2, roles: [treasury]}\n",
+    )
+    state = engine.execute(run_id)
+    assert state.status == "waiting"
+    assert state.steps["sweep"].waiting_for == "approval"
+    assert "sweep" not in calls
+
+
+def test_secrets_never_reach_the_journal(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "s3cr3t-VALUE-do-not-record"
+    monkeypatch.setenv("TEST_SECRET_TOKEN", secret)
+    engine, run_id = start(
+        store,
+        """
+        - id: use
+          action: t.leak
+          with: {value: "Bearer {{ secrets.token }}"}
+        - id: fail
+          action: t.leak_fail
+          with: {value: "{{ secrets.token }}"}
+        """,
+        extra="secrets:\n  token: env:TEST_SECRET_TOKEN\n",
+    )
+    state = engine.execute(run_id)
+    assert state.status == "failed"
+    lines = list(store.lines(run_id))
+    assert not [line for line in lines if secret in line]
+    assert state.steps["use"].outputs["echo"] == "Bearer ••••"
+    assert state.steps["fail"].error == "server said no to token ••••"
+
+
+def test_missing_secret_is_a_clear_error_before_anything_runs(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        "- id: a\n  action: t.echo\n",
+        extra="secrets:\n  token: env:IRCTL_TEST_UNSET_VARIABLE\n",
+    )
+    with pytest.raises(Exception, match="IRCTL_TEST_UNSET_VARIABLE is not set"):
+        engine.execute(run_id)
+    assert ev.STEP_STARTED not in types(store, run_id)
+
+
+def _crash_after_start(store: Store, engine: Engine, run_id: str, step: str) -> None:
+    """Leave the journal as a process killed right after ``step.started`` would."""
+    state = engine.state(run_id)
+    from irctl.loader import load_runbook_text as load
+    from irctl.plan import step_digest
+
+    model = load(state.runbook_text, "x", registry=REGISTRY)
+    found = next(s for s in model.steps if s.id == step)
+    store.append(run_id, [(ev.RUN_STARTED, {"attempt": 1})])
+    store.append(
+        run_id,
+        [
+            (
+                ev.STEP_STARTED,
+                {
+                    "step": step,
+                    "action": found.action,
+                    "inputs": found.with_,
+                    "digest": step_digest(step, found.action or "", found.with_),
+                    "attempt": 1,
+                },
+            )
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "ran"),
+    [("done", "succeeded", 0), ("not-done", "succeeded", 1)],
+)
+def test_in_doubt_step_is_settled_by_its_probe(
+    store: Store, value: str, status: str, ran: int
+) -> None:
+    engine, run_id = start(store, f"- id: p\n  action: t.probed\n  with: {{value: {value}}}\n")
+    _crash_after_start(store, engine, run_id, "p")
+    state = engine.execute(run_id)
+    assert state.status == status
+    assert calls.get("probed-run", 0) == ran
+    resolved = [e.data for e in store.events(run_id) if e.type == ev.STEP_RESOLVED]
+    assert resolved == [{"step": "p", "by": "probe", "mark": "done" if ran == 0 else "retry"}]
+
+
+def test_in_doubt_idempotent_step_runs_again(store: Store) -> None:
+    engine, run_id = start(store, "- id: e\n  action: t.echo\n  with: {value: 1}\n")
+    _crash_after_start(store, engine, run_id, "e")
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert calls["e"] == 1
+
+
+@pytest.mark.parametrize(("mark", "status", "ran"), [("done", "succeeded", 0), ("retry", "succeeded", 1), ("failed", "failed", 0)])
+def test_in_doubt_step_without_probe_waits_for_an_operator(
+    store: Store, mark: str, status: str, ran: int
+) -> None:
+    engine, run_id = start(store, "- id: u\n  action: t.probed\n  with: {value: unsure}\n")
+    _crash_after_start(store, engine, run_id, "u")
+    state = engine.execute(run_id)
+    assert state.status == "waiting"
+    assert state.steps["u"].waiting_for == "operator"
+    assert f"irctl resume {run_id} --step u --mark done|retry|failed" in (
+        state.steps["u"].prompt or ""
+    )
+    with pytest.raises(UsageError, match="not in doubt"):
+        engine.mark(run_id, "nope", "done", operator="alice", reason=None)
+    engine.mark(run_id, "u", mark, operator="alice", reason="checked by hand")
+    state = engine.execute(run_id)
+    assert state.status == status
+    assert calls.get("probed-run", 0) == ran
+    marks = [e.data for e in store.events(run_id) if e.type == ev.STEP_RESOLVED]
+    assert marks == [{"step": "u", "mark": mark, "by": "alice", "reason": "checked by hand"}]
+
+
+def test_finished_run_cannot_be_resumed(store: Store) -> None:
+    engine, run_id = start(store, "- id: a\n  action: t.echo\n")
+    engine.execute(run_id)
+    with pytest.raises(UsageError, match="already succeeded"):
+        engine.execute(run_id)
+
+
+def test_checkpoint_seals_every_pause_and_the_end(store: Store) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from irctl.identity import public_key_text
+    from irctl.transcript import verify_run
+
+    key = Ed25519PrivateKey.generate()
+    engine, run_id = start(
+        store,
+        "- id: a\n  action: t.echo\n- id: b\n  action: t.echo\n  approval: one\n",
+        extra="approvals:\n  one: {quorum: 1}\n",
+        signing_key=key,
+        config=Config(),
+    )
+    state = engine.execute(run_id)
+    assert state.status == "waiting"
+    kinds = types(store, run_id)
+    assert kinds[-2:] == [ev.RUN_WAITING, ev.CHECKPOINT]
+    report = verify_run(store, run_id, [public_key_text(key)])
+    assert report.ok, report.problems
