@@ -276,10 +276,11 @@ def _unwrap(tp: Any) -> Any:
 def _walk_type(tp: Any, loc: Sequence[Any]) -> Any:
     """The type found at a pydantic error location (union tags included), or None."""
     tp = _unwrap(tp)
-    if not loc:
-        return tp
-    seg, rest = loc[0], loc[1:]
     origin = get_origin(tp)
+    if not loc:
+        members = [m for m in get_args(tp) if m is not NoneType]
+        return _unwrap(members[0]) if origin in (Union, UnionType) and len(members) == 1 else tp
+    seg, rest = loc[0], loc[1:]
     if origin in (Union, UnionType):
         members = [m for m in get_args(tp) if m is not NoneType]
         for member in members:
@@ -696,13 +697,25 @@ class _Integrations:
         try:
             self.registry.load_namespace(namespace)
         except IntegrationError as exc:
-            if module is None and namespace not in EXTRAS:
-                spaces = sorted({*self.installed(), *EXTRAS})
-                close = get_close_matches(namespace, spaces, n=1)
-                if close:
-                    return f"{exc.message} (did you mean the '{close[0]}' namespace?)"
             return exc.message
         return None
+
+    def suggestion(self, name: str) -> str:
+        """For an action in a namespace nobody provides: the closest known action or namespace."""
+        namespace, _, rest = name.partition(".")
+        if namespace in self.installed() or namespace in EXTRAS:
+            return ""
+        known = self.registry.known()
+        spaces = {*self.installed(), *EXTRAS, *(n.split(".", 1)[0] for n in known)}
+        close = get_close_matches(namespace, sorted(spaces), n=1)
+        if not close:
+            return ""
+        guess = f"{close[0]}.{rest}"
+        if guess in known or not self.registry.known(close[0]):
+            return f" (did you mean '{guess}'?)"
+        return _suggest(guess, self.registry.known(close[0])) or (
+            f" (did you mean the '{close[0]}' namespace?)"
+        )
 
 
 @dataclass
@@ -827,7 +840,8 @@ class _RunbookChecks:
         if problem is not None:
             if namespace not in self.failed_namespaces:
                 self.failed_namespaces.add(namespace)
-                self.doc.add((*loc, "action"), problem)
+                hint = self.integrations.suggestion(name)
+                self.doc.add((*loc, "action"), problem + hint)
             return
         try:
             defined = registry.get(name)
@@ -963,7 +977,7 @@ class _RunbookChecks:
                 self.doc.add((*loc, "items"), f"'items' applies only to type list, not {spec.type}")
             if spec.default is not None:
                 for text in _value_problems(spec, spec.default):
-                    self.doc.add((*loc, "default"), f"default {text}")
+                    self.doc.add((*loc, "default"), text)
 
 
 # -- drills against their runbook ----------------------------------------------------------------
@@ -1161,12 +1175,11 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def _workspace_root(path: Path) -> Path | None:
+    """The nearest folder above ``path`` holding irctl.yaml or a runbooks/ folder."""
     here = path.resolve().parent
     for folder in [here, *here.parents]:
-        if (folder / CONFIG_NAME).is_file():
+        if (folder / CONFIG_NAME).is_file() or (folder / "runbooks").is_dir():
             return folder
-    if here.name in ("drills", "runbooks") and (here.parent / "runbooks").is_dir():
-        return here.parent
     return None
 
 

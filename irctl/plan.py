@@ -19,6 +19,10 @@ from irctl.model import Config, Policy, Runbook, Step, format_duration
 from irctl.render import REDACTED, RenderError, digest, referenced, render, template_strings
 
 
+# Values that only exist once a run is created: a plan shows placeholders for them.
+RUN_SPECIFIC = {"id", "initiator", "started_at", "failed_step"}
+
+
 def step_digest(step_id: str, action: str, inputs: Any, item: int | None = None) -> str:
     """The digest of a step's canonical, redacted inputs (what approvers approve)."""
     body: dict[str, Any] = {"step": step_id, "action": action, "inputs": inputs}
@@ -157,6 +161,9 @@ def make_plan(
             *template_strings(step.for_each if isinstance(step.for_each, str) else None),
         ]
         item.waits_for = sorted({ref for src in sources for ref in referenced(src, "steps")})
+        per_run = sorted(
+            {ref for src in sources for ref in referenced(src, "run")} & RUN_SPECIFIC
+        )
         if step.action is not None:
             item.integration = step.action.split(".", 1)[0]
             try:
@@ -199,6 +206,9 @@ def make_plan(
             item.inputs = step.with_
             if isinstance(step.for_each, str):
                 item.for_each = step.for_each
+        if per_run and item.digest is not None:
+            fields = ", ".join(f"run.{name}" for name in per_run)
+            item.note = f"inputs read {fields}: the digest is final when the run starts"
         planned.append(item)
         for child in step.parallel or []:
             visit(child, depth + 1, section)

@@ -282,6 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default 5 resets connections of parallel steps
     stub: ExchangeAdminStub
 
 

@@ -184,7 +184,8 @@ class _Verifier:
         self.hashes: list[str] = []  # by line
         self.seqs: list[int] = []  # by line (0: the line is not an event)
         self.event_lines: list[int] = []  # lines of every event that is not a checkpoint
-        self.sealed = 0
+        self.sealed = 0  # the last event a valid checkpoint sealed
+        self.sealed_line = 0  # the line of that checkpoint
         self.valid_checkpoints = 0
         self.used_keys: list[str] = []
         self.last_hash = GENESIS  # hash of the previous line
@@ -290,7 +291,7 @@ class _Verifier:
                 "recorded for it: it was edited or inserted after it was written",
             )
         if kind == ev.CHECKPOINT:
-            self.checkpoint(n, seq, obj["data"], run)
+            self.checkpoint(n, seq, prev, obj["data"], run)
         else:
             self.event_lines.append(n)
             if kind not in _SPECIAL and _plain(kind):
@@ -379,7 +380,7 @@ class _Verifier:
                 return self.hashes[line - 1]
         return None
 
-    def checkpoint(self, n: int, seq: int, data: dict[str, Any], run: str) -> None:
+    def checkpoint(self, n: int, seq: int, prev: str, data: dict[str, Any], run: str) -> None:
         me = f"checkpoint {self.name(n, seq)}"
         sealed, head, key, sig = data.get("seq"), data.get("head"), data.get("key"), data.get("sig")
         if not (
@@ -402,12 +403,31 @@ class _Verifier:
                             "valid seal, are not proven)")  # fmt: skip
             return
         if self.head_of(sealed) != head:
-            self.problem(min(sealed, n), f"event {sealed}: does not match the hash that "
-                         f"checkpoint event {seq} signed for it (it was edited after it was "
-                         "sealed)", sealed)  # fmt: skip
+            if sealed == self.last_seq and prev != self.last_hash:
+                # This checkpoint recorded (prev) and signed (head) the same original hash
+                # of the event before it: that event is what changed.
+                self.pending = None
+                self.problem(
+                    n - 1,
+                    f"{self.name(n - 1, sealed)}: does not match the hash that checkpoint "
+                    f"event {seq} recorded and signed for it (it was edited after it was sealed)",
+                    sealed,
+                )
+            else:
+                # The chain is consistent up to here, yet the signed hash differs: the
+                # events after the last valid seal were rewritten and re-chained.
+                start = self.sealed_line + 1
+                self.problem(
+                    start,
+                    f"{me}: signed a different hash for event {sealed} than the transcript holds: "
+                    f"events after line {self.sealed_line} (the last valid seal) were rewritten "
+                    "and re-chained",
+                    start,
+                )
             return
         self.valid_checkpoints += 1
-        self.sealed = max(self.sealed, sealed)
+        if sealed >= self.sealed:
+            self.sealed, self.sealed_line = sealed, n
         if key not in self.used_keys:
             self.used_keys.append(key)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -433,7 +434,7 @@ def test_request_connection_refused_is_retryable() -> None:
 
 def test_request_times_out(edge: _EdgeServer) -> None:
     started = time.monotonic()
-    with pytest.raises(ActionTimeout, match="no response within 0.3s"):
+    with pytest.raises(ActionTimeout, match=r"no response within 0\.3s"):
         call("http.request", {"url": edge.url + "/slow?s=3", "timeout": "300ms"})
     assert time.monotonic() - started < 2
 
@@ -590,7 +591,7 @@ def test_exec_command_not_found_is_not_retryable(tmp_path: Path) -> None:
     with pytest.raises(ActionError, match="not found: no-such-program-xyz") as err:
         call("shell.exec", {"argv": ["no-such-program-xyz"]})
     assert err.value.retryable is False
-    with pytest.raises(ActionError, match="not found: .*missing-dir"):
+    with pytest.raises(ActionError, match=r"not found: .*missing-dir"):
         call("shell.exec", {"argv": ["true"], "cwd": str(tmp_path / "missing-dir")})
 
 
@@ -634,7 +635,7 @@ def test_exec_stdin_is_empty() -> None:
 
 def test_exec_timeout_kills_the_process_quickly() -> None:
     started = time.monotonic()
-    with pytest.raises(ActionTimeout, match="still running after 0.3s; killed"):
+    with pytest.raises(ActionTimeout, match=r"still running after 0\.3s; killed"):
         call("shell.exec", {"argv": ["sleep", "30"], "timeout": 0.3})
     assert time.monotonic() - started < 3
 
@@ -676,8 +677,11 @@ def test_exec_cancellation_stops_the_program() -> None:
     assert time.monotonic() - started < 3
 
 
-def test_exec_truncates_stdout_from_the_end_and_stderr_from_the_start() -> None:
-    code = "import sys; sys.stdout.write('a' * 100000 + 'END'); sys.stderr.write('BEGIN' + 'b' * 100000)"
+def test_exec_keeps_the_start_of_stdout_and_the_end_of_stderr() -> None:
+    code = (
+        "import sys; sys.stdout.write('a' * 100000 + 'END');"
+        "sys.stderr.write('BEGIN' + 'b' * 100000)"
+    )
     out = call("shell.exec", {"argv": [sys.executable, "-c", code]})
     assert out["stdout"].startswith("a" * 65536)
     assert "END" not in out["stdout"]
@@ -723,10 +727,11 @@ def test_exec_overhead_is_close_to_a_plain_subprocess_run() -> None:
         return time.perf_counter() - started
 
     plain, ours = [], []
-    for _ in range(5):
+    for _ in range(7):  # interleaved, so load from elsewhere hits both alike
         plain.append(batch(lambda: subprocess.run(["true"], check=False)))
         ours.append(batch(lambda: act.call_run(inputs, context)))
-    assert min(ours) < 2.0 * min(plain), (min(ours), min(plain))
+    ratio = statistics.median(ours) / statistics.median(plain)
+    assert ratio < 1.6, f"shell.exec costs {ratio:.2f}x a plain subprocess.run"
 
 
 # --- wait.* ----------------------------------------------------------------------------------

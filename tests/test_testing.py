@@ -404,6 +404,6 @@ def test_record_inputs_are_checked(inputs: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("retryable", [True, False])
 def test_fail_always_fails(retryable: bool) -> None:
-    with pytest.raises(ActionError, match="^custody API down$") as err:
+    with pytest.raises(ActionError, match=r"^custody API down$") as err:
         run_action("testing.fail", {"message": "custody API down", "retryable": retryable})
     assert err.value.retryable is retryable

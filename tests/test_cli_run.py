@@ -1,0 +1,248 @@
+"""The real ``irctl`` command: plan, run, answer, resume, abort, Ctrl-C, init, keys, help."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from irctl.testing import ExchangeAdminStub
+from tests.helpers import IRCTL, irctl, make_workspace, run_id_from
+
+ROOT = Path(__file__).resolve().parents[1]
+WALLET = "0x00000000000000000000000000000000000000aa"
+TOKEN = "tok-3b1f9c0e-never-record-me"
+
+
+@pytest.fixture
+def exchange() -> ExchangeAdminStub:
+    with ExchangeAdminStub(TOKEN) as stub:
+        stub.add_pending("ethereum", WALLET, 2)
+        yield stub
+
+
+@pytest.fixture
+def ws(tmp_path: Path, exchange: ExchangeAdminStub) -> Path:
+    text = (ROOT / "runbooks" / "hot-wallet-compromise.yaml").read_text()
+    return make_workspace(
+        tmp_path / "ws",
+        {"hot-wallet-compromise": text},
+        vars={"exchange_admin_url": exchange.url},
+    )
+
+
+ENV = {"EXCHANGE_ADMIN_TOKEN": TOKEN, "IRCTL_OPERATOR": "oncall"}
+HOT = ["hot-wallet-compromise", "-p", "chain=ethereum", "-p", f"wallet={WALLET}"]
+
+
+def test_plan_digest_is_what_the_run_records(ws: Path) -> None:
+    plan = irctl("plan", *HOT, "--json", cwd=ws, env=ENV)
+    assert plan.returncode == 0, plan.stderr
+    steps = {s["id"]: s for s in json.loads(plan.stdout)["steps"]}
+    halt = steps["halt-withdrawals"]
+    assert halt["inputs"]["headers"]["Authorization"] == "Bearer ••••"
+    assert halt["approval"] is None
+    assert halt["integration"] == "http"
+    assert "run.id" in halt["note"]  # its reason reads the run id: final at run start
+    cancel = steps["cancel-custody-pending"]
+    assert steps["custody-hotline"]["waits_for"] == ["cancel-custody-pending"]
+    assert TOKEN not in plan.stdout
+
+    run = irctl("run", *HOT, "--yes", cwd=ws, env=ENV)
+    assert run.returncode == 3, run.stderr  # waits at the manual step
+    run_id = run_id_from(run)
+    status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
+    recorded = {s["step"]: s for s in status["steps"]}
+    assert recorded["cancel-custody-pending"]["digest"] == cancel["digest"]
+    assert recorded["halt-withdrawals"]["digest"] != halt["digest"]
+
+
+def test_a_full_run_answers_a_manual_step_and_never_records_the_secret(
+    ws: Path, exchange: ExchangeAdminStub, tmp_path: Path
+) -> None:
+    run = irctl("run", *HOT, "--yes", "--incident", "INC-7", cwd=ws, env=ENV)
+    assert run.returncode == 3, run.stderr
+    run_id = run_id_from(run)
+    assert "custody-hotline" in run.stderr
+    assert f"irctl answer {run_id} custody-hotline" in run.stderr
+    assert exchange.halted == {"ethereum"}
+    assert exchange.pending("ethereum", WALLET) == 0
+
+    wrong = irctl("answer", run_id, "halt-withdrawals", "done", cwd=ws, env=ENV)
+    assert wrong.returncode == 2
+    assert "is not waiting for an answer" in wrong.stderr
+
+    done = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert f"run {run_id} succeeded" in done.stderr
+    # the halt was not repeated by the second process
+    assert len(exchange.requests_to("/withdrawals/halt")) == 1
+
+    jsonl = tmp_path / "t.jsonl"
+    md = tmp_path / "t.md"
+    assert irctl("transcript", "export", run_id, "--format", "jsonl", "-o", str(jsonl), cwd=ws).returncode == 0
+    assert irctl("transcript", "export", run_id, "--format", "md", "-o", str(md), cwd=ws).returncode == 0
+    shown = irctl("transcript", "show", run_id, cwd=ws)
+    verified = irctl("transcript", "verify", str(jsonl), cwd=ws)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    artefacts = {
+        "database": b"".join(p.read_bytes() for p in (ws / ".irctl").glob("irctl.db*")),
+        "jsonl": jsonl.read_bytes(),
+        "markdown": md.read_bytes(),
+        "outputs": (run.stdout + run.stderr + done.stdout + done.stderr + shown.stdout).encode(),
+    }
+    for name, data in artefacts.items():
+        assert TOKEN.encode() not in data, f"the secret leaked into the {name}"
+    answered = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert any(e["type"] == "step.answered" and e["data"]["by"] == "oncall" for e in answered)
+
+
+def test_bad_params_are_all_reported_with_exit_2(ws: Path) -> None:
+    result = irctl(
+        "run", "hot-wallet-compromise", "-p", "chain=etherium", "-p", "wallet=nope", "--yes",
+        cwd=ws, env=ENV,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "did you mean 'ethereum'" in result.stderr
+    assert "wallet" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (ws / ".irctl" / "irctl.db").exists() or "r-" not in irctl("runs", "list", cwd=ws).stdout
+
+
+def test_unknown_runbook_suggests_the_closest(ws: Path) -> None:
+    result = irctl("plan", "hot-wallet-compromize", cwd=ws)
+    assert result.returncode == 2
+    assert "did you mean 'hot-wallet-compromise'?" in result.stderr
+
+
+def test_missing_secret_stops_before_the_run_starts(ws: Path, exchange: ExchangeAdminStub) -> None:
+    result = irctl("run", *HOT, "--yes", cwd=ws, env={"EXCHANGE_ADMIN_TOKEN": ""})
+    assert result.returncode == 2
+    assert "secret 'admin_token'" in result.stderr
+    assert exchange.requests == []
+
+
+SLEEPY = """\
+irctl: 1
+kind: runbook
+id: sleepy
+title: Sleeps
+steps:
+  - id: first
+    action: notify.console
+    with: {message: starting}
+  - id: nap
+    action: wait.sleep
+    with: {seconds: 1}
+  - id: last
+    action: notify.console
+    with: {message: done}
+"""
+
+
+def _events(ws: Path) -> list[str]:
+    db = ws / ".irctl" / "irctl.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        try:
+            return [r[0] for r in conn.execute("SELECT line FROM irctl_events ORDER BY seq")]
+        except sqlite3.OperationalError:
+            return []
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", {"sleepy": SLEEPY})
+    proc = subprocess.Popen(  # noqa: S603 - our own executable
+        [IRCTL, "run", "sleepy", "--yes"],
+        cwd=ws, env={**os.environ, "IRCTL_WORKSPACE": str(ws)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any('"step":"nap"' in line and "step.started" in line for line in _events(ws)):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "irctl resume" in stderr
+    kinds = [json.loads(line)["type"] for line in _events(ws)]
+    assert "step.interrupted" in kinds
+    assert kinds[-2:] == ["run.interrupted", "checkpoint"]
+    run_id = json.loads(_events(ws)[0])["run"]
+    resumed = irctl("resume", run_id, cwd=ws)
+    assert resumed.returncode == 0, resumed.stderr
+    kinds = [json.loads(line)["type"] for line in _events(ws)]
+    assert kinds.count("run.succeeded") == 1
+    firsts = [line for line in _events(ws) if '"step":"first"' in line and "step.started" in line]
+    assert len(firsts) == 1  # finished steps are not repeated
+
+
+def test_abort_ends_a_waiting_run(ws: Path) -> None:
+    run = irctl("run", *HOT, "--yes", cwd=ws, env=ENV)
+    run_id = run_id_from(run)
+    aborted = irctl("abort", run_id, "--reason", "false alarm", cwd=ws, env=ENV)
+    assert aborted.returncode == 0, aborted.stderr
+    again = irctl("resume", run_id, cwd=ws, env=ENV)
+    assert again.returncode == 2
+    assert "already aborted" in again.stderr
+    listed = json.loads(irctl("runs", "list", "--json", cwd=ws).stdout)
+    assert listed[0]["status"] == "aborted"
+
+
+def test_operator_must_be_configured_when_operators_exist(tmp_path: Path) -> None:
+    ws = make_workspace(
+        tmp_path / "ws", {"sleepy": SLEEPY}, extra="operators:\n  alice: {roles: [security-lead]}\n"
+    )
+    result = irctl("run", "sleepy", "--yes", "--as", "alcie", cwd=ws)
+    assert result.returncode == 2
+    assert "did you mean 'alice'?" in result.stderr
+
+
+def test_init_creates_a_workspace_with_a_private_key(tmp_path: Path) -> None:
+    result = irctl("init", str(tmp_path / "new"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    key = tmp_path / "new" / ".irctl" / "installation.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    config = (tmp_path / "new" / "irctl.yaml").read_text()
+    assert re.search(r'installation_key: "ed25519:[A-Za-z0-9+/=]+"', config)
+    assert ".irctl/" in (tmp_path / "new" / ".gitignore").read_text()
+    again = irctl("init", str(tmp_path / "new"), cwd=tmp_path)
+    assert again.returncode == 0
+    assert "left as it is" in again.stderr
+
+
+def test_keys_generate_writes_outside_the_workspace(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    result = irctl("keys", "generate", "alice", cwd=tmp_path, env={"IRCTL_KEY_DIR": str(keys)})
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((keys / "alice.key").stat().st_mode) == 0o600
+    assert re.search(r'alice: \{roles: \[\], key: "ed25519:[A-Za-z0-9+/=]+"\}', result.stdout)
+    twice = irctl("keys", "generate", "alice", cwd=tmp_path, env={"IRCTL_KEY_DIR": str(keys)})
+    assert twice.returncode == 2
+    assert "already exists" in twice.stderr
+
+
+COMMANDS = [
+    ["init"], ["schema"], ["validate"], ["runbooks", "list"], ["plan"], ["run"], ["status"],
+    ["runs", "list"], ["resume"], ["abort"], ["answer"], ["note"], ["transcript", "show"],
+    ["transcript", "verify"], ["transcript", "export"], ["keys", "generate"], ["demo"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_and_is_in_the_readme(command: list[str], tmp_path: Path) -> None:
+    result = irctl(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    readme = (ROOT / "README.md").read_text()
+    assert f"irctl {' '.join(command)}" in readme
