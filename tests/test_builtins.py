@@ -862,6 +862,8 @@ def test_until_probe_reads_the_condition(exchange: ExchangeAdminStub) -> None:
     found = act.call_probe(inputs, ctx())
     assert found.state == "done"
     assert found.outputs["value"] is True
+    rejected = act.parse(status_check(exchange, headers={"Authorization": "Bearer nope"}))
+    assert act.call_probe(rejected, ctx()).state == "unknown"
 
 
 def test_until_simulation_polls_nothing(exchange: ExchangeAdminStub) -> None:

@@ -213,7 +213,10 @@ def _simulate_until(inputs: Until, ctx: ActionContext) -> dict[str, Any]:
 
 @until.probe
 def _probe_until(inputs: Until, ctx: ActionContext) -> Probe:
-    holds, seen, outputs = check(inputs, REQUEST_TIMEOUT)
+    try:
+        holds, seen, outputs = check(inputs, REQUEST_TIMEOUT)
+    except ActionError as exc:  # credentials rejected: nobody can tell
+        return Probe.unknown(str(exc))
     if holds:
         return Probe.done({**outputs, "polls": 1, "elapsed_ms": 0.0})
     return Probe.not_done(seen)
