@@ -116,6 +116,12 @@ class Engine:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._live: _Live | None = None
+        # Group commit: the outcome of a step run on the engine's own thread is committed in
+        # the same transaction as whatever the engine records next (the next step's
+        # `step.started`, a skip, the run's end), so each step costs one durable commit.  It is
+        # still durable before anything else happens: nothing runs in between but rendering.
+        self._deferred: list[tuple[str, dict[str, Any]]] = []
+        self._local = threading.local()
 
     # -- creating and recording ---------------------------------------------------
 
@@ -221,8 +227,13 @@ class Engine:
         """Run (or continue) a run until it finishes, waits on people or is interrupted."""
         from irctl.loader import load_runbook_text
 
-        state = self.state(run_id)
+        events = self.store.events(run_id)
+        state = fold(events)
         if state.finished:
+            if self.signing_key is not None and events[-1].type != ev.CHECKPOINT:
+                # It ended but died before its final checkpoint: seal it now.
+                self._checkpoint(run_id)
+                return self.state(run_id)
             raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
         runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook", registry=self.registry)
         resolved = self._resolve_secrets(runbook)
@@ -252,6 +263,7 @@ class Engine:
         except KeyboardInterrupt:
             self._interrupted()
         finally:
+            self._flush()
             self._live = None
             self._checkpoint(run_id)
         return self.state(run_id)
@@ -282,11 +294,25 @@ class Engine:
         return self._live
 
     def _append(
-        self, run_id: str, items: list[tuple[str, dict[str, Any]]], *, locked: bool = False
+        self,
+        run_id: str,
+        items: list[tuple[str, dict[str, Any]]],
+        *,
+        locked: bool = False,
+        defer: bool = False,
     ) -> list[Event]:
         if not locked:
             with self._lock:
-                return self._append(run_id, items, locked=True)
+                return self._append(run_id, items, locked=True, defer=defer)
+        live = self._live
+        if defer and live is not None and not getattr(self._local, "concurrent", False):
+            self._deferred.extend(items)
+            for kind, data in items:  # the state sees it now; the journal with the next append
+                live.state.apply(Event(run_id, live.state.last_seq, "", kind, data, "", "", ""))
+            return []
+        if self._deferred:
+            items = [*self._deferred, *items]
+            self._deferred = []
         made = self.store.append(run_id, items)
         if self._live is not None and self._live.state.run_id == run_id:
             for event in made:
@@ -296,16 +322,22 @@ class Engine:
                 self.listener(event)
         return made
 
-    def _emit(self, kind: str, data: dict[str, Any]) -> Event:
+    def _emit(self, kind: str, data: dict[str, Any], *, defer: bool = False) -> None:
         live = self._require_live()
-        return self._append(live.state.run_id, [(kind, live.redactor(data))])[0]
+        self._append(live.state.run_id, [(kind, live.redactor(data))], defer=defer)
 
-    def _emit_step(self, kind: str, key: str, data: dict[str, Any]) -> Event:
+    def _emit_step(self, kind: str, key: str, data: dict[str, Any], *, defer: bool = False) -> None:
         step_id, item = _split_key(key)
         body = {"step": step_id, **data}
         if item is not None:
             body["item"] = item
-        return self._emit(kind, body)
+        self._emit(kind, body, defer=defer)
+
+    def _flush(self) -> None:
+        """Commit a deferred outcome now (before a checkpoint, on the way out)."""
+        with self._lock:
+            if self._deferred and self._live is not None:
+                self._append(self._live.state.run_id, [], locked=True)
 
     def _context(self, item: Any = None, has_item: bool = False) -> dict[str, Any]:
         live = self._require_live()
@@ -347,7 +379,8 @@ class Engine:
         if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING):
             try:
                 if not self._when(step):
-                    self._emit_step(ev.STEP_SKIPPED, step.id, {"reason": "'when' is false"})
+                    reason = {"reason": "'when' is false"}
+                    self._emit_step(ev.STEP_SKIPPED, step.id, reason, defer=True)
                     return OK
             except RenderError as exc:
                 self._emit_step(ev.STEP_FAILED, step.id, {"error": str(exc), "attempt": 0})
@@ -357,6 +390,15 @@ class Engine:
         if step.for_each is not None:
             return self._fan_out(step)
         return self._action_step(step, step.id)
+
+    def _concurrently(self, fn: Callable[[Any], str]) -> Callable[[Any], str]:
+        """Mark the worker threads of a block: their outcomes are committed at once."""
+
+        def wrapped(arg: Any) -> str:
+            self._local.concurrent = True
+            return fn(arg)
+
+        return wrapped
 
     def _when(self, step: Step) -> bool:
         if step.when is None:
@@ -371,7 +413,7 @@ class Engine:
     def _block_outcome(self, step: Step, outcomes: list[str], outputs: dict[str, Any]) -> str:
         worst = _worst(outcomes)
         if worst == OK:
-            self._emit_step(ev.STEP_SUCCEEDED, step.id, {"outputs": outputs})
+            self._emit_step(ev.STEP_SUCCEEDED, step.id, {"outputs": outputs}, defer=True)
             return OK
         if worst == FAIL:
             self._emit_step(ev.STEP_FAILED, step.id, {"error": "a step inside it failed"})
@@ -385,7 +427,9 @@ class Engine:
         known = live.state.steps.get(step.id)
         if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING):
             self._emit_step(ev.STEP_STARTED, step.id, {"kind": "parallel", "attempt": 1})
-        outcomes = _run_concurrently(self._step, step.parallel, len(step.parallel), live)
+        outcomes = _run_concurrently(
+            self._concurrently(self._step), step.parallel, len(step.parallel), live
+        )
         return self._block_outcome(step, outcomes, {})
 
     def _fan_out(self, step: Step) -> str:
@@ -418,7 +462,9 @@ class Engine:
                 stop.set()
             return outcome
 
-        outcomes = _run_concurrently(one, list(range(len(items))), step.max_parallel, live)
+        outcomes = _run_concurrently(
+            self._concurrently(one), list(range(len(items))), step.max_parallel, live
+        )
         collected = [
             live.outputs.get(step_key(step.id, i), live.state.step(step_key(step.id, i)).outputs)
             for i in range(len(items))
@@ -520,7 +566,9 @@ class Engine:
                         self._emit_step(ev.STEP_INTERRUPTED, key, {"reason": "stopped by operator"})
                         return STOP
                     continue
-                self._emit_step(ev.STEP_FAILED, key, {"error": str(exc), "attempt": attempt})
+                self._emit_step(
+                    ev.STEP_FAILED, key, {"error": str(exc), "attempt": attempt}, defer=True
+                )
                 return give_up
             finally:
                 live.active.discard(flag)
@@ -528,7 +576,9 @@ class Engine:
             if act.secret_outputs:
                 live.redactor.add(*(str(outputs[k]) for k in act.secret_outputs if k in outputs))
             live.outputs[key] = outputs
-            self._emit_step(ev.STEP_SUCCEEDED, key, {"outputs": outputs, "attempt": attempt})
+            self._emit_step(
+                ev.STEP_SUCCEEDED, key, {"outputs": outputs, "attempt": attempt}, defer=True
+            )
             return OK
 
     def _asker(self, key: str) -> Asker | None:

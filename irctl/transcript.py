@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -194,41 +195,28 @@ class _Verifier:
         self.pending: tuple[int, str, str] | None = None  # (line, blame-this, blame-previous)
         self.plain_types: set[str] = set()  # event types that may take the fast path
 
-    def feed(self, text: str | None, raw: bytes) -> None:
+    def feed(self, raw: bytes, scanned: _Scanned) -> None:
+        """Take the next line, already scanned by :func:`_scan`."""
         self.n = n = self.n + 1
-        digest = hashlib.sha256(raw).hexdigest()
-        # Fast path: a canonical event that follows the previous one exactly.  Only
-        # ``data`` is re-serialised; the envelope's strings are known to need no
-        # escaping (prev equals a hex hash, run and type were checked before, ts is
-        # checked here), so the canonical line can be assembled and compared.
-        if text is not None and self.pending is None:
-            try:
-                obj = from_json(text, allow_inf_nan=False)
-                seq, prev, ts, kind = obj["seq"], obj["prev"], obj["ts"], obj["type"]
-                if (
-                    prev == self.last_hash
-                    and type(seq) is int
-                    and seq == self.last_seq + 1
-                    and obj["run"] == self.fast_run
-                    and kind in self.plain_types
-                    and type(obj["data"]) is dict
-                    and type(ts) is str
-                    and ts.isprintable()
-                    and '"' not in ts
-                    and "\\" not in ts
-                    and text
-                    == f'{{"data":{_encode_fast(obj["data"])},"prev":"{prev}",'
-                    f'"run":"{self.fast_run}","seq":{seq},"ts":"{ts}","type":"{kind}"}}'
-                ):
-                    self.hashes.append(digest)
-                    self.seqs.append(seq)
-                    self.event_lines.append(n)
-                    self.last_hash = digest
-                    self.last_seq = seq
-                    return
-            except (ValueError, TypeError, KeyError):
-                pass
-        self.general(n, text, digest)
+        digest, seq, prev, run, kind = scanned
+        # Fast path: a canonical event that follows the previous one exactly.  Its
+        # envelope strings need no escaping: prev equals a hex hash, and run and type
+        # equal ones checked before; _scan checked the rest.
+        if (
+            seq is not None
+            and self.pending is None
+            and prev == self.last_hash
+            and seq == self.last_seq + 1
+            and run == self.fast_run
+            and kind in self.plain_types
+        ):
+            self.hashes.append(digest)
+            self.seqs.append(seq)
+            self.event_lines.append(n)
+            self.last_hash = digest
+            self.last_seq = seq
+            return
+        self.general(n, _decode(raw), digest)
 
     # -- problems --------------------------------------------------------------------------
 
@@ -264,7 +252,6 @@ class _Verifier:
             self.problem(n, f"{self.name(n, seq)}: belongs to run {run!r}, not {self.run!r} "
                             "(events from another run were mixed in)")  # fmt: skip
         expected = self.last_seq + 1
-        gap = seq != expected
         if seq > expected:
             missing = (
                 f"event {expected} is missing"
@@ -277,11 +264,11 @@ class _Verifier:
         elif seq < expected:
             self.problem(
                 n,
-                f"line {n}: holds event {seq} again after event {self.last_seq} "
-                "(events were inserted, duplicated or reordered)",
+                f"line {n}: holds event {seq} after event {self.last_seq} (out of order: "
+                "events were inserted, duplicated or reordered)",
                 expected,
             )
-        if n > 1 and prev != self.last_hash and not gap:
+        if n > 1 and prev != self.last_hash and seq <= expected:
             before = self.name(n - 1, self.last_seq if self.last_ok else None)
             self.pending = (
                 n,
@@ -391,9 +378,6 @@ class _Verifier:
         ):
             self.problem(n, f"{me}: is malformed (it needs seq, head, key and sig)")
             return
-        if not 1 <= sealed < seq:
-            self.problem(n, f"{me}: seals event {sealed}, which does not come before it")
-            return
         public = self.public_key(n, me, key)
         if public is None:
             return
@@ -402,8 +386,8 @@ class _Verifier:
                             f"was forged or altered; events after event {self.sealed}, the last "
                             "valid seal, are not proven)")  # fmt: skip
             return
-        if self.head_of(sealed) != head:
-            if sealed == self.last_seq and prev != self.last_hash:
+        if not 1 <= sealed < seq or self.head_of(sealed) != head:
+            if 1 <= sealed == self.last_seq < seq and prev != self.last_hash:
                 # This checkpoint recorded (prev) and signed (head) the same original hash
                 # of the event before it: that event is what changed.
                 self.pending = None
@@ -471,14 +455,15 @@ class _Verifier:
             first_line = unsealed[-1]
             first_seq = self.seqs[first_line - 1]
             last = (
-                f"the last valid checkpoint seals event {self.sealed}"
+                f"it seals event {self.sealed}"
                 if self.valid_checkpoints
                 else "there is no valid checkpoint"
             )
             tail.append(_Problem(first_line, 0, first_seq,
-                f"the transcript is not sealed: {len(unsealed)} event(s) from event "
-                f"{first_seq} (line {first_line}) on follow the last valid checkpoint ({last}): "
-                "the tail was cut off or events were appended, or the run is still in progress",
+                f"the transcript is not sealed: {len(unsealed)} event(s), from event "
+                f"{first_seq} (line {first_line}) on, come after the last valid checkpoint "
+                f"({last}): the tail was cut off or events were appended, or the run is "
+                "still in progress",
             ))  # fmt: skip
         worst = next(iter([*chain, *tail]), None)
         problems = [p.text for p in [*chain, *tail]]
@@ -548,23 +533,139 @@ def _difference(text: str, canonical: str) -> str:
     return f"{why} at column {at + 1}"
 
 
+# (hash, seq, prev, run, type) of a line that may take the fast path, or (hash, None, ...)
+_Scanned = tuple[str, int | None, str | None, str | None, str | None]
+
+
+def _scan(raw: bytes) -> _Scanned:
+    """The per-line work, independent of other lines: hash, parse, canonical check.
+
+    ``from_json`` (Rust) parses and only ``data`` is re-serialised; the line must
+    then be exactly the canonical envelope around it.  The envelope's strings are
+    inserted unescaped, which is canonical only if they need no escaping: ``ts``
+    is checked here, prev, run and type by the caller.  Anything else goes the
+    slow way (:meth:`_Verifier.general`), which decides with :func:`json.loads`.
+    """
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        text = raw.decode("utf-8")
+        obj = from_json(text, allow_inf_nan=False)
+            seq, prev, run, ts, kind = obj["seq"], obj["prev"], obj["run"], obj["ts"], obj["type"]
+            if (
+                type(seq) is int
+                and type(obj["data"]) is dict
+                and type(ts) is str
+                and ts.isprintable()
+                and '"' not in ts
+                and "\\" not in ts
+                and text
+                == f'{{"data":{_encode_fast(obj["data"])},"prev":"{prev}","run":"{run}",'
+                f'"seq":{seq},"ts":"{ts}","type":"{kind}"}}'
+            ):
+                return digest, seq, prev, run, kind
+        except (ValueError, TypeError, KeyError):
+            pass
+    return digest, None, None, None, None
+
+
 def _verify(
-    items: Iterable[tuple[str | None, bytes]], public_keys: list[str] | None
+    items: Iterable[tuple[bytes, _Scanned]], public_keys: list[str] | None
 ) -> VerifyReport:
     verifier = _Verifier(public_keys)
     feed = verifier.feed
-    for text, raw in items:
-        feed(text, raw)
+    for raw, scanned in items:
+        feed(raw, scanned)
     return verifier.finish()
 
 
-def _split(lines: Iterable[str]) -> Iterator[tuple[str | None, bytes]]:
+def _split(lines: Iterable[str]) -> Iterator[tuple[bytes, _Scanned]]:
     for line in lines:
         text = line[:-1] if line.endswith("\n") else line
         try:
-            yield text, text.encode("utf-8")
-        except UnicodeEncodeError:
-            yield None, text.encode("utf-8", "surrogateescape")
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: the bytes will not decode either
+            raw = text.encode("utf-8", "surrogatepass")
+        yield raw, _scan(raw)
+
+
+# Files at least this long are scanned by two processes (fork) when the machine has
+# two cores and this process has a single thread: the per-line work is independent.
+PARALLEL_LINES = 20_000
+
+
+def _scan_lines(
+    raws: list[bytes],
+) -> Iterator[tuple[str | None, _Scanned]]:
+    """Scan every line, the second part in a forked child when it pays off."""
+    import os
+    import threading
+
+    count = len(raws)
+    split = count
+    if (
+        count >= PARALLEL_LINES
+        and hasattr(os, "fork")
+        and len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()) >= 2
+        and threading.active_count() == 1
+    ):
+        split = count * 11 // 20  # the parent also runs the sequential checks
+    child = _fork_scan(raws[split:]) if split < count else None
+    try:
+        for i in range(split):
+            yield raws[i], _scan(raws[i])
+        if split == count:
+            return
+        tail = _collect(child) if child is not None else None
+        child = None
+    finally:
+        if child is not None:  # abandoned half-way: do not leave the child behind
+            _collect(child)
+    if tail is None or len(tail) != count - split:  # the child failed: do it here
+        tail = [_scan(raws[i]) for i in range(split, count)]
+    for i, scanned in enumerate(tail, split):
+        yield raws[i], scanned
+
+
+def _fork_scan(raws: list[bytes]) -> tuple[int, int] | None:
+    """Start a child that scans these lines and writes the results to a pipe."""
+    import os
+
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:  # the child: never return into the caller's code
+        code = 1
+        try:
+            os.close(read)
+            payload = marshal.dumps([_scan(raw) for raw in raws])
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(payload)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    return pid, read
+
+
+def _collect(child: tuple[int, int]) -> list[_Scanned] | None:
+    """The child's results (None if it failed); always reaps it."""
+    import os
+
+    pid, read = child
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            payload = pipe.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return None
+    try:
+        result = marshal.loads(payload)  # noqa: S302 - our own child's output, over a pipe
+    except (EOFError, ValueError, TypeError):
+        return None
+    return result if isinstance(result, list) else None
 
 
 def verify_lines(lines: Iterable[str], *, public_keys: list[str] | None) -> VerifyReport:
@@ -597,11 +698,7 @@ def verify_file(path: Path, public_keys: list[str] | None) -> VerifyReport:
     raw_lines = content.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
-    try:
-        texts: list[str | None] = list(content.decode("utf-8").split("\n"))
-    except UnicodeDecodeError:
-        texts = [_decode(raw) for raw in raw_lines]
-    return _verify(zip(texts, raw_lines, strict=False), public_keys)
+    return _verify(_scan_lines(raw_lines), public_keys)
 
 
 def _decode(raw: bytes) -> str | None:

@@ -49,7 +49,7 @@ def irctl(
     """Run the real ``irctl`` command in a workspace."""
     full_env = {**os.environ, "IRCTL_WORKSPACE": str(cwd), "COLUMNS": "200", **(env or {})}
     full_env.pop("IRCTL_DEBUG", None)
-    return subprocess.run(  # noqa: S603 - our own executable
+    return subprocess.run(
         [IRCTL, *args],
         cwd=cwd,
         env=full_env,

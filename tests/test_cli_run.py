@@ -88,8 +88,16 @@ def test_a_full_run_answers_a_manual_step_and_never_records_the_secret(
 
     jsonl = tmp_path / "t.jsonl"
     md = tmp_path / "t.md"
-    assert irctl("transcript", "export", run_id, "--format", "jsonl", "-o", str(jsonl), cwd=ws).returncode == 0
-    assert irctl("transcript", "export", run_id, "--format", "md", "-o", str(md), cwd=ws).returncode == 0
+    assert (
+        irctl(
+            "transcript", "export", run_id, "--format", "jsonl", "-o", str(jsonl), cwd=ws
+        ).returncode
+        == 0
+    )
+    assert (
+        irctl("transcript", "export", run_id, "--format", "md", "-o", str(md), cwd=ws).returncode
+        == 0
+    )
     shown = irctl("transcript", "show", run_id, cwd=ws)
     verified = irctl("transcript", "verify", str(jsonl), cwd=ws)
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -114,7 +122,10 @@ def test_bad_params_are_all_reported_with_exit_2(ws: Path) -> None:
     assert "did you mean 'ethereum'" in result.stderr
     assert "wallet" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (ws / ".irctl" / "irctl.db").exists() or "r-" not in irctl("runs", "list", cwd=ws).stdout
+    assert (
+        not (ws / ".irctl" / "irctl.db").exists()
+        or "r-" not in irctl("runs", "list", cwd=ws).stdout
+    )
 
 
 def test_unknown_runbook_suggests_the_closest(ws: Path) -> None:
@@ -161,7 +172,7 @@ def _events(ws: Path) -> list[str]:
 
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws", {"sleepy": SLEEPY})
-    proc = subprocess.Popen(  # noqa: S603 - our own executable
+    proc = subprocess.Popen(
         [IRCTL, "run", "sleepy", "--yes"],
         cwd=ws, env={**os.environ, "IRCTL_WORKSPACE": str(ws)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -174,7 +185,8 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr and "irctl resume" in stderr
+    assert "interrupted" in stderr
+    assert "irctl resume" in stderr
     kinds = [json.loads(line)["type"] for line in _events(ws)]
     assert "step.interrupted" in kinds
     assert kinds[-2:] == ["run.interrupted", "checkpoint"]
@@ -246,3 +258,18 @@ def test_every_command_has_help_and_is_in_the_readme(command: list[str], tmp_pat
     assert "Usage:" in result.stdout
     readme = (ROOT / "README.md").read_text()
     assert f"irctl {' '.join(command)}" in readme
+
+
+def test_tabletop_touches_nothing_but_asks_people(ws: Path, exchange: ExchangeAdminStub) -> None:
+    run = irctl("run", *HOT, "--mode", "tabletop", cwd=ws, env=ENV)
+    assert run.returncode == 3, run.stderr  # manual steps are real in a drill
+    run_id = run_id_from(run)
+    done = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert exchange.requests == []
+    assert exchange.halted == set()
+    status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
+    assert status["mode"] == "tabletop"
+    assert all(
+        s["outputs"].get("simulated") for s in status["steps"] if s["step"] == "halt-withdrawals"
+    )

@@ -67,7 +67,9 @@ def _count(db: Path, run_id: str | None) -> int:
     if run_id is None or not db.exists():
         return 0
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        row = conn.execute("SELECT count(*) FROM irctl_events WHERE run_id = ?", (run_id,)).fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM irctl_events WHERE run_id = ?", (run_id,)
+        ).fetchone()
     return int(row[0])
 
 
@@ -82,14 +84,14 @@ def _run_id(db: Path) -> str | None:
     return str(row[0]) if row else None
 
 
-def _status(db: Path, run_id: str) -> tuple[str, list[str]]:
+def _status(db: Path, run_id: str) -> tuple[str, list[str], bool]:
     """How the run stands, as the journal proves it (read with the real store and fold)."""
     store = Store.open(f"sqlite:///{db}")
     try:
         state = fold(store.events(run_id))
     finally:
         store.close()
-    return state.status, [s.key for s in state.waiting()]
+    return state.status, [s.key for s in state.waiting()], state.sealed_seq == state.last_seq - 1
 
 
 def _kill_somewhere(proc: subprocess.Popen[bytes], db: Path, run_id: str | None, out: Path,
@@ -129,7 +131,7 @@ def test_sigkill_at_many_points_never_repeats_a_step(tmp_path: Path) -> None:
         argv = [IRCTL, "run", "crashy", "-p", f"out={out}", "--yes", "--unattended"]
         run_id: str | None = None
         for _cycle in range(200):
-            proc = subprocess.Popen(  # noqa: S603 - our own executable
+            proc = subprocess.Popen(
                 argv, cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
             _kill_somewhere(proc, db, run_id, out, rng)
@@ -139,8 +141,8 @@ def test_sigkill_at_many_points_never_repeats_a_step(tmp_path: Path) -> None:
                 points.add((runs, _count(db, run_id), len(recorded_keys(str(out)))))
             if run_id is None:
                 continue  # killed before the run was recorded: start it again
-            status, waiting = _status(db, run_id)
-            if status in ("succeeded", "failed", "aborted"):
+            status, waiting, sealed = _status(db, run_id)
+            if status in ("succeeded", "failed", "aborted") and sealed:
                 break
             argv = [IRCTL, "resume", run_id, "--unattended"]
             if waiting:
@@ -150,8 +152,9 @@ def test_sigkill_at_many_points_never_repeats_a_step(tmp_path: Path) -> None:
                 mark = "done" if key in recorded_keys(str(out)) else "retry"
                 argv += ["--step", step, "--mark", mark, "--as", "tester"]
         assert run_id is not None
-        status, _ = _status(db, run_id)
+        status, _, sealed = _status(db, run_id)
         assert status == "succeeded"
+        assert sealed
         effects = [k for k in recorded_keys(str(out)) if not k.startswith("fail ")]
         assert sorted(effects) == EXPECTED, f"run {runs}: a step ran twice or never"
         verified = irctl("transcript", "verify", run_id, cwd=ws)

@@ -159,7 +159,9 @@ def store(tmp_path: Path) -> Store:
 
 def runbook_text(steps: str, extra: str = "") -> str:
     head = "irctl: 1\nkind: runbook\nid: test\ntitle: Test\n"
-    return head + textwrap.dedent(extra) + "steps:\n" + textwrap.indent(textwrap.dedent(steps), "  ")
+    return (
+        head + textwrap.dedent(extra) + "steps:\n" + textwrap.indent(textwrap.dedent(steps), "  ")
+    )
 
 
 def start(
@@ -479,7 +481,10 @@ def test_in_doubt_idempotent_step_runs_again(store: Store) -> None:
     assert calls["e"] == 1
 
 
-@pytest.mark.parametrize(("mark", "status", "ran"), [("done", "succeeded", 0), ("retry", "succeeded", 1), ("failed", "failed", 0)])
+@pytest.mark.parametrize(
+    ("mark", "status", "ran"),
+    [("done", "succeeded", 0), ("retry", "succeeded", 1), ("failed", "failed", 0)],
+)
 def test_in_doubt_step_without_probe_waits_for_an_operator(
     store: Store, mark: str, status: str, ran: int
 ) -> None:

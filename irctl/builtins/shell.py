@@ -113,7 +113,10 @@ def _capture() -> int:
 
 def _head(fd: int) -> str:
     size = os.fstat(fd).st_size
-    return truncate_head(os.pread(fd, min(size, OUTPUT_LIMIT + 1), 0))[0]
+    text, _ = truncate_head(os.pread(fd, min(size, OUTPUT_LIMIT), 0))
+    return (
+        text + f"\n…[truncated: {size - OUTPUT_LIMIT} more bytes]" if size > OUTPUT_LIMIT else text
+    )
 
 
 def _tail(fd: int) -> str:

@@ -237,6 +237,8 @@ def verify(
             raise UsageError(f"{target} is a directory; give a transcript file or a run id")
         report = verify_file(path, _trusted_keys(key, None))
         source = str(path)
+    elif path.suffix.lower() in {".jsonl", ".json", ".zip"} or "/" in target or "\\" in target:
+        raise UsageError(f"no file {target}")
     else:
         workspace = _workspace()
         run = workspace.store.find_run(target)

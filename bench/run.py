@@ -1,0 +1,258 @@
+"""irctl benchmarks: `make bench` prints a table of medians against the targets.
+
+Each figure is measured here, on this machine, in one run; the targets come from the project's
+performance goals.  Benchmarks are not tests: nothing here fails the build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+IRCTL = str(Path(sys.executable).parent / "irctl")
+sys.path.insert(0, str(ROOT))
+
+from pydantic import BaseModel, ConfigDict  # noqa: E402
+
+from irctl.actions import ActionContext, Registry, action, default_registry  # noqa: E402
+from irctl.engine import Engine  # noqa: E402
+from irctl.loader import load_runbook_text  # noqa: E402
+from irctl.store import Store  # noqa: E402
+
+
+class NoInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Wait(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float
+
+
+@action("bench.noop", idempotent=True)
+def noop(inputs: NoInputs, ctx: ActionContext) -> dict[str, Any]:
+    return {}
+
+
+@action("bench.wait", idempotent=True)
+def wait(inputs: Wait, ctx: ActionContext) -> dict[str, Any]:
+    time.sleep(inputs.seconds)
+    return {}
+
+
+REGISTRY = Registry()
+REGISTRY.register(noop)
+REGISTRY.register(wait)
+REGISTRY.register(default_registry.get("shell.exec"))
+
+
+def median(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def _engine_run(text: str, tmp: Path) -> tuple[float, int]:
+    """Wall seconds to execute a runbook (run already created), and the step count."""
+    store = Store.open(f"sqlite:///{tmp / f'b{time.monotonic_ns()}.db'}")
+    model = load_runbook_text(text, "bench.yaml", registry=REGISTRY)
+    engine = Engine(store, registry=REGISTRY)
+    run_id = engine.create_run(model, text, {}, initiator="bench")
+    began = time.perf_counter()
+    state = engine.execute(run_id)
+    elapsed = time.perf_counter() - began
+    if state.status != "succeeded":
+        raise SystemExit(f"bench run failed: {state.status}")
+    store.close()
+    return elapsed, len(model.steps)
+
+
+def runbook(steps: list[str]) -> str:
+    return "irctl: 1\nkind: runbook\nid: bench\ntitle: Bench\nsteps:\n" + "".join(steps)
+
+
+def bench_engine_overhead(tmp: Path) -> tuple[float, float]:
+    n = 1000
+    text = runbook([f"  - {{id: s{i}, action: bench.noop}}\n" for i in range(n)])
+
+    def engine_once() -> float:
+        elapsed, steps = _engine_run(text, tmp)
+        return elapsed / steps
+
+    def plain_once() -> float:
+        path = tmp / f"plain{time.monotonic_ns()}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        began = time.perf_counter()
+        for i in range(n):
+            noop.run(NoInputs(), ActionContext(run_id="r", step_id=f"s{i}"))
+            line = json.dumps({"step": f"s{i}", "status": "succeeded"}) + "\n"
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        elapsed = time.perf_counter() - began
+        os.close(fd)
+        return elapsed / n
+
+    return median(engine_once, 5), median(plain_once, 5)
+
+
+def bench_shell(tmp: Path) -> tuple[float, float]:
+    n = 200
+    true = shutil.which("true") or "/bin/true"
+    text = runbook(
+        [f"  - {{id: s{i}, action: shell.exec, with: {{argv: [{true}]}}}}\n" for i in range(n)]
+    )
+
+    def engine_once() -> float:
+        elapsed, steps = _engine_run(text, tmp)
+        return elapsed / steps
+
+    def plain_once() -> float:
+        path = tmp / f"shell{time.monotonic_ns()}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        began = time.perf_counter()
+        for i in range(n):
+            done = subprocess.run([true], capture_output=True, check=False)
+            os.write(fd, (json.dumps({"step": i, "exit": done.returncode}) + "\n").encode())
+            os.fsync(fd)
+        elapsed = time.perf_counter() - began
+        os.close(fd)
+        return elapsed / n
+
+    return median(engine_once, 3), median(plain_once, 3)
+
+
+def bench_command(args: list[str], repeat: int = 11) -> float:
+    env = {**os.environ, "IRCTL_WORKSPACE": str(ROOT)}
+
+    def once() -> float:
+        began = time.perf_counter()
+        subprocess.run([IRCTL, *args], cwd=ROOT, env=env, capture_output=True, check=True)
+        return time.perf_counter() - began
+
+    once()  # warm the file cache
+    return median(once, repeat)
+
+
+def bench_fan_out(tmp: Path) -> float:
+    text = runbook(
+        [
+            '  - id: fan\n    for_each: "{{ range(100) | list }}"\n    max_parallel: 50\n'
+            "    action: bench.wait\n    with: {seconds: 0.2}\n"
+        ]
+    )
+    return median(lambda: _engine_run(text, tmp)[0], 3)
+
+
+def bench_verify(tmp: Path) -> float:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from irctl import events as ev
+    from irctl.events import GENESIS, Event
+    from irctl.identity import public_key_text
+    from irctl.render import sha256_hex
+    from irctl.transcript import checkpoint_data
+
+    key = Ed25519PrivateKey.generate()
+    text = "irctl: 1\n"
+    path = tmp / "verify.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        first = Event.make(
+            "r-bench", 1, ev.RUN_CREATED,
+            {"runbook": "bench", "runbook_digest": "sha256:" + sha256_hex(text),
+             "runbook_text": text, "params": {}, "initiator": "bench", "mode": "live",
+             "incident": None},
+            GENESIS,
+        )  # fmt: skip
+        out.write(first.line + "\n")
+        prev = first
+        for seq in range(2, 100_000):
+            kind = ev.STEP_STARTED if seq % 2 == 0 else ev.STEP_SUCCEEDED
+            data = {"step": f"s{seq // 2}", "attempt": 1, "outputs": {"ok": True}}
+            prev = Event.make("r-bench", seq, kind, data, prev.hash)
+            out.write(prev.line + "\n")
+        seal = Event.make(
+            "r-bench", 100_000, ev.CHECKPOINT, checkpoint_data("r-bench", prev, key), prev.hash
+        )
+        out.write(seal.line + "\n")
+    public = public_key_text(key)
+    env = {**os.environ, "IRCTL_WORKSPACE": str(tmp)}
+
+    def once() -> float:
+        began = time.perf_counter()
+        done = subprocess.run(
+            [IRCTL, "transcript", "verify", str(path), "--key", public],
+            cwd=tmp, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"verify failed: {done.stdout}{done.stderr}")
+        return time.perf_counter() - began
+
+    return median(once, 3)
+
+
+def bench_memory(tmp: Path) -> float:
+    """Peak RSS (MB) of a fresh process running a 10,000-step runbook."""
+    done = subprocess.run(  # a child process, so nothing measured before counts
+        [sys.executable, __file__, "--memory-child", str(tmp)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    return int(done.stdout.strip().splitlines()[-1]) / 1024
+
+
+def memory_child(tmp: Path) -> None:
+    _engine_run(runbook([f"  - {{id: s{i}, action: bench.noop}}\n" for i in range(10_000)]), tmp)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def main() -> None:
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name: str, value: str, target: str, ok: bool) -> None:
+        rows.append((name, value, target, "ok" if ok else "MISSED"))
+        print(f"  measured: {name}: {value}", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        engine, plain = bench_engine_overhead(tmp)
+        row("engine step, no-op action, durable journal", f"{engine * 1000:.3f} ms", "≤ 1 ms",
+            engine <= 0.001)  # fmt: skip
+        row("  plain loop: one fsync'd JSON line per step", f"{plain * 1000:.3f} ms", "—", True)
+        row("  engine / plain", f"{engine / plain:.2f}×", "≤ 3×", engine / plain <= 3)
+        shell, plain_shell = bench_shell(tmp)
+        row("shell.exec true, per step", f"{shell * 1000:.2f} ms", "—", True)
+        row("  plain subprocess.run(true) + fsync", f"{plain_shell * 1000:.2f} ms", "—", True)
+        row("  shell.exec / plain", f"{shell / plain_shell:.2f}×", "≤ 1.3×",
+            shell / plain_shell <= 1.3)  # fmt: skip
+        helptime = bench_command(["--help"])
+        row("irctl --help", f"{helptime * 1000:.0f} ms", "≤ 150 ms", helptime <= 0.150)
+        validate = bench_command(["validate", "runbooks/"])
+        row("irctl validate runbooks/", f"{validate * 1000:.0f} ms", "≤ 300 ms", validate <= 0.300)
+        fan = bench_fan_out(tmp)
+        row("for_each 100 × 200 ms, max_parallel 50", f"{fan:.2f} s", "≤ 0.6 s", fan <= 0.6)
+        verify = bench_verify(tmp)
+        row("transcript verify, 100,000 events", f"{verify:.2f} s", "≤ 1.5 s", verify <= 1.5)
+        rss = bench_memory(tmp)
+        row("10,000-step run, peak RSS", f"{rss:.0f} MB", "≤ 150 MB", rss <= 150)
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'benchmark (median)':<{width}}  {'measured':>12}  {'target':>9}  result")
+    print("-" * (width + 36))
+    for name, value, target, result in rows:
+        print(f"{name:<{width}}  {value:>12}  {target:>9}  {result}")
+    print(f"\n{os.cpu_count()} cores · Python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
+        memory_child(Path(sys.argv[2]))
+    else:
+        main()

@@ -1,0 +1,221 @@
+"""``irctl validate``, ``irctl schema`` and ``irctl runbooks list``, run as the real command.
+
+The ``demo`` integration in ``tests/data/good/plugins`` is found through its
+``.dist-info`` entry point, the way a user's installed integration would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+GOOD = DATA / "good" / "workspace"
+PLUGINS = DATA / "good" / "plugins"
+IRCTL = Path(sys.executable).parent / "irctl"
+
+
+def irctl(*args: str, cwd: Path, plugins: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRCTL_")}
+    env["COLUMNS"] = "200"
+    if plugins:
+        env["PYTHONPATH"] = str(PLUGINS)
+    done = subprocess.run(
+        [str(IRCTL), *args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A copy of the good workspace, to break in place."""
+    root = tmp_path / "ws"
+    shutil.copytree(GOOD, root)
+    return root
+
+
+def test_validate_a_valid_workspace_by_default(workspace: Path) -> None:
+    done = irctl("validate", cwd=workspace)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "3 files checked, 0 problems\n"
+
+
+def test_validate_a_subfolder_of_the_workspace(workspace: Path) -> None:
+    done = irctl("validate", "drills", cwd=workspace / "..")
+    assert done.returncode == 2  # no such folder here: a usage error
+    assert done.stderr.startswith("error: no such file or folder: drills")
+    done = irctl("validate", "drills", cwd=workspace)
+    assert (done.returncode, done.stdout) == (0, "1 file checked, 0 problems\n")
+
+
+def test_validate_prints_every_problem_with_file_line_column(workspace: Path) -> None:
+    shutil.copy(DATA / "bad" / "fields.yaml", workspace / "runbooks" / "fields.yaml")
+    done = irctl("validate", cwd=workspace)
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        "runbooks/fields.yaml:4:11: severity: 'sev5' is not one of sev1, sev2, sev3, sev4 "
+        "(did you mean 'sev4'?)",
+        "runbooks/fields.yaml:5:9: owners: expected a list, got 'security'",
+        "runbooks/fields.yaml:8:5: steps[0]: unknown field 'acton' (did you mean 'action'?)",
+        "runbooks/fields.yaml:12:14: steps[1].timeout: 'soon' is not a duration; "
+        "write it like 30s, 5m, 2h or 1d",
+        "runbooks/fields.yaml:13:19: steps[1].max_parallel: must be at least 1, got 0",
+        "runbooks/fields.yaml:14:11: steps[1].when: expected text or a boolean, got a list",
+        "runbooks/fields.yaml:15:26: steps[1].retry: unknown field 'backof' "
+        "(did you mean 'backoff'?)",
+        "runbooks/fields.yaml:16:5: steps[2]: missing required field 'id'",
+        "4 files checked, 8 problems",
+    ]
+
+
+def test_validate_json(workspace: Path) -> None:
+    bad = workspace / "runbooks" / "dup.yaml"
+    shutil.copy(DATA / "bad" / "duplicate_step_id.yaml", bad)
+    done = irctl("validate", "--json", str(bad), cwd=workspace)
+    assert done.returncode == 2
+    assert json.loads(done.stdout) == [
+        {
+            "file": str(bad),
+            "line": 10,
+            "column": 13,
+            "path": "steps[1].parallel[0].id",
+            "message": "duplicate step id 'notify' (first used by steps[0], line 5)",
+        },
+        {
+            "file": str(bad),
+            "line": 14,
+            "column": 9,
+            "path": "on_failure[0].id",
+            "message": "duplicate step id 'block' (first used by steps[1], line 8)",
+        },
+    ]
+    clean = irctl("validate", "--json", cwd=workspace)
+    assert clean.returncode == 2  # dup.yaml is in runbooks/ too
+    assert len(json.loads(clean.stdout)) == 2
+    bad.unlink()
+    clean = irctl("validate", "--json", cwd=workspace)
+    assert (clean.returncode, json.loads(clean.stdout)) == (0, [])
+
+
+def test_check_integrations_imports_third_party_integrations(workspace: Path) -> None:
+    runbook = workspace / "runbooks" / "contain.yaml"
+    runbook.write_text(
+        runbook.read_text(encoding="utf-8").replace("demo.notify", "demo.notfy", 1),
+        encoding="utf-8",
+    )
+    quick = irctl("validate", "runbooks", cwd=workspace)
+    assert (quick.returncode, quick.stdout) == (0, "1 file checked, 0 problems\n")
+    full = irctl("validate", "--check-integrations", "runbooks", cwd=workspace)
+    assert full.returncode == 2
+    assert full.stdout.splitlines() == [
+        "runbooks/contain.yaml:39:17: steps[1].parallel[1].action: unknown action 'demo.notfy' "
+        "(did you mean 'demo.notify'?)",
+        "1 file checked, 1 problem",
+    ]
+
+
+def test_an_integration_that_is_not_installed(workspace: Path) -> None:
+    done = irctl("validate", "runbooks", cwd=workspace, plugins=False)
+    assert done.returncode == 2
+    assert done.stdout.splitlines()[0] == (
+        "runbooks/contain.yaml:25:13: steps[0].action: "
+        "no installed integration provides 'demo.*' actions"
+    )
+
+
+def test_a_broken_config_is_reported_not_fatal(workspace: Path) -> None:
+    config = "store: [1]\nvars: {admin_url: x}\nvars: {}\n"
+    (workspace / "irctl.yaml").write_text(config, encoding="utf-8")
+    done = irctl("validate", cwd=workspace)
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        "irctl.yaml:1:8: store: expected text, got a list",
+        "irctl.yaml:3:1: vars: duplicate key 'vars' (first written at line 2); "
+        "YAML would keep only one of them",
+        "3 files checked, 2 problems",
+    ]
+
+
+def test_rich_markup_in_user_text_is_printed_literally(tmp_path: Path) -> None:
+    path = tmp_path / "markup.yaml"
+    path.write_text("irctl: 1\nid: m\ntitle: M\n'[bold]x': 1\nsteps: []\n", encoding="utf-8")
+    done = irctl("validate", str(path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"{path}:4:1: unknown field '[bold]x'\n" in done.stdout
+
+
+def test_nothing_to_validate_is_a_usage_error(tmp_path: Path) -> None:
+    done = irctl("validate", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "nothing to validate" in done.stderr
+    assert "irctl init" in done.stderr
+
+
+def test_yaml_syntax_error_exit_code(tmp_path: Path) -> None:
+    shutil.copy(DATA / "bad" / "yaml_syntax.yaml", tmp_path / "y.yaml")
+    done = irctl("validate", "y.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        "y.yaml:4:6: YAML syntax error: did not find expected ',' or ']' "
+        "(while parsing a flow sequence at line 3)",
+        "1 file checked, 1 problem",
+    ]
+
+
+def test_schema(tmp_path: Path) -> None:
+    done = irctl("schema", cwd=tmp_path)
+    assert done.returncode == 0
+    schema = json.loads(done.stdout)
+    assert {"$ref": "#/$defs/Runbook"} in schema["anyOf"]
+    assert "with" in schema["$defs"]["Step"]["properties"]
+    config = json.loads(irctl("schema", "--kind", "config", cwd=tmp_path).stdout)
+    assert "operators" in config["properties"]
+    wrong = irctl("schema", "--kind", "nope", cwd=tmp_path)
+    assert wrong.returncode == 2
+    assert "nope" in wrong.stderr
+
+
+def test_runbooks_list(workspace: Path) -> None:
+    done = irctl("runbooks", "list", cwd=workspace)
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [
+        "ID       SEVERITY  STEPS  TITLE",
+        "contain  sev1          6  Contain a hot-wallet compromise",
+    ]
+    listed = json.loads(irctl("runbooks", "list", "--json", cwd=workspace).stdout)
+    assert [(r["id"], r["severity"], r["steps"]) for r in listed] == [("contain", "sev1", 6)]
+    shutil.copy(DATA / "bad" / "fields.yaml", workspace / "runbooks" / "broken.yaml")
+    done = irctl("runbooks", "list", cwd=workspace)
+    assert done.returncode == 0
+    assert "contain  sev1" in done.stdout
+    assert done.stderr.strip() == (
+        "skipped runbooks/broken.yaml: 8 problems; run 'irctl validate runbooks/broken.yaml'"
+    )
+
+
+def test_runbooks_list_without_a_runbooks_folder(tmp_path: Path) -> None:
+    done = irctl("runbooks", "list", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no runbooks/ folder" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["validate"], ["schema"], ["runbooks", "list"]])
+def test_help_teaches_with_examples(command: list[str], tmp_path: Path) -> None:
+    done = irctl(*command, "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "Examples" in done.stdout
+    assert f"irctl {' '.join(command)}" in done.stdout

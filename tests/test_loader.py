@@ -1,0 +1,578 @@
+"""The loader: YAML -> models, every problem located as ``file:line:column: path: message``.
+
+Bad inputs live in ``tests/data/bad``; each test names the exact lines it
+expects.  Actions come from a throwaway ``demo`` integration registered on a
+fresh Registry, so these tests do not depend on the built-in actions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from irctl.actions import Registry
+from irctl.errors import Diagnostic, InvalidDocument, UsageError
+from irctl.loader import (
+    check_param_value,
+    json_schema,
+    load_config,
+    load_document,
+    load_drill,
+    load_runbook,
+    load_runbook_text,
+    parse_params,
+    validate_paths,
+)
+from irctl.model import Config, Drill, Param, Runbook
+
+DATA = Path(__file__).parent / "data"
+BAD = DATA / "bad"
+GOOD = DATA / "good" / "workspace"
+
+
+def _demo_module() -> ModuleType:
+    path = DATA / "good" / "plugins" / "irctl_test_demo.py"
+    spec = importlib.util.spec_from_file_location("irctl_test_demo", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DEMO = _demo_module()
+
+
+@pytest.fixture
+def registry() -> Registry:
+    fresh = Registry()
+    fresh.register(DEMO.fetch)
+    fresh.register(DEMO.notify)
+    return fresh
+
+
+def problems(path: Path, registry: Registry) -> list[str]:
+    """Every diagnostic of a runbook file, as ``line:column: path: message``."""
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook(path, registry=registry)
+    prefix = f"{path}:"
+    lines = [str(d) for d in caught.value.diagnostics]
+    assert all(line.startswith(prefix) for line in lines)
+    return [line[len(prefix) :] for line in lines]
+
+
+# -- valid documents ---------------------------------------------------------------------------
+
+
+def test_good_runbook_loads_into_models(registry: Registry) -> None:
+    runbook = load_runbook(GOOD / "runbooks" / "contain.yaml", registry=registry)
+    assert isinstance(runbook, Runbook)
+    assert runbook.id == "contain"
+    assert [s.id for s in runbook.all_steps()] == [
+        "halt", "freeze", "disable-key", "stop-signer", "rotate", "sweep", "page",
+    ]  # fmt: skip
+    assert runbook.steps[0].with_["attempts"] == 2
+    assert runbook.steps[0].timeout == 30.0
+
+
+def test_good_drill_and_config_load() -> None:
+    drill = load_drill(GOOD / "drills" / "quarterly.yaml")
+    assert isinstance(drill, Drill)
+    assert drill.runbook == "contain"
+    config = load_config(GOOD / "irctl.yaml")
+    assert config.vars["admin_url"] == "https://admin.internal.example"
+
+
+def test_load_document_picks_the_model_by_kind(registry: Registry) -> None:
+    assert isinstance(load_document(GOOD / "runbooks" / "contain.yaml", registry=registry), Runbook)
+    assert isinstance(load_document(GOOD / "drills" / "quarterly.yaml"), Drill)
+
+
+def test_load_document_reports_an_unknown_kind() -> None:
+    path = BAD / "workspace" / "drills" / "kind.yaml"
+    with pytest.raises(InvalidDocument) as caught:
+        load_document(path)
+    assert str(caught.value) == f"{path}:2:7: kind: unknown kind 'dril' (did you mean 'drill'?)"
+
+
+def test_an_empty_config_is_the_default_config(tmp_path: Path) -> None:
+    path = tmp_path / "irctl.yaml"
+    path.write_text("# nothing yet\n", encoding="utf-8")
+    assert load_config(path) == Config()
+
+
+# -- YAML itself -------------------------------------------------------------------------------
+
+
+def test_yaml_syntax_error_points_at_the_mark(registry: Registry) -> None:
+    assert problems(BAD / "yaml_syntax.yaml", registry) == [
+        "4:6: YAML syntax error: did not find expected ',' or ']' "
+        "(while parsing a flow sequence at line 3)"
+    ]
+
+
+def test_empty_file(registry: Registry) -> None:
+    assert problems(BAD / "empty.yaml", registry) == ["1:1: the file is empty"]
+
+
+def test_top_level_must_be_a_mapping(registry: Registry) -> None:
+    assert problems(BAD / "not_mapping.yaml", registry) == [
+        "1:1: expected a mapping of fields, got a list"
+    ]
+
+
+def test_duplicate_yaml_keys_are_reported_at_the_second_key(registry: Registry) -> None:
+    assert problems(BAD / "duplicate_key.yaml", registry) == [
+        "8:5: steps[0].action: duplicate key 'action' (first written at line 6); "
+        "YAML would keep only one of them",
+        "9:1: title: duplicate key 'title' (first written at line 3); "
+        "YAML would keep only one of them",
+    ]
+
+
+def test_yaml_merge_keys_are_not_duplicates(registry: Registry) -> None:
+    merged = load_runbook_text(
+        "irctl: 1\nid: merge\ntitle: Merge\nsteps:\n"
+        "  - &one {id: one, action: demo.notify, with: {text: hi}}\n"
+        "  - <<: *one\n    id: two\n",
+        "m.yaml",
+        registry=registry,
+    )
+    assert [s.id for s in merged.steps] == ["one", "two"]
+    assert merged.steps[1].action == "demo.notify"
+
+
+# -- fields (pydantic) -------------------------------------------------------------------------
+
+
+def test_unknown_missing_mistyped_fields_and_bad_enums(registry: Registry) -> None:
+    assert problems(BAD / "fields.yaml", registry) == [
+        "4:11: severity: 'sev5' is not one of sev1, sev2, sev3, sev4 (did you mean 'sev4'?)",
+        "5:9: owners: expected a list, got 'security'",
+        "8:5: steps[0]: unknown field 'acton' (did you mean 'action'?)",
+        "12:14: steps[1].timeout: 'soon' is not a duration; write it like 30s, 5m, 2h or 1d",
+        "13:19: steps[1].max_parallel: must be at least 1, got 0",
+        "14:11: steps[1].when: expected text or a boolean, got a list",
+        "15:26: steps[1].retry: unknown field 'backof' (did you mean 'backoff'?)",
+        "16:5: steps[2]: missing required field 'id'",
+    ]
+
+
+def test_format_version_id_and_missing_title(registry: Registry) -> None:
+    assert problems(BAD / "header.yaml", registry) == [
+        "1:1: missing required field 'title'",
+        "1:8: irctl: unsupported format version 2; this irctl reads 'irctl: 1'",
+        "3:5: id: 'Bad_Id' is not a valid id: use lowercase letters, digits, '-' and '_'",
+    ]
+
+
+def test_with_alias_shows_as_with(registry: Registry) -> None:
+    text = "irctl: 1\nid: w\ntitle: W\nsteps:\n  - id: one\n    action: demo.notify\n    with: 3\n"
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook_text(text, "w.yaml", registry=registry)
+    assert str(caught.value) == "w.yaml:7:11: steps[0].with: expected a mapping, got 3"
+
+
+def test_a_runbook_needs_steps(registry: Registry) -> None:
+    text = "irctl: 1\nid: s\ntitle: S\nsteps: []\n"
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook_text(text, "s.yaml", registry=registry)
+    assert str(caught.value) == "s.yaml:4:8: steps: a runbook needs at least one step"
+
+
+def test_inline_approval_policy_errors(registry: Registry) -> None:
+    assert problems(BAD / "approvals.yaml", registry) == [
+        "9:15: steps[0].approval: unknown approval policy 'tresury-two-person' "
+        "(did you mean 'treasury-two-person'?)",
+        "13:24: steps[1].approval.quorum: must be at least 1, got 0",
+        "13:27: steps[1].approval: unknown field 'rolse' (did you mean 'roles'?)",
+    ]
+
+
+# -- steps, actions, inputs --------------------------------------------------------------------
+
+
+def test_duplicate_step_ids_nested_and_on_failure(registry: Registry) -> None:
+    assert problems(BAD / "duplicate_step_id.yaml", registry) == [
+        "10:13: steps[1].parallel[0].id: duplicate step id 'notify' "
+        "(first used by steps[0], line 5)",
+        "14:9: on_failure[0].id: duplicate step id 'block' (first used by steps[1], line 8)",
+    ]
+
+
+def test_unknown_actions_and_bad_inputs(registry: Registry) -> None:
+    assert problems(BAD / "actions.yaml", registry) == [
+        "6:13: steps[0].action: unknown action 'demo.fech' (did you mean 'demo.fetch'?)",
+        "9:13: steps[1].action: no installed integration provides 'dmeo.*' actions "
+        "(did you mean 'demo.fetch'?)",
+        "11:13: steps[2].action: the 'aws' integration is not installed; "
+        "install it with: pip install 'irctl[aws]'",
+        "16:7: steps[3].with: unknown input 'ulr' for demo.fetch (did you mean 'url'?)",
+        "16:7: steps[3].with: missing required input 'url' for demo.fetch",
+        "17:17: steps[3].with.attempts: expected a whole number, got 'many'",
+        "25:22: steps[5].with: unknown input 'txet' for demo.notify (did you mean 'text'?)",
+    ]
+
+
+def test_a_failing_integration_reports_its_fix(tmp_path: Path) -> None:
+    class Broken(Registry):
+        def load_namespace(self, namespace: str) -> None:
+            from irctl.errors import IntegrationError
+
+            raise IntegrationError(
+                f"the '{namespace}' integration failed to load (No module named 'boto3'); "
+                "fix: pip install 'irctl[aws]'"
+            )
+
+    text = "irctl: 1\nid: b\ntitle: B\nsteps:\n  - id: one\n    action: aws.kms.disable_key\n"
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook_text(text, "b.yaml", registry=Broken())
+    assert str(caught.value) == (
+        "b.yaml:6:13: steps[0].action: the 'aws' integration failed to load "
+        "(No module named 'boto3'); fix: pip install 'irctl[aws]'"
+    )
+
+
+def test_default_registry_is_used_when_none_is_given() -> None:
+    text = "irctl: 1\nid: d\ntitle: D\nsteps:\n  - id: one\n    action: nosuchns.thing\n"
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook_text(text, "d.yaml")
+    assert str(caught.value) == (
+        "d.yaml:6:13: steps[0].action: no installed integration provides 'nosuchns.*' actions"
+    )
+
+
+# -- templates ---------------------------------------------------------------------------------
+
+
+def test_template_problems(registry: Registry) -> None:
+    assert problems(BAD / "templates.yaml", registry) == [
+        "11:18: steps[0].with.text: step 'first' reads its own outputs (steps.first)",
+        "11:18: steps[0].with.text: reads steps.nope, but there is no step 'nope'",
+        "11:18: steps[0].with.text: reads steps.second, but step 'second' (line 12) has not "
+        "run yet: a step can only read steps written before it",
+        "14:11: steps[1].when: unknown param 'chian' in template (did you mean 'chain'?)",
+        "15:18: steps[1].with.text: unknown secret 'admin_tokn' in template "
+        "(did you mean 'admin_token'?)",
+        "15:18: steps[1].with.text: unknown name 'parms' in template (did you mean 'params'?)",
+        "20:22: steps[2].parallel[0].with.text: reads steps.right, but step 'right' runs in "
+        "parallel with this one; read it in a step after the 'parallel' block",
+        "23:22: steps[2].parallel[1].with.text: template syntax error: no filter named 'uper' "
+        "(did you mean 'upper'?) (template line 1)",
+        "26:18: steps[3].with.text: template syntax error: unexpected end of template, "
+        "expected 'end of print statement'. (template line 1)",
+        "26:38: steps[3].with: unknown input 'other' for demo.notify",
+        "27:15: steps[3].for_each: 'item' is not defined in for_each itself: "
+        "it is each value for_each gives",
+        "30:18: steps[4].with.text: 'item' is defined only in the 'with' and 'when' of a step "
+        "with for_each",
+        "34:18: on_failure[0].with.text: reads steps.later, but step 'later' (line 35) has not "
+        "run yet: a step can only read steps written before it",
+    ]
+
+
+def test_steps_after_a_parallel_block_read_its_children(registry: Registry) -> None:
+    runbook = load_runbook(GOOD / "runbooks" / "contain.yaml", registry=registry)
+    assert "steps['disable-key']" in runbook.steps[2].with_["text"]
+
+
+def test_templated_inputs_are_left_to_run_time(registry: Registry) -> None:
+    text = (
+        "irctl: 1\nid: t\ntitle: T\nparams:\n  n: {type: integer, default: 2}\nsteps:\n"
+        "  - id: one\n    action: demo.fetch\n    with: {url: x, attempts: '{{ params.n }}'}\n"
+    )
+    runbook = load_runbook_text(text, "t.yaml", registry=registry)
+    assert runbook.steps[0].with_["attempts"] == "{{ params.n }}"
+
+
+# -- params ------------------------------------------------------------------------------------
+
+
+def test_params_whose_defaults_break_their_rules(registry: Registry) -> None:
+    assert problems(BAD / "params.yaml", registry) == [
+        "5:61: params.chain.default: 'etherium' is not one of ethereum, bitcoin "
+        "(did you mean 'ethereum'?)",
+        "6:60: params.amount.default: -1 is less than the minimum 0",
+        "7:35: params.wallet.pattern: invalid regular expression: missing ), unterminated "
+        "subpattern at position 1",
+        "8:54: params.tag.default: 'latest' does not match the pattern ^v[0-9]+$",
+        "9:35: params.count.default: expected a whole number, got '3'",
+        "10:48: params.users.default: item 2: expected a whole number, got 'two'",
+        "11:16: params.flag.type: 'boolen' is not one of string, number, integer, boolean, list "
+        "(did you mean 'boolean'?)",
+        "12:32: params.label.items: 'items' applies only to type list, not string",
+    ]
+
+
+def _runbook(params: dict[str, Any]) -> Runbook:
+    step = {"id": "one", "action": "demo.notify", "with": {"text": "x"}}
+    return Runbook.model_validate(
+        {"irctl": 1, "id": "p", "title": "P", "params": params, "steps": [step]}
+    )
+
+
+def test_parse_params_coerces_by_type() -> None:
+    runbook = _runbook(
+        {
+            "name": {"type": "string"},
+            "ratio": {"type": "number"},
+            "whole": {"type": "number"},
+            "count": {"type": "integer"},
+            "yes": {"type": "boolean"},
+            "no": {"type": "boolean"},
+            "one": {"type": "boolean"},
+            "csv": {"type": "list", "items": "integer"},
+            "json": {"type": "list", "items": "string"},
+            "empty": {"type": "list"},
+            "kept": {"type": "string", "default": "d"},
+            "listed": {"type": "list", "default": ["a"]},
+        }
+    )
+    values = parse_params(
+        runbook,
+        {
+            "name": "0x12",
+            "ratio": "1.5",
+            "whole": "3",
+            "count": "7",
+            "yes": "YES",
+            "no": "false",
+            "one": "1",
+            "csv": "1, 2,3",
+            "json": '["a,b", "c"]',
+            "empty": "",
+        },
+    )
+    assert values == {
+        "name": "0x12",
+        "ratio": 1.5,
+        "whole": 3,
+        "count": 7,
+        "yes": True,
+        "no": False,
+        "one": True,
+        "csv": [1, 2, 3],
+        "json": ["a,b", "c"],
+        "empty": [],
+        "kept": "d",
+        "listed": ["a"],
+    }
+    assert isinstance(values["whole"], int)
+    assert values["listed"] is not runbook.params["listed"].default
+
+
+def test_parse_params_reports_every_problem_at_once() -> None:
+    runbook = _runbook(
+        {
+            "chain": {"type": "string", "enum": ["ethereum", "bitcoin", "tron"]},
+            "wallet": {"type": "string", "pattern": "^0x[0-9a-f]{4}$"},
+            "amount": {"type": "number", "minimum": 0, "maximum": 10},
+            "count": {"type": "integer"},
+            "dry": {"type": "boolean"},
+            "ids": {"type": "list", "items": "integer"},
+            "level": {"type": "integer", "maximum": 3},
+            "needed": {"type": "string", "enum": ["a", "b"]},
+            "json": {"type": "list"},
+        }
+    )
+    given = {
+        "chain": "etherium",
+        "wallet": "0xZZ",
+        "amount": "-1",
+        "count": "1.5",
+        "dry": "maybe",
+        "ids": "1,x",
+        "level": "9",
+        "json": "[1,",
+        "walet": "0x1234",
+    }
+    with pytest.raises(UsageError) as caught:
+        parse_params(runbook, given)
+    assert caught.value.exit_code == 2
+    assert str(caught.value).splitlines() == [
+        "unknown param 'walet' for runbook 'p' (did you mean 'wallet'?)",
+        "param 'chain': 'etherium' is not one of ethereum, bitcoin, tron "
+        "(did you mean 'ethereum'?)",
+        "param 'wallet': '0xZZ' does not match the pattern ^0x[0-9a-f]{4}$",
+        "param 'amount': -1 is less than the minimum 0",
+        "param 'count': '1.5' is not a whole number",
+        "param 'dry': 'maybe' is not a boolean: write true or false (or yes/no, 1/0)",
+        "param 'ids': 'x' is not a whole number",
+        "param 'level': 9 is more than the maximum 3",
+        "param 'needed' is required: give it with -p needed=VALUE (one of a, b)",
+        "param 'json': '[1,' is not a JSON list: Expecting value",
+    ]
+
+
+def test_parse_params_number_rejects_text_and_infinity() -> None:
+    runbook = _runbook({"x": {"type": "number"}, "y": {"type": "number"}})
+    with pytest.raises(UsageError) as caught:
+        parse_params(runbook, {"x": "ten", "y": "inf"})
+    assert str(caught.value).splitlines() == [
+        "param 'x': 'ten' is not a number",
+        "param 'y': 'inf' is not a finite number",
+    ]
+
+
+def test_parse_params_names_the_params_of_a_runbook_without_close_match() -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_params(_runbook({"chain": {"type": "string", "default": "x"}}), {"zzz": "1"})
+    assert str(caught.value) == "unknown param 'zzz' for runbook 'p'; it takes: chain"
+
+
+def test_check_param_value_for_typed_values() -> None:
+    spec = Param(type="list", items="number", minimum=0)
+    assert check_param_value("amounts", spec, [1, 2.5]) == []
+    assert check_param_value("amounts", spec, [1, -2, "3"]) == [
+        "param 'amounts': item 2: -2 is less than the minimum 0",
+        "param 'amounts': item 3: expected a number, got '3'",
+    ]
+    assert check_param_value("flag", Param(type="boolean"), "yes") == [
+        "param 'flag': expected true or false, got 'yes'"
+    ]
+    assert check_param_value("n", Param(type="integer"), True) == [
+        "param 'n': expected a whole number, got true"
+    ]
+
+
+# -- several errors at once, drills, config, folders -------------------------------------------
+
+
+def test_several_kinds_of_error_in_one_file_are_all_reported(registry: Registry) -> None:
+    text = (
+        "irctl: 1\n"
+        "id: many\n"
+        "title: Many\n"
+        "severity: high\n"
+        "steps:\n"
+        "  - id: one\n"
+        "    action: demo.notfy\n"
+        "    approval: nobody\n"
+        "    with: {text: '{{ steps.two.status }}'}\n"
+        "  - id: one\n"
+        "    action: demo.notify\n"
+        "    with: {text: '{{ params.x }}', text: again}\n"
+    )
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook_text(text, "many.yaml", registry=registry)
+    assert [str(d) for d in caught.value.diagnostics] == [
+        "many.yaml:4:11: severity: 'high' is not one of sev1, sev2, sev3, sev4",
+        "many.yaml:7:13: steps[0].action: unknown action 'demo.notfy' "
+        "(did you mean 'demo.notify'?)",
+        "many.yaml:8:15: steps[0].approval: unknown approval policy 'nobody'; "
+        "define it under 'approvals:'",
+        "many.yaml:9:18: steps[0].with.text: reads steps.two, but there is no step 'two'",
+        "many.yaml:10:9: steps[1].id: duplicate step id 'one' (first used by steps[0], line 6)",
+        "many.yaml:12:18: steps[1].with.text: unknown param 'x' in template",
+        "many.yaml:12:36: steps[1].with.text: duplicate key 'text' (first written at line 12); "
+        "YAML would keep only one of them",
+    ]
+
+
+def test_drills_are_checked_against_their_runbook(registry: Registry) -> None:
+    count, found = validate_paths([BAD / "workspace"], registry=registry)
+    assert count == 6  # the runbook and five drills; the runbook is valid
+    base = BAD / "workspace" / "drills"
+    assert [str(d) for d in found] == [
+        f"{base}/bad_params.yaml:7:10: params.chain: 'etherium' is not one of ethereum, bitcoin "
+        "(did you mean 'ethereum'?)",
+        f"{base}/bad_params.yaml:8:11: params.amount: -5 is less than the minimum 0",
+        f"{base}/bad_params.yaml:9:3: params: unknown param 'chian' for runbook 'target' "
+        "(did you mean 'chain'?)",
+        f"{base}/bad_params.yaml:11:11: objectives[0].step: runbook 'target' has no step 'freez' "
+        "(did you mean 'freeze'?)",
+        f"{base}/bad_params.yaml:13:15: objectives[1].approval: step 'freeze' of 'target' "
+        "needs no approval",
+        f"{base}/fields.yaml:6:7: mode: 'live' is not one of tabletop, sandbox",
+        f"{base}/fields.yaml:9:9: injects[0].at: '4x' is not a duration; "
+        "write it like 30s, 5m, 2h or 1d",
+        f"{base}/fields.yaml:12:5: objectives[0]: missing required field 'within'",
+        f"{base}/fields.yaml:13:5: objectives[1]: an objective names exactly one of 'step' or "
+        "'approval'",
+        f"{base}/kind.yaml:2:7: kind: unknown kind 'dril' (did you mean 'drill'?)",
+        f"{base}/missing_param.yaml:7:3: params: missing param 'chain', required by runbook "
+        "'target'",
+        f"{base}/unknown_runbook.yaml:5:10: runbook: unknown runbook 'tagret' "
+        "(did you mean 'target'?)",
+    ]
+
+
+def test_config_is_validated_as_config(registry: Registry) -> None:
+    path = BAD / "config" / "irctl.yaml"
+    count, found = validate_paths([path], registry=registry)
+    assert count == 1
+    assert found == [
+        Diagnostic(
+            str(path), 2, 19, "installation_key",
+            "'rsa:abc' is not a public key: write ed25519:<base64>",
+        ),
+        Diagnostic(
+            str(path), 4, 3, "operators.Alice Smith",
+            "key 'Alice Smith' is not a valid id: use lowercase letters, digits, '-' and '_'",
+        ),
+        Diagnostic(
+            str(path), 5, 9, "operators.bob", "unknown field 'role' (did you mean 'roles'?)"
+        ),
+        Diagnostic(
+            str(path), 6, 1, "", "unknown field 'integration' (did you mean 'integrations'?)"
+        ),
+    ]  # fmt: skip
+    with pytest.raises(InvalidDocument):
+        load_config(path)
+
+
+def test_validate_paths_good_workspace_and_unknown_vars(registry: Registry, tmp_path: Path) -> None:
+    assert validate_paths([GOOD], registry=registry) == (3, [])
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "irctl.yaml").write_text("vars: {admin_url: x}\n", encoding="utf-8")
+    (tmp_path / "runbooks" / "r.yml").write_text(
+        "irctl: 1\nid: r\ntitle: R\nsteps:\n"
+        "  - id: one\n    action: demo.notify\n    with: {text: '{{ vars.admin_ulr }}'}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x.yaml").write_text("- not checked\n", encoding="utf-8")
+    count, found = validate_paths([tmp_path], registry=registry)
+    assert count == 2
+    assert [str(d) for d in found] == [
+        f"{tmp_path}/runbooks/r.yml:7:18: steps[0].with.text: unknown var 'admin_ulr' in "
+        "template (did you mean 'admin_url'?)"
+    ]
+
+
+def test_validate_paths_rejects_a_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file or folder"):
+        validate_paths([tmp_path / "nope"])
+
+
+def test_a_missing_extra_is_reported_with_or_without_check_integrations(tmp_path: Path) -> None:
+    """Finding that aws is not installed needs no import, so it is always reported."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "irctl: 1\nid: r\ntitle: R\nsteps:\n  - id: one\n    action: aws.kms.disable_key\n",
+        encoding="utf-8",
+    )
+    for check in (False, True):
+        _, found = validate_paths([path], registry=Registry(), check_integrations=check)
+        assert [d.message for d in found] == [
+            "the 'aws' integration is not installed; install it with: pip install 'irctl[aws]'"
+        ]
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+def test_json_schema_combines_runbook_and_drill() -> None:
+    schema = json_schema()
+    assert {"$ref": "#/$defs/Runbook"} in schema["anyOf"]
+    assert {"$ref": "#/$defs/Drill"} in schema["anyOf"]
+    step = schema["$defs"]["Step"]["properties"]
+    assert "with" in step
+    assert "with_" not in step
+    assert json_schema("config")["title"] == "Config"
+    with pytest.raises(UsageError):
+        json_schema("nope")
