@@ -90,7 +90,7 @@ def _plain(value: object) -> str:
     return value if isinstance(value, str) else _show(value)
 
 
-def path_text(loc: Loc) -> str:
+def _path_text(loc: Loc) -> str:
     """``('steps', 2, 'with', 'url')`` as ``steps[2].with.url``."""
     text = ""
     for seg in loc:
@@ -129,7 +129,7 @@ class _Doc:
     ) -> None:
         line, column = at or self.pos(loc)
         shown = loc if path is None else path
-        self.problems.append(Diagnostic(self.name, line, column, path_text(shown), message))
+        self.problems.append(Diagnostic(self.name, line, column, _path_text(shown), message))
 
 
 def _mark(node: yaml.Node) -> Pos:
@@ -724,7 +724,6 @@ class _StepInfo:
     raw: dict[str, Any]
     before: frozenset[str]  # ids of steps finished before this one starts
     concurrent: frozenset[str]  # ids of steps running alongside it (same parallel block)
-    in_on_failure: bool
 
 
 class _RunbookChecks:
@@ -754,30 +753,22 @@ class _RunbookChecks:
 
     def _collect(self) -> list[_StepInfo]:
         found: list[_StepInfo] = []
-        main = self._sequence("steps", frozenset(), found, on_failure=False)
-        self._sequence("on_failure", main, found, on_failure=True)
+        main = self._sequence("steps", frozenset(), found)
+        self._sequence("on_failure", main, found)  # on_failure steps may read any main step
         return found
 
-    def _sequence(
-        self, key: str, start: frozenset[str], found: list[_StepInfo], *, on_failure: bool
-    ) -> frozenset[str]:
+    def _sequence(self, key: str, start: frozenset[str], found: list[_StepInfo]) -> frozenset[str]:
         items = self.data.get(key)
         done = set(start)
         if not isinstance(items, list):
             return frozenset(done)
         for index, raw in enumerate(items):
             if isinstance(raw, dict):
-                block = self._block(raw, (key, index), frozenset(done), found, on_failure)
-                done |= block
+                done |= self._block(raw, (key, index), frozenset(done), found)
         return frozenset(done)
 
     def _block(
-        self,
-        raw: dict[str, Any],
-        loc: Loc,
-        before: frozenset[str],
-        found: list[_StepInfo],
-        on_failure: bool,
+        self, raw: dict[str, Any], loc: Loc, before: frozenset[str], found: list[_StepInfo]
     ) -> set[str]:
         """Register a step and everything nested in it; return all their ids."""
         ids: set[str] = set()
@@ -787,19 +778,19 @@ class _RunbookChecks:
                 first = self.ids[step_id]
                 self.doc.add(
                     (*loc, "id"),
-                    f"duplicate step id '{step_id}' (first used by {path_text(first)}, "
+                    f"duplicate step id '{step_id}' (first used by {_path_text(first)}, "
                     f"line {self.doc.pos(first)[0]})",
                 )
             else:
                 self.ids[step_id] = loc
             ids.add(step_id)
-        info = _StepInfo(loc, raw, before, frozenset(), on_failure)
+        info = _StepInfo(loc, raw, before, frozenset())
         found.append(info)
         children = raw.get("parallel")
         if isinstance(children, list):
             for index, child in enumerate(children):
                 if isinstance(child, dict):
-                    ids |= self._block(child, (*loc, "parallel", index), before, found, on_failure)
+                    ids |= self._block(child, (*loc, "parallel", index), before, found)
         if isinstance(children, list):
             block_ids = ids - ({step_id} if isinstance(step_id, str) else set())
             for other in found:

@@ -18,7 +18,6 @@ from irctl.errors import IntegrationError, IrctlError
 from irctl.model import Config, Policy, Runbook, Step, format_duration
 from irctl.render import REDACTED, RenderError, digest, referenced, render, template_strings
 
-
 # Values that only exist once a run is created: a plan shows placeholders for them.
 RUN_SPECIFIC = {"id", "initiator", "started_at", "failed_step"}
 

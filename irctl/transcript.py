@@ -550,27 +550,25 @@ def _scan(raw: bytes) -> _Scanned:
     try:
         text = raw.decode("utf-8")
         obj = from_json(text, allow_inf_nan=False)
-            seq, prev, run, ts, kind = obj["seq"], obj["prev"], obj["run"], obj["ts"], obj["type"]
-            if (
-                type(seq) is int
-                and type(obj["data"]) is dict
-                and type(ts) is str
-                and ts.isprintable()
-                and '"' not in ts
-                and "\\" not in ts
-                and text
-                == f'{{"data":{_encode_fast(obj["data"])},"prev":"{prev}","run":"{run}",'
-                f'"seq":{seq},"ts":"{ts}","type":"{kind}"}}'
-            ):
-                return digest, seq, prev, run, kind
-        except (ValueError, TypeError, KeyError):
-            pass
+        seq, prev, run, ts, kind = obj["seq"], obj["prev"], obj["run"], obj["ts"], obj["type"]
+        if (
+            type(seq) is int
+            and type(obj["data"]) is dict
+            and type(ts) is str
+            and ts.isprintable()
+            and '"' not in ts
+            and "\\" not in ts
+            and text
+            == f'{{"data":{_encode_fast(obj["data"])},"prev":"{prev}","run":"{run}",'
+            f'"seq":{seq},"ts":"{ts}","type":"{kind}"}}'
+        ):
+            return digest, seq, prev, run, kind
+    except (ValueError, TypeError, KeyError):
+        pass
     return digest, None, None, None, None
 
 
-def _verify(
-    items: Iterable[tuple[bytes, _Scanned]], public_keys: list[str] | None
-) -> VerifyReport:
+def _verify(items: Iterable[tuple[bytes, _Scanned]], public_keys: list[str] | None) -> VerifyReport:
     verifier = _Verifier(public_keys)
     feed = verifier.feed
     for raw, scanned in items:
@@ -595,7 +593,7 @@ PARALLEL_LINES = 20_000
 
 def _scan_lines(
     raws: list[bytes],
-) -> Iterator[tuple[str | None, _Scanned]]:
+) -> Iterator[tuple[bytes, _Scanned]]:
     """Scan every line, the second part in a forked child when it pays off."""
     import os
     import threading

@@ -1,0 +1,44 @@
+"""The shipped runbooks and drills are data the tests check: each validates and plans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import irctl
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNBOOKS = sorted((ROOT / "runbooks").glob("*.yaml"))
+
+
+def test_every_runbook_and_drill_validates() -> None:
+    result = irctl("validate", "runbooks", "drills", "irctl.yaml", cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 problems" in result.stdout + result.stderr
+
+
+def test_the_library_is_not_empty() -> None:
+    assert [p.stem for p in RUNBOOKS] >= ["hot-wallet-compromise"]
+    assert list((ROOT / "drills").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.stem)
+def test_every_runbook_plans_with_its_drill_params(path: Path) -> None:
+    drills = [
+        d for d in (ROOT / "drills").glob("*.yaml") if f"runbook: {path.stem}\n" in d.read_text()
+    ]
+    params: list[str] = []
+    for drill in drills[:1]:
+        import yaml
+
+        for name, value in (yaml.safe_load(drill.read_text())["params"] or {}).items():
+            params += ["-p", f"{name}={value}"]
+    result = irctl("plan", path.stem, *params, "--json", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["runbook"] == path.stem
+    assert all(
+        step["note"] is None or "digest is final" in step["note"] for step in plan["steps"]
+    ), [(s["id"], s["note"]) for s in plan["steps"] if s["note"]]
