@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar, get_type_hints
 
 from pydantic import BaseModel
@@ -251,13 +250,25 @@ class Registry:
         self._loaded: dict[str, str | None] = {}  # namespace -> error message or None
         self._extra: dict[str, Action[Any]] = {}
         self._lock = threading.Lock()
+        self._entry_points: dict[str, list[str]] | None = None  # namespace -> module paths
 
     def register(self, defined: Action[Any]) -> None:
         """Add an action directly (tests, embedding irctl in another program)."""
         self._extra[defined.name] = defined
 
+    def installed(self) -> dict[str, list[str]]:
+        """Installed integrations: namespace -> the modules its entry points name (read once)."""
+        if self._entry_points is None:
+            from importlib.metadata import entry_points  # ~15 ms: only when needed
+
+            found: dict[str, list[str]] = {}
+            for ep in entry_points(group=self._group):
+                found.setdefault(ep.name, []).append(ep.value.split(":", 1)[0])
+            self._entry_points = found
+        return self._entry_points
+
     def namespaces(self) -> list[str]:
-        return sorted({ep.name for ep in entry_points(group=self._group)})
+        return sorted(self.installed())
 
     def load_namespace(self, namespace: str) -> None:
         """Import the integration for ``namespace``; raise IntegrationError with the fix."""
@@ -271,7 +282,7 @@ class Registry:
     def _import(self, namespace: str) -> str | None:
         if any(name.startswith(namespace + ".") for name in self._extra):
             return None
-        found = [ep for ep in entry_points(group=self._group) if ep.name == namespace]
+        found = self.installed().get(namespace, [])
         if not found:
             if namespace in EXTRAS:
                 return (
@@ -279,15 +290,15 @@ class Registry:
                     f"install it with: pip install 'irctl[{EXTRAS[namespace]}]'"
                 )
             return f"no installed integration provides '{namespace}.*' actions"
-        for ep in found:
+        for module in found:
             try:
-                import_module(ep.value.split(":", 1)[0])
+                import_module(module)
             except ImportError as exc:
                 extra = EXTRAS.get(namespace)
                 fix = (
                     f"pip install 'irctl[{extra}]'"
                     if extra
-                    else f"reinstall the package of {ep.value}"
+                    else f"reinstall the package that provides {module}"
                 )
                 return f"the '{namespace}' integration failed to load ({exc}); fix: {fix}"
             except Exception as exc:

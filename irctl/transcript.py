@@ -719,7 +719,8 @@ class TimelineRow:
     type: str
     step: str | None
     summary: str  # what happened, in words
-    detail: str  # inputs, outputs, error, digest ... (already redacted when recorded)
+    detail: str  # inputs, outputs, error ... (secrets were redacted when recorded)
+    digest: str | None  # of the resolved step (what approvers approved)
     duration: float | None  # for an outcome: seconds since the step started
     actor: str | None  # who, when a person did it
 
@@ -738,15 +739,26 @@ def _compact(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_APPROVAL_KEYS = frozenset({"by", "operator", "approver", "decision", "step", "sig"})
+_APPROVAL_KEYS = frozenset({"by", "operator", "approver", "decision", "step", "sig", "digest"})
 
 
 def _step_key(data: dict[str, Any]) -> str | None:
     step = data.get("step")
-    if step is None:
+    if not isinstance(step, str):
         return None
     item = data.get("item")
     return f"{step}[{item}]" if item is not None else str(step)
+
+
+def format_values(value: Any, limit: int = 160) -> str:
+    """``key=value, ...`` for a mapping (values as compact JSON unless plain text)."""
+    if not isinstance(value, dict):
+        return _compact(value, limit)
+    parts = [
+        f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)}"
+        for k, v in sorted(value.items())
+    ]
+    return _compact(", ".join(parts), limit)
 
 
 def _describe(event: Event) -> tuple[str, str, str | None]:
@@ -759,8 +771,7 @@ def _describe(event: Event) -> tuple[str, str, str | None]:
         detail = "; ".join(
             part for part in (
                 f"incident {d['incident']}" if d.get("incident") else "",
-                f"runbook {d.get('runbook_digest', '')}",
-                f"params {_compact(d.get('params'))}" if d.get("params") else "",
+                f"params {format_values(d.get('params'))}" if d.get("params") else "",
             ) if part
         )  # fmt: skip
         return summary, detail, str(d.get("initiator") or "") or None
@@ -770,13 +781,12 @@ def _describe(event: Event) -> tuple[str, str, str | None]:
         detail = "; ".join(
             part for part in (
                 f"attempt {d['attempt']}" if d.get("attempt", 1) != 1 else "",
-                _compact(d.get("inputs")),
-                str(d.get("digest") or ""),
+                format_values(d.get("inputs")),
             ) if part
         )  # fmt: skip
         return f"started {d.get('action', '')}".strip(), detail, actor
     if kind == ev.STEP_SUCCEEDED:
-        return "succeeded", _compact(d.get("outputs")), actor
+        return "succeeded", format_values(d.get("outputs")), actor
     if kind == ev.STEP_FAILED:
         return "failed", _compact(d.get("error")), actor
     if kind == ev.STEP_RETRYING:
@@ -805,13 +815,13 @@ def _describe(event: Event) -> tuple[str, str, str | None]:
         return f"run {kind.split('.', 1)[1]}", detail, actor
     if kind in (ev.RUN_STARTED, ev.RUN_RESUMED, ev.RUN_WAITING, ev.RUN_INTERRUPTED):
         rest = {k: v for k, v in d.items() if k not in {"by", "operator"}}
-        return f"run {kind.split('.', 1)[1]}", _compact(rest), actor
+        return f"run {kind.split('.', 1)[1]}", format_values(rest), actor
     if "approv" in kind:
         decision = d.get("decision") or kind.rsplit(".", 1)[-1]
         rest = {k: v for k, v in d.items() if k not in _APPROVAL_KEYS}
-        return f"approval {decision}", _compact(rest), actor
-    rest = {k: v for k, v in d.items() if k != "step"}
-    return kind, _compact(rest), actor
+        return f"approval {decision}", format_values(rest), actor
+    rest = {k: v for k, v in d.items() if k not in {"step", "by"}}
+    return kind, format_values(rest), actor
 
 
 def timeline(events: Sequence[Event]) -> list[TimelineRow]:
@@ -823,7 +833,7 @@ def timeline(events: Sequence[Event]) -> list[TimelineRow]:
     started: dict[str, Any] = {}
     for event in events:
         at = parse_ts(event.ts)
-        key = _step_key(event.data) if event.type.startswith("step.") else None
+        key = _step_key(event.data)
         duration: float | None = None
         if event.type == ev.STEP_STARTED and key is not None:
             started[key] = at
@@ -837,6 +847,7 @@ def timeline(events: Sequence[Event]) -> list[TimelineRow]:
         rows.append(TimelineRow(
             seq=event.seq, ts=event.ts, elapsed=(at - start).total_seconds(), type=event.type,
             step=key, summary=summary, detail=detail, duration=duration, actor=actor,
+            digest=str(event.data["digest"]) if event.data.get("digest") else None,
         ))  # fmt: skip
     return rows
 
@@ -920,9 +931,10 @@ def export_markdown(events: Sequence[Event], report: VerifyReport | None = None)
     out += ["", "## Timeline", "", "| # | Time (UTC) | Step | Event | Who | Detail | Duration |",
             "|---:|---|---|---|---|---|---:|"]  # fmt: skip
     for row in timeline(events):
+        digest = f" `{row.digest}`" if row.digest else ""
         out.append(
             f"| {row.seq} | {row.ts} | {_md(row.step or '')} | {_md(row.summary)} | "
-            f"{_md(row.actor or '')} | {_md(row.detail)} | "
+            f"{_md(row.actor or '')} | {_md(row.detail)}{digest} | "
             f"{format_seconds(row.duration) if row.duration is not None else ''} |"
         )
     out += ["", "## Seal", "", f"Last event: {last.seq} (`{last.type}`), hash `{last.hash}`.", ""]

@@ -132,7 +132,7 @@ def _header(events: list[Event]) -> dict[str, Any]:
 def _print_show(run_id: str, header: dict[str, Any], rows: list[Any], report: VerifyReport) -> None:
     from rich.table import Table
 
-    from irctl.transcript import format_seconds
+    from irctl.transcript import format_seconds, format_values
 
     def field(name: str, value: Any) -> None:
         if value not in (None, "", {}):
@@ -145,7 +145,7 @@ def _print_show(run_id: str, header: dict[str, Any], rows: list[Any], report: Ve
     field("mode", header["mode"])
     field("initiator", header["initiator"])
     if header["params"]:
-        field("params", ", ".join(f"{k}={v}" for k, v in sorted(header["params"].items())))
+        field("params", format_values(header["params"], 300))
     field("started", header["started"])
     field("ended", header["ended"] or "— (not ended)")
     field("outcome", header["outcome"] or "—")
@@ -168,7 +168,7 @@ def _print_show(run_id: str, header: dict[str, Any], rows: list[Any], report: Ve
             escape(row.step or ""),
             f"[{style}]{escape(row.summary)}[/{style}]" if style else escape(row.summary),
             escape(row.actor or ""),
-            escape(row.detail),
+            escape(_short(row.detail, 100) + (f" {_short(row.digest, 16)}" if row.digest else "")),
             format_seconds(row.duration) if row.duration is not None else "",
         )
     out.print()
@@ -176,10 +176,18 @@ def _print_show(run_id: str, header: dict[str, Any], rows: list[Any], report: Ve
     out.print()
     if report.ok:
         trust = "" if report.trusted else " (embedded key only; not checked against a trusted key)"
-        out.print(f"[green]integrity:[/green] {escape(report.summary())}{escape(trust)}")
+        out.print(
+            f"[green]integrity:[/green] {escape(report.summary())}{escape(trust)}", soft_wrap=True
+        )
     else:
-        out.print(f"[red]integrity: NOT verified[/red] — {escape(report.problems[0])}")
+        out.print(
+            f"[red]integrity: NOT verified[/red] — {escape(report.problems[0])}", soft_wrap=True
+        )
         out.print(f"run 'irctl transcript verify {escape(run_id)}' for the details")
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _row_style(kind: str) -> str:
@@ -254,9 +262,10 @@ def verify(
 
 def _print_verify(source: str, report: VerifyReport) -> None:
     if report.ok:
-        out.print(f"[green]{escape(report.summary())}[/green]")
+        out.print(f"[green]{escape(report.summary())}[/green]", soft_wrap=True)
         outcome = report.outcome.split(".", 1)[1] if report.outcome else "not ended"
-        out.print(f"run {escape(report.run_id or '?')} · {escape(outcome)} · {escape(source)}")
+        where = "" if source.startswith("run ") else f" · {source}"
+        out.print(f"run {escape(report.run_id or '?')} · {escape(outcome)}{escape(where)}")
     else:
         out.print(f"[red bold]NOT verified:[/red bold] {escape(source)}")
         if report.first_bad is not None:
