@@ -156,8 +156,10 @@ class Action(Generic[Inputs]):
         *,
         idempotent: bool = False,
         secret_outputs: tuple[str, ...] = (),
+        drill_safe: bool = False,
     ) -> None:
         self.name = name
+        self.drill_safe = drill_safe
         self.inputs = inputs
         self.run = run
         self.idempotent = idempotent
@@ -217,11 +219,15 @@ def action(
     inputs: type[BaseModel] | None = None,
     idempotent: bool = False,
     secret_outputs: tuple[str, ...] = (),
+    drill_safe: bool = False,
 ) -> Callable[[Callable[[Any, ActionContext], Outputs]], Action[Any]]:
     """Define an action named ``name``; the input model comes from the first parameter's type.
 
     ``secret_outputs`` names outputs that hold secret values (a new key, a
     generated password): they are redacted wherever the run is recorded.
+    ``drill_safe`` marks an action that changes nothing outside irctl (it asks a
+    person, prints a message): tabletop drills run it for real instead of
+    simulating it, because rehearsing is about the people.
     """
 
     def decorate(fn: Callable[[Any, ActionContext], Outputs]) -> Action[Any]:
@@ -235,7 +241,10 @@ def action(
                     f"action {name}: annotate the first parameter with a pydantic model"
                 )
             model = first
-        defined = Action(name, model, fn, idempotent=idempotent, secret_outputs=secret_outputs)
+        defined = Action(
+            name, model, fn,
+            idempotent=idempotent, secret_outputs=secret_outputs, drill_safe=drill_safe,
+        )  # fmt: skip
         _DEFINED[name] = defined
         return defined
 

@@ -620,7 +620,8 @@ class Engine:
             )
             message = f"invalid inputs for {act.name}: {problems}"
             raise ActionError(message, retryable=False) from exc
-        run = act.call_simulate if ctx.mode == "tabletop" else act.call_run
+        simulated = ctx.mode == "tabletop" and not act.drill_safe
+        run = act.call_simulate if simulated else act.call_run
         if timeout is None:
             return _checked_outputs(act, _guard(run, parsed, ctx))
         box: dict[str, Any] = {}

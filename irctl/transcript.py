@@ -68,10 +68,12 @@ _encode = json.JSONEncoder(
 
 
 def _make_fast_encoder() -> Callable[[Any], str]:
-    """The C encoder ``_encode`` ends up in, without its per-call set-up.
+    """The C encoder ``_encode`` ends up in, with the same settings, built once.
 
-    It is used only to confirm that a line is canonical; a line it does not
-    confirm is checked again with ``_encode``, so it can never pass a bad line.
+    Its output is exactly ``canonical_json``'s (``markers=None`` only skips the
+    circular-reference check, and parsed JSON has no cycles); it saves the
+    per-call set-up of ``JSONEncoder.encode``.  A line it does not confirm as
+    canonical is checked again with ``_encode`` before anything is reported.
     """
     from json import encoder
 
@@ -113,10 +115,14 @@ class VerifyReport:
     """What :func:`verify_lines` found.
 
     ``first_bad`` is the seq of the first event that cannot be trusted (or that
-    is missing): events ``1 .. first_bad - 1`` verified.  ``first_bad_line`` is
-    the line where that shows.  ``trusted`` is False when no trusted keys were
-    given and the keys embedded in the checkpoints were accepted (weaker: it
-    proves the transcript is intact, not who sealed it).
+    is missing) and ``first_bad_line`` the line where that shows; for a line
+    that cannot be read, the seq it should have held.  When a forger re-chained
+    the events, the hash chain cannot say which one changed: ``first_bad`` is
+    then the first event after the last valid checkpoint.
+
+    ``trusted`` is False when no trusted keys were given and the keys embedded
+    in the checkpoints were accepted (weaker: it proves the transcript is
+    intact, not who sealed it).
     """
 
     ok: bool
@@ -576,13 +582,17 @@ def _verify(items: Iterable[tuple[bytes, _Scanned]], public_keys: list[str] | No
     return verifier.finish()
 
 
+def _encode_line(line: str) -> bytes:
+    text = line[:-1] if line.endswith("\n") else line
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: the bytes will not decode either
+        return text.encode("utf-8", "surrogatepass")
+
+
 def _split(lines: Iterable[str]) -> Iterator[tuple[bytes, _Scanned]]:
     for line in lines:
-        text = line[:-1] if line.endswith("\n") else line
-        try:
-            raw = text.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: the bytes will not decode either
-            raw = text.encode("utf-8", "surrogatepass")
+        raw = _encode_line(line)
         yield raw, _scan(raw)
 
 
@@ -680,7 +690,9 @@ def verify_run(store: Store, run_id: str, public_keys: list[str] | None) -> Veri
     """Verify a run as stored (the stored lines, re-hashed; the hash column is not trusted)."""
     if store.get_run(run_id) is None:
         raise UsageError(f"no run {run_id!r}; see 'irctl runs list'")
-    return verify_lines(store.lines(run_id), public_keys=public_keys)
+    _Verifier(public_keys)  # a bad trusted key fails before the run is read
+    raws = [_encode_line(line) for line in store.lines(run_id)]
+    return _verify(_scan_lines(raws), public_keys)
 
 
 def verify_file(path: Path, public_keys: list[str] | None) -> VerifyReport:

@@ -151,8 +151,9 @@ def _reset() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    opened = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
+def store(store_url: str) -> Store:
+    """The same engine suite runs on SQLite and on a real PostgreSQL server."""
+    opened = Store.open(store_url)
     yield opened
     opened.close()
 

@@ -232,19 +232,34 @@ def test_an_intact_transcript_verifies(lines: list[str], pub: str) -> None:
     assert report.head == sha256_hex(lines[-1])
     assert report.notes == []
     assert report.summary() == (
-        f"verified: 17 events, 2 checkpoints, sealed by {pub}, "
-        f"runbook sha256:{sha256_hex(RUNBOOK)}"
+        f"verified: 17 events, 2 checkpoints, sealed by {pub}, runbook sha256:{sha256_hex(RUNBOOK)}"
     )
     as_dict = report.as_dict()
     assert as_dict["ok"] is True
     json.dumps(as_dict)  # serialisable
 
 
-def test_verify_run_reads_the_store(store: Store, key: Ed25519PrivateKey, pub: str) -> None:
+def test_verify_run_reads_the_store(
+    store: Store, key: Ed25519PrivateKey, pub: str, tmp_path: Path
+) -> None:
     build_run(store, key)
     assert verify_run(store, RUN, [pub]).ok
     with pytest.raises(UsageError, match="no run"):
         verify_run(store, "r-nope", [pub])
+    with pytest.raises(UsageError, match="ed25519"):
+        verify_run(store, RUN, ["nope"])
+    # someone with write access to the database edits event 13 (and its hash column)
+    import sqlite3
+
+    fields = obj(list(store.lines(RUN))[12])
+    fields["data"]["outputs"]["safe_tx"] = "0xdead"
+    line = canonical_json(fields)
+    with sqlite3.connect(tmp_path / "irctl.db") as db:
+        db.execute(
+            "UPDATE irctl_events SET line = ?, hash = ? WHERE run_id = ? AND seq = 13",
+            (line, sha256_hex(line), RUN),
+        )
+    bad(verify_run(store, RUN, [pub]), 13, "edited")
 
 
 def test_without_trusted_keys_the_embedded_key_is_accepted_and_said_to_be_weaker(
@@ -471,7 +486,7 @@ def test_values_that_are_hard_to_serialise_still_verify(
         "floats": [0.1, 1e16, 1e-07, -0.0, 12.5, 1.7976931348623157e308],
         "ints": [0, -1, 2**70], "nested": {"b": [{"z": None, "a": True}], "a": {}}, "": "",
     }  # fmt: skip
-    store.append(RUN, [(ev.STEP_NOTE, weird), ("custom.\"type\"", {"x": 1}), (ev.RUN_ABORTED, {})])
+    store.append(RUN, [(ev.STEP_NOTE, weird), ('custom."type"', {"x": 1}), (ev.RUN_ABORTED, {})])
     seal(store, RUN, key)
     lines = list(store.lines(RUN))
     assert verify_lines(lines, public_keys=[pub]).ok
@@ -498,7 +513,7 @@ def test_the_parallel_file_scan_agrees_with_the_serial_one(
     tmp_path: Path, lines: list[str], pub: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Big files are scanned by a forked child too; force it on small ones and compare."""
-    import irctl.transcript as transcript
+    from irctl import transcript
 
     monkeypatch.setattr(transcript, "PARALLEL_LINES", 2)
     forks: list[int] = []
@@ -539,6 +554,20 @@ def test_a_big_transcript_tampered_in_the_child_half(
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     report = verify_file(path, [pub])
     bad(report, 24_001, "edited")
+
+
+def test_the_fast_encoder_is_canonical_json() -> None:
+    from irctl.transcript import _encode_fast
+
+    values = [
+        {"b": 1, "a": [1.5, 1e16, 1e-07, -0.0, 2**70, None, True], "é": '\u2028 \x01 " \\ 😀'},
+        {"nested": {"z": {}, "y": [], "x": [{"k": "v", "a": 0.1}]}},
+        {},
+    ]
+    for value in values:
+        assert _encode_fast(value) == canonical_json(value)
+    with pytest.raises(ValueError, match="Out of range"):
+        _encode_fast({"x": float("nan")})
 
 
 def test_verify_file(tmp_path: Path, lines: list[str], pub: str) -> None:

@@ -30,7 +30,7 @@ class Confirm(Inputs):
     prompt: str = Field(min_length=1, description="what the person must do, then confirm")
 
 
-@action("manual.confirm", idempotent=True)
+@action("manual.confirm", idempotent=True, drill_safe=True)
 def confirm(inputs: Confirm, ctx: ActionContext) -> dict[str, Any]:
     """Ask a person to do something and confirm it: done or failed."""
     answer = ctx.ask(inputs.prompt, kind="confirm", choices=["done", "failed"])
@@ -133,7 +133,7 @@ def convert(text: str, kind: str) -> Any:
     )
 
 
-@action("manual.input", idempotent=True)
+@action("manual.input", idempotent=True, drill_safe=True)
 def input_(inputs: Input, ctx: ActionContext) -> dict[str, Any]:
     """Ask a person for a typed value."""
     allowed = inputs.allowed()

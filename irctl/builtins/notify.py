@@ -23,7 +23,7 @@ class Console(Inputs):
     )
 
 
-@action("notify.console", idempotent=True)
+@action("notify.console", idempotent=True, drill_safe=True)
 def console(inputs: Console, ctx: ActionContext) -> dict[str, Any]:
     """Show a message to the people watching the run."""
     ctx.note(inputs.message)

@@ -74,7 +74,9 @@ def _events(workspace: Workspace, run_id: str) -> tuple[str, list[Event]]:
 
 @transcript_app.command("show")
 def show(
-    run_id: Annotated[str, typer.Argument(help="Run id, or an unambiguous prefix of one.")],
+    run_id: Annotated[
+        str, typer.Argument(help="Run id, or an unambiguous prefix of one.", metavar="RUN_ID")
+    ],
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a run's timeline: when each step started and ended, what it did, who decided.
@@ -210,7 +212,8 @@ def verify(
     target: Annotated[
         str,
         typer.Argument(
-            help="An exported transcript file (.jsonl), or a run id in this workspace's store."
+            help="An exported transcript file (.jsonl), or a run id in this workspace's store.",
+            metavar="RUN_ID|FILE",
         ),
     ],
     key: Annotated[
@@ -284,7 +287,9 @@ def _print_verify(source: str, report: VerifyReport) -> None:
 
 @transcript_app.command("export")
 def export(
-    run_id: Annotated[str, typer.Argument(help="Run id, or an unambiguous prefix of one.")],
+    run_id: Annotated[
+        str, typer.Argument(help="Run id, or an unambiguous prefix of one.", metavar="RUN_ID")
+    ],
     fmt: Annotated[
         str,
         typer.Option(
