@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from irctl.render import canonical_json, sha256_hex
+from irctl.canonical import canonical_json, sha256_hex
 
 GENESIS = "0" * 64
 

@@ -10,8 +10,6 @@ value that cannot be serialised is an error, never silently dropped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -21,36 +19,20 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from irctl.canonical import canonical_json, digest, sha256_hex
 from irctl.errors import IrctlError
 
 REDACTED = "••••"
+
+__all__ = [
+    "REDACTED", "Redactor", "RenderError", "canonical_json", "digest", "render", "sha256_hex",
+]  # fmt: skip
 
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
 
 class RenderError(IrctlError):
     """A template failed to render (undefined name, forbidden operation)."""
-
-
-def canonical_json(value: Any) -> str:
-    """The one serialisation used for anything hashed or signed."""
-    try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as exc:
-        raise IrctlError(f"value cannot be serialised canonically: {exc}") from exc
-
-
-def sha256_hex(data: str | bytes) -> str:
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    return hashlib.sha256(data).hexdigest()
-
-
-def digest(value: Any) -> str:
-    """``sha256:<hex>`` of the canonical JSON of ``value``."""
-    return "sha256:" + sha256_hex(canonical_json(value))
 
 
 class _Environment(ImmutableSandboxedEnvironment):

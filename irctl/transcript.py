@@ -51,6 +51,8 @@ __all__ = [
     "checkpoint_data",
     "export_jsonl",
     "export_markdown",
+    "format_seconds",
+    "format_values",
     "timeline",
     "verify_file",
     "verify_lines",
@@ -596,8 +598,10 @@ def _split(lines: Iterable[str]) -> Iterator[tuple[bytes, _Scanned]]:
         yield raw, _scan(raw)
 
 
-# Files at least this long are scanned by two processes (fork) when the machine has
-# two cores and this process has a single thread: the per-line work is independent.
+# Transcripts at least this long are scanned by two processes (fork) when this process
+# has a single thread and a second core is idle: the per-line work is independent.  On
+# a busy machine the fork, the copy of the results and the sharing of one core cost
+# more than they save, so the scan stays in one process.
 PARALLEL_LINES = 20_000
 
 
@@ -605,17 +609,11 @@ def _scan_lines(
     raws: list[bytes],
 ) -> Iterator[tuple[bytes, _Scanned]]:
     """Scan every line, the second part in a forked child when it pays off."""
-    import os
     import threading
 
     count = len(raws)
     split = count
-    if (
-        count >= PARALLEL_LINES
-        and hasattr(os, "fork")
-        and len(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ()) >= 2
-        and threading.active_count() == 1
-    ):
+    if count >= PARALLEL_LINES and _second_core_idle() and threading.active_count() == 1:
         split = count * 11 // 20  # the parent also runs the sequential checks
     child = _fork_scan(raws[split:]) if split < count else None
     try:
@@ -632,6 +630,15 @@ def _scan_lines(
         tail = [_scan(raws[i]) for i in range(split, count)]
     for i, scanned in enumerate(tail, split):
         yield raws[i], scanned
+
+
+def _second_core_idle() -> bool:
+    import os
+
+    if not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"):
+        return False
+    cores = len(os.sched_getaffinity(0))
+    return cores >= 2 and os.getloadavg()[0] <= cores - 1.5
 
 
 def _fork_scan(raws: list[bytes]) -> tuple[int, int] | None:

@@ -8,6 +8,7 @@ fresh Registry, so these tests do not depend on the built-in actions.
 from __future__ import annotations
 
 import importlib.util
+import tracemalloc
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -280,6 +281,50 @@ def test_steps_after_a_parallel_block_read_its_children(registry: Registry) -> N
     assert "steps['disable-key']" in runbook.steps[2].with_["text"]
 
 
+def test_a_step_reads_only_steps_complete_before_it_starts(registry: Registry) -> None:
+    # A parallel block's steps are complete when the block is, siblings are not earlier than
+    # each other, and on_failure steps may read any main step and the on_failure steps above.
+    assert problems(BAD / "step_order.yaml", registry) == [
+        "5:49: steps[0].with.text: reads steps.after, but step 'after' (line 15) has not run "
+        "yet: a step can only read steps written before it",
+        "7:11: steps[1].when: reads steps.left, but step 'left' (line 9) has not run yet: "
+        "a step can only read steps written before it",
+        "9:54: steps[1].parallel[0].with.text: reads steps.block, but step 'block' (line 6) "
+        "has not run yet: a step can only read steps written before it",
+        "10:55: steps[1].parallel[1].with.text: reads steps.deep, but step 'deep' runs in "
+        "parallel with this one; read it in a step after the 'parallel' block",
+        "10:55: steps[1].parallel[1].with.text: reads steps.left, but step 'left' runs in "
+        "parallel with this one; read it in a step after the 'parallel' block",
+        "13:58: steps[1].parallel[2].parallel[0].with.text: reads steps.deeper, but step "
+        "'deeper' runs in parallel with this one; read it in a step after the 'parallel' block",
+        "13:58: steps[1].parallel[2].parallel[0].with.text: reads steps.right, but step "
+        "'right' runs in parallel with this one; read it in a step after the 'parallel' block",
+        "14:60: steps[1].parallel[2].parallel[1].with.text: reads steps.inner, but step "
+        "'inner' runs in parallel with this one; read it in a step after the 'parallel' block",
+        "15:51: steps[2].with.text: reads steps.undo, but step 'undo' (line 17) has not run "
+        "yet: a step can only read steps written before it",
+        "17:50: on_failure[0].with.text: reads steps.page, but step 'page' (line 18) has not "
+        "run yet: a step can only read steps written before it",
+    ]
+
+
+def test_a_long_runbook_loads_in_memory_proportional_to_its_size(registry: Registry) -> None:
+    # Keeping, for every step, the set of the ids before it took memory growing with the
+    # square of the steps (~0.6 GB for these 5,000); loading them peaks near 26 MB.
+    steps = "".join(
+        f"  - {{id: s{i}, action: demo.notify, with: {{text: hi}}}}\n" for i in range(5_000)
+    )
+    text = f"irctl: 1\nid: long\ntitle: Long\nsteps:\n{steps}"
+    tracemalloc.start()
+    try:
+        runbook = load_runbook_text(text, "long.yaml", registry=registry)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(runbook.steps) == 5_000
+    assert peak < 60_000_000, f"peak {peak / 1e6:.0f} MB"
+
+
 def test_templated_inputs_are_left_to_run_time(registry: Registry) -> None:
     text = (
         "irctl: 1\nid: t\ntitle: T\nparams:\n  n: {type: integer, default: 2}\nsteps:\n"
@@ -547,6 +592,26 @@ def test_validate_paths_good_workspace_and_unknown_vars(registry: Registry, tmp_
 def test_validate_paths_rejects_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file or folder"):
         validate_paths([tmp_path / "nope"])
+
+
+def test_installed_integrations_come_from_the_registry(tmp_path: Path) -> None:
+    """The registry says what is installed (its own entry point group), not the loader."""
+
+    class Acme(Registry):
+        def installed(self) -> dict[str, list[str]]:
+            return {"acme": ["acme_irctl"]}  # a third party's integration, absent here
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "irctl: 1\nid: r\ntitle: R\nsteps:\n  - id: one\n    action: acme.block\n",
+        encoding="utf-8",
+    )
+    assert validate_paths([path], registry=Acme()) == (1, [])  # third party: not imported
+    _, found = validate_paths([path], registry=Acme(), check_integrations=True)
+    assert [d.message for d in found] == [
+        "the 'acme' integration failed to load (No module named 'acme_irctl'); "
+        "fix: reinstall the package that provides acme_irctl"
+    ]
 
 
 def test_a_missing_extra_is_reported_with_or_without_check_integrations(tmp_path: Path) -> None:

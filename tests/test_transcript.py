@@ -516,6 +516,7 @@ def test_the_parallel_file_scan_agrees_with_the_serial_one(
     from irctl import transcript
 
     monkeypatch.setattr(transcript, "PARALLEL_LINES", 2)
+    monkeypatch.setattr(transcript, "_second_core_idle", lambda: True)  # however busy CI is
     forks: list[int] = []
     real_fork = transcript._fork_scan
 
@@ -536,9 +537,16 @@ def test_the_parallel_file_scan_agrees_with_the_serial_one(
 
 
 def test_a_big_transcript_tampered_in_the_child_half(
-    store: Store, key: Ed25519PrivateKey, pub: str, tmp_path: Path
+    store: Store,
+    key: Ed25519PrivateKey,
+    pub: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Above PARALLEL_LINES for real: 25,000 events, an edit near the end."""
+    from irctl import transcript
+
+    monkeypatch.setattr(transcript, "_second_core_idle", lambda: True)
     build_run(store, key)
     items = [(ev.STEP_NOTE, {"step": "sweep", "text": f"confirmation {i}"}) for i in range(25_000)]
     store.append(RUN, items)

@@ -1,0 +1,35 @@
+"""Canonical JSON and digests: the one serialisation used for anything hashed or signed.
+
+Sorted keys, compact separators, UTF-8, and a value that cannot be serialised
+is an error, never silently dropped.  Kept apart from templating so that the
+journal and the transcript verifier import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from irctl.errors import IrctlError
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation used for anything hashed or signed."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise IrctlError(f"value cannot be serialised canonically: {exc}") from exc
+
+
+def sha256_hex(data: str | bytes) -> str:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(value: Any) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``value``."""
+    return "sha256:" + sha256_hex(canonical_json(value))

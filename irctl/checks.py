@@ -1,0 +1,592 @@
+"""Checks of runbooks and drills that pydantic cannot make.
+
+They run on a :class:`irctl.located.Document`'s raw data, so they report
+even when pydantic found problems, and every problem lands at its place:
+
+* step ids are unique;
+* actions exist (their integration is imported once per namespace, through
+  the registry) and their ``with`` inputs fit the action's model;
+* approval policies are defined;
+* templates parse, and read only what exists when they render: declared
+  params, secrets and vars, ``item`` only in a ``for_each`` step, and only
+  steps that have finished before the reading step starts;
+* a param's own default obeys its rules;
+* a drill names a runbook, params and steps that exist.
+
+Step order is kept as positions, not as sets of earlier ids, so the checks
+take time and memory in proportion to the runbook: every step gets its index
+in document order, and each id the index at which its step is complete.  A
+step nested in a ``parallel`` block starts when its outermost block starts and
+is complete when that block is; ``on_failure`` steps come after every main
+step.  A read of ``steps.X`` is valid when X is complete before the reading
+step starts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from difflib import get_close_matches
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from irctl.actions import EXTRAS, Action, Registry
+from irctl.errors import IntegrationError
+from irctl.located import (
+    Document,
+    Loc,
+    field_names,
+    path_text,
+    report_validation,
+    suggest,
+    validate_model,
+)
+from irctl.model import Param, Runbook
+from irctl.params import value_problems
+from irctl.render import check_syntax, is_template
+
+__all__ = [
+    "TEMPLATE_ROOTS",
+    "Integrations",
+    "RunbookFacts",
+    "check_drill",
+    "check_runbook",
+    "runbook_facts",
+]
+
+TEMPLATE_ROOTS = ("params", "secrets", "vars", "steps", "run", "item")
+_ACTION_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+
+
+# -- templates -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What a template reads: names from its context, and the keys read under each root."""
+
+    free: frozenset[str]
+    reads: dict[str, frozenset[str]]
+
+
+@lru_cache(maxsize=1)
+def _jinja() -> Any:
+    from jinja2 import Environment
+
+    return Environment(autoescape=False)  # noqa: S701 - only parsed here, never rendered
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str) -> _Template | str:
+    """A template's reads, or its syntax error, from one parse.
+
+    Parsing catches what :func:`irctl.render.check_syntax` does at a fraction
+    of its cost (it compiles); only a template using a filter or test unknown
+    to plain Jinja2 is handed to ``check_syntax`` to settle.
+    """
+    from jinja2 import TemplateSyntaxError, nodes
+
+    env = _jinja()
+    try:
+        tree = env.parse(source)
+    except TemplateSyntaxError as exc:
+        return f"template syntax error: {exc.message} (template line {exc.lineno})"
+    filters: list[Any] = []  # unknown to plain Jinja2
+    tests: list[Any] = []
+    loaded: set[str] = set()
+    stored: set[str] = set()
+    reads: dict[str, set[str]] = {}
+    wanted = (nodes.Filter, nodes.Test, nodes.Name, nodes.For, nodes.Getattr, nodes.Getitem)
+    for node in tree.find_all(wanted):  # one walk of the tree
+        if isinstance(node, nodes.Filter):
+            if node.name not in env.filters:
+                filters.append(node)
+        elif isinstance(node, nodes.Test):
+            if node.name not in env.tests:
+                tests.append(node)
+        elif isinstance(node, nodes.Name):
+            (loaded if node.ctx == "load" else stored).add(node.name)
+        elif isinstance(node, nodes.For):
+            stored.add("loop")
+        elif isinstance(node.node, nodes.Name) and node.node.name in TEMPLATE_ROOTS:
+            root = node.node.name
+            if isinstance(node, nodes.Getattr):
+                reads.setdefault(root, set()).add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                reads.setdefault(root, set()).add(node.arg.value)
+    if (filters or tests) and check_syntax(source) is not None:
+        node, what, known = (
+            (filters[0], "filter", env.filters) if filters else (tests[0], "test", env.tests)
+        )
+        hint = suggest(node.name, list(known))
+        where = f"(template line {node.lineno})"
+        return f"template syntax error: no {what} named '{node.name}'{hint} {where}"
+    free = loaded - stored - set(env.globals)
+    return _Template(frozenset(free), {k: frozenset(v) for k, v in reads.items()})
+
+
+def _strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*loc, index))
+
+
+def _has_template(value: Any) -> bool:
+    return any(is_template(text) for _, text in _strings(value, ()))
+
+
+def _names(value: Any) -> list[str]:
+    return [str(k) for k in value] if isinstance(value, dict) else []
+
+
+def _unknown(read: frozenset[str], known: AbstractSet[str]) -> list[str]:
+    """The names a template reads that are not in ``known``, sorted."""
+    return sorted(name for name in read if name not in known)
+
+
+# -- integrations --------------------------------------------------------------------------------
+
+
+class Integrations:
+    """Which action namespaces can be checked, found once per validation."""
+
+    def __init__(self, registry: Registry, *, load_all: bool) -> None:
+        self.registry = registry
+        self.load_all = load_all
+        self._status: dict[str, str | None] = {}
+        self._inputs: dict[str, list[str]] = {}
+
+    def status(self, namespace: str) -> str | None:
+        """None: loaded and checkable; "skip": installed, not loaded; else the problem."""
+        if namespace not in self._status:
+            self._status[namespace] = self._find(namespace)
+        return self._status[namespace]
+
+    def _find(self, namespace: str) -> str | None:
+        already = bool(self.registry.known(namespace))
+        modules = self.registry.installed().get(namespace, [])
+        third_party = any(not module.startswith("irctl.") for module in modules)
+        if third_party and not already and not self.load_all:
+            return "skip"  # imported only with check_integrations: it may be slow to import
+        try:
+            self.registry.load_namespace(namespace)
+        except IntegrationError as exc:
+            return exc.message
+        return None
+
+    def input_names(self, defined: Action[Any]) -> list[str]:
+        """The names an action's ``with`` may use: aliases, and field names if it allows them."""
+        if defined.name not in self._inputs:
+            model = defined.inputs
+            by_name = model.model_config.get("populate_by_name")
+            self._inputs[defined.name] = field_names(model) + (
+                list(model.model_fields) if by_name else []
+            )
+        return self._inputs[defined.name]
+
+    def suggestion(self, name: str) -> str:
+        """For an action in a namespace nobody provides: the closest known action or namespace."""
+        namespace, _, rest = name.partition(".")
+        installed = self.registry.installed()
+        if namespace in installed or namespace in EXTRAS:
+            return ""
+        known = self.registry.known()
+        spaces = {*installed, *EXTRAS, *(n.split(".", 1)[0] for n in known)}
+        close = get_close_matches(namespace, sorted(spaces), n=1)
+        if not close:
+            return ""
+        guess = f"{close[0]}.{rest}"
+        if guess in known or not self.registry.known(close[0]):
+            return f" (did you mean '{guess}'?)"
+        return suggest(guess, self.registry.known(close[0])) or (
+            f" (did you mean the '{close[0]}' namespace?)"
+        )
+
+
+# -- runbooks ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _StepInfo:
+    """A step, where it is written, and when it runs, as positions in document order."""
+
+    loc: Loc
+    raw: dict[str, Any]
+    order: int  # its own index: steps, nested ones included, then on_failure
+    start: int  # when it starts: the index of the top-level step it is in
+    parent: _StepInfo | None  # the parallel block it is in, if any
+    end: int = -1  # the index of its last nested step (its own if it has none)
+
+    @property
+    def id(self) -> object:
+        return self.raw.get("id")
+
+
+class _RunbookChecks:
+    """Pass 3 for a runbook, on the raw data so it runs even when pydantic found problems."""
+
+    def __init__(
+        self, doc: Document, integrations: Integrations, vars_known: set[str] | None = None
+    ) -> None:
+        self.doc = doc
+        self.data: dict[str, Any] = doc.data
+        self.integrations = integrations
+        self.vars_known = vars_known
+        params = self.data.get("params", {})
+        self.params = params if isinstance(params, dict) else None
+        # declared names, in the order written (for hints) and as sets (for lookups)
+        self.param_names = _names(self.params)
+        self.param_set = frozenset(self.param_names)
+        secrets = self.data.get("secrets")
+        checked = isinstance(secrets, dict) or "secrets" not in self.data
+        self.secret_names = _names(secrets) if checked else None
+        self.secret_set = frozenset(self.secret_names or ())
+        self.approval_names = _names(self.data.get("approvals"))
+        self.approval_set = frozenset(self.approval_names)
+        self.ids: dict[str, Loc] = {}  # id -> where it is first used
+        self.complete: dict[str, int] = {}  # id -> the index at which its first step is complete
+        self.orders: dict[str, list[int]] = {}  # id -> the index of every step using it
+        self.failed_namespaces: set[str] = set()
+
+    def run(self) -> None:
+        self._check_params()
+        steps = self._collect()
+        for info in steps:
+            self._check_step(info)
+
+    # ids and order
+
+    def _collect(self) -> list[_StepInfo]:
+        """Every step in document order, ``steps`` then ``on_failure``, each id registered.
+
+        on_failure steps come after every main step, so they may read any of them.
+        """
+        found: list[_StepInfo] = []
+        for key in ("steps", "on_failure"):
+            items = self.data.get(key)
+            for index, raw in enumerate(items if isinstance(items, list) else []):
+                if not isinstance(raw, dict):
+                    continue
+                start = len(found)
+                self._block(raw, (key, index), start, None, found)
+                complete = len(found) - 1  # a block's steps are complete when it is
+                for info in found[start:]:
+                    if isinstance(info.id, str):
+                        self.complete.setdefault(info.id, complete)
+        return found
+
+    def _block(
+        self,
+        raw: dict[str, Any],
+        loc: Loc,
+        start: int,
+        parent: _StepInfo | None,
+        found: list[_StepInfo],
+    ) -> None:
+        """Register a step and everything nested in it."""
+        step_id = raw.get("id")
+        info = _StepInfo(loc, raw, len(found), start, parent)
+        if isinstance(step_id, str):
+            if step_id in self.ids:
+                first = self.ids[step_id]
+                self.doc.add(
+                    (*loc, "id"),
+                    f"duplicate step id '{step_id}' (first used by {path_text(first)}, "
+                    f"line {self.doc.pos(first)[0]})",
+                )
+            else:
+                self.ids[step_id] = loc
+            self.orders.setdefault(step_id, []).append(info.order)
+        found.append(info)
+        children = raw.get("parallel")
+        if isinstance(children, list):
+            for index, child in enumerate(children):
+                if isinstance(child, dict):
+                    self._block(child, (*loc, "parallel", index), start, info, found)
+        info.end = len(found) - 1
+
+    def _runs_alongside(self, step_id: str, info: _StepInfo) -> bool:
+        """Whether a step ``step_id`` is nested in a parallel block that ``info`` is nested in."""
+        block = info.parent
+        while block is not None:
+            if step_id != block.id and any(
+                block.order < order <= block.end for order in self.orders[step_id]
+            ):
+                return True
+            block = block.parent
+        return False
+
+    # one step
+
+    def _check_step(self, info: _StepInfo) -> None:
+        raw, loc = info.raw, info.loc
+        action = raw.get("action")
+        if isinstance(action, str):
+            self._check_action(action, raw, loc)
+        approval = raw.get("approval")
+        if isinstance(approval, str):
+            names = self.approval_names
+            if approval not in self.approval_set:
+                known = f"; known: {', '.join(names)}" if names else ""
+                hint = suggest(approval, names) or known or "; define it under 'approvals:'"
+                self.doc.add((*loc, "approval"), f"unknown approval policy '{approval}'{hint}")
+        fan_out = "for_each" in raw
+        for key in ("with", "when", "for_each"):
+            if key in raw:
+                item_ok = fan_out and key != "for_each"
+                for where, text in _strings(raw[key], (*loc, key)):
+                    if is_template(text):
+                        self._check_template(text, where, info, item_ok=item_ok)
+
+    def _check_action(self, name: str, raw: dict[str, Any], loc: Loc) -> None:
+        if not _ACTION_NAME.fullmatch(name):
+            return  # pydantic reports the malformed name
+        namespace = name.split(".", 1)[0]
+        registry = self.integrations.registry
+        problem = self.integrations.status(namespace)
+        if problem == "skip":
+            return
+        if problem is not None:
+            if namespace not in self.failed_namespaces:
+                self.failed_namespaces.add(namespace)
+                hint = self.integrations.suggestion(name)
+                self.doc.add((*loc, "action"), problem + hint)
+            return
+        try:
+            defined = registry.get(name)
+        except IntegrationError:
+            known = registry.known(namespace)
+            hint = suggest(name, known)
+            if not hint and known:
+                shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+                hint = f"; '{namespace}' has: {shown}"
+            self.doc.add((*loc, "action"), f"unknown action '{name}'{hint}")
+            return
+        self._check_inputs(defined, raw, loc)
+
+    def _check_inputs(self, defined: Action[Any], raw: dict[str, Any], loc: Loc) -> None:
+        given = raw.get("with", {})
+        if not isinstance(given, dict):
+            return  # pydantic reports it
+        model = defined.inputs
+        where = (*loc, "with")
+        owner = f" for {defined.name}"
+        names = self.integrations.input_names(defined)
+        if model.model_config.get("extra") != "allow":
+            for key in given:
+                if key not in names:
+                    self.doc.add(
+                        (*where, key),
+                        f"unknown input '{key}'{owner}{suggest(key, names)}",
+                        at=self.doc.key_pos((*where, key)),
+                        path=where,
+                    )
+        try:
+            model.model_validate(given)
+        except ValidationError as exc:
+            whole = _has_template(given)
+            errors = [
+                e
+                for e in exc.errors(include_url=False)
+                if (e["loc"] and not _has_template(given.get(e["loc"][0])))
+                or (not e["loc"] and not whole)
+            ]
+            if errors:
+                report_validation(
+                    self.doc,
+                    errors,
+                    given,
+                    model,
+                    where,
+                    noun="input",
+                    owner=owner,
+                    skip=frozenset({"extra_forbidden"}),
+                )
+
+    def _check_template(self, text: str, loc: Loc, info: _StepInfo, *, item_ok: bool) -> None:
+        parsed = _template(text)
+        if isinstance(parsed, str):
+            self.doc.add(loc, parsed)
+            return
+        empty: frozenset[str] = frozenset()
+        for step_id in sorted(parsed.reads.get("steps", empty)):
+            self._check_step_ref(step_id, loc, info)
+        if self.params is not None:
+            names = self.param_names
+            for name in _unknown(parsed.reads.get("params", empty), self.param_set):
+                self.doc.add(loc, f"unknown param '{name}' in template{suggest(name, names)}")
+        if self.secret_names is not None:
+            names = self.secret_names
+            for name in _unknown(parsed.reads.get("secrets", empty), self.secret_set):
+                hint = suggest(name, names) or "; declare it under 'secrets:'"
+                self.doc.add(loc, f"unknown secret '{name}' in template{hint}")
+        if self.vars_known is not None:
+            for name in _unknown(parsed.reads.get("vars", empty), self.vars_known):
+                hint = suggest(name, sorted(self.vars_known)) or (
+                    "; define it under 'vars:' in irctl.yaml"
+                )
+                self.doc.add(loc, f"unknown var '{name}' in template{hint}")
+        if "item" in parsed.free and not item_ok:
+            self.doc.add(
+                loc,
+                "'item' is defined only in the 'with' and 'when' of a step with for_each"
+                if loc[-1] != "for_each"
+                else "'item' is not defined in for_each itself: it is each value for_each gives",
+            )
+        for name in sorted(parsed.free - set(TEMPLATE_ROOTS)):
+            hint = suggest(name, TEMPLATE_ROOTS) or (
+                "; templates read params, secrets, vars, steps, run and item"
+            )
+            self.doc.add(loc, f"unknown name '{name}' in template{hint}")
+
+    def _check_step_ref(self, step_id: str, loc: Loc, info: _StepInfo) -> None:
+        complete = self.complete.get(step_id)
+        if complete is not None and complete < info.start:
+            return  # it is complete before this step starts
+        own = info.id
+        if step_id not in self.ids:
+            hint = suggest(step_id, list(self.ids))
+            self.doc.add(loc, f"reads steps.{step_id}, but there is no step '{step_id}'{hint}")
+        elif step_id == own:
+            self.doc.add(loc, f"step '{own}' reads its own outputs (steps.{step_id})")
+        elif self._runs_alongside(step_id, info):
+            self.doc.add(
+                loc,
+                f"reads steps.{step_id}, but step '{step_id}' runs in parallel with this one; "
+                "read it in a step after the 'parallel' block",
+            )
+        else:
+            line = self.doc.pos(self.ids[step_id])[0]
+            self.doc.add(
+                loc,
+                f"reads steps.{step_id}, but step '{step_id}' (line {line}) has not run yet: "
+                "a step can only read steps written before it",
+            )
+
+    # params
+
+    def _check_params(self) -> None:
+        for name, spec_raw in (self.params or {}).items():
+            if not isinstance(spec_raw, dict):
+                continue
+            loc = ("params", name)
+            pattern = spec_raw.get("pattern")
+            if isinstance(pattern, str):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    self.doc.add((*loc, "pattern"), f"invalid regular expression: {exc}")
+                    continue
+            try:
+                spec = Param.model_validate(spec_raw)
+            except ValidationError:
+                continue  # pydantic's errors are reported already
+            if spec.items is not None and spec.type != "list":
+                self.doc.add((*loc, "items"), f"'items' applies only to type list, not {spec.type}")
+            if spec.default is not None:
+                for text in value_problems(spec, spec.default):
+                    self.doc.add((*loc, "default"), text)
+
+
+def check_runbook(
+    doc: Document, integrations: Integrations, vars_known: set[str] | None = None
+) -> Runbook | None:
+    """The runbook model of ``doc``, or None; every problem found is added to ``doc``."""
+    runbook: Runbook | None = validate_model(doc, Runbook)
+    _RunbookChecks(doc, integrations, vars_known).run()
+    return runbook
+
+
+# -- drills against their runbook ----------------------------------------------------------------
+
+
+@dataclass
+class RunbookFacts:
+    path: Path
+    params: dict[str, Any]
+    steps: dict[str, bool]  # step id -> has an approval
+
+
+def runbook_facts(path: Path, data: dict[str, Any]) -> RunbookFacts:
+    params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    steps: dict[str, bool] = {}
+
+    def walk(items: Any) -> None:
+        for raw in items if isinstance(items, list) else []:
+            if isinstance(raw, dict):
+                if isinstance(raw.get("id"), str):
+                    steps[raw["id"]] = raw.get("approval") is not None
+                walk(raw.get("parallel"))
+
+    walk(data.get("steps"))
+    walk(data.get("on_failure"))
+    return RunbookFacts(path, dict(params or {}), steps)
+
+
+def check_drill(doc: Document, runbooks: dict[str, RunbookFacts]) -> None:
+    data = doc.data
+    name = data.get("runbook")
+    if not isinstance(name, str):
+        return
+    facts = runbooks.get(name)
+    if facts is None:
+        known = sorted(runbooks)
+        hint = suggest(name, known) or (f"; known: {', '.join(known)}" if known else "")
+        doc.add(("runbook",), f"unknown runbook '{name}'{hint}")
+        return
+    given = data.get("params", {})
+    if isinstance(given, dict):
+        for key, value in given.items():
+            spec_raw = facts.params.get(key)
+            if spec_raw is None:
+                hint = suggest(key, list(facts.params))
+                doc.add(
+                    ("params", key),
+                    f"unknown param '{key}' for runbook '{name}'{hint}",
+                    at=doc.key_pos(("params", key)),
+                    path=("params",),
+                )
+                continue
+            spec = _param_or_none(spec_raw)
+            if spec is not None:
+                for text in value_problems(spec, value):
+                    doc.add(("params", key), text)
+        for key, spec_raw in facts.params.items():
+            spec = _param_or_none(spec_raw)
+            if spec is not None and spec.is_required and key not in given:
+                doc.add(("params",), f"missing param '{key}', required by runbook '{name}'")
+    objectives = data.get("objectives")
+    for index, objective in enumerate(objectives if isinstance(objectives, list) else []):
+        if not isinstance(objective, dict):
+            continue
+        for key in ("step", "approval"):
+            target = objective.get(key)
+            if not isinstance(target, str):
+                continue
+            if target not in facts.steps:
+                hint = suggest(target, list(facts.steps))
+                doc.add(
+                    ("objectives", index, key),
+                    f"runbook '{name}' has no step '{target}'{hint}",
+                )
+            elif key == "approval" and not facts.steps[target]:
+                doc.add(
+                    ("objectives", index, key), f"step '{target}' of '{name}' needs no approval"
+                )
+
+
+def _param_or_none(raw: Any) -> Param | None:
+    try:
+        return Param.model_validate(raw)
+    except ValidationError:
+        return None

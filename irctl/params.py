@@ -1,0 +1,170 @@
+"""Params: ``-p name=value`` text as typed values, and values checked against their rules.
+
+A runbook declares each param's type (string, number, integer, boolean, or a
+list of one of those) and optionally ``enum``, ``pattern``, ``minimum`` and
+``maximum``.  :func:`parse_params` reads what ``irctl run -p`` gives;
+:func:`check_param_value` checks a value that is already typed (a param's
+default, a drill's params).  Problems are sentences that name the param and
+the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from irctl.errors import UsageError
+from irctl.located import plain, show, suggest
+from irctl.model import Param, Runbook
+
+__all__ = ["check_param_value", "parse_params", "value_problems"]
+
+_TYPE_WORDS = {
+    "string": "text",
+    "number": "a number",
+    "integer": "a whole number",
+    "boolean": "true or false",
+    "list": "a list",
+}
+
+
+def _type_ok(kind: str, value: object) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, list)
+
+
+def _scalar_problems(spec: Param, kind: str, value: object) -> list[str]:
+    if not _type_ok(kind, value):
+        return [f"expected {_TYPE_WORDS[kind]}, got {show(value)}"]
+    problems: list[str] = []
+    if spec.enum is not None and value not in spec.enum:
+        allowed = [plain(v) for v in spec.enum]
+        problems.append(
+            f"{show(value)} is not one of {', '.join(allowed)}{suggest(value, allowed)}"
+        )
+    if spec.pattern is not None and isinstance(value, str):
+        try:
+            if not re.search(spec.pattern, value):
+                problems.append(f"{show(value)} does not match the pattern {spec.pattern}")
+        except re.error:
+            pass  # reported where the param is declared
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if spec.minimum is not None and value < spec.minimum:
+            problems.append(f"{show(value)} is less than the minimum {spec.minimum:g}")
+        if spec.maximum is not None and value > spec.maximum:
+            problems.append(f"{show(value)} is more than the maximum {spec.maximum:g}")
+    return problems
+
+
+def value_problems(spec: Param, value: object) -> list[str]:
+    if spec.type != "list":
+        return _scalar_problems(spec, spec.type, value)
+    if not isinstance(value, list):
+        return [f"expected a list, got {show(value)}"]
+    problems: list[str] = []
+    for index, item in enumerate(value):
+        problems.extend(
+            f"item {index + 1}: {text}"
+            for text in _scalar_problems(spec, spec.items or "string", item)
+        )
+    return problems
+
+
+def check_param_value(name: str, spec: Param, value: object) -> list[str]:
+    """Problems of a typed value (a default, a drill's param) against its param's rules."""
+    return [f"param '{name}': {text}" for text in value_problems(spec, value)]
+
+
+_TRUE = {"true", "yes", "1"}
+_FALSE = {"false", "no", "0"}
+
+
+def _coerce(kind: str, text: str) -> object:
+    """``-p`` text as a value of ``kind``; raises ValueError with the reason."""
+    if kind == "string":
+        return text
+    if kind == "boolean":
+        word = text.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(f"{show(text)} is not a boolean: write true or false (or yes/no, 1/0)")
+    if kind == "integer":
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError(f"{show(text)} is not a whole number") from None
+    if kind == "number":
+        try:
+            return int(text.strip())
+        except ValueError:
+            pass
+        try:
+            number = float(text.strip())
+        except ValueError:
+            raise ValueError(f"{show(text)} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{show(text)} is not a finite number")
+        return number
+    raise ValueError(f"cannot read a {kind} from the command line")
+
+
+def _coerce_param(spec: Param, text: str) -> object:
+    if spec.type != "list":
+        return _coerce(spec.type, text)
+    items = spec.items or "string"
+    if text.strip().startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{show(text)} is not a JSON list: {exc.msg}") from None
+        if not isinstance(value, list):
+            raise ValueError(f"{show(text)} is not a JSON list")
+        return [_coerce(items, v) if isinstance(v, str) and items != "string" else v for v in value]
+    parts = [part.strip() for part in text.split(",")]
+    return [_coerce(items, part) for part in parts if part]
+
+
+def parse_params(runbook: Runbook, given: dict[str, str]) -> dict[str, Any]:
+    """``-p name=value`` strings as typed param values, defaults filled in.
+
+    Raises UsageError listing every problem, one per line: unknown params
+    (with a suggestion), values of the wrong type or breaking enum, pattern,
+    minimum or maximum, and required params not given.
+    """
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    names = list(runbook.params)
+    for name in given:
+        if name not in runbook.params:
+            known = f"; it takes: {', '.join(names)}" if names else "; it takes no params"
+            hint = suggest(name, names) or known
+            problems.append(f"unknown param '{name}' for runbook '{runbook.id}'{hint}")
+    for name, spec in runbook.params.items():
+        if name in given:
+            try:
+                value = _coerce_param(spec, given[name])
+            except ValueError as exc:
+                problems.append(f"param '{name}': {exc}")
+                continue
+            found = check_param_value(name, spec, value)
+            problems.extend(found)
+            if not found:
+                values[name] = value
+        elif not spec.is_required:
+            default = spec.default
+            values[name] = list(default) if isinstance(default, list) else default
+        else:
+            choices = f" (one of {', '.join(plain(v) for v in spec.enum)})" if spec.enum else ""
+            problems.append(f"param '{name}' is required: give it with -p {name}=VALUE{choices}")
+    if problems:
+        raise UsageError("\n".join(problems))
+    return values
