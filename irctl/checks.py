@@ -512,12 +512,15 @@ def check_runbook(
 
 @dataclass
 class RunbookFacts:
+    """What a drill is checked against: its runbook's params and step ids."""
+
     path: Path
     params: dict[str, Any]
     steps: dict[str, bool]  # step id -> has an approval
 
 
 def runbook_facts(path: Path, data: dict[str, Any]) -> RunbookFacts:
+    """The facts of a runbook's raw data, even one with problems of its own."""
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
     steps: dict[str, bool] = {}
 
@@ -534,6 +537,7 @@ def runbook_facts(path: Path, data: dict[str, Any]) -> RunbookFacts:
 
 
 def check_drill(doc: Document, runbooks: dict[str, RunbookFacts]) -> None:
+    """Add to ``doc`` what its drill names that its runbook (found in ``runbooks``) lacks."""
     data = doc.data
     name = data.get("runbook")
     if not isinstance(name, str):

@@ -103,6 +103,7 @@ class Document:
         return (1, 1)
 
     def key_pos(self, loc: Loc) -> Pos:
+        """Where the key of the value at ``loc`` is (for a misspelt field), else the value."""
         return self.keys.get(loc) or self.pos(loc)
 
     def add(
@@ -186,6 +187,7 @@ def _walk_type(tp: Any, loc: Sequence[Any]) -> Any:
 
 
 def field_names(model: type[BaseModel]) -> list[str]:
+    """The names a model's fields are written with (their alias, if they have one)."""
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
@@ -312,6 +314,7 @@ def report_validation(
 
 
 def validate_model(doc: Document, model: type[BaseModel]) -> Any:
+    """``doc``'s data as ``model``, or None with pydantic's errors added to ``doc``."""
     try:
         return model.model_validate(doc.data)
     except ValidationError as exc:

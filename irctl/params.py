@@ -66,6 +66,7 @@ def _scalar_problems(spec: Param, kind: str, value: object) -> list[str]:
 
 
 def value_problems(spec: Param, value: object) -> list[str]:
+    """Problems of a typed value against ``spec``, without the param's name."""
     if spec.type != "list":
         return _scalar_problems(spec, spec.type, value)
     if not isinstance(value, list):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest

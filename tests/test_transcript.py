@@ -19,15 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from irctl import events as ev
 from irctl.errors import IrctlError, UsageError
 from irctl.events import GENESIS, Event, checkpoint_message
+from irctl.exports import export_jsonl, export_markdown, timeline
 from irctl.identity import load_public_key, public_key_text, verify
 from irctl.render import REDACTED, canonical_json, sha256_hex
 from irctl.store import Store
 from irctl.transcript import (
     VerifyReport,
     checkpoint_data,
-    export_jsonl,
-    export_markdown,
-    timeline,
     verify_file,
     verify_lines,
     verify_run,

@@ -90,7 +90,8 @@ def show(
 
       irctl transcript show r-2026 --json
     """
-    from irctl.transcript import timeline, verify_lines
+    from irctl.exports import timeline
+    from irctl.transcript import verify_lines
 
     workspace = _workspace()
     found, events = _events(workspace, run_id)
@@ -134,7 +135,7 @@ def _header(events: list[Event]) -> dict[str, Any]:
 def _print_show(run_id: str, header: dict[str, Any], rows: list[Any], report: VerifyReport) -> None:
     from rich.table import Table
 
-    from irctl.transcript import format_seconds, format_values
+    from irctl.exports import format_seconds, format_values
 
     def field(name: str, value: Any) -> None:
         if value not in (None, "", {}):
@@ -314,7 +315,8 @@ def export(
 
       irctl transcript export r-2026 --format md -o - | less
     """
-    from irctl.transcript import export_jsonl, export_markdown, verify_lines
+    from irctl.exports import export_jsonl, export_markdown
+    from irctl.transcript import verify_lines
 
     kind = fmt.strip().lower()
     if kind == "markdown":

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from irctl import events as ev
 from irctl.events import Event, parse_ts
+from irctl.exports import describe as words
 from irctl.state import RunState
 
 ICONS = {
@@ -28,48 +29,24 @@ ICONS = {
 }
 
 
+QUIET = {ev.STEP_STARTED, ev.STEP_SUCCEEDED, ev.RUN_STARTED, ev.RUN_RESUMED}
+
+
 def describe(event: Event) -> str:
-    """One line for an event, as the plain view and the transcript show it."""
+    """One line for an event: the transcript's words, without the bulky detail of a live view."""
+    summary, detail, actor = words(event)
     data = event.data
-    where = data.get("step", "")
-    if "item" in data:
+    where = data.get("step")
+    if where is not None and "item" in data:
         where = f"{where}[{data['item']}]"
-    kind = event.type
-    if kind == ev.STEP_STARTED:
-        what = data.get("action") or data.get("kind", "")
-        return f"{where}: started {what} (attempt {data.get('attempt', 1)})"
-    if kind == ev.STEP_SUCCEEDED:
-        return f"{where}: succeeded"
-    if kind == ev.STEP_FAILED:
-        return f"{where}: failed: {data.get('error')}"
-    if kind == ev.STEP_RETRYING:
-        delay, error = data.get("delay", 0), data.get("error")
-        return f"{where}: attempt {data.get('attempt')} failed ({error}); retry in {delay:g}s"
-    if kind == ev.STEP_WAITING:
-        return f"{where}: waiting for {data.get('for')}: {data.get('prompt', '')}"
-    if kind == ev.STEP_SKIPPED:
-        return f"{where}: skipped ({data.get('reason', '')})"
-    if kind == ev.STEP_RESOLVED:
-        return f"{where}: resolved by {data.get('by')}: {data.get('mark')}"
-    if kind == ev.STEP_INTERRUPTED:
-        return f"{where}: interrupted"
-    if kind == ev.STEP_NOTE:
-        return f"{where}: {data.get('text')}"
-    if kind == ev.STEP_ANSWERED:
-        return f"{where}: answered by {data.get('by')}: {data.get('answer')}"
-    if kind == ev.RUN_CREATED:
-        return (
-            f"run of {data.get('runbook')} created by {data.get('initiator')} ({data.get('mode')})"
-        )
-    if kind == ev.CHECKPOINT:
-        return f"checkpoint signed at event {data.get('seq')}"
-    if kind == ev.RUN_FAILED:
-        return f"run failed at {data.get('failed_step')}"
-    if kind == ev.RUN_ABORTED:
-        return f"run aborted by {data.get('by')}: {data.get('reason')}"
-    if kind == ev.RUN_NOTE:
-        return f"note by {data.get('by')}: {data.get('text')}"
-    return kind
+    text = f"{where}: {summary}" if where else summary
+    if event.type == ev.STEP_STARTED and data.get("attempt", 1) != 1:
+        text += f" (attempt {data['attempt']})"
+    if detail and event.type not in QUIET:
+        text += f": {detail}"
+    if actor and event.type not in (ev.RUN_CREATED,):
+        text += f" (by {actor})"
+    return text
 
 
 class RunView:
