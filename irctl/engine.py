@@ -51,7 +51,7 @@ from irctl.state import (
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from irctl.store import Store
+    from irctl.store import Seal, Store
 
 # Outcomes of executing a step or a sequence, in rising order of precedence.
 OK = "ok"
@@ -204,22 +204,26 @@ class Engine:
         state = self.state(run_id)
         if state.finished:
             raise UsageError(f"run {run_id} has already {state.status}")
-        self.record(run_id, ev.RUN_ABORTED, {"reason": reason, "by": operator})
-        self._checkpoint(run_id)
+        with self._lock:
+            data = {"reason": reason, "by": operator}
+            self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
         return self.state(run_id)
 
-    def _checkpoint(self, run_id: str) -> None:
-        if self.signing_key is None:
-            return
-        from irctl.transcript import checkpoint_data
+    def _sealer(self) -> Seal | None:
+        key = self.signing_key
+        if key is None:
+            return None
+        from irctl.transcript import seal_fields
 
+        def seal(run_id: str, seq: int, head: str) -> dict[str, Any]:
+            return seal_fields(run_id, seq, head, key)
+
+        return seal
+
+    def _checkpoint(self, run_id: str) -> None:
+        """Commit anything deferred and seal the run's head, in one transaction."""
         with self._lock:
-            events = self.store.events(run_id)
-            last = events[-1]
-            if last.type == ev.CHECKPOINT:
-                return
-            data = checkpoint_data(run_id, last, self.signing_key)
-            self._append(run_id, [(ev.CHECKPOINT, data)], locked=True)
+            self._append(run_id, [], locked=True, seal=True)
 
     # -- executing ---------------------------------------------------------------
 
@@ -250,22 +254,23 @@ class Engine:
                 state.failed_step = failed
                 if runbook.on_failure:
                     self._sequence(runbook.on_failure, compensating=True)
-                self._emit(ev.RUN_FAILED, {"failed_step": failed})
+                self._emit(ev.RUN_FAILED, {"failed_step": failed}, defer=True)
             elif outcome == WAIT:
-                self._emit(
-                    ev.RUN_WAITING,
-                    {"steps": [{"step": s.key, "for": s.waiting_for} for s in state.waiting()]},
-                )
+                waiting = [{"step": s.key, "for": s.waiting_for} for s in state.waiting()]
+                self._emit(ev.RUN_WAITING, {"steps": waiting}, defer=True)
             elif outcome == STOP:
                 self._interrupted()
             else:
-                self._emit(ev.RUN_SUCCEEDED, {})
+                self._emit(ev.RUN_SUCCEEDED, {}, defer=True)
         except KeyboardInterrupt:
             self._interrupted()
         finally:
-            self._flush()
+            # The run's last word and the checkpoint sealing it are one transaction.
+            if self.signing_key is not None:
+                self._checkpoint(run_id)
+            else:
+                self._flush()
             self._live = None
-            self._checkpoint(run_id)
         return self.state(run_id)
 
     def _interrupted(self) -> None:
@@ -279,7 +284,7 @@ class Engine:
         for step in live.state.unresolved():
             if step.status == RUNNING:
                 self._emit_step(ev.STEP_INTERRUPTED, step.key, {"reason": "stopped by operator"})
-        self._emit(ev.RUN_INTERRUPTED, {"resume": f"irctl resume {live.state.run_id}"})
+        self._emit(ev.RUN_INTERRUPTED, {"resume": f"irctl resume {live.state.run_id}"}, defer=True)
 
     def _resolve_secrets(self, runbook: Runbook) -> dict[str, str]:
         from irctl.secrets import resolve
@@ -300,10 +305,11 @@ class Engine:
         *,
         locked: bool = False,
         defer: bool = False,
+        seal: bool = False,
     ) -> list[Event]:
         if not locked:
             with self._lock:
-                return self._append(run_id, items, locked=True, defer=defer)
+                return self._append(run_id, items, locked=True, defer=defer, seal=seal)
         live = self._live
         if defer and live is not None and not getattr(self._local, "concurrent", False):
             self._deferred.extend(items)
@@ -313,7 +319,7 @@ class Engine:
         if self._deferred:
             items = [*self._deferred, *items]
             self._deferred = []
-        made = self.store.append(run_id, items)
+        made = self.store.append(run_id, items, seal=self._sealer() if seal else None)
         if self._live is not None and self._live.state.run_id == run_id:
             for event in made:
                 self._live.state.apply(event)

@@ -25,14 +25,17 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irctl.errors import StoreError, UsageError
-from irctl.events import GENESIS, RUN_CREATED, Event
+from irctl.events import CHECKPOINT, GENESIS, RUN_CREATED, Event
+
+# seal(run_id, seq, hash) -> the data of a checkpoint sealing that event
+Seal = Callable[[str, int, str], dict[str, Any]]
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -262,17 +265,28 @@ class Store:
             self._remember(run_id, first)
         return first
 
-    def append(self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
-        """Append events to a run, durably, in one transaction; returns them hashed."""
-        if not items:
+    def append(
+        self,
+        run_id: str,
+        items: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        seal: Seal | None = None,
+    ) -> list[Event]:
+        """Append events to a run, durably, in one transaction; returns them hashed.
+
+        With ``seal``, a ``checkpoint`` event is added in the same transaction:
+        ``seal(run_id, seq, hash)`` of the event it follows gives its data, so a
+        checkpoint always seals the true head even while others append.
+        """
+        if not items and seal is None:
             return []
         with self._lock:
             if self.dialect == "sqlite":
-                return self._append_sqlite(run_id, items)
-            return self._append_pg(run_id, items)
+                return self._append_sqlite(run_id, items, seal)
+            return self._append_pg(run_id, items, seal)
 
     def _append_sqlite(
-        self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]]
+        self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]], seal: Seal | None
     ) -> list[Event]:
         import sqlite3
 
@@ -284,7 +298,7 @@ class Store:
                     head = cur.execute(_HEAD_SQL["sqlite"], (run_id,)).fetchone()
                     if head is None:
                         raise UsageError(f"no run {run_id}")
-                    made = _chain(run_id, int(head[0]), str(head[1]), items)
+                    made = _chain(run_id, int(head[0]), str(head[1]), items, seal)
                     if len(made) == 1:
                         cur.execute(_INSERT_SQLITE, _values(made[0]))
                     else:
@@ -301,7 +315,9 @@ class Store:
             raise StoreError(f"cannot append to run {run_id}: {exc}") from exc
         return made
 
-    def _append_pg(self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Event]:
+    def _append_pg(
+        self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]], seal: Seal | None
+    ) -> list[Event]:
         import psycopg
         from psycopg import errors
 
@@ -316,7 +332,7 @@ class Store:
                     if row is None:
                         raise UsageError(f"no run {run_id}")
                     head = (int(row[0]), str(row[1]))
-                made = _chain(run_id, head[0], head[1], items)
+                made = _chain(run_id, head[0], head[1], items, seal)
                 try:
                     # Autocommit: this one statement is the transaction, committed on return.
                     conn.execute(_insert_pg(len(made)), [v for e in made for v in _values(e)])
@@ -452,7 +468,11 @@ class Store:
 
 
 def _chain(
-    run_id: str, seq: int, prev: str, items: Sequence[tuple[str, dict[str, Any]]]
+    run_id: str,
+    seq: int,
+    prev: str,
+    items: Sequence[tuple[str, dict[str, Any]]],
+    seal: Seal | None = None,
 ) -> list[Event]:
     made: list[Event] = []
     for kind, data in items:
@@ -460,6 +480,8 @@ def _chain(
         event = Event.make(run_id, seq, kind, data, prev)
         prev = event.hash
         made.append(event)
+    if seal is not None:
+        made.append(Event.make(run_id, seq + 1, CHECKPOINT, seal(run_id, seq, prev), prev))
     return made
 
 

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "VerifyReport",
     "checkpoint_data",
+    "seal_fields",
     "verify_file",
     "verify_lines",
     "verify_run",
@@ -95,11 +96,16 @@ def checkpoint_data(run_id: str, last: Event, key: Ed25519PrivateKey) -> dict[st
     """The data of a ``checkpoint`` event sealing ``last`` with the installation ``key``."""
     if last.run != run_id:
         raise IrctlError(f"cannot seal event {last.seq} of run {last.run} as part of run {run_id}")
+    return seal_fields(run_id, last.seq, last.hash, key)
+
+
+def seal_fields(run_id: str, seq: int, head: str, key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Checkpoint data sealing event ``seq`` (whose hash is ``head``) of a run."""
     return {
-        "seq": last.seq,
-        "head": last.hash,
+        "seq": seq,
+        "head": head,
         "key": public_key_text(key),
-        "sig": sign(key, checkpoint_message(run_id, last.seq, last.hash)),
+        "sig": sign(key, checkpoint_message(run_id, seq, head)),
     }
 
 

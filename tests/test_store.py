@@ -345,3 +345,37 @@ def test_processes_appending_to_one_run(store_url: str) -> None:
             assert mine == list(range(count)), f"worker w{n}'s appends are lost or out of order"
     finally:
         store.close()
+
+
+def test_seal_adds_a_checkpoint_of_the_true_head_in_the_same_transaction(store_url: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from irctl.identity import public_key_text
+    from irctl.transcript import seal_fields, verify_run
+
+    key = Ed25519PrivateKey.generate()
+    store = Store.open(store_url)
+    try:
+        store.create_run(
+            "r-seal", runbook="rb", initiator="me", mode="live", incident=None,
+            data={"runbook_text": "x", "runbook_digest": "sha256:" + sha256_hex("x")},
+        )  # fmt: skip
+        other = Store.open(store_url)  # another writer appends meanwhile
+        other.append("r-seal", [("run.note", {"text": "from elsewhere", "by": "bob"})])
+        other.close()
+        made = store.append(
+            "r-seal", [("run.succeeded", {})],
+            seal=lambda run, seq, head: seal_fields(run, seq, head, key),
+        )  # fmt: skip
+        assert [e.type for e in made] == ["run.succeeded", "checkpoint"]
+        assert made[1].data["seq"] == made[0].seq == 3
+        assert made[1].data["head"] == made[0].hash
+        report = verify_run(store, "r-seal", [public_key_text(key)])
+        assert report.ok, report.problems
+        sealed_only = store.append(
+            "r-seal", [], seal=lambda run, seq, head: seal_fields(run, seq, head, key)
+        )
+        assert [e.type for e in sealed_only] == ["checkpoint"]
+        assert store.append("r-seal", []) == []
+    finally:
+        store.close()
