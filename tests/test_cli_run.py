@@ -273,3 +273,48 @@ def test_tabletop_touches_nothing_but_asks_people(ws: Path, exchange: ExchangeAd
     assert all(
         s["outputs"].get("simulated") for s in status["steps"] if s["step"] == "halt-withdrawals"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plan", "hot-wallet-compromise", "-p", "chain"], "-p expects name=value, got 'chain'"),
+        (["run", *HOT, "--mode", "tabeltop", "--yes"], "did you mean 'tabletop'?"),
+        (["plan", *HOT, "-p", "colour=red"], "param 'colour'"),
+        (["plan", "hot-wallet-compromise"], "param 'chain' is required"),
+        (["plan", "no/such/file.yaml"], "no runbook file no/such/file.yaml"),
+        (["status", "r-nope"], "no run 'r-nope'"),
+        (["resume", "r-nope"], "no run 'r-nope'"),
+        (["transcript", "show", "r-nope"], "no run 'r-nope'"),
+        (["answer", "r-nope", "step", "done"], "no run 'r-nope'"),
+        (["abort", "r-nope", "--reason", "x"], "no run 'r-nope'"),
+        (["resume", "r-nope", "--step", "x"], "--step and --mark go together"),
+    ],
+)
+def test_bad_input_is_a_clear_message_and_exit_2(ws: Path, args: list[str], message: str) -> None:
+    result = irctl(*args, cwd=ws, env=ENV)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_bad_mark_is_refused_and_recorded_nowhere(ws: Path) -> None:
+    run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    before = irctl("transcript", "export", run_id, "--format", "jsonl", "-o", "-", cwd=ws).stdout
+    result = irctl(
+        "resume", run_id, "--step", "custody-hotline", "--mark", "maybe", cwd=ws, env=ENV
+    )
+    assert result.returncode == 2
+    assert "--mark must be one of done, retry, failed" in result.stderr
+    after = irctl("transcript", "export", run_id, "--format", "jsonl", "-o", "-", cwd=ws).stdout
+    assert before == after
+
+
+def test_a_broken_store_url_is_a_clear_error(tmp_path: Path) -> None:
+    ws = make_workspace(
+        tmp_path / "ws", {"sleepy": SLEEPY}, store="postgresql+psycopg://x@127.0.0.1:1/db"
+    )
+    result = irctl("runs", "list", cwd=ws)
+    assert result.returncode == 1
+    assert "cannot open the store" in result.stderr or "cannot" in result.stderr
+    assert "Traceback" not in result.stderr

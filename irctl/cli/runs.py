@@ -53,6 +53,19 @@ def _operator(ws: Workspace, given: str | None) -> str:
     return name
 
 
+MODES = ("live", "tabletop", "sandbox")
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        from difflib import get_close_matches
+
+        close = get_close_matches(mode, MODES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}{hint}")
+    return mode
+
+
 def _split_params(pairs: list[str] | None) -> dict[str, str]:
     given: dict[str, str] = {}
     for pair in pairs or []:
@@ -138,6 +151,7 @@ def plan_command(
     from irctl.plan import make_plan
     from irctl.render import sha256_hex
 
+    _check_mode(mode)
     ws = _workspace()
     model, text, params = _load(ws, runbook, param)
     plan = make_plan(
@@ -177,6 +191,7 @@ def run_command(
 
     Example: irctl run hot-wallet-compromise -p chain=ethereum -p wallet=0x... --incident INC-42
     """
+    _check_mode(mode)
     ws = _workspace()
     model, text, params = _load(ws, runbook, param)
     who = _operator(ws, operator)
@@ -271,10 +286,10 @@ def resume_command(
 
       irctl resume RUN_ID --step sweep-to-cold --mark done --reason "tx seen on-chain"
     """
-    ws = _workspace()
-    found = ws.store.find_run(run_id)
     if (step is None) != (mark is None):
         raise UsageError("--step and --mark go together")
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
     engine = _engine(ws)
     who = _operator(ws, operator)
     if step is not None and mark is not None:
