@@ -30,7 +30,7 @@ from irctl import __version__
 from irctl import events as ev
 from irctl.actions import Action, ActionContext, Asker, Registry, WaitForOperator, default_registry
 from irctl.errors import ActionError, ActionTimeout, IntegrationError, IrctlError, UsageError
-from irctl.events import Event
+from irctl.events import Event, utcnow
 from irctl.model import Config, Runbook, Step
 from irctl.plan import resolve_policy, step_digest, template_context
 from irctl.render import Redactor, RenderError, render, sha256_hex
@@ -314,15 +314,19 @@ class Engine:
         if defer and live is not None and not getattr(self._local, "concurrent", False):
             self._deferred.extend(items)
             for kind, data in items:  # the state sees it now; the journal with the next append
-                live.state.apply(Event(run_id, live.state.last_seq, "", kind, data, "", "", ""))
+                provisional = Event(run_id, live.state.last_seq, utcnow(), kind, data, "", "", "")
+                live.state.apply(provisional)
             return []
+        applied = len(self._deferred)  # already folded into the state when deferred
         if self._deferred:
             items = [*self._deferred, *items]
             self._deferred = []
         made = self.store.append(run_id, items, seal=self._sealer() if seal else None)
-        if self._live is not None and self._live.state.run_id == run_id:
-            for event in made:
-                self._live.state.apply(event)
+        if live is not None and live.state.run_id == run_id:
+            for event in made[applied:]:
+                live.state.apply(event)
+            if made:
+                live.state.last_seq, live.state.head = made[-1].seq, made[-1].hash
         if self.listener:
             for event in made:
                 self.listener(event)

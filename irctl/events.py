@@ -13,6 +13,7 @@ event's ``prev`` is :data:`GENESIS`.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,8 +48,17 @@ CHECKPOINT = "checkpoint"  # head hash signed with the installation key
 TERMINAL = {RUN_SUCCEEDED, RUN_FAILED, RUN_ABORTED}
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, reused (strftime is slow)
+
+
 def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Now, UTC, to the microsecond: ``2026-11-21T03:00:00.000000Z``."""
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second[0] = whole
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
 
 
 def parse_ts(ts: str) -> datetime:

@@ -54,6 +54,15 @@ _HEAD_SQL = {
 _INSERT_SQLITE = f"INSERT INTO irctl_events {_COLUMNS} VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
 
 
+_SQLITE_ROWS_PER_STATEMENT = 500  # 6 variables a row, far below SQLite's limit
+
+
+def _insert_sqlite(count: int) -> str:
+    """One multi-row INSERT: a single statement, so atomic in autocommit."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
+    return f"INSERT INTO irctl_events {_COLUMNS} VALUES {values}"  # noqa: S608 - fixed text
+
+
 def _insert_pg(count: int) -> str:
     """One multi-row INSERT: a single statement, so atomic even in autocommit."""
     values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * count)
@@ -261,8 +270,7 @@ class Store:
             raise StoreError(f"run {run_id} already exists") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record run {run_id}: {_brief(exc)}") from exc
-        if self.dialect == "postgresql":
-            self._remember(run_id, first)
+        self._remember(run_id, first)
         return first
 
     def append(
@@ -288,32 +296,54 @@ class Store:
     def _append_sqlite(
         self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]], seal: Seal | None
     ) -> list[Event]:
+        """One INSERT statement, committed on its own (autocommit), from the head last seen.
+
+        If another process appended since, the (run_id, seq) primary key refuses
+        the insert: re-read the head and chain again.  One statement instead of
+        BEGIN / SELECT / INSERT / COMMIT keeps a durable append near one fsync.
+        """
         import sqlite3
 
+        deadline = 0.0
+        conflicts = 0
         try:
-            cur = self._driver().cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    head = cur.execute(_HEAD_SQL["sqlite"], (run_id,)).fetchone()
-                    if head is None:
+            conn = self._driver()
+            while True:
+                head = self._heads.get(run_id)
+                if head is None:
+                    row = conn.execute(_HEAD_SQL["sqlite"], (run_id,)).fetchone()
+                    if row is None:
                         raise UsageError(f"no run {run_id}")
-                    made = _chain(run_id, int(head[0]), str(head[1]), items, seal)
-                    if len(made) == 1:
-                        cur.execute(_INSERT_SQLITE, _values(made[0]))
+                    head = (int(row[0]), str(row[1]))
+                made = _chain(run_id, head[0], head[1], items, seal)
+                try:
+                    if len(made) <= _SQLITE_ROWS_PER_STATEMENT:
+                        conn.execute(
+                            _insert_sqlite(len(made)), [v for e in made for v in _values(e)]
+                        )
                     else:
-                        cur.executemany(_INSERT_SQLITE, [_values(e) for e in made])
-                    cur.execute("COMMIT")
-                except BaseException:
-                    if cur.connection.in_transaction:
-                        cur.execute("ROLLBACK")
-                    raise
-            finally:
-                cur.close()
+                        with conn:  # a larger batch: one explicit transaction
+                            conn.execute("BEGIN IMMEDIATE")
+                            conn.executemany(_INSERT_SQLITE, [_values(e) for e in made])
+                except sqlite3.IntegrityError:
+                    self._heads.pop(run_id, None)
+                    conflicts += 1
+                    if conflicts == 1:
+                        deadline = time.monotonic() + _CONTENTION_TIMEOUT
+                    elif time.monotonic() > deadline:
+                        raise StoreError(
+                            f"cannot append to run {run_id}: other writers kept winning for "
+                            f"{_CONTENTION_TIMEOUT:.0f} s"
+                        ) from None
+                    if conflicts > 2:  # heavy contention: step aside briefly, at random
+                        time.sleep(random.uniform(0, min(0.001 * conflicts, 0.05)))  # noqa: S311
+                    continue
+                self._remember(run_id, made[-1])
+                return made
         except sqlite3.Error as exc:
+            self._heads.pop(run_id, None)
             self._drop_wconn()
             raise StoreError(f"cannot append to run {run_id}: {exc}") from exc
-        return made
 
     def _append_pg(
         self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]], seal: Seal | None
