@@ -18,6 +18,7 @@ the boundary where they happen.
     ├── RunFailed                   exit 1  a run ended failed
     ├── RunWaiting                  exit 3  a run waits on people (approval, manual, in doubt)
     ├── RunInterrupted              exit 130 Ctrl-C stopped a run; it can be resumed
+    ├── RunBusy                     exit 1  another process is executing the run
     └── VerificationFailed          exit 1  a transcript does not verify
 """
 
@@ -112,6 +113,10 @@ class RunInterrupted(IrctlError):
     """A run was stopped by Ctrl-C or a signal; ``irctl resume`` continues it."""
 
     exit_code = 130
+
+
+class RunBusy(IrctlError):
+    """Another process holds the run's executor lock: it is executing the run right now."""
 
 
 class VerificationFailed(IrctlError):

@@ -101,15 +101,62 @@ class Param(_Model):
         return "default" not in self.model_fields_set
 
 
+class RoleGroup(_Model):
+    """At least ``min`` approvers holding any of ``roles``."""
+
+    roles: list[str] = Field(min_length=1)
+    min: int = Field(default=1, ge=1)
+
+
 class Policy(_Model):
-    """Who must approve a step before it runs."""
+    """Who must approve a step before it runs, and who can stop it."""
 
     quorum: int = Field(default=1, ge=1, description="distinct operators who must approve")
-    roles: list[str] = Field(default_factory=list, description="any of these roles may approve")
+    roles: list[str] = Field(
+        default_factory=list,
+        description="any of these roles may approve (empty: the roles of the groups, or anyone)",
+    )
+    groups: list[RoleGroup] = Field(
+        default_factory=list,
+        description="every group must be met (AND); within a group any role will do (OR)",
+    )
     exclude_initiator: bool = True
     expires: Duration | None = Field(default=None, description="an unused approval lapses")
-    deny: Literal["any"] = "any"
+    deny: Literal["any"] | Annotated[int, Field(ge=1)] = Field(
+        default="any", description="denials that cancel the step: 'any' (one) or a number"
+    )
+    min_assurance: Literal["key", "slack"] = Field(
+        default="key",
+        description="key: signed with the operator's own key; slack: a verified Slack identity",
+    )
+    break_glass: bool = Field(
+        default=True, description="whether a break-glass approval may satisfy this policy"
+    )
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        if self.deny != "any" and self.deny > self.quorum:
+            raise ValueError(
+                f"deny ({self.deny}) must not need more people than quorum ({self.quorum}): "
+                "cancelling a pending step must be easier than approving it"
+            )
+        needed = sum(group.min for group in self.groups)
+        if needed > self.quorum:
+            raise ValueError(f"the groups need {needed} approvers but quorum is {self.quorum}")
+        return self
+
+    @property
+    def deny_count(self) -> int:
+        return 1 if self.deny == "any" else int(self.deny)
+
+    def allowed_roles(self) -> set[str] | None:
+        """Roles that may approve; None means any operator."""
+        if self.roles:
+            return set(self.roles)
+        if self.groups:
+            return {role for group in self.groups for role in group.roles}
+        return None
 
 
 class Retry(_Model):
@@ -229,6 +276,12 @@ class Operator(_Model):
     key: str | None = Field(default=None, pattern=r"^ed25519:[A-Za-z0-9+/=]+$")
 
 
+class BreakGlass(_Model):
+    """Who may approve alone in an emergency (loudly recorded, reviewed afterwards)."""
+
+    roles: list[str] = Field(default_factory=list)
+
+
 class Config(_Model):
     """The workspace config, ``irctl.yaml``."""
 
@@ -239,6 +292,7 @@ class Config(_Model):
         description="public half of the key that signs transcript checkpoints",
     )
     operators: dict[Identifier, Operator] = Field(default_factory=dict)
+    break_glass: BreakGlass = Field(default_factory=BreakGlass)
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
 
