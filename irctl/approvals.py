@@ -33,6 +33,9 @@ from irctl.model import Policy
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from irctl.events import Event
+    from irctl.store import Store
+
 REQUESTED = "approval.requested"
 GRANTED = "approval.granted"
 DENIED = "approval.denied"
@@ -226,3 +229,128 @@ def decision_from(data: Mapping[str, Any]) -> Decision:
         break_glass=bool(data.get("break_glass")),
         reason=data.get("reason"),
     )
+
+
+def decide(
+    store: Store,
+    run_id: str,
+    key: str,
+    *,
+    operator: str,
+    approve: bool,
+    reason: str | None,
+    private_key: Ed25519PrivateKey,
+    break_glass: bool = False,
+    channel: str = "cli",
+) -> Event:
+    """Record one operator's signed decision on a step waiting for approval.
+
+    Every check the engine makes again when it counts the decision is made
+    here first, so a person learns at once why their approval would not count.
+    """
+    from irctl.events import utcnow
+    from irctl.identity import public_key_text
+    from irctl.state import fold
+
+    state = fold(store.events(run_id))
+    if state.finished:
+        raise ApprovalRejected(f"run {run_id} has already {state.status}")
+    step = state.steps.get(key)
+    request = step.approval if step is not None else None
+    if step is None or request is None or step.approved or request.get("closed"):
+        waiting = [
+            s.key for s in state.steps.values()
+            if s.approval is not None and not s.approved and not s.approval.get("closed")
+        ]  # fmt: skip
+        hint = f"; waiting for approval: {', '.join(waiting)}" if waiting else ""
+        raise ApprovalRejected(f"step '{key}' of run {run_id} is not waiting for approval{hint}")
+    now = utcnow()
+    expires = request.get("expires_at")
+    if expires is not None and expires <= now:
+        raise ApprovalRejected(
+            f"the approval request for '{key}' expired at {expires}; "
+            f"'irctl resume {run_id}' asks for approval again"
+        )
+    policy = Policy.model_validate(request.get("rules") or {})
+    recorded = state.operators.get(operator)
+    if recorded is None:
+        known = ", ".join(sorted(state.operators)) or "none configured"
+        raise ApprovalRejected(
+            f"'{operator}' was not an operator when run {run_id} started (operators: {known})"
+        )
+    if policy.exclude_initiator and operator == state.initiator:
+        raise ApprovalRejected(
+            f"{operator} started run {run_id} and cannot approve or deny its steps "
+            "(separation of duties: someone else must decide)"
+        )
+    roles = set(recorded.get("roles") or [])
+    if break_glass:
+        if not approve:
+            raise ApprovalRejected("--break-glass is for approving; a denial needs no glass broken")
+        if not reason:
+            raise ApprovalRejected("--break-glass needs --reason: say why this cannot wait")
+        if not policy.break_glass:
+            raise ApprovalRejected(f"the policy of '{key}' does not allow break-glass approval")
+        if not roles & set(state.break_glass_roles):
+            allowed = ", ".join(state.break_glass_roles) or "no role (none configured)"
+            raise ApprovalRejected(
+                f"{operator} (roles: {', '.join(sorted(roles)) or 'none'}) may not break glass; "
+                f"break_glass.roles allows {allowed}"
+            )
+    else:
+        allowed_roles = policy.allowed_roles()
+        if allowed_roles is not None and not roles & allowed_roles:
+            raise ApprovalRejected(
+                f"{operator} (roles: {', '.join(sorted(roles)) or 'none'}) may not decide on "
+                f"'{key}': policy '{request.get('policy')}' needs one of "
+                f"{', '.join(sorted(allowed_roles))}"
+            )
+    if operator in step.approvers or operator in step.deniers:
+        done = "approved" if operator in step.approvers else "denied"
+        raise ApprovalRejected(f"{operator} already {done} '{key}' (digest {request['digest']})")
+    if not recorded.get("key"):
+        raise ApprovalRejected(
+            f"{operator} has no public key in irctl.yaml: run 'irctl keys generate {operator}' "
+            "and add the line it prints"
+        )
+    if public_key_text(private_key) != recorded["key"]:
+        raise ApprovalRejected(
+            f"the private key given is not {operator}'s key as configured when the run started"
+        )
+    step_id, _, rest = key.partition("[")
+    fields = {
+        "run": run_id, "step": step_id, "item": int(rest[:-1]) if rest else None,
+        "digest": request["digest"], "decision": "approve" if approve else "deny",
+        "operator": operator, "time": now, "reason": reason, "break_glass": break_glass,
+        "channel": channel,
+    }  # fmt: skip
+    data = sign_decision(private_key, fields)
+    if data.get("item") is None:
+        data.pop("item")
+    (event,) = store.append(run_id, [(GRANTED if approve else DENIED, data)])
+    return event
+
+
+def pending(store: Store, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Steps waiting for approval across the latest runs."""
+    from irctl.state import fold
+
+    found: list[dict[str, Any]] = []
+    for run in store.runs(limit=limit):
+        state = fold(store.events(run.id))
+        if state.finished:
+            continue
+        for step in state.steps.values():
+            request = step.approval
+            if request is None or step.approved or request.get("closed"):
+                continue
+            found.append({
+                "run_id": run.id, "runbook": run.runbook, "step": step.key,
+                "policy": request.get("policy"), "digest": request.get("digest"),
+                "inputs": request.get("inputs"), "approvers": step.approvers,
+                "deniers": step.deniers, "eligible": request.get("eligible"),
+                "requested_at": request.get("requested_at"),
+                "expires_at": request.get("expires_at"), "changed": request.get("changed"),
+                "initiator": state.initiator,
+            })  # fmt: skip
+    return found

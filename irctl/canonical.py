@@ -33,3 +33,11 @@ def sha256_hex(data: str | bytes) -> str:
 def digest(value: Any) -> str:
     """``sha256:<hex>`` of the canonical JSON of ``value``."""
     return "sha256:" + sha256_hex(canonical_json(value))
+
+
+def step_digest(step_id: str, action: str, inputs: Any, item: int | None = None) -> str:
+    """The digest of a step's canonical, redacted inputs (what approvers approve)."""
+    body: dict[str, Any] = {"step": step_id, "action": action, "inputs": inputs}
+    if item is not None:
+        body["item"] = item
+    return digest(body)

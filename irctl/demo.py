@@ -18,6 +18,7 @@ from rich.markup import escape
 RUNBOOK = "hot-wallet-compromise"
 WALLET = "0x00000000000000000000000000000000000000aa"
 ATTACKER = "0x000000000000000000000000000000000000bad1"
+COLD = "0x00000000000000000000000000000000000c01d0"
 
 
 def find_runbook(name: str = RUNBOOK) -> Path:
@@ -48,6 +49,13 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     (root / ".irctl").mkdir()
     key = generate_private_key(root / ".irctl" / "installation.key")
     public = public_key_text(key)
+    # The people: the on-call engineer starts the run; two others must approve the sweep.
+    people = {"demo-oncall": "security-oncall", "bob": "treasury", "alice": "security-lead"}
+    keys = {name: generate_private_key(root / "keys" / f"{name}.key") for name in people}
+    operators = "".join(
+        f'  {name}: {{roles: [{role}], key: "{public_key_text(keys[name])}"}}\n'
+        for name, role in people.items()
+    )
     text = source.read_text(encoding="utf-8")
     (root / "runbooks" / source.name).write_text(text, encoding="utf-8")
     token = "demo-" + secrets.token_urlsafe(24)
@@ -58,8 +66,10 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         (root / "irctl.yaml").write_text(
             "store: sqlite:///.irctl/irctl.db\n"
             f'installation_key: "{public}"\n'
+            f"operators:\n{operators}"
             "vars:\n"
-            f"  exchange_admin_url: {exchange.url}\n",
+            f"  exchange_admin_url: {exchange.url}\n"
+            f'  cold_wallets: {{ethereum: "{COLD}"}}\n',
             encoding="utf-8",
         )
         ws = Workspace.find(root)
@@ -85,6 +95,13 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         console.print(f"run [bold]{run_id}[/bold] started\n")
         with view:
             state = engine.execute(run_id)
+        for step in state.waiting():
+            if step.waiting_for != "approval" or step.approval is None:
+                continue
+            _approve(console, ws, run_id, step.key, step.approval, keys)
+        if state.status == "waiting":
+            with view:
+                state = engine.execute(run_id)
         console.print()
         console.print(f"run {run_id}: [bold]{state.status}[/bold]")
         _show_exchange(console, exchange)
@@ -121,6 +138,38 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     return 0 if ok else 1
 
 
+def _approve(
+    console: Console,
+    ws: Any,
+    run_id: str,
+    key: str,
+    request: dict[str, Any],
+    keys: dict[str, Any],
+) -> None:
+    """Play the two approvers: each sees the resolved inputs and signs with their own key."""
+    import json
+
+    from irctl.approvals import decide
+
+    console.rule(f"approval needed: {key}")
+    console.print(
+        f"policy {request.get('policy')}: who may approve: {', '.join(request.get('eligible', []))}"
+    )
+    console.print("what the approvers see (and sign) — the inputs exactly as they will run:")
+    console.print(escape(json.dumps(request.get("inputs"), indent=2, ensure_ascii=False)))
+    console.print(f"digest {request.get('digest')}")
+    for who, why in (("bob", "treasury: destination is our cold wallet"),
+                     ("alice", "security: containment confirmed")):  # fmt: skip
+        event = decide(
+            ws.store, run_id, key, operator=who, approve=True, reason=why, private_key=keys[who]
+        )
+        console.print(
+            f"  [green]approved[/green] by {who} ({why}), Ed25519 signature "
+            f"{event.data['sig'][:16]}… by {event.data['key'][:20]}…"
+        )
+    console.print()
+
+
 def _asker(view: Any, console: Console, interactive: bool) -> Any:
     def ask(prompt: str, kind: str, choices: list[str] | None) -> str | None:
         if interactive:
@@ -147,6 +196,8 @@ def _show_exchange(console: Console, exchange: Any) -> None:
             f"  {request.method} {escape(request.path)}{escape(body)} -> {request.status}"
             f"  (Authorization: {request.headers.get('Authorization', '-')})"
         )
+    for sweep in exchange.sweeps:
+        console.print(f"  swept {sweep['wallet']} -> {sweep['to']} on {sweep['chain']}")
     console.print(
         f"  halted chains now: {sorted(exchange.halted)}; "
         f"pending custody transactions for the wallet: {exchange.pending('ethereum', WALLET)}"

@@ -31,9 +31,10 @@ from irctl import events as ev
 from irctl.actions import Action, ActionContext, Asker, Registry, WaitForOperator, default_registry
 from irctl.errors import ActionError, ActionTimeout, IntegrationError, IrctlError, UsageError
 from irctl.events import Event, utcnow
-from irctl.model import Config, Runbook, Step
+from irctl.model import Config, Policy, Runbook, Step
 from irctl.plan import resolve_policy, step_digest, template_context
 from irctl.render import Redactor, RenderError, render, sha256_hex
+from irctl.render import digest as digest_of
 from irctl.state import (
     FAILED,
     FINISHED,
@@ -103,6 +104,8 @@ class Engine:
         workspace: Path | None = None,
         sleep: Callable[[float], None] | None = None,
         cancel_grace: float = 10.0,
+        attach: bool = False,
+        poll: float = 0.3,
     ) -> None:
         self.store = store
         self.registry = registry or default_registry
@@ -113,6 +116,8 @@ class Engine:
         self.operator = operator
         self.workspace = workspace
         self.cancel_grace = cancel_grace
+        self.attach = attach  # wait for approvals in this process instead of stopping (exit 3)
+        self.poll = poll
         self._sleep = sleep
         self._lock = threading.Lock()
         self._live: _Live | None = None
@@ -139,6 +144,14 @@ class Engine:
         """Record a new run (``run.created``) with the exact runbook text; runs nothing."""
         if mode not in ("live", "tabletop", "sandbox"):
             raise UsageError(f"mode must be live, tabletop or sandbox, not {mode!r}")
+        from irctl.approvals import impossible
+
+        roles_of = {name: op.roles for name, op in self.config.operators.items()}
+        for step in runbook.all_steps():
+            _, policy = resolve_policy(runbook, step)
+            problem = impossible(policy, roles_of, initiator) if policy is not None else None
+            if problem:
+                raise UsageError(f"step '{step.id}' could never be approved: {problem}")
         run_id = run_id or new_run_id()
         data = {
             "runbook": runbook.id,
@@ -150,6 +163,11 @@ class Engine:
             "mode": mode,
             "incident": incident,
             "irctl": __version__,
+            "operators": {
+                name: {"roles": list(op.roles), "key": op.key}
+                for name, op in sorted(self.config.operators.items())
+            },
+            "break_glass_roles": list(self.config.break_glass.roles),
         }
         first = self.store.create_run(
             run_id, runbook=runbook.id, initiator=initiator, mode=mode, incident=incident, data=data
@@ -453,8 +471,28 @@ class Engine:
         except RenderError as exc:
             self._emit_step(ev.STEP_FAILED, step.id, {"error": str(exc), "attempt": 0})
             return OK if step.on_failure == "continue" else FAIL
+        give_up = OK if step.on_failure == "continue" else FAIL
+        name, policy = resolve_policy(live.runbook, step)
+        if policy is not None:
+            # One approval covers every item: the digest of all the items' digests.
+            try:
+                rendered = [
+                    render(step.with_, self._context(value, has_item=True)) for value in items
+                ]
+            except RenderError as exc:
+                self._emit_step(ev.STEP_FAILED, step.id, {"error": str(exc), "attempt": 0})
+                return give_up
+            recorded = live.redactor(rendered)
+            combined = digest_of(
+                [step_digest(step.id, step.action, inputs, i) for i, inputs in enumerate(recorded)]
+            )
+            gate = self._gate(step, step.id, name or "inline", policy, recorded, combined)
+            if gate == FAIL:
+                return give_up
+            if gate != OK:
+                return gate
         known = live.state.steps.get(step.id)
-        if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING):
+        if known is None or known.status not in (RUNNING, INTERRUPTED):
             self._emit_step(
                 ev.STEP_STARTED, step.id,
                 {"kind": "for_each", "action": step.action, "items": len(items), "attempt": 1},
@@ -467,7 +505,7 @@ class Engine:
                 state = live.state.steps.get(key)
                 if state is None or state.status not in FINISHED:
                     return FAIL
-            outcome = self._action_step(step, key, item=items[index], index=index)
+            outcome = self._action_step(step, key, item=items[index], index=index, gated=True)
             if outcome == FAIL:
                 stop.set()
             return outcome
@@ -486,7 +524,13 @@ class Engine:
     # -- one action ------------------------------------------------------------------
 
     def _action_step(
-        self, step: Step, key: str, *, item: Any = None, index: int | None = None
+        self,
+        step: Step,
+        key: str,
+        *,
+        item: Any = None,
+        index: int | None = None,
+        gated: bool = False,
     ) -> str:
         live = self._require_live()
         if step.action is None:  # pragma: no cover - the model guarantees it
@@ -513,21 +557,18 @@ class Engine:
                     return WAIT
                 answer = known.answer
             elif known.status == WAITING and known.waiting_for == "approval":
-                return WAIT
+                pass  # the gate below decides, with the inputs as they are now
             else:
                 settled = self._settle(step, key, act, inputs, digest, known, idempotent)
                 if settled is not None:
                     return settled if settled != FAIL else give_up
         name, policy = resolve_policy(live.runbook, step)
-        if policy is not None:
-            # Approvals are checked by a policy engine that is not part of this version:
-            # deny by default, the step waits.
-            self._emit_step(
-                ev.STEP_WAITING, key,
-                {"for": "approval", "policy": name, "digest": digest,
-                 "prompt": f"approval '{name}' required (quorum {policy.quorum})"},
-            )  # fmt: skip
-            return WAIT
+        if policy is not None and not gated:
+            gate = self._gate(step, key, name or "inline", policy, recorded, digest)
+            if gate == FAIL:
+                return give_up
+            if gate != OK:
+                return gate
         attempts = step.retry.attempts if step.retry else 1
         attempt = known.attempt if known is not None else 0
         while True:
@@ -590,6 +631,147 @@ class Engine:
                 ev.STEP_SUCCEEDED, key, {"outputs": outputs, "attempt": attempt}, defer=True
             )
             return OK
+
+    # -- approvals -----------------------------------------------------------------
+
+    def _gate(
+        self, step: Step, key: str, name: str, policy: Policy, inputs: Any, digest: str
+    ) -> str:
+        """OK when the step's current inputs are approved; WAIT, or FAIL when denied.
+
+        Decisions are read from the store each time (other processes record them)
+        and counted only for the digest of the inputs the step has now.
+        """
+        while True:
+            outcome = self._gate_once(step, key, name, policy, inputs, digest)
+            if outcome != WAIT or not self.attach:
+                return outcome
+            live = self._require_live()
+            if live.cancelled.wait(self.poll):
+                return STOP
+
+    def _gate_once(
+        self, step: Step, key: str, name: str, policy: Policy, inputs: Any, digest: str
+    ) -> str:
+        from irctl import approvals as ap
+
+        live = self._require_live()
+        state = live.state
+        self._flush()
+        step_id, item = _split_key(key)
+        request: Event | None = None
+        decisions: list[dict[str, Any]] = []
+        opened = closed = False
+        for event in self.store.events(state.run_id, after=0):
+            data = event.data
+            if not event.type.startswith("approval.") or data.get("step") != step_id:
+                continue
+            if data.get("item") != item:
+                continue
+            if event.type == ap.REQUESTED:
+                request, decisions, opened, closed = event, [], False, False
+            elif request is None or data.get("digest") != request.data.get("digest"):
+                continue
+            elif event.type in ap.DECISIONS:
+                decisions.append(data)
+            elif event.type == ap.QUORUM:
+                opened = True
+            elif event.type in (ap.LAPSED, ap.CANCELLED):
+                closed = True
+        now = ev.utcnow()
+        current = request is not None and request.data.get("digest") == digest and not closed
+        if request is not None and current and opened:
+            return OK  # approved before a crash or an interruption
+        expires = request.data.get("expires_at") if request is not None else None
+        if current and expires is not None and expires <= now:
+            self._emit_step(ap.LAPSED, key, {"digest": digest, "expired_at": expires})
+            current = False
+        if not current:
+            previous = request.data if request is not None else None
+            changed = (
+                ap.changed_inputs(previous.get("inputs"), inputs) or None
+                if previous is not None and previous.get("digest") != digest
+                else None
+            )
+            roles_of = {n: o.get("roles", []) for n, o in state.operators.items()}
+            self._emit_step(
+                ap.REQUESTED, key,
+                {"digest": digest, "action": step.action, "inputs": inputs, "policy": name,
+                 "rules": policy.model_dump(mode="json"),
+                 "eligible": ap.eligible(policy, roles_of, state.initiator),
+                 "requested_at": now, "expires_at": ap.expires_at(now, policy),
+                 "replaces": previous.get("digest") if previous and changed else None,
+                 "changed": changed},
+            )  # fmt: skip
+            self._emit_step(
+                ev.STEP_WAITING, key,
+                {"for": "approval", "policy": name, "digest": digest,
+                 "prompt": self._approval_prompt(key, name, policy)},
+            )  # fmt: skip
+            return WAIT
+        verdict = ap.evaluate(
+            policy,
+            [ap.decision_from(d) for d in decisions if self._signed_by_operator(d)],
+            roles_of={n: o.get("roles", []) for n, o in state.operators.items()},
+            initiator=state.initiator,
+            break_glass_roles=state.break_glass_roles,
+        )
+        if verdict.state == "approved":
+            self._emit_step(
+                ap.QUORUM, key,
+                {"digest": digest, "approvers": verdict.approvers,
+                 "break_glass": verdict.break_glass},
+            )  # fmt: skip
+            if verdict.break_glass:
+                why = next((d.get("reason") for d in decisions if d.get("break_glass")), "")
+                self._emit(
+                    ap.REVIEW_ITEM,
+                    {"step": key, "by": ", ".join(verdict.approvers),
+                     "text": f"break-glass approval of '{key}' by {', '.join(verdict.approvers)}"
+                             f" ({why}): review after the incident"},
+                )  # fmt: skip
+            return OK
+        if verdict.state == "denied":
+            reasons = "; ".join(
+                f"{d.get('operator')}: {d.get('reason') or 'no reason'}"
+                for d in decisions
+                if d.get("decision") == "deny"
+            )
+            self._emit_step(ap.CANCELLED, key, {"digest": digest, "denied_by": verdict.deniers})
+            self._emit_step(ev.STEP_FAILED, key, {"error": f"denied ({reasons})", "attempt": 0})
+            return FAIL
+        known = state.steps.get(key)
+        prompt = self._approval_prompt(key, name, policy, verdict.missing)
+        if known is None or known.status != WAITING or known.prompt != prompt:
+            self._emit_step(
+                ev.STEP_WAITING, key,
+                {"for": "approval", "policy": name, "digest": digest, "prompt": prompt},
+            )  # fmt: skip
+        return WAIT
+
+    def _approval_prompt(self, key: str, name: str, policy: Policy, missing: str = "") -> str:
+        live = self._require_live()
+        roles = policy.allowed_roles()
+        who = ", ".join(sorted(roles)) if roles else "any operator"
+        need = missing or f"{policy.quorum} approval(s)"
+        return (
+            f"approval '{name}' needed: {need} ({who}"
+            f"{', not the initiator' if policy.exclude_initiator else ''}); "
+            f"irctl approve {live.state.run_id} {key} --as OPERATOR"
+        )
+
+    def _signed_by_operator(self, data: dict[str, Any]) -> bool:
+        """The engine's own check of a decision: signed by the operator's key as recorded."""
+        from irctl.approvals import signature_ok
+
+        if data.get("assurance") != "key":
+            return False  # other channels (Slack) are verified where they arrive
+        live = self._require_live()
+        operator = live.state.operators.get(str(data.get("operator")))
+        recorded = operator.get("key") if operator else None
+        if not recorded or data.get("run") != live.state.run_id:
+            return False
+        return signature_ok(data, recorded)
 
     def _asker(self, key: str) -> Asker | None:
         """The interactive prompt, recording who answered what (a person's word is evidence)."""

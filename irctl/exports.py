@@ -16,7 +16,7 @@ from irctl.errors import UsageError
 from irctl.events import Event, parse_ts
 
 if TYPE_CHECKING:
-    from irctl.transcript import VerifyReport
+    from irctl.transcript import ApprovalCheck, VerifyReport
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,105 @@ def format_values(value: Any, limit: int = 160) -> str:
     return _compact(", ".join(parts), limit)
 
 
+# The approval events (as irctl.approvals names them; importing it costs the models).
+REQUESTED = "approval.requested"
+GRANTED = "approval.granted"
+DENIED = "approval.denied"
+QUORUM = "approval.quorum"
+CANCELLED = "approval.cancelled"
+LAPSED = "approval.lapsed"
+REVIEW_ITEM = "run.review_item"
+APPROVAL_EVENTS = (REQUESTED, GRANTED, DENIED, QUORUM, CANCELLED, LAPSED)
+
+
+def _clock(ts: Any) -> str:
+    """``00:30`` of ``2026-11-21T00:30:00.000000Z`` (UTC), or the text as it is."""
+    text = str(ts)
+    return text[11:16] if len(text) >= 16 and text[10:11] == "T" else text
+
+
+def policy_words(rules: Any) -> str:
+    """``2 of treasury/security-lead`` for a recorded policy (``rules``)."""
+    if not isinstance(rules, dict):
+        return "approval"
+    roles = [str(r) for r in rules.get("roles") or []]
+    if not roles:
+        for group in rules.get("groups") or []:
+            if isinstance(group, dict):
+                roles += [str(r) for r in group.get("roles") or [] if str(r) not in roles]
+    return f"{rules.get('quorum', 1)} of {'/'.join(roles) if roles else 'any operator'}"
+
+
+def _signed_words(d: dict[str, Any]) -> str:
+    assurance = d.get("assurance")
+    if assurance == "key":
+        return "signed"
+    if assurance == "slack":
+        return "via Slack, not signed"
+    return "unsigned"
+
+
+def _describe_approval(kind: str, d: dict[str, Any]) -> tuple[str, str] | None:
+    """(summary, detail) of an approval event; None for one in an older, unsigned form."""
+    if kind == REQUESTED:
+        summary = f"approval requested: {policy_words(d.get('rules'))}"
+        if d.get("expires_at"):
+            summary += f", expires {_clock(d['expires_at'])}"
+        if d.get("replaces"):
+            summary += " (inputs changed: earlier approvals no longer count)"
+        changed = d.get("changed")
+        detail = "; ".join(
+            part for part in (
+                f"policy {d['policy']}" if d.get("policy") else "",
+                format_values(d.get("inputs")),
+                "changed " + ", ".join(
+                    f"{where}: {_compact(pair[0], 40)} → {_compact(pair[1], 40)}"
+                    for where, pair in changed.items() if isinstance(pair, list) and len(pair) == 2
+                ) if isinstance(changed, dict) and changed else "",
+                f"may approve: {', '.join(map(str, d['eligible']))}" if d.get("eligible") else "",
+            ) if part
+        )  # fmt: skip
+        return summary, detail
+    if kind in (GRANTED, DENIED):
+        if "decision" not in d:
+            return None
+        who, reason = d.get("operator", "?"), d.get("reason")
+        detail = "; ".join(
+            part for part in (
+                _compact(reason) if reason else "",
+                f"via {d['channel']}" if d.get("channel") else "",
+            ) if part
+        )  # fmt: skip
+        if d.get("decision") == "approve" and d.get("break_glass"):
+            summary = f"BREAK-GLASS APPROVAL by {who} ({_signed_words(d)})"
+            return summary + (f": {_compact(reason, 80)}" if reason else ""), detail
+        if d.get("decision") == "approve":
+            return f"approved by {who} ({_signed_words(d)})", detail
+        summary = f"denied by {who}" + (f": {_compact(reason, 80)}" if reason else "")
+        return summary + f" ({_signed_words(d)})", detail
+    if kind == QUORUM:
+        names = ", ".join(map(str, d.get("approvers") or [])) or "?"
+        if d.get("break_glass"):
+            return f"QUORUM BY BREAK-GLASS: {names}", "to be reviewed after the incident"
+        return f"quorum reached: {names}", ""
+    if kind == CANCELLED:
+        names = ", ".join(map(str, d.get("denied_by") or [])) or "?"
+        return f"approval cancelled: denied by {names}", ""
+    if kind == LAPSED:
+        when = f" at {_clock(d['expired_at'])}" if d.get("expired_at") else ""
+        return f"approval lapsed unused{when}", "a new request is needed"
+    return None
+
+
 def describe(event: Event) -> tuple[str, str, str | None]:
     """(summary, detail, actor) of an event."""
     d, kind = event.data, event.type
     actor = d.get("by") or d.get("operator") or d.get("approver")
     actor = str(actor) if actor is not None else None
+    if kind in APPROVAL_EVENTS and (words := _describe_approval(kind, d)) is not None:
+        return words[0], words[1], actor
+    if kind == REVIEW_ITEM:
+        return f"REVIEW ITEM: {_compact(d.get('text'), 120)}", "", actor
     if kind == ev.RUN_CREATED:
         summary = f"run created from runbook {d.get('runbook', '?')} ({d.get('mode', 'live')})"
         detail = "; ".join(
@@ -234,10 +328,13 @@ def export_markdown(events: Sequence[Event], report: VerifyReport | None = None)
 
     out = [f"# Transcript of run {_md(first.run)}", "", "| | |", "|---|---|"]
     out += [f"| {name} | {value} |" for name, value in header]
+    checks = {c.seq: c for c in report.decisions} if report is not None else None
+    out += _break_glass_markdown(events, checks)
     if created.get("params"):
         out += ["", "## Parameters", "", _fence(
             json.dumps(created["params"], indent=2, sort_keys=True, ensure_ascii=False), "json"
         )]  # fmt: skip
+    out += _approvals_markdown(events, checks)
     out += ["", "## Timeline", "", "| # | Time (UTC) | Step | Event | Who | Detail | Duration |",
             "|---:|---|---|---|---|---|---:|"]  # fmt: skip
     for row in timeline(events):
@@ -263,3 +360,113 @@ def export_markdown(events: Sequence[Event], report: VerifyReport | None = None)
     if isinstance(text, str) and text:
         out += ["", "## Runbook as run", "", _fence(text, "yaml")]
     return "\n".join(out) + "\n"
+
+
+def _signature_status(event: Event, checks: dict[int, ApprovalCheck] | None) -> str:
+    """Whether verification accepted a decision, in words."""
+    if checks is None:
+        return "not checked (export without verification)"
+    check = checks.get(event.seq)
+    if check is None:
+        return "not checked"
+    if check.problem:
+        return "NOT VERIFIED: " + check.problem
+    if not check.verified:
+        return "not checked (" + (check.note or "recorded before approvals were signed") + ")"
+    if check.assurance == "key":
+        status = f"verified: signed by {check.operator}'s key as recorded at run start"
+    else:
+        status = "accepted on a verified Slack identity (not signed by the operator)"
+    return status + (f"; {check.note}" if check.note else "")
+
+
+def _break_glass_markdown(
+    events: Sequence[Event], checks: dict[int, ApprovalCheck] | None
+) -> list[str]:
+    """A loud section listing every break-glass approval and review item (empty if none)."""
+    lines: list[str] = []
+    for event in events:
+        d = event.data
+        if event.type == GRANTED and d.get("break_glass") and d.get("decision") == "approve":
+            reason = _md(d.get("reason") or "no reason given")
+            lines.append(
+                f"- **BREAK-GLASS approval** of `{_md(_step_key(d) or '?')}` by "
+                f"**{_md(d.get('operator', '?'))}** at {_md(d.get('time') or event.ts)} "
+                f"(event {event.seq}): {reason} — {_md(_signature_status(event, checks))}"
+            )
+        elif event.type == QUORUM and d.get("break_glass"):
+            names = ", ".join(map(str, d.get("approvers") or []))
+            lines.append(
+                f"- **Gate opened by break-glass**: `{_md(_step_key(d) or '?')}` ran on the "
+                f"approval of {_md(names)} alone (event {event.seq})"
+            )
+        elif event.type == REVIEW_ITEM:
+            lines.append(
+                f"- **Review item** (event {event.seq}, {_md(d.get('by') or '?')}): "
+                f"{_md(d.get('text', ''))}"
+            )
+    if not lines:
+        return []
+    return [
+        "", "## ⚠ BREAK-GLASS USED — review required", "",
+        "The normal approval policy was bypassed. Each use below must be reviewed after "
+        "the incident.", "", *lines,
+    ]  # fmt: skip
+
+
+def _approvals_markdown(
+    events: Sequence[Event], checks: dict[int, ApprovalCheck] | None
+) -> list[str]:
+    """Per step: each request, the digest put to the approvers, every decision, the outcome."""
+    steps: dict[str, list[Event]] = {}
+    for event in events:
+        if event.type in APPROVAL_EVENTS:
+            steps.setdefault(_step_key(event.data) or "?", []).append(event)
+    if not steps:
+        return []
+    out = ["", "## Approvals"]
+    for key, found in steps.items():
+        out += ["", f"### {_md(key)}"]
+        table: list[str] = []
+        for event in found:
+            d = event.data
+            if event.type == REQUESTED:
+                _flush_decisions(out, table)
+                expires = f", expires {_md(d['expires_at'])}" if d.get("expires_at") else ""
+                out += [
+                    "",
+                    f"Requested at {_md(d.get('requested_at') or event.ts)} (event {event.seq}) "
+                    f"under policy {_md(d.get('policy') or 'inline')} "
+                    f"({_md(policy_words(d.get('rules')))}){expires}.",
+                    "",
+                    f"Digest put to the approvers: `{_md(d.get('digest', '?'))}` "
+                    f"(action `{_md(d.get('action', '?'))}`, inputs "
+                    f"{_md(format_values(d.get('inputs'), 300))})",
+                ]
+                if d.get("replaces"):
+                    out += ["", f"Replaces digest `{_md(d['replaces'])}`: the inputs changed, "
+                                "earlier approvals no longer count."]  # fmt: skip
+            elif event.type in (GRANTED, DENIED):
+                decision = d.get("decision") or ("approve" if event.type == GRANTED else "deny")
+                if decision == "approve" and d.get("break_glass"):
+                    decision = "**BREAK-GLASS approve**"
+                table.append(
+                    f"| {event.seq} | {_md(d.get('time') or event.ts)} | "
+                    f"{_md(d.get('operator') or d.get('by') or '?')} | {decision} | "
+                    f"{_md(d.get('reason') or '')} | {_md(d.get('channel') or '')} | "
+                    f"{_md(_signature_status(event, checks))} |"
+                )
+            else:
+                _flush_decisions(out, table)
+                summary, _, _ = describe(event)
+                digest = f" for `{_md(d['digest'])}`" if d.get("digest") else ""
+                out += ["", f"Event {event.seq}, {event.ts}: **{_md(summary)}**{digest}."]
+        _flush_decisions(out, table)
+    return out
+
+
+def _flush_decisions(out: list[str], table: list[str]) -> None:
+    if table:
+        out += ["", "| # | Time (UTC) | Operator | Decision | Reason | Via | Signature |",
+                "|---:|---|---|---|---|---|---|", *table]  # fmt: skip
+        table.clear()

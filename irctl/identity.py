@@ -22,6 +22,21 @@ from irctl.errors import IrctlError, UsageError
 PREFIX = "ed25519:"
 
 
+def key_dir() -> Path:
+    """Where operators' private keys live: ``$IRCTL_KEY_DIR`` or ``~/.config/irctl/keys``."""
+    base = os.environ.get("IRCTL_KEY_DIR")
+    if base:
+        return Path(base).expanduser()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "irctl" / "keys"
+
+
+def operator_key_path(operator: str) -> Path:
+    """An operator's private key: ``$IRCTL_KEY`` if set, else ``<key dir>/<operator>.key``."""
+    explicit = os.environ.get("IRCTL_KEY")
+    return Path(explicit).expanduser() if explicit else key_dir() / f"{operator}.key"
+
+
 def public_key_text(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

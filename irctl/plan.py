@@ -14,20 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from irctl.actions import Registry, default_registry
+from irctl.canonical import step_digest as step_digest  # noqa: PLC0414 - re-exported
 from irctl.errors import IntegrationError, IrctlError
 from irctl.model import Config, Policy, Runbook, Step, format_duration
 from irctl.render import REDACTED, RenderError, digest, referenced, render, template_strings
 
 # Values that only exist once a run is created: a plan shows placeholders for them.
 RUN_SPECIFIC = {"id", "initiator", "started_at", "failed_step"}
-
-
-def step_digest(step_id: str, action: str, inputs: Any, item: int | None = None) -> str:
-    """The digest of a step's canonical, redacted inputs (what approvers approve)."""
-    body: dict[str, Any] = {"step": step_id, "action": action, "inputs": inputs}
-    if item is not None:
-        body["item"] = item
-    return digest(body)
 
 
 def template_context(

@@ -52,6 +52,10 @@ class StepState:
     mark: str | None = None  # an operator's resolution of an in-doubt step
     resolved_by: str | None = None
     items: int | None = None  # for a for_each step: how many items
+    approval: dict[str, Any] | None = None  # the current approval request
+    approvers: list[str] = field(default_factory=list)  # for the current request's digest
+    deniers: list[str] = field(default_factory=list)
+    approved: bool = False  # the gate opened for the current request
 
 
 @dataclass
@@ -75,6 +79,9 @@ class RunState:
     last_seq: int = 0
     head: str = ev.GENESIS
     sealed_seq: int = 0  # the last event a checkpoint covers
+    operators: dict[str, dict[str, Any]] = field(default_factory=dict)  # as at run creation
+    break_glass_roles: list[str] = field(default_factory=list)
+    review_items: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0  # how many times the run was (re)started
 
     def step(self, key: StepKey) -> StepState:
@@ -90,6 +97,25 @@ class RunState:
     def unresolved(self) -> list[StepState]:
         """Steps that started and have no outcome: in doubt until resolved."""
         return [s for s in self.steps.values() if s.status in {RUNNING, INTERRUPTED}]
+
+    def _approval(self, event: Event) -> None:
+        data = event.data
+        step = self.step(step_key(data["step"], data.get("item")))
+        if event.type == "approval.requested":
+            step.approval = dict(data)
+            step.approvers, step.deniers, step.approved = [], [], False
+            return
+        if step.approval is None or data.get("digest") != step.approval.get("digest"):
+            return  # for an earlier digest: it no longer counts
+        operator = str(data.get("operator", ""))
+        if event.type == "approval.granted" and operator not in step.approvers:
+            step.approvers.append(operator)
+        elif event.type == "approval.denied" and operator not in step.deniers:
+            step.deniers.append(operator)
+        elif event.type == "approval.quorum":
+            step.approved = True
+        elif event.type in ("approval.lapsed", "approval.cancelled"):
+            step.approval = {**step.approval, "closed": event.type}
 
     def waiting(self) -> list[StepState]:
         return [s for s in self.steps.values() if s.status == WAITING]
@@ -111,6 +137,14 @@ class RunState:
             self.mode = data.get("mode", "live")
             self.incident = data.get("incident")
             self.created_at = event.ts
+            self.operators = data.get("operators") or {}
+            self.break_glass_roles = list(data.get("break_glass_roles") or [])
+            return
+        if kind.startswith("approval."):
+            self._approval(event)
+            return
+        if kind == "run.review_item":
+            self.review_items.append(dict(data))
             return
         if kind in (ev.RUN_STARTED, ev.RUN_RESUMED):
             self.status = "running"

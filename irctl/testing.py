@@ -95,6 +95,7 @@ class _State:
     pending: dict[tuple[str, str], int] = field(default_factory=dict)
     revoked_scopes: list[str] = field(default_factory=list)
     two_fa_resets: list[list[str] | None] = field(default_factory=list)
+    sweeps: list[dict[str, str]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     failures: list[tuple[int, str | None, Any]] = field(default_factory=list)
 
@@ -176,6 +177,18 @@ def _force_2fa(
     return 200, {"scope": "all" if users is None else "users", "users": users or []}
 
 
+def _sweep(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    chain = _chain(body)
+    wallet, to = body.get("wallet"), body.get("to")
+    if not isinstance(wallet, str) or not wallet or not isinstance(to, str) or not to:
+        raise _BadRequest(400, "body must have non-empty strings 'wallet' and 'to'")
+    stub._state.sweeps.append({"chain": chain, "wallet": wallet, "to": to})
+    number = len(stub._state.sweeps)
+    return 200, {"chain": chain, "from": wallet, "to": to, "tx_id": f"sweep-{number:04d}"}
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/withdrawals/halt"): _halt,
     ("POST", "/withdrawals/resume"): _resume,
@@ -183,6 +196,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/custody/pending/cancel"): _cancel,
     ("POST", "/api-keys/revoke"): _revoke,
     ("POST", "/users/force-2fa-reset"): _force_2fa,
+    ("POST", "/custody/sweep"): _sweep,
 }
 """Every authenticated endpoint; ``GET /health`` answers without a token."""
 
@@ -365,6 +379,12 @@ class ExchangeAdminStub:
         """One entry per reset request: the users named, or None for everyone."""
         with self._lock:
             return list(self._state.two_fa_resets)
+
+    @property
+    def sweeps(self) -> list[dict[str, str]]:
+        """Every sweep asked of custody: chain, wallet (from) and to."""
+        with self._lock:
+            return [dict(sweep) for sweep in self._state.sweeps]
 
     def add_pending(self, chain: str, wallet: str, count: int) -> None:
         """Queue ``count`` pending custody transactions for ``wallet`` on ``chain``."""

@@ -13,7 +13,14 @@ pass that:
 * every checkpoint's signature verifies with a trusted key over the seq and
   hash of the event it seals;
 * the transcript ends sealed: nothing but checkpoints follows the last event a
-  valid checkpoint covers (otherwise the tail was cut off or added).
+  valid checkpoint covers (otherwise the tail was cut off or added);
+* approvals hold (:class:`_Approvals`): each ``approval.requested`` digest is
+  the digest of the inputs it records; each decision is for this run, by an
+  operator recorded at run start, for the digest of the step's latest request,
+  and (assurance ``key``) signed by that operator's key *as recorded at run
+  start*; each ``approval.quorum`` names operators whose first valid decision
+  for that digest was an approval and who satisfy the recorded policy; and a
+  step that asked for approval starts only after its quorum, with that digest.
 
 The report names the first event that cannot be trusted.  Exports are views
 of the same lines: JSONL (exactly the stored lines, so it verifies offline)
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
     from irctl.store import Store
 
 __all__ = [
+    "ApprovalCheck",
     "VerifyReport",
     "checkpoint_data",
     "seal_fields",
@@ -56,6 +64,15 @@ __all__ = [
 
 _FIELDS = ("data", "prev", "run", "seq", "ts", "type")
 _MAX_PROBLEMS = 50
+
+# The approval events (irctl.approvals names them too; importing it costs the models).
+REQUESTED = "approval.requested"
+GRANTED = "approval.granted"
+DENIED = "approval.denied"
+QUORUM = "approval.quorum"
+CANCELLED = "approval.cancelled"
+LAPSED = "approval.lapsed"
+APPROVAL_EVENTS = frozenset({REQUESTED, GRANTED, DENIED, QUORUM, CANCELLED, LAPSED})
 
 # The serialisation of irctl.render.canonical_json, as one reusable encoder: building a
 # JSONEncoder per call costs more than encoding a small event.
@@ -113,6 +130,31 @@ def seal_fields(run_id: str, seq: int, head: str, key: Ed25519PrivateKey) -> dic
 
 
 @dataclass
+class ApprovalCheck:
+    """One approval decision as verification found it.
+
+    ``verified``: every check passed (for assurance ``key``, the operator's
+    signature verified with the key recorded at run start; for ``slack``, the
+    decision is consistent but carries no signature of the operator's own).
+    ``problem`` says what failed, ``note`` what is worth knowing otherwise.
+    """
+
+    seq: int
+    step: str | None
+    item: int | None
+    digest: str | None
+    operator: str | None
+    decision: str | None  # "approve" or "deny"
+    assurance: str | None  # "key", "slack"; None for a decision that predates signing
+    break_glass: bool
+    time: str | None
+    reason: str | None
+    verified: bool
+    problem: str | None = None
+    note: str | None = None
+
+
+@dataclass
 class VerifyReport:
     """What :func:`verify_lines` found.
 
@@ -125,6 +167,15 @@ class VerifyReport:
     ``trusted`` is False when no trusted keys were given and the keys embedded
     in the checkpoints were accepted (weaker: it proves the transcript is
     intact, not who sealed it).
+
+    ``approvals`` counts the decisions whose operator's own signature verified
+    (``slack_approvals`` those accepted on a Slack identity, unsigned);
+    ``break_glass`` names each break-glass approval (``"carol on sweep"``);
+    ``unchecked_approvals`` counts decisions recorded before approvals were
+    signed (no operators recorded at run start): the installation key alone
+    vouches for them.  ``decisions`` has every decision as checked, and
+    ``operator_keys`` the keys ``run.created`` recorded, which decisions are
+    checked against: compare them with the keys your operators really hold.
     """
 
     ok: bool
@@ -142,9 +193,29 @@ class VerifyReport:
     unsealed: int
     head: str | None
     notes: list[str] = field(default_factory=list)
+    approvals: int = 0
+    slack_approvals: int = 0
+    unchecked_approvals: int = 0
+    break_glass: list[str] = field(default_factory=list)
+    decisions: list[ApprovalCheck] = field(default_factory=list)
+    operator_keys: dict[str, str | None] = field(default_factory=dict)  # as at run start
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def approvals_summary(self) -> str:
+        """``3 approvals verified; BREAK-GLASS used by carol on sweep`` (empty if none)."""
+        parts: list[str] = []
+        if self.approvals or self.slack_approvals:
+            text = f"{self.approvals} approval{'s' if self.approvals != 1 else ''} verified"
+            if self.slack_approvals:
+                text += (
+                    f" (+{self.slack_approvals} on a Slack identity, not signed by the operator)"
+                )
+            parts.append(text)
+        if self.break_glass:
+            parts.append("BREAK-GLASS used by " + ", ".join(self.break_glass))
+        return "; ".join(parts)
 
     def summary(self) -> str:
         """One line: ``verified: N events, K checkpoints, sealed by ..., runbook ...``."""
@@ -156,10 +227,11 @@ class VerifyReport:
             )
             return f"NOT verified: {len(self.problems)} problem(s){where}"
         keys = ", ".join(self.keys) or "no key"
+        approvals = self.approvals_summary()
         return (
             f"verified: {self.events} events, {self.checkpoints} checkpoints, "
             f"sealed by {keys}, runbook {self.runbook_digest}"
-        )
+        ) + (f"; {approvals}" if approvals else "")
 
 
 @dataclass(order=True)
@@ -202,6 +274,8 @@ class _Verifier:
         self.last_ok = True  # the previous line was an event
         self.pending: tuple[int, str, str] | None = None  # (line, blame-this, blame-previous)
         self.plain_types: set[str] = set()  # event types that may take the fast path
+        self.special = set(_SPECIAL)  # event types that never do
+        self.approvals = _Approvals(self)
 
     def feed(self, raw: bytes, scanned: _Scanned) -> None:
         """Take the next line, already scanned by :func:`_scan`."""
@@ -289,8 +363,10 @@ class _Verifier:
             self.checkpoint(n, seq, prev, obj["data"], run)
         else:
             self.event_lines.append(n)
-            if kind not in _SPECIAL and _plain(kind):
+            if kind not in self.special and _plain(kind):
                 self.plain_types.add(kind)
+            elif kind in APPROVAL_EVENTS or (kind == ev.STEP_STARTED and self.approvals.gates):
+                self.approvals.event(n, seq, kind, obj["data"])
             if kind in ev.TERMINAL:
                 self.outcome = kind
             elif kind == ev.RUN_CREATED and n != 1:
@@ -353,6 +429,7 @@ class _Verifier:
             self.problem(1, f"event 1 (line 1): is {obj['type']!r}, a transcript starts with "
                             "run.created (the beginning is missing)")  # fmt: skip
             return
+        self.approvals.created(obj["data"])
         if obj["prev"] != GENESIS:
             self.problem(1, "event 1 (line 1): prev is not the genesis hash "
                             "(events before it were deleted, or it was edited)")  # fmt: skip
@@ -365,6 +442,11 @@ class _Verifier:
         if digest != "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest():
             self.problem(1, f"event 1 (line 1): the recorded runbook text does not match its "
                             f"digest {digest} (the runbook text was replaced)")  # fmt: skip
+
+    def check_starts(self) -> None:
+        """A step asked for approval: from now on every ``step.started`` is checked too."""
+        self.special.add(ev.STEP_STARTED)
+        self.plain_types.discard(ev.STEP_STARTED)
 
     def head_of(self, seq: int) -> str | None:
         """The hash of the line holding event ``seq``."""
@@ -485,6 +567,8 @@ class _Verifier:
             )
         if self.n and self.outcome is None:
             notes.append("the run has not ended (no run.succeeded, run.failed or run.aborted)")
+        approvals = self.approvals
+        notes += approvals.notes
         return VerifyReport(
             ok=not problems,
             events=self.n,
@@ -501,10 +585,350 @@ class _Verifier:
             unsealed=len(unsealed),
             head=self.hashes[-1] if self.hashes else None,
             notes=notes,
+            approvals=approvals.signed,
+            slack_approvals=approvals.slack,
+            unchecked_approvals=approvals.unchecked,
+            break_glass=list(approvals.break_glass),
+            decisions=approvals.checks,
+            operator_keys={
+                name: op.get("key") if isinstance(op.get("key"), str) else None
+                for name, op in (approvals.operators or {}).items()
+            },
         )
 
 
-_SPECIAL = frozenset({ev.CHECKPOINT, ev.RUN_CREATED, *ev.TERMINAL})
+# Event types that always take the general path (they are checked beyond the chain).
+_SPECIAL = frozenset({ev.CHECKPOINT, ev.RUN_CREATED, *ev.TERMINAL, *APPROVAL_EVENTS})
+
+_GateKey = tuple[str, Any]  # (step, item)
+
+
+@dataclass
+class _Gate:
+    """The latest approval request of a step (or of one item of a ``for_each`` step)."""
+
+    digest: Any
+    seq: int
+    policy: Any
+    rules: Any
+    earlier: frozenset[Any]  # digests of the requests it replaced
+    first: dict[str, dict[str, Any]] = field(default_factory=dict)  # operator -> 1st valid
+    closed: str | None = None  # "cancelled" or "lapsed"
+    opened: bool = False  # a quorum was recorded
+
+
+def _label(key: _GateKey) -> str:
+    step, item = key
+    return f"{step}[{item}]" if item is not None else step
+
+
+class _Approvals:
+    """The approval checks of :class:`_Verifier`: only approval events (and, once a
+    step asked for approval, ``step.started``) come here, so the common path pays nothing.
+
+    Signatures are checked against the operators' keys as ``run.created`` recorded
+    them, never against the key a decision carries: a decision signed with any
+    other key, however valid, is a forgery.
+    """
+
+    def __init__(self, verifier: _Verifier) -> None:
+        self.v = verifier
+        self.operators: dict[str, Any] | None = None  # None: the run predates signed approvals
+        self.glass_roles: list[str] = []
+        self.initiator: Any = None
+        self.gates: dict[_GateKey, _Gate] = {}
+        self.keys: dict[str, Ed25519PublicKey | None] = {}
+        self.checks: list[ApprovalCheck] = []
+        self.signed = 0
+        self.slack = 0
+        self.unchecked = 0
+        self.break_glass: list[str] = []
+        self.notes: list[str] = []
+
+    def created(self, data: dict[str, Any]) -> None:
+        """Take the operators snapshot from ``run.created`` (event 1)."""
+        self.initiator = data.get("initiator")
+        if "operators" not in data:
+            return
+        operators, roles = data.get("operators"), data.get("break_glass_roles", [])
+        if not isinstance(operators, dict) or not all(
+            isinstance(o, dict) and isinstance(o.get("roles", []), list) for o in operators.values()
+        ):
+            self.v.problem(1, "event 1 (line 1): run.created records its operators in a form "
+                              "that cannot be read (each needs roles and a key)")  # fmt: skip
+            operators = {}
+        self.operators = operators
+        self.glass_roles = list(roles) if isinstance(roles, list) else []
+
+    def event(self, n: int, seq: int, kind: str, data: dict[str, Any]) -> None:
+        me = self.v.name(n, seq)
+        step, item = data.get("step"), data.get("item")
+        if not isinstance(step, str) or not (item is None or type(item) is int):
+            if kind != ev.STEP_STARTED:
+                self.v.problem(
+                    n, f"{me}: {kind} names no step (it needs step, and item if any)", seq
+                )
+            return
+        key = (step, item)
+        if kind == REQUESTED:
+            self.requested(n, seq, me, key, data)
+        elif kind in (GRANTED, DENIED):
+            self.decision(n, seq, me, kind, key, data)
+        elif kind == QUORUM:
+            self.quorum(n, seq, me, key, data)
+        elif kind in (CANCELLED, LAPSED):
+            self.closed(n, seq, me, kind, key, data)
+        elif kind == ev.STEP_STARTED:
+            self.started(n, seq, me, key, data)
+
+    def requested(self, n: int, seq: int, me: str, key: _GateKey, data: dict[str, Any]) -> None:
+        from irctl.canonical import step_digest
+
+        digest, action = data.get("digest"), data.get("action")
+        if not isinstance(digest, str) or not isinstance(action, str) or "inputs" not in data:
+            self.v.problem(n, f"{me}: approval request for {_label(key)} lacks its digest, "
+                              "action or inputs", seq)  # fmt: skip
+        else:
+            expected = step_digest(key[0], action, data["inputs"], key[1])
+            if expected != digest:
+                self.v.problem(n, f"{me}: approval request for {_label(key)} records digest "
+                                  f"{digest}, but its recorded action and inputs hash to "
+                                  f"{expected} (what was put to the approvers was altered)",
+                               seq)  # fmt: skip
+        before = self.gates.get(key)
+        earlier = before.earlier | {before.digest} if before is not None else frozenset()
+        self.gates[key] = _Gate(digest, seq, data.get("policy"), data.get("rules"), earlier)
+        self.v.check_starts()
+
+    def public(self, text: str) -> Ed25519PublicKey | None:
+        if text not in self.keys:
+            try:
+                self.keys[text] = load_public_key(text)
+            except UsageError:
+                self.keys[text] = None
+        return self.keys[text]
+
+    def decision(
+        self, n: int, seq: int, me: str, kind: str, key: _GateKey, data: dict[str, Any]
+    ) -> None:
+        operator = data.get("operator")
+        who = operator if isinstance(operator, str) else "?"
+        assurance = data.get("assurance")
+        check = ApprovalCheck(
+            seq=seq, step=key[0], item=key[1], digest=_str(data.get("digest")),
+            operator=_str(operator if operator is not None else data.get("by")),
+            decision=_str(data.get("decision")) or ("approve" if kind == GRANTED else "deny"),
+            assurance=_str(assurance), break_glass=data.get("break_glass") is True,
+            time=_str(data.get("time")), reason=_str(data.get("reason")), verified=False,
+        )  # fmt: skip
+        self.checks.append(check)
+        me = f"{me}: {'approval' if kind == GRANTED else 'denial'} by {who}"
+        if self.operators is None:
+            if assurance is None and "sig" not in data:
+                self.unchecked += 1
+                check.note = "recorded before approvals were signed: not checked"
+            else:
+                self.fail(n, seq, check, f"{me} claims a signature, but run.created recorded no "
+                                         "operators to check it against")  # fmt: skip
+            return
+        why = self.decision_problem(me, kind, key, data, who, self.operators)
+        if why is not None:
+            self.fail(n, seq, check, why)
+            return
+        check.verified = True
+        if assurance == "key":
+            self.signed += 1
+        else:
+            self.slack += 1
+        gate = self.gates[key]
+        if data.get("digest") != gate.digest:  # for an earlier request: valid, does not count
+            check.note = (
+                f"for the digest of an earlier request; the request at event {gate.seq} "
+                "replaced it, so this decision did not count"
+            )
+            self.notes.append(f"{me}: {check.note}")
+            return
+        gate.first.setdefault(who, data)
+        if check.decision == "approve" and check.break_glass:
+            used = f"{who} on {_label(key)}"
+            if used not in self.break_glass:
+                self.break_glass.append(used)
+
+    def decision_problem(
+        self,
+        me: str,
+        kind: str,
+        key: _GateKey,
+        data: dict[str, Any],
+        who: str,
+        operators: dict[str, Any],
+    ) -> str | None:
+        from irctl.approvals import statement
+
+        decision = "approve" if kind == GRANTED else "deny"
+        if data.get("decision") != decision:
+            return (
+                f"{me} is recorded as {kind}, but the decision it carries is "
+                f"{data.get('decision')!r} (the event was altered)"
+            )
+        if data.get("run") != self.v.run:
+            return (
+                f"{me} was made for run {data.get('run')!r}, not this run ({self.v.run}): "
+                "it was copied from another run"
+            )
+        operator = operators.get(who)
+        if not isinstance(operator, dict):
+            return f"{me}: {who} is not one of the operators recorded at run start"
+        assurance = data.get("assurance")
+        if assurance == "key":
+            recorded = operator.get("key")
+            if not isinstance(recorded, str):
+                return f"{me} claims {who}'s signature, but {who} had no key recorded at run start"
+            public = self.public(recorded)
+            sig = data.get("sig")
+            if (
+                public is None
+                or not isinstance(sig, str)
+                or not verify(public, statement(data), sig)
+            ):
+                how = (
+                    "it was signed with another key"
+                    if data.get("key") != recorded
+                    else "the signed statement was altered, or the signature forged"
+                )
+                return f"{me} is not signed by {who}'s key as recorded at run start ({how})"
+        elif assurance != "slack":
+            return (
+                f"{me} has assurance {assurance!r}: it is neither signed with a key nor from Slack"
+            )
+        gate = self.gates.get(key)
+        if gate is None:
+            return f"{me}: no approval was requested for {_label(key)} before it"
+        digest = data.get("digest")
+        if digest != gate.digest and digest not in gate.earlier:
+            return (
+                f"{me} is for digest {digest}, but the approval request for {_label(key)} "
+                f"(event {gate.seq}) is for {gate.digest}"
+            )
+        return None
+
+    def fail(self, n: int, seq: int, check: ApprovalCheck, text: str) -> None:
+        check.problem = text
+        self.v.problem(n, text, seq)
+
+    def quorum(self, n: int, seq: int, me: str, key: _GateKey, data: dict[str, Any]) -> None:
+        me = f"{me}: approval quorum for {_label(key)}"
+        gate = self.gates.get(key)
+        if gate is None:
+            self.v.problem(n, f"{me}, but no approval was requested for it", seq)
+            return
+        gate.opened = True
+        approvers = data.get("approvers")
+        if data.get("digest") != gate.digest:
+            why = (f"is for digest {data.get('digest')}, but the request (event {gate.seq}) "
+                   f"is for {gate.digest}")  # fmt: skip
+        elif gate.closed:
+            why = f"comes after the request (event {gate.seq}) was {gate.closed}"
+        elif (
+            not isinstance(approvers, list)
+            or not approvers
+            or not all(isinstance(a, str) for a in approvers)
+            or len(set(approvers)) != len(approvers)
+        ):
+            why = "does not name its approvers (a list of distinct operators)"
+        elif self.operators is None:
+            return
+        else:
+            why = self.quorum_problem(gate, approvers, data, self.operators)
+        if why:
+            self.v.problem(n, f"{me} {why}", seq)
+
+    def quorum_problem(
+        self, gate: _Gate, approvers: list[str], data: dict[str, Any], operators: dict[str, Any]
+    ) -> str:
+        from pydantic import ValidationError
+
+        from irctl.approvals import decision_from, evaluate
+        from irctl.model import Policy
+
+        for name in approvers:
+            first = gate.first.get(name)
+            if first is None:
+                return (f"names {name}, who has no valid signed decision for digest "
+                        f"{gate.digest} before it")  # fmt: skip
+            if first.get("decision") != "approve":
+                return f"names {name}, whose decision for digest {gate.digest} was a denial"
+        try:
+            policy = Policy.model_validate(gate.rules)
+        except ValidationError:
+            return (
+                f"cannot be checked: the policy recorded with the request (event {gate.seq}) "
+                "is not readable"
+            )
+        verdict = evaluate(
+            policy,
+            [decision_from(gate.first[name]) for name in approvers],
+            roles_of={name: list(op.get("roles") or []) for name, op in operators.items()},
+            initiator=self.initiator if isinstance(self.initiator, str) else None,
+            break_glass_roles=self.glass_roles,
+        )
+        glass = data.get("break_glass") is True
+        if verdict.state == "approved" and set(verdict.approvers) == set(approvers):
+            if verdict.break_glass == glass:
+                return ""
+            if glass:
+                return "is marked break-glass, but its approvers met the policy without it"
+            return "is not marked break-glass, but only break-glass approvals opened it"
+        policy_name = gate.policy if isinstance(gate.policy, str) else "inline"
+        left_out = sorted(set(approvers) - set(verdict.approvers))
+        if left_out:
+            return (f"names {', '.join(left_out)}, who may not approve under policy "
+                    f"{policy_name!r} (role, initiator, assurance or break-glass)")  # fmt: skip
+        return (f"is not met by {', '.join(approvers)} under policy {policy_name!r} "
+                f"({verdict.missing or verdict.state})")  # fmt: skip
+
+    def closed(
+        self, n: int, seq: int, me: str, kind: str, key: _GateKey, data: dict[str, Any]
+    ) -> None:
+        gate = self.gates.get(key)
+        word = "cancelled" if kind == CANCELLED else "lapsed"
+        if gate is None or data.get("digest") != gate.digest:
+            self.v.problem(n, f"{me}: approval for {_label(key)} {word}, but there is no request "
+                              f"for digest {data.get('digest')} to close", seq)  # fmt: skip
+            return
+        gate.closed = word
+        denied_by = data.get("denied_by")
+        if kind != CANCELLED or self.operators is None:
+            return
+        if not isinstance(denied_by, list) or not denied_by:
+            self.v.problem(n, f"{me}: cancelled approval for {_label(key)} names no denials", seq)
+            return
+        for name in denied_by:
+            first = gate.first.get(name) if isinstance(name, str) else None
+            if first is None or first.get("decision") != "deny":
+                self.v.problem(
+                    n,
+                    f"{me}: approval for {_label(key)} cancelled for a denial by {name}, "
+                    "who has no valid signed denial before it",
+                    seq,
+                )
+                return
+
+    def started(self, n: int, seq: int, me: str, key: _GateKey, data: dict[str, Any]) -> None:
+        gate = self.gates.get(key)
+        if gate is None:
+            return
+        if not gate.opened:
+            self.v.problem(n, f"{me}: {_label(key)} started without an approval quorum for its "
+                              f"request (event {gate.seq})", seq)  # fmt: skip
+        elif data.get("digest") != gate.digest:
+            self.v.problem(n, f"{me}: {_label(key)} started with digest {data.get('digest')}, "
+                              f"but the approval (event {gate.seq}) was for {gate.digest}",
+                           seq)  # fmt: skip
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _plain(text: str) -> bool:

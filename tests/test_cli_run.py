@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from irctl.identity import generate_private_key, public_key_text
 from irctl.testing import ExchangeAdminStub
 from tests.helpers import IRCTL, irctl, make_workspace, run_id_from
 
@@ -29,17 +30,36 @@ def exchange() -> ExchangeAdminStub:
         yield stub
 
 
+KEYS: dict[str, Path] = {}
+TEAM = {"oncall": "security-oncall", "bob": "treasury", "alice": "security-lead"}
+
+
 @pytest.fixture
 def ws(tmp_path: Path, exchange: ExchangeAdminStub) -> Path:
     text = (ROOT / "runbooks" / "hot-wallet-compromise.yaml").read_text()
+    operators = ["operators:"]
+    for name, role in TEAM.items():
+        key = generate_private_key(tmp_path / "keys" / f"{name}.key")
+        operators.append(f'  {name}: {{roles: [{role}], key: "{public_key_text(key)}"}}')
+    ENV["IRCTL_KEY_DIR"] = str(tmp_path / "keys")
     return make_workspace(
         tmp_path / "ws",
         {"hot-wallet-compromise": text},
-        vars={"exchange_admin_url": exchange.url},
+        vars={"exchange_admin_url": exchange.url, "cold_wallets": f'{{ethereum: "{COLD}"}}'},
+        extra="\n".join(operators) + "\n",
     )
 
 
+COLD = "0x00000000000000000000000000000000000c01d0"
 ENV = {"EXCHANGE_ADMIN_TOKEN": TOKEN, "IRCTL_OPERATOR": "oncall"}
+
+
+def approve_sweep(ws: Path, run_id: str) -> None:
+    for who in ("bob", "alice"):
+        done = irctl("approve", run_id, "sweep-to-cold", "--as", who, cwd=ws, env=ENV)
+        assert done.returncode == 0, done.stderr
+
+
 HOT = ["hot-wallet-compromise", "-p", "chain=ethereum", "-p", f"wallet={WALLET}"]
 
 
@@ -80,10 +100,15 @@ def test_a_full_run_answers_a_manual_step_and_never_records_the_secret(
     assert wrong.returncode == 2
     assert "is not waiting for an answer" in wrong.stderr
 
-    done = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    answered = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    assert answered.returncode == 3, answered.stderr  # the sweep waits for two approvers
+    assert exchange.sweeps == []
+    approve_sweep(ws, run_id)
+    done = irctl("resume", run_id, cwd=ws, env=ENV)
     assert done.returncode == 0, done.stderr
     assert f"run {run_id} succeeded" in done.stderr
-    # the halt was not repeated by the second process
+    assert exchange.sweeps == [{"chain": "ethereum", "wallet": WALLET, "to": COLD}]
+    # the halt was not repeated by the later processes
     assert len(exchange.requests_to("/withdrawals/halt")) == 1
 
     jsonl = tmp_path / "t.jsonl"
@@ -105,7 +130,9 @@ def test_a_full_run_answers_a_manual_step_and_never_records_the_secret(
         "database": b"".join(p.read_bytes() for p in (ws / ".irctl").glob("irctl.db*")),
         "jsonl": jsonl.read_bytes(),
         "markdown": md.read_bytes(),
-        "outputs": (run.stdout + run.stderr + done.stdout + done.stderr + shown.stdout).encode(),
+        "outputs": (
+            run.stdout + run.stderr + answered.stderr + done.stdout + done.stderr + shown.stdout
+        ).encode(),
     }
     for name, data in artefacts.items():
         assert TOKEN.encode() not in data, f"the secret leaked into the {name}"
@@ -135,7 +162,7 @@ def test_unknown_runbook_suggests_the_closest(ws: Path) -> None:
 
 
 def test_missing_secret_stops_before_the_run_starts(ws: Path, exchange: ExchangeAdminStub) -> None:
-    result = irctl("run", *HOT, "--yes", cwd=ws, env={"EXCHANGE_ADMIN_TOKEN": ""})
+    result = irctl("run", *HOT, "--yes", cwd=ws, env={**ENV, "EXCHANGE_ADMIN_TOKEN": ""})
     assert result.returncode == 2
     assert "secret 'admin_token'" in result.stderr
     assert exchange.requests == []
@@ -248,6 +275,7 @@ COMMANDS = [
     ["init"], ["schema"], ["validate"], ["runbooks", "list"], ["plan"], ["run"], ["status"],
     ["runs", "list"], ["resume"], ["abort"], ["answer"], ["note"], ["transcript", "show"],
     ["transcript", "verify"], ["transcript", "export"], ["keys", "generate"], ["demo"],
+    ["approve"], ["deny"], ["approvals", "pending"],
 ]  # fmt: skip
 
 
@@ -264,7 +292,10 @@ def test_tabletop_touches_nothing_but_asks_people(ws: Path, exchange: ExchangeAd
     run = irctl("run", *HOT, "--mode", "tabletop", cwd=ws, env=ENV)
     assert run.returncode == 3, run.stderr  # manual steps are real in a drill
     run_id = run_id_from(run)
-    done = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    answered = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    assert answered.returncode == 3, answered.stderr  # approvals are real in a drill too
+    approve_sweep(ws, run_id)
+    done = irctl("resume", run_id, cwd=ws, env=ENV)
     assert done.returncode == 0, done.stderr
     assert exchange.requests == []
     assert exchange.halted == set()

@@ -381,7 +381,12 @@ def test_tabletop_simulates_every_action(store: Store) -> None:
     assert "sim-run" not in calls
 
 
-def test_approval_policy_denies_by_default(store: Store) -> None:
+TEAM = Config.model_validate(
+    {"operators": {"t1": {"roles": ["treasury"]}, "t2": {"roles": ["treasury"]}}}
+)
+
+
+def test_a_step_with_an_approval_policy_waits_for_it(store: Store) -> None:
     engine, run_id = start(
         store,
         """
@@ -390,11 +395,35 @@ def test_approval_policy_denies_by_default(store: Store) -> None:
           approval: two
         """,
         extra="approvals:\n  two: {quorum: 2, roles: [treasury]}\n",
+        config=TEAM,
     )
     state = engine.execute(run_id)
     assert state.status == "waiting"
     assert state.steps["sweep"].waiting_for == "approval"
+    assert state.steps["sweep"].approval["eligible"] == ["t1", "t2"]
     assert "sweep" not in calls
+    unsigned = {
+        "run": run_id, "step": "sweep", "digest": state.steps["sweep"].approval["digest"],
+        "decision": "approve", "operator": "t1", "time": "t", "reason": None,
+        "break_glass": False, "assurance": "key", "key": None, "sig": None,
+    }  # fmt: skip
+    store.append(
+        run_id,
+        [("approval.granted", unsigned), ("approval.granted", {**unsigned, "operator": "t2"})],
+    )
+    state = engine.execute(run_id)
+    assert state.status == "waiting"  # decisions without valid signatures never count
+    assert "sweep" not in calls
+
+
+def test_a_policy_nobody_could_satisfy_refuses_to_start(store: Store) -> None:
+    with pytest.raises(UsageError, match="could never be approved: quorum 2 cannot be reached"):
+        start(
+            store,
+            "- id: sweep\n  action: t.echo\n  approval: two\n",
+            extra="approvals:\n  two: {quorum: 2, roles: [treasury]}\n",
+            config=Config(),
+        )
 
 
 def test_secrets_never_reach_the_journal(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -525,7 +554,7 @@ def test_checkpoint_seals_every_pause_and_the_end(store: Store) -> None:
         "- id: a\n  action: t.echo\n- id: b\n  action: t.echo\n  approval: one\n",
         extra="approvals:\n  one: {quorum: 1}\n",
         signing_key=key,
-        config=Config(),
+        config=TEAM,
     )
     state = engine.execute(run_id)
     assert state.status == "waiting"

@@ -33,10 +33,12 @@ transcript_app = typer.Typer(
     help="Show, verify and export the tamper-evident record of a run.", no_args_is_help=True
 )
 keys_app = typer.Typer(help="Operator and installation keys.", no_args_is_help=True)
+approvals_app = typer.Typer(help="Approvals of dangerous steps.", no_args_is_help=True)
 app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(runs_app, name="runs")
 app.add_typer(transcript_app, name="transcript")
 app.add_typer(keys_app, name="keys")
+app.add_typer(approvals_app, name="approvals")
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -64,14 +63,6 @@ def init_command(
     err.print("next: put runbooks in runbooks/, then 'irctl validate' and 'irctl plan RUNBOOK'")
 
 
-def _key_dir() -> Path:
-    base = os.environ.get("IRCTL_KEY_DIR")
-    if base:
-        return Path(base).expanduser()
-    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config_home) / "irctl" / "keys"
-
-
 @keys_app.command("generate")
 def keys_generate_command(
     operator: str = typer.Argument(..., help="The operator's name, as in irctl.yaml."),
@@ -83,11 +74,11 @@ def keys_generate_command(
     """
     import re
 
-    from irctl.identity import generate_private_key, public_key_text
+    from irctl.identity import generate_private_key, key_dir, public_key_text
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", operator):
         raise UsageError(f"operator names are lowercase letters, digits, - and _: {operator!r}")
-    path = _key_dir() / f"{operator}.key"
+    path = key_dir() / f"{operator}.key"
     key = generate_private_key(path)
     err.print(f"private key written to {path} (mode 0600); keep it off shared machines")
     err.print("add to irctl.yaml under operators:")

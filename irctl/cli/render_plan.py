@@ -8,8 +8,27 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
-from irctl.model import format_duration
+from irctl.model import Policy, format_duration
 from irctl.plan import Plan
+
+
+def describe_policy(policy: Policy) -> str:
+    """``2 of treasury AND security-lead/cfo-delegate, not the initiator, expires 30m``."""
+    if policy.groups:
+        who = " AND ".join(
+            (f"{g.min} of " if g.min > 1 else "") + "/".join(g.roles) for g in policy.groups
+        )
+        text = f"{policy.quorum} approvers: {who}"
+    else:
+        roles = policy.allowed_roles()
+        text = f"{policy.quorum} of {', '.join(sorted(roles)) if roles else 'any operator'}"
+    if policy.exclude_initiator:
+        text += ", not the initiator"
+    if policy.expires is not None:
+        text += f", expires {format_duration(policy.expires)}"
+    if policy.deny_count > 1:
+        text += f", {policy.deny_count} denials cancel"
+    return text
 
 
 def render_plan(console: Console, plan: Plan) -> None:
@@ -43,14 +62,8 @@ def render_plan(console: Console, plan: Plan) -> None:
         if step.integration:
             facts.append(f"integration {step.integration}")
         if step.approval is not None:
-            policy = step.approval
-            roles = ", ".join(policy.roles) or "any operator"
-            who = f"{policy.quorum} of {roles}" + (
-                ", not the initiator" if policy.exclude_initiator else ""
-            )
-            facts.append(
-                f"[magenta]approval {escape(str(step.approval_name))}: {escape(who)}[/magenta]"
-            )
+            facts.append(f"[magenta]approval {escape(str(step.approval_name))}: "
+                         f"{escape(describe_policy(step.approval))}[/magenta]")  # fmt: skip
         if step.when is not None:
             verdict = {True: "runs", False: "skipped", None: "decided at run time"}[step.will_run]
             facts.append(f"when {escape(str(step.when))} → {verdict}")

@@ -176,6 +176,11 @@ def run_command(
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before starting a live run."),
     detach: bool = typer.Option(False, help="Start the run in the background and return its id."),
+    wait: bool | None = typer.Option(
+        None,
+        "--wait/--no-wait",
+        help="Stay attached while steps wait for approval (default: when interactive).",
+    ),
     interactive: bool | None = typer.Option(
         None,
         "--interactive/--unattended",
@@ -212,7 +217,7 @@ def run_command(
             out.print(run_id)
         return
     create = (model, text, params, who, mode, incident)
-    _execute(ws, model.title, interactive, as_json, who=who, create=create)
+    _execute(ws, model.title, interactive, as_json, who=who, create=create, wait=wait)
 
 
 def _execute(
@@ -224,13 +229,15 @@ def _execute(
     who: str,
     create: tuple[Runbook, str, dict[str, Any], str, str, str | None] | None = None,
     run_id: str | None = None,
+    wait: bool | None = None,
 ) -> None:
     from irctl.cli.view import RunView
 
     view = RunView(err, title=title, live=False if as_json else None)
     ask = interactive if interactive is not None else (sys.stdin.isatty() and not as_json)
+    attach = wait if wait is not None else (sys.stdin.isatty() and not as_json)
     engine = _engine(
-        ws, listener=view, interactive=_asker(view) if ask else None, operator=who
+        ws, listener=view, interactive=_asker(view) if ask else None, operator=who, attach=attach
     )
     if create is not None:
         model, text, params, initiator, mode, incident = create
@@ -276,6 +283,9 @@ def resume_command(
     interactive: bool | None = typer.Option(
         None, "--interactive/--unattended", help="Ask at manual steps."
     ),
+    wait: bool | None = typer.Option(
+        None, "--wait/--no-wait", help="Stay attached while steps wait for approval."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Continue a run that crashed, was interrupted, or waited on people.
@@ -294,7 +304,7 @@ def resume_command(
     who = _operator(ws, operator)
     if step is not None and mark is not None:
         engine.mark(found.id, step, mark, operator=who, reason=reason)
-    _execute(ws, found.runbook, interactive, as_json, who=who, run_id=found.id)
+    _execute(ws, found.runbook, interactive, as_json, who=who, run_id=found.id, wait=wait)
 
 
 @app.command("answer")

@@ -163,7 +163,7 @@ def _print_show(run_id: str, header: dict[str, Any], rows: list[Any], report: Ve
     table.add_column("detail", overflow="fold")
     table.add_column("took", justify="right", no_wrap=True)
     for row in rows:
-        style = _row_style(row.type)
+        style = _row_style(row.type, row.summary)
         table.add_row(
             str(row.seq),
             row.ts[11:23],
@@ -193,9 +193,13 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _row_style(kind: str) -> str:
-    if kind.endswith(("failed", "aborted", "in_doubt")):
+def _row_style(kind: str, summary: str = "") -> str:
+    if summary.startswith(("BREAK-GLASS", "QUORUM BY BREAK-GLASS", "REVIEW ITEM")):
+        return "bold red"
+    if kind.endswith(("failed", "aborted", "in_doubt", "denied", "cancelled")):
         return "red"
+    if kind == "approval.quorum":
+        return "green"
     if kind.endswith("succeeded"):
         return "green"
     if kind.endswith(("waiting", "interrupted", "retrying")):
@@ -232,6 +236,11 @@ def verify(
 
     Exits 0 and prints what was verified, or exits 1 naming the first event that
     cannot be trusted and what is wrong with it.  Needs only public keys.
+
+    Approvals are checked too: every signed decision against the operator's
+    key as recorded when the run was created, every digest against the
+    recorded inputs, every quorum against the decisions and the policy.
+    Break-glass approvals are reported loudly.
 
     Examples:
 
@@ -279,6 +288,15 @@ def _print_verify(source: str, report: VerifyReport) -> None:
             )
         for problem in report.problems:
             out.print(f"  - {escape(problem)}", soft_wrap=True)
+    for used in report.break_glass:
+        out.print(f"[bold red]BREAK-GLASS used by {escape(used)}: review it[/bold red]")
+    if report.unchecked_approvals:
+        out.print(
+            f"[yellow]note:[/yellow] {report.unchecked_approvals} approval decision(s) were "
+            "recorded before approvals were signed (no operators recorded at run start): "
+            "only the installation key vouches for them",
+            soft_wrap=True,
+        )
     for note in report.notes:
         out.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
 

@@ -1,0 +1,172 @@
+"""``irctl approve``, ``irctl deny`` and ``irctl approvals pending``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+
+from irctl.cli._app import JSON_OPTION, app, approvals_app, err, out, print_json
+
+KEY_OPTION = typer.Option(
+    None,
+    "--key",
+    help="Your private key file (default: $IRCTL_KEY, else ~/.config/irctl/keys/OPERATOR.key).",
+)
+
+
+def _decide(
+    run_id: str,
+    step: str,
+    operator: str | None,
+    *,
+    approve: bool,
+    reason: str | None,
+    break_glass: bool,
+    key: Path | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    from irctl.approvals import ApprovalRejected, decide
+    from irctl.cli.runs import _operator, _workspace
+    from irctl.identity import load_private_key, operator_key_path
+    from irctl.state import fold
+
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
+    who = _operator(ws, operator)
+    path = key or operator_key_path(who)
+    if not path.is_file():
+        raise ApprovalRejected(
+            f"no private key for {who} at {path}: create one with 'irctl keys generate {who}' "
+            "(and put its public key in irctl.yaml), or give --key"
+        )
+    private = load_private_key(path)
+    state = fold(ws.store.events(found.id))
+    current = state.steps.get(step)
+    request = current.approval if current is not None else None
+    if request is not None and not as_json:
+        # What you see is what you sign: the fully resolved inputs and their digest.
+        verb = "approve" if approve else "deny"
+        err.print(
+            f"[bold]{verb}[/bold] step {escape(step)} of run {found.id} "
+            f"({escape(found.runbook)}), started by {escape(state.initiator)}"
+        )
+        err.print(f"action {escape(str(request.get('action')))}, inputs as they will run:")
+        err.print(escape(json.dumps(request.get("inputs"), indent=2, ensure_ascii=False)))
+        err.print(f"digest {request.get('digest')}")
+        if request.get("changed"):
+            err.print("[yellow]changed since the previous request:[/yellow]")
+            for where, (old, new) in request["changed"].items():
+                err.print(
+                    f"  {escape(where)}: {escape(json.dumps(old))} → {escape(json.dumps(new))}"
+                )
+        if break_glass:
+            err.print("[bold red]BREAK-GLASS: this approval alone satisfies the policy[/bold red]")
+        if not yes and sys.stdin.isatty():
+            typer.confirm("Sign this decision?", abort=True)
+    event = decide(
+        ws.store, found.id, step, operator=who, approve=approve, reason=reason,
+        private_key=private, break_glass=break_glass,
+    )  # fmt: skip
+    state = fold(ws.store.events(found.id))
+    after = state.steps[step]
+    if as_json:
+        print_json({
+            "run_id": found.id, "step": step, "decision": event.data["decision"],
+            "operator": who, "digest": event.data["digest"], "seq": event.seq,
+            "approvers": after.approvers, "deniers": after.deniers,
+        })  # fmt: skip
+        return
+    word = "approved" if approve else "denied"
+    err.print(
+        f"[green]{word}[/green] by {escape(who)}, signed with {event.data['key'][:20]}…; "
+        f"approvals so far: {', '.join(after.approvers) or 'none'}"
+        + (f"; denials: {', '.join(after.deniers)}" if after.deniers else "")
+    )
+    err.print(
+        f"an attached run continues by itself; otherwise: irctl resume {found.id}",
+        highlight=False,
+    )
+
+
+@app.command("approve")
+def approve_command(
+    run_id: str = typer.Argument(..., help="The run (an unambiguous prefix is enough)."),
+    step: str = typer.Argument(..., help="The step waiting for approval."),
+    operator: str | None = typer.Option(None, "--as", help="You, as named in irctl.yaml."),
+    reason: str | None = typer.Option(None, help="Why, for the transcript."),
+    break_glass: bool = typer.Option(
+        False, "--break-glass", help="Approve alone in an emergency (needs --reason; reviewed)."
+    ),
+    key: Path | None = KEY_OPTION,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before signing."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Approve a step with your own signed statement over exactly what will run.
+
+    You see the fully resolved inputs and their digest first; your signature
+    covers the run, the step, that digest, your decision, the time and reason.
+    If the inputs change before the step runs, your approval no longer counts.
+
+    Example: irctl approve r-20261121-030000-ab12cd sweep-to-cold --as bob --reason "matches INC-42"
+    """
+    _decide(
+        run_id, step, operator, approve=True, reason=reason, break_glass=break_glass, key=key,
+        yes=yes, as_json=as_json,
+    )  # fmt: skip
+
+
+@app.command("deny")
+def deny_command(
+    run_id: str = typer.Argument(..., help="The run."),
+    step: str = typer.Argument(..., help="The step waiting for approval."),
+    reason: str = typer.Option(..., help="Why: the transcript and the other approvers see it."),
+    operator: str | None = typer.Option(None, "--as", help="You, as named in irctl.yaml."),
+    key: Path | None = KEY_OPTION,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before signing."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Deny a step: with the policy's number of denials (one by default) it will not run.
+
+    Example: irctl deny r-20261121-030000-ab12cd sweep-to-cold --as carol --reason "wrong address"
+    """
+    _decide(
+        run_id, step, operator, approve=False, reason=reason, break_glass=False, key=key,
+        yes=yes, as_json=as_json,
+    )  # fmt: skip
+
+
+@approvals_app.command("pending")
+def pending_command(as_json: bool = JSON_OPTION) -> None:
+    """Steps waiting for approval, with what they will do and who may approve."""
+    from rich.table import Table
+
+    from irctl.approvals import pending
+    from irctl.cli.runs import _workspace
+
+    rows = pending(_workspace().store)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        err.print("nothing waits for approval")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("run", "step", "policy", "approved by", "may approve", "expires", "digest"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(escape(str(v)) for v in _cells(row)))
+    out.print(table)
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    return [
+        row["run_id"], row["step"], row["policy"] or "",
+        ", ".join(row["approvers"]) or "-", ", ".join(row["eligible"] or []) or "-",
+        row["expires_at"] or "never", str(row["digest"])[:19] + "…",
+    ]  # fmt: skip
