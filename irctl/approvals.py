@@ -128,15 +128,27 @@ def eligible(
 
 
 def impossible(
-    policy: Policy, roles_of: Mapping[str, Iterable[str]], initiator: str | None
+    policy: Policy,
+    roles_of: Mapping[str, Iterable[str]],
+    initiator: str | None,
+    *,
+    keyed: Iterable[str] | None = None,
 ) -> str | None:
-    """Why no set of operators could ever satisfy ``policy``, or None if some could."""
+    """Why no set of operators could ever satisfy ``policy``, or None if some could.
+
+    ``keyed`` names the operators with a public key: when the policy needs
+    signed approvals, only they can count.
+    """
+    if keyed is not None and policy.min_assurance == "key":
+        with_key = set(keyed)
+        roles_of = {name: roles for name, roles in roles_of.items() if name in with_key}
     who = eligible(policy, roles_of, initiator)
     if len(who) < policy.quorum:
         excluded = " with the initiator excluded" if policy.exclude_initiator and initiator else ""
+        keys = " with a key" if keyed is not None and policy.min_assurance == "key" else ""
         return (
-            f"quorum {policy.quorum} cannot be reached: only {len(who)} operator(s) may approve"
-            f"{excluded} ({', '.join(who) or 'none'})"
+            f"quorum {policy.quorum} cannot be reached: only {len(who)} operator(s){keys} may "
+            f"approve{excluded} ({', '.join(who) or 'none'})"
         )
     for group in policy.groups:
         members = [n for n in who if set(roles_of[n]) & set(group.roles)]

@@ -25,7 +25,7 @@ step starts.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from difflib import get_close_matches
@@ -46,7 +46,7 @@ from irctl.located import (
     suggest,
     validate_model,
 )
-from irctl.model import Param, Runbook
+from irctl.model import Param, Policy, Runbook, Step
 from irctl.params import value_problems
 from irctl.render import check_syntax, is_template
 
@@ -505,6 +505,35 @@ def check_runbook(
     runbook: Runbook | None = validate_model(doc, Runbook)
     _RunbookChecks(doc, integrations, vars_known).run()
     return runbook
+
+
+def check_policies(
+    doc: Document, runbook: Runbook, operators: Mapping[str, tuple[list[str], bool]]
+) -> None:
+    """Approval policies that the workspace's operators could never satisfy."""
+    from irctl.approvals import impossible
+
+    roles_of = {name: roles for name, (roles, _) in operators.items()}
+    keyed = [name for name, (_, has_key) in operators.items() if has_key]
+    for name, policy in runbook.approvals.items():
+        problem = impossible(policy, roles_of, None, keyed=keyed)
+        if problem:
+            doc.add(("approvals", name), f"no operator in irctl.yaml could satisfy it: {problem}")
+    placed: list[tuple[Loc, Step]] = []
+    for index, step in enumerate(runbook.steps):
+        placed.append((("steps", index), step))
+        placed.extend(
+            (("steps", index, "parallel", inner), child)
+            for inner, child in enumerate(step.parallel or [])
+        )
+    for where, found in placed:
+        if isinstance(found.approval, Policy):
+            problem = impossible(found.approval, roles_of, None, keyed=keyed)
+            if problem:
+                doc.add(
+                    (*where, "approval"),
+                    f"step '{found.id}': no operator in irctl.yaml could satisfy it: {problem}",
+                )
 
 
 # -- drills against their runbook ----------------------------------------------------------------

@@ -149,7 +149,10 @@ class Engine:
         roles_of = {name: op.roles for name, op in self.config.operators.items()}
         for step in runbook.all_steps():
             _, policy = resolve_policy(runbook, step)
-            problem = impossible(policy, roles_of, initiator) if policy is not None else None
+            keyed = [name for name, op in self.config.operators.items() if op.key]
+            problem = (
+                impossible(policy, roles_of, initiator, keyed=keyed) if policy is not None else None
+            )
             if problem:
                 raise UsageError(f"step '{step.id}' could never be approved: {problem}")
         run_id = run_id or new_run_id()
@@ -246,7 +249,15 @@ class Engine:
     # -- executing ---------------------------------------------------------------
 
     def execute(self, run_id: str) -> RunState:
-        """Run (or continue) a run until it finishes, waits on people or is interrupted."""
+        """Run (or continue) a run until it finishes, waits on people or is interrupted.
+
+        Only one process executes a run at a time: the store's run lock is held
+        throughout, and another process trying gets :class:`irctl.errors.RunBusy`.
+        """
+        with self.store.run_lock(run_id):
+            return self._execute(run_id)
+
+    def _execute(self, run_id: str) -> RunState:
         from irctl.loader import load_runbook_text
 
         events = self.store.events(run_id)

@@ -31,7 +31,14 @@ import yaml
 from pydantic import BaseModel
 
 from irctl.actions import Registry
-from irctl.checks import Integrations, RunbookFacts, check_drill, check_runbook, runbook_facts
+from irctl.checks import (
+    Integrations,
+    RunbookFacts,
+    check_drill,
+    check_policies,
+    check_runbook,
+    runbook_facts,
+)
 from irctl.errors import Diagnostic, InvalidDocument, UsageError
 from irctl.located import Document, Loc, Pos, show, suggest, validate_model
 from irctl.model import Config, Drill, Runbook
@@ -286,6 +293,7 @@ class _Validation:
         self.docs: dict[Path, Document | None] = {}
         self.indexes: dict[Path, dict[str, RunbookFacts]] = {}
         self.vars: dict[Path, set[str] | None] = {}
+        self.operators: dict[Path, dict[str, tuple[list[str], bool]] | None] = {}
 
     def parsed(self, path: Path, name: str | None = None) -> Document | None:
         key = path.resolve()
@@ -323,6 +331,23 @@ class _Validation:
             self.vars[root] = known
         return self.vars[root]
 
+    def operators_of(self, root: Path) -> dict[str, tuple[list[str], bool]] | None:
+        """The workspace's operators: name -> (roles, has a key); None if none configured."""
+        if root not in self.operators:
+            found: dict[str, tuple[list[str], bool]] | None = None
+            config = root / CONFIG_NAME
+            doc = self.parsed(config) if config.is_file() else None
+            raw = doc.data.get("operators") if doc is not None else None
+            if isinstance(raw, dict) and raw:
+                found = {}
+                for name, given in raw.items():
+                    spec = given if isinstance(given, dict) else {}
+                    roles = spec.get("roles")
+                    listed = [str(r) for r in roles] if isinstance(roles, list) else []
+                    found[str(name)] = (listed, bool(spec.get("key")))
+            self.operators[root] = found
+        return self.operators[root]
+
     def check(self, path: Path) -> list[Diagnostic]:
         name = str(path)
         try:
@@ -339,7 +364,10 @@ class _Validation:
         root = _workspace_root(path)
         if kind == "runbook":
             vars_known = self.vars_of(root) if root is not None else None
-            check_runbook(doc, self.integrations, vars_known)
+            runbook = check_runbook(doc, self.integrations, vars_known)
+            operators = self.operators_of(root) if root is not None else None
+            if runbook is not None and operators is not None:
+                check_policies(doc, runbook, operators)
         elif kind == "drill":
             validate_model(doc, Drill)
             if root is not None and (root / "runbooks").is_dir():

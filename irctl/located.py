@@ -167,7 +167,9 @@ def _walk_type(tp: Any, loc: Sequence[Any]) -> Any:
     if origin in (Union, UnionType):
         members = [m for m in get_args(tp) if m is not NoneType]
         for member in members:
-            if getattr(_unwrap(member), "__name__", None) == seg:
+            name = getattr(_unwrap(member), "__name__", None)
+            # A model with validators is tagged like "function-after[_check(), Policy]".
+            if name is not None and (seg == name or str(seg).endswith(f", {name}]")):
                 return _walk_type(member, rest)
         for member in members:
             found = _walk_type(member, loc)
@@ -285,7 +287,9 @@ def report_validation(
         wanted = list(dict.fromkeys(_EXPECTED.get(i.error["type"], "") for i in items))
         wanted = ["a boolean" if w == "true or false" else w for w in wanted]
         if "" in wanted:
-            plain.extend(items)
+            # A member accepted the value's type and then failed: its errors are the real
+            # ones; "expected text" from the other members would only confuse.
+            plain.extend(i for i in items if i.error["type"] not in _EXPECTED)
             continue
         doc.add((*base, *at), f"expected {' or '.join(wanted)}, got {show(_value_at(data, at))}")
     for item in plain:

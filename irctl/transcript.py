@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import marshal
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -275,6 +276,8 @@ class _Verifier:
         self.pending: tuple[int, str, str] | None = None  # (line, blame-this, blame-previous)
         self.plain_types: set[str] = set()  # event types that may take the fast path
         self.special = set(_SPECIAL)  # event types that never do
+        self.gated: re.Pattern[bytes] | None = None  # '"step":"<id>"' of steps with approvals
+        self.gated_steps: list[bytes] = []
         self.approvals = _Approvals(self)
 
     def feed(self, raw: bytes, scanned: _Scanned) -> None:
@@ -291,6 +294,24 @@ class _Verifier:
             and seq == self.last_seq + 1
             and run == self.fast_run
             and kind in self.plain_types
+        ):
+            self.hashes.append(digest)
+            self.seqs.append(seq)
+            self.event_lines.append(n)
+            self.last_hash = digest
+            self.last_seq = seq
+            return
+        # Once a step asked for approval, step.started is checked (it must follow the
+        # quorum), but only for that step: a line that cannot name it is let through.
+        if (
+            kind == ev.STEP_STARTED
+            and self.gated is not None
+            and seq is not None
+            and self.pending is None
+            and prev == self.last_hash
+            and seq == self.last_seq + 1
+            and run == self.fast_run
+            and self.gated.search(raw) is None
         ):
             self.hashes.append(digest)
             self.seqs.append(seq)
@@ -443,10 +464,18 @@ class _Verifier:
             self.problem(1, f"event 1 (line 1): the recorded runbook text does not match its "
                             f"digest {digest} (the runbook text was replaced)")  # fmt: skip
 
-    def check_starts(self) -> None:
-        """A step asked for approval: from now on every ``step.started`` is checked too."""
+    def check_starts(self, step: str) -> None:
+        """``step`` asked for approval: from now on its ``step.started`` events are checked.
+
+        Any line holding ``"step":"<step>"`` goes the general way (a mention of it in
+        the inputs too: harmless); other ``step.started`` lines keep the fast path.
+        """
         self.special.add(ev.STEP_STARTED)
         self.plain_types.discard(ev.STEP_STARTED)
+        needle = re.escape(f'"step":{_encode(step)}'.encode())
+        if needle not in self.gated_steps:
+            self.gated_steps.append(needle)
+            self.gated = re.compile(b"|".join(self.gated_steps))
 
     def head_of(self, seq: int) -> str | None:
         """The hash of the line holding event ``seq``."""
@@ -698,7 +727,7 @@ class _Approvals:
         before = self.gates.get(key)
         earlier = before.earlier | {before.digest} if before is not None else frozenset()
         self.gates[key] = _Gate(digest, seq, data.get("policy"), data.get("rules"), earlier)
-        self.v.check_starts()
+        self.v.check_starts(key[0])
 
     def public(self, text: str) -> Ed25519PublicKey | None:
         if text not in self.keys:

@@ -219,3 +219,34 @@ def test_help_teaches_with_examples(command: list[str], tmp_path: Path) -> None:
     assert done.returncode == 0
     assert "Examples" in done.stdout
     assert f"irctl {' '.join(command)}" in done.stdout
+
+
+def test_validate_names_policies_no_operator_could_satisfy(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from irctl.identity import public_key_text
+
+    key = public_key_text(Ed25519PrivateKey.generate())
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "irctl.yaml").write_text(
+        "operators:\n"
+        f'  alice: {{roles: [security-lead], key: "{key}"}}\n'
+        "  bob: {roles: [treasury]}\n"  # no key: cannot sign an approval
+    )
+    (tmp_path / "runbooks" / "x.yaml").write_text(
+        "irctl: 1\nkind: runbook\nid: x\ntitle: X\n"
+        "approvals:\n  two: {quorum: 2, roles: [treasury, security-lead]}\n"
+        "steps:\n  - {id: a, action: notify.console, with: {message: hi}, approval: two}\n"
+        "  - id: b\n    action: notify.console\n    with: {message: hi}\n"
+        "    approval: {quorum: 1, roles: [treasury], min_assurance: slack}\n"
+    )
+    result = subprocess.run(
+        [IRCTL, "validate"], cwd=tmp_path, capture_output=True, text=True, check=False,
+        env={**os.environ, "IRCTL_WORKSPACE": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        "runbooks/x.yaml:6:8: approvals.two: no operator in irctl.yaml could satisfy it: "
+        "quorum 2 cannot be reached: only 1 operator(s) with a key may approve (alice)",
+        "1 file checked, 1 problem",
+    ]

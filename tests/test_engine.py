@@ -381,8 +381,21 @@ def test_tabletop_simulates_every_action(store: Store) -> None:
     assert "sim-run" not in calls
 
 
+def _public() -> str:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from irctl.identity import public_key_text
+
+    return public_key_text(Ed25519PrivateKey.generate())
+
+
 TEAM = Config.model_validate(
-    {"operators": {"t1": {"roles": ["treasury"]}, "t2": {"roles": ["treasury"]}}}
+    {
+        "operators": {
+            "t1": {"roles": ["treasury"], "key": _public()},
+            "t2": {"roles": ["treasury"], "key": _public()},
+        }
+    }
 )
 
 

@@ -257,9 +257,8 @@ def at(items: list[dict[str, Any]], seq: int) -> dict[str, Any]:
 
 
 def test_the_statement_and_event_names_are_the_approvals_modules() -> None:
-    assert transcript.APPROVAL_EVENTS == {
-        ap.REQUESTED, ap.GRANTED, ap.DENIED, ap.QUORUM, ap.CANCELLED, ap.LAPSED
-    }  # fmt: skip
+    names = {ap.REQUESTED, ap.GRANTED, ap.DENIED, ap.QUORUM, ap.CANCELLED, ap.LAPSED}
+    assert names == transcript.APPROVAL_EVENTS
     assert set(exports.APPROVAL_EVENTS) == transcript.APPROVAL_EVENTS
     assert exports.REVIEW_ITEM == ap.REVIEW_ITEM
     from irctl.plan import step_digest as planned
@@ -414,7 +413,7 @@ def test_a_quorum_the_policy_does_not_allow(
     items: list[dict[str, Any]], keys: dict[str, Ed25519PrivateKey], install: str, tmp_path: Path
 ) -> None:
     del items[10]  # dana's approval, and the quorum claims bob alone was enough
-    at(items, 12)["data"]["approvers"] = ["bob"]
+    items[10]["data"]["approvers"] = ["bob"]  # the quorum, now event 11
     bad(verify_file(forged(tmp_path / "run.jsonl", items, keys), [install]), 11,
         "is not met by bob under policy 'treasury-two-person'", "1 more approval")  # fmt: skip
 
@@ -471,7 +470,8 @@ def test_a_stale_approval_for_a_replaced_request_is_noted_not_counted(
 def test_describe_approval_events(store: Store, keys: dict[str, Ed25519PrivateKey]) -> None:
     build(store, keys)
     events = store.events(RUN)
-    assert describe(events[4])[0] == "approval requested: 2 of treasury/security-lead, expires 03:35"
+    requested = "approval requested: 2 of treasury/security-lead, expires 03:35"
+    assert describe(events[4])[0] == requested
     assert "amount=412.5" in describe(events[4])[1]
     assert describe(events[9])[:3:2] == ("approved by bob (signed)", "bob")
     assert describe(events[11])[0] == "quorum reached: bob, dana"
@@ -567,3 +567,36 @@ def test_export_jsonl_round_trip_is_exact(store: Store, keys: dict[str, Ed25519P
     buffer = io.StringIO()
     export_jsonl(store.lines(RUN), buffer)
     assert buffer.getvalue().splitlines() == list(store.lines(RUN))
+
+
+def test_a_step_that_runs_other_inputs_than_were_approved(
+    items: list[dict[str, Any]], keys: dict[str, Ed25519PrivateKey], install: str, tmp_path: Path
+) -> None:
+    inputs = {**INPUTS, "to": "0xbad…beef"}
+    at(items, 13)["data"].update(inputs=inputs, digest=step_digest(STEP, ACTION, inputs))
+    bad(verify_file(forged(tmp_path / "run.jsonl", items, keys), [install]), 13,
+        f"{STEP} started with digest", f"but the approval (event 5) was for {DIGEST}")  # fmt: skip
+
+
+def test_items_of_a_for_each_step_are_gated_one_by_one(
+    items: list[dict[str, Any]], keys: dict[str, Ed25519PrivateKey], install: str, tmp_path: Path
+) -> None:
+    # The same events for item 0 of the step: the digest and the signatures cover the item.
+    digest = step_digest(STEP, ACTION, INPUTS, 0)
+    for seq in (5, 6, 12, 13, 14):
+        at(items, seq)["data"].update(item=0)
+    for seq in (5, 6, 12, 13):
+        at(items, seq)["data"]["digest"] = digest
+    at(items, 10)["data"] = ap.sign_decision(keys["bob"], {**decision(keys, "bob"), "item": 0,
+                                                           "digest": digest})  # fmt: skip
+    at(items, 11)["data"] = ap.sign_decision(keys["dana"], {**decision(keys, "dana"), "item": 0,
+                                                            "digest": digest})  # fmt: skip
+    path = forged(tmp_path / "run.jsonl", items, keys)
+    report = verify_file(path, [install])
+    assert report.ok, report.problems
+    assert report.approvals == 2
+    # dana's approval of item 0 does not approve item 1
+    at(items, 11)["data"] = ap.sign_decision(keys["dana"], {**decision(keys, "dana"), "item": 1,
+                                                            "digest": digest})  # fmt: skip
+    bad(verify_file(forged(tmp_path / "run.jsonl", items, keys), [install]), 11,
+        "approval by dana: no approval was requested for sweep-to-cold[1]")  # fmt: skip
