@@ -248,5 +248,5 @@ def test_validate_names_policies_no_operator_could_satisfy(tmp_path: Path) -> No
     assert result.stdout.splitlines() == [
         "runbooks/x.yaml:6:8: approvals.two: no operator in irctl.yaml could satisfy it: "
         "quorum 2 cannot be reached: only 1 operator(s) with a key may approve (alice)",
-        "1 file checked, 1 problem",
+        "2 files checked, 1 problem",
     ]
