@@ -244,6 +244,11 @@ class Engine:
     def _checkpoint(self, run_id: str) -> None:
         """Commit anything deferred and seal the run's head, in one transaction."""
         with self._lock:
+            if not self._deferred:
+                known = self._live.state.last_seq if self._live is not None else 1
+                tail = self.store.events(run_id, after=max(0, known - 1))
+                if tail and tail[-1].type == ev.CHECKPOINT:
+                    return  # already sealed (by an abort from another process, say)
             self._append(run_id, [], locked=True, seal=True)
 
     # -- executing ---------------------------------------------------------------
@@ -276,7 +281,9 @@ class Engine:
         self._emit(ev.RUN_STARTED if first else ev.RUN_RESUMED, {"attempt": state.attempts + 1})
         try:
             outcome = self._sequence(runbook.steps)
-            if outcome == FAIL:
+            if state.status == "aborted":
+                pass  # someone aborted the run meanwhile: it ends where they stopped it
+            elif outcome == FAIL:
                 failed = state.failed_step or next(
                     (s.key for s in state.steps.values() if s.status == FAILED), None
                 )
@@ -304,6 +311,8 @@ class Engine:
 
     def _interrupted(self) -> None:
         live = self._require_live()
+        if live.state.status == "aborted":
+            return
         live.cancelled.set()
         for flag in list(live.active):
             flag.set()
@@ -350,8 +359,11 @@ class Engine:
         if self._deferred:
             items = [*self._deferred, *items]
             self._deferred = []
+        expected = live.state.last_seq + 1 if live is not None else 0
         made = self.store.append(run_id, items, seal=self._sealer() if seal else None)
         if live is not None and live.state.run_id == run_id:
+            if made and made[0].seq > expected:
+                self._fold_foreign(live, expected, made[0].seq)
             for event in made[applied:]:
                 live.state.apply(event)
             if made:
@@ -360,6 +372,17 @@ class Engine:
             for event in made:
                 self.listener(event)
         return made
+
+    def _fold_foreign(self, live: _Live, first: int, upto: int) -> None:
+        """Fold events other processes appended (approvals, notes, an abort) into the state."""
+        for event in self.store.events(live.state.run_id, after=first - 1):
+            if event.seq >= upto:
+                break
+            live.state.apply(event)
+            if self.listener:
+                self.listener(event)
+            if event.type == ev.RUN_ABORTED:
+                live.cancelled.set()  # no new step starts; steps in flight finish
 
     def _emit(self, kind: str, data: dict[str, Any], *, defer: bool = False) -> None:
         live = self._require_live()
@@ -675,6 +698,10 @@ class Engine:
         opened = closed = False
         for event in self.store.events(state.run_id, after=0):
             data = event.data
+            if event.type == ev.RUN_ABORTED and state.status != "aborted":
+                state.apply(event)
+                live.cancelled.set()
+                return STOP
             if not event.type.startswith("approval.") or data.get("step") != step_id:
                 continue
             if data.get("item") != item:

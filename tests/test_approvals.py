@@ -369,3 +369,30 @@ def test_impossible_policies_are_named() -> None:
     policy = Policy.model_validate({"quorum": 2, "roles": ["treasury"]})
     assert impossible(policy, ROLES, "t1") is not None  # with t1 starting, only t2 is left
     assert impossible(policy, ROLES, "s1") is None
+
+
+def test_an_abort_from_elsewhere_stops_an_attached_run(tmp_path: Path, keys: Path) -> None:
+    ws = workspace(tmp_path, keys)
+    proc = subprocess.Popen(
+        [IRCTL, "run", "sweep", "-p", f"out={ws / 'out.txt'}", "--yes", "--wait"],
+        cwd=ws, env={**os.environ, "IRCTL_WORKSPACE": str(ws), **env(keys)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        pending: list[dict[str, object]] = []
+        while not pending and time.monotonic() < deadline:
+            time.sleep(0.1)
+            listed = irctl("approvals", "pending", "--json", cwd=ws, env=env(keys))
+            pending = json.loads(listed.stdout) if listed.returncode == 0 else []
+        run_id = str(pending[0]["run_id"])
+        aborted = irctl("abort", run_id, "--reason", "false alarm", cwd=ws, env=env(keys))
+        assert aborted.returncode == 0, aborted.stderr
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr
+    assert "was aborted" in stderr
+    assert recorded_keys(str(ws / "out.txt")) == ["halt"]
+    verified = irctl("transcript", "verify", run_id, cwd=ws)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -114,6 +114,8 @@ def _finish(state: RunState) -> None:
                 err.print(
                     f"    answer with: irctl answer {run_id} {escape(step.key)} VALUE --as YOU"
                 )
+    elif status == "aborted":
+        err.print(f"[red]run {run_id} was aborted[/red]: {escape(str(state.reason))}")
     elif status == "interrupted":
         err.print(
             f"[yellow]run {run_id} interrupted[/yellow]; continue with: irctl resume {run_id}"
