@@ -127,7 +127,10 @@ def test_a_full_run_answers_a_manual_step_and_never_records_the_secret(
     verified = irctl("transcript", "verify", str(jsonl), cwd=ws)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     artefacts = {
-        "database": b"".join(p.read_bytes() for p in (ws / ".irctl").glob("irctl.db*")),
+        # the database, its WAL, the lock files: everything irctl keeps in the workspace
+        "workspace state": b"".join(
+            p.read_bytes() for p in (ws / ".irctl").rglob("*") if p.is_file()
+        ),
         "jsonl": jsonl.read_bytes(),
         "markdown": md.read_bytes(),
         "outputs": (
