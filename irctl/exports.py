@@ -140,13 +140,14 @@ def _describe_approval(kind: str, d: dict[str, Any]) -> tuple[str, str] | None:
                 f"via {d['channel']}" if d.get("channel") else "",
             ) if part
         )  # fmt: skip
+        via = f"via {d['channel']}" if d.get("channel") else ""
         if d.get("decision") == "approve" and d.get("break_glass"):
             summary = f"BREAK-GLASS APPROVAL by {who} ({_signed_words(d)})"
-            return summary + (f": {_compact(reason, 80)}" if reason else ""), detail
+            return summary + (f": {_compact(reason, 80)}" if reason else ""), via
         if d.get("decision") == "approve":
             return f"approved by {who} ({_signed_words(d)})", detail
         summary = f"denied by {who}" + (f": {_compact(reason, 80)}" if reason else "")
-        return summary + f" ({_signed_words(d)})", detail
+        return summary + f" ({_signed_words(d)})", via
     if kind == QUORUM:
         names = ", ".join(map(str, d.get("approvers") or [])) or "?"
         if d.get("break_glass"):

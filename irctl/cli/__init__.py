@@ -15,7 +15,7 @@ COMMAND_MODULES = ("validate", "runs", "approvals", "transcript", "admin")
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``irctl`` script."""
-    from irctl.cli._app import app, err
+    from irctl.cli._app import app, err, escape
 
     for name in COMMAND_MODULES:
         __import__(f"irctl.cli.{name}")
@@ -23,16 +23,12 @@ def main(argv: list[str] | None = None) -> None:
         # standalone mode: typer handles --help, usage errors (exit 2) and typer.Exit
         app(args=argv, prog_name="irctl")
     except IrctlError as exc:
-        from rich.markup import escape
-
         err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:
-        from rich.markup import escape
-
         if os.environ.get("IRCTL_DEBUG"):
             raise
         err.print(

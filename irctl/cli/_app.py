@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HELP = """irctl — security incident response runbooks for exchanges and custodians.
 
@@ -40,8 +42,33 @@ app.add_typer(transcript_app, name="transcript")
 app.add_typer(keys_app, name="keys")
 app.add_typer(approvals_app, name="approvals")
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs ~35 ms that ``--help`` and
+    ``validate`` need not pay."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+out = cast("Console", _LazyConsole(highlight=False, soft_wrap=False))
+err = cast("Console", _LazyConsole(stderr=True, highlight=False))
+
+
+def escape(text: str) -> str:
+    """Escape rich markup in text that came from a user or a run."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")
 

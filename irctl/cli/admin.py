@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from irctl.cli._app import app, err, keys_app, out
+from irctl.cli._app import app, err, escape, keys_app, out
 from irctl.errors import UsageError
 
 CONFIG_TEMPLATE = """\

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
-from irctl.cli._app import JSON_OPTION, app, approvals_app, err, out, print_json
+from irctl.cli._app import JSON_OPTION, app, approvals_app, err, escape, out, print_json
 
 KEY_OPTION = typer.Option(
     None,

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 
-from irctl.cli._app import JSON_OPTION, app, err, out, print_json, runs_app
+from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json, runs_app
 from irctl.errors import IrctlError, UsageError
 
 if TYPE_CHECKING:

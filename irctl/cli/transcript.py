@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from irctl.cli._app import JSON_OPTION, err, out, print_json, transcript_app
+from irctl.cli._app import JSON_OPTION, err, escape, out, print_json, transcript_app
 from irctl.errors import UsageError, VerificationFailed
 
 if TYPE_CHECKING:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.markup import escape
 
-from irctl.cli._app import JSON_OPTION, app, err, out, print_json, runbooks_app
+from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json, runbooks_app
 from irctl.errors import InvalidDocument, UsageError
 
 if TYPE_CHECKING:
@@ -107,11 +107,11 @@ def validate_command(
         )
     else:
         for problem in problems:
-            out.print(escape(str(problem)), soft_wrap=True)
+            sys.stdout.write(f"{problem}\n")
         files = "file" if count == 1 else "files"
         found = "problem" if len(problems) == 1 else "problems"
         summary = f"{count} {files} checked, {len(problems)} {found}"
-        out.print(f"[red]{summary}[/red]" if problems else f"[green]{summary}[/green]")
+        sys.stdout.write(f"{summary}\n")
     if problems:
         raise typer.Exit(2)
 
