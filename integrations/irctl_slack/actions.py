@@ -1,0 +1,1 @@
+"""The ``slack.*`` actions (to be written)."""
