@@ -254,11 +254,18 @@ def decide(
     private_key: Ed25519PrivateKey,
     break_glass: bool = False,
     channel: str = "cli",
+    slack_user: str | None = None,
 ) -> Event:
     """Record one operator's signed decision on a step waiting for approval.
 
     Every check the engine makes again when it counts the decision is made
     here first, so a person learns at once why their approval would not count.
+
+    From the CLI, ``private_key`` is the operator's own key (assurance ``key``).
+    From Slack (``slack_user`` given), the person is identified by Slack's
+    signed request, verified by ``irctl serve``, and ``private_key`` is the
+    installation key that attests it (assurance ``slack``): such a decision
+    counts only where the policy allows ``min_assurance: slack``.
     """
     from irctl.events import utcnow
     from irctl.identity import public_key_text
@@ -320,12 +327,20 @@ def decide(
     if operator in step.approvers or operator in step.deniers:
         done = "approved" if operator in step.approvers else "denied"
         raise ApprovalRejected(f"{operator} already {done} '{key}' (digest {request['digest']})")
-    if not recorded.get("key"):
+    if slack_user is not None:
+        if recorded.get("slack") != slack_user:
+            raise ApprovalRejected(f"Slack user {slack_user} is not {operator}'s Slack identity")
+        if policy.min_assurance == "key" or break_glass:
+            raise ApprovalRejected(
+                f"policy '{request.get('policy')}' needs an approval signed with the operator's "
+                f"own key: irctl approve {run_id} {key} --as {operator}"
+            )
+    elif not recorded.get("key"):
         raise ApprovalRejected(
             f"{operator} has no public key in irctl.yaml: run 'irctl keys generate {operator}' "
             "and add the line it prints"
         )
-    if public_key_text(private_key) != recorded["key"]:
+    elif public_key_text(private_key) != recorded["key"]:
         raise ApprovalRejected(
             f"the private key given is not {operator}'s key as configured when the run started"
         )
@@ -337,6 +352,8 @@ def decide(
         "channel": channel,
     }  # fmt: skip
     data = sign_decision(private_key, fields)
+    if slack_user is not None:
+        data.update(assurance="slack", slack_user=slack_user)
     if data.get("item") is None:
         data.pop("item")
     (event,) = store.append(run_id, [(GRANTED if approve else DENIED, data)])

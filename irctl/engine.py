@@ -167,7 +167,7 @@ class Engine:
             "incident": incident,
             "irctl": __version__,
             "operators": {
-                name: {"roles": list(op.roles), "key": op.key}
+                name: {"roles": list(op.roles), "key": op.key, "slack": op.slack}
                 for name, op in sorted(self.config.operators.items())
             },
             "break_glass_roles": list(self.config.break_glass.roles),
@@ -799,17 +799,27 @@ class Engine:
         )
 
     def _signed_by_operator(self, data: dict[str, Any]) -> bool:
-        """The engine's own check of a decision: signed by the operator's key as recorded."""
-        from irctl.approvals import signature_ok
+        """The engine's own check of a decision before it counts.
 
-        if data.get("assurance") != "key":
-            return False  # other channels (Slack) are verified where they arrive
+        Assurance ``key``: signed by the operator's key as recorded at run start.
+        Assurance ``slack``: attested by this installation's key (``irctl serve``
+        verified Slack's signed request) for the operator's recorded Slack id.
+        """
+        from irctl.approvals import signature_ok
+        from irctl.identity import public_key_text
+
         live = self._require_live()
         operator = live.state.operators.get(str(data.get("operator")))
-        recorded = operator.get("key") if operator else None
-        if not recorded or data.get("run") != live.state.run_id:
+        if operator is None or data.get("run") != live.state.run_id:
             return False
-        return signature_ok(data, recorded)
+        if data.get("assurance") == "key":
+            recorded = operator.get("key")
+            return bool(recorded) and signature_ok(data, recorded)
+        if data.get("assurance") == "slack" and self.signing_key is not None:
+            if not operator.get("slack") or data.get("slack_user") != operator.get("slack"):
+                return False
+            return signature_ok(data, public_key_text(self.signing_key))
+        return False
 
     def _asker(self, key: str) -> Asker | None:
         """The interactive prompt, recording who answered what (a person's word is evidence)."""
