@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any, Generic, TypeVar, get_type_hints
+from typing import Any, Generic, Protocol, TypeVar, get_type_hints
 
 from pydantic import BaseModel
 
@@ -48,11 +48,14 @@ __all__ = [
     "Action",
     "ActionContext",
     "ActionError",
+    "Notifier",
+    "NotifyContext",
     "Probe",
     "Registry",
     "WaitForOperator",
     "action",
     "default_registry",
+    "notifier",
 ]
 
 GROUP = "irctl.integrations"
@@ -213,6 +216,47 @@ class Action(Generic[Inputs]):
 _DEFINED: dict[str, Action[Any]] = {}
 
 
+class Notifier(Protocol):
+    """Something that tells people about a run as it happens (a Slack channel, say).
+
+    ``notify`` is called for every event of the run, on the engine's thread, with
+    a plain summary of the run; it must return at once (queue the work on a
+    thread of its own): the engine never waits on a notifier, and a notifier's
+    failure never fails a run.  ``close`` is called when the process is done with
+    the run and may take at most ``timeout`` seconds to deliver what is queued.
+    """
+
+    def notify(self, event: Any, summary: dict[str, Any]) -> None: ...
+
+    def close(self, timeout: float) -> None: ...
+
+
+@dataclass
+class NotifyContext:
+    """What a notifier gets: its configuration, the run, and a way to record events."""
+
+    run_id: str
+    config: dict[str, Any]
+    operators: dict[str, dict[str, Any]]
+    mode: str
+    history: list[Any]  # the run's events so far (a resumed run's earlier messages, say)
+    record: Callable[[str, dict[str, Any]], None]  # append an event (e.g. notify.failed)
+
+
+NotifierFactory = Callable[[NotifyContext], "Notifier | None"]
+_NOTIFIERS: dict[str, NotifierFactory] = {}
+
+
+def notifier(namespace: str) -> Callable[[NotifierFactory], NotifierFactory]:
+    """Register a notifier factory for an integration; used when irctl.yaml configures it."""
+
+    def decorate(factory: NotifierFactory) -> NotifierFactory:
+        _NOTIFIERS[namespace] = factory
+        return factory
+
+    return decorate
+
+
 def action(
     name: str,
     *,
@@ -322,6 +366,18 @@ class Registry:
         if name in _DEFINED:
             return _DEFINED[name]
         raise IntegrationError(f"unknown action '{name}'")
+
+    def notifiers(self, configured: Iterable[str]) -> list[tuple[str, NotifierFactory]]:
+        """Notifier factories of the configured integrations (each imported once, lazily)."""
+        found = []
+        for namespace in configured:
+            if namespace not in self.installed():
+                continue
+            self.load_namespace(namespace)
+            factory = _NOTIFIERS.get(namespace)
+            if factory is not None:
+                found.append((namespace, factory))
+        return found
 
     def known(self, namespace: str | None = None) -> list[str]:
         """Names of the actions defined so far (load namespaces first to see theirs)."""

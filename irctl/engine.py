@@ -15,6 +15,7 @@ The engine imports no integration: it finds actions by name in a
 
 from __future__ import annotations
 
+import contextlib
 import secrets as _random
 import threading
 import time
@@ -28,7 +29,15 @@ from pydantic import ValidationError
 
 from irctl import __version__
 from irctl import events as ev
-from irctl.actions import Action, ActionContext, Asker, Registry, WaitForOperator, default_registry
+from irctl.actions import (
+    Action,
+    ActionContext,
+    Asker,
+    Notifier,
+    Registry,
+    WaitForOperator,
+    default_registry,
+)
 from irctl.errors import ActionError, ActionTimeout, IntegrationError, IrctlError, UsageError
 from irctl.events import Event, utcnow
 from irctl.model import Config, Policy, Runbook, Step
@@ -85,7 +94,7 @@ class _Live:
     cancelled: threading.Event = field(default_factory=threading.Event)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # unredacted, this process
     active: set[threading.Event] = field(default_factory=set)
-    abort_fan_out: threading.Event = field(default_factory=threading.Event)
+    notifiers: list[tuple[str, Notifier]] = field(default_factory=list)
 
 
 class Engine:
@@ -106,6 +115,8 @@ class Engine:
         cancel_grace: float = 10.0,
         attach: bool = False,
         poll: float = 0.3,
+        notify: bool = True,
+        notify_grace: float = 2.0,
     ) -> None:
         self.store = store
         self.registry = registry or default_registry
@@ -118,6 +129,8 @@ class Engine:
         self.cancel_grace = cancel_grace
         self.attach = attach  # wait for approvals in this process instead of stopping (exit 3)
         self.poll = poll
+        self.notify = notify  # start the notifiers of configured integrations (Slack, ...)
+        self.notify_grace = notify_grace  # at most this long to deliver queued notifications
         self._sleep = sleep
         self._lock = threading.Lock()
         self._live: _Live | None = None
@@ -277,6 +290,8 @@ class Engine:
         resolved = self._resolve_secrets(runbook)
         live = _Live(state, runbook, resolved, Redactor(resolved.values()))
         self._live = live
+        if self.notify:
+            live.notifiers = self._start_notifiers(live, events)
         first = state.attempts == 0
         self._emit(ev.RUN_STARTED if first else ev.RUN_RESUMED, {"attempt": state.attempts + 1})
         try:
@@ -307,6 +322,8 @@ class Engine:
             else:
                 self._flush()
             self._live = None
+            for _, started in live.notifiers:
+                _quietly(started.close, self.notify_grace)
         return self.state(run_id)
 
     def _interrupted(self) -> None:
@@ -371,7 +388,67 @@ class Engine:
         if self.listener:
             for event in made:
                 self.listener(event)
+        if live is not None and live.notifiers and made:
+            summary = self._summary(live)
+            for event in made:
+                for _, started in live.notifiers:
+                    _quietly(started.notify, event, summary)
         return made
+
+    # -- notifications -----------------------------------------------------------------
+
+    def _start_notifiers(self, live: _Live, history: list[Event]) -> list[tuple[str, Notifier]]:
+        """Notifiers of the configured integrations; one that cannot start is recorded."""
+        from irctl.actions import NotifyContext
+
+        started: list[tuple[str, Notifier]] = []
+        try:
+            factories = self.registry.notifiers(self.config.integrations)
+        except IrctlError as exc:
+            self._emit("notify.unavailable", {"error": str(exc)})
+            return started
+        run_id = live.state.run_id
+
+        def record(kind: str, data: dict[str, Any]) -> None:
+            body = live.redactor(data)
+            if self._live is live:
+                self._append(run_id, [(kind, body)])
+            else:
+                self.store.append(run_id, [(kind, body)])
+
+        for namespace, factory in factories:
+            context = NotifyContext(
+                run_id=run_id, config=dict(self.config.integrations.get(namespace, {})),
+                operators=dict(live.state.operators), mode=live.state.mode,
+                history=list(history), record=record,
+            )  # fmt: skip
+            try:
+                made = factory(context)
+            except Exception as exc:  # a notifier never stops a run
+                self._emit("notify.unavailable", {"integration": namespace, "error": str(exc)})
+                continue
+            if made is not None:
+                started.append((namespace, made))
+        return started
+
+    def _integration_config(self, namespace: str) -> dict[str, Any]:
+        """An action's ``ctx.config``: its integration's settings, plus ``_operators`` (the
+        operators as recorded at run start: roles and Slack ids, never a secret)."""
+        live = self._require_live()
+        return {**self.config.integrations.get(namespace, {}), "_operators": live.state.operators}
+
+    def _summary(self, live: _Live) -> dict[str, Any]:
+        state = live.state
+        return {
+            "run_id": state.run_id, "runbook": state.runbook, "title": state.title,
+            "mode": state.mode, "incident": state.incident, "initiator": state.initiator,
+            "status": state.status, "failed_step": state.failed_step,
+            "steps": [
+                {"step": s.key, "status": s.status, "error": s.error,
+                 "waiting_for": s.waiting_for, "approvers": list(s.approvers)}
+                for s in state.steps.values()
+            ],
+        }  # fmt: skip
 
     def _fold_foreign(self, live: _Live, first: int, upto: int) -> None:
         """Fold events other processes appended (approvals, notes, an abort) into the state."""
@@ -617,7 +694,7 @@ class Engine:
                 flag.set()
             ctx = ActionContext(
                 run_id=live.state.run_id, step_id=key, attempt=attempt, mode=live.state.mode,
-                config=self.config.integrations.get(act.namespace, {}), vars=self.config.vars,
+                config=self._integration_config(act.namespace), vars=self.config.vars,
                 timeout=step.timeout, cancelled=flag,
                 answers={key: answer} if answer is not None else {},
                 interactive=self._asker(key),
@@ -914,7 +991,7 @@ class Engine:
         elif act.has_probe and live.state.mode != "tabletop":
             ctx = ActionContext(
                 run_id=live.state.run_id, step_id=key, attempt=known.attempt,
-                mode=live.state.mode, config=self.config.integrations.get(act.namespace, {}),
+                mode=live.state.mode, config=self._integration_config(act.namespace),
                 vars=self.config.vars, cancelled=live.cancelled,
             )  # fmt: skip
             try:
@@ -964,6 +1041,12 @@ class _StepsView(Mapping[str, dict[str, Any]]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    """Call a notifier: whatever it does wrong, the run goes on (it records its own failures)."""
+    with contextlib.suppress(Exception):
+        fn(*args)
 
 
 def _guard(
