@@ -38,4 +38,7 @@ def resolve(name: str, reference: str, *, base: Path | None = None) -> str:
             f"secret '{name}': aws-sm references are read by the AWS integration, "
             "which is not available in this version"
         )
-    raise SecretError(f"secret '{name}': unknown reference scheme '{scheme}' (use env: or file:)")
+    # Never echo the text: a value pasted where a reference belongs would leak.
+    raise SecretError(
+        f"secret '{name}': not a reference; write env:VARIABLE or file:PATH, never the value"
+    )

@@ -565,3 +565,16 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- the Slack Web API stand-in (irctl/_slack_standin.py) -------------------------------------
+
+from irctl._slack_standin import (  # noqa: E402  (kept apart: the stand-in has its own module)
+    SlackCall,
+    SlackChannel,
+    SlackMessage,
+    SlackStandIn,
+    SlackUser,
+)
+
+__all__ += ["SlackCall", "SlackChannel", "SlackMessage", "SlackStandIn", "SlackUser"]

@@ -7,3 +7,4 @@ only when an action runs or a notifier starts.
 """
 
 from irctl_slack import actions as actions
+from irctl_slack import notifier as notifier

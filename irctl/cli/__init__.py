@@ -10,7 +10,7 @@ import sys
 
 from irctl.errors import IrctlError
 
-COMMAND_MODULES = ("validate", "runs", "approvals", "transcript", "admin")
+COMMAND_MODULES = ("validate", "runs", "approvals", "transcript", "admin", "serve")
 
 
 def main(argv: list[str] | None = None) -> None:

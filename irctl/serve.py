@@ -1,0 +1,423 @@
+"""``irctl serve``: approvals from Slack, verified before anything is recorded.
+
+Slack posts an interactivity request when someone clicks a button in a
+message or submits a modal.  This module checks that Slack sent it (HMAC-SHA256
+signature over the raw body with the app's signing secret, timestamp no more
+than 5 minutes away, never seen before), maps the Slack user to an operator by
+the ``slack:`` id in ``irctl.yaml``, and records the decision with
+:func:`irctl.approvals.decide` attested by the installation key (assurance
+``slack``, channel ``slack``).  A policy with ``min_assurance: key`` refuses such
+a decision, and the reply tells the clicker to use ``irctl approve``.
+
+The contract with the message that asks for an approval (the Slack notifier)::
+
+    Approve / Deny buttons (payload type "block_actions")
+        action_id   "approve" or "deny"
+        value       JSON text {"run": RUN_ID, "step": STEP_KEY, "digest": "sha256:..."}
+                    (STEP_KEY as in the run: "sweep" or "sweep[2]"; digest: the
+                    approval request's digest the message shows)
+    Reason box in the same message (optional for approve, required for deny)
+        a plain_text_input with action_id "reason" (any block_id); Slack sends
+        what is typed in it with the click, in payload.state.values
+    Deny-with-reason modal (payload type "view_submission"): a denial
+        view.private_metadata   the same JSON as the button value
+        a plain_text_input with action_id "reason" in view.state.values
+
+Replies (HTTP 200, JSON) are for the clicker only: ``{"response_type":
+"ephemeral", "text": ...}`` for a button; for the modal ``{"response_action":
+"clear"}`` on success, else ``{"response_action": "errors", "errors": {BLOCK:
+text}}``, which Slack shows under the reason box.  A request that fails
+verification gets HTTP 401 with a plain message and records nothing.
+
+Socket Mode (no inbound endpoint) is not supported yet; ``irctl serve
+--socket-mode`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from irctl.errors import IrctlError, UsageError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from slack_sdk.signature import SignatureVerifier
+
+    from irctl.store import Store
+    from irctl.workspace import Workspace
+
+PATH = "/slack/interactivity"
+MAX_BODY = 64 * 1024  # Slack's interactivity payloads are a few KiB
+MAX_AGE = 5 * 60  # seconds; Slack's own rule, enforced by SignatureVerifier
+MAX_SEEN = 10_000  # signatures remembered for replay protection (5 minutes' worth)
+ACTIONS = ("approve", "deny")
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to answer an HTTP request with."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+
+    @classmethod
+    def text(cls, status: int, message: str) -> Reply:
+        return cls(status, (message + "\n").encode("utf-8"))
+
+    @classmethod
+    def json(cls, value: Mapping[str, Any]) -> Reply:
+        body = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return cls(HTTPStatus.OK, body, "application/json; charset=utf-8")
+
+
+@dataclass(frozen=True)
+class Click:
+    """One decision asked for from Slack, as parsed from a verified payload."""
+
+    kind: str  # "block_actions" or "view_submission"
+    slack_user: str
+    approve: bool
+    run: str
+    step: str
+    digest: str
+    reason: str | None
+    reason_block: str  # where a modal shows an error about the reason
+
+
+class Rejected(Exception):
+    """A payload irctl cannot act on; the message is shown to the clicker."""
+
+
+class SlackInteractivity:
+    """Verifies Slack interactivity requests and records the decisions they carry.
+
+    Independent of the transport: :class:`Server` feeds it HTTP requests.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        signing_secret: str,
+        operators_by_slack: Mapping[str, str],
+        private_key: Ed25519PrivateKey,
+        clock: Callable[[], float] = time.time,
+        log: Log | None = None,
+    ) -> None:
+        from slack_sdk.signature import Clock, SignatureVerifier
+
+        class _Clock(Clock):
+            def now(self) -> float:
+                return clock()
+
+        self.store = store
+        self._verifier: SignatureVerifier = SignatureVerifier(signing_secret, clock=_Clock())
+        self.operators_by_slack = dict(operators_by_slack)
+        self.private_key = private_key
+        self.clock = clock
+        self.log = log or (lambda _line: None)
+        # Replay protection: every verified signature (one per request: it covers the timestamp
+        # and the body) until it is too old to pass the timestamp check anyway.  In memory, so
+        # per process: several `irctl serve` replicas behind a load balancer would need a shared
+        # store (e.g. a table with a unique key) to refuse a replay sent to another replica.
+        self._seen: dict[str, int] = {}
+        self._seen_lock = threading.Lock()
+
+    # -- verification ---------------------------------------------------------
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> str | None:
+        """Why this request is not an authentic, fresh Slack request; None if it is."""
+        lowered = {name.lower(): value for name, value in headers.items()}
+        timestamp = lowered.get("x-slack-request-timestamp")
+        signature = lowered.get("x-slack-signature")
+        if not timestamp or not signature:
+            return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
+        try:
+            stamp = int(timestamp)
+        except ValueError:
+            return "malformed X-Slack-Request-Timestamp"
+        if abs(self.clock() - stamp) > MAX_AGE:
+            return "request timestamp is more than 5 minutes away from now (replayed or clock skew)"
+        if not self._verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+            return "bad signature"
+        with self._seen_lock:
+            horizon = self.clock() - MAX_AGE
+            if len(self._seen) >= MAX_SEEN:
+                self._seen = {sig: ts for sig, ts in self._seen.items() if ts >= horizon}
+            if signature in self._seen:
+                return "replayed request (this signature was already used)"
+            if len(self._seen) >= MAX_SEEN:
+                # Forgetting a signature still inside the window would let it be replayed.
+                return "too many requests in the last 5 minutes"
+            self._seen[signature] = stamp
+        return None
+
+    # -- HTTP -----------------------------------------------------------------
+
+    def handle_http(self, body: bytes, headers: Mapping[str, str]) -> Reply:
+        problem = self.verify(body, headers)
+        if problem is not None:
+            self.log(f"rejected: {problem}")
+            return Reply.text(HTTPStatus.UNAUTHORIZED, f"not a valid Slack request: {problem}")
+        try:
+            form = parse_qs(body.decode("utf-8"), strict_parsing=True)
+            (text,) = form["payload"]
+            payload = json.loads(text)
+        except (UnicodeDecodeError, ValueError, KeyError):
+            return Reply.text(HTTPStatus.BAD_REQUEST, "expected a form body payload=<JSON>")
+        if not isinstance(payload, dict):
+            return Reply.text(HTTPStatus.BAD_REQUEST, "payload is not a JSON object")
+        return Reply.json(self.handle_payload(payload))
+
+    # -- payloads -------------------------------------------------------------
+
+    def handle_payload(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON reply to one verified interactivity payload."""
+        modal = payload.get("type") == "view_submission"
+        try:
+            click = parse_click(payload)
+        except Rejected as exc:
+            self.log(f"ignored: {exc}")
+            return _reply(modal, "reason", str(exc))
+        ok, message = self.decide(click)
+        self.log(f"{'recorded' if ok else 'refused'}: {message}")
+        if ok and modal:
+            return {"response_action": "clear"}
+        return _reply(modal, click.reason_block, message)
+
+    def decide(self, click: Click) -> tuple[bool, str]:
+        """Record the decision; (recorded?, what to tell the clicker)."""
+        from irctl.approvals import decide
+        from irctl.state import fold
+
+        operator = self.operators_by_slack.get(click.slack_user)
+        if operator is None:
+            return False, (
+                f"You (Slack user {click.slack_user}) are not an irctl operator: no operator in "
+                f"irctl.yaml has 'slack: {click.slack_user}'. Nothing was recorded."
+            )
+        if not click.approve and not click.reason:
+            return False, (
+                "A denial needs a reason: type it in the Reason box and click Deny again "
+                f"(or: irctl deny {click.run} {click.step} --reason ...). Nothing was recorded."
+            )
+        try:
+            state = fold(self.store.events(click.run))
+            step = state.steps.get(click.step)
+            request = step.approval if step is not None else None
+            if request is not None and request.get("digest") != click.digest:
+                return False, (
+                    f"The inputs of '{click.step}' changed since this message was posted; see the "
+                    f"new request (digest {request.get('digest')}). Nothing was recorded."
+                )
+            decide(
+                self.store, click.run, click.step, operator=operator, approve=click.approve,
+                reason=click.reason, private_key=self.private_key, slack_user=click.slack_user,
+                channel="slack",
+            )  # fmt: skip
+        except IrctlError as exc:  # ApprovalRejected, an unknown run, the store unreachable
+            return False, f"{exc.message}. Nothing was recorded."
+        word = "approved" if click.approve else "denied"
+        return True, (
+            f"{click.step} of run {click.run} {word} by {operator} (Slack identity). "
+            f"A run attached with --attach continues by itself; otherwise: irctl resume {click.run}"
+        )
+
+
+def _reply(modal: bool, block: str, message: str) -> dict[str, Any]:
+    if modal:
+        return {"response_action": "errors", "errors": {block: message}}
+    return {"response_type": "ephemeral", "replace_original": False, "text": message}
+
+
+def _reason(values: Any) -> tuple[str | None, str]:
+    """The text of the input with action_id ``reason`` in a ``state.values`` mapping."""
+    if isinstance(values, dict):
+        for block, actions in values.items():
+            if isinstance(actions, dict) and isinstance(actions.get("reason"), dict):
+                value = actions["reason"].get("value")
+                text = value.strip() if isinstance(value, str) else ""
+                return text or None, str(block)
+    return None, "reason"
+
+
+def _target(text: Any) -> tuple[str, str, str]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(
+        isinstance(value.get(name), str) and value.get(name) for name in ("run", "step", "digest")
+    ):
+        raise Rejected('this button does not name an irctl approval ({"run", "step", "digest"})')
+    return value["run"], value["step"], value["digest"]
+
+
+def parse_click(payload: Mapping[str, Any]) -> Click:
+    """The decision a ``block_actions`` or ``view_submission`` payload asks for."""
+    user = payload.get("user")
+    slack_user = user.get("id") if isinstance(user, dict) else None
+    if not isinstance(slack_user, str) or not slack_user:
+        raise Rejected("the request names no Slack user")
+    kind = payload.get("type")
+    if kind == "block_actions":
+        actions = payload.get("actions")
+        action = next(
+            (a for a in actions or [] if isinstance(a, dict) and a.get("action_id") in ACTIONS),
+            None,
+        )
+        if action is None:
+            raise Rejected("irctl handles only its Approve and Deny buttons")
+        run, step, digest = _target(action.get("value"))
+        state = payload.get("state")
+        reason, block = _reason(state.get("values") if isinstance(state, dict) else None)
+        approve = action["action_id"] == "approve"
+        return Click(kind, slack_user, approve, run, step, digest, reason, block)
+    if kind == "view_submission":
+        view = payload.get("view")
+        if not isinstance(view, dict):
+            raise Rejected("the submission carries no view")
+        run, step, digest = _target(view.get("private_metadata"))
+        state = view.get("state")
+        reason, block = _reason(state.get("values") if isinstance(state, dict) else None)
+        return Click(kind, slack_user, False, run, step, digest, reason, block)
+    raise Rejected(f"irctl does not handle Slack '{kind}' interactions")
+
+
+# -- the HTTP server ------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Server
+    timeout = 15  # seconds a client may take to send its request
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            self._send(Reply.text(HTTPStatus.OK, "ok"))
+        else:
+            self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
+
+    def do_POST(self) -> None:
+        if self.path != PATH:
+            self._drain()
+            self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            self._send(
+                Reply.text(HTTPStatus.LENGTH_REQUIRED, "Content-Length required"), close=True
+            )
+            return
+        if length < 0 or length > MAX_BODY:
+            self._send(Reply.text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large"), True)
+            return
+        body = self.rfile.read(length)
+        headers = {name: value for name, value in self.headers.items()}
+        self._send(self.server.interactivity.handle_http(body, headers))
+
+    def _drain(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or "0")
+        except ValueError:
+            length = 0
+        if 0 < length <= MAX_BODY:
+            self.rfile.read(length)
+        else:
+            self.close_connection = True
+
+    def _send(self, reply: Reply, close: bool = False) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.interactivity.log(f"{self.address_string()} {format % args}")
+
+
+class Server(ThreadingHTTPServer):
+    """The interactivity endpoint; ``serve_forever()`` until ``shutdown()``."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], interactivity: SlackInteractivity) -> None:
+        self.interactivity = interactivity
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+SETUP = """\
+integrations:
+  slack:
+    signing_secret: env:SLACK_SIGNING_SECRET   # Basic Information > App Credentials"""
+
+
+def make_server(
+    workspace: Workspace,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    clock: Callable[[], float] = time.time,
+    log: Log | None = None,
+) -> Server:
+    """The Slack interactivity endpoint for ``workspace``, bound and ready to serve."""
+    from irctl.secrets import resolve
+
+    slack = workspace.config.integrations.get("slack") or {}
+    reference = slack.get("signing_secret")
+    where = workspace.config_path or workspace.root / "irctl.yaml"
+    if not isinstance(reference, str) or not reference:
+        raise UsageError(
+            f"no Slack signing secret: add to {where}:\n{SETUP}\n"
+            "and set SLACK_SIGNING_SECRET to the app's signing secret"
+        )
+    secret = resolve("integrations.slack.signing_secret", reference, base=workspace.root)
+    key = workspace.signing_key()
+    if key is None:
+        raise UsageError(
+            f"no installation key at {workspace.installation_key_path}: it attests Slack "
+            "approvals; run 'irctl init' in the workspace to create it"
+        )
+    by_slack: dict[str, str] = {}
+    for name, operator in sorted(workspace.config.operators.items()):
+        if not operator.slack:
+            continue
+        if operator.slack in by_slack:
+            raise UsageError(
+                f"operators {by_slack[operator.slack]} and {name} have the same Slack id "
+                f"{operator.slack} in {where}"
+            )
+        by_slack[operator.slack] = name
+    interactivity = SlackInteractivity(
+        workspace.store, signing_secret=secret, operators_by_slack=by_slack, private_key=key,
+        clock=clock, log=log,
+    )  # fmt: skip
+    try:
+        return Server((host, port), interactivity)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with --port "
+            "or --host"
+        ) from exc

@@ -1,0 +1,368 @@
+"""``irctl serve``: a real server in a thread, requests signed exactly as Slack signs them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from irctl.engine import Engine
+from irctl.identity import generate_private_key, public_key_text
+from irctl.loader import load_runbook_text
+from irctl.serve import Server, make_server
+from irctl.testing import recorded_keys
+from irctl.workspace import Workspace
+from tests.helpers import irctl, make_workspace
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+OPERATORS = {
+    "oncall": (["security-oncall"], "U0ONCALL"),
+    "alice": (["security-lead"], "U0ALICE"),
+    "bob": (["treasury"], "U0BOB"),
+}
+
+RUNBOOK = """\
+irctl: 1
+kind: runbook
+id: sweep
+title: Sweep the hot wallet
+params:
+  out: {type: string}
+approvals:
+  two-person:
+    quorum: 2
+    roles: [treasury, security-lead]
+    min_assurance: ASSURANCE
+steps:
+  - id: sweep-to-cold
+    action: testing.record
+    approval: two-person
+    with: {path: "{{ params.out }}", key: sweep}
+"""
+
+
+def slack_headers(body: bytes, timestamp: int, secret: str = SECRET) -> dict[str, str]:
+    """Slack's v0 signature, computed here independently of the server."""
+    base = b"v0:" + str(timestamp).encode() + b":" + body
+    digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": str(timestamp),
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def form(payload: dict[str, Any]) -> bytes:
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def button(
+    action: str, run: str, step: str, digest: str, user: str, reason: str | None = None
+) -> bytes:
+    value = json.dumps({"run": run, "step": step, "digest": digest})
+    return form(
+        {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower()},
+            "team": {"id": "T0TEAM"},
+            "actions": [
+                {"type": "button", "action_id": action, "block_id": "decide", "value": value}
+            ],
+            "state": {"values": {"why": {"reason": {"type": "plain_text_input", "value": reason}}}},
+            "response_url": "https://hooks.slack.com/actions/T0TEAM/1/abc",
+        }
+    )
+
+
+def modal_deny(run: str, step: str, digest: str, user: str, reason: str) -> bytes:
+    return form(
+        {
+            "type": "view_submission",
+            "user": {"id": user},
+            "view": {
+                "callback_id": "irctl-deny",
+                "private_metadata": json.dumps({"run": run, "step": step, "digest": digest}),
+                "state": {
+                    "values": {"why": {"reason": {"type": "plain_text_input", "value": reason}}}
+                },
+            },
+        }
+    )
+
+
+@dataclass
+class Env:
+    ws: Workspace
+    server: Server
+    now: list[float] = field(default_factory=lambda: [time.time()])
+    out: Path = Path()
+
+    def post(
+        self, body: bytes, headers: dict[str, str] | None = None, path: str = "/slack/interactivity"
+    ) -> tuple[int, str]:
+        sent = slack_headers(body, int(self.now[0])) if headers is None else headers
+        request = urllib.request.Request(self.server.url + path, body, sent, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def engine(self) -> Engine:
+        return Engine(self.ws.store, config=self.ws.config, signing_key=self.ws.signing_key())
+
+    def waiting_run(self, assurance: str = "slack") -> tuple[str, str]:
+        """A run waiting for approval of sweep-to-cold; (run id, digest)."""
+        text = RUNBOOK.replace("ASSURANCE", assurance)
+        engine = self.engine()
+        run_id = engine.create_run(
+            load_runbook_text(text, "sweep.yaml"), text, {"out": str(self.out)}, initiator="oncall"
+        )
+        state = engine.execute(run_id)
+        assert state.status == "waiting"
+        request = state.steps["sweep-to-cold"].approval
+        assert request is not None
+        return run_id, str(request["digest"])
+
+    def decisions(self, run_id: str) -> list[dict[str, Any]]:
+        return [
+            {"type": e.type, **e.data}
+            for e in self.ws.store.events(run_id)
+            if e.type in ("approval.granted", "approval.denied")
+        ]
+
+
+def workspace(root: Path) -> Path:
+    lines = ["operators:"]
+    for name, (roles, slack) in OPERATORS.items():
+        public = public_key_text(generate_private_key(root / "keys" / f"{name}.key"))
+        lines.append(f'  {name}: {{roles: [{", ".join(roles)}], slack: {slack}, key: "{public}"}}')
+    lines += ["integrations:", "  slack:", "    signing_secret: env:SLACK_SIGNING_SECRET", ""]
+    return make_workspace(root / "ws", extra="\n".join(lines))
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    ws = Workspace.find(workspace(tmp_path))
+    now = [time.time()]
+    server = make_server(ws, host="127.0.0.1", port=0, clock=lambda: now[0])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Env(ws, server, now, tmp_path / "out.txt")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_signed_slack_approvals_count_and_the_step_runs(env: Env) -> None:
+    run_id, digest = env.waiting_run()
+    status, text = env.post(button("approve", run_id, "sweep-to-cold", digest, "U0ALICE"))
+    assert status == 200
+    reply = json.loads(text)
+    assert reply["response_type"] == "ephemeral"
+    assert "approved by alice (Slack identity)" in reply["text"]
+    env.now[0] += 1  # a second click, a second later
+    status, text = env.post(button("approve", run_id, "sweep-to-cold", digest, "U0BOB", "ok"))
+    assert status == 200, text
+    assert "approved by bob (Slack identity)" in json.loads(text)["text"]
+
+    granted = env.decisions(run_id)
+    assert [(d["type"], d["operator"]) for d in granted] == [
+        ("approval.granted", "alice"),
+        ("approval.granted", "bob"),
+    ]
+    assert {d["assurance"] for d in granted} == {"slack"}
+    assert {d["channel"] for d in granted} == {"slack"}
+    assert [d["slack_user"] for d in granted] == ["U0ALICE", "U0BOB"]
+    assert granted[1]["reason"] == "ok"
+    installation = env.ws.signing_key()
+    assert installation is not None
+    assert granted[0]["key"] == public_key_text(installation)  # attested by the installation key
+
+    state = env.engine().execute(run_id)
+    assert state.status == "succeeded"
+    assert recorded_keys(str(env.out)) == ["sweep"]
+
+
+def test_forged_signature_is_rejected(env: Env) -> None:
+    run_id, digest = env.waiting_run()
+    body = button("approve", run_id, "sweep-to-cold", digest, "U0ALICE")
+    forged = slack_headers(body, int(env.now[0]), secret="not-the-signing-secret")
+    status, text = env.post(body, forged)
+    assert status == 401
+    assert "bad signature" in text
+    assert SECRET not in text
+    status, _ = env.post(body, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 401
+    assert env.decisions(run_id) == []
+
+
+def test_body_altered_after_signing_is_rejected(env: Env) -> None:
+    run_id, digest = env.waiting_run()
+    signed = button("approve", run_id, "sweep-to-cold", digest, "U0ALICE")
+    altered = button("approve", run_id, "sweep-to-cold", digest, "U0BOB")
+    status, _ = env.post(altered, slack_headers(signed, int(env.now[0])))
+    assert status == 401
+    assert env.decisions(run_id) == []
+    # the same headers with the body they were made for are accepted: the body made the difference
+    status, _ = env.post(signed, slack_headers(signed, int(env.now[0])))
+    assert status == 200
+    assert [d["operator"] for d in env.decisions(run_id)] == ["alice"]
+
+
+def test_exact_replay_is_rejected(env: Env) -> None:
+    run_id, digest = env.waiting_run()
+    body = button("deny", run_id, "sweep-to-cold", digest, "U0ALICE", "wrong address")
+    headers = slack_headers(body, int(env.now[0]))
+    first, _ = env.post(body, headers)
+    second, text = env.post(body, headers)
+    assert (first, second) == (200, 401)
+    assert "replayed" in text
+    assert len(env.decisions(run_id)) == 1
+
+
+def test_request_older_than_five_minutes_is_rejected(env: Env) -> None:
+    run_id, digest = env.waiting_run()
+    body = button("approve", run_id, "sweep-to-cold", digest, "U0ALICE")
+    headers = slack_headers(body, int(env.now[0]))
+    env.now[0] += 6 * 60  # the same signed request, replayed 6 minutes later
+    status, text = env.post(body, headers)
+    assert status == 401
+    assert "5 minutes" in text
+    assert env.decisions(run_id) == []
+    env.now[0] -= 6 * 60  # sent in time, the very same request is accepted
+    status, _ = env.post(body, headers)
+    assert status == 200
+    assert [d["operator"] for d in env.decisions(run_id)] == ["alice"]
+
+
+def test_unknown_slack_user_is_told_and_nothing_is_recorded(env: Env) -> None:
+    run_id, digest = env.waiting_run()
+    status, text = env.post(button("approve", run_id, "sweep-to-cold", digest, "U0MALLORY"))
+    assert status == 200
+    reply = json.loads(text)
+    assert reply["response_type"] == "ephemeral"
+    assert "U0MALLORY" in reply["text"]
+    assert "not an irctl operator" in reply["text"]
+    assert env.decisions(run_id) == []
+
+
+def test_policy_needing_keys_refuses_slack_and_names_the_cli(env: Env) -> None:
+    run_id, digest = env.waiting_run(assurance="key")
+    status, text = env.post(button("approve", run_id, "sweep-to-cold", digest, "U0ALICE"))
+    assert status == 200
+    message = json.loads(text)["text"]
+    assert f"irctl approve {run_id} sweep-to-cold --as alice" in message
+    assert "signed with the operator's own key" in message
+    assert env.decisions(run_id) == []
+
+
+def test_stale_digest_is_refused(env: Env) -> None:
+    run_id, digest = env.waiting_run()
+    stale = "sha256:" + "0" * 64
+    status, text = env.post(button("approve", run_id, "sweep-to-cold", stale, "U0ALICE"))
+    assert status == 200
+    message = json.loads(text)["text"]
+    assert "changed since this message was posted" in message
+    assert digest in message
+    assert env.decisions(run_id) == []
+
+
+def test_deny_needs_a_reason_and_the_modal_records_it(env: Env) -> None:
+    run_id, digest = env.waiting_run()
+    status, text = env.post(button("deny", run_id, "sweep-to-cold", digest, "U0BOB"))
+    assert status == 200
+    assert "needs a reason" in json.loads(text)["text"]
+    assert env.decisions(run_id) == []
+
+    body = modal_deny(run_id, "sweep-to-cold", digest, "U0BOB", "  not our cold wallet ")
+    status, text = env.post(body)
+    assert status == 200
+    assert json.loads(text) == {"response_action": "clear"}
+    (denied,) = env.decisions(run_id)
+    assert denied["type"] == "approval.denied"
+    assert (denied["operator"], denied["reason"]) == ("bob", "not our cold wallet")
+    assert (denied["assurance"], denied["channel"]) == ("slack", "slack")
+
+    # bob decided already: the modal shows why under the reason box, nothing more is recorded
+    env.now[0] += 1
+    status, text = env.post(modal_deny(run_id, "sweep-to-cold", digest, "U0BOB", "again"))
+    reply = json.loads(text)
+    assert reply["response_action"] == "errors"
+    assert "bob already denied" in reply["errors"]["why"]
+    assert len(env.decisions(run_id)) == 1
+
+    state = env.engine().execute(run_id)
+    assert state.status == "failed"
+    assert "denied (bob: not our cold wallet)" in str(state.steps["sweep-to-cold"].error)
+    assert not env.out.exists()
+
+
+def test_healthz_and_unknown_paths(env: Env) -> None:
+    with urllib.request.urlopen(env.server.url + "/healthz", timeout=10) as response:
+        assert (response.status, response.read()) == (200, b"ok\n")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(env.server.url + "/nope", timeout=10)
+    assert caught.value.code == 404
+    status, _ = env.post(b"payload=%7B%7D", path="/slack/other")
+    assert status == 404
+
+
+def test_oversized_body_is_refused(env: Env) -> None:
+    run_id, _ = env.waiting_run()
+    status, _ = env.post(b"payload=" + b"x" * (65 * 1024))
+    assert status == 413
+    assert env.decisions(run_id) == []
+
+
+def test_make_server_errors_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from irctl.errors import IrctlError
+
+    ws = Workspace.find(workspace(tmp_path))
+    monkeypatch.delenv("SLACK_SIGNING_SECRET", raising=False)
+    with pytest.raises(IrctlError, match="SLACK_SIGNING_SECRET is not set"):
+        make_server(ws, port=0)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    ws.installation_key_path.unlink()
+    with pytest.raises(IrctlError, match="irctl init"):
+        make_server(ws, port=0)
+
+
+def test_port_in_use_is_a_usage_error(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from irctl.errors import UsageError
+
+    port = env.server.server_address[1]
+    with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{port}"):
+        make_server(env.ws, port=port)
+
+
+def test_cli_help_and_missing_signing_secret(tmp_path: Path) -> None:
+    shown = irctl("serve", "--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "/slack/interactivity" in shown.stdout
+    assert "signing_secret" in shown.stdout
+
+    ws = make_workspace(tmp_path / "bare", extra="operators:\n  alice: {slack: U0ALICE}\n")
+    result = irctl("serve", "--port", "0", cwd=ws)
+    assert result.returncode == 2, result.stderr
+    assert "no Slack signing secret" in result.stderr
+    assert "signing_secret: env:SLACK_SIGNING_SECRET" in result.stderr
+
+    socket_mode = irctl("serve", "--socket-mode", cwd=ws)
+    assert socket_mode.returncode == 2
+    assert "not supported yet" in socket_mode.stderr
