@@ -39,7 +39,9 @@ steps:
     with: {channel: "{{ steps['war-room'].outputs.channel_id }}", roles: [treasury, security-lead]}
   - id: topic
     action: slack.update_topic
-    with: {channel: "{{ steps['war-room'].outputs.channel_id }}", topic: "INC {{ run.incident }}: containment"}
+    with:
+      channel: "{{ steps['war-room'].outputs.channel_id }}"
+      topic: "INC {{ run.incident }}: containment"
   - id: halt
     action: testing.record
     with: {path: "{{ params.out }}", key: halt}
@@ -102,7 +104,7 @@ def test_a_full_run_keeps_one_message_up_to_date(slack: Any, tmp_path: Path) -> 
     assert set(room.members) >= {"U0ALICE", "U0BOB"}
     assert room.topic == "INC INC-42: containment"
 
-    header, *rest = [m for m in slack.messages("#incidents") if m.thread_ts is None]
+    header = next(m for m in slack.messages("#incidents") if m.thread_ts is None)
     assert run_id in header.text
     assert "waiting" in header.text  # updated as the run went on
     approval = [m for m in slack.messages("#incidents") if "Approval needed" in m.text]
