@@ -213,6 +213,40 @@ def memory_child(tmp: Path) -> None:
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def bench_slack(tmp: Path) -> tuple[float, float]:
+    """Wall time of a 200-step run with Slack answering, and with Slack not answering at all."""
+    from irctl.model import Config
+    from irctl.testing import SlackStandIn
+
+    os.environ["SLACK_BOT_TOKEN"] = "xoxb-bench"
+    text = runbook([f"  - {{id: s{i}, action: bench.noop}}\n" for i in range(200)])
+    registry = Registry()
+    registry.register(noop)
+    with SlackStandIn(token="xoxb-bench") as slack:
+        slack.add_channel("incidents", bot_member=True)
+        config = Config.model_validate(
+            {"integrations": {"slack": {
+                "token": "env:SLACK_BOT_TOKEN", "base_url": slack.url, "channel": "#incidents"}}}
+        )  # fmt: skip
+
+        def once() -> float:
+            store = Store.open(f"sqlite:///{tmp / f'slack{time.monotonic_ns()}.db'}")
+            model = load_runbook_text(text, "bench.yaml", registry=REGISTRY)
+            engine = Engine(store, registry=REGISTRY, config=config, notify_grace=0.0)
+            run_id = engine.create_run(model, text, {}, initiator="bench")
+            began = time.perf_counter()
+            engine.execute(run_id)
+            elapsed = time.perf_counter() - began
+            store.close()
+            return elapsed
+
+        up = median(once, 3)
+        slack.down("hang")
+        down = median(once, 3)
+        slack.up()
+    return up, down
+
+
 def main() -> None:
     rows: list[tuple[str, str, str, str]] = []
 
@@ -236,6 +270,10 @@ def main() -> None:
         row("irctl --help", f"{helptime * 1000:.0f} ms", "≤ 150 ms", helptime <= 0.150)
         validate = bench_command(["validate", "runbooks/"])
         row("irctl validate runbooks/", f"{validate * 1000:.0f} ms", "≤ 300 ms", validate <= 0.300)
+        slack_up, slack_down = bench_slack(tmp)
+        row("200-step run, Slack answering", f"{slack_up:.2f} s", "—", True)
+        row("  same run, Slack not answering", f"{slack_down:.2f} s", "≈ same",
+            slack_down <= slack_up * 1.2 + 0.05)  # fmt: skip
         fan = bench_fan_out(tmp)
         row("for_each 100 × 200 ms, max_parallel 50", f"{fan:.2f} s", "≤ 0.6 s", fan <= 0.6)
         verify = bench_verify(tmp)

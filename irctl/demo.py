@@ -38,7 +38,7 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     from irctl.engine import Engine
     from irctl.identity import generate_private_key, public_key_text
     from irctl.loader import load_runbook_text, parse_params
-    from irctl.testing import ExchangeAdminStub
+    from irctl.testing import ExchangeAdminStub, SlackStandIn
     from irctl.transcript import verify_run
     from irctl.workspace import Workspace
 
@@ -52,21 +52,31 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     # The people: the on-call engineer starts the run; two others must approve the sweep.
     people = {"demo-oncall": "security-oncall", "bob": "treasury", "alice": "security-lead"}
     keys = {name: generate_private_key(root / "keys" / f"{name}.key") for name in people}
+    slack_ids = {"demo-oncall": "U0ONCALL", "bob": "U0BOB", "alice": "U0ALICE"}
     operators = "".join(
-        f'  {name}: {{roles: [{role}], key: "{public_key_text(keys[name])}"}}\n'
+        f'  {name}: {{roles: [{role}], slack: {slack_ids[name]}, '
+        f'key: "{public_key_text(keys[name])}"}}\n'
         for name, role in people.items()
     )
     text = source.read_text(encoding="utf-8")
     (root / "runbooks" / source.name).write_text(text, encoding="utf-8")
     token = "demo-" + secrets.token_urlsafe(24)
     os.environ["EXCHANGE_ADMIN_TOKEN"] = token  # the runbook reads it as secrets.admin_token
+    slack_token = "xoxb-demo-" + secrets.token_urlsafe(12)
+    os.environ["SLACK_BOT_TOKEN"] = slack_token
 
-    with ExchangeAdminStub(token) as exchange:
+    with ExchangeAdminStub(token) as exchange, SlackStandIn(token=slack_token) as slack:
         exchange.add_pending("ethereum", WALLET, 3)
+        for name, user in slack_ids.items():
+            slack.add_user(user, name=name)
+        slack.add_channel("incidents", bot_member=True)
         (root / "irctl.yaml").write_text(
             "store: sqlite:///.irctl/irctl.db\n"
             f'installation_key: "{public}"\n'
             f"operators:\n{operators}"
+            "integrations:\n"
+            "  slack: {token: env:SLACK_BOT_TOKEN, channel: '#incidents', "
+            f"base_url: '{slack.url}'}}\n"
             "vars:\n"
             f"  exchange_admin_url: {exchange.url}\n"
             f'  cold_wallets: {{ethereum: "{COLD}"}}\n',
@@ -75,8 +85,9 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         ws = Workspace.find(root)
         console.rule("[bold]irctl demo[/bold]: hot wallet compromise, local sandbox")
         console.print(
-            f"workspace {root}\nexchange admin API stand-in at {exchange.url} "
-            "(a local server; nothing leaves this machine)\n"
+            f"workspace {root}\nexchange admin API stand-in at {exchange.url}, "
+            f"Slack Web API stand-in at {slack.url}\n"
+            "(local servers: nothing leaves this machine)\n"
             f"alert: outflow from hot wallet {WALLET} on ethereum with no matching withdrawal"
         )
         runbook = load_runbook_text(text, str(source))
@@ -105,6 +116,9 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         console.print()
         console.print(f"run {run_id}: [bold]{state.status}[/bold]")
         _show_exchange(console, exchange)
+        console.rule("what Slack shows")
+        console.print(escape(slack.render()))
+        leaked_to_slack = token in slack.render() or slack_token in slack.render()
 
     console.rule("transcript")
     events = ws.store.events(run_id)
@@ -113,7 +127,7 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     for event in events:
         console.print(f"[dim]{event.seq:>3} {event.ts[11:23]}[/dim] {escape(describe(event))}")
     report = verify_run(ws.store, run_id, [public])
-    leaked = sum(1 for line in ws.store.lines(run_id) if token in line)
+    leaked = sum(1 for line in ws.store.lines(run_id) if token in line) + int(leaked_to_slack)
     console.rule("verification")
     if report.ok:
         console.print(

@@ -62,6 +62,12 @@ class SlackNotifier:
         self.failures = 0
         self.paused = False
         self._client: Any = None
+        self.lock = threading.Lock()
+        self.latest: dict[str, Any] = {}
+        self.header_queued = False
+        self.last_update = 0.0
+        # Slack allows about one update a second per channel: coalesce to that.
+        self.update_interval = float(ctx.config.get("update_interval", 1.0))
         for event in ctx.history:  # a resumed run: keep updating the messages already posted
             self._remember(event.type, event.data)
         self.thread = threading.Thread(target=self._work, name="irctl-slack", daemon=True)
@@ -73,10 +79,11 @@ class SlackNotifier:
         kind, data = event.type, event.data
         if kind.startswith("notify."):
             return
-        if kind in ("run.created", "run.started", "run.resumed") and self.header is None:
-            self.jobs.put(lambda: self._post_header(summary))
-        elif self.header is not None or kind in ("run.created", "run.started", "run.resumed"):
-            self.jobs.put(lambda: self._update_header(summary))
+        with self.lock:
+            self.latest = summary
+            if not self.header_queued:  # one queued update carries the latest state
+                self.header_queued = True
+                self.jobs.put(self._refresh_header)
         if kind == "approval.requested":
             self.jobs.put(lambda: self._post_approval(data, summary))
         elif kind in ("approval.granted", "approval.denied", "approval.quorum",
@@ -160,6 +167,15 @@ class SlackNotifier:
         return where
 
     # -- messages ---------------------------------------------------------------------------
+
+    def _refresh_header(self) -> None:
+        wait = self.last_update + self.update_interval - time.monotonic()
+        if wait > 0 and self.header is not None and self.latest.get("status") == "running":
+            time.sleep(wait)  # a finished, waiting or failed run is shown at once
+        with self.lock:
+            summary, self.header_queued = self.latest, False
+        self.last_update = time.monotonic()
+        self._update_header(summary)
 
     def _post_header(self, summary: dict[str, Any]) -> None:
         response = self._slack().chat_postMessage(
