@@ -826,7 +826,30 @@ class _Approvals:
                     else "the signed statement was altered, or the signature forged"
                 )
                 return f"{me} is not signed by {who}'s key as recorded at run start ({how})"
-        elif assurance != "slack":
+        elif assurance == "slack":
+            # `irctl serve` verified Slack's signed request; the installation key attests it.
+            if not data.get("slack_user") or data.get("slack_user") != operator.get("slack"):
+                return (
+                    f"{me}: Slack user {data.get('slack_user')!r} is not {who}'s Slack identity "
+                    "as recorded at run start"
+                )
+            attester = data.get("key")
+            installed = isinstance(attester, str) and (
+                attester in self.v.used_keys or (self.v.trusted and attester in self.v.keys)
+            )
+            public = self.public(attester) if isinstance(attester, str) else None
+            sig = data.get("sig")
+            if (
+                not installed
+                or public is None
+                or not isinstance(sig, str)
+                or not verify(public, statement(data), sig)
+            ):
+                return (
+                    f"{me} (on a Slack identity) is not attested by this installation's key "
+                    "(the statement was altered, or the attestation forged)"
+                )
+        else:
             return (
                 f"{me} has assurance {assurance!r}: it is neither signed with a key nor from Slack"
             )
