@@ -255,6 +255,7 @@ def decide(
     break_glass: bool = False,
     channel: str = "cli",
     slack_user: str | None = None,
+    digest: str | None = None,
 ) -> Event:
     """Record one operator's signed decision on a step waiting for approval.
 
@@ -266,6 +267,9 @@ def decide(
     signed request, verified by ``irctl serve``, and ``private_key`` is the
     installation key that attests it (assurance ``slack``): such a decision
     counts only where the policy allows ``min_assurance: slack``.
+
+    ``digest``, when given, is the digest the person saw: the decision is
+    refused if the request has changed since.
     """
     from irctl.events import utcnow
     from irctl.identity import public_key_text
@@ -283,6 +287,11 @@ def decide(
         ]  # fmt: skip
         hint = f"; waiting for approval: {', '.join(waiting)}" if waiting else ""
         raise ApprovalRejected(f"step '{key}' of run {run_id} is not waiting for approval{hint}")
+    if digest is not None and digest != request.get("digest"):
+        raise ApprovalRejected(
+            f"the inputs of '{key}' changed since you looked (now digest {request.get('digest')}); "
+            "see the new request"
+        )
     now = utcnow()
     expires = request.get("expires_at")
     if expires is not None and expires <= now:

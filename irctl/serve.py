@@ -26,8 +26,11 @@ The contract with the message that asks for an approval (the Slack notifier)::
 Replies (HTTP 200, JSON) are for the clicker only: ``{"response_type":
 "ephemeral", "text": ...}`` for a button; for the modal ``{"response_action":
 "clear"}`` on success, else ``{"response_action": "errors", "errors": {BLOCK:
-text}}``, which Slack shows under the reason box.  A request that fails
-verification gets HTTP 401 with a plain message and records nothing.
+text}}``, which Slack shows under the reason box.  Slack shows the modal's
+reply; for a button click it only needs the 200 within 3 seconds, so showing
+the text to the clicker means posting it to the payload's ``response_url``
+(not done here yet).  A request that fails verification gets HTTP 401 with a
+plain message and records nothing.
 
 Socket Mode (no inbound endpoint) is not supported yet; ``irctl serve
 --socket-mode`` says so.
@@ -216,6 +219,7 @@ class SlackInteractivity:
             state = fold(self.store.events(click.run))
             step = state.steps.get(click.step)
             request = step.approval if step is not None else None
+            # A friendly early answer; decide() checks the digest again under its own read.
             if request is not None and request.get("digest") != click.digest:
                 return False, (
                     f"The inputs of '{click.step}' changed since this message was posted; see the "
@@ -224,14 +228,14 @@ class SlackInteractivity:
             decide(
                 self.store, click.run, click.step, operator=operator, approve=click.approve,
                 reason=click.reason, private_key=self.private_key, slack_user=click.slack_user,
-                channel="slack",
+                channel="slack", digest=click.digest,
             )  # fmt: skip
         except IrctlError as exc:  # ApprovalRejected, an unknown run, the store unreachable
             return False, f"{exc.message}. Nothing was recorded."
         word = "approved" if click.approve else "denied"
         return True, (
             f"{click.step} of run {click.run} {word} by {operator} (Slack identity). "
-            f"A run attached with --attach continues by itself; otherwise: irctl resume {click.run}"
+            f"A run attached with --wait continues by itself; otherwise: irctl resume {click.run}"
         )
 
 

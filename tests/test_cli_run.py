@@ -278,7 +278,7 @@ COMMANDS = [
     ["init"], ["schema"], ["validate"], ["runbooks", "list"], ["plan"], ["run"], ["status"],
     ["runs", "list"], ["resume"], ["abort"], ["answer"], ["note"], ["transcript", "show"],
     ["transcript", "verify"], ["transcript", "export"], ["keys", "generate"], ["demo"],
-    ["approve"], ["deny"], ["approvals", "pending"],
+    ["approve"], ["deny"], ["approvals", "pending"], ["serve"],
 ]  # fmt: skip
 
 

@@ -366,3 +366,31 @@ def test_cli_help_and_missing_signing_secret(tmp_path: Path) -> None:
     socket_mode = irctl("serve", "--socket-mode", cwd=ws)
     assert socket_mode.returncode == 2
     assert "not supported yet" in socket_mode.stderr
+
+
+def test_cli_serves_until_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.helpers import IRCTL
+
+    ws = workspace(tmp_path)
+    env = {**os.environ, "IRCTL_WORKSPACE": str(ws), "SLACK_SIGNING_SECRET": SECRET}
+    process = subprocess.Popen(
+        [IRCTL, "serve", "--port", "0"], cwd=ws, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "listening on http://127.0.0.1:" in line, line
+        url = line.split("listening on ", 1)[1].split("/slack/interactivity")[0]
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as response:
+            assert response.read() == b"ok\n"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+        assert "stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

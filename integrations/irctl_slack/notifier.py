@@ -343,12 +343,19 @@ def approval_blocks(
         })  # fmt: skip
         return blocks
     blocks.append({
+        "type": "input",
+        "block_id": "reason",
+        "optional": True,
+        "label": {"type": "plain_text", "text": "Reason (needed to deny)"},
+        "element": {"type": "plain_text_input", "action_id": "reason"},
+    })  # fmt: skip
+    blocks.append({
         "type": "actions",
         "elements": [
             {"type": "button", "action_id": "approve", "style": "primary", "value": value,
              "text": {"type": "plain_text", "text": "Approve"}},
             {"type": "button", "action_id": "deny", "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": "Deny…"}},
+             "text": {"type": "plain_text", "text": "Deny"}},
         ],
     })  # fmt: skip
     return blocks
