@@ -173,3 +173,24 @@ def test_slack_down_never_slows_or_fails_a_run(slack: Any, tmp_path: Path) -> No
     assert state.status == "succeeded"
     assert len(recorded_keys(str(tmp_path / "o.txt"))) == 20
     assert elapsed < 3.0  # the run did not wait for Slack (its timeouts are 5 s each)
+
+
+def test_a_bad_token_is_recorded_never_a_failed_run(slack: Any, tmp_path: Path) -> None:
+    config, _ = _config(slack, tmp_path)
+    bad = config.model_copy(
+        update={"integrations": {"slack": {**config.integrations["slack"], "token": "env:NOPE_X"}}}
+    )
+    store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
+    text = (
+        "irctl: 1\nkind: runbook\nid: one\ntitle: One\n"
+        "steps:\n  - {id: a, action: wait.sleep, with: {seconds: 0}}\n"
+    )
+    engine = Engine(store, config=bad, notify_grace=10)
+    run_id = engine.create_run(load_runbook_text(text, "one.yaml"), text, {}, initiator="oncall")
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    failed = [e.data for e in store.events(run_id) if e.type == "notify.failed"]
+    assert failed
+    assert "integrations.slack.token" in failed[0]["error"]
+    assert failed[0]["attempts"] == 1  # a bad token is not retried
+    assert any(e.type == "notify.paused" for e in store.events(run_id))

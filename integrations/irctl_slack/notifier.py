@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from irctl.actions import NotifyContext, notifier
+from irctl.actions import ActionError, NotifyContext, notifier
 
 RETRIES = 3  # attempts per message, with backoff 0.5 s, 1 s, 2 s
 PAUSE_AFTER = 3  # consecutive failed deliveries before the notifier stops trying
@@ -122,14 +122,18 @@ class SlackNotifier:
                 job()
             except Exception as exc:  # any failure of Slack: retried, then recorded
                 error = exc
+                if isinstance(exc, ActionError) and not exc.retryable:
+                    break  # a bad token or a missing channel will not mend itself
                 time.sleep(self.backoff * 2**attempt)
                 continue
             self.failures = 0
             return
         self.failures += 1
+        if isinstance(error, ActionError) and not error.retryable:
+            self.failures = PAUSE_AFTER  # nothing later would get through either
         self.ctx.record(
             "notify.failed",
-            {"integration": "slack", "error": _brief(error), "attempts": RETRIES},
+            {"integration": "slack", "error": _brief(error), "attempts": attempt + 1},
         )
         if self.failures >= PAUSE_AFTER:
             self.paused = True
