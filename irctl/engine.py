@@ -450,14 +450,19 @@ class Engine:
             ],
         }  # fmt: skip
 
-    def _fold_foreign(self, live: _Live, first: int, upto: int) -> None:
-        """Fold events other processes appended (approvals, notes, an abort) into the state."""
+    def _fold_foreign(self, live: _Live, first: int, upto: int | None = None) -> None:
+        """Fold events other processes appended (approvals, notes, an abort) into the state,
+        and tell the view and the notifiers about them."""
         for event in self.store.events(live.state.run_id, after=first - 1):
-            if event.seq >= upto:
+            if upto is not None and event.seq >= upto:
                 break
             live.state.apply(event)
             if self.listener:
                 self.listener(event)
+            if live.notifiers:
+                summary = self._summary(live)
+                for _, started in live.notifiers:
+                    _quietly(started.notify, event, summary)
             if event.type == ev.RUN_ABORTED:
                 live.cancelled.set()  # no new step starts; steps in flight finish
 
@@ -769,6 +774,8 @@ class Engine:
         live = self._require_live()
         state = live.state
         self._flush()
+        with self._lock:  # decisions recorded elsewhere: into the state, the view and Slack
+            self._fold_foreign(live, state.last_seq + 1)
         step_id, item = _split_key(key)
         request: Event | None = None
         decisions: list[dict[str, Any]] = []

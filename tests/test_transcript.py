@@ -515,6 +515,10 @@ def test_the_parallel_file_scan_agrees_with_the_serial_one(
 
     monkeypatch.setattr(transcript, "PARALLEL_LINES", 2)
     monkeypatch.setattr(transcript, "_second_core_idle", lambda: True)  # however busy CI is
+    import threading
+
+    # Threads that earlier tests left (servers, notifiers) would otherwise forbid forking.
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
     forks: list[int] = []
     real_fork = transcript._fork_scan
 

@@ -264,7 +264,7 @@ def _detach(ws: Workspace, run_id: str) -> None:
     argv = [str(exe)] if exe else [sys.executable, "-c", "from irctl.cli import main; main()"]
     with (logs / f"{run_id}.log").open("ab") as log:
         subprocess.Popen(
-            [*argv, "resume", run_id, "--unattended"],
+            [*argv, "resume", run_id, "--unattended", "--wait"],
             cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, env={**os.environ, "IRCTL_WORKSPACE": str(ws.root)},
         )  # fmt: skip
