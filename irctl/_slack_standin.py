@@ -16,6 +16,14 @@ refused call, 429 with ``Retry-After`` when rate-limited.  Faults are injected
 with :meth:`SlackStandIn.rate_limit`, :meth:`SlackStandIn.fail_next` and
 :meth:`SlackStandIn.down`.  Requests are recorded without the token.
 
+Socket Mode: ``apps.connections.open`` (with the app token) answers
+``ws://127.0.0.1:PORT/socket?ticket=...`` on the same port, a plain websocket
+(RFC 6455) that says ``hello`` on connect as Slack does.  A test pushes an
+envelope with :meth:`SlackStandIn.push_interactive` and reads the client's
+acknowledgements in :attr:`SlackStandIn.acks`.  A ``POST`` to
+``/response/<id>`` (a ``response_url`` pointing at the stand-in) is recorded in
+:attr:`SlackStandIn.responses`.
+
 Rules kept from Slack: ``conversations.*`` take channel ids only, while
 ``chat.postMessage`` also takes ``#name``; a private channel is invisible to a
 bot that is not in it; inviting and setting a topic need the bot in the
@@ -25,13 +33,19 @@ channel (``not_in_channel``); posting to a public channel does not (the
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import copy
+import hashlib
 import itertools
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +55,7 @@ __all__ = [
     "SlackCall",
     "SlackChannel",
     "SlackMessage",
+    "SlackResponse",
     "SlackStandIn",
     "SlackUser",
 ]
@@ -143,6 +158,18 @@ class SlackMessage:
         return data
 
 
+@dataclass(frozen=True)
+class SlackResponse:
+    """One ``POST`` to a ``response_url`` served by the stand-in (``/response/<id>``).
+
+    ``body`` is the parsed JSON body (None when it was not JSON).
+    """
+
+    id: str
+    body: dict[str, Any] | None
+    content_type: str
+
+
 class _Refused(Exception):
     """Answer ``{"ok": false, "error": code}`` (HTTP 200, as Slack does)."""
 
@@ -167,6 +194,8 @@ class _State:
     messages: dict[str, list[SlackMessage]] = field(default_factory=dict)
     calls: list[SlackCall] = field(default_factory=list)
     faults: list[_Fault] = field(default_factory=list)
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[SlackResponse] = field(default_factory=list)
 
 
 Method = Callable[["SlackStandIn", dict[str, Any], str], dict[str, Any]]
@@ -435,6 +464,126 @@ METHODS: dict[str, Method] = {
 """The Web API methods the stand-in answers; any other is ``unknown_method``."""
 
 
+# --- Socket Mode: a minimal RFC 6455 websocket server -------------------------------------------
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_WS_MAX_FRAME = 1 << 20  # bytes; Slack's envelopes and acks are a few KiB
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def websocket_accept(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` answering a ``Sec-WebSocket-Key`` (RFC 6455, 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()  # noqa: S324
+
+
+class _ProtocolError(Exception):
+    """The client broke RFC 6455; the connection is closed with 1002."""
+
+
+class _SocketConnection:
+    """One Socket Mode client: frames from the server unmasked, from the client masked."""
+
+    def __init__(self, sock: socket.socket, reader: Any) -> None:
+        self.sock = sock
+        self.reader = reader  # the handler's buffered rfile: it may hold bytes already read
+        self._send_lock = threading.Lock()
+        self.open = True
+
+    def send(self, opcode: int, data: bytes = b"") -> None:
+        length = len(data)
+        header = bytes([0x80 | opcode])
+        if length < 126:
+            header += bytes([length])
+        elif length < 1 << 16:
+            header += bytes([126]) + struct.pack("!H", length)
+        else:
+            header += bytes([127]) + struct.pack("!Q", length)
+        with self._send_lock:
+            if not self.open:
+                raise ConnectionError("the Socket Mode connection is closed")
+            self.sock.sendall(header + data)
+
+    def send_json(self, value: dict[str, Any]) -> None:
+        self.send(OP_TEXT, json.dumps(value).encode("utf-8"))
+
+    def _exactly(self, count: int) -> bytes:
+        data: bytes = self.reader.read(count)
+        if len(data) < count:
+            raise EOFError
+        return data
+
+    def receive(self) -> tuple[bool, int, bytes]:
+        """The next frame: (final, opcode, unmasked payload); EOFError at the end of the stream."""
+        first, second = self._exactly(2)
+        if first & 0x70:
+            raise _ProtocolError("reserved bits set")
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", self._exactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", self._exactly(8))
+        if not second & 0x80:
+            raise _ProtocolError("client frames must be masked")
+        if length > _WS_MAX_FRAME:
+            raise _ProtocolError("frame too large")
+        mask = self._exactly(4)
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self._exactly(length)))
+        return bool(first & 0x80), first & 0x0F, payload
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame (once) and shut the socket; the reading thread then ends."""
+        with contextlib.suppress(OSError):
+            self.send(OP_CLOSE, struct.pack("!H", code) + reason.encode("utf-8"))
+        with self._send_lock:
+            self.open = False
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _serve_websocket(stand_in: SlackStandIn, connection: _SocketConnection) -> None:
+    """Say hello, then read frames until the client closes: acks recorded, pings answered."""
+    connection.send_json(
+        {
+            "type": "hello",
+            "num_connections": 1,
+            "debug_info": {
+                "host": "applink-standin",
+                "build_number": 1,
+                "approximate_connection_time": 18060,
+            },
+            "connection_info": {"app_id": "A0STANDIN"},
+        }
+    )
+    pieces: list[bytes] = []
+    try:
+        while True:
+            final, opcode, payload = connection.receive()
+            if opcode == OP_PING:
+                connection.send(OP_PONG, payload)
+            elif opcode == OP_PONG:
+                continue
+            elif opcode == OP_CLOSE:
+                connection.close(1000)
+                return
+            elif opcode in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
+                if opcode != OP_CONTINUATION and pieces:
+                    raise _ProtocolError("a new message before the last one ended")
+                pieces.append(payload)
+                if final:
+                    text, pieces = b"".join(pieces), []
+                    stand_in._received(text)
+            else:
+                raise _ProtocolError(f"unknown opcode {opcode}")
+    except _ProtocolError as exc:
+        connection.close(1002, str(exc))
+    except (EOFError, OSError, ValueError):
+        connection.close(1006)
+    finally:
+        with stand_in._changed:
+            connection.open = False
+            stand_in._changed.notify_all()
+
+
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
@@ -464,6 +613,12 @@ class _Handler(BaseHTTPRequestHandler):
         if stand_in._outage == "hang":
             stand_in._released.wait()
             self.close_connection = True
+            return
+        if parts.path == "/socket" and self.command == "GET":
+            self._websocket(stand_in)
+            return
+        if parts.path.startswith("/response/") and self.command == "POST":
+            self._response(stand_in, parts.path.removeprefix("/response/"), raw)
             return
         params: dict[str, Any] = {
             k: v[-1] for k, v in urllib.parse.parse_qs(parts.query, keep_blank_values=True).items()
@@ -507,6 +662,59 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for header, value in headers.items():
             self.send_header(header, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _websocket(self, stand_in: SlackStandIn) -> None:
+        """Upgrade to a websocket (RFC 6455, 4.2) and serve Socket Mode on this thread."""
+        self.close_connection = True
+        key = self.headers.get("Sec-WebSocket-Key") or ""
+        upgrade = (self.headers.get("Upgrade") or "").lower()
+        connection = (self.headers.get("Connection") or "").lower()
+        try:
+            key_ok = len(base64.b64decode(key, validate=True)) == 16
+        except ValueError:
+            key_ok = False
+        if (
+            upgrade != "websocket"
+            or "upgrade" not in connection
+            or self.headers.get("Sec-WebSocket-Version") != "13"
+            or not key_ok
+        ):
+            data = b"expected a websocket upgrade\n"
+            self.send_response(400)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", websocket_accept(key))
+        self.end_headers()
+        self.wfile.flush()
+        link = _SocketConnection(self.connection, self.rfile)
+        with stand_in._changed:
+            stand_in._sockets.append(link)
+            stand_in._changed.notify_all()
+        _serve_websocket(stand_in, link)
+
+    def _response(self, stand_in: SlackStandIn, ident: str, raw: bytes) -> None:
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        with stand_in._changed:
+            stand_in._state.responses.append(
+                SlackResponse(ident, body if isinstance(body, dict) else None, content_type)
+            )
+            stand_in._changed.notify_all()
+        data = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
@@ -555,6 +763,8 @@ class SlackStandIn:
         self.token = token
         self.app_token = app_token
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # acks, responses, Socket Mode clients
+        self._sockets: list[_SocketConnection] = []
         self._state = _State()
         self._ids = itertools.count(1)
         self._ts = itertools.count(1)
@@ -566,8 +776,8 @@ class SlackStandIn:
         self._thread: threading.Thread | None = None
         self._port = port
         self._listen()
-        self.socket_url = f"ws://127.0.0.1:{self.port}/link/?ticket=standin"
-        """What ``apps.connections.open`` answers; a Socket Mode server may replace it."""
+        self.socket_url = f"ws://127.0.0.1:{self.port}/socket?ticket=standin"
+        """What ``apps.connections.open`` answers: the stand-in's own websocket endpoint."""
 
     def _listen(self) -> None:
         server = _Server(("127.0.0.1", self._port), _Handler)
@@ -599,6 +809,10 @@ class SlackStandIn:
     def url(self) -> str:
         """The ``base_url`` for ``WebClient``: ``http://127.0.0.1:PORT/api/``."""
         return f"http://127.0.0.1:{self.port}/api/"
+
+    def response_url(self, ident: str = "1") -> str:
+        """A ``response_url`` served by the stand-in; posts to it land in :attr:`responses`."""
+        return f"http://127.0.0.1:{self.port}/response/{ident}"
 
     # answering
 
@@ -750,6 +964,99 @@ class SlackStandIn:
                         )
         return "\n".join(lines)
 
+    # Socket Mode and response_url
+
+    def _received(self, text: bytes) -> None:
+        """A text message from a Socket Mode client: an ack when it names an envelope."""
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(message, dict) and isinstance(message.get("envelope_id"), str):
+            with self._changed:
+                self._state.acks.append(message)
+                self._changed.notify_all()
+
+    @property
+    def connected(self) -> int:
+        """How many Socket Mode clients are connected now."""
+        with self._lock:
+            return sum(1 for link in self._sockets if link.open)
+
+    def wait_connected(self, count: int = 1, timeout: float = 10) -> None:
+        """Wait until ``count`` Socket Mode clients are connected; TimeoutError if they are not."""
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: sum(1 for link in self._sockets if link.open) >= count, timeout
+            ):
+                raise TimeoutError(f"no {count} Socket Mode client(s) connected in {timeout}s")
+
+    def push(self, envelope: dict[str, Any]) -> None:
+        """Send one message to the Socket Mode client that connected last (Slack picks one)."""
+        with self._lock:
+            live = [link for link in self._sockets if link.open]
+        if not live:
+            raise RuntimeError("no Socket Mode client is connected to the Slack stand-in")
+        live[-1].send_json(envelope)
+
+    def push_interactive(
+        self, payload: dict[str, Any], *, accepts_response_payload: bool | None = None
+    ) -> str:
+        """Deliver an interactivity payload as Slack's Socket Mode does; its ``envelope_id``.
+
+        ``accepts_response_payload`` defaults to Slack's: true for a ``view_submission``
+        (the ack may carry ``response_action``), false for ``block_actions``.
+        """
+        envelope_id = str(uuid.uuid4())
+        if accepts_response_payload is None:
+            accepts_response_payload = payload.get("type") == "view_submission"
+        self.push(
+            {
+                "envelope_id": envelope_id,
+                "type": "interactive",
+                "accepts_response_payload": accepts_response_payload,
+                "payload": payload,
+            }
+        )
+        return envelope_id
+
+    def disconnect_sockets(self, reason: str = "warning") -> None:
+        """Ask every Socket Mode client to reconnect, as Slack does (``type: disconnect``)."""
+        with self._lock:
+            live = [link for link in self._sockets if link.open]
+        for link in live:
+            link.send_json({"type": "disconnect", "reason": reason})
+
+    @property
+    def acks(self) -> list[dict[str, Any]]:
+        """The acknowledgements Socket Mode clients sent (``{"envelope_id", "payload"?}``)."""
+        with self._lock:
+            return copy.deepcopy(self._state.acks)
+
+    def wait_for_ack(self, envelope_id: str, timeout: float = 10) -> dict[str, Any]:
+        """The ack of one envelope, once it arrives; TimeoutError if it does not."""
+
+        def found() -> dict[str, Any] | None:
+            return next((a for a in self._state.acks if a["envelope_id"] == envelope_id), None)
+
+        with self._changed:
+            if not self._changed.wait_for(lambda: found() is not None, timeout):
+                raise TimeoutError(f"envelope {envelope_id} was not acknowledged in {timeout}s")
+            return copy.deepcopy(found() or {})
+
+    @property
+    def responses(self) -> list[SlackResponse]:
+        """What was posted to ``/response/<id>`` (``response_url``s at the stand-in), in order."""
+        with self._lock:
+            return list(self._state.responses)
+
+    def wait_for_responses(self, count: int, timeout: float = 10) -> list[SlackResponse]:
+        """The first ``count`` responses, once they arrived; TimeoutError if they did not."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._state.responses) >= count, timeout):
+                raise TimeoutError(f"{count} response_url post(s) did not arrive in {timeout}s")
+            return list(self._state.responses)
+
     # faults
 
     def rate_limit(
@@ -802,6 +1109,10 @@ class SlackStandIn:
             return
         self._closed = True
         self._released.set()
+        with self._lock:
+            links, self._sockets = self._sockets, []
+        for link in links:
+            link.close(1001, "going away")
         self._stop_listening()
 
     def __enter__(self) -> SlackStandIn:

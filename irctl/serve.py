@@ -27,32 +27,45 @@ Replies (HTTP 200, JSON) are for the clicker only: ``{"response_type":
 "ephemeral", "text": ...}`` for a button; for the modal ``{"response_action":
 "clear"}`` on success, else ``{"response_action": "errors", "errors": {BLOCK:
 text}}``, which Slack shows under the reason box.  Slack shows the modal's
-reply; for a button click it only needs the 200 within 3 seconds, so showing
-the text to the clicker means posting it to the payload's ``response_url``
-(not done here yet).  A request that fails verification gets HTTP 401 with a
-plain message and records nothing.
+reply; for a button click it only needs the 200 within 3 seconds, so the text
+is also posted to the payload's ``response_url`` (``{"response_type":
+"ephemeral", "replace_original": false, "text": ...}``), from a background
+thread with a 5 second timeout, and only to ``https://*.slack.com`` or the host
+of ``integrations.slack.base_url`` (a sandbox, the local stand-in): the URL
+comes from the payload, so it must not make irctl post anywhere else.  A
+failure is logged, never raised.  A request that fails verification gets HTTP
+401 with a plain message and records nothing.
 
-Socket Mode (no inbound endpoint) is not supported yet; ``irctl serve
---socket-mode`` says so.
+Socket Mode (``irctl serve --socket-mode``, :class:`SocketMode`): irctl opens a
+websocket to Slack with the app-level token (``integrations.slack.app_token``)
+instead of listening; each ``interactive`` envelope goes through the same
+:meth:`SlackInteractivity.handle_payload` and is acknowledged on the socket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from irctl.errors import IrctlError, UsageError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from slack_sdk.signature import SignatureVerifier
+    from slack_sdk.socket_mode import SocketModeClient
+    from slack_sdk.socket_mode.client import BaseSocketModeClient
+    from slack_sdk.socket_mode.request import SocketModeRequest
 
     from irctl.store import Store
     from irctl.workspace import Workspace
@@ -62,6 +75,8 @@ MAX_BODY = 64 * 1024  # Slack's interactivity payloads are a few KiB
 MAX_AGE = 5 * 60  # seconds; Slack's own rule, enforced by SignatureVerifier
 MAX_SEEN = 10_000  # signatures remembered for replay protection (5 minutes' worth)
 ACTIONS = ("approve", "deny")
+RESPONSE_TIMEOUT = 5.0  # seconds for a POST to a response_url
+DEFAULT_BASE_URL = "https://slack.com/api/"
 
 Log = Callable[[str], None]
 
@@ -105,18 +120,23 @@ class Rejected(Exception):
 class SlackInteractivity:
     """Verifies Slack interactivity requests and records the decisions they carry.
 
-    Independent of the transport: :class:`Server` feeds it HTTP requests.
+    Independent of the transport: :class:`Server` feeds it HTTP requests,
+    :class:`SocketMode` the envelopes of a Socket Mode connection.  Without a
+    ``signing_secret`` (Socket Mode only) every HTTP request is refused.
+    ``base_url`` is ``integrations.slack.base_url``: its host may receive
+    ``response_url`` posts besides ``*.slack.com``.
     """
 
     def __init__(
         self,
         store: Store,
         *,
-        signing_secret: str,
+        signing_secret: str | None,
         operators_by_slack: Mapping[str, str],
         private_key: Ed25519PrivateKey,
         clock: Callable[[], float] = time.time,
         log: Log | None = None,
+        base_url: str = DEFAULT_BASE_URL,
     ) -> None:
         from slack_sdk.signature import Clock, SignatureVerifier
 
@@ -125,7 +145,10 @@ class SlackInteractivity:
                 return clock()
 
         self.store = store
-        self._verifier: SignatureVerifier = SignatureVerifier(signing_secret, clock=_Clock())
+        self._verifier: SignatureVerifier | None = (
+            SignatureVerifier(signing_secret, clock=_Clock()) if signing_secret else None
+        )
+        self.base_url = base_url
         self.operators_by_slack = dict(operators_by_slack)
         self.private_key = private_key
         self.clock = clock
@@ -136,11 +159,14 @@ class SlackInteractivity:
         # store (e.g. a table with a unique key) to refuse a replay sent to another replica.
         self._seen: dict[str, int] = {}
         self._seen_lock = threading.Lock()
+        self._responding: set[threading.Thread] = set()  # response_url posts under way
 
     # -- verification ---------------------------------------------------------
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> str | None:
         """Why this request is not an authentic, fresh Slack request; None if it is."""
+        if self._verifier is None:
+            return "no signing secret is configured (integrations.slack.signing_secret)"
         lowered = {name.lower(): value for name, value in headers.items()}
         timestamp = lowered.get("x-slack-request-timestamp")
         signature = lowered.get("x-slack-signature")
@@ -186,7 +212,17 @@ class SlackInteractivity:
     # -- payloads -------------------------------------------------------------
 
     def handle_payload(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """The JSON reply to one verified interactivity payload."""
+        """The JSON reply to one authenticated interactivity payload (HTTP or Socket Mode).
+
+        For a button click the reply is also posted to the payload's ``response_url``
+        (in the background), since Slack does not show a button click's reply itself.
+        """
+        reply = self._answer(payload)
+        if payload.get("type") == "block_actions" and isinstance(reply.get("text"), str):
+            self.respond(payload.get("response_url"), reply)
+        return reply
+
+    def _answer(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         modal = payload.get("type") == "view_submission"
         try:
             click = parse_click(payload)
@@ -198,6 +234,50 @@ class SlackInteractivity:
         if ok and modal:
             return {"response_action": "clear"}
         return _reply(modal, click.reason_block, message)
+
+    # -- response_url ---------------------------------------------------------
+
+    def response_url_allowed(self, url: object) -> bool:
+        """Whether irctl may post to ``url``: Slack's own hosts, or the configured base_url's."""
+        return isinstance(url, str) and response_url_allowed(url, self.base_url)
+
+    def respond(self, url: object, reply: Mapping[str, Any]) -> None:
+        """Post ``reply``'s text to ``url`` in the background, if the URL is allowed."""
+        if url is None or url == "":
+            return
+        if not isinstance(url, str) or not self.response_url_allowed(url):
+            self.log(f"response_url not posted to: {str(url)[:200]!r} is not a Slack URL")
+            return
+        body = {"response_type": "ephemeral", "replace_original": False, "text": reply["text"]}
+        thread = threading.Thread(
+            target=self._post_response, args=(url, body), name="irctl-response-url", daemon=True
+        )
+        with self._seen_lock:
+            self._responding.add(thread)
+        thread.start()
+
+    def _post_response(self, url: str, body: Mapping[str, Any]) -> None:
+        try:
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            headers = {"Content-Type": "application/json; charset=utf-8"}
+            # the scheme and host were checked by response_url_allowed: https or the base_url's
+            request = urllib.request.Request(url, data, headers, method="POST")  # noqa: S310
+            with urllib.request.urlopen(request, timeout=RESPONSE_TIMEOUT) as answer:  # noqa: S310
+                answer.read(4096)
+        except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors
+            where = urlsplit(url).netloc
+            self.log(f"response_url post to {where} failed (the decision stands): {exc}")
+        finally:
+            with self._seen_lock:
+                self._responding.discard(threading.current_thread())
+
+    def wait_for_responses(self, timeout: float = RESPONSE_TIMEOUT + 1) -> None:
+        """Wait for the ``response_url`` posts under way (on shutdown, in tests)."""
+        deadline = time.monotonic() + timeout
+        with self._seen_lock:
+            threads = list(self._responding)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def decide(self, click: Click) -> tuple[bool, str]:
         """Record the decision; (recorded?, what to tell the clicker)."""
@@ -237,6 +317,31 @@ class SlackInteractivity:
             f"{click.step} of run {click.run} {word} by {operator} (Slack identity). "
             f"A run attached with --wait continues by itself; otherwise: irctl resume {click.run}"
         )
+
+
+def response_url_allowed(url: str, base_url: str = DEFAULT_BASE_URL) -> bool:
+    """``https://<host>.slack.com/...`` (default port), or the scheme and host:port of ``base_url``.
+
+    A ``response_url`` comes from the payload: irctl must not post wherever it says.
+    """
+    try:
+        parts = urlsplit(url)
+        base = urlsplit(base_url)
+        port, base_port = parts.port, base.port
+    except ValueError:
+        return False
+    if parts.username is not None or parts.password is not None or not parts.hostname:
+        return False
+    host = parts.hostname.lower().rstrip(".")
+    if parts.scheme == "https" and port in (None, 443) and host.endswith(".slack.com"):
+        return True
+    return (
+        bool(base.hostname)
+        and parts.scheme == base.scheme
+        and parts.scheme in ("http", "https")
+        and host == (base.hostname or "").lower().rstrip(".")
+        and port == base_port
+    )
 
 
 def _reply(modal: bool, block: str, message: str) -> dict[str, Any]:
@@ -377,27 +482,25 @@ integrations:
   slack:
     signing_secret: env:SLACK_SIGNING_SECRET   # Basic Information > App Credentials"""
 
+SOCKET_SETUP = """\
+integrations:
+  slack:
+    app_token: env:SLACK_APP_TOKEN   # Basic Information > App-Level Tokens (connections:write)"""
 
-def make_server(
+
+def _where(workspace: Workspace) -> object:
+    return workspace.config_path or workspace.root / "irctl.yaml"
+
+
+def make_interactivity(
     workspace: Workspace,
     *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
+    signing_secret: str | None,
     clock: Callable[[], float] = time.time,
     log: Log | None = None,
-) -> Server:
-    """The Slack interactivity endpoint for ``workspace``, bound and ready to serve."""
-    from irctl.secrets import resolve
-
-    slack = workspace.config.integrations.get("slack") or {}
-    reference = slack.get("signing_secret")
-    where = workspace.config_path or workspace.root / "irctl.yaml"
-    if not isinstance(reference, str) or not reference:
-        raise UsageError(
-            f"no Slack signing secret: add to {where}:\n{SETUP}\n"
-            "and set SLACK_SIGNING_SECRET to the app's signing secret"
-        )
-    secret = resolve("integrations.slack.signing_secret", reference, base=workspace.root)
+) -> SlackInteractivity:
+    """The payload handler for ``workspace``: operators by Slack id, the installation key."""
+    where = _where(workspace)
     key = workspace.signing_key()
     if key is None:
         raise UsageError(
@@ -414,10 +517,43 @@ def make_server(
                 f"{operator.slack} in {where}"
             )
         by_slack[operator.slack] = name
-    interactivity = SlackInteractivity(
-        workspace.store, signing_secret=secret, operators_by_slack=by_slack, private_key=key,
-        clock=clock, log=log,
+    return SlackInteractivity(
+        workspace.store, signing_secret=signing_secret, operators_by_slack=by_slack,
+        private_key=key, clock=clock, log=log, base_url=_base_url(workspace),
     )  # fmt: skip
+
+
+def _base_url(workspace: Workspace) -> str:
+    slack = workspace.config.integrations.get("slack") or {}
+    base_url = slack.get("base_url", DEFAULT_BASE_URL)
+    if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
+        raise UsageError(
+            f"integrations.slack.base_url in {_where(workspace)} must be an http(s) URL "
+            "such as https://slack.com/api/"
+        )
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def make_server(
+    workspace: Workspace,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    clock: Callable[[], float] = time.time,
+    log: Log | None = None,
+) -> Server:
+    """The Slack interactivity endpoint for ``workspace``, bound and ready to serve."""
+    from irctl.secrets import resolve
+
+    slack = workspace.config.integrations.get("slack") or {}
+    reference = slack.get("signing_secret")
+    if not isinstance(reference, str) or not reference:
+        raise UsageError(
+            f"no Slack signing secret: add to {_where(workspace)}:\n{SETUP}\n"
+            "and set SLACK_SIGNING_SECRET to the app's signing secret"
+        )
+    secret = resolve("integrations.slack.signing_secret", reference, base=workspace.root)
+    interactivity = make_interactivity(workspace, signing_secret=secret, clock=clock, log=log)
     try:
         return Server((host, port), interactivity)
     except OSError as exc:
@@ -425,3 +561,154 @@ def make_server(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with --port "
             "or --host"
         ) from exc
+
+
+# -- Socket Mode ----------------------------------------------------------------
+
+
+class SocketMode:
+    """A Socket Mode connection to Slack feeding :class:`SlackInteractivity`.
+
+    No signature check here, on purpose: Slack signs HTTP requests because anyone
+    can reach an open endpoint; a Socket Mode envelope arrives on a websocket that
+    irctl opened itself to the URL ``apps.connections.open`` gave in exchange for
+    the app-level token, so the token authenticates the connection and everything
+    on it comes from Slack (TLS, ``wss://``, protects it on the way).
+
+    slack-sdk's built-in client reconnects by itself (Slack asks every few hours).
+    """
+
+    HELLO_TIMEOUT = 10.0  # seconds to wait for Slack's hello after connecting
+
+    def __init__(
+        self,
+        interactivity: SlackInteractivity,
+        *,
+        app_token: str,
+        base_url: str = DEFAULT_BASE_URL,
+        log: Log | None = None,
+    ) -> None:
+        from slack_sdk import WebClient
+        from slack_sdk.socket_mode import SocketModeClient
+
+        self.interactivity = interactivity
+        self.base_url = base_url
+        self.log = log or interactivity.log
+        self._hello = threading.Event()
+        # slack-sdk's warnings (a dropped connection, a failed reconnect) go to our log; while
+        # connect() runs they are kept for its error message instead.
+        self._connecting: list[str] | None = None
+        logger = logging.Logger("irctl.serve.socket_mode", logging.WARNING)  # not registered
+        logger.addHandler(_Forward(self._sdk_log))
+        self.client: SocketModeClient = SocketModeClient(
+            app_token=app_token,
+            web_client=WebClient(base_url=base_url, timeout=10),
+            logger=logger,
+        )
+        self.client.on_message_listeners.append(self._on_message)
+        self.client.socket_mode_request_listeners.append(self._on_request)
+
+    def connect(self) -> None:
+        """Open the connection and wait for Slack's hello; an IrctlError saying why not."""
+        from slack_sdk.errors import SlackApiError
+
+        self._connecting = []
+        try:
+            self.client.connect()
+        except SlackApiError as exc:
+            self.close()
+            error = exc.response.get("error") if exc.response is not None else None
+            raise UsageError(
+                f"Slack refused apps.connections.open: {error}; integrations.slack.app_token "
+                "must be the app-level token (xapp-...) with the connections:write scope, and "
+                "Socket Mode must be on in the app's settings"
+            ) from exc
+        except OSError as exc:  # urllib's URLError, a refused connection, a timeout
+            self.close()
+            raise IrctlError(f"cannot reach Slack at {self.base_url}: {exc}") from exc
+        finally:
+            problems, self._connecting = self._connecting, None
+        if not self.client.is_connected() or not self._hello.wait(self.HELLO_TIMEOUT):
+            self.close()
+            detail = "; ".join(problems or ["no hello within the timeout"])
+            raise IrctlError(
+                f"the Socket Mode websocket (from apps.connections.open at {self.base_url}) "
+                f"did not open: {detail}"
+            )
+
+    def _sdk_log(self, line: str) -> None:
+        if self._connecting is not None:
+            self._connecting.append(line)
+        else:
+            self.log(f"slack-sdk: {line}")
+
+    def close(self) -> None:
+        """Disconnect (no reconnecting) and wait for pending response_url posts."""
+        client = self.client
+        client.auto_reconnect_enabled = False
+        client.current_session_state.terminated = True
+        session = client.current_session
+        sock = getattr(session, "sock", None)
+        if isinstance(sock, socket.socket):
+            # Wakes the receiving thread now instead of after its 3 s receive timeout.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        client.close()
+        self.interactivity.wait_for_responses()
+
+    def _on_message(self, raw: str) -> None:
+        with contextlib.suppress(ValueError):
+            message = json.loads(raw)
+            if isinstance(message, dict) and message.get("type") == "hello":
+                self._hello.set()
+
+    def _on_request(self, client: BaseSocketModeClient, request: SocketModeRequest) -> None:
+        """Ack every envelope; run ``interactive`` ones through the HTTP path's handler."""
+        from slack_sdk.socket_mode.response import SocketModeResponse
+
+        if request.type != "interactive":
+            client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
+            self.log(f"ignored a Socket Mode '{request.type}' envelope")
+            return
+        if not request.accepts_response_payload:
+            # A button click: Slack wants the ack within 3 s and shows no ack payload; the
+            # clicker sees the reply through response_url (posted by handle_payload).
+            client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
+            self._handle(request.payload)
+            return
+        # A modal submission: the ack carries the reply (response_action clear or errors).
+        reply = self._handle(request.payload)
+        client.send_socket_mode_response(SocketModeResponse(request.envelope_id, reply))
+
+    def _handle(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self.interactivity.handle_payload(payload)
+        except Exception as exc:  # a bug must not leave the envelope unacknowledged
+            self.log(f"error handling a Socket Mode payload: {type(exc).__name__}: {exc}")
+            return None
+
+
+class _Forward(logging.Handler):
+    def __init__(self, log: Log) -> None:
+        super().__init__(logging.WARNING)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self._log(record.getMessage())
+
+
+def make_socket_mode(workspace: Workspace, *, log: Log | None = None) -> SocketMode:
+    """A Socket Mode connection for ``workspace``, not yet connected (call ``connect()``)."""
+    from irctl.secrets import resolve
+
+    slack = workspace.config.integrations.get("slack") or {}
+    reference = slack.get("app_token")
+    if not isinstance(reference, str) or not reference:
+        raise UsageError(
+            f"no Slack app-level token: add to {_where(workspace)}:\n{SOCKET_SETUP}\n"
+            "and set SLACK_APP_TOKEN to the app-level token (xapp-...)"
+        )
+    token = resolve("integrations.slack.app_token", reference, base=workspace.root)
+    interactivity = make_interactivity(workspace, signing_secret=None, log=log)
+    return SocketMode(interactivity, app_token=token, base_url=interactivity.base_url, log=log)

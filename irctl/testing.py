@@ -573,8 +573,11 @@ from irctl._slack_standin import (  # noqa: E402  (kept apart: the stand-in has 
     SlackCall,
     SlackChannel,
     SlackMessage,
+    SlackResponse,
     SlackStandIn,
     SlackUser,
 )
 
-__all__ += ["SlackCall", "SlackChannel", "SlackMessage", "SlackStandIn", "SlackUser"]
+__all__ += [
+    "SlackCall", "SlackChannel", "SlackMessage", "SlackResponse", "SlackStandIn", "SlackUser",
+]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -10,7 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import pytest
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.loader import load_runbook_text
-from irctl.serve import Server, make_server
-from irctl.testing import recorded_keys
+from irctl.serve import Server, make_server, response_url_allowed
+from irctl.testing import SlackStandIn, recorded_keys
 from irctl.workspace import Workspace
 from tests.helpers import irctl, make_workspace
 
@@ -68,38 +69,56 @@ def form(payload: dict[str, Any]) -> bytes:
     return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
 
 
-def button(
-    action: str, run: str, step: str, digest: str, user: str, reason: str | None = None
-) -> bytes:
+def click(
+    action: str,
+    run: str,
+    step: str,
+    digest: str,
+    user: str,
+    reason: str | None = None,
+    response_url: str | None = None,
+) -> dict[str, Any]:
+    """A ``block_actions`` payload as Slack sends it; without ``response_url`` unless given
+    (tests must not post to hooks.slack.com)."""
     value = json.dumps({"run": run, "step": step, "digest": digest})
-    return form(
-        {
-            "type": "block_actions",
-            "user": {"id": user, "username": user.lower()},
-            "team": {"id": "T0TEAM"},
-            "actions": [
-                {"type": "button", "action_id": action, "block_id": "decide", "value": value}
-            ],
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower()},
+        "team": {"id": "T0TEAM"},
+        "actions": [{"type": "button", "action_id": action, "block_id": "decide", "value": value}],
+        "state": {"values": {"why": {"reason": {"type": "plain_text_input", "value": reason}}}},
+    }
+    if response_url is not None:
+        payload["response_url"] = response_url
+    return payload
+
+
+def button(
+    action: str,
+    run: str,
+    step: str,
+    digest: str,
+    user: str,
+    reason: str | None = None,
+    response_url: str | None = None,
+) -> bytes:
+    return form(click(action, run, step, digest, user, reason, response_url))
+
+
+def modal(run: str, step: str, digest: str, user: str, reason: str) -> dict[str, Any]:
+    return {
+        "type": "view_submission",
+        "user": {"id": user},
+        "view": {
+            "callback_id": "irctl-deny",
+            "private_metadata": json.dumps({"run": run, "step": step, "digest": digest}),
             "state": {"values": {"why": {"reason": {"type": "plain_text_input", "value": reason}}}},
-            "response_url": "https://hooks.slack.com/actions/T0TEAM/1/abc",
-        }
-    )
+        },
+    }
 
 
 def modal_deny(run: str, step: str, digest: str, user: str, reason: str) -> bytes:
-    return form(
-        {
-            "type": "view_submission",
-            "user": {"id": user},
-            "view": {
-                "callback_id": "irctl-deny",
-                "private_metadata": json.dumps({"run": run, "step": step, "digest": digest}),
-                "state": {
-                    "values": {"why": {"reason": {"type": "plain_text_input", "value": reason}}}
-                },
-            },
-        }
-    )
+    return form(modal(run, step, digest, user, reason))
 
 
 @dataclass
@@ -144,29 +163,40 @@ class Env:
         ]
 
 
-def workspace(root: Path) -> Path:
+def workspace(root: Path, slack: dict[str, str] | None = None) -> Path:
+    """Three operators with Slack ids; ``integrations.slack`` as given (a signing secret)."""
     lines = ["operators:"]
-    for name, (roles, slack) in OPERATORS.items():
+    for name, (roles, slack_id) in OPERATORS.items():
         public = public_key_text(generate_private_key(root / "keys" / f"{name}.key"))
-        lines.append(f'  {name}: {{roles: [{", ".join(roles)}], slack: {slack}, key: "{public}"}}')
-    lines += ["integrations:", "  slack:", "    signing_secret: env:SLACK_SIGNING_SECRET", ""]
-    return make_workspace(root / "ws", extra="\n".join(lines))
+        lines.append(
+            f'  {name}: {{roles: [{", ".join(roles)}], slack: {slack_id}, key: "{public}"}}'
+        )
+    settings = {"signing_secret": "env:SLACK_SIGNING_SECRET"} if slack is None else slack
+    lines += ["integrations:", "  slack:"]
+    lines += [f'    {name}: "{value}"' for name, value in settings.items()]
+    return make_workspace(root / "ws", extra="\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def serving(ws: Workspace, out: Path, log: Callable[[str], None] | None = None) -> Iterator[Env]:
+    now = [time.time()]
+    server = make_server(ws, host="127.0.0.1", port=0, clock=lambda: now[0], log=log)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Env(ws, server, now, out)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        server.interactivity.wait_for_responses()
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
-    ws = Workspace.find(workspace(tmp_path))
-    now = [time.time()]
-    server = make_server(ws, host="127.0.0.1", port=0, clock=lambda: now[0])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Env(ws, server, now, tmp_path / "out.txt")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(Workspace.find(workspace(tmp_path)), tmp_path / "out.txt") as started:
+        yield started
 
 
 def test_signed_slack_approvals_count_and_the_step_runs(env: Env) -> None:
@@ -365,7 +395,8 @@ def test_cli_help_and_missing_signing_secret(tmp_path: Path) -> None:
 
     socket_mode = irctl("serve", "--socket-mode", cwd=ws)
     assert socket_mode.returncode == 2
-    assert "not supported yet" in socket_mode.stderr
+    assert "no Slack app-level token" in socket_mode.stderr
+    assert "app_token: env:SLACK_APP_TOKEN" in socket_mode.stderr
 
 
 def test_cli_serves_until_ctrl_c(tmp_path: Path) -> None:
@@ -394,3 +425,109 @@ def test_cli_serves_until_ctrl_c(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# -- response_url ---------------------------------------------------------------
+
+
+def test_button_reply_is_posted_to_response_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    logged: list[str] = []
+    with SlackStandIn() as slack:
+        settings = {"signing_secret": "env:SLACK_SIGNING_SECRET", "base_url": slack.url}
+        ws = Workspace.find(workspace(tmp_path, settings))
+        with serving(ws, tmp_path / "out.txt", log=logged.append) as env:
+            run_id, digest = env.waiting_run()
+            body = button(
+                "approve", run_id, "sweep-to-cold", digest, "U0ALICE",
+                response_url=slack.response_url("alice"),
+            )  # fmt: skip
+            status, text = env.post(body)
+            assert status == 200
+            (posted,) = slack.wait_for_responses(1)
+            assert posted.id == "alice"
+            assert posted.content_type == "application/json"
+            assert posted.body == {
+                "response_type": "ephemeral",
+                "replace_original": False,
+                "text": json.loads(text)["text"],
+            }
+            assert "approved by alice (Slack identity)" in posted.body["text"]
+
+            # a refusal is shown the same way
+            env.now[0] += 1
+            body = button(
+                "approve", run_id, "sweep-to-cold", digest, "U0MALLORY",
+                response_url=slack.response_url("mallory"),
+            )  # fmt: skip
+            assert env.post(body)[0] == 200
+            mallory = slack.wait_for_responses(2)[1]
+            assert mallory.body is not None
+            assert "not an irctl operator" in mallory.body["text"]
+
+            # a response_url elsewhere is never posted to; the decision still counts
+            env.now[0] += 1
+            with SlackStandIn() as elsewhere:
+                body = button(
+                    "approve", run_id, "sweep-to-cold", digest, "U0BOB",
+                    response_url=elsewhere.response_url("bob"),
+                )  # fmt: skip
+                assert env.post(body)[0] == 200
+                env.server.interactivity.wait_for_responses()
+                assert elsewhere.responses == []
+            assert [d["operator"] for d in env.decisions(run_id)] == ["alice", "bob"]
+            assert any("response_url not posted to" in line for line in logged)
+            assert len(slack.responses) == 2
+
+
+def test_response_url_failure_is_logged_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    logged: list[str] = []
+    with SlackStandIn() as slack:
+        settings = {"signing_secret": "env:SLACK_SIGNING_SECRET", "base_url": slack.url}
+        ws = Workspace.find(workspace(tmp_path, settings))
+        with serving(ws, tmp_path / "out.txt", log=logged.append) as env:
+            run_id, digest = env.waiting_run()
+            slack.down("refuse")
+            body = button(
+                "approve", run_id, "sweep-to-cold", digest, "U0ALICE",
+                response_url=slack.response_url(),
+            )  # fmt: skip
+            status, text = env.post(body)
+            assert status == 200
+            assert "approved by alice" in json.loads(text)["text"]
+            env.server.interactivity.wait_for_responses()
+            slack.up()
+    assert [d["operator"] for d in env.decisions(run_id)] == ["alice"]
+    failures = [line for line in logged if "response_url post to 127.0.0.1:" in line]
+    assert len(failures) == 1, logged
+    assert "failed (the decision stands)" in failures[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://hooks.slack.com/actions/T0/1/abc", True),
+        ("https://HOOKS.Slack.com./actions/T0/1/abc", True),
+        ("https://hooks.slack.com:443/actions/T0/1/abc", True),
+        ("http://hooks.slack.com/actions/T0/1/abc", False),  # not https
+        ("https://hooks.slack.com:8443/actions", False),
+        ("https://slack.com.evil.example/actions", False),
+        ("https://evilslack.com/actions", False),
+        ("https://user:pw@hooks.slack.com/actions", False),
+        ("https://evil.example/?hooks.slack.com", False),
+        ("file:///etc/passwd", False),
+        ("http://127.0.0.1:4000/response/1", True),  # the configured base_url's host
+        ("http://127.0.0.1:4001/response/1", False),
+        ("https://127.0.0.1:4000/response/1", False),
+        ("http://localhost:4000/response/1", False),
+        ("not a url", False),
+        ("http://[::1/x", False),
+    ],
+)
+def test_response_url_allowlist(url: str, allowed: bool) -> None:
+    assert response_url_allowed(url, "http://127.0.0.1:4000/api/") is allowed

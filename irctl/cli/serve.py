@@ -1,11 +1,17 @@
-"""``irctl serve``: the Slack interactivity endpoint."""
+"""``irctl serve``: the Slack interactivity endpoint, or a Socket Mode connection."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
 from irctl.cli._app import app, err, escape
-from irctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from irctl.workspace import Workspace
 
 
 @app.command("serve")
@@ -15,7 +21,7 @@ def serve_command(
     socket_mode: bool = typer.Option(
         False,
         "--socket-mode",
-        help="Connect out to Slack instead of listening (not supported yet).",
+        help="Connect out to Slack (Socket Mode, app-level token) instead of listening.",
     ),
 ) -> None:
     """Record approvals clicked in Slack, after verifying that Slack sent them.
@@ -42,19 +48,32 @@ def serve_command(
 
     GET /healthz answers 'ok'.  Ctrl-C stops the server.
 
+    With --socket-mode nothing listens: irctl connects out to Slack with the
+    app-level token (Slack app > Socket Mode on; Basic Information > App-Level
+    Tokens, scope connections:write) and handles the same clicks the same way:
+
+    \b
+      integrations: {slack: {app_token: env:SLACK_APP_TOKEN}}
+      export SLACK_APP_TOKEN=xapp-...
+
+    The token authenticates the connection, so no signing secret is needed.
+    Replies to button clicks are posted to Slack's response_url in both modes.
+
     Example: irctl serve --port 8080
+             irctl serve --socket-mode
     """
     from irctl.cli.runs import _workspace
-    from irctl.serve import make_server
+
+    def log(line: str) -> None:
+        err.print(escape(line))
 
     if socket_mode:
-        raise UsageError(
-            "--socket-mode is not supported yet: expose /slack/interactivity through a "
-            "reverse proxy and run 'irctl serve' without it"
-        )
-    server = make_server(
-        _workspace(), host=host, port=port, log=lambda line: err.print(escape(line))
-    )
+        _serve_socket_mode(_workspace(), log)
+        return
+
+    from irctl.serve import make_server
+
+    server = make_server(_workspace(), host=host, port=port, log=log)
     err.print(f"listening on {server.url}/slack/interactivity (Ctrl-C stops)")
     try:
         server.serve_forever()
@@ -62,3 +81,20 @@ def serve_command(
         err.print("stopped")
     finally:
         server.server_close()
+        server.interactivity.wait_for_responses()
+
+
+def _serve_socket_mode(workspace: Workspace, log: Callable[[str], None]) -> None:
+    from irctl.serve import make_socket_mode
+
+    connection = make_socket_mode(workspace, log=log)
+    try:
+        connection.connect()
+        where = escape(connection.base_url)
+        err.print(f"connected to Slack in Socket Mode via {where} (Ctrl-C stops)")
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        err.print("stopped")
+    finally:
+        connection.close()
