@@ -210,8 +210,8 @@ def test_unknown_actions_and_bad_inputs(registry: Registry) -> None:
         "6:13: steps[0].action: unknown action 'demo.fech' (did you mean 'demo.fetch'?)",
         "9:13: steps[1].action: no installed integration provides 'dmeo.*' actions "
         "(did you mean 'demo.fetch'?)",
-        "11:13: steps[2].action: the 'aws' integration is not installed; "
-        "install it with: pip install 'irctl[aws]'",
+        "11:13: steps[2].action: the 'evm' integration is not installed; "
+        "install it with: pip install 'irctl[evm]'",
         "16:7: steps[3].with: unknown input 'ulr' for demo.fetch (did you mean 'url'?)",
         "16:7: steps[3].with: missing required input 'url' for demo.fetch",
         "17:17: steps[3].with.attempts: expected a whole number, got 'many'",
@@ -615,16 +615,16 @@ def test_installed_integrations_come_from_the_registry(tmp_path: Path) -> None:
 
 
 def test_a_missing_extra_is_reported_with_or_without_check_integrations(tmp_path: Path) -> None:
-    """Finding that aws is not installed needs no import, so it is always reported."""
+    """Finding that evm is not installed needs no import, so it is always reported."""
     path = tmp_path / "r.yaml"
     path.write_text(
-        "irctl: 1\nid: r\ntitle: R\nsteps:\n  - id: one\n    action: aws.kms.disable_key\n",
+        "irctl: 1\nid: r\ntitle: R\nsteps:\n  - id: one\n    action: evm.sweep\n",
         encoding="utf-8",
     )
     for check in (False, True):
         _, found = validate_paths([path], registry=Registry(), check_integrations=check)
         assert [d.message for d in found] == [
-            "the 'aws' integration is not installed; install it with: pip install 'irctl[aws]'"
+            "the 'evm' integration is not installed; install it with: pip install 'irctl[evm]'"
         ]
 
 
