@@ -653,7 +653,10 @@ class SocketMode:
             # Wakes the receiving thread now instead of after its 3 s receive timeout.
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        client.close()
+        # slack-sdk's receiving thread may clear the socket between its own None-check and
+        # close() (a race inside slack-sdk): the connection is gone either way.
+        with contextlib.suppress(AttributeError, OSError):
+            client.close()
         self.interactivity.wait_for_responses()
 
     def _on_message(self, raw: str) -> None:
