@@ -943,6 +943,10 @@ class Engine:
                 for e in exc.errors()
             )
             message = f"invalid inputs for {act.name}: {problems}"
+            if ctx.mode == "tabletop" and not act.drill_safe:
+                # In a drill, inputs built from simulated outputs (a previous count nobody
+                # read) cannot be whole; the step is rehearsed, not run, so say so and go on.
+                return {"simulated": True, "action": act.name, "inputs_incomplete": problems}
             raise ActionError(message, retryable=False) from exc
         simulated = ctx.mode == "tabletop" and not act.drill_safe
         run = act.call_simulate if simulated else act.call_run

@@ -575,3 +575,21 @@ def test_checkpoint_seals_every_pause_and_the_end(store: Store) -> None:
     assert kinds[-2:] == [ev.RUN_WAITING, ev.CHECKPOINT]
     report = verify_run(store, run_id, [public_key_text(key)])
     assert report.ok, report.problems
+
+
+def test_a_drill_rehearses_steps_whose_inputs_come_from_simulated_outputs(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: first
+          action: t.sim
+        - id: second
+          action: t.slow
+          with: {seconds: "{{ steps.first.outputs.real | default(none) }}"}
+        """,
+        mode="tabletop",
+    )
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert state.steps["second"].outputs["inputs_incomplete"].startswith("seconds:")
+    assert gauge["max"] == 0  # nothing really ran
