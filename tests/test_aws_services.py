@@ -23,7 +23,7 @@ from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
 
 
 @pytest.fixture
-def cloud(aws: dict[str, Any]) -> dict[str, Any]:  # noqa: F811 (the fixture imported above)
+def cloud(aws: dict[str, Any]) -> dict[str, Any]:
     """The ``aws`` integration config against a freshly reset moto server."""
     return aws
 

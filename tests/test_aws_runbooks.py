@@ -1,0 +1,191 @@
+"""The shipped AWS runbooks, end to end through the engine against moto's server.
+
+Approvals are signed with the operators' own keys and manual steps answered as a person
+would; the outcome is read back through the AWS API.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from irctl.approvals import ApprovalRejected, decide
+from irctl.engine import Engine
+from irctl.identity import generate_private_key, public_key_text
+from irctl.loader import load_runbook_text
+from irctl.model import Config
+from irctl.params import parse_params
+from irctl.state import RunState
+from irctl.store import Store
+from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = {
+    "oncall": ["security-oncall"],
+    "alice": ["security-lead"],
+    "bob": ["cloud-admin"],
+}
+
+
+class Responders:
+    """A workspace's operators with their keys, an engine and a store in tmp_path."""
+
+    def __init__(self, tmp_path: Path, aws: dict[str, Any]) -> None:
+        self.keys: dict[str, Ed25519PrivateKey] = {
+            name: generate_private_key(tmp_path / f"{name}.key") for name in ROLES
+        }
+        config = Config.model_validate({
+            "operators": {
+                name: {"roles": roles, "key": public_key_text(self.keys[name])}
+                for name, roles in ROLES.items()
+            },
+            "integrations": {"aws": aws},
+        })  # fmt: skip
+        self.store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
+        installation = generate_private_key(tmp_path / "installation.key")
+        self.engine = Engine(self.store, config=config, signing_key=installation)
+
+    def start(self, runbook: str, params: dict[str, str]) -> str:
+        text = (ROOT / "runbooks" / f"{runbook}.yaml").read_text(encoding="utf-8")
+        parsed = load_runbook_text(text, f"{runbook}.yaml")
+        return self.engine.create_run(
+            parsed, text, parse_params(parsed, params), initiator="oncall"
+        )
+
+    def until_waiting(self, run_id: str) -> tuple[RunState, str, str]:
+        """Run until it stops; the state, and the step it waits on and for what."""
+        state = self.engine.execute(run_id)
+        assert state.status == "waiting", [
+            (s.key, s.status, s.error) for s in state.steps.values() if s.error
+        ]
+        (step,) = [s for s in state.steps.values() if s.status == "waiting"]
+        assert step.waiting_for is not None
+        return state, step.key, step.waiting_for
+
+    def approve(self, run_id: str, key: str, *operators: str) -> None:
+        for who in operators:
+            decide(
+                self.store, run_id, key, operator=who, approve=True, reason="checked",
+                private_key=self.keys[who],
+            )  # fmt: skip
+
+    def answer(self, run_id: str, key: str) -> None:
+        self.engine.answer(run_id, key, "done", operator="oncall")
+
+
+def _statuses(iam: Any, user: str) -> dict[str, str]:
+    listed = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+    return {k["AccessKeyId"]: k["Status"] for k in listed}
+
+
+def test_credential_leak(aws: dict[str, Any], tmp_path: Path) -> None:
+    iam = boto("iam", aws)
+    iam.create_user(UserName="ci-deploy")
+    leaked = iam.create_access_key(UserName="ci-deploy")["AccessKey"]["AccessKeyId"]
+    team = Responders(tmp_path, aws)
+    run_id = team.start(
+        "credential-leak",
+        {"user_name": "ci-deploy", "access_key_id": leaked, "found_at": "github.com/x/y"},
+    )
+
+    state, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("deactivate", "approval")
+    assert state.steps["announce"].status == "failed"  # no Slack here: the run goes on
+    last_use = state.steps["last-use"].outputs["access_keys"]
+    assert [k["access_key_id"] for k in last_use] == [leaked]
+    assert _statuses(iam, "ci-deploy") == {leaked: "Active"}  # nothing before the approval
+    team.approve(run_id, "deactivate", "oncall")  # stopping is one person, even the initiator
+
+    state, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("redeploy", "answer")
+    new = state.steps["rotate"].outputs["new_access_key_id"]
+    assert _statuses(iam, "ci-deploy") == {leaked: "Inactive", new: "Active"}
+    secret = boto("secretsmanager", aws).get_secret_value(SecretId="iam/ci-deploy")
+    assert json.loads(secret["SecretString"])["AccessKeyId"] == new
+    assert state.steps["rotate"].outputs["secret_version_id"] == secret["VersionId"]
+    team.answer(run_id, "redeploy")
+
+    _, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("kms-grants", "answer")
+    team.answer(run_id, "kms-grants")
+
+    _, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("delete-old-key", "approval")
+    with pytest.raises(ApprovalRejected, match="cannot approve"):
+        team.approve(run_id, "delete-old-key", "oncall")  # separation of duties
+    team.approve(run_id, "delete-old-key", "alice")
+    assert team.until_waiting(run_id)[1] == "delete-old-key"  # one of two is not enough
+    assert leaked in _statuses(iam, "ci-deploy")
+    team.approve(run_id, "delete-old-key", "bob")
+
+    state = team.engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert _statuses(iam, "ci-deploy") == {new: "Active"}
+    records = "\n".join(team.store.lines(run_id))
+    assert json.loads(secret["SecretString"])["SecretAccessKey"] not in records
+    team.store.close()
+
+
+def _trust() -> str:
+    return json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    })  # fmt: skip
+
+
+def test_staff_account_takeover(aws: dict[str, Any], tmp_path: Path) -> None:
+    iam = boto("iam", aws)
+    iam.create_user(UserName="dana")
+    keys = [iam.create_access_key(UserName="dana")["AccessKey"]["AccessKeyId"] for _ in "ab"]
+    iam.create_login_profile(UserName="dana", Password="Correct-Horse-9!")
+    serial = iam.create_virtual_mfa_device(VirtualMFADeviceName="dana")["VirtualMFADevice"][
+        "SerialNumber"
+    ]
+    iam.enable_mfa_device(
+        UserName="dana", SerialNumber=serial,
+        AuthenticationCode1="123456", AuthenticationCode2="654321",
+    )  # fmt: skip
+    for role in ("signer", "deployer", "unrelated"):
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=_trust())
+    team = Responders(tmp_path, aws)
+    run_id = team.start(
+        "staff-account-takeover",
+        {"user_name": "dana", "roles": "signer,deployer", "device": "LT-042", "is_signer": "true"},
+    )
+
+    _, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("quarantine-user", "approval")
+    assert iam.list_user_policies(UserName="dana")["PolicyNames"] == []
+    team.approve(run_id, "quarantine-user", "oncall")
+
+    _, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("isolate-device", "answer")
+    # Every AWS step is done before the first person-dependent one.
+    statements = iam.get_user_policy(UserName="dana", PolicyName="irctl-quarantine")[
+        "PolicyDocument"
+    ]["Statement"]
+    assert {"Effect": "Deny", "Action": "*", "Resource": "*"}.items() <= statements[0].items()
+    for role in ("signer", "deployer"):
+        document = iam.get_role_policy(RoleName=role, PolicyName="irctl-quarantine")
+        (condition,) = [s["Condition"] for s in document["PolicyDocument"]["Statement"][1:]]
+        assert "aws:TokenIssueTime" in condition["DateLessThan"]
+    assert iam.list_role_policies(RoleName="unrelated")["PolicyNames"] == []
+    assert _statuses(iam, "dana") == dict.fromkeys(keys, "Inactive")
+    with pytest.raises(iam.exceptions.NoSuchEntityException):
+        iam.get_login_profile(UserName="dana")
+    assert iam.list_mfa_devices(UserName="dana")["MFADevices"] == []
+
+    for step in ("isolate-device", "disable-identity", "rotate-reachable-secrets"):
+        team.answer(run_id, step)
+        _, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("rotate-signer", "answer")  # is_signer: true
+    team.answer(run_id, "rotate-signer")
+    state = team.engine.execute(run_id)
+    assert state.status == "succeeded"
+    notes = [s.outputs.get("message", "") for s in state.steps.values()]
+    assert any("2 access key(s) deactivated" in note for note in notes)
+    team.store.close()
