@@ -21,12 +21,17 @@ one module belong in that module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.postgres import PostgresServer, PostgresUnavailable
+
+# No test may send traffic beyond loopback: boto3 must never look for credentials at the EC2
+# instance metadata address, whatever a runbook under test asks of AWS.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 @pytest.fixture(scope="session")

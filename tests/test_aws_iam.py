@@ -454,13 +454,10 @@ def test_rotating_200_users_through_the_engine(aws: dict[str, Any], tmp_path: Pa
         load_runbook_text(FAN_OUT, "rotate-many.yaml"), FAN_OUT, {"users": users},
         initiator="oncall",
     )  # fmt: skip
-    started = time.monotonic()
-    state = engine.execute(run_id)
-    elapsed = time.monotonic() - started
+    state = engine.execute(run_id)  # its speed is measured in bench/, not asserted here
     assert state.status == "succeeded", [
         (k, s.error) for k, s in state.steps.items() if s.status != "succeeded"
     ]
-    assert elapsed < 60, elapsed
     sm = boto("secretsmanager", aws)
     for index, user in enumerate(users):
         statuses = _statuses(iam, user)
