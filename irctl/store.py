@@ -446,17 +446,7 @@ class Store:
                             conn.execute("BEGIN IMMEDIATE")
                             conn.executemany(_INSERT_SQLITE, [_values(e) for e in made])
                 except sqlite3.IntegrityError:
-                    self._heads.pop(run_id, None)
-                    conflicts += 1
-                    if conflicts == 1:
-                        deadline = time.monotonic() + _CONTENTION_TIMEOUT
-                    elif time.monotonic() > deadline:
-                        raise StoreError(
-                            f"cannot append to run {run_id}: other writers kept winning for "
-                            f"{_CONTENTION_TIMEOUT:.0f} s"
-                        ) from None
-                    if conflicts > 2:  # heavy contention: step aside briefly, at random
-                        time.sleep(random.uniform(0, min(0.001 * conflicts, 0.05)))  # noqa: S311
+                    conflicts, deadline = self._lost_race(run_id, conflicts, deadline)
                     continue
                 self._remember(run_id, made[-1])
                 return made
@@ -464,6 +454,21 @@ class Store:
             self._heads.pop(run_id, None)
             self._drop_wconn()
             raise StoreError(f"cannot append to run {run_id}: {exc}") from exc
+
+    def _lost_race(self, run_id: str, conflicts: int, deadline: float) -> tuple[int, float]:
+        """Someone appended after the head we chained on: forget it, maybe wait, try again."""
+        self._heads.pop(run_id, None)
+        conflicts += 1
+        if conflicts == 1:
+            deadline = time.monotonic() + _CONTENTION_TIMEOUT
+        elif time.monotonic() > deadline:
+            raise StoreError(
+                f"cannot append to run {run_id}: other writers kept winning for "
+                f"{_CONTENTION_TIMEOUT:.0f} s"
+            )
+        if conflicts > 2:  # heavy contention: step aside briefly, at random
+            time.sleep(random.uniform(0, min(0.001 * conflicts, 0.05)))  # noqa: S311
+        return conflicts, deadline
 
     def _append_pg(
         self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]], seal: Seal | None
@@ -487,18 +492,7 @@ class Store:
                     # Autocommit: this one statement is the transaction, committed on return.
                     conn.execute(_insert_pg(len(made)), [v for e in made for v in _values(e)])
                 except errors.UniqueViolation:
-                    # Someone appended after our head: re-read it and rebuild the events.
-                    self._heads.pop(run_id, None)
-                    conflicts += 1
-                    if conflicts == 1:
-                        deadline = time.monotonic() + _CONTENTION_TIMEOUT
-                    elif time.monotonic() > deadline:
-                        raise StoreError(
-                            f"cannot append to run {run_id}: other writers kept winning for "
-                            f"{_CONTENTION_TIMEOUT:.0f} s"
-                        ) from None
-                    if conflicts > 2:  # heavy contention: step aside briefly, at random
-                        time.sleep(random.uniform(0, min(0.001 * conflicts, 0.05)))  # noqa: S311
+                    conflicts, deadline = self._lost_race(run_id, conflicts, deadline)
                     continue
                 self._remember(run_id, made[-1])
                 return made
