@@ -112,14 +112,16 @@ def _client(service: str, ctx: ActionContext) -> Any:
     ).hexdigest()
     key = json.dumps([service, settings, ctx.timeout, identity], sort_keys=True, default=str)
     now = time.monotonic()
+    # Made under the lock: sixteen workers starting at once wait for one client instead of
+    # each building their own (that alone cost seconds of CPU in a 200-user rotation).
     with _CLIENTS_LOCK:
         cached = _CLIENTS.get(key)
         if cached is not None and now - cached[0] < CLIENT_TTL:
             return cached[1]
-    made = call(  # assuming integrations.aws.role_arn happens here
-        lambda: client(service, ctx.config, timeout=ctx.timeout), f"creating the {service} client"
-    )
-    with _CLIENTS_LOCK:
+        made = call(  # assuming integrations.aws.role_arn happens here
+            lambda: client(service, ctx.config, timeout=ctx.timeout),
+            f"creating the {service} client",
+        )
         _CLIENTS[key] = (now, made)
     return made
 
