@@ -136,11 +136,11 @@ class SlackNotifier:
             {"integration": "slack", "error": _brief(error), "attempts": attempt + 1},
         )
         if self.failures >= PAUSE_AFTER:
-            self.paused = True
             self.ctx.record(
                 "notify.paused",
                 {"integration": "slack", "reason": f"{PAUSE_AFTER} deliveries failed in a row"},
             )
+            self.paused = True  # after recording: close() stops waiting once this is set
 
     def _slack(self) -> Any:
         if self._client is None:
