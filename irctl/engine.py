@@ -42,7 +42,7 @@ from irctl.errors import ActionError, ActionTimeout, IntegrationError, IrctlErro
 from irctl.events import Event, utcnow
 from irctl.model import Config, Policy, Runbook, Step
 from irctl.plan import resolve_policy, step_digest, template_context
-from irctl.render import Redactor, RenderError, render, sha256_hex
+from irctl.render import Redactor, RenderError, render, sha256_hex, template_strings
 from irctl.render import digest as digest_of
 from irctl.state import (
     FAILED,
@@ -95,6 +95,8 @@ class _Live:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # unredacted, this process
     active: set[threading.Event] = field(default_factory=set)
     notifiers: list[tuple[str, Notifier]] = field(default_factory=list)
+    static: dict[str, bool] = field(default_factory=dict)  # step id -> inputs hold no template
+    digests: dict[str, str] = field(default_factory=dict)  # step key -> digest of static inputs
 
 
 class Engine:
@@ -657,14 +659,24 @@ class Engine:
         give_up = OK if step.on_failure == "continue" else FAIL
         try:
             act = self.registry.get(step.action)
-            inputs = render(step.with_, self._context(item, has_item=step.for_each is not None))
+            static = live.static.get(step.id)
+            if static is None:  # inputs with no template are the same every time: hash once
+                static = live.static[step.id] = not any(template_strings(step.with_))
+            if static:
+                inputs = step.with_
+            else:
+                context = self._context(item, has_item=step.for_each is not None)
+                inputs = render(step.with_, context)
         except (IntegrationError, RenderError) as exc:
             self._emit_step(ev.STEP_FAILED, key, {"error": str(exc), "attempt": 0})
             return give_up
         if not isinstance(inputs, dict):
             inputs = {}
         recorded = live.redactor(inputs)
-        digest = step_digest(step.id, step.action, recorded, index)
+        cached = live.digests.get(key) if static else None
+        digest = cached or step_digest(step.id, step.action, recorded, index)
+        if static:
+            live.digests[key] = digest
         idempotent = step.idempotent if step.idempotent is not None else act.idempotent
         answer: str | None = None
         if known is not None and known.status in (RUNNING, INTERRUPTED, WAITING):
@@ -694,7 +706,8 @@ class Engine:
                 {"action": step.action, "inputs": recorded, "digest": digest,
                  "attempt": attempt, "idempotent": idempotent},
             )  # fmt: skip
-            flag = threading.Event()
+            # A step with a timeout gets its own cancel flag; the others share the run's.
+            flag = threading.Event() if step.timeout is not None else live.cancelled
             if live.cancelled.is_set():
                 flag.set()
             ctx = ActionContext(
@@ -704,7 +717,8 @@ class Engine:
                 answers={key: answer} if answer is not None else {},
                 interactive=self._asker(key),
             )  # fmt: skip
-            live.active.add(flag)
+            if flag is not live.cancelled:
+                live.active.add(flag)
             try:
                 outputs = self._call(act, inputs, ctx, step.timeout)
             except WaitForOperator as wait:
