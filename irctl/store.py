@@ -429,12 +429,7 @@ class Store:
         try:
             conn = self._driver()
             while True:
-                head = self._heads.get(run_id)
-                if head is None:
-                    row = conn.execute(_HEAD_SQL["sqlite"], (run_id,)).fetchone()
-                    if row is None:
-                        raise UsageError(f"no run {run_id}")
-                    head = (int(row[0]), str(row[1]))
+                head = self._known_head(conn, run_id)
                 made = _chain(run_id, head[0], head[1], items, seal)
                 try:
                     if len(made) <= _SQLITE_ROWS_PER_STATEMENT:
@@ -454,6 +449,16 @@ class Store:
             self._heads.pop(run_id, None)
             self._drop_wconn()
             raise StoreError(f"cannot append to run {run_id}: {exc}") from exc
+
+    def _known_head(self, conn: Any, run_id: str) -> tuple[int, str]:
+        """The (seq, hash) this store last saw at the end of a run, read if it saw none."""
+        head = self._heads.get(run_id)
+        if head is None:
+            row = conn.execute(_HEAD_SQL[self.dialect], (run_id,)).fetchone()
+            if row is None:
+                raise UsageError(f"no run {run_id}")
+            head = (int(row[0]), str(row[1]))
+        return head
 
     def _lost_race(self, run_id: str, conflicts: int, deadline: float) -> tuple[int, float]:
         """Someone appended after the head we chained on: forget it, maybe wait, try again."""
@@ -481,12 +486,7 @@ class Store:
         try:
             conn = self._driver()
             while True:
-                head = self._heads.get(run_id)
-                if head is None:
-                    row = conn.execute(_HEAD_SQL["postgresql"], (run_id,)).fetchone()
-                    if row is None:
-                        raise UsageError(f"no run {run_id}")
-                    head = (int(row[0]), str(row[1]))
+                head = self._known_head(conn, run_id)
                 made = _chain(run_id, head[0], head[1], items, seal)
                 try:
                     # Autocommit: this one statement is the transaction, committed on return.
