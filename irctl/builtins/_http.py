@@ -17,7 +17,9 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from email.message import Message
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator
 
 from irctl.errors import ActionError, ActionTimeout
 
@@ -181,3 +183,13 @@ def status_ok(status: int, expected: list[int] | None) -> bool:
 
 def retryable_status(status: int) -> bool:
     return status >= 500 or status in (408, 425, 429)
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+# Field types shared by the inputs of http.request and wait.until.
+Url = Annotated[str, AfterValidator(check_url)]
+Headers = Annotated[dict[str, str], AfterValidator(check_headers)]
+Upper = BeforeValidator(_upper)  # methods are case-insensitive

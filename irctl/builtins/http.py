@@ -19,15 +19,16 @@ not.  Redirects are not followed.  Errors never include the request's headers.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from irctl.actions import ActionContext, action
 from irctl.builtins._common import OUTPUT_LIMIT, Inputs, Seconds, bounded, check_cancelled, excerpt
 from irctl.builtins._http import (
-    check_headers,
-    check_url,
+    Headers,
+    Upper,
+    Url,
     fetch,
     retryable_status,
     shown,
@@ -43,9 +44,11 @@ QueryValue = str | int | float | bool
 class Request(Inputs):
     """One HTTP request and what counts as success."""
 
-    method: Method = Field(default="GET", description="HTTP method (case-insensitive)")
-    url: str = Field(description="absolute http:// or https:// URL")
-    headers: dict[str, str] = Field(
+    method: Annotated[Method, Upper] = Field(
+        default="GET", description="HTTP method (case-insensitive)"
+    )
+    url: Url = Field(description="absolute http:// or https:// URL")
+    headers: Headers = Field(
         default_factory=dict,
         description="request headers; never recorded in errors (they may hold tokens)",
     )
@@ -67,21 +70,6 @@ class Request(Inputs):
         description="what to keep of the response body (at most 64 KiB); a body that is not "
         "JSON is kept as text",
     )
-
-    @field_validator("method", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_url(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
 
     @field_validator("expect_status")
     @classmethod

@@ -18,13 +18,13 @@ Both wake at once when the run is cancelled.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from irctl.actions import ActionContext, Probe, action
 from irctl.builtins._common import Inputs, Seconds, bounded, check_cancelled, excerpt
-from irctl.builtins._http import check_headers, check_url, fetch, shown, status_ok
+from irctl.builtins._http import Headers, Upper, Url, fetch, shown, status_ok
 from irctl.errors import ActionError, ActionTimeout
 
 #: Longest wait for one poll's response.
@@ -59,9 +59,11 @@ def _simulate_sleep(inputs: Sleep, ctx: ActionContext) -> dict[str, Any]:
 class Until(Inputs):
     """An HTTP condition polled until it holds."""
 
-    url: str = Field(description="absolute http:// or https:// URL polled")
-    method: Literal["GET", "HEAD"] = Field(default="GET", description="GET or HEAD")
-    headers: dict[str, str] = Field(
+    url: Url = Field(description="absolute http:// or https:// URL polled")
+    method: Annotated[Literal["GET", "HEAD"], Upper] = Field(
+        default="GET", description="GET or HEAD"
+    )
+    headers: Headers = Field(
         default_factory=dict, description="request headers (never recorded in errors)"
     )
     expect_status: list[int] | None = Field(
@@ -77,21 +79,6 @@ class Until(Inputs):
     timeout: Seconds = Field(
         default=300.0, gt=0, description="give up after this long (capped by the step's timeout)"
     )
-
-    @field_validator("method", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_url(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
 
     @field_validator("json_path")
     @classmethod
