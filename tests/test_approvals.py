@@ -285,21 +285,29 @@ def test_an_impossible_policy_refuses_to_start(tmp_path: Path, keys: Path) -> No
     assert "could never be approved: quorum 9 cannot be reached" in result.stderr
 
 
-def test_an_attached_run_continues_by_itself(tmp_path: Path, keys: Path) -> None:
-    ws = workspace(tmp_path, keys)
+def start_attached(ws: Path, keys: Path) -> tuple[subprocess.Popen[str], str]:
+    """`irctl run --wait` in the background, and its run id once it waits for approval."""
     proc = subprocess.Popen(
         [IRCTL, "run", "sweep", "-p", f"out={ws / 'out.txt'}", "--yes", "--wait"],
         cwd=ws, env={**os.environ, "IRCTL_WORKSPACE": str(ws), **env(keys)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    deadline = time.monotonic() + 30
+    pending: list[dict[str, object]] = []
+    while not pending and time.monotonic() < deadline:
+        time.sleep(0.1)
+        listed = irctl("approvals", "pending", "--json", cwd=ws, env=env(keys))
+        pending = json.loads(listed.stdout) if listed.returncode == 0 else []
+    if not pending:
+        proc.kill()
+        raise AssertionError("the attached run never waited for approval")
+    return proc, str(pending[0]["run_id"])
+
+
+def test_an_attached_run_continues_by_itself(tmp_path: Path, keys: Path) -> None:
+    ws = workspace(tmp_path, keys)
+    proc, run_id = start_attached(ws, keys)
     try:
-        deadline = time.monotonic() + 30
-        pending: list[dict[str, object]] = []
-        while not pending and time.monotonic() < deadline:
-            time.sleep(0.1)
-            listed = irctl("approvals", "pending", "--json", cwd=ws, env=env(keys))
-            pending = json.loads(listed.stdout) if listed.returncode == 0 else []
-        run_id = str(pending[0]["run_id"])
         assert approve(ws, keys, run_id, "erin").returncode == 0
         assert approve(ws, keys, run_id, "dana").returncode == 0
         _, stderr = proc.communicate(timeout=60)
@@ -373,19 +381,8 @@ def test_impossible_policies_are_named() -> None:
 
 def test_an_abort_from_elsewhere_stops_an_attached_run(tmp_path: Path, keys: Path) -> None:
     ws = workspace(tmp_path, keys)
-    proc = subprocess.Popen(
-        [IRCTL, "run", "sweep", "-p", f"out={ws / 'out.txt'}", "--yes", "--wait"],
-        cwd=ws, env={**os.environ, "IRCTL_WORKSPACE": str(ws), **env(keys)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc, run_id = start_attached(ws, keys)
     try:
-        deadline = time.monotonic() + 30
-        pending: list[dict[str, object]] = []
-        while not pending and time.monotonic() < deadline:
-            time.sleep(0.1)
-            listed = irctl("approvals", "pending", "--json", cwd=ws, env=env(keys))
-            pending = json.loads(listed.stdout) if listed.returncode == 0 else []
-        run_id = str(pending[0]["run_id"])
         aborted = irctl("abort", run_id, "--reason", "false alarm", cwd=ws, env=env(keys))
         assert aborted.returncode == 0, aborted.stderr
         _, stderr = proc.communicate(timeout=60)
