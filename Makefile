@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP) check
 	scripts/ensure-postgres
+	scripts/ensure-chromium
 	$(PY) -m pytest -q
 
 check: lint typecheck
