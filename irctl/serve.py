@@ -73,9 +73,9 @@ if TYPE_CHECKING:
 PATH = "/slack/interactivity"
 MAX_BODY = 64 * 1024  # Slack's interactivity payloads are a few KiB
 MAX_AGE = 5 * 60  # seconds; Slack's own rule, enforced by SignatureVerifier
-MAX_SEEN = 10_000  # signatures remembered for replay protection (5 minutes' worth)
 ACTIONS = ("approve", "deny")
 RESPONSE_TIMEOUT = 5.0  # seconds for a POST to a response_url
+REDELIVERY_WINDOW = 3600.0  # seconds a Socket Mode envelope id is remembered
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
 Log = Callable[[str], None]
@@ -137,6 +137,7 @@ class SlackInteractivity:
         clock: Callable[[], float] = time.time,
         log: Log | None = None,
         base_url: str = DEFAULT_BASE_URL,
+        slack_config: Mapping[str, Any] | None = None,
     ) -> None:
         from slack_sdk.signature import Clock, SignatureVerifier
 
@@ -149,15 +150,17 @@ class SlackInteractivity:
             SignatureVerifier(signing_secret, clock=_Clock()) if signing_secret else None
         )
         self.base_url = base_url
+        # integrations.slack: with a token, the approval message is updated after a decision
+        self.slack_config = (
+            dict(slack_config) if slack_config and slack_config.get("token") else None
+        )
         self.operators_by_slack = dict(operators_by_slack)
         self.private_key = private_key
         self.clock = clock
         self.log = log or (lambda _line: None)
         # Replay protection: every verified signature (one per request: it covers the timestamp
-        # and the body) until it is too old to pass the timestamp check anyway.  In memory, so
-        # per process: several `irctl serve` replicas behind a load balancer would need a shared
-        # store (e.g. a table with a unique key) to refuse a replay sent to another replica.
-        self._seen: dict[str, int] = {}
+        # and the body) is claimed in the store until it is too old to pass the timestamp check
+        # anyway, so a replay to another replica or after a restart is refused too.
         self._seen_lock = threading.Lock()
         self._responding: set[threading.Thread] = set()  # response_url posts under way
 
@@ -180,16 +183,14 @@ class SlackInteractivity:
             return "request timestamp is more than 5 minutes away from now (replayed or clock skew)"
         if not self._verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
             return "bad signature"
-        with self._seen_lock:
-            horizon = self.clock() - MAX_AGE
-            if len(self._seen) >= MAX_SEEN:
-                self._seen = {sig: ts for sig, ts in self._seen.items() if ts >= horizon}
-            if signature in self._seen:
-                return "replayed request (this signature was already used)"
-            if len(self._seen) >= MAX_SEEN:
-                # Forgetting a signature still inside the window would let it be replayed.
-                return "too many requests in the last 5 minutes"
-            self._seen[signature] = stamp
+        try:
+            fresh = self.store.claim_once(
+                f"slack-signature:{signature}", until=stamp + MAX_AGE + 60, now=self.clock()
+            )
+        except IrctlError as exc:
+            return f"cannot check for a replay: {exc.message}"
+        if not fresh:
+            return "replayed request (this signature was already used)"
         return None
 
     # -- HTTP -----------------------------------------------------------------
@@ -279,6 +280,28 @@ class SlackInteractivity:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def _refresh_message(self, run_id: str, key: str) -> None:
+        """Update the approval request's Slack message, in the background (Slack may be slow)."""
+        if self.slack_config is None:
+            return
+        config = self.slack_config
+
+        def refresh() -> None:
+            from irctl_slack.notifier import refresh_approval
+
+            try:
+                refresh_approval(config, self.store.events(run_id), key)
+            except Exception as exc:  # Slack down, a bad token: the decision stands
+                self.log(f"approval message not updated (the decision stands): {exc}")
+            finally:
+                with self._seen_lock:
+                    self._responding.discard(threading.current_thread())
+
+        thread = threading.Thread(target=refresh, name="irctl-approval-message", daemon=True)
+        with self._seen_lock:
+            self._responding.add(thread)
+        thread.start()
+
     def decide(self, click: Click) -> tuple[bool, str]:
         """Record the decision; (recorded?, what to tell the clicker)."""
         from irctl.approvals import decide
@@ -312,6 +335,7 @@ class SlackInteractivity:
             )  # fmt: skip
         except IrctlError as exc:  # ApprovalRejected, an unknown run, the store unreachable
             return False, f"{exc.message}. Nothing was recorded."
+        self._refresh_message(click.run, click.step)
         word = "approved" if click.approve else "denied"
         return True, (
             f"{click.step} of run {click.run} {word} by {operator} (Slack identity). "
@@ -415,6 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/healthz":
             self._send(Reply.text(HTTPStatus.OK, "ok"))
+        elif self.server.review is not None and self.server.review.handles(self.path):
+            self.server.review.answer(self)  # the reviewer's read-only pages (irctl.review)
         else:
             self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
 
@@ -465,6 +491,7 @@ class Server(ThreadingHTTPServer):
     """The interactivity endpoint; ``serve_forever()`` until ``shutdown()``."""
 
     daemon_threads = True
+    review: Any = None  # irctl.review.ReviewView, mounted by make_server
 
     def __init__(self, address: tuple[str, int], interactivity: SlackInteractivity) -> None:
         self.interactivity = interactivity
@@ -520,6 +547,7 @@ def make_interactivity(
     return SlackInteractivity(
         workspace.store, signing_secret=signing_secret, operators_by_slack=by_slack,
         private_key=key, clock=clock, log=log, base_url=_base_url(workspace),
+        slack_config=workspace.config.integrations.get("slack"),
     )  # fmt: skip
 
 
@@ -555,12 +583,16 @@ def make_server(
     secret = resolve("integrations.slack.signing_secret", reference, base=workspace.root)
     interactivity = make_interactivity(workspace, signing_secret=secret, clock=clock, log=log)
     try:
-        return Server((host, port), interactivity)
+        server = Server((host, port), interactivity)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with --port "
             "or --host"
         ) from exc
+    from irctl.review import ReviewView
+
+    server.review = ReviewView.for_workspace(workspace)
+    return server
 
 
 # -- Socket Mode ----------------------------------------------------------------
@@ -669,6 +701,17 @@ class SocketMode:
         """Ack every envelope; run ``interactive`` ones through the HTTP path's handler."""
         from slack_sdk.socket_mode.response import SocketModeResponse
 
+        try:
+            first = self.interactivity.store.claim_once(
+                f"slack-envelope:{request.envelope_id}", until=time.time() + REDELIVERY_WINDOW
+            )
+        except IrctlError as exc:
+            self.log(f"cannot check for a redelivered envelope: {exc.message}")
+            return  # unacknowledged: Slack delivers it again
+        if not first:  # Slack redelivers envelopes it thinks were not acknowledged
+            client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
+            self.log(f"ignored a redelivered Socket Mode envelope {request.envelope_id}")
+            return
         if request.type != "interactive":
             client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
             self.log(f"ignored a Socket Mode '{request.type}' envelope")

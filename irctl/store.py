@@ -84,7 +84,7 @@ class RunRow:
 
 
 def _tables() -> Any:
-    from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+    from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 
     meta = MetaData()
     Table(
@@ -110,6 +110,11 @@ def _tables() -> Any:
         Column("line", Text, nullable=False),
         Column("hash", String(64), nullable=False),
     )  # fmt: skip
+    Table(
+        "irctl_used_once", meta,  # nonces, request signatures: see Store.claim_once
+        Column("key", String(200), primary_key=True),
+        Column("expires", Float, nullable=False),
+    )  # fmt: skip
     return meta
 
 
@@ -122,6 +127,7 @@ class Store:
         self._meta = _tables()
         self._runs = self._meta.tables["irctl_runs"]
         self._events = self._meta.tables["irctl_events"]
+        self._used_once = self._meta.tables["irctl_used_once"]
         self._lock = threading.Lock()
         self._insert_sql = self._events.insert()
         # SQLite: BEGIN IMMEDIATE for transactions opened through this engine.
@@ -543,6 +549,30 @@ class Store:
             conn.close()
         except Exception:  # noqa: S110 - closing a broken connection may fail; nothing to do
             pass
+
+    # -- things that may be used only once ----------------------------------------
+
+    def claim_once(self, key: str, *, until: float, now: float | None = None) -> bool:
+        """Mark ``key`` used until ``until`` (Unix time); False if it already is.
+
+        Shared by every process on the store, so a Slack request replayed to
+        another ``irctl serve`` replica, or after a restart, is still refused.
+        Expired keys are forgotten on the way.
+        """
+        from sqlalchemy import delete
+        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+        table = self._used_once
+        now = time.time() if now is None else now
+        try:
+            with self._lock, self._writer.begin() as conn:
+                conn.execute(delete(table).where(table.c.expires < now))
+                conn.execute(table.insert().values(key=key[:200], expires=until))
+        except IntegrityError:
+            return False
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot record a used request: {_brief(exc)}") from exc
+        return True
 
     # -- reading ---------------------------------------------------------------
 

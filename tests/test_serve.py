@@ -531,3 +531,73 @@ def test_response_url_failure_is_logged_not_raised(
 )
 def test_response_url_allowlist(url: str, allowed: bool) -> None:
     assert response_url_allowed(url, "http://127.0.0.1:4000/api/") is allowed
+
+
+def test_a_replay_to_another_replica_is_rejected(env: Env) -> None:
+    """Two `irctl serve` processes on one store: a request used at one is refused at the other."""
+    run_id, digest = env.waiting_run()
+    body = button("approve", run_id, "sweep-to-cold", digest, "U0ALICE")
+    headers = slack_headers(body, int(env.now[0]))
+    assert env.post(body, headers)[0] == 200
+    replica_ws = Workspace.find(env.ws.root)
+    with serving(replica_ws, env.out) as replica:
+        replica.now[0] = env.now[0]
+        status, text = replica.post(body, headers)
+    assert status == 401
+    assert "replayed" in text
+    assert [d["operator"] for d in env.decisions(run_id)] == ["alice"]
+
+
+def test_a_decision_in_slack_updates_the_approval_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No run is attached: `irctl serve` itself brings the request's message up to date."""
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-serve-test")
+    with SlackStandIn(token="xoxb-serve-test") as slack:
+        slack.add_channel("incidents", bot_member=True)
+        settings = {
+            "signing_secret": "env:SLACK_SIGNING_SECRET", "token": "env:SLACK_BOT_TOKEN",
+            "channel": "#incidents", "base_url": slack.url,
+        }  # fmt: skip
+        ws = Workspace.find(workspace(tmp_path, settings))
+        with serving(ws, tmp_path / "out.txt") as env:
+            run_id, digest = env.waiting_run()
+            (message,) = [m for m in slack.messages("#incidents") if "Approval needed" in m.text]
+            assert "alice (Slack)" not in json.dumps(message.blocks)
+            status, _ = env.post(button("approve", run_id, "sweep-to-cold", digest, "U0ALICE"))
+            assert status == 200
+            env.server.interactivity.wait_for_responses()
+        (updated,) = [m for m in slack.messages("#incidents") if m.ts == message.ts]
+        shown = json.dumps(updated.blocks)
+        assert "alice (Slack)" in shown
+        assert '"action_id": "approve"' in shown  # one of two: still open for bob
+        updates = [c for c in slack.calls("chat.update") if c.params.get("ts") == message.ts]
+        assert len(updates) == 1
+
+
+def test_a_signed_cli_approval_updates_the_slack_message_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-cli-test")
+    with SlackStandIn(token="xoxb-cli-test") as slack:
+        slack.add_channel("incidents", bot_member=True)
+        settings = {"token": "env:SLACK_BOT_TOKEN", "channel": "#incidents", "base_url": slack.url}
+        ws = Workspace.find(workspace(tmp_path, settings))
+        env = Env(ws, None, out=tmp_path / "out.txt")  # type: ignore[arg-type]
+        run_id, _ = env.waiting_run(assurance="key")
+        (message,) = [m for m in slack.messages("#incidents") if "Approval needed" in m.text]
+        key = tmp_path / "keys" / "bob.key"
+        done = irctl("approve", run_id, "sweep-to-cold", "--as", "bob", "--key", str(key),
+                     "--yes", cwd=ws.root, env={"SLACK_BOT_TOKEN": "xoxb-cli-test"})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "warning" not in done.stderr
+        (updated,) = [m for m in slack.messages("#incidents") if m.ts == message.ts]
+        assert "bob (signed key)" in json.dumps(updated.blocks)
+    # Slack gone: the decision is recorded all the same, with a warning
+    key = tmp_path / "keys" / "alice.key"
+    done = irctl("approve", run_id, "sweep-to-cold", "--as", "alice", "--key", str(key), "--yes",
+                 cwd=ws.root, env={"SLACK_BOT_TOKEN": "xoxb-cli-test"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Slack approval message was not updated (the decision stands)" in done.stderr
+    assert [d["operator"] for d in env.decisions(run_id)] == ["bob", "alice"]

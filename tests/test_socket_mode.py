@@ -134,6 +134,25 @@ def test_unknown_user_is_refused_and_every_envelope_is_acked(sm: Socket) -> None
     assert any("ignored a Socket Mode 'events_api' envelope" in line for line in sm.logged)
 
 
+def test_a_redelivered_envelope_is_acked_and_not_handled_again(sm: Socket) -> None:
+    """Slack redelivers an envelope it thinks was not acknowledged: one decision only."""
+    run_id, digest = sm.env.waiting_run()
+    payload = click("deny", run_id, STEP, digest, "U0ALICE", "wrong address")
+    envelope = {"envelope_id": "e-deny", "type": "interactive",
+                "accepts_response_payload": False, "payload": payload}  # fmt: skip
+    sm.slack.push(envelope)
+    sm.slack.wait_for_ack("e-deny")
+    sm.slack.push({**envelope, "retry_attempt": 1, "retry_reason": "timeout"})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(sm.slack.acks) < 2:
+        time.sleep(0.02)
+    assert [a["envelope_id"] for a in sm.slack.acks] == ["e-deny", "e-deny"]
+    while time.monotonic() < deadline and not any("redelivered" in line for line in sm.logged):
+        time.sleep(0.02)
+    assert any("ignored a redelivered Socket Mode envelope e-deny" in x for x in sm.logged)
+    assert [d["operator"] for d in sm.env.decisions(run_id)] == ["alice"]
+
+
 def test_policy_needing_keys_refuses_socket_mode_clicks(sm: Socket) -> None:
     run_id, digest = sm.env.waiting_run(assurance="key")
     reply = sm.clicked(

@@ -26,10 +26,13 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from irctl.actions import ActionError, NotifyContext, notifier
+
+if TYPE_CHECKING:
+    from irctl.events import Event
 
 RETRIES = 3  # attempts per message, with backoff 0.5 s, 1 s, 2 s
 PAUSE_AFTER = 3  # consecutive failed deliveries before the notifier stops trying
@@ -229,6 +232,45 @@ class SlackNotifier:
         self._slack().chat_update(
             channel=where["channel"], ts=where["ts"], text=f"Approval: {key}", blocks=blocks
         )
+
+
+def refresh_approval(config: Mapping[str, Any], events: Sequence[Event], key: str) -> bool:
+    """Bring the Slack message of ``key``'s approval request up to date from the journal.
+
+    For decisions recorded outside the run's own process (``irctl serve``, ``irctl
+    approve`` while no run is attached): nobody else would update the message.
+    False when there is no such message to update (never posted, or superseded).
+    """
+    from irctl.state import fold
+
+    request: dict[str, Any] | None = None
+    where: dict[str, str] | None = None
+    decisions: list[tuple[str, dict[str, Any]]] = []
+    for event in events:
+        kind, data = event.type, event.data
+        if kind == "notify.slack.posted" and data.get("what") == "approval":
+            if str(data.get("step")) == key:
+                where = {"channel": str(data.get("channel")), "ts": str(data.get("ts"))}
+        elif kind == "approval.requested" and _key(data) == key:
+            request, decisions, where = data, [], None
+        elif (
+            kind.startswith("approval.")
+            and request is not None
+            and _key(data) == key
+            and data.get("digest", request.get("digest")) == request.get("digest")
+        ):
+            decisions.append((kind, data))
+    if request is None or where is None or not events:
+        return False
+    run_id = events[0].run
+    summary = {"mode": fold(events).mode}
+    from irctl_slack._client import client
+
+    client(config, timeout=5.0).chat_update(
+        channel=where["channel"], ts=where["ts"], text=f"Approval: {key}",
+        blocks=approval_blocks(run_id, request, summary, decisions=decisions),
+    )  # fmt: skip
+    return True
 
 
 def _key(data: dict[str, Any]) -> str:

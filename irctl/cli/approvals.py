@@ -72,13 +72,15 @@ def _decide(
         ws.store, found.id, step, operator=who, approve=approve, reason=reason,
         private_key=private, break_glass=break_glass,
     )  # fmt: skip
-    state = fold(ws.store.events(found.id))
-    after = state.steps[step]
+    events = ws.store.events(found.id)
+    after = fold(events).steps[step]
+    problem = _update_slack(ws.config.integrations.get("slack"), events, step)
     if as_json:
         print_json({
             "run_id": found.id, "step": step, "decision": event.data["decision"],
             "operator": who, "digest": event.data["digest"], "seq": event.seq,
             "approvers": after.approvers, "deniers": after.deniers,
+            **({"warning": problem} if problem else {}),
         })  # fmt: skip
         return
     word = "approved" if approve else "denied"
@@ -91,6 +93,24 @@ def _decide(
         f"an attached run continues by itself; otherwise: irctl resume {found.id}",
         highlight=False,
     )
+    if problem:
+        err.print(f"[yellow]warning:[/yellow] {escape(problem)}")
+
+
+def _update_slack(config: dict[str, Any] | None, events: list[Any], step: str) -> str | None:
+    """Update the request's Slack message, if Slack is configured; why not, if it failed.
+
+    The decision is recorded either way: Slack is a view of it.
+    """
+    if not config or not config.get("token"):
+        return None
+    try:
+        from irctl_slack.notifier import refresh_approval
+
+        refresh_approval(config, events, step)
+    except Exception as exc:  # Slack down, a bad token, slack-sdk missing
+        return f"the Slack approval message was not updated (the decision stands): {exc}"
+    return None
 
 
 @app.command("approve")
