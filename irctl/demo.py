@@ -1,14 +1,19 @@
 """``irctl demo``: a complete hot-wallet incident in a local sandbox.
 
-A local HTTP server stands in for the exchange's admin API; the real engine,
-store and transcript do the rest.  Nothing leaves 127.0.0.1.
+Local servers stand in for the exchange's admin API and Slack's Web API, and
+moto's server for AWS (the signing key, the signer workers, the service user);
+the real engine, store, approvals and transcript do the rest.  Nothing leaves
+127.0.0.1.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +70,13 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     slack_token = "xoxb-demo-" + secrets.token_urlsafe(12)
     os.environ["SLACK_BOT_TOKEN"] = slack_token
 
-    with ExchangeAdminStub(token) as exchange, SlackStandIn(token=slack_token) as slack:
+    with (
+        ExchangeAdminStub(token) as exchange,
+        SlackStandIn(token=slack_token) as slack,
+        _aws_sandbox(console) as sandbox,
+    ):
         exchange.add_pending("ethereum", WALLET, 3)
+        hot = sandbox.hot_wallet("ethereum") if sandbox is not None else None
         for name, user in slack_ids.items():
             slack.add_user(user, name=name)
         slack.add_channel("incidents", bot_member=True)
@@ -77,16 +87,20 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
             "integrations:\n"
             "  slack: {token: env:SLACK_BOT_TOKEN, channel: '#incidents', "
             f"base_url: '{slack.url}'}}\n"
-            "vars:\n"
+            + (f"  aws: {json.dumps(sandbox.config)}\n" if sandbox is not None else "")
+            + "vars:\n"
             f"  exchange_admin_url: {exchange.url}\n"
-            f'  cold_wallets: {{ethereum: "{COLD}"}}\n',
+            f'  cold_wallets: {{ethereum: "{COLD}"}}\n'
+            + (f"  hot_wallets: {{ethereum: {json.dumps(hot)}}}\n" if hot is not None else ""),
             encoding="utf-8",
         )
         ws = Workspace.find(root)
         console.rule("[bold]irctl demo[/bold]: hot wallet compromise, local sandbox")
         console.print(
             f"workspace {root}\nexchange admin API stand-in at {exchange.url}, "
-            f"Slack Web API stand-in at {slack.url}\n"
+            f"Slack Web API stand-in at {slack.url}"
+            + (f", AWS (moto) at {sandbox.endpoint}" if sandbox is not None else "")
+            + "\n"
             "(local servers: nothing leaves this machine)\n"
             f"alert: outflow from hot wallet {WALLET} on ethereum with no matching withdrawal"
         )
@@ -116,6 +130,10 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         console.print()
         console.print(f"run {run_id}: [bold]{state.status}[/bold]")
         _show_exchange(console, exchange)
+        aws_ok, new_secret = (
+            _show_aws(console, sandbox, hot) if sandbox is not None and hot is not None
+            else (True, None)
+        )  # fmt: skip
         console.rule("what Slack shows")
         console.print(escape(slack.render()))
         leaked_to_slack = token in slack.render() or slack_token in slack.render()
@@ -127,7 +145,9 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     for event in events:
         console.print(f"[dim]{event.seq:>3} {event.ts[11:23]}[/dim] {escape(describe(event))}")
     report = verify_run(ws.store, run_id, [public])
-    leaked = sum(1 for line in ws.store.lines(run_id) if token in line) + int(leaked_to_slack)
+    watched = [token, *([new_secret] if new_secret else [])]
+    leaked = sum(1 for line in ws.store.lines(run_id) if any(s in line for s in watched))
+    leaked += int(leaked_to_slack)
     console.rule("verification")
     if report.ok:
         console.print(
@@ -140,14 +160,15 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         for problem in report.problems:
             console.print(f"  {escape(problem)}")
     console.print(
-        f"secret admin token in the transcript: {'[red]FOUND[/red]' if leaked else 'never'} "
+        "secrets (admin token, the new AWS secret key) in the transcript: "
+        f"{'[red]FOUND[/red]' if leaked else 'never'} "
         f"({len(events)} events checked)"
     )
     console.print(
         f"\nexplore: cd {root} && irctl transcript show {run_id} · "
         f"irctl transcript verify {run_id} · irctl transcript export {run_id} --format md -o -"
     )
-    ok = state.status == "succeeded" and report.ok and not leaked
+    ok = state.status == "succeeded" and report.ok and not leaked and aws_ok
     stdout.print(run_id)
     return 0 if ok else 1
 
@@ -200,6 +221,62 @@ def _asker(view: Any, console: Console, interactive: bool) -> Any:
         return "done"
 
     return ask
+
+
+@contextlib.contextmanager
+def _aws_sandbox(console: Console) -> Iterator[Any]:
+    """moto's server for the AWS steps; None (the steps are skipped) without moto."""
+    try:
+        import moto.server  # noqa: F401
+        from irctl_aws.sandbox import AwsSandbox
+    except ImportError:
+        console.print(
+            "[yellow]moto is not installed: the AWS steps (KMS, ECS, IAM) are skipped. "
+            "`make demo` installs it; or pip install 'moto[server]'[/yellow]"
+        )
+        yield None
+        return
+    with AwsSandbox() as sandbox:
+        yield sandbox
+
+
+def _show_aws(console: Console, sandbox: Any, hot: dict[str, str]) -> tuple[bool, str]:
+    """What AWS looks like now, read back through its API; whether signing is stopped, and
+    the new secret access key (to check it is nowhere in the transcript)."""
+    meta = sandbox.client("kms").describe_key(KeyId=hot["signing_key"])["KeyMetadata"]
+    (service,) = sandbox.client("ecs").describe_services(
+        cluster=hot["cluster"], services=[hot["signer_service"]]
+    )["services"]
+    iam = sandbox.client("iam")
+    keys = iam.list_access_keys(UserName=hot["service_user"])["AccessKeyMetadata"]
+    quarantined = "irctl-quarantine" in iam.list_role_policies(RoleName=hot["signer_role"])[
+        "PolicyNames"
+    ]
+    stored = sandbox.client("secretsmanager").get_secret_value(
+        SecretId="hot-wallet/ethereum/service-user"
+    )
+    rotated = json.loads(stored["SecretString"])
+    new_key = rotated["AccessKeyId"]
+    console.print("\nwhat AWS (moto, read back through its API) shows now:")
+    console.print(f"  KMS signing key {hot['signing_key']}: {meta['KeyState']}")
+    console.print(
+        f"  ECS {hot['cluster']}/{hot['signer_service']}: desired {service['desiredCount']} tasks"
+    )
+    console.print(
+        f"  IAM role {hot['signer_role']}: {'quarantined (deny-all)' if quarantined else 'open'}"
+    )
+    for key in keys:
+        mark = " (new, in Secrets Manager)" if key["AccessKeyId"] == new_key else ""
+        console.print(
+            f"  IAM user {hot['service_user']} key {key['AccessKeyId']}: {key['Status']}{mark}"
+        )
+    stopped = (
+        meta["KeyState"] == "Disabled"
+        and service["desiredCount"] == 0
+        and quarantined
+        and any(k["AccessKeyId"] == new_key and k["Status"] == "Active" for k in keys)
+    )
+    return stopped, str(rotated["SecretAccessKey"])
 
 
 def _show_exchange(console: Console, exchange: Any) -> None:

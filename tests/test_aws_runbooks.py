@@ -28,13 +28,16 @@ ROLES = {
     "oncall": ["security-oncall"],
     "alice": ["security-lead"],
     "bob": ["cloud-admin"],
+    "tara": ["treasury"],
 }
 
 
 class Responders:
     """A workspace's operators with their keys, an engine and a store in tmp_path."""
 
-    def __init__(self, tmp_path: Path, aws: dict[str, Any]) -> None:
+    def __init__(
+        self, tmp_path: Path, aws: dict[str, Any], variables: dict[str, Any] | None = None
+    ) -> None:
         self.keys: dict[str, Ed25519PrivateKey] = {
             name: generate_private_key(tmp_path / f"{name}.key") for name in ROLES
         }
@@ -44,6 +47,7 @@ class Responders:
                 for name, roles in ROLES.items()
             },
             "integrations": {"aws": aws},
+            "vars": variables or {},
         })  # fmt: skip
         self.store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
         installation = generate_private_key(tmp_path / "installation.key")
@@ -188,4 +192,81 @@ def test_staff_account_takeover(aws: dict[str, Any], tmp_path: Path) -> None:
     assert state.status == "succeeded"
     notes = [s.outputs.get("message", "") for s in state.steps.values()]
     assert any("2 access key(s) deactivated" in note for note in notes)
+    team.store.close()
+
+
+def test_hot_wallet_compromise(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Halt, stop signing in AWS, revoke, rotate, then the approved sweep: read back."""
+    from irctl_aws.sandbox import hot_wallet
+
+    from irctl.testing import ExchangeAdminStub
+
+    hot = hot_wallet(aws, "ethereum")
+    iam, kms, ecs = boto("iam", aws), boto("kms", aws), boto("ecs", aws)
+    (old_key,) = _statuses(iam, hot["service_user"])
+    wallet = "0x00000000000000000000000000000000000000aa"
+    cold = "0x00000000000000000000000000000000000c01d0"
+    monkeypatch.setenv("EXCHANGE_ADMIN_TOKEN", "stub-token-hot-wallet")
+    with ExchangeAdminStub("stub-token-hot-wallet") as exchange:
+        exchange.add_pending("ethereum", wallet, 2)
+        team = Responders(tmp_path, aws, {
+            "exchange_admin_url": exchange.url, "cold_wallets": {"ethereum": cold},
+            "hot_wallets": {"ethereum": hot},
+        })  # fmt: skip
+        run_id = team.start("hot-wallet-compromise", {"chain": "ethereum", "wallet": wallet})
+
+        _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("custody-hotline", "answer")
+        # Signing stopped before any person had to act
+        assert exchange.halted == {"ethereum"}
+        assert exchange.pending("ethereum", wallet) == 0
+        meta = kms.describe_key(KeyId=hot["signing_key"])["KeyMetadata"]
+        assert meta["KeyState"] == "Disabled"
+        (service,) = ecs.describe_services(cluster="wallets", services=[hot["signer_service"]])[
+            "services"
+        ]
+        assert service["desiredCount"] == 0
+        policy = iam.get_role_policy(RoleName=hot["signer_role"], PolicyName="irctl-quarantine")
+        assert policy["PolicyDocument"]["Statement"][0]["Effect"] == "Deny"
+        statuses = _statuses(iam, hot["service_user"])
+        assert statuses[old_key] == "Inactive"
+        (new_key,) = [k for k, status in statuses.items() if status == "Active"]
+        stored = boto("secretsmanager", aws).get_secret_value(
+            SecretId="hot-wallet/ethereum/service-user"
+        )
+        assert json.loads(stored["SecretString"])["AccessKeyId"] == new_key
+        team.answer(run_id, "custody-hotline")
+
+        _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("sweep-to-cold", "approval")
+        assert exchange.sweeps == []
+        team.approve(run_id, "sweep-to-cold", "tara", "alice")
+        state = team.engine.execute(run_id)
+        assert state.status == "succeeded", [(s.key, s.error) for s in state.steps.values()]
+        assert [(s["wallet"], s["to"]) for s in exchange.sweeps] == [(wallet, cold)]
+        assert state.steps["stop-signers"].outputs["previous_desired_count"] == 2
+    team.store.close()
+
+
+def test_hot_wallet_compromise_without_aws_signer_skips_the_aws_steps(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain with no vars.hot_wallets entry: the AWS steps are skipped, the rest runs."""
+    from irctl.testing import ExchangeAdminStub
+
+    wallet = "bc1qhothothothothothothothothothot0"
+    monkeypatch.setenv("EXCHANGE_ADMIN_TOKEN", "stub-token-btc")
+    with ExchangeAdminStub("stub-token-btc") as exchange:
+        team = Responders(tmp_path, aws, {
+            "exchange_admin_url": exchange.url, "cold_wallets": {"bitcoin": "bc1qcold"},
+        })  # fmt: skip
+        run_id = team.start("hot-wallet-compromise", {"chain": "bitcoin", "wallet": wallet})
+        state, key, _ = team.until_waiting(run_id)
+        assert key == "custody-hotline"
+        for step in ("disable-signing-key", "stop-signers", "quarantine-signer-role",
+                     "rotate-service-key"):  # fmt: skip
+            assert state.steps[step].status == "skipped"
+        assert exchange.halted == {"bitcoin"}
     team.store.close()
