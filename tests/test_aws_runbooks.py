@@ -29,6 +29,11 @@ ROLES = {
     "alice": ["security-lead"],
     "bob": ["cloud-admin"],
     "tara": ["treasury"],
+    "olga": ["ops-lead"],
+    "carol": ["ciso"],
+    "fran": ["cfo"],
+    "omar": ["coo"],
+    "cleo": ["compliance"],
 }
 
 
@@ -270,3 +275,76 @@ def test_hot_wallet_compromise_without_aws_signer_skips_the_aws_steps(
             assert state.steps[step].status == "skipped"
         assert exchange.halted == {"bitcoin"}
     team.store.close()
+
+
+def test_withdrawal_halt_and_resume(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every path stopped on one approval; back in stages only after three executives agree."""
+    from irctl.testing import ExchangeAdminStub
+
+    ssm, ecs, events = boto("ssm", aws), boto("ecs", aws), boto("events", aws)
+    switch = "/exchange/withdrawals/mode"
+    ssm.put_parameter(Name=switch, Value="normal", Type="String")
+    ecs.create_cluster(clusterName="payments")
+    ecs.register_task_definition(
+        family="withdrawal-workers",
+        containerDefinitions=[{"name": "worker", "image": "worker:1", "memory": 256}],
+    )
+    ecs.create_service(
+        cluster="payments", serviceName="withdrawal-workers",
+        taskDefinition="withdrawal-workers", desiredCount=3,
+    )  # fmt: skip
+    events.put_rule(Name="hot-wallet-sweep", ScheduleExpression="rate(5 minutes)")
+
+    def workers() -> int:
+        found = ecs.describe_services(cluster="payments", services=["withdrawal-workers"])
+        return int(found["services"][0]["desiredCount"])
+
+    def sweeps() -> str:
+        return str(events.describe_rule(Name="hot-wallet-sweep")["State"])
+
+    def mode() -> str:
+        return str(ssm.get_parameter(Name=switch)["Parameter"]["Value"])
+
+    monkeypatch.setenv("EXCHANGE_ADMIN_TOKEN", "stub-token-withdrawals")
+    with ExchangeAdminStub("stub-token-withdrawals") as exchange:
+        team = Responders(tmp_path, aws, {
+            "exchange_admin_url": exchange.url,
+            "withdrawals": {"kill_switch": switch, "cluster": "payments",
+                            "worker_service": "withdrawal-workers",
+                            "sweep_rule": "hot-wallet-sweep"},
+        })  # fmt: skip
+        run_id = team.start("withdrawal-halt-and-resume", {"chains": "ethereum,tron"})
+
+        _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("halt", "approval")
+        assert exchange.halted == set()
+        team.approve(run_id, "halt", "olga")  # one person: the operations lead
+
+        _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("attest-containment", "answer")
+        assert exchange.halted == {"ethereum", "tron"}
+        assert (mode(), workers(), sweeps()) == ("halted", 0, "DISABLED")
+        for step in ("attest-containment", "reconcile", "check-allowlists"):
+            team.answer(run_id, step)
+            _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("authorise-resume", "approval")
+        team.approve(run_id, "authorise-resume", "carol", "fran")
+        _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("authorise-resume", "approval")  # two of four are not enough
+        assert exchange.halted == {"ethereum", "tron"}
+        team.approve(run_id, "authorise-resume", "cleo")
+
+        _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("canary-withdrawals", "answer")
+        assert exchange.halted == set()
+        assert (mode(), workers(), sweeps()) == ("canary", 3, "ENABLED")
+        team.answer(run_id, "canary-withdrawals")
+        state = team.engine.execute(run_id)
+        assert state.status == "succeeded"
+        assert mode() == "normal"
+        resumed = [r.json for r in exchange.requests_to("/withdrawals/resume")]
+        assert sorted(r["chain"] for r in resumed) == ["ethereum", "tron"]
+    team.store.close()
+
