@@ -50,12 +50,14 @@ __all__ = [
     "ActionError",
     "Notifier",
     "NotifyContext",
+    "Preflight",
     "Probe",
     "Registry",
     "WaitForOperator",
     "action",
     "default_registry",
     "notifier",
+    "preflight",
 ]
 
 GROUP = "irctl.integrations"
@@ -257,6 +259,25 @@ def notifier(namespace: str) -> Callable[[NotifierFactory], NotifierFactory]:
     return decorate
 
 
+Preflight = Callable[[dict[str, Any]], "list[str]"]
+_PREFLIGHTS: dict[str, Preflight] = {}
+
+
+def preflight(namespace: str) -> Callable[[Preflight], Preflight]:
+    """Register an integration's readiness check, run by ``irctl validate --check-integrations``.
+
+    It gets the integration's settings from irctl.yaml and returns what is wrong (missing
+    credentials, an unreachable endpoint), each a sentence; an empty list when ready.
+    It must only read: it runs before an incident, not during one.
+    """
+
+    def decorate(check: Preflight) -> Preflight:
+        _PREFLIGHTS[namespace] = check
+        return check
+
+    return decorate
+
+
 def action(
     name: str,
     *,
@@ -378,6 +399,13 @@ class Registry:
             if factory is not None:
                 found.append((namespace, factory))
         return found
+
+    def preflight(self, namespace: str) -> Preflight | None:
+        """The readiness check of an installed integration, if it has one."""
+        if namespace not in self.installed():
+            return None
+        self.load_namespace(namespace)
+        return _PREFLIGHTS.get(namespace)
 
     def known(self, namespace: str | None = None) -> list[str]:
         """Names of the actions defined so far (load namespaces first to see theirs)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from irctl.actions import ActionError
+from irctl.actions import ActionError, preflight
 
 T = TypeVar("T")
 
@@ -109,3 +109,17 @@ def call(fn: Callable[[], T], what: str) -> T:
         raise ActionError(f"AWS unreachable for {what}: {exc}", retryable=True) from exc
     except BotoCoreError as exc:
         raise ActionError(f"AWS error for {what}: {exc}", retryable=True) from exc
+
+
+@preflight("aws")
+def ready(config: dict[str, Any]) -> list[str]:
+    """Whether the configured credentials work: STS says whose they are (reads nothing else)."""
+    settings = {**config, "max_attempts": 1}
+    try:
+        call(
+            lambda: client("sts", settings, timeout=10.0).get_caller_identity(),
+            "sts:GetCallerIdentity",
+        )
+    except ActionError as exc:
+        return [str(exc)]
+    return []

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from irctl.actions import preflight
 from irctl.errors import ActionError, ActionTimeout, SecretError
 from irctl.secrets import resolve
 
@@ -354,3 +355,21 @@ def channel_id(web: WebClient, ref: str) -> str:
             retryable=False,
         )
     return str(found["id"])
+
+
+@preflight("slack")
+def ready(config: dict[str, Any]) -> list[str]:
+    """Whether Slack accepts the bot token (``auth.test``)."""
+    from slack_sdk.errors import SlackApiError
+
+    try:
+        slack = client(config, timeout=10.0)
+        slack.auth_test()
+    except ActionError as exc:
+        return [str(exc)]
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        return [f"Slack refused the bot token (auth.test: {error}); check integrations.slack.token"]
+    except OSError as exc:
+        return [f"Slack unreachable: {exc}"]
+    return []

@@ -66,7 +66,8 @@ def validate_command(
         False,
         "--check-integrations",
         help="Also import every integration the runbooks name (aws, slack, ...) to check "
-        "their action names and inputs; slower.",
+        "their action names and inputs, and check each configured or named integration is "
+        "ready: AWS credentials valid, the Slack token accepted. Slower; talks to them.",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -92,6 +93,8 @@ def validate_command(
 
     targets = list(paths) if paths else _default_paths()
     count, problems = validate_paths(targets, check_integrations=check_integrations)
+    if check_integrations:
+        problems = [*problems, *_readiness(targets)]
     if as_json:
         print_json(
             [
@@ -114,6 +117,22 @@ def validate_command(
         sys.stdout.write(f"{summary}\n")
     if problems:
         raise typer.Exit(2)
+
+
+def _readiness(targets: list[Path]) -> list[Any]:
+    """What each integration's readiness check reports (credentials, reachability)."""
+    from irctl.loader import _expand
+    from irctl.preflight import check_ready, namespaces_named
+    from irctl.workspace import Workspace
+
+    try:
+        workspace = Workspace.find()
+    except InvalidDocument:
+        return []  # irctl.yaml's own problems are reported already
+    named = namespaces_named(_expand(targets))
+    return check_ready(
+        dict(workspace.config.integrations), named, workspace.config_path
+    )
 
 
 class SchemaKind(StrEnum):
