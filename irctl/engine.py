@@ -347,7 +347,8 @@ class Engine:
         from irctl.secrets import resolve
 
         return {
-            name: resolve(name, ref, base=self.workspace) for name, ref in runbook.secrets.items()
+            name: resolve(name, ref, base=self.workspace, aws=self.config.integrations.get("aws"))
+            for name, ref in runbook.secrets.items()
         }
 
     def _require_live(self) -> _Live:

@@ -1,4 +1,4 @@
-"""Secrets by reference: ``env:VAR``, ``file:PATH`` (``aws-sm:NAME`` with irctl[aws]).
+"""Secrets by reference: ``env:VAR``, ``file:PATH``, ``aws-sm:NAME[#key]`` (with irctl[aws]).
 
 A resolved value lives only in memory while a step runs; everything recorded
 passes through :class:`irctl.render.Redactor` first.
@@ -7,13 +7,20 @@ passes through :class:`irctl.render.Redactor` first.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from irctl.errors import SecretError
 
 
-def resolve(name: str, reference: str, *, base: Path | None = None) -> str:
-    """The value behind ``reference``; the error names the secret, never its value."""
+def resolve(
+    name: str, reference: str, *, base: Path | None = None, aws: Mapping[str, Any] | None = None
+) -> str:
+    """The value behind ``reference``; the error names the secret, never its value.
+
+    ``aws`` is ``integrations.aws`` of irctl.yaml, for ``aws-sm:`` references.
+    """
     scheme, _, where = reference.partition(":")
     if scheme == "env":
         value = os.environ.get(where)
@@ -34,11 +41,16 @@ def resolve(name: str, reference: str, *, base: Path | None = None) -> str:
             raise SecretError(f"secret '{name}': {path} is empty")
         return value
     if scheme == "aws-sm":
-        raise SecretError(
-            f"secret '{name}': aws-sm references are read by the AWS integration, "
-            "which is not available in this version"
-        )
+        try:
+            from irctl_aws.secretref import read
+        except ImportError as exc:
+            raise SecretError(
+                f"secret '{name}': aws-sm references need the AWS integration: "
+                "pip install 'irctl[aws]'"
+            ) from exc
+        return read(name, where, aws or {})
     # Never echo the text: a value pasted where a reference belongs would leak.
     raise SecretError(
-        f"secret '{name}': not a reference; write env:VARIABLE or file:PATH, never the value"
+        f"secret '{name}': not a reference; write env:VARIABLE, file:PATH or aws-sm:NAME[#key], "
+        "never the value"
     )
