@@ -31,11 +31,7 @@ revocation of the older sessions: the attacker's sessions stay dead.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -45,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from irctl.actions import ActionContext, Probe, action
 from irctl.errors import ActionError
-from irctl_aws._client import call, client
+from irctl_aws._client import action_client, call
 
 T = TypeVar("T")
 
@@ -82,10 +78,6 @@ DENY_ALL_SID = "IrctlQuarantineDenyAll"
 REVOKE_SID = "IrctlRevokeOlderSessions"
 ACTIVE, INACTIVE, ABSENT = "Active", "Inactive", "absent"
 
-CLIENT_TTL = 300.0
-CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN")
-_CLIENTS: dict[str, tuple[float, Any]] = {}
-_CLIENTS_LOCK = threading.Lock()
 
 
 class _Inputs(BaseModel):
@@ -93,37 +85,7 @@ class _Inputs(BaseModel):
 
 
 def _iam(ctx: ActionContext) -> Any:
-    return _client("iam", ctx)
-
-
-def _client(service: str, ctx: ActionContext) -> Any:
-    """A client for ``service``, reused for a few minutes (making one costs ~80 ms of CPU).
-
-    Rotating keys for hundreds of users in parallel otherwise spends most of its time
-    building clients under the GIL (200 rotations: ~70 s instead of ~5 s).  A client is
-    reused only for the same settings, step timeout and environment credentials, and for
-    at most CLIENT_TTL seconds, well within the hour an assumed role's credentials last.
-    """
-    if ctx.cancelled.is_set():
-        raise ActionError("cancelled", retryable=False)
-    settings = {k: v for k, v in ctx.config.items() if not k.startswith("_")}
-    identity = hashlib.sha256(  # environment credentials, kept only as a digest
-        json.dumps([os.environ.get(name) for name in CREDENTIAL_ENV]).encode()
-    ).hexdigest()
-    key = json.dumps([service, settings, ctx.timeout, identity], sort_keys=True, default=str)
-    now = time.monotonic()
-    # Made under the lock: sixteen workers starting at once wait for one client instead of
-    # each building their own (that alone cost seconds of CPU in a 200-user rotation).
-    with _CLIENTS_LOCK:
-        cached = _CLIENTS.get(key)
-        if cached is not None and now - cached[0] < CLIENT_TTL:
-            return cached[1]
-        made = call(  # assuming integrations.aws.role_arn happens here
-            lambda: client(service, ctx.config, timeout=ctx.timeout),
-            f"creating the {service} client",
-        )
-        _CLIENTS[key] = (now, made)
-    return made
+    return action_client("iam", ctx)
 
 
 def _code(exc: Exception) -> str:
@@ -371,7 +333,7 @@ def _put_secret(sm: Any, name: str, value: str, user: str) -> dict[str, Any]:
 def rotate_access_key(inputs: RotateAccessKey, ctx: ActionContext) -> dict[str, Any]:
     """Create a new access key, store it in Secrets Manager, deactivate the old one."""
     iam = _iam(ctx)
-    sm = _client("secretsmanager", ctx)
+    sm = action_client("secretsmanager", ctx)
     user, name = inputs.user_name, inputs.secret_name
     keys = _keys(iam, user)
     stored = _stored(sm, name)
@@ -453,7 +415,7 @@ def _simulate_rotate(inputs: RotateAccessKey, ctx: ActionContext) -> dict[str, A
 @rotate_access_key.probe
 def _probe_rotate(inputs: RotateAccessKey, ctx: ActionContext) -> Probe:
     keys = _keys(_iam(ctx), inputs.user_name)
-    stored = _stored(_client("secretsmanager", ctx), inputs.secret_name)
+    stored = _stored(action_client("secretsmanager", ctx), inputs.secret_name)
     new = _ours(stored, ctx)
     if new is None or stored is None:
         return Probe.not_done(f"the secret {inputs.secret_name} holds no key this step created")

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from irctl.actions import ActionContext, Probe, action
 from irctl.errors import ActionError
-from irctl_aws._client import call, client
+from irctl_aws._client import action_client, call
 
 Outputs = dict[str, Any]
 
@@ -52,13 +52,8 @@ class Inputs(BaseModel):
 
 
 def aws(service: str, ctx: ActionContext) -> Any:
-    """A client for ``service``, its read timeout bounded by what is left of the step's."""
-    if ctx.cancelled.is_set():
-        raise ActionError("cancelled", retryable=False)
-    left = ctx.remaining()
-    if left is not None and left <= 0:
-        raise ActionError(f"AWS {service}: the step's timeout has already passed", retryable=True)
-    return client(service, ctx.config, timeout=left)
+    """The action's client for ``service`` (see :func:`irctl_aws._client.action_client`)."""
+    return action_client(service, ctx)
 
 
 def simulated(would: str, **outputs: Any) -> Outputs:
