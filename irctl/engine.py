@@ -242,7 +242,8 @@ class Engine:
             raise UsageError(f"run {run_id} has already {state.status}")
         with self._lock:
             data = {"reason": reason, "by": operator}
-            self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
+            made = self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
+        self._anchor(made)
         return self.state(run_id)
 
     def _sealer(self) -> Seal | None:
@@ -264,7 +265,15 @@ class Engine:
                 tail = self.store.events(run_id, after=max(0, known - 1))
                 if tail and tail[-1].type == ev.CHECKPOINT:
                     return  # already sealed (by an abort from another process, say)
-            self._append(run_id, [], locked=True, seal=True)
+            made = self._append(run_id, [], locked=True, seal=True)
+        self._anchor(made)
+
+    def _anchor(self, made: list[Event]) -> None:
+        """Write a new checkpoint's head to WORM storage, if irctl.yaml configures an anchor."""
+        if made and made[-1].type == ev.CHECKPOINT and self.config.integrations.get("anchor"):
+            from irctl.anchor import anchor_quietly
+
+            anchor_quietly(made[-1], self.config, self.registry)
 
     # -- executing ---------------------------------------------------------------
 
@@ -295,7 +304,12 @@ class Engine:
         if self.notify:
             live.notifiers = self._start_notifiers(live, events)
         first = state.attempts == 0
-        self._emit(ev.RUN_STARTED if first else ev.RUN_RESUMED, {"attempt": state.attempts + 1})
+        opening: dict[str, Any] = {"attempt": state.attempts + 1}
+        if resolved and state.mode != "tabletop":  # salted commitments (irctl.secrets)
+            from irctl.secrets import commitments
+
+            opening["secrets"] = commitments(self.store, run_id, runbook.secrets, resolved)
+        self._emit(ev.RUN_STARTED if first else ev.RUN_RESUMED, opening)
         try:
             outcome = self._sequence(runbook.steps)
             if state.status == "aborted":

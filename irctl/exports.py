@@ -471,3 +471,80 @@ def _flush_decisions(out: list[str], table: list[str]) -> None:
         out += ["", "| # | Time (UTC) | Operator | Decision | Reason | Via | Signature |",
                 "|---:|---|---|---|---|---|---|", *table]  # fmt: skip
         table.clear()
+
+
+# -- PDF ----------------------------------------------------------------------------------------
+
+#: Browsers tried, in order, when ``IRCTL_CHROMIUM`` does not name one.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_chromium() -> str:
+    """The headless browser that prints PDFs: ``$IRCTL_CHROMIUM``, else one on ``PATH``."""
+    import os
+    import shutil
+
+    from irctl.errors import IntegrationError
+
+    explicit = os.environ.get("IRCTL_CHROMIUM")
+    if explicit:
+        found = shutil.which(explicit)
+        if found is None:
+            raise IntegrationError(
+                f"IRCTL_CHROMIUM={explicit} is not an executable; fix the variable or unset it"
+            )
+        return found
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    raise IntegrationError(
+        "PDF export prints the HTML transcript with headless Chromium, which is not installed; "
+        "fix: install it (apt-get install chromium) or set IRCTL_CHROMIUM to its path; "
+        "meanwhile export --format html"
+    )
+
+
+def chromium_command(browser: str, profile: str) -> list[str]:
+    """Headless Chromium that loads nothing from the network and keeps no state."""
+    return [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-default-apps", "--disable-extensions", "--mute-audio",
+        f"--user-data-dir={profile}",
+    ]  # fmt: skip
+
+
+def export_pdf(html_text: str, *, timeout: float = 120.0) -> bytes:
+    """The PDF of an HTML transcript (see :mod:`irctl.report_html`), printed by Chromium."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from irctl.errors import IrctlError
+
+    browser = find_chromium()
+    with tempfile.TemporaryDirectory(prefix="irctl-pdf-") as tmp:
+        folder = Path(tmp)
+        source = folder / "transcript.html"
+        source.write_text(html_text, encoding="utf-8")
+        target = folder / "transcript.pdf"
+        command = [
+            *chromium_command(browser, str(folder / "profile")),
+            "--no-pdf-header-footer", f"--print-to-pdf={target}", source.as_uri(),
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(
+                command, capture_output=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise IrctlError(f"Chromium did not print the PDF within {timeout:g}s") from exc
+        except OSError as exc:
+            raise IrctlError(f"cannot start Chromium ({browser}): {exc.strerror}") from exc
+        data = target.read_bytes() if target.is_file() else b""
+        if not data.startswith(b"%PDF"):
+            tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise IrctlError(
+                f"Chromium (exit {done.returncode}) did not write a PDF: " + " | ".join(tail)
+            )
+        return data

@@ -439,6 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/healthz":
             self._send(Reply.text(HTTPStatus.OK, "ok"))
+        elif self.server.review is not None and self.server.review.handles(self.path):
+            self.server.review.answer(self)  # the reviewer's read-only pages (irctl.review)
         else:
             self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
 
@@ -489,6 +491,7 @@ class Server(ThreadingHTTPServer):
     """The interactivity endpoint; ``serve_forever()`` until ``shutdown()``."""
 
     daemon_threads = True
+    review: Any = None  # irctl.review.ReviewView, mounted by make_server
 
     def __init__(self, address: tuple[str, int], interactivity: SlackInteractivity) -> None:
         self.interactivity = interactivity
@@ -580,12 +583,16 @@ def make_server(
     secret = resolve("integrations.slack.signing_secret", reference, base=workspace.root)
     interactivity = make_interactivity(workspace, signing_secret=secret, clock=clock, log=log)
     try:
-        return Server((host, port), interactivity)
+        server = Server((host, port), interactivity)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with --port "
             "or --host"
         ) from exc
+    from irctl.review import ReviewView
+
+    server.review = ReviewView.for_workspace(workspace)
+    return server
 
 
 # -- Socket Mode ----------------------------------------------------------------

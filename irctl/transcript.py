@@ -1179,9 +1179,11 @@ def verify_run(store: Store, run_id: str, public_keys: list[str] | None) -> Veri
 
 
 def verify_file(path: Path, public_keys: list[str] | None) -> VerifyReport:
-    """Verify an exported transcript file (``.jsonl``)."""
+    """Verify an exported transcript file (``.jsonl``) or an evidence pack (``.zip``)."""
     if path.suffix.lower() == ".zip":
-        raise UsageError(f"{path}: transcript packs (.zip) are not supported yet; export jsonl")
+        from irctl.pack import verify_pack  # the pack's own checks, then this journal's
+
+        return verify_pack(path, public_keys).combined()
     try:
         content = path.read_bytes()
     except FileNotFoundError as exc:

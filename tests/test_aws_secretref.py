@@ -71,5 +71,5 @@ def test_whole_string_secrets_and_clear_errors(aws: dict[str, Any]) -> None:
     with pytest.raises(SecretError, match="plain is not a JSON object") as raised:
         resolve("x", "aws-sm:plain#token", aws=aws)
     assert "s3cr3t" not in str(raised.value)
-    with pytest.raises(SecretError, match="secret 'x': .*missing.*not found"):
+    with pytest.raises(SecretError, match=r"secret 'x': .*missing.*not found"):
         resolve("x", "aws-sm:missing", aws=aws)

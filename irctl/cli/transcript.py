@@ -21,8 +21,7 @@ if TYPE_CHECKING:
     from irctl.transcript import VerifyReport
     from irctl.workspace import Workspace
 
-FORMATS = ("jsonl", "md")
-LATER_FORMATS = ("html", "pdf")
+FORMATS = ("jsonl", "md", "html", "pdf")
 
 
 def _workspace() -> Workspace:
@@ -229,6 +228,17 @@ def verify(
             "Default: the workspace's installation key.",
         ),
     ] = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor",
+            help="Also check against the run's anchors in WORM storage: s3://bucket[/prefix] "
+            "(read with the workspace's aws settings, else the standard AWS chain) or an "
+            "anchor file (.json). Catches a transcript cut after its last anchored event or "
+            "replaced whole.",
+            metavar="S3_URL|FILE",
+        ),
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Verify a transcript offline: hash chain, signed checkpoints, runbook digest, no cut tail.
@@ -248,15 +258,32 @@ def verify(
       irctl transcript verify incident-4411.jsonl --key ed25519:3q2+7w...=
 
       irctl transcript verify incident-4411.jsonl --key installation.pub --json
+
+      irctl transcript verify incident-4411.zip --key ed25519:3q2+7w...=
+
+      irctl transcript verify r-2026 --anchor s3://exchange-ir-anchors/irctl/anchors
     """
-    from irctl.transcript import verify_file, verify_run
+    from irctl.transcript import verify_file, verify_lines, verify_run
 
     path = Path(target)
+    lines: list[str] | None = None
     if path.exists():
         if path.is_dir():
             raise UsageError(f"{target} is a directory; give a transcript file or a run id")
-        report = verify_file(path, _trusted_keys(key, None))
-        source = str(path)
+        if path.suffix.lower() == ".zip":
+            from irctl.pack import EVENTS, verify_pack
+
+            found = verify_pack(path, _trusted_keys(key, None))
+            report = found.combined()
+            source = f"{path} (evidence pack, {found.files} files)"
+            if anchor:
+                lines = _pack_lines(path, EVENTS)
+        else:
+            report = verify_file(path, _trusted_keys(key, None))
+            source = str(path)
+            if anchor:
+                text = path.read_text(encoding="utf-8", errors="surrogateescape")
+                lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
     elif path.suffix.lower() in {".jsonl", ".json", ".zip"} or "/" in target or "\\" in target:
         raise UsageError(f"no file {target}")
     else:
@@ -264,12 +291,47 @@ def verify(
         run = workspace.store.find_run(target)
         report = verify_run(workspace.store, run.id, _trusted_keys(key, workspace))
         source = f"run {run.id}"
+        if anchor:
+            lines = list(workspace.store.lines(run.id))
+    if anchor is not None:
+        from dataclasses import replace
+
+        from irctl.anchor import check_anchor, read_anchors
+
+        run_id = report.run_id or (verify_lines(lines or [], public_keys=None).run_id)
+        anchors = read_anchors(anchor, run_id or "", aws=_aws_settings())
+        checked = check_anchor(lines or [], anchors, run_id)
+        extra = [f"ANCHOR: {p}" for p in checked.problems]
+        report = replace(
+            report, ok=report.ok and checked.ok, problems=[*report.problems, *extra],
+            notes=[*report.notes, f"anchor: {checked.summary()}"] if checked.ok else report.notes,
+        )  # fmt: skip
     if as_json:
         print_json({"source": source, **report.as_dict()})
     else:
         _print_verify(source, report)
     if not report.ok:
         raise VerificationFailed(f"{source} does not verify: {report.problems[0]}")
+
+
+def _pack_lines(path: Path, name: str) -> list[str]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read(name).decode("utf-8", "surrogateescape")
+    except (KeyError, zipfile.BadZipFile, OSError) as exc:
+        raise UsageError(f"{path}: cannot read {name}: {exc}") from exc
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def _aws_settings() -> dict[str, Any]:
+    """The workspace's ``integrations.aws`` if there is a workspace here, else {}."""
+    try:
+        workspace = _workspace()
+    except UsageError:
+        return {}
+    return dict(workspace.config.integrations.get("aws", {}))
 
 
 def _print_verify(source: str, report: VerifyReport) -> None:
@@ -313,7 +375,8 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="jsonl (the exact signed lines; verifies offline) or md (a readable document).",
+            help="jsonl (the exact signed lines; verifies offline), md (a readable document), "
+            "html (self-contained, no network) or pdf (the html printed by headless Chromium).",
         ),
     ] = "jsonl",
     output: Annotated[
@@ -324,13 +387,20 @@ def export(
 
     jsonl holds exactly the stored, hash-chained lines, so it can be verified
     anywhere with 'irctl transcript verify FILE --key ...'.  md is a readable
-    document (header, timeline, seal) of the same events.
+    document (header, timeline, seal) of the same events.  html is one
+    self-contained page (summary, objectives, break-glass and in-doubt items,
+    every approval with its signer and digest, notes, secrets as commitments,
+    timeline, the verification checks, a SOC 2 / ISO 27001 control map); pdf
+    is that page printed by headless Chromium (install chromium, or set
+    IRCTL_CHROMIUM).
 
     Examples:
 
       irctl transcript export r-20261121-0300-ab12 --format jsonl -o incident-4411.jsonl
 
       irctl transcript export r-2026 --format md -o - | less
+
+      irctl transcript export r-2026 --format pdf -o incident-4411.pdf
     """
     from irctl.exports import export_jsonl, export_markdown
     from irctl.transcript import verify_lines
@@ -338,13 +408,31 @@ def export(
     kind = fmt.strip().lower()
     if kind == "markdown":
         kind = "md"
-    if kind in LATER_FORMATS:
-        raise UsageError(f"--format {fmt}: not yet supported; use jsonl or md")
     if kind not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: unknown format; use jsonl or md")
+        raise UsageError(f"--format {fmt!r}: unknown format; use {', '.join(FORMATS)}")
     workspace = _workspace()
     run = workspace.store.find_run(run_id)
     target = None if output == "-" else Path(output)
+    if kind in ("html", "pdf"):
+        from irctl.exports import export_pdf
+        from irctl.report_html import export_html
+
+        events = workspace.store.events(run.id)
+        report = verify_lines([e.line for e in events], public_keys=_trusted_keys(None, workspace))
+        page = export_html(events, report)
+        data = export_pdf(page) if kind == "pdf" else page.encode("utf-8")
+        try:
+            if target is None:
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+            else:
+                target.write_bytes(data)
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror}") from exc
+        if target is not None:
+            err.print(f"wrote {len(events)} events of run {escape(run.id)} to "
+                      f"{escape(str(target))} ({kind})")  # fmt: skip
+        return
     try:
         handle = sys.stdout if target is None else target.open("w", encoding="utf-8", newline="")
     except OSError as exc:
@@ -364,3 +452,216 @@ def export(
             handle.close()
     if target is not None:
         err.print(f"wrote {count} events of run {escape(run.id)} to {escape(str(target))} ({kind})")
+
+
+# -- evidence pack ---------------------------------------------------------------------------
+
+
+@transcript_app.command("pack")
+def pack(
+    run_id: Annotated[
+        str, typer.Argument(help="Run id, or an unambiguous prefix of one.", metavar="RUN_ID")
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="The .zip file to write.")],
+    pdf: Annotated[
+        bool | None,
+        typer.Option(
+            "--pdf/--no-pdf",
+            help="Include the PDF (needs Chromium). Default: include it when Chromium is found.",
+        ),
+    ] = None,
+) -> None:
+    """Write an evidence pack: a zip a reviewer verifies with no access to the store.
+
+    It holds the events (JSONL, exactly as stored), the exact runbook text, the
+    public keys used, the HTML, Markdown and PDF exports, and a manifest of
+    SHA-256 hashes signed by the installation key.  Verify it anywhere with
+    'irctl transcript verify FILE.zip --key <installation public key>'.
+
+    Examples:
+
+      irctl transcript pack r-20261121-0300-ab12 -o incident-4411.zip
+    """
+    from irctl.pack import build_pack
+
+    target = Path(output)
+    if target.suffix.lower() != ".zip":
+        raise UsageError(f"-o {output}: an evidence pack is a .zip file")
+    workspace = _workspace()
+    run = workspace.store.find_run(run_id)
+    manifest = build_pack(
+        workspace.store, run.id, target, public_key=workspace.public_key(),
+        signing_key=workspace.signing_key(), pdf=pdf,
+    )  # fmt: skip
+    err.print(
+        f"wrote evidence pack of run {escape(run.id)} to {escape(str(target))}: "
+        f"{manifest['events']} events, {len(manifest['files'])} files"
+    )
+
+
+# -- anchors ----------------------------------------------------------------------------------
+
+
+@transcript_app.command("anchor")
+def anchor_command(
+    run_id: Annotated[
+        str, typer.Argument(help="Run id, or an unambiguous prefix of one.", metavar="RUN_ID")
+    ],
+) -> None:
+    """Write (again) the anchors of a run's checkpoints to the WORM storage in irctl.yaml.
+
+    The engine anchors every checkpoint as it seals it; use this when that
+    failed (the store was reachable, S3 was not).  Anchors already written are
+    recognised and kept (Object Lock: they cannot be replaced).
+
+    Examples:
+
+      irctl transcript anchor r-20261121-0300-ab12
+    """
+    from irctl import events as ev
+    from irctl.actions import default_registry
+    from irctl.anchor import AnchorSettings, anchor_checkpoint
+
+    workspace = _workspace()
+    raw = workspace.config.integrations.get("anchor")
+    if not raw:
+        raise UsageError(
+            "no anchor is configured: add integrations.anchor.bucket to irctl.yaml"
+        )
+    settings = AnchorSettings.from_config(raw)
+    run = workspace.store.find_run(run_id)
+    checkpoints = [e for e in workspace.store.events(run.id) if e.type == ev.CHECKPOINT]
+    if not checkpoints:
+        raise UsageError(f"run {run.id} has no checkpoint to anchor")
+    aws = workspace.config.integrations.get("aws", {})
+    for checkpoint in checkpoints:
+        written = anchor_checkpoint(checkpoint, settings, registry=default_registry, aws=aws)
+        state = "written" if written.get("changed") else "already there"
+        err.print(f"checkpoint {checkpoint.seq}: s3://{escape(settings.bucket)}/"
+                  f"{escape(settings.key(run.id, checkpoint.seq))} ({state})")  # fmt: skip
+
+
+# -- verifiable redaction ---------------------------------------------------------------------
+
+
+@transcript_app.command("salt")
+def salt_command(
+    run_id: Annotated[
+        str, typer.Argument(help="Run id, or an unambiguous prefix of one.", metavar="RUN_ID")
+    ],
+    name: Annotated[str, typer.Argument(help="The secret's name in the runbook.")],
+) -> None:
+    """Print the salt of one secret of a run, for a reviewer who must confirm its value.
+
+    The transcript records each secret a run used as a salted commitment; the
+    salt is kept in the store, never in the transcript.  This salt opens the
+    commitment of this secret of this run only; with it, a guessable secret
+    could be guessed offline, so hand it to the reviewer, not to the file.
+
+    Examples:
+
+      irctl transcript salt r-20261121-0300-ab12 admin_token
+    """
+    from irctl.secrets import run_salt, secret_salt
+
+    workspace = _workspace()
+    run = workspace.store.find_run(run_id)
+    recorded = _commitments(workspace.store.lines(run.id))
+    if name not in recorded:
+        known = ", ".join(sorted(recorded)) or "none"
+        raise UsageError(f"run {run.id} recorded no secret {name!r} (recorded: {known})")
+    salt = run_salt(workspace.store, run.id)
+    if salt is None:
+        raise UsageError(f"the store holds no salt for run {run.id}")
+    out.print(secret_salt(salt, name), soft_wrap=True)
+
+
+@transcript_app.command("check-secret")
+def check_secret(
+    target: Annotated[
+        str,
+        typer.Argument(help="A run id, a transcript (.jsonl) or an evidence pack (.zip).",
+                       metavar="RUN_ID|FILE"),
+    ],
+    name: Annotated[str, typer.Argument(help="The secret's name in the runbook.")],
+    salt: Annotated[
+        str | None,
+        typer.Option("--salt", help="The secret's salt ('irctl transcript salt'); default: "
+                     "read from the store, for a run id."),
+    ] = None,
+) -> None:
+    """Confirm which value a run used for a secret: the value is read from stdin.
+
+    Compares HMAC-SHA256(salt, value) with the commitment the transcript
+    recorded.  The value is never an argument (it would show in the process
+    list and the shell history) and is never printed.  Exits 0 if it matches
+    every commitment of that secret, 1 if not.
+
+    Examples:
+
+      printf %s "$VALUE" | irctl transcript check-secret r.zip admin_token --salt 9f…
+    """
+    from irctl.secrets import check_commitment, run_salt, secret_salt
+
+    path = Path(target)
+    if path.is_file():
+        if path.suffix.lower() == ".zip":
+            from irctl.pack import EVENTS
+
+            lines = _pack_lines(path, EVENTS)
+        else:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if salt is None:
+            raise UsageError("--salt is needed for a file (ask for it: 'irctl transcript salt')")
+        run_label = str(path)
+    else:
+        workspace = _workspace()
+        run = workspace.store.find_run(target)
+        lines = list(workspace.store.lines(run.id))
+        run_label = f"run {run.id}"
+        if salt is None:
+            found = run_salt(workspace.store, run.id)
+            if found is None:
+                raise UsageError(f"the store holds no salt for run {run.id}")
+            salt = secret_salt(found, name)
+    recorded = _commitments(lines)
+    if name not in recorded:
+        known = ", ".join(sorted(recorded)) or "none"
+        raise UsageError(f"{run_label} recorded no secret {name!r} (recorded: {known})")
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass(f"value of {name} (not echoed): ")
+    else:
+        value = sys.stdin.read().rstrip("\r\n")
+    if not value:
+        raise UsageError("no value on stdin")
+    matches = [check_commitment(c, salt.strip(), value) for c in recorded[name]]
+    if all(matches):
+        out.print(f"[green]match:[/green] {escape(name)} in {escape(run_label)} was this value "
+                  f"({len(matches)} commitment(s))")  # fmt: skip
+        return
+    raise VerificationFailed(
+        f"{name} in {run_label}: the value does not match "
+        f"{matches.count(False)} of {len(matches)} recorded commitment(s) (or the salt is wrong)"
+    )
+
+
+def _commitments(lines: Any) -> dict[str, list[str]]:
+    """Secret name -> every commitment recorded for it (one per execution of the run)."""
+    import json
+
+    found: dict[str, list[str]] = {}
+    for line in lines:
+        if '"secrets"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("type") not in ("run.started", "run.resumed"):
+            continue
+        for key, entry in (event.get("data", {}).get("secrets") or {}).items():
+            if isinstance(entry, dict) and isinstance(entry.get("commitment"), str):
+                found.setdefault(str(key), []).append(entry["commitment"])
+    return found

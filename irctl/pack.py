@@ -1,0 +1,377 @@
+"""Evidence packs: one zip a reviewer verifies on a machine with no access to the store.
+
+``irctl transcript pack RUN_ID -o FILE.zip`` writes::
+
+    manifest.json            what is in the pack: every file's SHA-256 and size, the run,
+                             its head, the runbook digest, the keys; signed by the
+                             installation key (manifest.sig)
+    manifest.sig             Ed25519 signature of manifest.json's exact bytes
+    events.jsonl             the run's journal, exactly the stored, hash-chained lines
+    runbook.yaml             the exact runbook text that ran (its SHA-256 is the run's
+                             runbook digest)
+    keys/installation.pub    the installation public key that seals the checkpoints
+    keys/operators.json      the operators' public keys as recorded at run start
+    exports/transcript.html  the self-contained HTML transcript
+    exports/transcript.md    the Markdown transcript
+    exports/transcript.pdf   the PDF (when Chromium is available)
+
+:func:`verify_pack` checks, with public keys only: the manifest's signature;
+every file against the manifest (changed, deleted or added files are named);
+the journal (hash chain, order, checkpoints, approvals: :mod:`irctl.transcript`);
+that ``runbook.yaml`` is the runbook the run recorded; and that the keys in the
+pack are the keys the run was sealed and approved with.  Give ``--key`` (the
+installation key you trust, obtained elsewhere) so that a pack whose keys were
+all swapped and re-signed is caught too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from irctl import events as ev
+from irctl.canonical import canonical_json, sha256_hex
+from irctl.errors import IntegrationError, UsageError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from irctl.events import Event
+    from irctl.store import Store
+    from irctl.transcript import VerifyReport
+
+__all__ = ["KIND", "PackReport", "build_pack", "verify_pack"]
+
+KIND = "irctl-evidence-pack/v1"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+EVENTS = "events.jsonl"
+RUNBOOK = "runbook.yaml"
+INSTALLATION_KEY = "keys/installation.pub"
+OPERATOR_KEYS = "keys/operators.json"
+#: No member of a pack is read beyond this size (a pack is not a zip bomb's way in).
+MAX_MEMBER = 1 << 30
+
+
+def _signature_message(manifest: bytes) -> bytes:
+    return b"irctl-evidence-pack:v1:" + hashlib.sha256(manifest).hexdigest().encode("ascii")
+
+
+def build_pack(
+    store: Store,
+    run_id: str,
+    target: Path,
+    *,
+    public_key: str | None,
+    signing_key: Ed25519PrivateKey | None,
+    pdf: bool | None = None,
+) -> dict[str, Any]:
+    """Write the evidence pack of a run to ``target``; returns the manifest.
+
+    ``pdf``: True requires the PDF, False leaves it out, None includes it when
+    Chromium is available.
+    """
+    from irctl.exports import export_markdown, export_pdf, find_chromium
+    from irctl.identity import public_key_text, sign
+    from irctl.report_html import export_html
+    from irctl.transcript import verify_lines
+
+    events = store.events(run_id)
+    if not events:
+        raise UsageError(f"run {run_id} has no events to pack")
+    created = events[0].data
+    text = created.get("runbook_text")
+    if not isinstance(text, str):
+        raise UsageError(f"run {run_id} did not record its runbook text; it cannot be packed")
+    if signing_key is not None:
+        public_key = public_key_text(signing_key)
+    keys = [public_key] if public_key else None
+    lines = [e.line for e in events]
+    report = verify_lines(lines, public_keys=keys)
+    html_text = export_html(events, report)
+    files: dict[str, bytes] = {
+        EVENTS: "".join(line + "\n" for line in lines).encode("utf-8"),
+        RUNBOOK: text.encode("utf-8"),
+        OPERATOR_KEYS: (json.dumps(_operator_keys(events), indent=2, sort_keys=True) + "\n")
+        .encode("utf-8"),
+        "exports/transcript.html": html_text.encode("utf-8"),
+        "exports/transcript.md": export_markdown(events, report).encode("utf-8"),
+    }
+    if public_key:
+        files[INSTALLATION_KEY] = (public_key + "\n").encode("ascii")
+    if pdf is None:
+        try:
+            find_chromium()
+            pdf = True
+        except IntegrationError:  # no browser here: the pack goes without the PDF
+            pdf = False
+    if pdf:
+        files["exports/transcript.pdf"] = export_pdf(html_text)
+    last = events[-1]
+    manifest: dict[str, Any] = {
+        "kind": KIND, "run": run_id, "runbook": created.get("runbook"),
+        "runbook_digest": created.get("runbook_digest"), "events": len(events),
+        "head": {"seq": last.seq, "hash": last.hash},
+        "installation_key": public_key, "verified_when_packed": report.ok,
+        "files": {
+            name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            for name, data in sorted(files.items())
+        },
+    }  # fmt: skip
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    members = [(MANIFEST, manifest_bytes), *sorted(files.items())]
+    if signing_key is not None:
+        members.append((SIGNATURE, (sign(signing_key, _signature_message(manifest_bytes)) + "\n")
+                        .encode("ascii")))  # fmt: skip
+    stamp = _zip_time(events[0])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            archive.writestr(zipfile.ZipInfo(name, date_time=stamp), data,
+                             compress_type=zipfile.ZIP_DEFLATED)  # fmt: skip
+    try:
+        target.write_bytes(buffer.getvalue())
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+    return manifest
+
+
+def _zip_time(first: Event) -> tuple[int, int, int, int, int, int]:
+    moment = ev.parse_ts(first.ts)
+    return (max(moment.year, 1980), moment.month, moment.day, moment.hour, moment.minute,
+            moment.second)  # fmt: skip
+
+
+def _operator_keys(events: Sequence[Event]) -> dict[str, str | None]:
+    operators = events[0].data.get("operators")
+    if not isinstance(operators, dict):
+        return {}
+    return {
+        str(name): (entry.get("key") if isinstance(entry, dict) else None)
+        for name, entry in sorted(operators.items())
+    }
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+@dataclass
+class PackReport:
+    """What :func:`verify_pack` found: the pack's own checks and the journal's report."""
+
+    ok: bool
+    problems: list[str]  # the pack's own problems, each naming what was tampered with
+    transcript: VerifyReport
+    files: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def combined(self) -> VerifyReport:
+        """The journal's report with the pack's problems first (what the CLI prints)."""
+        report = self.transcript
+        return replace(
+            report, ok=report.ok and self.ok, problems=[*self.problems, *report.problems],
+            notes=[*self.notes, *report.notes],
+        )  # fmt: skip
+
+
+class _Pack:
+    def __init__(self, archive: zipfile.ZipFile, where: Path) -> None:
+        self.archive = archive
+        self.where = where
+        self.names = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+
+    def read(self, name: str) -> bytes | None:
+        info = self.names.get(name)
+        if info is None:
+            return None
+        if info.file_size > MAX_MEMBER:
+            raise UsageError(f"{self.where}: {name} is {info.file_size} bytes; not reading it")
+        try:
+            return self.archive.read(info)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise UsageError(f"{self.where}: {name} cannot be read: {exc}") from exc
+
+
+def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
+    """Verify an evidence pack offline; ``public_keys`` are the trusted installation keys."""
+    from irctl.transcript import verify_lines
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError as exc:
+        raise UsageError(f"no file {path}") from exc
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UsageError(f"{path} is not an evidence pack (not a readable zip): {exc}") from exc
+    with archive:
+        pack = _Pack(archive, path)
+        raw_manifest = pack.read(MANIFEST)
+        if raw_manifest is None:
+            raise UsageError(f"{path} is not an evidence pack: it has no {MANIFEST}")
+        try:
+            manifest = json.loads(raw_manifest.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"{path}: {MANIFEST} is not JSON") from exc
+        if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+            raise UsageError(f"{path}: {MANIFEST} is not an irctl evidence pack manifest")
+        problems: list[str] = []
+        notes: list[str] = []
+        pack_key = _text(pack.read(INSTALLATION_KEY))
+        trusted = public_keys
+        if public_keys is not None and pack_key is not None and pack_key not in public_keys:
+            problems.append(
+                f"KEY SWAPPED: {INSTALLATION_KEY} holds {pack_key}, not the trusted key "
+                f"{', '.join(public_keys)}"
+            )
+        if trusted is None and pack_key is not None:
+            trusted = [pack_key]
+            notes.append(
+                f"checked against the key inside the pack ({pack_key}); give --key with the "
+                "installation key you trust to rule out a pack re-signed with another key"
+            )
+        problems += _check_signature(pack, raw_manifest, trusted)
+        problems += _check_files(pack, manifest)
+        raw_events = pack.read(EVENTS)
+        if raw_events is None:
+            lines: list[str] = []
+        else:
+            text = raw_events.decode("utf-8", "surrogateescape")
+            lines = text.split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+        try:
+            report = verify_lines(lines, public_keys=trusted)
+        except UsageError as exc:  # a malformed key in the pack
+            problems.append(f"KEY SWAPPED: {INSTALLATION_KEY} is not a valid key ({exc})")
+            report = verify_lines(lines, public_keys=None)
+        if not lines:
+            problems.append(f"DELETED: {EVENTS} is missing or empty")
+        else:
+            problems += _check_runbook(pack, lines[0])
+            problems += _check_operator_keys(pack, lines[0])
+            problems += _check_head(manifest, lines)
+        files = len(manifest.get("files") or {})
+    return PackReport(not problems and report.ok, problems, report, files, notes)
+
+
+def _text(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return ""
+
+
+def _check_signature(pack: _Pack, manifest: bytes, trusted: list[str] | None) -> list[str]:
+    from irctl.identity import load_public_key, verify
+
+    signature = _text(pack.read(SIGNATURE))
+    if signature is None:
+        return [f"UNSIGNED: the pack has no {SIGNATURE}; its manifest cannot be trusted"]
+    for key in trusted or []:
+        try:
+            public = load_public_key(key)
+        except UsageError:
+            continue
+        if verify(public, _signature_message(manifest), signature):
+            return []
+    return [f"MANIFEST: {SIGNATURE} does not verify with the installation key: the manifest "
+            "was edited or re-signed with another key"]  # fmt: skip
+
+
+def _check_files(pack: _Pack, manifest: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        return [f"MANIFEST: {MANIFEST} lists no files"]
+    for name, entry in sorted(listed.items()):
+        data = pack.read(str(name))
+        if data is None:
+            problems.append(f"DELETED: {name} is listed in the manifest but missing from the pack")
+            continue
+        expected = entry.get("sha256") if isinstance(entry, dict) else None
+        if hashlib.sha256(data).hexdigest() != expected:
+            problems.append(f"CHANGED: {name} does not match its SHA-256 in the manifest")
+    for name in sorted(pack.names):
+        if name not in listed and name not in (MANIFEST, SIGNATURE):
+            problems.append(f"ADDED: {name} is in the pack but not in the manifest")
+    return problems
+
+
+def _check_runbook(pack: _Pack, first_line: str) -> list[str]:
+    try:
+        created = json.loads(first_line).get("data", {})
+    except (ValueError, AttributeError):
+        return []  # the journal's own verification reports a bad first line
+    text = pack.read(RUNBOOK)
+    if text is None:
+        return [f"DELETED: {RUNBOOK} (the runbook text) is missing"]
+    digest = "sha256:" + hashlib.sha256(text).hexdigest()
+    recorded = created.get("runbook_digest")
+    if digest != recorded:
+        return [f"RUNBOOK SWAPPED: {RUNBOOK} hashes to {digest}, but the run recorded "
+                f"{recorded}"]  # fmt: skip
+    if created.get("runbook_text") != text.decode("utf-8", "replace"):
+        return [f"RUNBOOK SWAPPED: {RUNBOOK} is not the runbook text recorded at run start"]
+    return []
+
+
+def _check_operator_keys(pack: _Pack, first_line: str) -> list[str]:
+    try:
+        created = json.loads(first_line).get("data", {})
+    except (ValueError, AttributeError):
+        return []
+    raw = pack.read(OPERATOR_KEYS)
+    if raw is None:
+        return [f"DELETED: {OPERATOR_KEYS} is missing"]
+    try:
+        keys = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return [f"CHANGED: {OPERATOR_KEYS} is not JSON"]
+    operators = created.get("operators") if isinstance(created.get("operators"), dict) else {}
+    recorded = {
+        str(name): (entry.get("key") if isinstance(entry, dict) else None)
+        for name, entry in operators.items()
+    }
+    if not isinstance(keys, dict):
+        return [f"CHANGED: {OPERATOR_KEYS} is not a mapping of operators to keys"]
+    problems = [
+        f"KEY SWAPPED: {OPERATOR_KEYS} gives {name} the key {keys.get(name)}, but the run "
+        f"recorded {key} at run start"
+        for name, key in sorted(recorded.items()) if keys.get(name) != key
+    ]  # fmt: skip
+    problems += [
+        f"KEY SWAPPED: {OPERATOR_KEYS} names {name}, who was not an operator at run start"
+        for name in sorted(keys) if name not in recorded
+    ]
+    return problems
+
+
+def _check_head(manifest: dict[str, Any], lines: list[str]) -> list[str]:
+    head = manifest.get("head")
+    if not isinstance(head, dict):
+        return [f"MANIFEST: {MANIFEST} records no head"]
+    seq, expected = head.get("seq"), head.get("hash")
+    if not isinstance(seq, int) or seq < 1:
+        return [f"MANIFEST: {MANIFEST} records no valid head"]
+    if len(lines) < seq:
+        return [f"MISSING EVENTS: {EVENTS} holds {len(lines)} lines, but the pack was made "
+                f"with {seq} events (events deleted or the tail cut off)"]  # fmt: skip
+    problems = []
+    if sha256_hex(lines[seq - 1]) != expected:
+        problems.append(f"CHANGED: line {seq} of {EVENTS} is not the head the pack was made with")
+    if len(lines) > seq:
+        problems.append(f"ADDED: {EVENTS} holds {len(lines) - seq} line(s) after the head the "
+                        "pack was made with")  # fmt: skip
+    return problems
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of a manifest's canonical JSON (to quote it in a ticket)."""
+    return "sha256:" + sha256_hex(canonical_json(manifest))
