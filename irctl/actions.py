@@ -48,6 +48,7 @@ __all__ = [
     "Action",
     "ActionContext",
     "ActionError",
+    "Display",
     "Notifier",
     "NotifyContext",
     "Preflight",
@@ -105,6 +106,7 @@ class Probe:
 
 
 Asker = Callable[[str, str, "list[str] | None"], "str | None"]
+Display = Callable[[str], None]
 
 
 @dataclass
@@ -123,6 +125,7 @@ class ActionContext:
     interactive: Asker | None = None
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    display: Display | None = None  # the operator's terminal; nothing shown here is recorded
 
     def remaining(self) -> float | None:
         """Seconds left before the step's timeout, or None when it has none."""
@@ -138,6 +141,19 @@ class ActionContext:
     def note(self, text: str) -> None:
         """Record a line in the run's journal (redacted like everything else)."""
         self.notes.append(text)
+
+    def show(self, text: str) -> bool:
+        """Show ``text`` on the operator's terminal only: never journaled, logged or sent.
+
+        For what a person must see once and irctl must never keep (the QR code of a
+        new TOTP seed).  Returns False when no terminal is attached (an unattended or
+        detached run, a drill driven from Slack): the action then says in a note
+        where the person finds it instead.
+        """
+        if self.display is None:
+            return False
+        self.display(text)
+        return True
 
     def ask(self, prompt: str, *, kind: str = "confirm", choices: list[str] | None = None) -> str:
         """A person's answer: recorded earlier, asked now if interactive, or wait for it."""

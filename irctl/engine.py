@@ -33,6 +33,7 @@ from irctl.actions import (
     Action,
     ActionContext,
     Asker,
+    Display,
     Notifier,
     Registry,
     WaitForOperator,
@@ -111,6 +112,7 @@ class Engine:
         signing_key: Ed25519PrivateKey | None = None,
         listener: Listener | None = None,
         interactive: Asker | None = None,
+        display: Display | None = None,
         operator: str | None = None,
         workspace: Path | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -126,6 +128,7 @@ class Engine:
         self.signing_key = signing_key
         self.listener = listener
         self.interactive = interactive
+        self.display = display  # the operator's terminal (ActionContext.show), never recorded
         self.operator = operator
         self.workspace = workspace
         self.cancel_grace = cancel_grace
@@ -730,7 +733,7 @@ class Engine:
                 config=self._integration_config(act.namespace), vars=self.config.vars,
                 timeout=step.timeout, cancelled=flag,
                 answers={key: answer} if answer is not None else {},
-                interactive=self._asker(key),
+                interactive=self._asker(key), display=self.display,
             )  # fmt: skip
             if flag is not live.cancelled:
                 live.active.add(flag)

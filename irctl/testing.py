@@ -40,6 +40,8 @@ from irctl.errors import ActionError
 
 __all__ = [
     "ExchangeAdminStub",
+    "ExchangeUser",
+    "FreezeRequest",
     "RecordedRequest",
     "context",
     "recorded_keys",
@@ -90,6 +92,42 @@ class RecordedRequest:
 
 
 @dataclass
+class ExchangeUser:
+    """A customer account of the stand-in exchange: what the account-compromise runbook resets."""
+
+    user_id: str
+    api_keys: int = 0
+    sessions: int = 0
+    password_reset_required: bool = False
+    two_fa_reset_required: bool = False
+
+
+@dataclass
+class FreezeRequest:
+    """A freeze request a counterparty (an issuer's or exchange's desk) received.
+
+    ``status`` goes ``received`` -> ``acknowledged`` -> ``frozen`` as the test
+    says (:meth:`ExchangeAdminStub.acknowledge`, :meth:`ExchangeAdminStub.confirm_frozen`).
+    """
+
+    request_id: str
+    counterparty: str
+    body: dict[str, Any]
+    status: str = "received"
+    frozen_tx: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "counterparty": self.counterparty,
+            "status": self.status,
+            "acknowledged": self.status in ("acknowledged", "frozen"),
+            "frozen": self.status == "frozen",
+            "frozen_tx": self.frozen_tx,
+        }
+
+
+@dataclass
 class _State:
     halted: set[str] = field(default_factory=set)
     pending: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -98,6 +136,12 @@ class _State:
     sweeps: list[dict[str, str]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     failures: list[tuple[int, str | None, Any]] = field(default_factory=list)
+    users: dict[str, ExchangeUser] = field(default_factory=dict)
+    address_cooldown_hours: int | None = None
+    limits: list[float | None] = field(default_factory=list)  # per-user daily limits set, in order
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # address -> chain, label
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)  # incident -> hops, targets
+    freeze_requests: list[FreezeRequest] = field(default_factory=list)
 
 
 class _BadRequest(Exception):
@@ -165,16 +209,149 @@ def _revoke(
     return 200, {"scope": scope, "revoked": True}
 
 
-def _force_2fa(
-    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
-) -> tuple[int, Any]:
+def _users(stub: ExchangeAdminStub, body: dict[str, Any]) -> tuple[list[str] | None, list[Any]]:
+    """The ``users`` a body names (None: everyone), and those of them the exchange knows."""
     users = body.get("users")
     if users is not None and not (
         isinstance(users, list) and all(isinstance(u, str) for u in users)
     ):
         raise _BadRequest(400, "'users' must be a list of strings (leave it out for everyone)")
+    known = stub._state.users
+    chosen = list(known.values()) if users is None else [known[u] for u in users if u in known]
+    return users, chosen
+
+
+def _force_2fa(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    users, chosen = _users(stub, body)
+    for user in chosen:
+        user.two_fa_reset_required = True
     stub._state.two_fa_resets.append(users)
     return 200, {"scope": "all" if users is None else "users", "users": users or []}
+
+
+def _force_password(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    users, chosen = _users(stub, body)
+    for user in chosen:
+        user.password_reset_required = True
+    return 200, {"scope": "all" if users is None else "users", "accounts": len(chosen)}
+
+
+def _revoke_user_keys(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    users, chosen = _users(stub, body)
+    revoked = sum(user.api_keys for user in chosen)
+    for user in chosen:
+        user.api_keys = 0
+    return 200, {
+        "scope": "all" if users is None else "users", "accounts": len(chosen),
+        "revoked_keys": revoked,
+    }  # fmt: skip
+
+
+def _end_sessions(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    users, chosen = _users(stub, body)
+    ended = sum(user.sessions for user in chosen)
+    for user in chosen:
+        user.sessions = 0
+    return 200, {"scope": "all" if users is None else "users", "ended_sessions": ended}
+
+
+def _user_summary(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    users = list(stub._state.users.values())
+    return 200, {
+        "accounts": len(users),
+        "active_api_keys": sum(u.api_keys for u in users),
+        "active_sessions": sum(u.sessions for u in users),
+        "password_reset_pending": sum(u.password_reset_required for u in users),
+        "two_fa_reset_pending": sum(u.two_fa_reset_required for u in users),
+    }
+
+
+def _set_cooldown(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    hours = body.get("hours")
+    if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= 168:
+        raise _BadRequest(400, "body must have 'hours': a whole number from 1 to 168")
+    stub._state.address_cooldown_hours = hours
+    return 200, {"address_change_cooldown_hours": hours}
+
+
+def _cooldown(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    hours = stub._state.address_cooldown_hours
+    return 200, {"active": hours is not None, "address_change_cooldown_hours": hours}
+
+
+def _set_limits(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    if "per_user_daily_usd" not in body:
+        raise _BadRequest(400, "body must have 'per_user_daily_usd': a number, or null for normal")
+    limit = body["per_user_daily_usd"]
+    if limit is not None and (
+        not isinstance(limit, int | float) or isinstance(limit, bool) or limit < 0
+    ):
+        raise _BadRequest(400, "'per_user_daily_usd' must be a number >= 0, or null for normal")
+    stub._state.limits.append(None if limit is None else float(limit))
+    return 200, {"per_user_daily_usd": limit}
+
+
+def _label(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    chain, address, label = _chain(body), body.get("address"), body.get("label")
+    if not isinstance(address, str) or not address or not isinstance(label, str) or not label:
+        raise _BadRequest(400, "body must have non-empty strings 'address' and 'label'")
+    stub._state.labels[address] = {"chain": chain, "label": label}
+    return 200, {"chain": chain, "address": address, "label": label, "screened": True}
+
+
+def _case(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    incident = (query.get("incident") or [""])[0]
+    if not incident:
+        raise _BadRequest(400, "give the incident: /tracing/case?incident=ID")
+    case = stub._state.cases.get(incident, {"hops": [], "targets": []})
+    return 200, {"incident": incident, **json.loads(json.dumps(case))}
+
+
+FREEZE_FIELDS = ("counterparty", "chain", "target_address", "action")
+
+
+def _freeze_request(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    missing = [name for name in FREEZE_FIELDS if not isinstance(body.get(name), str)]
+    if missing or not all(body[name] for name in FREEZE_FIELDS):
+        raise _BadRequest(
+            400, f"a freeze request needs non-empty strings {', '.join(FREEZE_FIELDS)}"
+        )
+    number = len(stub._state.freeze_requests) + 1
+    request = FreezeRequest(f"fr-{number:04d}", str(body["counterparty"]), body)
+    stub._state.freeze_requests.append(request)
+    return 201, request.view()
+
+
+def _freeze_status(
+    stub: ExchangeAdminStub, body: dict[str, Any], query: dict[str, list[str]]
+) -> tuple[int, Any]:
+    wanted = (query.get("id") or [""])[0]
+    for request in stub._state.freeze_requests:
+        if request.request_id == wanted:
+            return 200, request.view()
+    raise _BadRequest(404, f"no freeze request {wanted!r}")
 
 
 def _sweep(
@@ -197,6 +374,17 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api-keys/revoke"): _revoke,
     ("POST", "/users/force-2fa-reset"): _force_2fa,
     ("POST", "/custody/sweep"): _sweep,
+    ("POST", "/users/api-keys/revoke"): _revoke_user_keys,
+    ("POST", "/users/force-password-reset"): _force_password,
+    ("POST", "/users/sessions/revoke"): _end_sessions,
+    ("GET", "/users/summary"): _user_summary,
+    ("POST", "/withdrawals/address-cooldown"): _set_cooldown,
+    ("GET", "/withdrawals/address-cooldown"): _cooldown,
+    ("POST", "/withdrawals/limits"): _set_limits,
+    ("POST", "/addresses/label"): _label,
+    ("GET", "/tracing/case"): _case,
+    ("POST", "/freeze-requests"): _freeze_request,
+    ("GET", "/freeze-requests/status"): _freeze_status,
 }
 """Every authenticated endpoint; ``GET /health`` answers without a token."""
 
@@ -316,6 +504,30 @@ class ExchangeAdminStub:
     - ``POST /users/force-2fa-reset`` ``{users?}`` (none: everyone) -> ``{scope, users}``
     - ``GET /health`` -> ``{ok: true}``, no token needed
 
+    Customer accounts (added with :meth:`add_user`), for the account-compromise
+    runbook; ``users`` left out means every account:
+
+    - ``POST /users/api-keys/revoke`` ``{users?}`` -> ``{scope, accounts, revoked_keys}``
+    - ``POST /users/force-password-reset`` ``{users?}`` -> ``{scope, accounts}``
+    - ``POST /users/sessions/revoke`` ``{users?}`` -> ``{scope, ended_sessions}``
+    - ``GET /users/summary`` -> ``{accounts, active_api_keys, active_sessions,
+      password_reset_pending, two_fa_reset_pending}``
+    - ``POST /withdrawals/address-cooldown`` ``{hours}`` (1-168) and ``GET`` it ->
+      ``{active, address_change_cooldown_hours}``
+    - ``POST /withdrawals/limits`` ``{per_user_daily_usd}`` (null: normal limits)
+
+    Tracing stolen funds:
+
+    - ``POST /addresses/label`` ``{chain, address, label}``: the exchange's own
+      screening (deposits from and withdrawals to it are blocked)
+    - ``GET /tracing/case?incident=ID`` -> ``{incident, hops, targets}`` (set with
+      :meth:`set_case`): what the tracing desk found
+    - ``POST /freeze-requests`` ``{counterparty, chain, target_address, action, ...}`` ->
+      201 ``{request_id, status: received, acknowledged, frozen, ...}``: a stub playing an
+      issuer's or exchange's freeze desk records it (:attr:`freeze_requests`)
+    - ``GET /freeze-requests/status?id=ID`` -> the same view, as :meth:`acknowledge` and
+      :meth:`confirm_frozen` move it on
+
     A bad body is a 400, an unknown path a 404, a wrong method a 405.
     """
 
@@ -385,6 +597,72 @@ class ExchangeAdminStub:
         """Every sweep asked of custody: chain, wallet (from) and to."""
         with self._lock:
             return [dict(sweep) for sweep in self._state.sweeps]
+
+    def add_user(self, user_id: str, *, api_keys: int = 1, sessions: int = 1) -> None:
+        """A customer account with ``api_keys`` keys and ``sessions`` logged-in sessions."""
+        with self._lock:
+            self._state.users[user_id] = ExchangeUser(user_id, api_keys, sessions)
+
+    def user(self, user_id: str) -> ExchangeUser:
+        """A copy of a customer account as it is now."""
+        with self._lock:
+            found = self._state.users[user_id]
+            return ExchangeUser(**vars(found))
+
+    @property
+    def address_cooldown_hours(self) -> int | None:
+        """The cool-down on withdrawal-address changes, in hours (None: none set)."""
+        with self._lock:
+            return self._state.address_cooldown_hours
+
+    @property
+    def limits(self) -> list[float | None]:
+        """Per-user daily withdrawal limits set, in order (None: back to normal)."""
+        with self._lock:
+            return list(self._state.limits)
+
+    @property
+    def labels(self) -> dict[str, dict[str, str]]:
+        """Screened addresses: address -> ``{chain, label}``."""
+        with self._lock:
+            return {address: dict(label) for address, label in self._state.labels.items()}
+
+    def set_case(
+        self, incident: str, *, hops: list[dict[str, Any]], targets: list[dict[str, Any]]
+    ) -> None:
+        """What ``GET /tracing/case?incident=`` answers for ``incident``."""
+        with self._lock:
+            self._state.cases[incident] = json.loads(json.dumps({"hops": hops, "targets": targets}))
+
+    @property
+    def freeze_requests(self) -> list[FreezeRequest]:
+        """Freeze requests received, in order (copies)."""
+        with self._lock:
+            return [
+                FreezeRequest(r.request_id, r.counterparty, json.loads(json.dumps(r.body)),
+                              r.status, r.frozen_tx)
+                for r in self._state.freeze_requests
+            ]  # fmt: skip
+
+    def acknowledge(self, request_id: str | None = None) -> int:
+        """The desk acknowledges a received request (all of them without an id); how many."""
+        with self._lock:
+            found = [
+                r for r in self._state.freeze_requests
+                if r.status == "received" and request_id in (None, r.request_id)
+            ]  # fmt: skip
+            for request in found:
+                request.status = "acknowledged"
+            return len(found)
+
+    def confirm_frozen(self, request_id: str, tx_hash: str) -> None:
+        """The counterparty froze the funds on chain in ``tx_hash`` (a blacklisting, say)."""
+        with self._lock:
+            for request in self._state.freeze_requests:
+                if request.request_id == request_id:
+                    request.status, request.frozen_tx = "frozen", tx_hash
+                    return
+        raise KeyError(request_id)
 
     def add_pending(self, chain: str, wallet: str, count: int) -> None:
         """Queue ``count`` pending custody transactions for ``wallet`` on ``chain``."""

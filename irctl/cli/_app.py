@@ -58,6 +58,14 @@ class _LazyConsole:
             self._console = Console(**self._options)
         return getattr(self._console, name)
 
+    # `with console:` (rich's Live.stop uses it) looks dunders up on the type, not __getattr__
+    def __enter__(self) -> Console:
+        entered: Console = self.__getattr__("__enter__")()
+        return entered
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.__getattr__("__exit__")(*exc_info)
+
 
 out = cast("Console", _LazyConsole(highlight=False, soft_wrap=False))
 err = cast("Console", _LazyConsole(stderr=True, highlight=False))

@@ -135,6 +135,16 @@ def _asker(view: Any) -> Any:
     return ask
 
 
+def _display(view: Any) -> Any:
+    """What an action shows the operator (ActionContext.show): this terminal only, unrecorded."""
+
+    def show(text: str) -> None:
+        with view.pause():
+            err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    return show
+
+
 @app.command("plan")
 def plan_command(
     runbook: str = typer.Argument(..., help="A runbook id from runbooks/ or a path."),
@@ -237,9 +247,12 @@ def _execute(
     view = RunView(err, title=title, live=False if as_json else None)
     ask = interactive if interactive is not None else (sys.stdin.isatty() and not as_json)
     attach = wait if wait is not None else (sys.stdin.isatty() and not as_json)
+    # Shown only on a real terminal: never into a pipe, a log file or a detached run's log.
+    display = _display(view) if ask and sys.stderr.isatty() else None
     engine = _engine(
-        ws, listener=view, interactive=_asker(view) if ask else None, operator=who, attach=attach
-    )
+        ws, listener=view, interactive=_asker(view) if ask else None, display=display,
+        operator=who, attach=attach,
+    )  # fmt: skip
     if create is not None:
         model, text, params, initiator, mode, incident = create
         run_id = engine.create_run(
