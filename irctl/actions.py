@@ -126,6 +126,8 @@ class ActionContext:
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     display: Display | None = None  # the operator's terminal; nothing shown here is recorded
+    facts: dict[str, Any] = field(default_factory=dict)  # what earlier attempts recorded
+    recorder: Callable[[dict[str, Any]], None] | None = None  # the engine's: journals facts
 
     def remaining(self) -> float | None:
         """Seconds left before the step's timeout, or None when it has none."""
@@ -141,6 +143,20 @@ class ActionContext:
     def note(self, text: str) -> None:
         """Record a line in the run's journal (redacted like everything else)."""
         self.notes.append(text)
+
+    def record(self, **facts: Any) -> None:
+        """Journal facts about this attempt *before* a side effect that cannot be repeated.
+
+        When this returns the facts are in the journal (a nonce, the hash of a signed
+        transaction about to be broadcast).  Every later attempt of the same step in the
+        same run (a retry, a re-run after a crash) and the step's ``probe`` read them back
+        in :attr:`facts`, so the action can find what it already did instead of doing it
+        twice.  Facts are JSON values, recorded redacted like everything else; never put
+        a secret in them.
+        """
+        if self.recorder is not None:
+            self.recorder(facts)
+        self.facts.update(facts)
 
     def show(self, text: str) -> bool:
         """Show ``text`` on the operator's terminal only: never journaled, logged or sent.

@@ -717,6 +717,7 @@ class Engine:
                 return gate
         attempts = step.retry.attempts if step.retry else 1
         attempt = known.attempt if known is not None else 0
+        facts = self._facts(key) if known is not None else {}  # shared by the attempts
         while True:
             attempt += 1
             self._emit_step(
@@ -734,7 +735,9 @@ class Engine:
                 timeout=step.timeout, cancelled=flag,
                 answers={key: answer} if answer is not None else {},
                 interactive=self._asker(key), display=self.display,
+                facts=facts,
             )  # fmt: skip
+            ctx.recorder = self._recorder(key, ctx)
             if flag is not live.cancelled:
                 live.active.add(flag)
             try:
@@ -959,6 +962,31 @@ class Engine:
             return live.cancelled.is_set()
         return live.cancelled.wait(seconds)
 
+    def _recorder(self, key: str, ctx: ActionContext) -> Callable[[dict[str, Any]], None]:
+        """ActionContext.record for step ``key``: the notes so far, then a ``step.note`` with
+        the facts, committed before the action goes on."""
+
+        def record(facts: dict[str, Any]) -> None:
+            self._notes(key, ctx)
+            text = "recorded " + ", ".join(sorted(facts))
+            self._emit_step(ev.STEP_NOTE, key, {"text": text, "facts": facts})
+
+        return record
+
+    def _facts(self, key: str) -> dict[str, Any]:
+        """The facts earlier attempts of step ``key`` recorded, read back from the journal."""
+        live = self._require_live()
+        found: dict[str, Any] = {}
+        for event in self.store.events(live.state.run_id):
+            data = event.data
+            if (
+                event.type == ev.STEP_NOTE
+                and isinstance(data.get("facts"), dict)
+                and step_key(data["step"], data.get("item")) == key
+            ):
+                found.update(data["facts"])
+        return found
+
     def _notes(self, key: str, ctx: ActionContext) -> None:
         for note in ctx.notes:
             self._emit_step(ev.STEP_NOTE, key, {"text": note})
@@ -1035,7 +1063,7 @@ class Engine:
             ctx = ActionContext(
                 run_id=live.state.run_id, step_id=key, attempt=known.attempt,
                 mode=live.state.mode, config=self._integration_config(act.namespace),
-                vars=self.config.vars, cancelled=live.cancelled,
+                vars=self.config.vars, cancelled=live.cancelled, facts=self._facts(key),
             )  # fmt: skip
             try:
                 found = act.call_probe(act.parse(inputs), ctx)

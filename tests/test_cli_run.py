@@ -278,7 +278,8 @@ COMMANDS = [
     ["init"], ["schema"], ["validate"], ["runbooks", "list"], ["plan"], ["run"], ["status"],
     ["runs", "list"], ["resume"], ["abort"], ["answer"], ["note"], ["transcript", "show"],
     ["transcript", "verify"], ["transcript", "export"], ["keys", "generate"], ["demo"],
-    ["approve"], ["deny"], ["approvals", "pending"], ["serve"],
+    ["approve"], ["deny"], ["approvals", "pending"], ["serve"], ["transcript", "pack"],
+    ["transcript", "anchor"], ["transcript", "salt"], ["transcript", "check-secret"],
 ]  # fmt: skip
 
 

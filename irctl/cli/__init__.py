@@ -10,7 +10,9 @@ import sys
 
 from irctl.errors import IrctlError
 
-COMMAND_MODULES = ("validate", "runs", "approvals", "transcript", "admin", "serve")
+COMMAND_MODULES = (
+    "validate", "runs", "approvals", "transcript", "admin", "serve", "safe", "allowlist",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,166 @@
+"""The multisig-signer-compromise runbook end to end in a sandbox (the Safe-like multisig on the
+in-process EVM), and the Bybit replay drill's proposal caught in a tabletop run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from irctl_evm.safe.tx import from_mapping
+from irctl_evm.testing import LocalChain
+
+from irctl.approvals import decide
+from irctl.engine import Engine
+from irctl.identity import generate_private_key, public_key_text
+from irctl.loader import load_runbook_text
+from irctl.model import Config
+from irctl.params import parse_params
+from irctl.state import RunState
+from irctl.store import Store
+from tests.helpers import irctl
+from tests.test_safe_snapshot import Deployed, chain, deployed  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = {"oncall": ["security-oncall"], "sam": ["safe-signer"], "sue": ["safe-signer"]}
+
+
+class Team:
+    def __init__(self, tmp_path: Path, safe_config: dict[str, Any]) -> None:
+        self.keys: dict[str, Ed25519PrivateKey] = {
+            name: generate_private_key(tmp_path / f"{name}.key") for name in ROLES
+        }
+        config = Config.model_validate({
+            "operators": {name: {"roles": roles, "key": public_key_text(self.keys[name])}
+                          for name, roles in ROLES.items()},
+            "integrations": {"safe": safe_config},
+        })  # fmt: skip
+        self.store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
+        installation = generate_private_key(tmp_path / "installation.key")
+        self.engine = Engine(self.store, config=config, signing_key=installation)
+
+    def start(self, params: dict[str, Any], mode: str = "sandbox") -> str:
+        text = (ROOT / "runbooks" / "multisig-signer-compromise.yaml").read_text()
+        parsed = load_runbook_text(text, "multisig-signer-compromise.yaml")
+        given = {k: str(v) for k, v in params.items()}
+        return self.engine.create_run(parsed, text, parse_params(parsed, given),
+                                      initiator="oncall", mode=mode)  # fmt: skip
+
+    def until(self, run_id: str) -> tuple[RunState, str, str]:
+        state = self.engine.execute(run_id)
+        assert state.status == "waiting", [
+            (s.key, s.status, s.error) for s in state.steps.values() if s.error
+        ]
+        (step,) = [s for s in state.steps.values() if s.status == "waiting"]
+        return state, step.key, str(step.waiting_for)
+
+    def answer(self, run_id: str, key: str) -> None:
+        self.engine.answer(run_id, key, "done", operator="oncall")
+
+    def approve(self, run_id: str, key: str) -> None:
+        for who in ("sam", "sue"):
+            decide(self.store, run_id, key, operator=who, approve=True, reason="hash checked",
+                   private_key=self.keys[who])  # fmt: skip
+
+
+def test_runbook_cancels_a_malicious_proposal_and_rotates_an_owner(
+    deployed: Deployed,
+    chain: LocalChain,
+    tmp_path: Path,
+) -> None:
+    from tests.test_safe_snapshot import _call, _deploy
+
+    w3 = deployed.w3
+    backdoor = _deploy(w3, "SlotZeroBackdoor")
+    bad_data = _call("transfer(address,uint256)", ["address", "uint256"], [backdoor, 0])
+    registry = deployed.registry(tmp_path / "safe-registry.yaml")
+    team = Team(tmp_path, {"rpc": {str(chain.chain_id): chain.url}, "registry": str(registry)})
+    safe = deployed.safe.address
+    compromised, new_owner = deployed.owners[1], w3.eth.accounts[6]
+    run_id = team.start({
+        "safe": safe, "chain_id": chain.chain_id, "nonce": 0, "proposal_to": backdoor,
+        "proposal_data": bad_data, "proposal_operation": 1,
+        "compromised_owner": compromised, "prev_owner": deployed.owners[0],
+        "new_owner": new_owner,
+    })  # fmt: skip
+
+    _, key, why = team.until(run_id)
+    assert (key, why) == ("signers-acknowledge", "answer")
+    team.answer(run_id, key)
+    state, key, why = team.until(run_id)
+    assert (key, why) == ("independent-check", "answer")
+    found = state.steps["verify-proposal"].outputs
+    assert found["flag_codes"] == ["delegatecall_untrusted"]
+    assert "delegatecall_untrusted" in state.steps["independent-check"].prompt
+    team.answer(run_id, key)
+
+    state, key, why = team.until(run_id)
+    assert (key, why) == ("sign-cancel", "approval")
+    assert state.steps["snapshot-safes"].outputs["flag_codes"] == []
+    cancel = state.steps["verify-cancel"].outputs
+    assert cancel["flag_codes"] == []
+    assert cancel["nonce"] == 0
+    team.approve(run_id, key)
+    _, key, why = team.until(run_id)
+    assert (key, why) == ("sign-cancel", "answer")
+    # the healthy signers approve the hash the run showed them; the contract agrees with it
+    deployed.execute(from_mapping({**cancel, "chain_id": chain.chain_id}, source="run"),
+                     [deployed.owners[0], deployed.owners[2]])  # fmt: skip
+    assert deployed.safe.functions.nonce().call() == 1  # the malicious nonce 0 is used up
+    team.answer(run_id, key)
+
+    state, key, why = team.until(run_id)
+    assert (key, why) == ("rotate-owner", "approval")
+    rotation = state.steps["verify-rotation"].outputs
+    assert rotation["flag_codes"] == ["owner_change"]
+    expected = {"prev_owner": deployed.owners[0], "old_owner": compromised, "new_owner": new_owner}
+    assert rotation["call"]["args"] == expected
+    team.approve(run_id, key)
+    _, key, _ = team.until(run_id)
+    deployed.execute(from_mapping({**rotation, "chain_id": chain.chain_id}, source="run"),
+                     [deployed.owners[0], deployed.owners[2]])  # fmt: skip
+    assert new_owner in deployed.safe.functions.getOwners().call()
+    assert compromised not in deployed.safe.functions.getOwners().call()
+    team.answer(run_id, key)
+
+    _, key, _ = team.until(run_id)
+    assert key == "guard-siblings"
+    team.answer(run_id, key)
+    state = team.engine.execute(run_id)
+    assert state.status == "succeeded", [(s.key, s.error) for s in state.steps.values()]
+    team.store.close()
+
+
+def test_bybit_replay_drill_flags_the_disguised_proposal(tmp_path: Path) -> None:
+    drill = yaml.safe_load((ROOT / "drills" / "bybit-replay.yaml").read_text())
+    team = Team(tmp_path, {})
+    run_id = team.start(drill["params"], mode="tabletop")
+    _, key, _ = team.until(run_id)
+    team.answer(run_id, key)
+    state, key, _ = team.until(run_id)
+    assert key == "independent-check"
+    found = state.steps["verify-proposal"].outputs
+    assert found["simulated"] is True  # a drill reaches no chain or service ...
+    assert found["flag_codes"] == ["delegatecall_untrusted"]  # ... but the check is real
+    assert found["version"] == "1.1.1"
+    assert found["operation"] == 1
+    team.store.close()
+
+
+def test_shipped_files_validate() -> None:
+    done = irctl("validate", "runbooks/multisig-signer-compromise.yaml", "drills/bybit-replay.yaml",
+                 "drills/quarterly-multisig-signer-compromise.yaml", cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 files checked, 0 problems" in done.stdout + done.stderr
+
+
+def test_the_drill_inject_command_flags_the_proposal(tmp_path: Path) -> None:
+    drill = yaml.safe_load((ROOT / "drills" / "bybit-replay.yaml").read_text())
+    command = " ".join(drill["injects"][1]["say"].split())
+    args = command.split("irctl safe verify ", 1)[1].split(" —", 1)[0].split()
+    (tmp_path / "irctl.yaml").write_text("{}\n")
+    done = irctl("safe", "verify", *args, "--json", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["flag_codes"] == ["delegatecall_untrusted"]
