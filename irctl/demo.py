@@ -54,10 +54,14 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     (root / ".irctl").mkdir()
     key = generate_private_key(root / ".irctl" / "installation.key")
     public = public_key_text(key)
-    # The people: the on-call engineer starts the run; two others must approve the sweep.
-    people = {"demo-oncall": "security-oncall", "bob": "treasury", "alice": "security-lead"}
+    # The people: the on-call engineer starts the run; two others must approve the sweep;
+    # bob and carol (treasury) signed the cold wallet into the allowlist long before.
+    people = {
+        "demo-oncall": "security-oncall", "bob": "treasury", "alice": "security-lead",
+        "carol": "treasury",
+    }  # fmt: skip
     keys = {name: generate_private_key(root / "keys" / f"{name}.key") for name in people}
-    slack_ids = {"demo-oncall": "U0ONCALL", "bob": "U0BOB", "alice": "U0ALICE"}
+    slack_ids = {"demo-oncall": "U0ONCALL", "bob": "U0BOB", "alice": "U0ALICE", "carol": "U0CAROL"}
     operators = "".join(
         f'  {name}: {{roles: [{role}], slack: {slack_ids[name]}, '
         f'key: "{public_key_text(keys[name])}"}}\n'
@@ -74,9 +78,13 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         ExchangeAdminStub(token) as exchange,
         SlackStandIn(token=slack_token) as slack,
         _aws_sandbox(console) as sandbox,
+        _local_chain(console) as chain,
     ):
-        exchange.add_pending("ethereum", WALLET, 3)
         hot = sandbox.hot_wallet("ethereum") if sandbox is not None else None
+        wallet, cold, evm = WALLET, COLD, ""
+        if chain is not None:
+            wallet, cold, evm = _fund_hot_wallet(chain, root, keys)
+        exchange.add_pending("ethereum", wallet, 3)
         for name, user in slack_ids.items():
             slack.add_user(user, name=name)
         slack.add_channel("incidents", bot_member=True)
@@ -88,9 +96,11 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
             "  slack: {token: env:SLACK_BOT_TOKEN, channel: '#incidents', "
             f"base_url: '{slack.url}'}}\n"
             + (f"  aws: {json.dumps(sandbox.config)}\n" if sandbox is not None else "")
+            + evm
             + "vars:\n"
             f"  exchange_admin_url: {exchange.url}\n"
-            f'  cold_wallets: {{ethereum: "{COLD}"}}\n'
+            f'  cold_wallets: {{ethereum: "{cold}"}}\n'
+            + ("  onchain_sweeps: [ethereum]\n" if chain is not None else "")
             + (f"  hot_wallets: {{ethereum: {json.dumps(hot)}}}\n" if hot is not None else ""),
             encoding="utf-8",
         )
@@ -100,13 +110,14 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
             f"workspace {root}\nexchange admin API stand-in at {exchange.url}, "
             f"Slack Web API stand-in at {slack.url}"
             + (f", AWS (moto) at {sandbox.endpoint}" if sandbox is not None else "")
+            + (f", a local EVM chain at {chain.url}" if chain is not None else "")
             + "\n"
             "(local servers: nothing leaves this machine)\n"
-            f"alert: outflow from hot wallet {WALLET} on ethereum with no matching withdrawal"
+            f"alert: outflow from hot wallet {wallet} on ethereum with no matching withdrawal"
         )
         runbook = load_runbook_text(text, str(source))
         params = parse_params(
-            runbook, {"chain": "ethereum", "wallet": WALLET, "attacker": ATTACKER}
+            runbook, {"chain": "ethereum", "wallet": wallet, "attacker": ATTACKER}
         )
         view = RunView(console, title=runbook.title)
         engine = Engine(
@@ -120,16 +131,18 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         console.print(f"run [bold]{run_id}[/bold] started\n")
         with view:
             state = engine.execute(run_id)
-        for step in state.waiting():
-            if step.waiting_for != "approval" or step.approval is None:
-                continue
-            _approve(console, ws, run_id, step.key, step.approval, keys)
-        if state.status == "waiting":
+        while state.status == "waiting":
+            asked = [(s.key, s.approval) for s in state.waiting() if s.waiting_for == "approval"]
+            if not asked:
+                break
+            for step_key, request in asked:
+                _approve(console, ws, run_id, step_key, request or {}, keys)
             with view:
                 state = engine.execute(run_id)
         console.print()
         console.print(f"run {run_id}: [bold]{state.status}[/bold]")
-        _show_exchange(console, exchange)
+        _show_exchange(console, exchange, wallet)
+        swept = chain is None or _show_chain(console, chain, wallet, cold)
         aws_ok, new_secret = (
             _show_aws(console, sandbox, hot) if sandbox is not None and hot is not None
             else (True, None)
@@ -168,7 +181,7 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         f"\nexplore: cd {root} && irctl transcript show {run_id} · "
         f"irctl transcript verify {run_id} · irctl transcript export {run_id} --format md -o -"
     )
-    ok = state.status == "succeeded" and report.ok and not leaked and aws_ok
+    ok = state.status == "succeeded" and report.ok and not leaked and aws_ok and swept
     stdout.print(run_id)
     return 0 if ok else 1
 
@@ -279,7 +292,61 @@ def _show_aws(console: Console, sandbox: Any, hot: dict[str, str]) -> tuple[bool
     return stopped, str(rotated["SecretAccessKey"])
 
 
-def _show_exchange(console: Console, exchange: Any) -> None:
+@contextlib.contextmanager
+def _local_chain(console: Console) -> Iterator[Any]:
+    """An in-process EVM chain for the sweep; None (custody sweeps) without eth-tester."""
+    from importlib.util import find_spec
+
+    try:
+        if find_spec("eth_tester") is None:
+            raise ImportError("eth_tester")
+        from irctl_evm.testing import LocalChain
+    except ImportError:
+        console.print(
+            "[yellow]eth-tester is not installed: the sweep goes through the custody API "
+            "stand-in instead of a local chain. `make demo` installs it.[/yellow]"
+        )
+        yield None
+        return
+    with LocalChain() as chain:
+        yield chain
+
+
+def _fund_hot_wallet(chain: Any, root: Path, keys: dict[str, Any]) -> tuple[str, str, str]:
+    """A hot wallet holding 250 ETH, a cold wallet that bob and carol signed into the
+    allowlist, and ``integrations.evm`` for them; (hot address, cold address, config)."""
+    from irctl_evm.testing import signed_allowlist
+
+    hot = chain.new_account(ether=250)
+    cold = chain.new_account().address
+    keyfile = root / ".irctl" / "hot-wallet.key"  # a sandbox key; production signs with KMS
+    keyfile.write_text(hot.keyfile_text(), encoding="utf-8")
+    keyfile.chmod(0o600)
+    signed_allowlist(
+        root / "allowlist.yaml", chain="ethereum", address=cold, label="cold-1",
+        signers={"bob": keys["bob"], "carol": keys["carol"]},
+    )  # fmt: skip
+    settings = {
+        "rpc": {"ethereum": chain.url}, "chain_id": {"ethereum": chain.chain_id},
+        "signer": {"ethereum": {"kind": "keyfile", "path": ".irctl/hot-wallet.key"}},
+        "allowlist": {"path": "allowlist.yaml", "quorum": 2, "roles": ["treasury"]},
+    }  # fmt: skip
+    return hot.address, cold, f"  evm: {json.dumps(settings)}\n"
+
+
+def _show_chain(console: Console, chain: Any, wallet: str, cold: str) -> bool:
+    """The balances on the local chain now; True if the hot wallet was swept to cold."""
+    sent = chain.transactions_from(wallet)
+    console.print("\nwhat the chain shows now:")
+    console.print(f"  hot wallet {wallet}: {chain.balance(wallet) / 10**18:.6f} ETH")
+    console.print(f"  cold wallet {cold} (on the signed allowlist): "
+                  f"{chain.balance(cold) / 10**18:.6f} ETH")  # fmt: skip
+    for tx in sent:
+        console.print(f"  transaction {tx['hash']} (nonce {tx['nonce']}) to {tx['to']}")
+    return len(sent) == 1 and chain.balance(cold) > 0
+
+
+def _show_exchange(console: Console, exchange: Any, wallet: str) -> None:
     console.print("\nwhat the exchange admin API received:")
     for request in exchange.requests:
         body = f" {request.json}" if request.json is not None else ""
@@ -291,5 +358,5 @@ def _show_exchange(console: Console, exchange: Any) -> None:
         console.print(f"  swept {sweep['wallet']} -> {sweep['to']} on {sweep['chain']}")
     console.print(
         f"  halted chains now: {sorted(exchange.halted)}; "
-        f"pending custody transactions for the wallet: {exchange.pending('ethereum', WALLET)}"
+        f"pending custody transactions for the wallet: {exchange.pending('ethereum', wallet)}"
     )

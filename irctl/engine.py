@@ -453,9 +453,13 @@ class Engine:
 
     def _integration_config(self, namespace: str) -> dict[str, Any]:
         """An action's ``ctx.config``: its integration's settings, plus ``_operators`` (the
-        operators as recorded at run start: roles and Slack ids, never a secret)."""
+        operators as recorded at run start: roles and Slack ids, never a secret) and
+        ``_workspace`` (the folder relative paths in the settings are read from)."""
         live = self._require_live()
-        return {**self.config.integrations.get(namespace, {}), "_operators": live.state.operators}
+        found = {**self.config.integrations.get(namespace, {}), "_operators": live.state.operators}
+        if self.workspace is not None:
+            found["_workspace"] = str(self.workspace)
+        return found
 
     def _summary(self, live: _Live) -> dict[str, Any]:
         state = live.state

@@ -29,6 +29,7 @@ ROLES = {
     "alice": ["security-lead"],
     "bob": ["cloud-admin"],
     "tara": ["treasury"],
+    "tom": ["treasury"],
     "olga": ["ops-lead"],
     "carol": ["ciso"],
     "fran": ["cfo"],
@@ -41,7 +42,11 @@ class Responders:
     """A workspace's operators with their keys, an engine and a store in tmp_path."""
 
     def __init__(
-        self, tmp_path: Path, aws: dict[str, Any], variables: dict[str, Any] | None = None
+        self,
+        tmp_path: Path,
+        aws: dict[str, Any],
+        variables: dict[str, Any] | None = None,
+        evm: dict[str, Any] | None = None,
     ) -> None:
         self.keys: dict[str, Ed25519PrivateKey] = {
             name: generate_private_key(tmp_path / f"{name}.key") for name in ROLES
@@ -51,7 +56,7 @@ class Responders:
                 name: {"roles": roles, "key": public_key_text(self.keys[name])}
                 for name, roles in ROLES.items()
             },
-            "integrations": {"aws": aws},
+            "integrations": {"aws": aws, **({"evm": evm} if evm else {})},
             "vars": variables or {},
         })  # fmt: skip
         self.store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
@@ -203,32 +208,45 @@ def test_staff_account_takeover(aws: dict[str, Any], tmp_path: Path) -> None:
 def test_hot_wallet_compromise(
     aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Halt, stop signing in AWS, revoke, rotate, then the approved sweep: read back."""
+    """Halt, stop signing in AWS, revoke, rotate, then the approved on-chain sweep to the
+    allowlisted cold wallet, the key enabled only for it: all read back."""
     from irctl_aws.sandbox import hot_wallet
+    from irctl_evm.testing import LocalChain, signed_allowlist
 
     from irctl.testing import ExchangeAdminStub
 
-    hot = hot_wallet(aws, "ethereum")
+    hot = {**hot_wallet(aws, "ethereum"), "kms_signs_sweep": True}
     iam, kms, ecs = boto("iam", aws), boto("kms", aws), boto("ecs", aws)
     (old_key,) = _statuses(iam, hot["service_user"])
-    wallet = "0x00000000000000000000000000000000000000aa"
-    cold = "0x00000000000000000000000000000000000c01d0"
     monkeypatch.setenv("EXCHANGE_ADMIN_TOKEN", "stub-token-hot-wallet")
-    with ExchangeAdminStub("stub-token-hot-wallet") as exchange:
-        exchange.add_pending("ethereum", wallet, 2)
+    with LocalChain() as chain, ExchangeAdminStub("stub-token-hot-wallet") as exchange:
+        wallet = chain.new_account(ether=40)
+        cold = chain.new_account().address
+        keyfile = tmp_path / "hot.key"
+        keyfile.write_text(wallet.keyfile_text(), encoding="utf-8")
+        allowlist = tmp_path / "allowlist.yaml"
+        evm = {
+            "rpc": {"ethereum": chain.url}, "chain_id": {"ethereum": chain.chain_id},
+            "signer": {"ethereum": {"kind": "keyfile", "path": str(keyfile)}},
+            "allowlist": {"path": str(allowlist), "quorum": 2, "roles": ["treasury"]},
+        }  # fmt: skip
+        exchange.add_pending("ethereum", wallet.address, 2)
         team = Responders(tmp_path, aws, {
             "exchange_admin_url": exchange.url, "cold_wallets": {"ethereum": cold},
-            "hot_wallets": {"ethereum": hot},
-        })  # fmt: skip
-        run_id = team.start("hot-wallet-compromise", {"chain": "ethereum", "wallet": wallet})
+            "hot_wallets": {"ethereum": hot}, "onchain_sweeps": ["ethereum"],
+        }, evm)  # fmt: skip
+        signed_allowlist(allowlist, chain="ethereum", address=cold, label="cold-1",
+                         signers={n: team.keys[n] for n in ("tara", "tom")})  # fmt: skip
+        run_id = team.start(
+            "hot-wallet-compromise", {"chain": "ethereum", "wallet": wallet.address}
+        )
 
         _, key, why = team.until_waiting(run_id)
         assert (key, why) == ("custody-hotline", "answer")
         # Signing stopped before any person had to act
         assert exchange.halted == {"ethereum"}
-        assert exchange.pending("ethereum", wallet) == 0
-        meta = kms.describe_key(KeyId=hot["signing_key"])["KeyMetadata"]
-        assert meta["KeyState"] == "Disabled"
+        assert exchange.pending("ethereum", wallet.address) == 0
+        assert kms.describe_key(KeyId=hot["signing_key"])["KeyMetadata"]["KeyState"] == "Disabled"
         (service,) = ecs.describe_services(cluster="wallets", services=[hot["signer_service"]])[
             "services"
         ]
@@ -244,14 +262,76 @@ def test_hot_wallet_compromise(
         assert json.loads(stored["SecretString"])["AccessKeyId"] == new_key
         team.answer(run_id, "custody-hotline")
 
+        # Two people re-enable the key for the sweep, then two approve the sweep itself
+        _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("enable-key-for-sweep", "approval")
+        team.approve(run_id, "enable-key-for-sweep", "tara", "alice")
         _, key, why = team.until_waiting(run_id)
         assert (key, why) == ("sweep-to-cold", "approval")
-        assert exchange.sweeps == []
-        team.approve(run_id, "sweep-to-cold", "tara", "alice")
+        assert chain.balance(cold) == 0
+        team.approve(run_id, "sweep-to-cold", "tom", "alice")
         state = team.engine.execute(run_id)
-        assert state.status == "succeeded", [(s.key, s.error) for s in state.steps.values()]
-        assert [(s["wallet"], s["to"]) for s in exchange.sweeps] == [(wallet, cold)]
+        assert state.status == "succeeded", [
+            (s.key, s.error) for s in state.steps.values() if s.status == "failed"
+        ]
+        assert chain.balance(cold) > 39 * 10**18  # all but the gas
+        (sent,) = chain.transactions_from(wallet.address)
+        assert state.steps["sweep-to-cold"].outputs["tx_hash"] == sent["hash"]
+        assert state.steps["confirm-sweep"].status == "succeeded"
+        assert exchange.sweeps == []  # on chain, not through custody
+        # enabled for the sweep only: disabled again
+        assert kms.describe_key(KeyId=hot["signing_key"])["KeyMetadata"]["KeyState"] == "Disabled"
         assert state.steps["stop-signers"].outputs["previous_desired_count"] == 2
+    assert not any(wallet.private_key[2:] in line for line in team.store.lines(run_id))
+    team.store.close()
+
+
+def test_hot_wallet_sweep_to_an_address_not_on_the_allowlist_is_refused(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even with every approval in place: nothing is sent, and the key is disabled again."""
+    from irctl_aws.sandbox import hot_wallet
+    from irctl_evm.testing import LocalChain, signed_allowlist
+
+    from irctl.testing import ExchangeAdminStub
+
+    hot = {**hot_wallet(aws, "ethereum"), "kms_signs_sweep": True}
+    kms = boto("kms", aws)
+    monkeypatch.setenv("EXCHANGE_ADMIN_TOKEN", "stub-token-refused")
+    with LocalChain() as chain, ExchangeAdminStub("stub-token-refused") as exchange:
+        wallet = chain.new_account(ether=5)
+        attacker_cold = chain.new_account().address  # what a tampered irctl.yaml would say
+        keyfile = tmp_path / "hot.key"
+        keyfile.write_text(wallet.keyfile_text(), encoding="utf-8")
+        allowlist = tmp_path / "allowlist.yaml"
+        signed_allowlist(allowlist, chain="ethereum", address=chain.new_account().address,
+                         signers={})  # fmt: skip
+        evm = {
+            "rpc": {"ethereum": chain.url},
+            "signer": {"ethereum": {"kind": "keyfile", "path": str(keyfile)}},
+            "allowlist": {"path": str(allowlist), "quorum": 2, "roles": ["treasury"]},
+        }  # fmt: skip
+        team = Responders(tmp_path, aws, {
+            "exchange_admin_url": exchange.url, "cold_wallets": {"ethereum": attacker_cold},
+            "hot_wallets": {"ethereum": hot}, "onchain_sweeps": ["ethereum"],
+        }, evm)  # fmt: skip
+        run_id = team.start(
+            "hot-wallet-compromise", {"chain": "ethereum", "wallet": wallet.address}
+        )
+        team.until_waiting(run_id)
+        team.answer(run_id, "custody-hotline")
+        team.until_waiting(run_id)
+        team.approve(run_id, "enable-key-for-sweep", "tara", "alice")
+        team.until_waiting(run_id)
+        team.approve(run_id, "sweep-to-cold", "tom", "alice")
+        state = team.engine.execute(run_id)
+        assert state.status == "failed"
+        error = state.steps["sweep-to-cold"].error or ""
+        assert "allowlist" in error
+        assert chain.transactions_from(wallet.address) == []
+        assert chain.balance(attacker_cold) == 0
+        assert state.steps["key-disabled-again"].status == "succeeded"
+        assert kms.describe_key(KeyId=hot["signing_key"])["KeyMetadata"]["KeyState"] == "Disabled"
     team.store.close()
 
 
@@ -274,6 +354,14 @@ def test_hot_wallet_compromise_without_aws_signer_skips_the_aws_steps(
                      "rotate-service-key"):  # fmt: skip
             assert state.steps[step].status == "skipped"
         assert exchange.halted == {"bitcoin"}
+        team.answer(run_id, "custody-hotline")
+        state, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("sweep-via-custody", "approval")  # not swept on chain by irctl
+        assert state.steps["sweep-to-cold"].status == "skipped"
+        team.approve(run_id, "sweep-via-custody", "tara", "alice")
+        state = team.engine.execute(run_id)
+        assert state.status == "succeeded"
+        assert [(s["wallet"], s["to"]) for s in exchange.sweeps] == [(wallet, "bc1qcold")]
     team.store.close()
 
 

@@ -56,7 +56,7 @@ ENV = {"EXCHANGE_ADMIN_TOKEN": TOKEN, "IRCTL_OPERATOR": "oncall"}
 
 def approve_sweep(ws: Path, run_id: str) -> None:
     for who in ("bob", "alice"):
-        done = irctl("approve", run_id, "sweep-to-cold", "--as", who, cwd=ws, env=ENV)
+        done = irctl("approve", run_id, "sweep-via-custody", "--as", who, cwd=ws, env=ENV)
         assert done.returncode == 0, done.stderr
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.helpers import irctl
@@ -20,6 +21,10 @@ def test_the_demo_contains_a_hot_wallet_incident_end_to_end(tmp_path: Path) -> N
     assert "desired 0 tasks" in flat
     assert "quarantined (deny-all)" in flat
     assert "Active (new, in Secrets Manager)" in flat
+    # the chain: one transaction, everything but the gas in the allowlisted cold wallet
+    assert re.search(r"cold wallet 0x[0-9a-fA-F]{40} \(on the signed allowlist\): 249\.99", flat)
+    assert "(nonce 0)" in flat
+    assert "(nonce 1)" not in flat
     # Slack saw the run, the approval request and the decisions
     assert "Approval needed" in flat
     # the transcript verifies and holds no secret

@@ -30,9 +30,13 @@ from irctl.secrets import resolve
 T = TypeVar("T")
 
 
-def workspace_root() -> Path:
-    """The workspace a run's relative paths are read from (``$IRCTL_WORKSPACE`` or the cwd,
-    up to the folder holding irctl.yaml)."""
+def workspace_root(config: Mapping[str, Any] | None = None) -> Path:
+    """The workspace a run's relative paths are read from: the engine's (``_workspace`` in
+    the settings it hands an action), else ``$IRCTL_WORKSPACE`` or the cwd, up to the folder
+    holding irctl.yaml."""
+    given = (config or {}).get("_workspace")
+    if isinstance(given, str) and given:
+        return Path(given)
     start = Path(os.environ.get("IRCTL_WORKSPACE") or Path.cwd()).resolve()
     for folder in [start, *start.parents]:
         if (folder / "irctl.yaml").is_file():
@@ -54,7 +58,7 @@ def rpc_url(config: Mapping[str, Any], chain: str) -> str:
     if reference.startswith(("http://", "https://")):
         return reference
     try:
-        url = resolve(f"integrations.evm.rpc.{chain}", reference, base=workspace_root())
+        url = resolve(f"integrations.evm.rpc.{chain}", reference, base=workspace_root(config))
     except SecretError as exc:
         raise ActionError(str(exc), retryable=False) from exc
     if not url.startswith(("http://", "https://")):

@@ -452,7 +452,7 @@ def _allowlisted(ctx: ActionContext, inputs: Sweep) -> None:
             operators,
             chain=inputs.chain,
             address=inputs.to,
-            root=workspace_root(),
+            root=workspace_root(ctx.config),
         )
     except IrctlError as exc:
         raise ActionError(exc.message, retryable=False) from exc
@@ -540,7 +540,7 @@ def _coin(ctx: ActionContext, chain: str) -> str:
 
 
 def _signer(ctx: ActionContext, chain: str) -> Signer:
-    return signer_for(ctx.config, chain, workspace_root())
+    return signer_for(ctx.config, chain, workspace_root(ctx.config))
 
 
 def _probe_sent(w3: Any, chain: str, earlier: dict[str, Any], extra: Outputs) -> Probe:
