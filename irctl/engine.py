@@ -301,7 +301,7 @@ class Engine:
                 return self.state(run_id)
             raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
         runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook", registry=self.registry)
-        resolved = self._resolve_secrets(runbook)
+        resolved = self._resolve_secrets(runbook, state.mode)
         live = _Live(state, runbook, resolved, Redactor(resolved.values()))
         self._live = live
         if self.notify:
@@ -360,9 +360,11 @@ class Engine:
                 self._emit_step(ev.STEP_INTERRUPTED, step.key, {"reason": "stopped by operator"})
         self._emit(ev.RUN_INTERRUPTED, {"resume": f"irctl resume {live.state.run_id}"}, defer=True)
 
-    def _resolve_secrets(self, runbook: Runbook) -> dict[str, str]:
+    def _resolve_secrets(self, runbook: Runbook, mode: str = "live") -> dict[str, str]:
         from irctl.secrets import resolve
 
+        if mode == "tabletop":  # a drill reads no secret: nothing it runs for real needs one
+            return {name: f"drill-placeholder-{name}" for name in runbook.secrets}
         return {
             name: resolve(name, ref, base=self.workspace, aws=self.config.integrations.get("aws"))
             for name, ref in runbook.secrets.items()
@@ -1007,12 +1009,12 @@ class Engine:
                 for e in exc.errors()
             )
             message = f"invalid inputs for {act.name}: {problems}"
-            if ctx.mode == "tabletop" and not act.drill_safe:
+            if ctx.mode == "tabletop" and not _rehearsed_for_real(act):
                 # In a drill, inputs built from simulated outputs (a previous count nobody
                 # read) cannot be whole; the step is rehearsed, not run, so say so and go on.
                 return {"simulated": True, "action": act.name, "inputs_incomplete": problems}
             raise ActionError(message, retryable=False) from exc
-        simulated = ctx.mode == "tabletop" and not act.drill_safe
+        simulated = ctx.mode == "tabletop" and not _rehearsed_for_real(act)
         run = act.call_simulate if simulated else act.call_run
         if timeout is None:
             return _checked_outputs(act, _guard(run, parsed, ctx))
@@ -1122,6 +1124,16 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> None:
     """Call a notifier: whatever it does wrong, the run goes on (it records its own failures)."""
     with contextlib.suppress(Exception):
         fn(*args)
+
+
+# The only actions a tabletop drill runs for real: irctl's own, which change nothing outside
+# irctl (ask a person, print a line).  An integration's `run` is never reached in a drill,
+# whatever it declares (`drill_safe` of any other action is ignored).
+_REHEARSED_MODULES = ("irctl.builtins.manual", "irctl.builtins.notify")
+
+
+def _rehearsed_for_real(act: Action[Any]) -> bool:
+    return act.drill_safe and getattr(act.run, "__module__", "") in _REHEARSED_MODULES
 
 
 def _guard(

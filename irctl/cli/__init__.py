@@ -11,7 +11,7 @@ import sys
 from irctl.errors import IrctlError
 
 COMMAND_MODULES = (
-    "validate", "runs", "approvals", "transcript", "admin", "serve", "safe", "allowlist",
+    "validate", "runs", "approvals", "transcript", "admin", "serve", "drill", "safe", "allowlist",
 )  # fmt: skip
 
 
