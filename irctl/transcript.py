@@ -644,6 +644,7 @@ class _Gate:
     first: dict[str, dict[str, Any]] = field(default_factory=dict)  # operator -> 1st valid
     closed: str | None = None  # "cancelled" or "lapsed"
     opened: bool = False  # a quorum was recorded
+    items: tuple[str, ...] | None = None  # a for_each step approved once: each item's digest
 
 
 def _label(key: _GateKey) -> str:
@@ -714,11 +715,20 @@ class _Approvals:
         from irctl.canonical import step_digest
 
         digest, action = data.get("digest"), data.get("action")
+        items: tuple[str, ...] | None = None
         if not isinstance(digest, str) or not isinstance(action, str) or "inputs" not in data:
             self.v.problem(n, f"{me}: approval request for {_label(key)} lacks its digest, "
                               "action or inputs", seq)  # fmt: skip
         else:
-            expected = step_digest(key[0], action, data["inputs"], key[1])
+            inputs = data["inputs"]
+            if isinstance(inputs, list) and key[1] is None:
+                # One request for every item of a for_each step: the digest of their digests.
+                from irctl.render import digest as digest_of
+
+                items = tuple(step_digest(key[0], action, one, i) for i, one in enumerate(inputs))
+                expected = digest_of(list(items))
+            else:
+                expected = step_digest(key[0], action, inputs, key[1])
             if expected != digest:
                 self.v.problem(n, f"{me}: approval request for {_label(key)} records digest "
                                   f"{digest}, but its recorded action and inputs hash to "
@@ -726,7 +736,9 @@ class _Approvals:
                                seq)  # fmt: skip
         before = self.gates.get(key)
         earlier = before.earlier | {before.digest} if before is not None else frozenset()
-        self.gates[key] = _Gate(digest, seq, data.get("policy"), data.get("rules"), earlier)
+        self.gates[key] = _Gate(
+            digest, seq, data.get("policy"), data.get("rules"), earlier, items=items
+        )
         self.v.check_starts(key[0])
 
     def public(self, text: str) -> Ed25519PublicKey | None:
@@ -968,7 +980,17 @@ class _Approvals:
 
     def started(self, n: int, seq: int, me: str, key: _GateKey, data: dict[str, Any]) -> None:
         gate = self.gates.get(key)
+        if gate is None and key[1] is not None:  # an item of a for_each step approved once
+            whole = self.gates.get((key[0], None))
+            if whole is not None and whole.items is not None:
+                self.started_item(n, seq, me, key, data, whole, whole.items)
+            return
         if gate is None:
+            return
+        if gate.items is not None:  # the for_each block itself: its items carry the digests
+            if not gate.opened:
+                self.v.problem(n, f"{me}: {_label(key)} started without an approval quorum "
+                                  f"for its request (event {gate.seq})", seq)  # fmt: skip
             return
         if not gate.opened:
             self.v.problem(n, f"{me}: {_label(key)} started without an approval quorum for its "
@@ -976,6 +998,26 @@ class _Approvals:
         elif data.get("digest") != gate.digest:
             self.v.problem(n, f"{me}: {_label(key)} started with digest {data.get('digest')}, "
                               f"but the approval (event {gate.seq}) was for {gate.digest}",
+                           seq)  # fmt: skip
+
+
+    def started_item(
+        self,
+        n: int,
+        seq: int,
+        me: str,
+        key: _GateKey,
+        data: dict[str, Any],
+        whole: _Gate,
+        items: tuple[str, ...],
+    ) -> None:
+        index = key[1]
+        if not whole.opened:
+            self.v.problem(n, f"{me}: {_label(key)} started without an approval quorum for its "
+                              f"step's request (event {whole.seq})", seq)  # fmt: skip
+        elif index is None or not 0 <= index < len(items) or data.get("digest") != items[index]:
+            self.v.problem(n, f"{me}: {_label(key)} started with digest {data.get('digest')}, "
+                              f"not one of the items approved (event {whole.seq})",
                            seq)  # fmt: skip
 
 

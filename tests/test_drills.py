@@ -321,16 +321,15 @@ def test_a_tabletop_drill_touches_nothing_real(
 
 
 def assert_chained_and_sealed(ws: Workspace, run_id: str) -> None:
-    """Injects appended while the engine ran left one gap-free chain, sealed at its end.
-
-    (The full ``verify_run`` is asserted for the drills below; here the library's
-    runbooks may use steps whose approvals the verifier judges on its own terms.)
-    """
+    """Injects appended while the engine ran left one gap-free chain, sealed at its end, and
+    the whole transcript verifies (approvals included)."""
     events = ws.store.events(run_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert all(b.prev == a.hash for a, b in itertools.pairwise(events))
     assert events[-1].type == "checkpoint"
     assert events[-1].data["seq"] == events[-2].seq
+    report = verify_run(ws.store, run_id, None)
+    assert report.ok, report.problems
 
 
 # -- the engine never reaches an integration's run in tabletop mode ----------------------------

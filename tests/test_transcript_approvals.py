@@ -600,3 +600,71 @@ def test_items_of_a_for_each_step_are_gated_one_by_one(
                                                             "digest": digest})  # fmt: skip
     bad(verify_file(forged(tmp_path / "run.jsonl", items, keys), [install]), 11,
         "approval by dana: no approval was requested for sweep-to-cold[1]")  # fmt: skip
+
+
+FAN_OUT = """\
+irctl: 1
+kind: runbook
+id: freeze-requests
+title: Freeze requests, approved once for every counterparty
+params:
+  out: {type: string}
+approvals:
+  legal:
+    quorum: 2
+    roles: [treasury, security-lead]
+steps:
+  - id: send
+    action: testing.record
+    approval: legal
+    for_each: [tether, circle, binance]
+    with: {path: "{{ params.out }}", key: "{{ item }}"}
+"""
+
+
+def _fan_out_run(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> tuple[Store, str]:
+    """A real engine run of a for_each step under one approval, decided by bob and dana."""
+    from irctl.engine import Engine
+    from irctl.loader import load_runbook_text
+    from irctl.model import Config
+
+    config = Config.model_validate({"operators": {
+        "oncall": {"roles": ["security-oncall"]},
+        "bob": {"roles": ["treasury"], "key": public_key_text(keys["bob"])},
+        "dana": {"roles": ["security-lead"], "key": public_key_text(keys["dana"])},
+    }})  # fmt: skip
+    store = Store.open("sqlite:///" + str(tmp_path / "fan.db"))
+    engine = Engine(store, config=config, signing_key=keys["install"])
+    model = load_runbook_text(FAN_OUT, "fan.yaml")
+    run_id = engine.create_run(model, FAN_OUT, {"out": str(tmp_path / "sent.txt")},
+                               initiator="oncall")  # fmt: skip
+    assert engine.execute(run_id).status == "waiting"
+    for who in ("bob", "dana"):
+        ap.decide(store, run_id, "send", operator=who, approve=True, reason="ok",
+                  private_key=keys[who])  # fmt: skip
+    assert engine.execute(run_id).status == "succeeded"
+    return store, run_id
+
+
+def test_a_for_each_step_approved_once_verifies(
+    keys: dict[str, Ed25519PrivateKey], install: str, tmp_path: Path
+) -> None:
+    store, run_id = _fan_out_run(tmp_path, keys)
+    report = verify_run(store, run_id, [install])
+    assert report.ok, report.problems
+    assert report.approvals == 2
+    store.close()
+
+
+def test_an_item_of_a_for_each_step_run_with_other_inputs_is_caught(
+    keys: dict[str, Ed25519PrivateKey], install: str, tmp_path: Path
+) -> None:
+    store, run_id = _fan_out_run(tmp_path, keys)
+    items = [json.loads(line) for line in store.lines(run_id)]
+    store.close()
+    (started,) = [e for e in items if e["type"] == "step.started" and e["data"].get("item") == 1]
+    inputs = {**started["data"]["inputs"], "key": "attacker-exchange"}
+    started["data"].update(inputs=inputs, digest=step_digest("send", "testing.record", inputs, 1))
+    path = forged(tmp_path / "run.jsonl", items, keys)
+    bad(verify_file(path, [install]), started["seq"], "send[1] started with digest",
+        "not one of the items approved")  # fmt: skip
