@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
 SCHEMA_VERSION = 1
+_SCHEMA_LOCK = 0x697263746C  # the PostgreSQL advisory lock held while creating the tables
 
 # How long an append may keep losing races to other writers of the same run.
 _CONTENTION_TIMEOUT = 60.0
@@ -239,6 +240,10 @@ class Store:
 
         try:
             with self._writer.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Several processes opening a new store at once: one creates the tables,
+                    # the others wait here, then find them (SQLite's BEGIN IMMEDIATE does this).
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
                 self._meta.create_all(conn, checkfirst=True)
                 meta = self._meta.tables["irctl_meta"]
                 row = conn.execute(select(meta.c.value).where(meta.c.key == "schema")).first()

@@ -379,3 +379,24 @@ def test_seal_adds_a_checkpoint_of_the_true_head_in_the_same_transaction(store_u
         assert store.append("r-seal", []) == []
     finally:
         store.close()
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(store_url: str) -> None:
+    """The first opening creates the tables; others opening the same empty store at the same
+    moment wait for it instead of failing on a concurrent CREATE TABLE."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; from irctl.store import Store; import sqlalchemy, psycopg; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); Store.open(sys.argv[1]).close()"
+    )
+    at = str(time.time() + 3)  # every process imported and waiting: then all open at once
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, store_url, at], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in started]
+    assert [p.returncode for p in started] == [0] * 6, errors
