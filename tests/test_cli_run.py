@@ -280,6 +280,9 @@ COMMANDS = [
     ["transcript", "verify"], ["transcript", "export"], ["keys", "generate"], ["demo"],
     ["approve"], ["deny"], ["approvals", "pending"], ["serve"], ["transcript", "pack"],
     ["transcript", "anchor"], ["transcript", "salt"], ["transcript", "check-secret"],
+    ["drill", "list"], ["drill", "run"], ["drill", "schedule"], ["drill", "unschedule"],
+    ["drill", "report"], ["scheduler", "run"], ["safe", "verify"], ["safe", "snapshot"],
+    ["allowlist", "add"], ["allowlist", "sign"], ["allowlist", "verify"],
 ]  # fmt: skip
 
 
