@@ -94,15 +94,20 @@ def test_kms_disable_and_enable_by_alias(cloud: dict[str, Any]) -> None:
     assert out["changed"] is True
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
 
-    found = probe("aws.kms.disable_key", ref, ctx)
+    # a crash after the change: the probe reads what the attempt journaled before it
+    crashed = context(cloud)
+    crashed.facts.update(ctx.facts)
+    found = probe("aws.kms.disable_key", ref, crashed)
     assert found.state == "done"
     assert found.outputs["state"] == "Disabled"
-    assert found.outputs["previous_state"] is None  # a probe cannot know it
+    assert found.outputs["previous_state"] == "Enabled"
+    assert probe("aws.kms.disable_key", ref, context(cloud)).outputs["previous_state"] is None
 
-    again = run("aws.kms.disable_key", ref, ctx)
+    again = run("aws.kms.disable_key", ref, context(cloud, "disable-again"))
     assert again["changed"] is False
     assert again["previous_state"] == "Disabled"
 
+    ctx = context(cloud, "enable")
     assert probe("aws.kms.enable_key", ref, ctx).state == "not_done"
     back = run("aws.kms.enable_key", ref, ctx)
     assert (back["previous_state"], back["state"], back["changed"]) == ("Disabled", "Enabled", True)
@@ -293,11 +298,19 @@ def test_ecs_scale_to_zero_and_back(cloud: dict[str, Any]) -> None:
     assert _desired(ecs) == 0
     assert probe("aws.ecs.scale_service", stop, ctx).state == "done"
 
+    # the same step again (a retry after its change went through): still what it found first
     again = run("aws.ecs.scale_service", stop, ctx)
-    assert (again["previous_desired_count"], again["changed"]) == (0, False)
+    assert (again["previous_desired_count"], again["changed"]) == (3, False)
+    crashed = context(cloud)
+    crashed.facts.update(ctx.facts)  # what the crashed attempt journaled before the change
+    assert probe("aws.ecs.scale_service", stop, crashed).outputs["previous_desired_count"] == 3
+    other = run("aws.ecs.scale_service", stop, context(cloud, "another-step"))
+    assert (other["previous_desired_count"], other["changed"]) == (0, False)
 
     restore = {**stop, "desired_count": out["previous_desired_count"]}
-    assert run("aws.ecs.scale_service", restore, ctx)["previous_desired_count"] == 0
+    assert run("aws.ecs.scale_service", restore, context(cloud, "restore"))[
+        "previous_desired_count"
+    ] == 0
     assert _desired(ecs) == 3
 
 
@@ -419,6 +432,7 @@ def test_lambda_stop_and_restore(cloud: dict[str, Any]) -> None:
     assert run("aws.lambda.set_concurrency", stop, ctx)["changed"] is False
 
     restore = {"function_name": "sweeper", "reserved": out["previous_reserved"]}
+    ctx = context(cloud, "restore")
     assert run("aws.lambda.set_concurrency", restore, ctx)["previous_reserved"] == 0
     assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(
         FunctionName="sweeper"
@@ -456,6 +470,10 @@ def test_events_disable_and_enable(cloud: dict[str, Any]) -> None:
     assert simulate("aws.events.enable_rule", rule)["simulated"] is True
     assert events.describe_rule(Name="hourly-sweep")["State"] == "DISABLED"
 
+    crashed = context(cloud)
+    crashed.facts.update(ctx.facts)
+    assert probe("aws.events.disable_rule", rule, crashed).outputs["previous_state"] == "ENABLED"
+    ctx = context(cloud, "enable")
     back = run("aws.events.enable_rule", rule, ctx)
     assert (back["previous_state"], back["state"]) == ("DISABLED", "ENABLED")
     assert events.describe_rule(Name="hourly-sweep")["State"] == "ENABLED"

@@ -33,7 +33,7 @@ from irctl.errors import ActionError, SecretError
 from irctl.render import REDACTED
 from irctl.secrets import resolve
 from irctl_aws._client import call
-from irctl_aws.services import Inputs, Outputs, aws, simulated
+from irctl_aws.services import Inputs, Outputs, aws, before_change, simulated
 
 # --- KMS ------------------------------------------------------------------------------------
 
@@ -71,6 +71,7 @@ def disable_key(inputs: KeyRef, ctx: ActionContext) -> Outputs:
     previous = str(meta["KeyState"])
     if previous in UNUSABLE:
         ctx.note(f"KMS key {inputs.key_id} is already {previous}")
+        previous = ctx.facts.get("previous_state", previous)
         return {**_key_outputs(inputs, meta, previous), "changed": False}
     if previous != "Enabled":
         raise ActionError(
@@ -78,6 +79,7 @@ def disable_key(inputs: KeyRef, ctx: ActionContext) -> Outputs:
             retryable=previous in {"Creating", "Updating"},
         )
     key_id = str(meta["KeyId"])  # DisableKey takes no alias
+    previous = before_change(ctx, "previous_state", previous)
     call(lambda: kms.disable_key(KeyId=key_id), f"KMS DisableKey on key {inputs.key_id}")
     return {**_key_outputs(inputs, _key(kms, key_id), previous), "changed": True}
 
@@ -95,7 +97,8 @@ def _disable_key_probe(inputs: KeyRef, ctx: ActionContext) -> Probe:
     meta = _key(aws("kms", ctx), inputs.key_id)
     if meta["KeyState"] not in UNUSABLE:
         return Probe.not_done(f"key is {meta['KeyState']}")
-    return Probe.done({**_key_outputs(inputs, meta, None), "changed": None})
+    previous = ctx.facts.get("previous_state")
+    return Probe.done({**_key_outputs(inputs, meta, previous), "changed": None})
 
 
 @action("aws.kms.enable_key", idempotent=True)
@@ -106,6 +109,7 @@ def enable_key(inputs: KeyRef, ctx: ActionContext) -> Outputs:
     previous = str(meta["KeyState"])
     if previous == "Enabled":
         ctx.note(f"KMS key {inputs.key_id} is already Enabled")
+        previous = ctx.facts.get("previous_state", previous)
         return {**_key_outputs(inputs, meta, previous), "changed": False}
     if previous != "Disabled":
         fix = (
@@ -118,6 +122,7 @@ def enable_key(inputs: KeyRef, ctx: ActionContext) -> Outputs:
             retryable=previous in {"Creating", "Updating"},
         )
     key_id = str(meta["KeyId"])
+    previous = before_change(ctx, "previous_state", previous)
     call(lambda: kms.enable_key(KeyId=key_id), f"KMS EnableKey on key {inputs.key_id}")
     return {**_key_outputs(inputs, _key(kms, key_id), previous), "changed": True}
 
@@ -135,7 +140,8 @@ def _enable_key_probe(inputs: KeyRef, ctx: ActionContext) -> Probe:
     meta = _key(aws("kms", ctx), inputs.key_id)
     if meta["KeyState"] != "Enabled":
         return Probe.not_done(f"key is {meta['KeyState']}")
-    return Probe.done({**_key_outputs(inputs, meta, None), "changed": None})
+    previous = ctx.facts.get("previous_state")
+    return Probe.done({**_key_outputs(inputs, meta, previous), "changed": None})
 
 
 # --- Secrets Manager ------------------------------------------------------------------------

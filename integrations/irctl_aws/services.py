@@ -21,10 +21,10 @@
 
 Every action here reads the current state first, changes only what differs
 (running one again is harmless), and returns the state it found as
-``previous_*`` so a later step can restore it.  Each has a ``probe`` that
-reads the state again: when a crashed step already took effect the probe says
-so, but it cannot know what the state was before, so its ``previous_*``
-outputs are ``null`` (except SSM's, read from the parameter's history).
+``previous_*`` so a later step can restore it.  The state found is journaled
+(``ctx.record``) just before the change, so when a crashed step already took
+effect its ``probe``, which reads the state again, still reports what the state
+was before (SSM's comes from the parameter's history).
 ``simulate`` calls nothing: values it cannot know without asking AWS are
 ``null``.
 
@@ -54,6 +54,19 @@ class Inputs(BaseModel):
 def aws(service: str, ctx: ActionContext) -> Any:
     """The action's client for ``service`` (see :func:`irctl_aws._client.action_client`)."""
     return action_client(service, ctx)
+
+
+def before_change(ctx: ActionContext, name: str, current: Any) -> Any:
+    """What ``name`` was before this step changed anything, for the restore step's inputs.
+
+    Journaled (``ctx.record``) just before the change, so that after a crash the probe, and
+    a retry that finds the change already made, report the value from before the change
+    instead of the changed one.
+    """
+    if name in ctx.facts:
+        return ctx.facts[name]
+    ctx.record(**{name: current})
+    return current
 
 
 def simulated(would: str, **outputs: Any) -> Outputs:
@@ -104,10 +117,12 @@ def scale_service(inputs: ScaleService, ctx: ActionContext) -> Outputs:
     """Set an ECS service's desired count (0 stops its workers)."""
     ecs = aws("ecs", ctx)
     service = _ecs_service(ecs, inputs)
-    previous = int(service["desiredCount"])
-    if previous == inputs.desired_count:
-        ctx.note(f"ECS service {inputs.service} already wants {previous} tasks")
+    current = int(service["desiredCount"])
+    if current == inputs.desired_count:
+        ctx.note(f"ECS service {inputs.service} already wants {current} tasks")
+        previous = ctx.facts.get("previous_desired_count", current)
         return {**_scaled(inputs, service, previous), "changed": False}
+    previous = before_change(ctx, "previous_desired_count", current)
     updated = call(
         lambda: ecs.update_service(
             cluster=inputs.cluster, service=inputs.service, desiredCount=inputs.desired_count
@@ -133,7 +148,8 @@ def _scale_service_probe(inputs: ScaleService, ctx: ActionContext) -> Probe:
     service = _ecs_service(aws("ecs", ctx), inputs)
     if int(service["desiredCount"]) != inputs.desired_count:
         return Probe.not_done(f"desired count is {service['desiredCount']}")
-    return Probe.done({**_scaled(inputs, service, None), "changed": None})
+    previous = ctx.facts.get("previous_desired_count")
+    return Probe.done({**_scaled(inputs, service, previous), "changed": None})
 
 
 # --- Auto Scaling ---------------------------------------------------------------------------
@@ -229,9 +245,15 @@ def set_capacity(inputs: SetCapacity, ctx: ActionContext) -> Outputs:
     group = _asg_group(asg, inputs.group)
     before = _asg_sizes(group)
     suspended = _suspended(group)
-    previous = {**before, "suspended_processes": suspended}
+    current = {**before, "suspended_processes": suspended}
     changed = False
     to_suspend = [p for p in inputs.suspend_processes or [] if p not in suspended]
+    wanted = inputs.sizes()
+    to_resume = [p for p in inputs.resume_processes or [] if p in suspended]
+    if to_suspend or to_resume or any(before[k] != v for k, v in wanted.items()):
+        previous = before_change(ctx, "previous", current)
+    else:
+        previous = ctx.facts.get("previous", current)
     if to_suspend:
         call(
             lambda: asg.suspend_processes(
@@ -240,7 +262,6 @@ def set_capacity(inputs: SetCapacity, ctx: ActionContext) -> Outputs:
             f"Auto Scaling SuspendProcesses {to_suspend} on group {inputs.group}",
         )
         changed = True
-    wanted = inputs.sizes()
     if any(before[k] != v for k, v in wanted.items()):
         names = {"min": "MinSize", "max": "MaxSize", "desired": "DesiredCapacity"}
         sizes = {names[k]: v for k, v in wanted.items()}
@@ -249,7 +270,6 @@ def set_capacity(inputs: SetCapacity, ctx: ActionContext) -> Outputs:
             f"Auto Scaling UpdateAutoScalingGroup {wanted} on group {inputs.group}",
         )
         changed = True
-    to_resume = [p for p in inputs.resume_processes or [] if p in suspended]
     if to_resume:
         call(
             lambda: asg.resume_processes(
@@ -287,7 +307,7 @@ def _set_capacity_probe(inputs: SetCapacity, ctx: ActionContext) -> Probe:
         return Probe.not_done(f"suspended processes are {suspended}")
     if set(inputs.resume_processes or []) & set(suspended):
         return Probe.not_done(f"suspended processes are {suspended}")
-    return Probe.done({**_capacity(inputs, group, None), "changed": None})
+    return Probe.done({**_capacity(inputs, group, ctx.facts.get("previous")), "changed": None})
 
 
 # --- Lambda ---------------------------------------------------------------------------------
@@ -317,11 +337,14 @@ def set_concurrency(inputs: SetConcurrency, ctx: ActionContext) -> Outputs:
     """Set (or remove) a Lambda function's reserved concurrency; 0 stops it."""
     lam = aws("lambda", ctx)
     name = inputs.function_name
-    previous = _reserved(lam, name)
+    current = _reserved(lam, name)
+    if current == inputs.reserved:
+        ctx.note(f"Lambda function {name} already has reserved concurrency {current}")
+        previous = ctx.facts.get("previous_reserved", current)
+        return {"function_name": name, "previous_reserved": previous,
+                "reserved": inputs.reserved, "changed": False}  # fmt: skip
+    previous = before_change(ctx, "previous_reserved", current)
     outputs = {"function_name": name, "previous_reserved": previous, "reserved": inputs.reserved}
-    if previous == inputs.reserved:
-        ctx.note(f"Lambda function {name} already has reserved concurrency {previous}")
-        return {**outputs, "changed": False}
     if inputs.reserved is None:
         call(
             lambda: lam.delete_function_concurrency(FunctionName=name),
@@ -358,8 +381,9 @@ def _set_concurrency_probe(inputs: SetConcurrency, ctx: ActionContext) -> Probe:
     if current != inputs.reserved:
         return Probe.not_done(f"reserved concurrency is {current}")
     return Probe.done(
-        {"function_name": inputs.function_name, "previous_reserved": None,
-         "reserved": current, "changed": None}
+        {"function_name": inputs.function_name,
+         "previous_reserved": ctx.facts.get("previous_reserved"), "reserved": current,
+         "changed": None}
     )  # fmt: skip
 
 
@@ -387,11 +411,14 @@ def _is_enabled(state: str) -> bool:
 
 def _set_rule(inputs: Rule, ctx: ActionContext, *, enable: bool) -> Outputs:
     events = aws("events", ctx)
-    previous = _rule_state(events, inputs)
+    current = _rule_state(events, inputs)
+    if _is_enabled(current) == enable:
+        ctx.note(f"EventBridge rule {inputs.name} is already {current}")
+        previous = ctx.facts.get("previous_state", current)
+        return {"name": inputs.name, "event_bus": inputs.event_bus, "previous_state": previous,
+                "state": current, "changed": False}  # fmt: skip
+    previous = before_change(ctx, "previous_state", current)
     outputs = {"name": inputs.name, "event_bus": inputs.event_bus, "previous_state": previous}
-    if _is_enabled(previous) == enable:
-        ctx.note(f"EventBridge rule {inputs.name} is already {previous}")
-        return {**outputs, "state": previous, "changed": False}
     verb = "EnableRule" if enable else "DisableRule"
     change = events.enable_rule if enable else events.disable_rule
     call(
@@ -406,8 +433,8 @@ def _rule_probe(inputs: Rule, ctx: ActionContext, *, enable: bool) -> Probe:
     if _is_enabled(state) != enable:
         return Probe.not_done(f"rule is {state}")
     return Probe.done(
-        {"name": inputs.name, "event_bus": inputs.event_bus, "previous_state": None,
-         "state": state, "changed": None}
+        {"name": inputs.name, "event_bus": inputs.event_bus,
+         "previous_state": ctx.facts.get("previous_state"), "state": state, "changed": None}
     )  # fmt: skip
 
 
