@@ -324,7 +324,10 @@ def action(
     generated password): they are redacted wherever the run is recorded.
     ``drill_safe`` marks an action that changes nothing outside irctl (it asks a
     person, prints a message): tabletop drills run it for real instead of
-    simulating it, because rehearsing is about the people.
+    simulating it, because rehearsing is about the people.  It is honoured only for
+    irctl's own people-facing actions (``manual.*``, ``notify.console``): in a
+    tabletop drill the engine never reaches an integration's ``run``, whatever it
+    declares, so an integration's ``simulate`` must do whatever a drill may do.
     """
 
     def decorate(fn: Callable[[Any, ActionContext], Outputs]) -> Action[Any]:

@@ -60,9 +60,9 @@ def job_id(drill_id: str, *, once: bool = False) -> str:
 
 
 def _scheduler(store: Store, *, workers: int = 4) -> Any:
-    from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]  # no stubs
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # type: ignore[import-untyped]  # no stubs
-    from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]  # no stubs
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
 
     return BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename=TABLE)},
@@ -94,8 +94,8 @@ class _Paused:
 def _trigger(drill: Drill, at: str | None) -> Any:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]  # no stubs
-    from apscheduler.triggers.date import DateTrigger  # type: ignore[import-untyped]  # no stubs
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.date import DateTrigger
 
     if at is not None:
         return DateTrigger(run_date=parse_at(at), timezone=UTC)

@@ -150,6 +150,24 @@ def test_drills_are_unmistakable(slack: Any, tmp_path: Path) -> None:
     assert "DRILL" in json.dumps(header.blocks)
 
 
+
+def test_every_thread_reply_of_a_drill_says_drill(slack: Any, tmp_path: Path) -> None:
+    config, _ = _config(slack, tmp_path)
+    store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
+    text = (
+        "irctl: 1\nkind: runbook\nid: say\ntitle: Say\nsteps:\n"
+        "  - {id: say, action: notify.console, with: {level: critical, message: NOBODY SIGNS}}\n"
+    )
+    engine = Engine(store, config=config)
+    run_id = engine.create_run(load_runbook_text(text, "say.yaml"), text, {},
+                               initiator="oncall", mode="tabletop")  # fmt: skip
+    assert engine.execute(run_id).status == "succeeded"
+    header = slack.messages("#incidents")[0]
+    replies = [m.text for m in slack.messages("#incidents") if m.thread_ts == header.ts]
+    assert any("NOBODY SIGNS" in reply for reply in replies), replies
+    assert all(reply.startswith("🧪 DRILL — ") for reply in replies), replies
+
+
 def test_slack_down_never_slows_or_fails_a_run(slack: Any, tmp_path: Path) -> None:
     config, _ = _config(slack, tmp_path)
     store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")

@@ -71,7 +71,7 @@ class LocalChain:
     """An in-process EVM served over JSON-RPC on 127.0.0.1 (``start``/``stop``/``url``)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        from eth_tester import EthereumTester, PyEVMBackend  # type: ignore[import-untyped]
+        from eth_tester import EthereumTester, PyEVMBackend
         from web3 import EthereumTesterProvider, Web3
 
         if host not in ("127.0.0.1", "localhost", "::1"):

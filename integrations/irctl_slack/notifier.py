@@ -202,6 +202,8 @@ class SlackNotifier:
     def _reply(self, text: str) -> None:
         if self.header is None:
             return
+        if self.ctx.mode != "live":  # every line of a drill says so, even out of context
+            text = f"🧪 DRILL — {text}"
         self._slack().chat_postMessage(
             channel=self.header["channel"], thread_ts=self.header["ts"], text=text
         )

@@ -73,13 +73,13 @@ def validate_command(
 ) -> None:
     """Check runbooks, drills and the workspace config, and report every problem at once.
 
-    Each problem is printed as [bold]file:line:column: path: message[/bold], then a
+    Each problem is printed as "file:line:column: path: message", then a
     summary line.  Exit code 0 when everything is valid, 2 when anything is not.
 
     Checks: YAML syntax and duplicate keys; unknown, missing and mistyped fields;
     duplicate step ids; unknown actions and their inputs; approval policies;
     template syntax; templates reading later steps, undeclared params or
-    secrets, or [bold]item[/bold] outside for_each; param defaults; and that each
+    secrets, or `item` outside for_each; param defaults; and that each
     drill names an existing runbook and gives it valid params.
 
     Examples:
