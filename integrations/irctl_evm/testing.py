@@ -159,6 +159,7 @@ class LocalChain:
                 "error": {"code": -32600, "message": "invalid request"},
             }
         method, params, rid = request["method"], request.get("params") or [], request.get("id")
+        params = _block_numbers(method, params)
         self.requests.append(method)
         hold = self._holds.get(method)
         if hold is not None and hold.when == "before":
@@ -319,6 +320,27 @@ def abi(name: str) -> list[dict[str, Any]]:
     """The ABI of a compiled contract from contracts/."""
     loaded: list[dict[str, Any]] = json.loads(CONTRACTS[name]["abi"])
     return loaded
+
+
+#: Where a method's block parameter is: nodes take a hex quantity there, eth-tester an int.
+_BLOCK_PARAM = {
+    "eth_getBalance": 1, "eth_getStorageAt": 2, "eth_getCode": 1, "eth_getTransactionCount": 1,
+    "eth_call": 1, "eth_getBlockByNumber": 0,
+}  # fmt: skip
+
+
+def _block_numbers(method: str, params: Any) -> Any:
+    """``params`` with a hex block number (``"0x8"``) as an int, as eth-tester wants it."""
+    at = _BLOCK_PARAM.get(method)
+    if at is None or not isinstance(params, list) or len(params) <= at:
+        return params
+    block = params[at]
+    if isinstance(block, str) and block.startswith("0x"):
+        try:
+            return [*params[:at], int(block, 16), *params[at + 1 :]]
+        except ValueError:
+            return params
+    return params
 
 
 def _jsonable(value: Any) -> Any:
