@@ -136,14 +136,22 @@ class SnapshotInputs(_Policy):
     timeout: float = Field(default=20.0, gt=0, description="seconds per RPC request")
 
 
+def _root(ctx: ActionContext) -> Path | None:
+    """The run's workspace (the engine passes it), else the one holding the current directory."""
+    given = ctx.config.get("_workspace")
+    return Path(given) if isinstance(given, str) and given else registry_module.workspace_root()
+
+
 def _registry(inputs: _Policy, ctx: ActionContext) -> registry_module.Registry:
     configured = ctx.config.get("registry")
-    return registry_module.locate(inputs.registry, str(configured) if configured else None)
+    return registry_module.locate(
+        inputs.registry, str(configured) if configured else None, root=_root(ctx)
+    )
 
 
-def _path(given: str) -> str:
+def _path(given: str, ctx: ActionContext) -> str:
     path = Path(given)
-    root = registry_module.workspace_root()
+    root = _root(ctx)
     return str(root / path) if not path.is_absolute() and root is not None else given
 
 
@@ -157,7 +165,7 @@ def _verification(inputs: VerifyTx, ctx: ActionContext) -> Any:
     })  # fmt: skip
     found = _registry(inputs, ctx)
     tx = load(
-        fields, file=_path(inputs.file) if inputs.file else None, url=inputs.url,
+        fields, file=_path(inputs.file, ctx) if inputs.file else None, url=inputs.url,
         registry=found, timeout=inputs.timeout,
     )  # fmt: skip
     trusted = dict(found.trusted)

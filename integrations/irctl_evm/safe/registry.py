@@ -151,13 +151,16 @@ def workspace_root() -> Path | None:
     return None
 
 
-def locate(explicit: str | None = None, configured: str | None = None) -> Registry:
+def locate(
+    explicit: str | None = None, configured: str | None = None, root: Path | None = None
+) -> Registry:
     """The registry named explicitly, or configured, or ``safe-registry.yaml`` in the workspace.
 
     An explicit or configured path must exist; without either, a workspace
     without a registry gives an empty one (only the official libraries are trusted).
+    ``root`` is the workspace (a run's); default: the one holding the current directory.
     """
-    root = workspace_root()
+    root = root if root is not None else workspace_root()
     for given in (explicit, configured):
         if given:
             path = Path(given)
