@@ -48,9 +48,14 @@ def _demo_module() -> ModuleType:
 DEMO = _demo_module()
 
 
+#: An entry point group nothing is installed under: a registry as on a machine with no
+#: integrations but irctl's own and the test's (evm, say, is "not installed" there).
+NOTHING_INSTALLED = "irctl.integrations.none-installed-in-tests"
+
+
 @pytest.fixture
 def registry() -> Registry:
-    fresh = Registry()
+    fresh = Registry(entry_point_group=NOTHING_INSTALLED)
     fresh.register(DEMO.fetch)
     fresh.register(DEMO.notify)
     return fresh
@@ -622,7 +627,8 @@ def test_a_missing_extra_is_reported_with_or_without_check_integrations(tmp_path
         encoding="utf-8",
     )
     for check in (False, True):
-        _, found = validate_paths([path], registry=Registry(), check_integrations=check)
+        registry = Registry(entry_point_group=NOTHING_INSTALLED)
+        _, found = validate_paths([path], registry=registry, check_integrations=check)
         assert [d.message for d in found] == [
             "the 'evm' integration is not installed; install it with: pip install 'irctl[evm]'"
         ]
