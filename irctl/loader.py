@@ -197,10 +197,25 @@ def load_runbook_text(
     """
     from irctl.actions import default_registry
 
+    chosen = registry or default_registry
+    key = (text, id(chosen), check_integrations)
+    known = _LOADED.get(key)
+    if known is not None and known[0] is chosen:
+        return known[1]
     doc = _parse(text, name)
-    integrations = Integrations(registry or default_registry, load_all=check_integrations)
+    integrations = Integrations(chosen, load_all=check_integrations)
     result: Runbook = _finish(doc, check_runbook(doc, integrations))
+    _LOADED[key] = (chosen, result)
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.pop(next(iter(_LOADED)))
     return result
+
+
+#: Runbooks already loaded, by their exact text: a run executed right after it was created
+#: (or resumed in the same process) is not parsed and checked again.  Only successes are
+#: kept (a failure is reported again with the name it is given), and the models are frozen.
+_LOADED: dict[tuple[str, int, bool], tuple[Registry, Runbook]] = {}
+_LOADED_MAX = 16
 
 
 def load_runbook(
