@@ -116,7 +116,8 @@ def drill_params(runbook: Runbook, given: dict[str, Any]) -> dict[str, Any]:
 
 def sandbox_config(base: Config, sandbox: Config | None, drill: Drill) -> Config:
     """The config a drill runs with.  A sandbox drill needs its sandbox's endpoints: the
-    integrations and vars of the sandbox replace the workspace's, never mix with them."""
+    integrations, vars and secrets of the sandbox replace the workspace's, never mix with
+    them (the engine refuses a sandbox run whose runbook needs a secret the sandbox lacks)."""
     if drill.mode == "tabletop":
         return base
     if sandbox is None:
@@ -126,7 +127,11 @@ def sandbox_config(base: Config, sandbox: Config | None, drill: Drill) -> Config
             "never runs against the workspace's own endpoints"
         )
     return base.model_copy(
-        update={"integrations": dict(sandbox.integrations), "vars": dict(sandbox.vars)}
+        update={
+            "integrations": dict(sandbox.integrations),
+            "vars": dict(sandbox.vars),
+            "secrets": dict(sandbox.secrets),  # never the workspace's production secrets
+        }
     )
 
 

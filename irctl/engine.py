@@ -272,8 +272,15 @@ class Engine:
         self._anchor(made)
 
     def _anchor(self, made: list[Event]) -> None:
-        """Write a new checkpoint's head to WORM storage, if irctl.yaml configures an anchor."""
+        """Write a new checkpoint's head to WORM storage, if irctl.yaml configures an anchor.
+
+        Not for tabletop drills: writing an anchor is an integration's ``run`` (S3 under
+        Object Lock), which a drill never reaches.
+        """
         if made and made[-1].type == ev.CHECKPOINT and self.config.integrations.get("anchor"):
+            row = self.store.get_run(made[-1].run)
+            if row is not None and row.mode == "tabletop":
+                return
             from irctl.anchor import anchor_quietly
 
             anchor_quietly(made[-1], self.config, self.registry)
@@ -365,6 +372,19 @@ class Engine:
 
         if mode == "tabletop":  # a drill reads no secret: nothing it runs for real needs one
             return {name: f"drill-placeholder-{name}" for name in runbook.secrets}
+        if mode == "sandbox":  # the sandbox's own references, never the production ones
+            missing = sorted(set(runbook.secrets) - set(self.config.secrets))
+            if missing:
+                raise UsageError(
+                    f"a sandbox run never reads production secrets: give the sandbox's own "
+                    f"reference for {', '.join(missing)} under 'secrets:' in the sandbox config "
+                    "(e.g. secrets: {" + f"{missing[0]}: env:SANDBOX_{missing[0].upper()}" + "})"
+                )
+            aws = self.config.integrations.get("aws")
+            return {
+                name: resolve(name, self.config.secrets[name], base=self.workspace, aws=aws)
+                for name in runbook.secrets
+            }
         return {
             name: resolve(name, ref, base=self.workspace, aws=self.config.integrations.get("aws"))
             for name, ref in runbook.secrets.items()

@@ -295,6 +295,11 @@ class Config(_Model):
     break_glass: BreakGlass = Field(default_factory=BreakGlass)
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     vars: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, SecretRef] = Field(
+        default_factory=dict,
+        description="for sandbox runs only: references that replace the runbooks' secrets of "
+        "the same name (a sandbox never reads a production secret)",
+    )
 
 
 Document = Runbook | Drill

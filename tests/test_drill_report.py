@@ -279,13 +279,28 @@ def test_a_sandbox_drill_runs_against_the_sandbox_only(
     with ExchangeAdminStub("sandbox-token") as sandbox:
         config = tmp_path / "sandbox.yaml"
         config.write_text(f"vars:\n  exchange_admin_url: {sandbox.url}\n", encoding="utf-8")
-        env = {"IRCTL_OPERATOR": INITIATOR, "DRILL_ADMIN_TOKEN": "sandbox-token"}
-        result = irctl(
-            "drill", "run", "sandboxed", "--sandbox", str(config), "--unattended",
-            cwd=scored_ws, env=env,
-        )  # fmt: skip
+        env = {
+            "IRCTL_OPERATOR": INITIATOR,
+            "DRILL_ADMIN_TOKEN": "production-token-never-sent",  # the runbook's own reference
+            "SANDBOX_ADMIN_TOKEN": "sandbox-token",
+        }
+        drill = ("drill", "run", "sandboxed", "--sandbox", str(config), "--unattended")
+        refused = irctl(*drill, cwd=scored_ws, env=env)
+        assert refused.returncode == 2, refused.stderr
+        assert "a sandbox run never reads production secrets" in refused.stderr
+        assert "admin_token" in refused.stderr
+        assert sandbox.requests == []
+        config.write_text(
+            f"vars:\n  exchange_admin_url: {sandbox.url}\n"
+            "secrets:\n  admin_token: env:SANDBOX_ADMIN_TOKEN\n",
+            encoding="utf-8",
+        )
+        result = irctl(*drill, cwd=scored_ws, env=env)
         assert result.returncode == 0, result.stderr
         assert sandbox.halted == {"ethereum"}  # the sandbox's endpoint was used
+        assert all(
+            "production-token" not in str(r.headers.get("Authorization")) for r in sandbox.requests
+        )
     assert exchange.requests == []  # the workspace's own endpoint never
     run_id = next(t for t in result.stderr.split() if t.startswith("r-"))
     status = json.loads(irctl("status", run_id, "--json", cwd=scored_ws).stdout)
