@@ -43,3 +43,22 @@ def test_every_runbook_plans_with_its_drill_params(path: Path) -> None:
     assert all(
         step["note"] is None or "digest is final" in step["note"] for step in plan["steps"]
     ), [(s["id"], s["note"]) for s in plan["steps"] if s["note"]]
+
+
+#: The library's policies that move funds, change signers or resume withdrawals: no
+#: break-glass approval may satisfy them, whatever irctl.yaml grants.
+NEVER_BREAK_GLASS = {
+    ("hot-wallet-compromise", "treasury-two-person"),
+    ("multisig-signer-compromise", "healthy-signers"),
+    ("customer-api-key-2fa-compromise", "loss-coverage"),
+    ("customer-api-key-2fa-compromise", "resume-three-of-four"),
+    ("withdrawal-halt-and-resume", "resume-three-of-four"),
+}
+
+
+def test_policies_that_move_money_refuse_break_glass() -> None:
+    from irctl.loader import load_runbook
+
+    for runbook_id, policy in sorted(NEVER_BREAK_GLASS):
+        model = load_runbook(ROOT / "runbooks" / f"{runbook_id}.yaml")
+        assert model.approvals[policy].break_glass is False, (runbook_id, policy)
