@@ -784,6 +784,19 @@ class Engine:
                 if flag.is_set() and live.cancelled.is_set():
                     self._emit_step(ev.STEP_INTERRUPTED, key, {"reason": "stopped by operator"})
                     return STOP
+                if isinstance(exc, ActionTimeout) and not idempotent:
+                    # It may have acted, or may still act (an abandoned attempt): never run it
+                    # again on a guess.  A person checks and decides, as after a crash.
+                    self._emit_step(
+                        ev.STEP_WAITING, key,
+                        {"for": "operator", "prompt": (
+                            f"step '{key}' timed out ({exc}); {act.name} is not idempotent, so "
+                            "its outcome is unknown and it is not retried: check by hand, then "
+                            f"irctl resume {live.state.run_id} --step {key} "
+                            "--mark done|retry|failed"
+                        )},
+                    )  # fmt: skip
+                    return WAIT
                 if exc.retryable and attempt < attempts and step.retry is not None:
                     delay = min(step.retry.backoff * 2 ** (attempt - 1), step.retry.max_backoff)
                     self._emit_step(

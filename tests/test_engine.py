@@ -345,12 +345,13 @@ def test_on_failure_continue_keeps_going(store: Store) -> None:
     assert state.steps["good"].status == "succeeded"
 
 
-def test_timeout_fails_a_step_that_hangs(store: Store) -> None:
+def test_timeout_fails_an_idempotent_step_that_hangs(store: Store) -> None:
     engine, run_id = start(
         store,
         """
         - id: hang
           action: t.hang
+          idempotent: true
           with: {seconds: 3}
           timeout: 200ms
         """,
@@ -361,6 +362,31 @@ def test_timeout_fails_a_step_that_hangs(store: Store) -> None:
     assert time.monotonic() - began < 2.5
     assert state.status == "failed"
     assert "did not finish within 0.2s" in (state.steps["hang"].error or "")
+
+
+def test_a_step_that_is_not_idempotent_is_not_retried_after_a_timeout(store: Store) -> None:
+    """It may still act in its abandoned attempt: a person decides, as after a crash."""
+    engine, run_id = start(
+        store,
+        """
+        - id: hang
+          action: t.hang
+          with: {seconds: 3}
+          timeout: 200ms
+          retry: {attempts: 3, backoff: 10ms}
+        """,
+        cancel_grace=0.1,
+    )
+    state = engine.execute(run_id)
+    assert state.status == "waiting"
+    step = state.steps["hang"]
+    assert (step.waiting_for, step.attempt) == ("operator", 1)
+    assert "did not finish within 0.2s" in (step.prompt or "")
+    assert "not retried" in (step.prompt or "")
+    engine.mark(run_id, "hang", "failed", operator="oncall", reason="checked: nothing happened")
+    state = engine.execute(run_id)
+    assert state.status == "failed"
+    assert state.steps["hang"].attempt == 1
 
 
 def test_invalid_inputs_fail_with_the_field_named(store: Store) -> None:
