@@ -148,11 +148,21 @@ def _parse(body: bytes, where: str) -> dict[str, Any]:
         raise UsageError(f"{where} is not an irctl anchor (not JSON)") from exc
     if not isinstance(record, dict) or record.get("kind") != KIND:
         raise UsageError(f"{where} is not an irctl anchor (kind is not {KIND})")
-    for name, kind in (("run", str), ("seq", int), ("head", str), ("checkpoint_seq", int),
-                       ("checkpoint_hash", str)):  # fmt: skip
-        if not isinstance(record.get(name), kind):
+    for name in ("run", "head", "checkpoint_hash"):
+        if not isinstance(record.get(name), str):
             raise UsageError(f"{where}: the anchor has no valid {name!r}")
+    for name in ("seq", "checkpoint_seq"):
+        if _seq(record.get(name)) is None:
+            raise UsageError(f"{where}: the anchor has no valid {name!r} (an event number, 1 or "
+                             "more)")  # fmt: skip
     return record
+
+
+def _seq(value: Any) -> int | None:
+    """An event number (1 or more), or None: a JSON true is not 1, and 0 or -1 is no event."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value
 
 
 def read_anchors(
@@ -249,17 +259,27 @@ def check_anchor(
     from irctl.canonical import sha256_hex
 
     problems: list[str] = []
-    mine = [a for a in anchors if a.get("run") == run_id]
-    for other in anchors:
-        if other.get("run") != run_id:
-            problems.append(f"the anchor for run {other.get('run')!r} is not for this run "
+    mine: list[Mapping[str, Any]] = []
+    for anchor in anchors:
+        if anchor.get("run") != run_id:
+            problems.append(f"the anchor for run {anchor.get('run')!r} is not for this run "
                             f"({run_id!r})")  # fmt: skip
+        elif (_seq(anchor.get("seq")) is None or _seq(anchor.get("checkpoint_seq")) is None
+              or not isinstance(anchor.get("head"), str)
+              or not isinstance(anchor.get("checkpoint_hash"), str)):  # fmt: skip
+            where = anchor.get("location") or f"an anchor of run {run_id}"
+            problems.append(f"INVALID: {where} records no valid event number or hash (seq and "
+                            "checkpoint_seq are event numbers, 1 or more)")  # fmt: skip
+        else:
+            mine.append(anchor)
     if not mine:
         if not problems:
             problems.append(f"no anchor found for run {run_id}: it was never anchored, or the "
                             "anchors are elsewhere")  # fmt: skip
         return AnchorCheck(False, 0, None, problems)
-    hashes = [sha256_hex(line[:-1] if line.endswith("\n") else line) for line in lines]
+    # each line's own bytes: invalid UTF-8 read from a file is kept as surrogates
+    hashes = [sha256_hex((line[:-1] if line.endswith("\n") else line)
+                         .encode("utf-8", "surrogateescape")) for line in lines]  # fmt: skip
     count = len(hashes)
     latest = max(mine, key=lambda a: int(a["checkpoint_seq"]))
     for anchor in sorted(mine, key=lambda a: int(a["checkpoint_seq"])):

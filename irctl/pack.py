@@ -16,12 +16,15 @@
     exports/transcript.pdf   the PDF (when Chromium is available)
 
 :func:`verify_pack` checks, with public keys only: the manifest's signature;
-every file against the manifest (changed, deleted or added files are named);
+every file against the manifest (changed, deleted or added files are named; a
+name that appears twice, or a directory entry holding data, fails the pack);
 the journal (hash chain, order, checkpoints, approvals: :mod:`irctl.transcript`);
 that ``runbook.yaml`` is the runbook the run recorded; and that the keys in the
 pack are the keys the run was sealed and approved with.  Give ``--key`` (the
 installation key you trust, obtained elsewhere) so that a pack whose keys were
-all swapped and re-signed is caught too.
+all swapped and re-signed is caught too: without it the seals are checked
+against the pack's own key and the result is reported as not trusted
+(``trusted: false``).
 """
 
 from __future__ import annotations
@@ -181,10 +184,35 @@ class PackReport:
 
 
 class _Pack:
+    """The members of a pack by name, and what is wrong with the zip's directory itself.
+
+    A name must appear once: with two members of one name, tools disagree on
+    which one they show (many show the first; :mod:`zipfile` reads the last),
+    so the copy a reviewer opens need not be the copy that was checked.  A
+    directory entry must hold no data (it would be data no check reads).
+    """
+
     def __init__(self, archive: zipfile.ZipFile, where: Path) -> None:
         self.archive = archive
         self.where = where
-        self.names = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+        self.names: dict[str, zipfile.ZipInfo] = {}
+        self.problems: list[str] = []
+        counts: dict[str, int] = {}
+        for info in archive.infolist():
+            counts[info.filename] = counts.get(info.filename, 0) + 1
+            if info.is_dir():
+                if info.file_size or info.compress_size:
+                    self.problems.append(
+                        f"DIRECTORY WITH DATA: the directory entry {info.filename} holds "
+                        f"{info.file_size} bytes; a pack's directories hold none"
+                    )
+                continue
+            self.names[info.filename] = info
+        self.problems += [
+            f"DUPLICATE: {name} appears {count} times in the pack; tools show different "
+            "copies of it, so none can be trusted (a pack holds each name once)"
+            for name, count in sorted(counts.items()) if count > 1
+        ]  # fmt: skip
 
     def read(self, name: str) -> bytes | None:
         info = self.names.get(name)
@@ -219,7 +247,7 @@ def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
             raise UsageError(f"{path}: {MANIFEST} is not JSON") from exc
         if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
             raise UsageError(f"{path}: {MANIFEST} is not an irctl evidence pack manifest")
-        problems: list[str] = []
+        problems: list[str] = list(pack.problems)
         notes: list[str] = []
         pack_key = _text(pack.read(INSTALLATION_KEY))
         trusted = public_keys
@@ -228,11 +256,16 @@ def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
                 f"KEY SWAPPED: {INSTALLATION_KEY} holds {pack_key}, not the trusted key "
                 f"{', '.join(public_keys)}"
             )
+        own_key_only = trusted is None and pack_key is not None
         if trusted is None and pack_key is not None:
+            # Checked against the pack's own key, so that a seal by any other key is still
+            # caught; but whoever made the pack chose that key: the result is not trusted.
             trusted = [pack_key]
             notes.append(
-                f"checked against the key inside the pack ({pack_key}); give --key with the "
-                "installation key you trust to rule out a pack re-signed with another key"
+                f"NOT TRUSTED: checked only against the key inside the pack ({pack_key}), "
+                "which whoever made the pack chose: this shows the pack is consistent, not "
+                "who sealed it; give --key with the installation key you trust (obtained "
+                "elsewhere) to rule out a pack re-signed with another key"
             )
         problems += _check_signature(pack, raw_manifest, trusted)
         problems += _check_files(pack, manifest)
@@ -255,7 +288,10 @@ def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
             problems += _check_runbook(pack, lines[0])
             problems += _check_operator_keys(pack, lines[0])
             problems += _check_head(manifest, lines)
-        files = len(manifest.get("files") or {})
+        if own_key_only:
+            report = replace(report, trusted=False)
+        listed = manifest.get("files")
+        files = len(listed) if isinstance(listed, dict) else 0
     return PackReport(not problems and report.ok, problems, report, files, notes)
 
 
@@ -304,11 +340,29 @@ def _check_files(pack: _Pack, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _check_runbook(pack: _Pack, first_line: str) -> list[str]:
+def _created(first_line: str) -> dict[str, Any] | None:
+    """The data of the journal's first event (``run.created``); None if it has none."""
     try:
-        created = json.loads(first_line).get("data", {})
-    except (ValueError, AttributeError):
-        return []  # the journal's own verification reports a bad first line
+        event = json.loads(first_line)
+    except ValueError:
+        return None
+    data = event.get("data") if isinstance(event, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _no_run_data(first_line: str) -> list[str]:
+    try:
+        json.loads(first_line)
+    except ValueError:
+        return []  # the journal's own verification reports a line that is not JSON
+    return [f"CHANGED: the first event of {EVENTS} holds no run data (its data is not a "
+            f"mapping): {RUNBOOK} and {OPERATOR_KEYS} cannot be checked against it"]  # fmt: skip
+
+
+def _check_runbook(pack: _Pack, first_line: str) -> list[str]:
+    created = _created(first_line)
+    if created is None:
+        return _no_run_data(first_line)
     text = pack.read(RUNBOOK)
     if text is None:
         return [f"DELETED: {RUNBOOK} (the runbook text) is missing"]
@@ -323,10 +377,9 @@ def _check_runbook(pack: _Pack, first_line: str) -> list[str]:
 
 
 def _check_operator_keys(pack: _Pack, first_line: str) -> list[str]:
-    try:
-        created = json.loads(first_line).get("data", {})
-    except (ValueError, AttributeError):
-        return []
+    created = _created(first_line)
+    if created is None:
+        return []  # reported once, by _check_runbook
     raw = pack.read(OPERATOR_KEYS)
     if raw is None:
         return [f"DELETED: {OPERATOR_KEYS} is missing"]
@@ -334,7 +387,9 @@ def _check_operator_keys(pack: _Pack, first_line: str) -> list[str]:
         keys = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return [f"CHANGED: {OPERATOR_KEYS} is not JSON"]
-    operators = created.get("operators") if isinstance(created.get("operators"), dict) else {}
+    operators = created.get("operators")
+    if not isinstance(operators, dict):
+        operators = {}
     recorded = {
         str(name): (entry.get("key") if isinstance(entry, dict) else None)
         for name, entry in operators.items()
@@ -358,13 +413,16 @@ def _check_head(manifest: dict[str, Any], lines: list[str]) -> list[str]:
     if not isinstance(head, dict):
         return [f"MANIFEST: {MANIFEST} records no head"]
     seq, expected = head.get("seq"), head.get("hash")
-    if not isinstance(seq, int) or seq < 1:
+    # bool is an int in Python: a JSON true must not pass as seq 1
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1 or not isinstance(
+            expected, str):  # fmt: skip
         return [f"MANIFEST: {MANIFEST} records no valid head"]
     if len(lines) < seq:
         return [f"MISSING EVENTS: {EVENTS} holds {len(lines)} lines, but the pack was made "
                 f"with {seq} events (events deleted or the tail cut off)"]  # fmt: skip
     problems = []
-    if sha256_hex(lines[seq - 1]) != expected:
+    # the line's own bytes (invalid UTF-8 was kept as surrogates when it was decoded)
+    if sha256_hex(lines[seq - 1].encode("utf-8", "surrogateescape")) != expected:
         problems.append(f"CHANGED: line {seq} of {EVENTS} is not the head the pack was made with")
     if len(lines) > seq:
         problems.append(f"ADDED: {EVENTS} holds {len(lines) - seq} line(s) after the head the "

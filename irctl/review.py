@@ -12,6 +12,14 @@ form, no script (a Content-Security-Policy forbids scripts and every load
 from the network), and every recorded text is escaped.  A reviewer reaches
 the server the way operators do (it listens on 127.0.0.1 by default: put it
 behind the access control you use for internal tools).
+
+The pages are answered only to a request whose ``Host`` header names the
+address the server is bound to (``127.0.0.1:PORT``, ``localhost:PORT``,
+``[::1]:PORT`` or the ``--host`` given, with its port), and refused with 421
+otherwise: a web page that rebinds its own DNS name to 127.0.0.1 (DNS
+rebinding) cannot read transcripts through the reviewer's browser, because
+its requests carry its own name.  ``/healthz`` and the Slack endpoint (whose
+requests carry the public host name) are not the reviewer's pages.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ if TYPE_CHECKING:
     from irctl.store import Store
     from irctl.workspace import Workspace
 
-__all__ = ["Page", "ReviewView"]
+__all__ = ["Page", "ReviewView", "host_allowed"]
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 _RUN = re.compile(r"^/runs/(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,63})(?P<rest>/events\.jsonl)?/?$")
 HEADERS = {
@@ -74,6 +84,34 @@ def _document(title: str, body: str) -> bytes:
     ).encode()
 
 
+def host_allowed(host: str | None, bound: str | None, port: int) -> bool:
+    """Whether a ``Host`` header names the server's own address (DNS rebinding is refused).
+
+    ``bound`` is the host the server was told to listen on (``--host``); the
+    loopback names are accepted beside it.  The port must be the server's
+    (a bare name only for port 80); names compare case-insensitively.
+    """
+    if not host:
+        return False
+    names = {name.lower() for name in LOOPBACK_NAMES}
+    if bound:
+        given = bound.strip().lower()
+        names.add(f"[{given.strip('[]')}]" if ":" in given else given)
+    wanted = host.strip().lower()
+    if wanted in names:
+        return port == 80
+    name, colon, number = wanted.rpartition(":")
+    return bool(colon) and name in names and number == str(port)
+
+
+def _misdirected(host: str | None, port: object) -> Page:
+    where = f"http://127.0.0.1:{port}/runs" if isinstance(port, int) else "its own address"
+    return Page(HTTPStatus.MISDIRECTED_REQUEST, _document("misdirected request", (
+        f"<h1>Misdirected request</h1><p>This server answers the reviewer's pages at "
+        f"{_e(where)} (or the --host it was given), not at the host {_e(host or '(none)')}: "
+        "a page that is not irctl's asked for them.</p>")))  # fmt: skip
+
+
 class ReviewView:
     """Answers the reviewer's GET requests from a store; never writes to it."""
 
@@ -88,8 +126,20 @@ class ReviewView:
         return cls(workspace.store, [key] if key else None)
 
     def answer(self, handler: BaseHTTPRequestHandler) -> None:
-        """Write the page for the handler's GET request, with :data:`HEADERS`."""
-        page = self.get(handler.path)
+        """Write the page for the handler's GET request, with :data:`HEADERS`.
+
+        Refused (421) unless the request's Host header names the server's own
+        address (:func:`host_allowed`): the server's ``bind_host`` (the
+        ``--host`` given) and the port it listens on.
+        """
+        bound = getattr(handler.server, "bind_host", None)
+        port = getattr(handler.server, "server_port", None)
+        host = handler.headers.get("Host")
+        if isinstance(port, int) and host_allowed(host, bound if isinstance(bound, str) else None,
+                                                  port):  # fmt: skip
+            page = self.get(handler.path)
+        else:
+            page = _misdirected(host, port)
         handler.send_response(page.status)
         handler.send_header("Content-Type", page.content_type)
         handler.send_header("Content-Length", str(len(page.body)))

@@ -495,6 +495,9 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], interactivity: SlackInteractivity) -> None:
         self.interactivity = interactivity
+        # the host as given (--host), not as resolved: the reviewer's pages answer only to it
+        # and to the loopback names (irctl.review.host_allowed)
+        self.bind_host = address[0]
         super().__init__(address, _Handler)
 
     @property

@@ -386,7 +386,9 @@ class _Verifier:
             self.event_lines.append(n)
             if kind not in self.special and _plain(kind):
                 self.plain_types.add(kind)
-            elif kind in APPROVAL_EVENTS or (kind == ev.STEP_STARTED and self.approvals.gates):
+            elif kind in APPROVAL_EVENTS or (
+                kind == ev.STEP_STARTED and (self.approvals.gates or self.approvals.required)
+            ):
                 self.approvals.event(n, seq, kind, obj["data"])
             if kind in ev.TERMINAL:
                 self.outcome = kind
@@ -463,6 +465,15 @@ class _Verifier:
         if digest != "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest():
             self.problem(1, f"event 1 (line 1): the recorded runbook text does not match its "
                             f"digest {digest} (the runbook text was replaced)")  # fmt: skip
+            return
+        # The runbook (bound by its digest) says which steps need approval and under which
+        # rules: the journal cannot leave a request out or record laxer rules.
+        required, problem = _required_approvals(text)
+        if problem:  # it matters once the journal holds an approval
+            self.approvals.deferred.append(f"event 1 (line 1): {problem}")
+        self.approvals.required = required
+        for step in required:
+            self.check_starts(step)
 
     def check_starts(self, step: str) -> None:
         """``step`` asked for approval: from now on its ``step.started`` events are checked.
@@ -663,7 +674,11 @@ class _Approvals:
 
     def __init__(self, verifier: _Verifier) -> None:
         self.v = verifier
-        self.operators: dict[str, Any] | None = None  # None: the run predates signed approvals
+        self.operators: dict[str, Any] | None = None  # None: run.created recorded none
+        # step id -> (policy name, its rules) for every step the runbook gates
+        self.required: dict[str, tuple[str, dict[str, Any] | None]] = {}
+        # problems of run.created that only matter for a journal holding approvals
+        self.deferred: list[str] = []
         self.glass_roles: list[str] = []
         self.initiator: Any = None
         self.gates: dict[_GateKey, _Gate] = {}
@@ -679,6 +694,10 @@ class _Approvals:
         """Take the operators snapshot from ``run.created`` (event 1)."""
         self.initiator = data.get("initiator")
         if "operators" not in data:
+            self.deferred.append(
+                "event 1 (line 1): run.created records no operators (every run records them, "
+                "possibly none): its approvals cannot be checked, so the list was removed"
+            )
             return
         operators, roles = data.get("operators"), data.get("break_glass_roles", [])
         if not isinstance(operators, dict) or not all(
@@ -691,6 +710,8 @@ class _Approvals:
         self.glass_roles = list(roles) if isinstance(roles, list) else []
 
     def event(self, n: int, seq: int, kind: str, data: dict[str, Any]) -> None:
+        while self.deferred:
+            self.v.problem(1, self.deferred.pop(0))
         me = self.v.name(n, seq)
         step, item = data.get("step"), data.get("item")
         if not isinstance(step, str) or not (item is None or type(item) is int):
@@ -734,6 +755,16 @@ class _Approvals:
                                   f"{digest}, but its recorded action and inputs hash to "
                                   f"{expected} (what was put to the approvers was altered)",
                                seq)  # fmt: skip
+        wanted = self.required.get(key[0])
+        if wanted is None:
+            self.v.problem(n, f"{me}: approval requested for {_label(key)}, which the runbook "
+                              "does not gate", seq)  # fmt: skip
+        elif wanted[1] is not None and (
+            data.get("policy") != wanted[0] or _rules(data.get("rules")) != wanted[1]
+        ):
+            self.v.problem(n, f"{me}: approval request for {_label(key)} records rules that are "
+                              f"not the runbook's policy '{wanted[0]}' (they were altered)",
+                           seq)  # fmt: skip
         before = self.gates.get(key)
         earlier = before.earlier | {before.digest} if before is not None else frozenset()
         self.gates[key] = _Gate(
@@ -984,8 +1015,13 @@ class _Approvals:
             whole = self.gates.get((key[0], None))
             if whole is not None and whole.items is not None:
                 self.started_item(n, seq, me, key, data, whole, whole.items)
-            return
+                return
         if gate is None:
+            if key[0] in self.required and not self._gated_item(key):
+                policy = self.required[key[0]][0]
+                self.v.problem(n, f"{me}: {_label(key)} started, but no approval was ever "
+                                  f"requested for it (the runbook requires '{policy}')",
+                               seq)  # fmt: skip
             return
         if gate.items is not None:  # the for_each block itself: its items carry the digests
             if not gate.opened:
@@ -1000,6 +1036,10 @@ class _Approvals:
                               f"but the approval (event {gate.seq}) was for {gate.digest}",
                            seq)  # fmt: skip
 
+
+    def _gated_item(self, key: _GateKey) -> bool:
+        """An item of a step gated one item at a time (its own request decides)."""
+        return key[1] is not None and any(k[0] == key[0] and k[1] is not None for k in self.gates)
 
     def started_item(
         self,
@@ -1019,6 +1059,52 @@ class _Approvals:
             self.v.problem(n, f"{me}: {_label(key)} started with digest {data.get('digest')}, "
                               f"not one of the items approved (event {whole.seq})",
                            seq)  # fmt: skip
+
+
+def _rules(recorded: Any) -> dict[str, Any] | None:
+    """Recorded approval rules as the policy model reads them (defaults filled in)."""
+    from pydantic import ValidationError
+
+    from irctl.model import Policy
+
+    try:
+        return Policy.model_validate(recorded or {}).model_dump(mode="json")
+    except ValidationError:
+        return None
+
+
+def _required_approvals(
+    text: str,
+) -> tuple[dict[str, tuple[str, dict[str, Any] | None]], str | None]:
+    """Which steps of a runbook need approval, by which policy and rules; and a problem."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}, "the recorded runbook text is not YAML: its approval policies cannot be read"
+    if not isinstance(document, dict):
+        return {}, "the recorded runbook text is not a runbook"
+    given = document.get("approvals")
+    policies: dict[str, Any] = given if isinstance(given, dict) else {}
+    found: dict[str, tuple[str, dict[str, Any] | None]] = {}
+
+    def walk(steps: Any) -> None:
+        for step in steps if isinstance(steps, list) else []:
+            if not isinstance(step, dict):
+                continue
+            walk(step.get("parallel"))
+            approval = step.get("approval")
+            if approval is None or not isinstance(step.get("id"), str):
+                continue
+            name, spec = (approval, policies.get(approval)) if isinstance(approval, str) else (
+                "inline", approval
+            )
+            found[step["id"]] = (name, _rules(spec) if isinstance(spec, dict) else None)
+
+    walk(document.get("steps"))
+    walk(document.get("on_failure"))
+    return found, None
 
 
 def _str(value: Any) -> str | None:

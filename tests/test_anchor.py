@@ -191,6 +191,40 @@ def test_an_anchor_file_and_an_anchor_for_another_run(
     assert "not an irctl anchor" in bad.stderr
 
 
+def test_an_anchor_seq_that_is_no_event_number_never_matches(
+    run: EvidenceRun, lines: list[str], aws_config: dict[str, Any], tmp_path: Path
+) -> None:
+    latest = sorted(anchors(aws_config, run.run_id).items())[-1][1]["record"]
+    # each forged to match the line that a negative index or true-as-1 would pick
+    for seq, picked in ((0, lines[-1]), (-1, lines[-2]), (True, lines[0])):
+        forged = {**latest, "seq": seq, "head": sha256_hex(picked)}
+        checked = check_anchor(lines, [forged], run.run_id)
+        assert not checked.ok, seq
+        assert "INVALID" in checked.problems[0], seq
+        saved = tmp_path / "forged-anchor.json"
+        saved.write_text(json.dumps(forged))
+        done = irctl("transcript", "verify", run.run_id, "--anchor", str(saved), cwd=run.ws)
+        assert done.returncode == 2, (seq, done.stdout)
+        assert "the anchor has no valid 'seq'" in " ".join(done.stderr.split())
+
+
+def test_invalid_utf8_checked_against_an_anchor_is_a_verification_failure(
+    run: EvidenceRun, lines: list[str], aws_config: dict[str, Any], tmp_path: Path
+) -> None:
+    latest = sorted(anchors(aws_config, run.run_id).items())[-1][1]["record"]
+    saved = tmp_path / "anchor.json"
+    saved.write_text(json.dumps(latest))
+    raw = [line.encode() for line in lines]
+    at = latest["checkpoint_seq"]  # the anchored checkpoint's line, made invalid UTF-8
+    raw[at - 1] = raw[at - 1][:-2] + b"\xff" + raw[at - 1][-2:]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b"".join(line + b"\n" for line in raw))
+    done = irctl("transcript", "verify", str(broken), "--anchor", str(saved), cwd=run.ws)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "internal error" not in done.stderr
+    assert f"ANCHOR: REPLACED: line {at} does not hash" in " ".join(done.stdout.split())
+
+
 def test_anchor_command_rewrites_nothing_already_anchored(run: EvidenceRun) -> None:
     done = irctl("transcript", "anchor", run.run_id, cwd=run.ws, env=run.env)
     assert done.returncode == 0, done.stderr

@@ -8,6 +8,7 @@ and ``verify`` must catch it and name it.  The pack is verified by the real
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -261,6 +262,7 @@ def test_a_pack_forged_with_another_key_is_caught_by_the_trusted_key(
     alone = verify_pack(path, None)
     assert alone.ok
     assert any("give --key" in note for note in alone.notes)
+    assert alone.combined().trusted is False  # the forger chose that key
     found = " | ".join(problems(path, key))
     assert "KEY SWAPPED: keys/installation.pub holds" in found
     assert "checkpoint" in found
@@ -281,6 +283,117 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     assert "no manifest.json" in done.stderr
     wrong = irctl("transcript", "pack", "r-1", "-o", str(here / "x.tar"), cwd=here)
     assert wrong.returncode == 2
+
+
+def test_without_a_key_the_pack_is_checked_against_its_own_key_but_not_trusted(
+    pack: Path, key: str, tmp_path: Path
+) -> None:
+    here = nowhere(tmp_path)
+    done = irctl("transcript", "verify", str(pack), cwd=here)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = " ".join(done.stdout.split())
+    assert "NOT TRUSTED: checked only against the key inside the pack" in text
+    assert "give --key" in text
+    as_json = json.loads(irctl("transcript", "verify", str(pack), "--json", cwd=here).stdout)
+    assert as_json["ok"] is True  # the seals hold with the pack's own key
+    assert as_json["trusted"] is False
+    assert any("give --key" in note for note in as_json["notes"])
+    given = json.loads(irctl("transcript", "verify", str(pack), "--key", key, "--json",
+                             cwd=here).stdout)  # fmt: skip
+    assert given["trusted"] is True
+    assert not any("NOT TRUSTED" in note for note in given["notes"])
+
+
+def rezipped(pack: Path, tmp_path: Path, first: list[tuple[str, bytes]]) -> Path:
+    """The pack's members after ``first`` (names may repeat: zipfile warns, writes them)."""
+    with zipfile.ZipFile(pack) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    target = tmp_path / "rezipped.zip"
+    with warnings.catch_warnings(), zipfile.ZipFile(target, "w") as archive:
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": the point here
+        for name, data in first:
+            archive.writestr(name, data)
+        for info, data in members:
+            archive.writestr(info, data)
+    return target
+
+
+def test_a_repeated_name_is_caught_whichever_copy_a_tool_shows(
+    pack: Path, key: str, tmp_path: Path
+) -> None:
+    with zipfile.ZipFile(pack) as archive:
+        lines = archive.read("events.jsonl").decode().splitlines()
+    forged = "".join(x.replace("halting", "not halting") + "\n" for x in lines).encode()
+    # the forged copy comes first (what many zip tools show); the genuine one last
+    path = rezipped(pack, tmp_path, [("events.jsonl", forged)])
+    found = " | ".join(problems(path, key))
+    assert "DUPLICATE: events.jsonl appears 2 times in the pack" in found
+    done = irctl("transcript", "verify", str(path), "--key", key, cwd=nowhere(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "DUPLICATE: events.jsonl appears 2 times" in " ".join(done.stdout.split())
+    assert "DUPLICATE: events.jsonl" in done.stderr  # the error line names it too
+
+
+def test_a_directory_entry_carrying_data_is_caught(pack: Path, key: str, tmp_path: Path) -> None:
+    path = rezipped(pack, tmp_path, [("exports/", b"approved by everyone")])
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("exports/").is_dir()
+    found = " | ".join(problems(path, key))
+    assert "DIRECTORY WITH DATA: the directory entry exports/ holds 20 bytes" in found
+    done = irctl("transcript", "verify", str(path), "--key", key, cwd=nowhere(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "DIRECTORY WITH DATA" in done.stdout
+
+
+@pytest.mark.parametrize("data", [["not", "a", "mapping"], "a string"])
+def test_a_first_event_without_run_data_is_a_verification_failure(
+    data: object, pack: Path, key: str, tmp_path: Path
+) -> None:
+    def change(lines: list[str]) -> None:
+        first = json.loads(lines[0])
+        first["data"] = data
+        lines[0] = canonical_json(first)
+
+    path = tampered(pack, tmp_path, on_lines(change))
+    assert "CHANGED: the first event of events.jsonl holds no run data" in " | ".join(
+        problems(path, key)
+    )
+    done = irctl("transcript", "verify", str(path), "--key", key, cwd=nowhere(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "holds no run data" in " ".join(done.stdout.split())
+    assert "internal error" not in done.stderr
+
+
+def test_invalid_utf8_in_the_journal_is_a_verification_failure(
+    pack: Path, key: str, tmp_path: Path
+) -> None:
+    def change(files: Files) -> None:
+        raw = files["events.jsonl"].split(b"\n")
+        raw[-2] = raw[-2][:-2] + b"\xff" + raw[-2][-2:]  # the head line, made invalid UTF-8
+        files["events.jsonl"] = b"\n".join(raw)
+
+    path = tampered(pack, tmp_path, change)
+    found = " | ".join(problems(path, key))
+    assert "CHANGED: line 30 of events.jsonl is not the head" in found
+    assert "is not valid UTF-8 text" in found
+    done = irctl("transcript", "verify", str(path), "--key", key, cwd=nowhere(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "internal error" not in done.stderr
+
+
+@pytest.mark.parametrize("seq", [True, 0, -1, "30"])
+def test_a_manifest_head_that_is_no_event_number_is_caught(
+    seq: object, pack: Path, key: str, tmp_path: Path
+) -> None:
+    def change(files: Files) -> None:
+        manifest = json.loads(files["manifest.json"])
+        lines = files["events.jsonl"].decode().splitlines()
+        manifest["head"] = {"seq": seq, "hash": sha256_hex(lines[0])}  # true is not seq 1
+        files["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+
+    found = " | ".join(problems(tampered(pack, tmp_path, change), key))
+    assert "MANIFEST: manifest.json records no valid head" in found
+    assert "ADDED: events.jsonl holds" not in found
 
 
 # -- verifiable redaction -------------------------------------------------------------------
@@ -312,6 +425,33 @@ def test_a_reviewer_confirms_the_secret_from_the_pack_with_the_salt(
     unknown = irctl("transcript", "check-secret", run.run_id, "nope", cwd=run.ws, input=SECRET)
     assert unknown.returncode == 2
     assert "recorded: admin_token" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "secrets", [["admin_token"], "admin_token", {"admin_token": "hmac-sha256:00"},
+                {"admin_token": {"commitment": "hmac-sha256:" + "\u00e9" * 64}}],
+)  # fmt: skip
+def test_check_secret_on_a_malformed_secrets_record_fails_verification(
+    secrets: object, pack: Path, tmp_path: Path
+) -> None:
+    with zipfile.ZipFile(pack) as archive:
+        lines = archive.read("events.jsonl").decode().splitlines()
+    for number, line in enumerate(lines):
+        event = json.loads(line)
+        if event["type"] == "run.started":
+            event["data"]["secrets"] = secrets
+            lines[number] = canonical_json(event)
+            break
+    else:
+        raise AssertionError("the run has no run.started")
+    transcript = tmp_path / "malformed.jsonl"
+    transcript.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    done = irctl("transcript", "check-secret", str(transcript), "admin_token", "--salt",
+                 "00" * 32, cwd=nowhere(tmp_path), input=SECRET)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the transcript is malformed" in " ".join(done.stderr.split())
+    assert "internal error" not in done.stderr
+    assert SECRET not in done.stdout + done.stderr
 
 
 def test_the_transcript_alone_reveals_nothing_about_the_secret(pack: Path) -> None:

@@ -44,9 +44,11 @@ def server(run: EvidenceRun) -> Iterator[Server]:
         made.interactivity.store.close()
 
 
-def fetch(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict[str, str],
-                                                                           bytes]:  # fmt: skip
+def fetch(url: str, method: str = "GET", body: bytes | None = None,
+          host: str | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
     request = urllib.request.Request(url, method=method, data=body)
+    if host is not None:
+        request.add_header("Host", host)  # urllib sends this one instead of the URL's
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return answer.status, dict(answer.headers), answer.read()
@@ -119,3 +121,42 @@ def test_pages_are_read_only_and_locked_down(run: EvidenceRun, server: Server) -
     status, _, _ = fetch(f"{server.url}/runs/{run.run_id}/../../etc/passwd")
     assert status == 404
     assert journal(run) == before
+
+
+def test_pages_answer_only_to_the_servers_own_host_name(run: EvidenceRun, server: Server) -> None:
+    """DNS rebinding: a web page whose name resolves to 127.0.0.1 sends its own Host."""
+    port = server.server_address[1]
+    pages = ("/runs", f"/runs/{run.run_id}", f"/runs/{run.run_id}/events.jsonl", "/")
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1:{port + 1}",
+                 f"localhost.evil.example:{port}", "127.0.0.1", ""):  # fmt: skip
+        for path in pages:
+            status, headers, body = fetch(server.url + path, host=host)
+            assert status == 421, (host, path)
+            assert run.run_id.encode() not in body, (host, path)
+            assert "default-src 'none'" in headers["Content-Security-Policy"]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        status, _, body = fetch(f"{server.url}/runs", host=host)
+        assert status == 200, host
+        assert run.run_id.encode() in body
+    # not the reviewer's pages: the health check, and Slack (which carries its public name)
+    status, _, body = fetch(f"{server.url}/healthz", host="evil.example")
+    assert (status, body.strip()) == (200, b"ok")
+    status, _, _ = fetch(f"{server.url}/slack/interactivity", "POST", b"payload=%7B%7D",
+                         host="irctl.example.com")  # fmt: skip
+    assert status != 421
+    assert status == fetch(f"{server.url}/slack/interactivity", "POST", b"payload=%7B%7D")[0]
+
+
+def test_host_allowed_names_the_bound_address_and_port() -> None:
+    from irctl.review import host_allowed
+
+    assert host_allowed("127.0.0.1:8080", "127.0.0.1", 8080)
+    assert host_allowed("[::1]:8080", "127.0.0.1", 8080)
+    assert host_allowed("irctl.internal:8080", "irctl.internal", 8080)  # the --host given
+    assert host_allowed("[fd00::5]:8080", "fd00::5", 8080)
+    assert host_allowed("localhost", "127.0.0.1", 80)  # a browser omits port 80
+    assert not host_allowed("localhost", "127.0.0.1", 8080)
+    assert not host_allowed("irctl.internal:8080", "127.0.0.1", 8080)
+    assert not host_allowed("evil.example:8080", "192.0.2.7", 8080)
+    assert not host_allowed("127.0.0.1:8080:8080", "127.0.0.1", 8080)
+    assert not host_allowed(None, "127.0.0.1", 8080)

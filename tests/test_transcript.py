@@ -48,7 +48,6 @@ steps:
     action: http.request
   - id: sweep
     action: evm.safe.propose
-    approval: treasury-two-person
   - id: notify
     action: notify.slack
 """
@@ -66,7 +65,7 @@ def build_run(store: Store, key: Ed25519PrivateKey, run_id: str = RUN) -> list[E
     """A realistic run that pauses for an approval and ends; 16 events.
 
     1 run.created · 2 run.started · 3-4 halt · 5-6 freeze · 7 sweep waits · 8 run.waiting
-    · 9 checkpoint(8) · 10 run.resumed · 11 approval · 12-13 sweep · 14-15 notify
+    · 9 checkpoint(8) · 10 run.resumed · 11 answered · 12-13 sweep · 14-15 notify
     · 16 run.succeeded · 17 checkpoint(16)
     """
     store.create_run(
@@ -84,6 +83,7 @@ def build_run(store: Store, key: Ed25519PrivateKey, run_id: str = RUN) -> list[E
             "initiator": "alice",
             "mode": "live",
             "incident": "INC-4411",
+            "operators": {},
         },
     )
     store.append(
@@ -102,9 +102,9 @@ def build_run(store: Store, key: Ed25519PrivateKey, run_id: str = RUN) -> list[E
             }),
             (ev.STEP_SUCCEEDED, {"step": "freeze-hot-wallet", "outputs": {"frozen": True}}),
             (ev.STEP_WAITING, {
-                "step": "sweep", "for": "approval", "prompt": "sweep 412.5 ETH to cold storage",
+                "step": "sweep", "for": "answer", "prompt": "sweep 412.5 ETH to cold storage",
             }),
-            (ev.RUN_WAITING, {"steps": [{"step": "sweep", "for": "approval"}]}),
+            (ev.RUN_WAITING, {"steps": [{"step": "sweep", "for": "answer"}]}),
         ],
     )  # fmt: skip
     seal(store, run_id, key)
@@ -112,9 +112,7 @@ def build_run(store: Store, key: Ed25519PrivateKey, run_id: str = RUN) -> list[E
         run_id,
         [
             (ev.RUN_RESUMED, {"attempt": 2}),
-            ("approval.granted", {
-                "step": "sweep", "by": "carol", "role": "cfo", "digest": "sha256:" + "c" * 64,
-            }),
+            (ev.STEP_ANSWERED, {"step": "sweep", "answer": "done", "by": "carol"}),
             (ev.STEP_STARTED, {
                 "step": "sweep", "action": "evm.safe.propose", "attempt": 1,
                 "digest": "sha256:" + "c" * 64,
@@ -386,14 +384,14 @@ def test_appending_after_the_final_checkpoint(lines: list[str], pub: str) -> Non
 
 def test_swapping_the_runbook_text(lines: list[str], pub: str) -> None:
     fields = obj(lines[0])
-    fields["data"]["runbook_text"] = RUNBOOK.replace("treasury-two-person", "none")
+    fields["data"]["runbook_text"] = RUNBOOK.replace("evm.safe.propose", "evm.sweep")
     lines[0] = canonical_json(fields)
     bad(verify_lines(lines, public_keys=[pub]), 1, "runbook text was replaced")
 
 
 def test_swapping_the_runbook_text_and_its_digest(lines: list[str], pub: str) -> None:
     fields = obj(lines[0])
-    text = RUNBOOK.replace("treasury-two-person", "none")
+    text = RUNBOOK.replace("evm.safe.propose", "evm.sweep")
     fields["data"]["runbook_text"] = text
     fields["data"]["runbook_digest"] = "sha256:" + sha256_hex(text)
     lines[0] = canonical_json(fields)
@@ -476,8 +474,8 @@ def test_values_that_are_hard_to_serialise_still_verify(
     """Escapes, non-ASCII, floats, big ints, nesting: fast and reference checks agree."""
     store.create_run(
         RUN, runbook="x", initiator="zoë", mode="tabletop", incident='INC "7"',
-        data={"runbook": "x", "runbook_digest": "sha256:" + sha256_hex("é\n"),
-              "runbook_text": "é\n", "initiator": "zoë"},
+        data={"runbook": "x", "runbook_digest": "sha256:" + sha256_hex("id: é\nsteps: []\n"),
+              "runbook_text": "id: é\nsteps: []\n", "initiator": "zoë", "operators": {}},
     )  # fmt: skip
     weird = {
         "step": "s", "text": 'quote " backslash \\ tab \t nl \n ctrl \x01 \x7f \u2028 😀',
@@ -610,9 +608,9 @@ def test_timeline(lines: list[str]) -> None:
     assert REDACTED in started.detail
     assert succeeded.duration is not None
     assert succeeded.duration >= 0
-    approval = rows[10]
-    assert approval.summary == "approval granted"
-    assert approval.actor == "carol"
+    answered = rows[10]
+    assert answered.summary.startswith("answered")
+    assert answered.actor == "carol"
     assert rows[15].summary == "run succeeded"
     assert rows[16].summary == "checkpoint sealing event 16"
 
@@ -769,7 +767,7 @@ def test_cli_show(workspace: Path) -> None:
     assert result.returncode == 0, result.stderr
     text = result.stdout
     for expected in ("run " + RUN, "hot-wallet-drain", "INC-4411", "halt-withdrawals",
-                     "approval granted", "carol", "run succeeded", "integrity:"):  # fmt: skip
+                     "answered", "carol", "run succeeded", "integrity:"):  # fmt: skip
         assert expected in text, expected
     assert "integrity: verified: 17 events" in text
     as_json = irctl(workspace, "transcript", "show", RUN, "--json")

@@ -668,3 +668,46 @@ def test_an_item_of_a_for_each_step_run_with_other_inputs_is_caught(
     path = forged(tmp_path / "run.jsonl", items, keys)
     bad(verify_file(path, [install]), started["seq"], "send[1] started with digest",
         "not one of the items approved")  # fmt: skip
+
+
+# -- forgeries by someone holding the installation key, caught from the runbook's policies ----
+
+
+def test_stripping_every_approval_event_of_a_gated_step(
+    items: list[dict[str, Any]], keys: dict[str, Ed25519PrivateKey], install: str, tmp_path: Path
+) -> None:
+    """The runbook (bound by its digest) says the sweep needs approval: no request, no run."""
+    kept = [e for e in items if not e["type"].startswith("approval.")]
+    report = verify_file(forged(tmp_path / "run.jsonl", kept, keys), [install])
+    assert not report.ok
+    assert any(
+        f"{STEP} started, but no approval was ever requested for it (the runbook requires "
+        "'treasury-two-person')" in p for p in report.problems
+    ), report.problems
+
+
+def test_recording_laxer_rules_than_the_runbooks_policy(
+    items: list[dict[str, Any]], keys: dict[str, Ed25519PrivateKey], install: str, tmp_path: Path
+) -> None:
+    """One treasury approval instead of two: the recorded rules are not the runbook's."""
+    lax = Policy(quorum=1, roles=["treasury"]).model_dump(mode="json")
+    at(items, 5)["data"]["rules"] = lax
+    kept = [e for e in items if not (e["type"] == ap.GRANTED and e["data"]["operator"] == "dana")]
+    for event in kept:
+        if event["type"] == ap.QUORUM:
+            event["data"]["approvers"] = ["bob"]
+    report = verify_file(forged(tmp_path / "run.jsonl", kept, keys), [install])
+    bad(report, 5, "records rules that are not the runbook's policy 'treasury-two-person'")
+
+
+def test_removing_the_operators_to_skip_the_signature_checks(
+    items: list[dict[str, Any]], keys: dict[str, Ed25519PrivateKey], install: str, tmp_path: Path
+) -> None:
+    del at(items, 1)["data"]["operators"]
+    for event in items:
+        if event["type"] == ap.GRANTED:
+            for field in ("sig", "assurance", "key"):
+                event["data"].pop(field, None)
+    report = verify_file(forged(tmp_path / "run.jsonl", items, keys), [install])
+    assert not report.ok
+    assert report.problems[0].startswith("event 1 (line 1): run.created records no operators")

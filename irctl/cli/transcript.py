@@ -566,7 +566,7 @@ def salt_command(
 
     workspace = _workspace()
     run = workspace.store.find_run(run_id)
-    recorded = _commitments(workspace.store.lines(run.id))
+    recorded = _commitments(workspace.store.lines(run.id), f"run {run.id}")
     if name not in recorded:
         known = ", ".join(sorted(recorded)) or "none"
         raise UsageError(f"run {run.id} recorded no secret {name!r} (recorded: {known})")
@@ -624,7 +624,7 @@ def check_secret(
             if found is None:
                 raise UsageError(f"the store holds no salt for run {run.id}")
             salt = secret_salt(found, name)
-    recorded = _commitments(lines)
+    recorded = _commitments(lines, run_label)
     if name not in recorded:
         known = ", ".join(sorted(recorded)) or "none"
         raise UsageError(f"{run_label} recorded no secret {name!r} (recorded: {known})")
@@ -633,7 +633,10 @@ def check_secret(
 
         value = getpass.getpass(f"value of {name} (not echoed): ")
     else:
-        value = sys.stdin.read().rstrip("\r\n")
+        try:
+            value = sys.stdin.buffer.read().decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise UsageError("the value on stdin is not UTF-8 text") from exc
     if not value:
         raise UsageError("no value on stdin")
     matches = [check_commitment(c, salt.strip(), value) for c in recorded[name]]
@@ -647,21 +650,44 @@ def check_secret(
     )
 
 
-def _commitments(lines: Any) -> dict[str, list[str]]:
-    """Secret name -> every commitment recorded for it (one per execution of the run)."""
-    import json
+def _commitments(lines: Any, label: str) -> dict[str, list[str]]:
+    """Secret name -> every commitment recorded for it (one per execution of the run).
 
+    A ``secrets`` record that is not a mapping of names to ``hmac-sha256:<hex>``
+    commitments fails verification (:class:`VerificationFailed`, naming the line):
+    a commitment that cannot be read cannot be matched, so no value is confirmed.
+    """
+    import json
+    import re
+
+    shape = re.compile(r"hmac-sha256:[0-9a-f]{64}")
     found: dict[str, list[str]] = {}
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         if '"secrets"' not in line:
             continue
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        if event.get("type") not in ("run.started", "run.resumed"):
+        if not isinstance(event, dict) or event.get("type") not in ("run.started", "run.resumed"):
             continue
-        for key, entry in (event.get("data", {}).get("secrets") or {}).items():
-            if isinstance(entry, dict) and isinstance(entry.get("commitment"), str):
-                found.setdefault(str(key), []).append(entry["commitment"])
+        data = event.get("data")
+        secrets = data.get("secrets") if isinstance(data, dict) else None
+        if not isinstance(secrets, dict):
+            if isinstance(data, dict) and secrets is None:
+                continue  # an execution that resolved no secret
+            raise VerificationFailed(
+                f"{label}: line {number} ({event['type']}) records its secrets as something "
+                "other than a mapping of names to commitments: the transcript is malformed "
+                "(see 'irctl transcript verify')"
+            )
+        for key, entry in secrets.items():
+            commitment = entry.get("commitment") if isinstance(entry, dict) else None
+            if not isinstance(commitment, str) or not shape.fullmatch(commitment):
+                raise VerificationFailed(
+                    f"{label}: line {number} ({event['type']}) records no valid commitment for "
+                    f"the secret {str(key)!r} (expected 'hmac-sha256:<64 hex digits>'): the "
+                    "transcript is malformed (see 'irctl transcript verify')"
+                )
+            found.setdefault(str(key), []).append(commitment)
     return found
