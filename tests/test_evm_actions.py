@@ -466,3 +466,29 @@ def test_the_local_chain_runs_as_its_own_process(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_addresses_in_one_case_are_checksummed_and_a_wrong_checksum_is_refused(
+    treasury: Treasury,
+) -> None:
+    from pydantic import ValidationError
+
+    chain, hot, cold = treasury.chain, treasury.hot.address, treasury.cold
+    treasury.allow(cold, "bob", "carol")
+    act = default_registry.get("evm.sweep")
+    lower = {"chain": "local", "from": hot.lower(), "to": cold.lower(), "amount": "1"}
+    parsed = act.parse(lower)
+    assert (parsed.from_, parsed.to) == (hot, cold)
+    upper = act.parse({**lower, "to": "0x" + cold[2:].upper()})
+    assert upper.to == cold
+    flipped = cold[:2] + "".join(c.swapcase() if c.isalpha() else c for c in cold[2:])
+    assert flipped != cold
+    with pytest.raises(ValidationError, match="wrong EIP-55 checksum") as refused:
+        act.parse({**lower, "to": flipped})
+    assert flipped in str(refused.value)
+    out = call("evm.sweep", lower, treasury.context("lower"))  # web3 takes only EIP-55
+    assert out["status"] == "mined"
+    assert out["to"] == cold
+    assert chain.balance(cold) == ETHER
+    read = call("evm.balance", {"chain": "local", "address": cold.lower()}, treasury.context())
+    assert (read["address"], read["balance"]) == (cold, str(ETHER))

@@ -124,3 +124,30 @@ def test_a_broken_file_or_policy_is_a_clear_error(ws: Path) -> None:
     code, _, stderr = run(ws, "verify")
     assert code == 2
     assert "quorum must be a whole number >= 2" in stderr
+
+
+def test_two_operators_sharing_one_key_count_once_toward_the_quorum(tmp_path: Path) -> None:
+    from irctl_evm import allowlist
+    from irctl_evm.allowlist import Policy
+
+    shared = generate_private_key(tmp_path / "shared.key")
+    own = generate_private_key(tmp_path / "own.key")
+    operators = {
+        "bob": {"roles": ["treasury"], "key": public_key_text(shared)},
+        "bob-laptop": {"roles": ["treasury"], "key": public_key_text(shared)},  # same key
+        "carol": {"roles": ["treasury"], "key": public_key_text(own)},
+    }
+    policy = Policy.from_config({"quorum": 2, "roles": ["treasury"]})
+    entry = allowlist.add([], chain="local", address=COLD, label="cold-1", by="bob",
+                          at="2026-01-01T00:00:00Z")  # fmt: skip
+    allowlist.sign(entry, "bob", shared)
+    allowlist.sign(entry, "bob-laptop", shared)  # one private key, two names
+    verdict = allowlist.verify_entry(entry, operators, policy)
+    assert not verdict.ok
+    assert verdict.valid_signers == ("bob",)
+    assert any("same public key as bob" in p for p in verdict.problems)
+    assert "1 of 2 required signatures" in verdict.problems
+    allowlist.sign(entry, "carol", own)
+    verdict = allowlist.verify_entry(entry, operators, policy)
+    assert verdict.ok
+    assert verdict.valid_signers == ("bob", "carol")

@@ -226,23 +226,90 @@ def _closed_port() -> int:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--safe", "0xnothex", "--to", SAFE, "--chain-id", "1", "--version", "1.3.0",
-          "--nonce", "1"], "safe: '0xnothex' is not an address"),
-        (["--safe", SAFE.replace("a", "A", 1), "--to", SAFE, "--chain-id", "1",
-          "--version", "1.3.0", "--nonce", "1"], "wrong EIP-55 checksum"),
-        (["--safe", SAFE, "--to", SAFE, "--chain-id", "1", "--version", "1.3.0",
-          "--nonce", "1", "--data", "0x123"], "is not hex data"),
-        (["--safe", SAFE, "--to", SAFE, "--chain-id", "1", "--version", "2.0.0",
-          "--nonce", "1"], "unknown Safe version '2.0.0'"),
+        (
+            [
+                "--safe",
+                "0xnothex",
+                "--to",
+                SAFE,
+                "--chain-id",
+                "1",
+                "--version",
+                "1.3.0",
+                "--nonce",
+                "1",
+            ],
+            "safe: '0xnothex' is not an address",
+        ),
+        (
+            [
+                "--safe",
+                SAFE.replace("a", "A", 1),
+                "--to",
+                SAFE,
+                "--chain-id",
+                "1",
+                "--version",
+                "1.3.0",
+                "--nonce",
+                "1",
+            ],
+            "wrong EIP-55 checksum",
+        ),
+        (
+            [
+                "--safe",
+                SAFE,
+                "--to",
+                SAFE,
+                "--chain-id",
+                "1",
+                "--version",
+                "1.3.0",
+                "--nonce",
+                "1",
+                "--data",
+                "0x123",
+            ],
+            "is not hex data",
+        ),
+        (
+            ["--safe", SAFE, "--to", SAFE, "--chain-id", "1", "--version", "2.0.0", "--nonce", "1"],
+            "unknown Safe version '2.0.0'",
+        ),
         (["--safe", SAFE, "--to", SAFE, "--chain-id", "1"], "missing version, nonce"),
-        (["--url", f"http://127.0.0.1:{_closed_port()}/api/v1/multisig-transactions/0x"
-          + "11" * 32 + "/"], "cannot reach the service"),
-        (["--url", "http://127.0.0.1:9/not-a-transaction"],
-         "not a Safe Transaction Service transaction URL"),
+        (
+            [
+                "--url",
+                f"http://127.0.0.1:{_closed_port()}/api/v1/multisig-transactions/0x"
+                + "11" * 32
+                + "/",
+            ],
+            "cannot reach the service",
+        ),
+        (
+            ["--url", "http://127.0.0.1:9/not-a-transaction"],
+            "not a Safe Transaction Service transaction URL",
+        ),
         (["--url", "file:///etc/passwd"], "not a Safe Transaction Service transaction URL"),
         (["--file", "missing.json"], "cannot read missing.json"),
-        (["--safe", SAFE, "--to", SAFE, "--chain-id", "1", "--version", "1.3.0", "--nonce",
-          "1", "--expect-safe-tx-hash", "0x1234"], "must be 32 bytes"),
+        (
+            [
+                "--safe",
+                SAFE,
+                "--to",
+                SAFE,
+                "--chain-id",
+                "1",
+                "--version",
+                "1.3.0",
+                "--nonce",
+                "1",
+                "--expect-safe-tx-hash",
+                "0x1234",
+            ],
+            "must be 32 bytes",
+        ),
     ],
 )
 def test_cli_bad_input_exits_2_with_a_message(
@@ -408,3 +475,87 @@ def test_the_cli_and_the_integration_import_no_ethereum_library_until_used() -> 
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, timeout=60)  # fmt: skip
     assert done.stdout.strip() == "[]"
+
+
+# --- the registry: one address on several chains --------------------------------------------
+
+
+def _two_chain_registry() -> Any:
+    from irctl_evm.safe.registry import Registry, SafeEntry
+
+    def entry(chain_id: int, version: str) -> SafeEntry:
+        return SafeEntry(
+            name=f"cold-{chain_id}", chain_id=chain_id, address=SAFE, version=version,
+            singleton=TOKEN, owners=(NEW_OWNER,), threshold=1,
+        )  # fmt: skip
+
+    return Registry(path="safe-registry.yaml", safes=(entry(1, "1.1.1"), entry(10, "1.3.0")))
+
+
+def test_the_registry_entry_is_the_one_of_the_chain_given(tmp_path: Path) -> None:
+    from irctl_evm.safe.verify import load
+
+    registry = _two_chain_registry()
+    fields = {"safe": SAFE, "to": TOKEN, "nonce": "71"}
+    on_10 = load({**fields, "chain_id": "10"}, registry=registry)
+    assert (on_10.chain_id, on_10.version) == (10, "1.3.0")
+    on_1 = load({**fields, "chain_id": "1"}, registry=registry)
+    assert (on_1.chain_id, on_1.version) == (1, "1.1.1")
+    path = tmp_path / "tx.json"
+    path.write_text(json.dumps({**fields, "chainId": 10}))
+    from_file = load({"safe": SAFE}, file=str(path), registry=registry)
+    assert (from_file.chain_id, from_file.version) == (10, "1.3.0")
+
+
+def test_a_safe_on_several_chains_needs_the_chain_id() -> None:
+    from irctl_evm.safe.tx import SafeInputError
+    from irctl_evm.safe.verify import load
+
+    with pytest.raises(SafeInputError, match=r"on chains 1, 10: give the chain id \(--chain-id\)"):
+        load({"safe": SAFE, "to": TOKEN, "nonce": "71"}, registry=_two_chain_registry())
+
+
+def test_cli_a_safe_on_several_chains_needs_the_chain_id(workspace: Path) -> None:
+    (workspace / "safe-registry.yaml").write_text(
+        "irctl: 1\nkind: safe-registry\nsafes:\n"
+        f"  - {{name: main, chain_id: 1, address: '{SAFE}', version: 1.1.1,\n"
+        f"     singleton: '{TOKEN}', owners: ['{NEW_OWNER}'], threshold: 1}}\n"
+        f"  - {{name: op, chain_id: 10, address: '{SAFE}', version: 1.3.0,\n"
+        f"     singleton: '{TOKEN}', owners: ['{NEW_OWNER}'], threshold: 1}}\n"
+    )
+    guessed = verify_cli(workspace, "--safe", SAFE, "--to", TOKEN, "--nonce", "71")
+    assert guessed.returncode == 2, guessed.stdout + guessed.stderr
+    assert "--chain-id" in guessed.stderr
+    done = verify_cli(workspace, "--safe", SAFE, "--to", TOKEN, "--nonce", "71",
+                      "--chain-id", "10", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (json.loads(done.stdout)["chain_id"], json.loads(done.stdout)["version"]) == (
+        10,
+        "1.3.0",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "-1"], "--timeout -1: give a positive number of seconds"),
+        (["--timeout", "0"], "--timeout 0: give a positive number of seconds"),
+        (["--expect-safe-tx-hash", "0xzz"], "--expect-safe-tx-hash"),
+        (["--expect-domain-hash", "0xzz"], "--expect-domain-hash"),
+    ],
+)
+def test_cli_option_mistakes_exit_2_naming_the_option(
+    workspace: Path, args: list[str], message: str
+) -> None:
+    done = verify_cli(workspace, "--safe", SAFE, "--to", TOKEN, "--chain-id", "1",
+                      "--version", "1.3.0", "--nonce", "1", *args)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert "_hash" not in done.stderr  # the option's real name, not the parameter's
+    assert "internal error" not in done.stderr
+
+
+def test_cli_snapshot_refuses_a_negative_timeout(workspace: Path) -> None:
+    done = irctl("safe", "snapshot", "--timeout", "-1", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--timeout -1: give a positive number of seconds" in done.stderr

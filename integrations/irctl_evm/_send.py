@@ -14,11 +14,23 @@ step's probe read the recorded transaction back and look it up on the chain:
 - unknown, but the nonce was used by another transaction: someone else signed
   from this address; irctl stops and an operator decides.
 
-A transaction is never signed twice for one step of one run.
+A transaction is never signed twice for one step of one run.  An attempt the engine
+gave up on (its timeout passed) may still be running in its thread when a retry
+starts, so:
+
+- the recorded transaction is read again *inside* the per-sender lock, where the
+  attempts take turns: the one that comes second resumes the first one's transaction;
+- an attempt whose ``ctx.cancelled`` is set signs nothing and broadcasts nothing;
+- a step records one ``tx`` fact, never a second one.
+
+What is read back from the journal may have been altered (the journal redacts every
+occurrence of a secret's value): recorded bytes are broadcast only when their keccak
+is the recorded hash and they decode to the recorded sender and nonce.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +46,8 @@ RECEIPT_WAIT = 60.0
 
 _LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+_HEX = re.compile(r"^0x(?:[0-9a-fA-F]{2})+$")
+_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
 @dataclass(frozen=True)
@@ -101,21 +115,30 @@ def send(
     extra: dict[str, Any],
 ) -> tuple[dict[str, Any], Found]:
     """Sign ``call`` (``to``, ``value``, ``data``, ``gas``, fees) with ``signer``, record it,
-    broadcast it and wait for its receipt.  Use :func:`recorded_tx` first: a step that
-    already recorded a transaction must :func:`resume` it instead.
+    broadcast it and wait for its receipt.  A step that already recorded a transaction
+    resumes it instead (:func:`resume`): callers check :func:`recorded_tx` first, and
+    ``send`` checks again where the attempts of the step take turns.
 
     ``fingerprint`` identifies the step's resolved inputs: a transaction recorded for
     other inputs is never broadcast.  ``extra`` is recorded with the transaction
     (amount, token...) and returned with it.  Returns the recorded transaction and
     where it stands.
     """
-    if recorded_tx(ctx) is not None:  # pragma: no cover - callers check first
-        raise ActionError("this step already signed a transaction", retryable=False)
     # Steps of one run sending from one address at once (a parallel block, a for_each)
-    # take turns from choosing the nonce to the broadcast, so no two sign the same nonce.
+    # take turns from choosing the nonce to the broadcast, so no two sign the same nonce;
+    # so do two attempts of one step (a retry while a timed-out attempt still runs).
     with _sender_lock(chain, signer.address):
-        recorded = _sign_and_record(ctx, w3, chain, signer, call, fingerprint, extra)
-        found = _broadcast(w3, chain, recorded)
+        earlier = recorded_tx(ctx)  # read again under the lock: another attempt may have signed
+        recorded, signed_now = (
+            (earlier, False)
+            if earlier is not None
+            else _sign_and_record(ctx, w3, chain, signer, call, fingerprint, extra)
+        )
+        if signed_now:
+            found = _broadcast(ctx, w3, chain, recorded)
+        else:
+            ctx.note(f"an earlier attempt of this step signed {recorded.get('hash')}: resuming it")
+            found = _resume_locked(ctx, w3, chain, recorded, fingerprint)
     return recorded, _settled(ctx, w3, chain, recorded, found)
 
 
@@ -132,7 +155,9 @@ def _sign_and_record(
     call: dict[str, Any],
     fingerprint: str,
     extra: dict[str, Any],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
+    """Sign and record a transaction: ``(it, True)``; or ``(earlier, False)`` when another
+    attempt recorded one for this step meanwhile (what was signed here is dropped unsent)."""
     nonce = rpc(
         lambda: int(w3.eth.get_transaction_count(signer.address, "pending")),
         chain,
@@ -140,6 +165,7 @@ def _sign_and_record(
     )
     chain_id = rpc(lambda: int(w3.eth.chain_id), chain, "read the chain id")
     tx = {**call, "nonce": nonce, "chainId": chain_id}
+    _stop_if_cancelled(ctx, "nothing was signed or sent")
     signed = sign_transaction(signer, tx)
     recorded = {
         **extra,
@@ -153,9 +179,22 @@ def _sign_and_record(
         "raw": signed.raw,
         "fingerprint": fingerprint,
     }
+    earlier = recorded_tx(ctx)
+    if earlier is not None:  # one tx fact per step, never a second
+        return earlier, False
     ctx.record(tx=recorded)  # in the journal before the transaction can leave
     ctx.note(f"signed {signed.hash} (nonce {nonce}) on {chain}; broadcasting")
-    return recorded
+    return recorded, True
+
+
+def _stop_if_cancelled(ctx: ActionContext, what: str) -> None:
+    """Raise when this attempt was given up on (timed out, stopped): it must not go on."""
+    if ctx.cancelled.is_set():
+        raise ActionError(
+            f"step '{ctx.step_id}' attempt {ctx.attempt} was cancelled (timed out or "
+            f"stopped): {what}",
+            retryable=False,
+        )
 
 
 def recorded_tx(ctx: ActionContext) -> dict[str, Any] | None:
@@ -168,24 +207,50 @@ def resume(
     ctx: ActionContext, w3: Any, chain: str, recorded: dict[str, Any], fingerprint: str
 ) -> tuple[dict[str, Any], Found]:
     """Finish what an earlier attempt started: never sign again, at most re-broadcast."""
+    with _sender_lock(chain, str(recorded.get("from", ""))):
+        found = _resume_locked(ctx, w3, chain, recorded, fingerprint)
+    return recorded, _settled(ctx, w3, chain, recorded, found)
+
+
+def _resume_locked(
+    ctx: ActionContext, w3: Any, chain: str, recorded: dict[str, Any], fingerprint: str
+) -> Found:
     if recorded.get("fingerprint") != fingerprint:
         raise ActionError(
             f"an earlier attempt of this step signed {recorded.get('hash')} for other inputs; "
             "irctl will not sign again: check that transaction, then mark the step by hand",
             retryable=False,
         )
-    found = find(w3, chain, recorded)
+    problem = integrity_problem(recorded)
+    if problem is not None and not _is_hash(recorded.get("hash")):
+        raise ActionError(_altered(recorded, problem), retryable=False)
+    try:
+        found = find(w3, chain, recorded)
+    except ActionError as exc:
+        if problem is None:
+            raise
+        raise ActionError(_altered(recorded, problem), retryable=False) from exc
     if found.state in ("mined", "pending"):
         ctx.note(f"{recorded['hash']} was already sent by an earlier attempt: not sending again")
-        return recorded, _settled(ctx, w3, chain, recorded, found)
+        return found
+    if problem is not None:
+        raise ActionError(_altered(recorded, problem), retryable=False)
     if found.state == "replaced":
         raise ActionError(_replaced(recorded), retryable=False)
     ctx.note(f"{recorded['hash']} never reached the chain: broadcasting the same signed bytes")
-    return recorded, _settled(ctx, w3, chain, recorded, _broadcast(w3, chain, recorded))
+    return _broadcast(ctx, w3, chain, recorded)
 
 
-def _broadcast(w3: Any, chain: str, recorded: dict[str, Any]) -> Found:
+def _broadcast(ctx: ActionContext, w3: Any, chain: str, recorded: dict[str, Any]) -> Found:
+    problem = integrity_problem(recorded)
+    if problem is not None:  # never broadcast bytes that are not the recorded transaction
+        raise ActionError(_altered(recorded, problem), retryable=False)
     raw = str(recorded["raw"])
+    _stop_if_cancelled(
+        ctx,
+        f"{recorded['hash']} (nonce {recorded['nonce']}) is recorded but was not broadcast; "
+        "a later attempt or 'irctl resume' sends those same bytes",
+    )
     try:
         rpc(lambda: w3.eth.send_raw_transaction(raw), chain, "broadcast the transaction")
     except ActionError as exc:
@@ -197,6 +262,51 @@ def _broadcast(w3: Any, chain: str, recorded: dict[str, Any]) -> Found:
             raise ActionError(_replaced(recorded), retryable=False) from exc
         raise
     return Found("pending")
+
+
+def integrity_problem(recorded: dict[str, Any]) -> str | None:
+    """Why the recorded signed bytes are not the recorded transaction, or None when they
+    are: keccak(raw) is the recorded hash, and raw decodes to the recorded sender and nonce.
+    """
+    from eth_account import Account
+    from eth_account.typed_transactions.typed_transaction import TypedTransaction
+    from eth_utils.crypto import keccak
+    from hexbytes import HexBytes
+
+    text = recorded.get("raw")
+    if not isinstance(text, str) or not _HEX.fullmatch(text):
+        return "its signed bytes ('raw') are not hex"
+    raw = bytes.fromhex(text[2:])
+    if not _is_hash(recorded.get("hash")):
+        return "its recorded hash is not 0x + 64 hex digits"
+    if "0x" + keccak(raw).hex() != str(recorded["hash"]).lower():
+        return "the keccak of its signed bytes is not its recorded hash"
+    try:
+        sender = str(Account.recover_transaction(raw))
+        decoded = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+        nonce, chain_id = int(decoded["nonce"]), int(decoded["chainId"])
+    except Exception:  # any decoding failure means the bytes are not a signed transaction
+        return "its signed bytes do not decode as a signed transaction"
+    if sender.lower() != str(recorded.get("from", "")).lower():
+        return f"its signed bytes are signed by {sender}, not by {recorded.get('from')}"
+    if str(nonce) != str(recorded.get("nonce")):
+        return f"its signed bytes carry nonce {nonce}, not {recorded.get('nonce')}"
+    if "chain_id" in recorded and str(chain_id) != str(recorded["chain_id"]):
+        return f"its signed bytes are for chain id {chain_id}, not {recorded['chain_id']}"
+    return None
+
+
+def _is_hash(value: Any) -> bool:
+    return isinstance(value, str) and _HASH.fullmatch(value) is not None
+
+
+def _altered(recorded: dict[str, Any], problem: str) -> str:
+    return (
+        f"the transaction this step recorded (hash {recorded.get('hash')}, nonce "
+        f"{recorded.get('nonce')}) does not read back as it was signed: {problem} (was a "
+        "secret's value redacted from the journal?); nothing was broadcast: check on the "
+        "chain whether it was sent, then mark the step by hand"
+    )
 
 
 def _settled(

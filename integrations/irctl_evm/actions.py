@@ -30,7 +30,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from irctl.actions import ActionContext, Probe, action
 from irctl.canonical import canonical_json, sha256_hex
@@ -52,7 +52,26 @@ def _number_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) else value
 
 
-Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="0x + 40 hex digits")]
+def _checksummed(value: str) -> str:
+    """An address in its EIP-55 form (web3 takes no other); a mixed-case address must carry
+    a valid checksum: a mistyped address is refused, never "corrected"."""
+    from eth_utils.address import to_checksum_address
+
+    checksummed = str(to_checksum_address(value))
+    body = value[2:]
+    if body != body.lower() and body != body.upper() and value != checksummed:
+        raise ValueError(
+            f"{value} has a wrong EIP-55 checksum (a mistyped address?); check it against "
+            "its source, or give it in lower case"
+        )
+    return checksummed
+
+
+Address = Annotated[
+    str,
+    Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="0x + 40 hex digits (EIP-55 or one case)"),
+    AfterValidator(_checksummed),
+]
 OptionalToken = Annotated[
     Address | None,
     BeforeValidator(_blank_is_none),
@@ -544,7 +563,18 @@ def _signer(ctx: ActionContext, chain: str) -> Signer:
 
 
 def _probe_sent(w3: Any, chain: str, earlier: dict[str, Any], extra: Outputs) -> Probe:
-    found = _send.find(w3, chain, earlier)
+    problem = _send.integrity_problem(earlier)
+    try:
+        found = _send.find(w3, chain, earlier)
+    except ActionError:
+        if problem is None:
+            raise
+        found = _send.Found("absent")
+    if problem is not None and found.state not in ("mined", "pending"):
+        return Probe.unknown(
+            f"the recorded transaction {earlier.get('hash')} does not read back as it was "
+            f"signed ({problem}): it will not be re-sent"
+        )
     if found.state == "absent":
         return Probe.not_done(f"{earlier['hash']} never reached the chain; it will be re-sent")
     if found.state == "replaced":

@@ -245,10 +245,14 @@ def sign(entry: Entry, operator: str, key: Ed25519PrivateKey) -> None:
 def verify_entry(
     entry: Entry, operators: Mapping[str, Mapping[str, Any]], policy: Policy
 ) -> Verdict:
-    """Count the distinct operators with a policy role whose signature of ``entry`` verifies."""
+    """Count the distinct keys of operators with a policy role whose signature of ``entry``
+    verifies: two operators who share one public key count once (one private key signed)."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     from irctl.identity import load_public_key, verify
 
     valid: list[str] = []
+    signer_of: dict[bytes, str] = {}  # a counted public key -> the operator it counted for
     problems: list[str] = []
     message = entry.message()
     for item in entry.signatures:
@@ -272,8 +276,17 @@ def verify_entry(
         if not verify(public, message, item["signature"]):
             problems.append(f"{name}: signature does not match (the entry changed after signing?)")
             continue
-        if name not in valid:
-            valid.append(name)
+        if name in valid:
+            continue
+        raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        if raw in signer_of:
+            problems.append(
+                f"{name}: has the same public key as {signer_of[raw]} in irctl.yaml; one key "
+                "counts once toward the quorum"
+            )
+            continue
+        signer_of[raw] = name
+        valid.append(name)
     if len(valid) < policy.quorum:
         problems.append(f"{len(valid)} of {policy.quorum} required signatures")
     return Verdict(entry, tuple(valid), tuple(problems), policy.quorum)

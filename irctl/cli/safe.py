@@ -89,6 +89,7 @@ def verify(
     from irctl_evm.safe.verify import load
     from irctl_evm.safe.verify import verify as check
 
+    _positive_timeout(timeout)
     found = locate(registry, _configured_registry())
     fields: dict[str, Any] = {
         "safe": safe, "chain_id": chain_id, "version": version, "to": to, "value": value,
@@ -118,9 +119,10 @@ def verify(
                         ("domain_hash", expect_domain_hash),
                         ("message_hash", expect_message_hash)):  # fmt: skip
         if given:
-            digest = hexbytes(given if given.startswith("0x") else "0x" + given, f"--expect-{name}")
+            option = f"--expect-{name.replace('_', '-')}"
+            digest = hexbytes(given if given.startswith("0x") else "0x" + given, option)
             if len(digest) != 32:
-                raise SafeInputError(f"--expect-{name.replace('_', '-')}: must be 32 bytes")
+                raise SafeInputError(f"{option}: must be 32 bytes")
             expected[name] = "0x" + digest.hex()
     result = check(tx, trusted=trusted, expected_hashes=expected)
     if as_json:
@@ -128,6 +130,13 @@ def verify(
     else:
         _render(result)
     raise typer.Exit(1 if result.flags else 0)
+
+
+def _positive_timeout(timeout: float) -> None:
+    from irctl_evm.safe.tx import SafeInputError
+
+    if not timeout > 0:  # also NaN
+        raise SafeInputError(f"--timeout {timeout:g}: give a positive number of seconds")
 
 
 def _configured_registry() -> str | None:
@@ -214,6 +223,7 @@ def snapshot(
     from irctl.errors import IrctlError, UsageError
     from irctl.workspace import Workspace
 
+    _positive_timeout(timeout)
     settings: dict[str, Any] = Workspace.find().config.integrations.get("safe", {})
     found = locate(registry, str(settings["registry"]) if settings.get("registry") else None)
     try:

@@ -252,7 +252,8 @@ def load(
     file holds and give the chain id and version a URL lacks; a URL's
     transaction must be for the ``safe`` and ``nonce`` given, if they are.  A Safe listed in
     ``registry`` (a :class:`irctl_evm.safe.registry.Registry`) supplies its
-    chain id and version when nothing else does.
+    version, and its chain id when nothing else does and the registry lists that address
+    on one chain only (on several, the chain id must be given).
     """
     from irctl_evm.safe import sts
     from irctl_evm.safe.tx import SafeInputError, address, from_mapping, read_file, uint, version
@@ -261,10 +262,7 @@ def load(
     if file and url:
         raise SafeInputError("give the transaction as a file or as a URL, not both")
     if registry is not None and "safe" in given:
-        entry = registry.find(address(given["safe"], "safe"))
-        if entry is not None:
-            given.setdefault("chain_id", entry.chain_id)
-            given.setdefault("version", entry.version)
+        _registry_defaults(registry, given, file)
     if url:
         chain = given.get("chain_id")
         tx = sts.read_transaction(
@@ -290,3 +288,46 @@ def load(
             f"{registry.path}, not {tx.version}: the hashes depend on it"
         )
     return tx
+
+
+def _registry_defaults(registry: Any, given: dict[str, Any], file: str | None) -> None:
+    """Fill ``given``'s chain id and version from the registry's entry for its Safe on its
+    chain; refuse to guess the chain of a Safe the registry lists on several."""
+    from irctl_evm.safe.tx import SafeInputError, address, uint
+
+    safe = address(given["safe"], "safe")
+    chain = given.get("chain_id")
+    if chain is None and file:
+        chain = _file_chain_id(file)
+    if chain is not None:
+        entry = registry.find(safe, uint(chain, "chain_id"))
+        if entry is not None:
+            given.setdefault("version", entry.version)
+        return
+    chains = sorted({entry.chain_id for entry in registry.safes if entry.address == safe})
+    if len(chains) > 1:
+        raise SafeInputError(
+            f"Safe {safe} is in the registry {registry.path} on chains "
+            f"{', '.join(str(c) for c in chains)}: give the chain id (--chain-id) to say which"
+        )
+    if chains:
+        entry = registry.find(safe, chains[0])
+        given.setdefault("chain_id", entry.chain_id)
+        given.setdefault("version", entry.version)
+
+
+def _file_chain_id(file: str) -> Any:
+    """The chain id a transaction file holds, if it can be read (``read_file`` reports the
+    file's problems later)."""
+    import json
+    from pathlib import Path
+
+    try:
+        raw = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(raw, dict) and isinstance(raw.get("results"), list) and raw["results"]:
+        raw = raw["results"][0]
+    if not isinstance(raw, dict):
+        return None
+    return raw.get("chain_id", raw.get("chainId"))
