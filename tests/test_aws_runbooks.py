@@ -262,13 +262,11 @@ def test_hot_wallet_compromise(
         assert json.loads(stored["SecretString"])["AccessKeyId"] == new_key
         team.answer(run_id, "custody-hotline")
 
-        # Two people re-enable the key for the sweep, then two approve the sweep itself
-        _, key, why = team.until_waiting(run_id)
-        assert (key, why) == ("enable-key-for-sweep", "approval")
-        team.approve(run_id, "enable-key-for-sweep", "tara", "alice")
+        # Two people approve the sweep; the key is never enabled while they decide
         _, key, why = team.until_waiting(run_id)
         assert (key, why) == ("sweep-to-cold", "approval")
         assert chain.balance(cold) == 0
+        assert kms.describe_key(KeyId=hot["signing_key"])["KeyMetadata"]["KeyState"] == "Disabled"
         team.approve(run_id, "sweep-to-cold", "tom", "alice")
         state = team.engine.execute(run_id)
         assert state.status == "succeeded", [
@@ -279,7 +277,7 @@ def test_hot_wallet_compromise(
         assert state.steps["sweep-to-cold"].outputs["tx_hash"] == sent["hash"]
         assert state.steps["confirm-sweep"].status == "succeeded"
         assert exchange.sweeps == []  # on chain, not through custody
-        # enabled for the sweep only: disabled again
+        assert state.steps["disable-key-after-sweep"].status == "succeeded"
         assert kms.describe_key(KeyId=hot["signing_key"])["KeyMetadata"]["KeyState"] == "Disabled"
         assert state.steps["stop-signers"].outputs["previous_desired_count"] == 2
     assert not any(wallet.private_key[2:] in line for line in team.store.lines(run_id))
@@ -320,8 +318,6 @@ def test_hot_wallet_sweep_to_an_address_not_on_the_allowlist_is_refused(
         )
         team.until_waiting(run_id)
         team.answer(run_id, "custody-hotline")
-        team.until_waiting(run_id)
-        team.approve(run_id, "enable-key-for-sweep", "tara", "alice")
         team.until_waiting(run_id)
         team.approve(run_id, "sweep-to-cold", "tom", "alice")
         state = team.engine.execute(run_id)

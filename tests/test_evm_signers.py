@@ -157,6 +157,33 @@ def test_kms_signer_refuses_disabled_and_unsuitable_keys(aws: dict[str, Any]) ->
         kms_signer({"key_id": "alias/nothing-here", **aws}, "ethereum")
 
 
+def test_a_disabled_key_is_enabled_only_while_it_signs(aws: dict[str, Any]) -> None:
+    """enable_while_signing: a disabled key is accepted, and is disabled again right after it
+    signs, even when what it signed is then refused.  (moto lets a disabled key sign, so
+    the enabling itself is not observable here: the state before and after is.)"""
+    kms = boto("kms", aws)
+    key_id = _kms_key(aws)
+    kms.disable_key(KeyId=key_id)
+
+    def state() -> str:
+        return str(kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"])
+
+    settings = {"key_id": "alias/hot-wallet", "enable_while_signing": True, **aws}
+    with pytest.raises(ActionError, match="is Disabled"):  # not without the option
+        kms_signer({**settings, "enable_while_signing": False}, "ethereum")
+    signer = kms_signer(settings, "ethereum")
+    assert state() == "Disabled"  # enabled to read the public key, and disabled again
+    digest = hashlib.sha256(b"a sweep's digest").digest()
+    # moto's signature is over sha256(digest), so the signer refuses it: nothing is sent
+    with pytest.raises(ActionError, match="MessageType=DIGEST"):
+        signer.sign_digest(digest)
+    assert state() == "Disabled"
+    # only a disabled key: one pending deletion is refused all the same
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    with pytest.raises(ActionError, match="is PendingDeletion"):
+        kms_signer(settings, "ethereum")
+
+
 def test_signer_selection_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
     (tmp_path / "hot.key").write_text(secret + "\n", encoding="utf-8")

@@ -178,7 +178,13 @@ def recover_v(digest: bytes, r: int, s: int, address: str) -> int:
 
 def kms_signer(settings: Mapping[str, Any], chain: str) -> DerSigner:
     """A signer for the KMS key in ``settings`` (``key_id``; ``region``, ``profile``,
-    ``endpoint_url`` optional); refuses a key that is not enabled."""
+    ``endpoint_url`` optional); refuses a key that is not enabled.
+
+    With ``enable_while_signing: true`` a *disabled* key (the hot-wallet runbook disables
+    it first thing) is enabled only for the moment of reading its public key and of
+    signing, and disabled again at once, under the approval of the step that signs: it
+    is never left enabled while people decide.
+    """
     key_id = settings.get("key_id")
     if not isinstance(key_id, str) or not key_id:
         raise ActionError(
@@ -188,13 +194,27 @@ def kms_signer(settings: Mapping[str, Any], chain: str) -> DerSigner:
         )
     kms = _kms_client(settings)
     meta = _aws(lambda: kms.describe_key(KeyId=key_id)["KeyMetadata"], f"DescribeKey {key_id}")
-    if meta.get("KeyState") != "Enabled":
+    briefly = meta.get("KeyState") == "Disabled" and settings.get("enable_while_signing") is True
+    if meta.get("KeyState") != "Enabled" and not briefly:
         raise ActionError(
             f"KMS key {key_id} is {meta.get('KeyState')}: it cannot sign for chain '{chain}' "
-            "(re-enable it under approval, e.g. aws.kms.enable_key, to sign a sweep)",
+            "(set integrations.evm.signer.<chain>.enable_while_signing: true to enable it only "
+            "while the approved step signs)",
             retryable=False,
         )
-    public = _aws(lambda: kms.get_public_key(KeyId=key_id), f"GetPublicKey {key_id}")
+    real_id = str(meta.get("KeyId") or key_id)  # EnableKey and DisableKey take no alias
+
+    def enabled(call: Callable[[], Any], what: str) -> Any:
+        """``call`` with the key enabled; a key that was disabled is disabled again."""
+        if not briefly:
+            return _aws(call, what)
+        _aws(lambda: kms.enable_key(KeyId=real_id), f"EnableKey {key_id} (to sign)")
+        try:
+            return _aws(call, what)
+        finally:
+            _disable_again(kms, real_id, key_id)
+
+    public = enabled(lambda: kms.get_public_key(KeyId=key_id), f"GetPublicKey {key_id}")
     spec = public.get("KeySpec") or meta.get("KeySpec")
     usage = public.get("KeyUsage") or meta.get("KeyUsage")
     if spec != "ECC_SECG_P256K1" or usage != "SIGN_VERIFY":
@@ -205,7 +225,7 @@ def kms_signer(settings: Mapping[str, Any], chain: str) -> DerSigner:
         )
 
     def sign_der(digest: bytes) -> bytes:
-        answer = _aws(
+        answer = enabled(
             lambda: kms.sign(
                 KeyId=key_id,
                 Message=digest,
@@ -217,6 +237,22 @@ def kms_signer(settings: Mapping[str, Any], chain: str) -> DerSigner:
         return bytes(answer["Signature"])
 
     return DerSigner(bytes(public["PublicKey"]), sign_der)
+
+
+def _disable_again(kms: Any, real_id: str, key_id: str) -> None:
+    """Disable a key enabled just to sign; an error that says so loudly if it stays enabled."""
+    problem: ActionError | None = None
+    for _ in range(3):
+        try:
+            _aws(lambda: kms.disable_key(KeyId=real_id), f"DisableKey {key_id}")
+            return
+        except ActionError as exc:
+            problem = exc
+    raise ActionError(
+        f"KMS key {key_id} was enabled to sign and could NOT be disabled again ({problem}): "
+        "disable it now (aws kms disable-key); nothing was sent",
+        retryable=False,
+    )
 
 
 def keyfile_signer(settings: Mapping[str, Any], chain: str, base: Path | None) -> KeySigner:
