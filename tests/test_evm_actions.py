@@ -492,3 +492,14 @@ def test_addresses_in_one_case_are_checksummed_and_a_wrong_checksum_is_refused(
     assert chain.balance(cold) == ETHER
     read = call("evm.balance", {"chain": "local", "address": cold.lower()}, treasury.context())
     assert (read["address"], read["balance"]) == (cold, str(ETHER))
+
+
+def test_amounts_are_converted_to_base_units_exactly_never_rounded() -> None:
+    from irctl_evm.actions import _units
+
+    # 30 significant digits: more than decimal's default precision of 28
+    assert _units("100000000000.000000000000000001", 18) == 10**29 + 1
+    assert _units("1.5", 18) == 15 * 10**17
+    assert _units("0.000001", 6) == 1
+    with pytest.raises(ActionError, match="has more than 6 decimals"):
+        _units("1.0000001", 6)

@@ -27,7 +27,7 @@ Every transaction is sent exactly once across crashes (:mod:`irctl_evm._send`).
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -617,7 +617,9 @@ def _units(amount: str, decimals: int) -> int:
         ) from exc
     if not value.is_finite() or value <= 0:
         raise ActionError(f"amount must be positive, not {amount!r}", retryable=False)
-    units = value * (Decimal(10) ** decimals)
+    with localcontext() as exact:  # never round an amount of money (the default keeps 28 digits)
+        exact.prec = max(100, len(value.as_tuple().digits) + decimals + 2)
+        units = value.scaleb(decimals)
     if units != units.to_integral_value():
         raise ActionError(f"{amount} has more than {decimals} decimals", retryable=False)
     return int(units)
