@@ -804,3 +804,19 @@ def test_cli_help_has_examples(workspace: Path) -> None:
         assert result.returncode == 0
         assert "Examples" in result.stdout
         assert "irctl transcript " + command in result.stdout
+
+
+def test_cli_verify_ended_refuses_a_transcript_cut_at_a_pause(
+    workspace: Path, tmp_path: Path, pub: str
+) -> None:
+    out = tmp_path / "incident.jsonl"
+    assert irctl(workspace, "transcript", "export", RUN, "-o", str(out)).returncode == 0
+    whole = out.read_text(encoding="utf-8").splitlines()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(whole[:9]) + "\n", encoding="utf-8")  # up to the pause's seal
+    assert irctl(workspace, "transcript", "verify", str(cut), "--key", pub).returncode == 0
+    refused = irctl(workspace, "transcript", "verify", str(cut), "--key", pub, "--ended")
+    assert refused.returncode == 1
+    assert "the run has not ended (--ended)" in refused.stdout + refused.stderr
+    ended = irctl(workspace, "transcript", "verify", str(out), "--key", pub, "--ended")
+    assert ended.returncode == 0, ended.stdout + ended.stderr

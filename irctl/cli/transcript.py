@@ -239,6 +239,14 @@ def verify(
             metavar="S3_URL|FILE",
         ),
     ] = None,
+    ended: Annotated[
+        bool,
+        typer.Option(
+            "--ended",
+            help="Also require that the run ended (succeeded, failed or aborted): without it, "
+            "a transcript cut at an earlier checkpoint looks like a run that paused there.",
+        ),
+    ] = False,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Verify a transcript offline: hash chain, signed checkpoints, runbook digest, no cut tail.
@@ -262,6 +270,8 @@ def verify(
       irctl transcript verify incident-4411.zip --key ed25519:3q2+7w...=
 
       irctl transcript verify r-2026 --anchor s3://exchange-ir-anchors/irctl/anchors
+
+      irctl transcript verify incident-4411.jsonl --key installation.pub --ended
     """
     from irctl.transcript import verify_file, verify_lines, verify_run
 
@@ -306,6 +316,14 @@ def verify(
             report, ok=report.ok and checked.ok, problems=[*report.problems, *extra],
             notes=[*report.notes, f"anchor: {checked.summary()}"] if checked.ok else report.notes,
         )  # fmt: skip
+    if ended and report.outcome is None:
+        from dataclasses import replace
+
+        report = replace(report, ok=False, problems=[
+            *report.problems,
+            "the run has not ended (--ended): no run.succeeded, run.failed or run.aborted; the "
+            "transcript may have been cut at an earlier checkpoint",
+        ])  # fmt: skip
     if as_json:
         print_json({"source": source, **report.as_dict()})
     else:
