@@ -84,15 +84,24 @@ def _document(title: str, body: str) -> bytes:
     ).encode()
 
 
-def host_allowed(host: str | None, bound: str | None, port: int) -> bool:
+def host_allowed(
+    host: str | None, bound: str | None, port: int, allowed: tuple[str, ...] = ()
+) -> bool:
     """Whether a ``Host`` header names the server's own address (DNS rebinding is refused).
 
     ``bound`` is the host the server was told to listen on (``--host``); the
     loopback names are accepted beside it.  The port must be the server's
     (a bare name only for port 80); names compare case-insensitively.
+    ``allowed`` are names a reverse proxy forwards (``--allow-host``), taken with
+    any port or none: the proxy's, not this server's.
     """
     if not host:
         return False
+    wanted_name = host.strip().lower().rsplit(":", 1)[0] if not host.strip().endswith("]") else (
+        host.strip().lower()
+    )
+    if wanted_name in {name.strip().lower() for name in allowed if name.strip()}:
+        return True
     names = {name.lower() for name in LOOPBACK_NAMES}
     if bound:
         given = bound.strip().lower()
@@ -134,9 +143,12 @@ class ReviewView:
         """
         bound = getattr(handler.server, "bind_host", None)
         port = getattr(handler.server, "server_port", None)
+        allowed = getattr(handler.server, "allowed_hosts", ())
         host = handler.headers.get("Host")
-        if isinstance(port, int) and host_allowed(host, bound if isinstance(bound, str) else None,
-                                                  port):  # fmt: skip
+        if isinstance(port, int) and host_allowed(
+            host, bound if isinstance(bound, str) else None, port,
+            tuple(allowed) if isinstance(allowed, tuple) else (),
+        ):  # fmt: skip
             page = self.get(handler.path)
         else:
             page = _misdirected(host, port)

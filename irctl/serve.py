@@ -445,7 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
 
     def do_POST(self) -> None:
-        if self.path != PATH:
+        if self.path != PATH or self.server.interactivity is None:  # --review-only: no Slack
             self._drain()
             self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
             return
@@ -484,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(reply.body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        self.server.interactivity.log(f"{self.address_string()} {format % args}")
+        self.server.log(f"{self.address_string()} {format % args}")
 
 
 class Server(ThreadingHTTPServer):
@@ -493,11 +493,20 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     review: Any = None  # irctl.review.ReviewView, mounted by make_server
 
-    def __init__(self, address: tuple[str, int], interactivity: SlackInteractivity) -> None:
-        self.interactivity = interactivity
-        # the host as given (--host), not as resolved: the reviewer's pages answer only to it
-        # and to the loopback names (irctl.review.host_allowed)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        interactivity: SlackInteractivity | None,
+        *,
+        allowed_hosts: tuple[str, ...] = (),
+        log: Log | None = None,
+    ) -> None:
+        self.interactivity = interactivity  # None: the reviewer's pages only
+        self.log: Log = interactivity.log if interactivity is not None else (log or _quiet)
+        # the host as given (--host), not as resolved: the reviewer's pages answer only to it,
+        # to the loopback names and to allowed_hosts (irctl.review.host_allowed)
         self.bind_host = address[0]
+        self.allowed_hosts = allowed_hosts
         super().__init__(address, _Handler)
 
     @property
@@ -565,6 +574,10 @@ def _base_url(workspace: Workspace) -> str:
     return base_url if base_url.endswith("/") else base_url + "/"
 
 
+def _quiet(_line: str) -> None:
+    return None
+
+
 def make_server(
     workspace: Workspace,
     *,
@@ -572,10 +585,18 @@ def make_server(
     port: int = 8080,
     clock: Callable[[], float] = time.time,
     log: Log | None = None,
+    review_only: bool = False,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> Server:
-    """The Slack interactivity endpoint for ``workspace``, bound and ready to serve."""
+    """The Slack interactivity endpoint for ``workspace``, bound and ready to serve; with
+    ``review_only`` just the reviewer's read-only pages (no Slack settings needed)."""
+    from irctl.review import ReviewView
     from irctl.secrets import resolve
 
+    if review_only:
+        server = _bind(host, port, None, allowed_hosts, log)
+        server.review = ReviewView.for_workspace(workspace)
+        return server
     slack = workspace.config.integrations.get("slack") or {}
     reference = slack.get("signing_secret")
     if not isinstance(reference, str) or not reference:
@@ -585,17 +606,25 @@ def make_server(
         )
     secret = resolve("integrations.slack.signing_secret", reference, base=workspace.root)
     interactivity = make_interactivity(workspace, signing_secret=secret, clock=clock, log=log)
+    server = _bind(host, port, interactivity, allowed_hosts, log)
+    server.review = ReviewView.for_workspace(workspace)
+    return server
+
+
+def _bind(
+    host: str,
+    port: int,
+    interactivity: SlackInteractivity | None,
+    allowed: tuple[str, ...],
+    log: Log | None,
+) -> Server:
     try:
-        server = Server((host, port), interactivity)
+        return Server((host, port), interactivity, allowed_hosts=allowed, log=log)
     except OSError as exc:
         raise UsageError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another with --port "
             "or --host"
         ) from exc
-    from irctl.review import ReviewView
-
-    server.review = ReviewView.for_workspace(workspace)
-    return server
 
 
 # -- Socket Mode ----------------------------------------------------------------

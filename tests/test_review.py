@@ -160,3 +160,47 @@ def test_host_allowed_names_the_bound_address_and_port() -> None:
     assert not host_allowed("evil.example:8080", "192.0.2.7", 8080)
     assert not host_allowed("127.0.0.1:8080:8080", "127.0.0.1", 8080)
     assert not host_allowed(None, "127.0.0.1", 8080)
+
+
+def test_review_only_needs_no_slack_and_answers_the_allowed_proxy_name(
+    tmp_path: Path,
+) -> None:
+    """`irctl serve --review-only --allow-host NAME`: compliance's view behind a proxy."""
+    import os
+    import socket
+    import sys
+    import time
+
+    from tests.helpers import make_workspace
+
+    ws = make_workspace(tmp_path / "ws")  # no integrations.slack at all
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    irctl = str(Path(sys.executable).parent / "irctl")
+    env = {**os.environ, "IRCTL_WORKSPACE": str(ws)}
+    served = subprocess.Popen(
+        [irctl, "serve", "--review-only", "--port", str(port), "--allow-host", "review.example"],
+        cwd=ws, env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _, _ = fetch(base + "/healthz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "irctl serve --review-only did not start"
+                time.sleep(0.1)
+        assert status == 200
+        assert fetch(base + "/runs")[0] == 200
+        assert fetch(base + "/runs", host="review.example")[0] == 200  # through the proxy
+        assert fetch(base + "/runs", host="review.example:443")[0] == 200
+        assert fetch(base + "/runs", host="evil.example")[0] == 421
+        assert fetch(base + "/slack/interactivity", "POST", b"payload=x")[0] == 404
+    finally:
+        served.terminate()
+        _, errors = served.communicate(timeout=20)
+    assert "the reviewer's pages at" in errors
+    assert "Traceback" not in errors

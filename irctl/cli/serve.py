@@ -23,6 +23,18 @@ def serve_command(
         "--socket-mode",
         help="Connect out to Slack (Socket Mode, app-level token) instead of listening.",
     ),
+    review_only: bool = typer.Option(
+        False,
+        "--review-only",
+        help="Serve only the reviewer's read-only pages of runs and transcripts (/runs): no "
+        "Slack settings needed, Slack requests refused.",
+    ),
+    allow_host: list[str] = typer.Option(
+        [],
+        "--allow-host",
+        help="A host name the reviewer's pages also answer to (the one a reverse proxy "
+        "forwards); repeatable. Default: only this server's own address.",
+    ),
 ) -> None:
     """Record approvals clicked in Slack, after verifying that Slack sent them.
 
@@ -46,7 +58,10 @@ def serve_command(
          127.0.0.1 unless --host says otherwise)
       3. export SLACK_SIGNING_SECRET=...   (Basic Information > App Credentials)
 
-    GET /healthz answers 'ok'.  Ctrl-C stops the server.
+    GET /healthz answers 'ok'; GET /runs shows the runs and their transcripts,
+    read-only, to this server's own address (and --allow-host names) only.
+    --review-only serves just those pages, with no Slack settings.  Ctrl-C stops
+    the server.
 
     With --socket-mode nothing listens: irctl connects out to Slack with the
     app-level token (Slack app > Socket Mode on; Basic Information > App-Level
@@ -73,15 +88,25 @@ def serve_command(
 
     from irctl.serve import make_server
 
-    server = make_server(_workspace(), host=host, port=port, log=log)
-    err.print(f"listening on {server.url}/slack/interactivity (Ctrl-C stops)")
+    server = make_server(
+        _workspace(), host=host, port=port, log=log, review_only=review_only,
+        allowed_hosts=tuple(allow_host),
+    )  # fmt: skip
+    if review_only:
+        err.print(f"the reviewer's pages at {server.url}/runs (read-only; Ctrl-C stops)")
+    else:
+        err.print(
+            f"listening on {server.url}/slack/interactivity, the reviewer's pages at "
+            f"{server.url}/runs (Ctrl-C stops)"
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         err.print("stopped")
     finally:
         server.server_close()
-        server.interactivity.wait_for_responses()
+        if server.interactivity is not None:
+            server.interactivity.wait_for_responses()
 
 
 def _serve_socket_mode(workspace: Workspace, log: Callable[[str], None]) -> None:
