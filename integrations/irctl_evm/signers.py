@@ -299,28 +299,14 @@ def signer_for(config: Mapping[str, Any], chain: str, base: Path | None = None) 
 
 
 def _kms_client(settings: Mapping[str, Any]) -> Any:
-    import boto3
-    from botocore.config import Config
+    """A KMS client configured like every AWS action (profile, region, role, endpoint)."""
+    from irctl_aws._client import client
 
-    session = boto3.session.Session(
-        profile_name=settings.get("profile"), region_name=settings.get("region")
-    )
-    kwargs: dict[str, Any] = {"config": Config(retries={"max_attempts": 3, "mode": "standard"})}
-    if settings.get("endpoint_url"):
-        kwargs["endpoint_url"] = str(settings["endpoint_url"])
-    return session.client("kms", **kwargs)
+    return client("kms", settings)
 
 
 def _aws(fn: Callable[[], Any], what: str) -> Any:
-    from botocore.exceptions import BotoCoreError, ClientError
+    """One KMS call; its failures named as every AWS action's are (irctl_aws._client.call)."""
+    from irctl_aws._client import call
 
-    try:
-        return fn()
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise ActionError(
-            f"AWS KMS refused {what}: {error.get('Code', '')}: {error.get('Message', '')}",
-            retryable=False,
-        ) from exc
-    except BotoCoreError as exc:
-        raise ActionError(f"AWS KMS unavailable for {what}: {exc}", retryable=True) from exc
+    return call(fn, f"KMS {what}")
