@@ -63,85 +63,82 @@ def _key_outputs(inputs: KeyRef, meta: dict[str, Any], previous: str | None) -> 
     }
 
 
-@action("aws.kms.disable_key", idempotent=True)
-def disable_key(inputs: KeyRef, ctx: ActionContext) -> Outputs:
-    """Disable a KMS key so nothing can sign or decrypt with it (reversible)."""
+def _set_key(inputs: KeyRef, ctx: ActionContext, *, enable: bool) -> Outputs:
+    """Enable or disable a key; a key already where it should be is left as it is."""
     kms = aws("kms", ctx)
     meta = _key(kms, inputs.key_id)
     previous = str(meta["KeyState"])
-    if previous in UNUSABLE:
+    done = {"Enabled"} if enable else UNUSABLE
+    if previous in done:
         ctx.note(f"KMS key {inputs.key_id} is already {previous}")
         previous = ctx.facts.get("previous_state", previous)
         return {**_key_outputs(inputs, meta, previous), "changed": False}
-    if previous != "Enabled":
+    source = "Disabled" if enable else "Enabled"
+    if previous != source:
+        fix = (
+            "; cancel the deletion first (CancelKeyDeletion)"
+            if enable and previous == "PendingDeletion"
+            else ""
+        )
+        article = "a" if enable else "an"
         raise ActionError(
-            f"KMS key {inputs.key_id} is {previous}: only an Enabled key can be disabled",
+            f"KMS key {inputs.key_id} is {previous}: only {article} {source} key can be "
+            f"{'enabled' if enable else 'disabled'}{fix}",
             retryable=previous in {"Creating", "Updating"},
         )
-    key_id = str(meta["KeyId"])  # DisableKey takes no alias
+    key_id = str(meta["KeyId"])  # EnableKey and DisableKey take no alias
     previous = before_change(ctx, "previous_state", previous)
-    call(lambda: kms.disable_key(KeyId=key_id), f"KMS DisableKey on key {inputs.key_id}")
+    change, verb = (kms.enable_key, "EnableKey") if enable else (kms.disable_key, "DisableKey")
+    call(lambda: change(KeyId=key_id), f"KMS {verb} on key {inputs.key_id}")
     return {**_key_outputs(inputs, _key(kms, key_id), previous), "changed": True}
+
+
+def _key_simulate(inputs: KeyRef, *, enable: bool) -> Outputs:
+    return simulated(
+        f"{'enable' if enable else 'disable'} KMS key {inputs.key_id}",
+        key_id=inputs.key_id, key_arn=None, previous_state=None,
+        state="Enabled" if enable else "Disabled", changed=None,
+    )  # fmt: skip
+
+
+def _key_probe(inputs: KeyRef, ctx: ActionContext, *, enable: bool) -> Probe:
+    meta = _key(aws("kms", ctx), inputs.key_id)
+    if meta["KeyState"] not in ({"Enabled"} if enable else UNUSABLE):
+        return Probe.not_done(f"key is {meta['KeyState']}")
+    previous = ctx.facts.get("previous_state")
+    return Probe.done({**_key_outputs(inputs, meta, previous), "changed": None})
+
+
+@action("aws.kms.disable_key", idempotent=True)
+def disable_key(inputs: KeyRef, ctx: ActionContext) -> Outputs:
+    """Disable a KMS key so nothing can sign or decrypt with it (reversible)."""
+    return _set_key(inputs, ctx, enable=False)
 
 
 @disable_key.simulate
 def _disable_key_simulate(inputs: KeyRef, ctx: ActionContext) -> Outputs:
-    return simulated(
-        f"disable KMS key {inputs.key_id}",
-        key_id=inputs.key_id, key_arn=None, previous_state=None, state="Disabled", changed=None,
-    )  # fmt: skip
+    return _key_simulate(inputs, enable=False)
 
 
 @disable_key.probe
 def _disable_key_probe(inputs: KeyRef, ctx: ActionContext) -> Probe:
-    meta = _key(aws("kms", ctx), inputs.key_id)
-    if meta["KeyState"] not in UNUSABLE:
-        return Probe.not_done(f"key is {meta['KeyState']}")
-    previous = ctx.facts.get("previous_state")
-    return Probe.done({**_key_outputs(inputs, meta, previous), "changed": None})
+    return _key_probe(inputs, ctx, enable=False)
 
 
 @action("aws.kms.enable_key", idempotent=True)
 def enable_key(inputs: KeyRef, ctx: ActionContext) -> Outputs:
     """Enable a disabled KMS key again."""
-    kms = aws("kms", ctx)
-    meta = _key(kms, inputs.key_id)
-    previous = str(meta["KeyState"])
-    if previous == "Enabled":
-        ctx.note(f"KMS key {inputs.key_id} is already Enabled")
-        previous = ctx.facts.get("previous_state", previous)
-        return {**_key_outputs(inputs, meta, previous), "changed": False}
-    if previous != "Disabled":
-        fix = (
-            "; cancel the deletion first (CancelKeyDeletion)"
-            if previous == "PendingDeletion"
-            else ""
-        )
-        raise ActionError(
-            f"KMS key {inputs.key_id} is {previous}: only a Disabled key can be enabled{fix}",
-            retryable=previous in {"Creating", "Updating"},
-        )
-    key_id = str(meta["KeyId"])
-    previous = before_change(ctx, "previous_state", previous)
-    call(lambda: kms.enable_key(KeyId=key_id), f"KMS EnableKey on key {inputs.key_id}")
-    return {**_key_outputs(inputs, _key(kms, key_id), previous), "changed": True}
+    return _set_key(inputs, ctx, enable=True)
 
 
 @enable_key.simulate
 def _enable_key_simulate(inputs: KeyRef, ctx: ActionContext) -> Outputs:
-    return simulated(
-        f"enable KMS key {inputs.key_id}",
-        key_id=inputs.key_id, key_arn=None, previous_state=None, state="Enabled", changed=None,
-    )  # fmt: skip
+    return _key_simulate(inputs, enable=True)
 
 
 @enable_key.probe
 def _enable_key_probe(inputs: KeyRef, ctx: ActionContext) -> Probe:
-    meta = _key(aws("kms", ctx), inputs.key_id)
-    if meta["KeyState"] != "Enabled":
-        return Probe.not_done(f"key is {meta['KeyState']}")
-    previous = ctx.facts.get("previous_state")
-    return Probe.done({**_key_outputs(inputs, meta, previous), "changed": None})
+    return _key_probe(inputs, ctx, enable=True)
 
 
 # --- Secrets Manager ------------------------------------------------------------------------
