@@ -66,3 +66,25 @@ def run_id_from(result: subprocess.CompletedProcess[str]) -> str:
         if token.startswith("r-") and token.count("-") >= 3:
             return token
     raise AssertionError(f"no run id in output:\n{result.stderr}")
+
+
+def approve_as(store: Any, run_id: str, key: str, keys: dict[str, Any], *operators: str) -> None:
+    """Each operator approves step ``key`` with a statement signed by their own key."""
+    from irctl.approvals import decide
+
+    for who in operators:
+        decide(
+            store, run_id, key, operator=who, approve=True, reason="checked",
+            private_key=keys[who],
+        )  # fmt: skip
+
+
+def until_waiting(engine: Any, run_id: str) -> tuple[Any, str, str]:
+    """Execute until the run waits; its state, the one step it waits on, and for what."""
+    state = engine.execute(run_id)
+    assert state.status == "waiting", [
+        (s.key, s.status, s.error) for s in state.steps.values() if s.error
+    ]
+    (step,) = [s for s in state.steps.values() if s.status == "waiting"]
+    assert step.waiting_for is not None
+    return state, step.key, step.waiting_for

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irctl.approvals import ApprovalRejected, decide
+from irctl.approvals import ApprovalRejected
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.loader import load_runbook_text
@@ -21,6 +21,7 @@ from irctl.model import Config
 from irctl.params import parse_params
 from irctl.state import RunState
 from irctl.store import Store
+from tests.helpers import approve_as, until_waiting
 from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,20 +73,10 @@ class Responders:
 
     def until_waiting(self, run_id: str) -> tuple[RunState, str, str]:
         """Run until it stops; the state, and the step it waits on and for what."""
-        state = self.engine.execute(run_id)
-        assert state.status == "waiting", [
-            (s.key, s.status, s.error) for s in state.steps.values() if s.error
-        ]
-        (step,) = [s for s in state.steps.values() if s.status == "waiting"]
-        assert step.waiting_for is not None
-        return state, step.key, step.waiting_for
+        return until_waiting(self.engine, run_id)
 
     def approve(self, run_id: str, key: str, *operators: str) -> None:
-        for who in operators:
-            decide(
-                self.store, run_id, key, operator=who, approve=True, reason="checked",
-                private_key=self.keys[who],
-            )  # fmt: skip
+        approve_as(self.store, run_id, key, self.keys, *operators)
 
     def answer(self, run_id: str, key: str) -> None:
         self.engine.answer(run_id, key, "done", operator="oncall")

@@ -26,6 +26,7 @@ from irctl.params import parse_params
 from irctl.state import RunState
 from irctl.store import Store
 from irctl.testing import ExchangeAdminStub, SlackStandIn
+from tests.helpers import approve_as, until_waiting
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "admin-token-7f3a9c"
@@ -98,20 +99,10 @@ class Team:
 
     def until_waiting(self, run_id: str) -> tuple[RunState, str, str]:
         """Run until it stops; the state, and the step it waits on and for what."""
-        state = self.engine.execute(run_id)
-        assert state.status == "waiting", [
-            (s.key, s.status, s.error) for s in state.steps.values() if s.error
-        ]
-        (step,) = [s for s in state.steps.values() if s.status == "waiting"]
-        assert step.waiting_for is not None
-        return state, step.key, step.waiting_for
+        return until_waiting(self.engine, run_id)
 
     def approve(self, run_id: str, key: str, *operators: str) -> None:
-        for who in operators:
-            decide(
-                self.store, run_id, key, operator=who, approve=True, reason="checked",
-                private_key=self.keys[who],
-            )  # fmt: skip
+        approve_as(self.store, run_id, key, self.keys, *operators)
 
     def deny(self, run_id: str, key: str, who: str, reason: str) -> None:
         decide(

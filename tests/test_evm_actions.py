@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from irctl_evm.testing import Account, LocalChain, signed_allowlist
 
 from irctl.actions import ActionContext, default_registry
-from irctl.approvals import decide
 from irctl.engine import Engine
 from irctl.errors import ActionError
 from irctl.identity import generate_private_key, public_key_text
@@ -27,6 +26,7 @@ from irctl.model import Config
 from irctl.params import parse_params
 from irctl.state import RunState
 from irctl.store import Store
+from tests.helpers import approve_as
 
 ETHER = 10**18
 ROLES = {"oncall": ["security-oncall"], "bob": ["treasury"], "carol": ["treasury"],
@@ -86,11 +86,7 @@ class Treasury:
         )
 
     def approve(self, run_id: str, key: str, *operators: str) -> None:
-        for who in operators:
-            decide(
-                self.store, run_id, key, operator=who, approve=True, reason="checked",
-                private_key=self.keys[who],
-            )  # fmt: skip
+        approve_as(self.store, run_id, key, self.keys, *operators)
 
     def context(self, step: str = "direct") -> ActionContext:
         """What the engine hands an action, for calling one directly."""
