@@ -174,10 +174,9 @@ class Integrations:
 
     def _find(self, namespace: str) -> str | None:
         already = bool(self.registry.known(namespace))
-        modules = self.registry.installed().get(namespace, [])
-        third_party = any(not module.startswith("irctl.") for module in modules)
-        if third_party and not already and not self.load_all:
-            return "skip"  # imported only with check_integrations: it may be slow to import
+        lazy = not (already or self.load_all or self.registry.first_party(namespace))
+        if lazy and self.registry.modules(namespace):
+            return "skip"  # another package's: imported only with check_integrations (slow?)
         try:
             self.registry.load_namespace(namespace)
         except IntegrationError as exc:
@@ -197,9 +196,9 @@ class Integrations:
     def suggestion(self, name: str) -> str:
         """For an action in a namespace nobody provides: the closest known action or namespace."""
         namespace, _, rest = name.partition(".")
-        installed = self.registry.installed()
-        if namespace in installed or namespace in EXTRAS:
+        if self.registry.modules(namespace) or namespace in EXTRAS:
             return ""
+        installed = self.registry.installed()
         known = self.registry.known()
         spaces = {*installed, *EXTRAS, *(n.split(".", 1)[0] for n in known)}
         close = get_close_matches(namespace, sorted(spaces), n=1)

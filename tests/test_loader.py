@@ -647,3 +647,33 @@ def test_json_schema_combines_runbook_and_drill() -> None:
     assert json_schema("config")["title"] == "Config"
     with pytest.raises(UsageError):
         json_schema("nope")
+
+
+def test_first_party_integrations_are_checked_without_check_integrations(tmp_path: Path) -> None:
+    """aws, evm and slack ship with irctl: their action names and inputs are always checked."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "irctl: 1\nid: r\ntitle: R\nsteps:\n"
+        "  - id: one\n    action: aws.kms.disable_key\n    with: {key_idd: alias/hot}\n"
+        "  - id: two\n    action: evm.sweeep\n"
+        "  - id: three\n    action: slack.post\n    with: {text: hi, chanel: '#ir'}\n",
+        encoding="utf-8",
+    )
+    _, found = validate_paths([path])
+    assert [str(d).split(": ", 1)[1] for d in found] == [
+        "steps[0].with: missing required input 'key_id' for aws.kms.disable_key",
+        "steps[0].with: unknown input 'key_idd' for aws.kms.disable_key (did you mean 'key_id'?)",
+        "steps[1].action: unknown action 'evm.sweeep' (did you mean 'evm.sweep'?)",
+        "steps[2].with: unknown input 'chanel' for slack.post (did you mean 'channel'?)",
+    ]
+
+
+def test_the_first_party_table_matches_irctls_entry_points() -> None:
+    """FIRST_PARTY spares each command a scan of every package; it must say what the
+    distribution's entry points say."""
+    from importlib.metadata import distribution
+
+    from irctl.actions import FIRST_PARTY, GROUP
+
+    declared = {ep.name: ep.value for ep in distribution("irctl").entry_points if ep.group == GROUP}
+    assert declared == FIRST_PARTY
