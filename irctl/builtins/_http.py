@@ -7,21 +7,20 @@ A 3xx comes back as the response, like any other status.
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
-from email.message import Message
-from typing import Annotated, Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
 
 from irctl.errors import ActionError, ActionTimeout
+
+if TYPE_CHECKING:  # the network modules load when a request is sent (~10 ms), not to validate
+    import urllib.request
+    from email.message import Message
 
 USER_AGENT = "irctl/0.1"
 
@@ -29,20 +28,23 @@ USER_AGENT = "irctl/0.1"
 KEPT_HEADERS = ("content-type", "content-length", "location", "etag", "retry-after", "x-request-id")
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: Message,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
+@lru_cache(maxsize=1)
+def _opener() -> urllib.request.OpenerDirector:
+    import urllib.request
 
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(
+            self,
+            req: urllib.request.Request,
+            fp: Any,
+            code: int,
+            msg: str,
+            headers: Message,
+            newurl: str,
+        ) -> urllib.request.Request | None:
+            return None
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
+    return urllib.request.build_opener(NoRedirect())
 
 
 def check_url(url: str) -> str:
@@ -139,6 +141,12 @@ def fetch(
     :class:`ActionTimeout` and a failed connection a retryable
     :class:`ActionError`.  Messages never include the request's headers.
     """
+    import http.client
+    import socket
+    import ssl
+    import urllib.error
+    import urllib.request
+
     where = f"{method} {shown(url)}"
     request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - check_url
     request.add_header("User-Agent", USER_AGENT)
@@ -147,7 +155,7 @@ def fetch(
     started = time.monotonic()
     try:
         try:
-            response = _OPENER.open(request, timeout=timeout)
+            response = _opener().open(request, timeout=timeout)
         except urllib.error.HTTPError as exc:  # a non-2xx status is still a response
             response = exc
         with response:
