@@ -81,8 +81,43 @@ def _jinja() -> Any:
     return Environment(autoescape=False)  # noqa: S701 - only parsed here, never rendered
 
 
+# ``{{ root.name['key'] }}``: the placeholder most templates are made of, read without Jinja2.
+_PLACEHOLDER = re.compile(
+    r"\{\{\s*([A-Za-z_]\w*)((?:\s*(?:\.[A-Za-z_]\w*|\[\s*'[^'\\{}]*'\s*\]"
+    r"|\[\s*\"[^\"\\{}]*\"\s*\]))*)\s*\}\}",
+    re.ASCII,
+)
+_FIRST_KEY = re.compile(r"\s*(?:\.([A-Za-z_]\w*)|\[\s*'([^']*)'|\[\s*\"([^\"]*)\")", re.ASCII)
+_MARKUP = ("{{", "}}", "{%", "%}", "{#", "#}")
+
+
+def _placeholders(source: str) -> _Template | None:
+    """The reads of a template that is only text and ``{{ root.a['b'].c }}`` placeholders over
+    the template roots, as Jinja2's parse would find them; None for anything else."""
+    free: set[str] = set()
+    reads: dict[str, set[str]] = {}
+    for match in _PLACEHOLDER.finditer(source):
+        root, path = match.groups()
+        if root not in TEMPLATE_ROOTS:
+            return None
+        free.add(root)
+        first = _FIRST_KEY.match(path)
+        if first:
+            reads.setdefault(root, set()).add(next(k for k in first.groups() if k is not None))
+    text = _PLACEHOLDER.sub("", source)
+    if any(mark in text for mark in _MARKUP):
+        return None
+    return _Template(frozenset(free), {k: frozenset(v) for k, v in reads.items()})
+
+
 @lru_cache(maxsize=4096)
 def _template(source: str) -> _Template | str:
+    """A template's reads, or its syntax error: read directly when it is only placeholders,
+    else from one Jinja2 parse."""
+    return _placeholders(source) or _parsed(source)
+
+
+def _parsed(source: str) -> _Template | str:
     """A template's reads, or its syntax error, from one parse.
 
     Parsing catches what :func:`irctl.render.check_syntax` does at a fraction

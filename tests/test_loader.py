@@ -677,3 +677,66 @@ def test_the_first_party_table_matches_irctls_entry_points() -> None:
 
     declared = {ep.name: ep.value for ep in distribution("irctl").entry_points if ep.group == GROUP}
     assert declared == FIRST_PARTY
+
+
+def _library_templates() -> list[str]:
+    import yaml
+
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            found.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted([*root.glob("runbooks/*.yaml"), *root.glob("drills/*.yaml")]):
+        walk(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return found
+
+
+PLACEHOLDER_CASES = [
+    "{{ params.chain }}",
+    "{{params.chain}}",
+    "Halt {{ params.chain }} now; cc {{ vars.oncall }} ({{ run.id }})",
+    "{{ steps['access-keys'].outputs.keys }} and {{ steps[\"b\"].outputs }}",
+    "{{ steps . trace . outputs }}",
+    "{{ item }}",
+    "{{ item.address }}",
+    "{{ steps }}",
+    "{{ unknown.thing }}",
+    "{{ loop.index }}",
+    "{{ true }}",
+    "{{ params.a }}}",
+    "{ {{ params.a }} }",
+    "{{ params.a }} %} text",
+    "{{ params.a | lower }}",
+    "{{ params.a }}{% if x %}y{% endif %}",
+    "{{- params.a -}}",
+    "{{ params.a",
+    "{{ params[0] }}",
+    "{{ params.a.b['c d'] }} {# note #}",
+]
+
+
+@pytest.mark.parametrize("source", PLACEHOLDER_CASES + _library_templates())
+def test_placeholder_templates_read_as_jinja2_parses_them(source: str) -> None:
+    """The reading of plain placeholders without Jinja2 agrees with Jinja2's parse."""
+    from irctl.checks import _parsed, _placeholders
+
+    direct = _placeholders(source)
+    if direct is not None:
+        assert direct == _parsed(source)
+
+
+def test_most_library_templates_are_read_without_jinja2() -> None:
+    from irctl.checks import _placeholders
+
+    templates = _library_templates()
+    direct = [t for t in templates if _placeholders(t) is not None]
+    assert len(direct) > len(templates) / 2
