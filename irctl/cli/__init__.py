@@ -5,6 +5,7 @@ This is the one place that maps errors to exit codes and messages.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -39,3 +40,7 @@ def main(argv: list[str] | None = None) -> None:
             soft_wrap=True,
         )
         sys.exit(70)
+    finally:
+        # Everything built so far lives until exit: leave it out of the collection Python runs
+        # at shutdown, which otherwise walks every model and schema (~35 ms of each command).
+        gc.freeze()
