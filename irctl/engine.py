@@ -62,7 +62,7 @@ from irctl.state import (
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from irctl.store import Seal, Store
+    from irctl.store import Item, Seal, Store
 
 # Outcomes of executing a step or a sequence, in rising order of precedence.
 OK = "ok"
@@ -98,6 +98,7 @@ class _Live:
     notifiers: list[tuple[str, Notifier]] = field(default_factory=list)
     static: dict[str, bool] = field(default_factory=dict)  # step id -> inputs hold no template
     digests: dict[str, str] = field(default_factory=dict)  # step key -> digest of static inputs
+    foreign: bool = False  # events of other processes were folded in, out of journal order
 
 
 class Engine:
@@ -143,7 +144,7 @@ class Engine:
         # the same transaction as whatever the engine records next (the next step's
         # `step.started`, a skip, the run's end), so each step costs one durable commit.  It is
         # still durable before anything else happens: nothing runs in between but rendering.
-        self._deferred: list[tuple[str, dict[str, Any]]] = []
+        self._deferred: list[Item] = []
         self._local = threading.local()
 
     # -- creating and recording ---------------------------------------------------
@@ -350,7 +351,9 @@ class Engine:
             self._live = None
             for _, started in live.notifiers:
                 _quietly(started.close, self.notify_grace)
-        return self.state(run_id)
+        if live.foreign or self.store.last_seq(run_id) != live.state.last_seq:
+            return self.state(run_id)  # others wrote to the run too: fold it as the journal has it
+        return live.state  # the fold of exactly this journal, kept up to date while it ran
 
     def _interrupted(self) -> None:
         live = self._require_live()
@@ -409,17 +412,16 @@ class Engine:
                 return self._append(run_id, items, locked=True, defer=defer, seal=seal)
         live = self._live
         if defer and live is not None and not getattr(self._local, "concurrent", False):
-            self._deferred.extend(items)
             for kind, data in items:  # the state sees it now; the journal with the next append
-                provisional = Event(run_id, live.state.last_seq, utcnow(), kind, data, "", "", "")
-                live.state.apply(provisional)
+                now = utcnow()  # recorded as the time it happened, not the time of the commit
+                self._deferred.append((kind, data, now))
+                live.state.apply(Event(run_id, live.state.last_seq, now, kind, data, "", "", ""))
             return []
         applied = len(self._deferred)  # already folded into the state when deferred
-        if self._deferred:
-            items = [*self._deferred, *items]
-            self._deferred = []
+        batch: list[Item] = [*self._deferred, *items]
+        self._deferred = []
         expected = live.state.last_seq + 1 if live is not None else 0
-        made = self.store.append(run_id, items, seal=self._sealer() if seal else None)
+        made = self.store.append(run_id, batch, seal=self._sealer() if seal else None)
         if live is not None and live.state.run_id == run_id:
             if made and made[0].seq > expected:
                 self._fold_foreign(live, expected, made[0].seq)
@@ -502,6 +504,7 @@ class Engine:
         for event in self.store.events(live.state.run_id, after=first - 1):
             if upto is not None and event.seq >= upto:
                 break
+            live.foreign = True
             live.state.apply(event)
             if self.listener:
                 self.listener(event)
@@ -857,6 +860,7 @@ class Engine:
         for event in self.store.events(state.run_id, after=0):
             data = event.data
             if event.type == ev.RUN_ABORTED and state.status != "aborted":
+                live.foreign = True
                 state.apply(event)
                 live.cancelled.set()
                 return STOP

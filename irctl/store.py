@@ -40,6 +40,9 @@ from irctl.events import CHECKPOINT, GENESIS, RUN_CREATED, Event
 
 # seal(run_id, seq, hash) -> the data of a checkpoint sealing that event
 Seal = Callable[[str, int, str], dict[str, Any]]
+#: An event to append: ``(type, data)``, or ``(type, data, ts)`` for one that happened earlier
+#: than it is appended (the engine's outcomes committed with the next event).
+Item = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -202,6 +205,10 @@ class Store:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=FULL")
                 cursor.execute("PRAGMA busy_timeout=60000")
+                # Checkpoint every 100 pages (SQLite's default: 1,000): the log is then
+                # rewritten in place instead of growing for hundreds of commits, and a
+                # commit's fsync that need not also record a longer file is ~40 µs cheaper.
+                cursor.execute("PRAGMA wal_autocheckpoint=100")
                 cursor.close()
 
             @event.listens_for(engine, "begin")
@@ -407,7 +414,7 @@ class Store:
     def append(
         self,
         run_id: str,
-        items: Sequence[tuple[str, dict[str, Any]]],
+        items: Sequence[Item],
         *,
         seal: Seal | None = None,
     ) -> list[Event]:
@@ -425,7 +432,7 @@ class Store:
             return self._append_pg(run_id, items, seal)
 
     def _append_sqlite(
-        self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]], seal: Seal | None
+        self, run_id: str, items: Sequence[Item], seal: Seal | None
     ) -> list[Event]:
         """One INSERT statement, committed on its own (autocommit), from the head last seen.
 
@@ -461,6 +468,18 @@ class Store:
             self._drop_wconn()
             raise StoreError(f"cannot append to run {run_id}: {exc}") from exc
 
+    def last_seq(self, run_id: str) -> int:
+        """The seq of the run's last event as the store has it now (0: no events)."""
+        with self._lock:
+            try:
+                row = self._driver().execute(_HEAD_SQL[self.dialect], (run_id,)).fetchone()
+            except StoreError:
+                raise
+            except Exception as exc:  # the driver's own error classes (sqlite3, psycopg)
+                self._drop_wconn()
+                raise StoreError(f"cannot read run {run_id}: {exc}") from exc
+        return int(row[0]) if row else 0
+
     def _known_head(self, conn: Any, run_id: str) -> tuple[int, str]:
         """The (seq, hash) this store last saw at the end of a run, read if it saw none."""
         head = self._heads.get(run_id)
@@ -487,7 +506,7 @@ class Store:
         return conflicts, deadline
 
     def _append_pg(
-        self, run_id: str, items: Sequence[tuple[str, dict[str, Any]]], seal: Seal | None
+        self, run_id: str, items: Sequence[Item], seal: Seal | None
     ) -> list[Event]:
         import psycopg
         from psycopg import errors
@@ -735,13 +754,13 @@ def _chain(
     run_id: str,
     seq: int,
     prev: str,
-    items: Sequence[tuple[str, dict[str, Any]]],
+    items: Sequence[Item],
     seal: Seal | None = None,
 ) -> list[Event]:
     made: list[Event] = []
-    for kind, data in items:
+    for kind, data, *when in items:
         seq += 1
-        event = Event.make(run_id, seq, kind, data, prev)
+        event = Event.make(run_id, seq, kind, data, prev, *when)
         prev = event.hash
         made.append(event)
     if seal is not None:

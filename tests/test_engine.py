@@ -619,3 +619,76 @@ def test_a_drill_rehearses_steps_whose_inputs_come_from_simulated_outputs(store:
     assert state.status == "succeeded"
     assert state.steps["second"].outputs["inputs_incomplete"].startswith("seconds:")
     assert gauge["max"] == 0  # nothing really ran
+
+
+STATE_SHAPES = {
+    "sequence": """
+        - id: first
+          action: t.echo
+          with: {value: 1}
+        - id: second
+          action: t.leak
+          with: {value: "{{ steps.first.outputs.value }}"}
+        """,
+    "parallel and for_each": """
+        - id: both
+          parallel:
+            - {id: a, action: t.echo}
+            - {id: b, action: t.echo}
+        - id: each
+          for_each: "{{ [1, 2, 3] }}"
+          max_parallel: 2
+          action: t.echo
+          with: {value: "{{ item }}"}
+        """,
+    "skip, retry, continue": """
+        - id: skipped
+          when: false
+          action: t.echo
+        - id: flaky
+          action: t.flaky
+          with: {key: shapes, failures: 1}
+          retry: {attempts: 2, backoff: 1s}
+        - id: bad
+          action: t.fatal
+          on_failure: continue
+        """,
+    "failure and compensation": """
+        - id: bad
+          action: t.fatal
+          with: {value: boom}
+        """,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(STATE_SHAPES))
+@pytest.mark.parametrize("signed", [False, True])
+def test_the_state_execute_returns_is_the_fold_of_the_journal(
+    store: Store, shape: str, signed: bool
+) -> None:
+    """execute() returns the state it kept while running; it must equal a fold of the
+    journal, deferred outcomes (committed with the next event) and their times included."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    engine, run_id = start(
+        store,
+        STATE_SHAPES[shape],
+        extra="on_failure:\n  - {id: page, action: t.echo}\n",
+        sleep=lambda _: None,
+        signing_key=Ed25519PrivateKey.generate() if signed else None,
+    )
+    returned = engine.execute(run_id)
+    assert returned.finished
+    assert returned == engine.state(run_id)
+
+
+def test_the_state_execute_returns_includes_what_others_recorded(store: Store) -> None:
+    """A note another process adds while the run executes is in the state returned."""
+    engine, run_id = start(store, "- {id: one, action: t.slow, with: {seconds: 0.3}}\n")
+    other = Engine(store, registry=REGISTRY)
+    noted = threading.Timer(0.1, lambda: other.record(run_id, ev.RUN_NOTE, {"text": "hi"}))
+    noted.start()
+    returned = engine.execute(run_id)
+    noted.join()
+    assert returned == engine.state(run_id)
+    assert [text for _, _, text in returned.notes] == ["hi"]
