@@ -13,13 +13,15 @@ from typing import Any
 
 from irctl.errors import IrctlError
 
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)  # one instance: json.dumps with options builds a new encoder on every call
+
 
 def canonical_json(value: Any) -> str:
     """The one serialisation used for anything hashed or signed."""
     try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise IrctlError(f"value cannot be serialised canonically: {exc}") from exc
 

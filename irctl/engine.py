@@ -1192,10 +1192,21 @@ def _checked_outputs(act: Action[Any], outputs: Any) -> dict[str, Any]:
         return {}
     if not isinstance(outputs, dict):
         raise ActionError(f"{act.name} returned {type(outputs).__name__}, not a dict of outputs")
-    from irctl.render import canonical_json
+    if not all(type(k) is str and type(v) in _PLAIN for k, v in outputs.items()):
+        from irctl.render import canonical_json
 
-    canonical_json(outputs)  # raises if an output cannot be recorded
+        try:
+            canonical_json(outputs)
+        except IrctlError as exc:  # it acted, but what it returned cannot be journaled
+            raise ActionError(
+                f"{act.name} returned outputs that cannot be recorded: {exc.message}",
+                retryable=False,
+            ) from exc
     return outputs
+
+
+#: Output values that can always be recorded (a float may be NaN, so it is checked).
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _split_key(key: str) -> tuple[str, int | None]:

@@ -692,3 +692,45 @@ def test_the_state_execute_returns_includes_what_others_recorded(store: Store) -
     noted.join()
     assert returned == engine.state(run_id)
     assert [text for _, _, text in returned.notes] == ["hi"]
+
+
+class Odd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+
+
+@action("t.odd", idempotent=True)
+def odd(inputs: Odd, ctx: ActionContext) -> Any:
+    return {
+        "nan": {"value": float("nan")},
+        "set": {"value": {1, 2}},
+        "float": {"value": 1.5, "text": "ok"},
+        "nested": {"value": {"deep": [1, {"x": None}]}},
+        "list": ["not", "a", "dict"],
+    }[inputs.kind]
+
+
+REGISTRY.register(odd)
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("nan", "t.odd returned outputs that cannot be recorded: value cannot be serialised"),
+        ("set", "t.odd returned outputs that cannot be recorded: value cannot be serialised"),
+        ("list", "t.odd returned list, not a dict of outputs"),
+    ],
+)
+def test_outputs_that_cannot_be_recorded_fail_the_step(store: Store, kind: str, error: str) -> None:
+    engine, run_id = start(store, f"- {{id: odd, action: t.odd, with: {{kind: {kind}}}}}\n")
+    state = engine.execute(run_id)
+    assert state.status == "failed"
+    assert (state.steps["odd"].error or "").startswith(error)
+
+
+@pytest.mark.parametrize("kind", ["float", "nested"])
+def test_outputs_that_can_be_recorded_are(store: Store, kind: str) -> None:
+    engine, run_id = start(store, f"- {{id: odd, action: t.odd, with: {{kind: {kind}}}}}\n")
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert store.events(run_id)[-1].type == ev.RUN_SUCCEEDED
