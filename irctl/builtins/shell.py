@@ -90,9 +90,10 @@ class Exec(Inputs):
 
 def child_env(inputs: Exec) -> dict[str, str]:
     """The scrubbed environment the program runs with."""
-    env = {
-        name: os.environ[name] for name in (*BASE_ENV, *inputs.inherit_env) if name in os.environ
-    }
+    env = {}
+    for name in (*BASE_ENV, *inputs.inherit_env):
+        if (value := os.environ.get(name)) is not None:
+            env[name] = value
     env.update(inputs.env)
     return env
 
