@@ -98,6 +98,27 @@ def child_env(inputs: Exec) -> dict[str, str]:
     return env
 
 
+_NULL: list[Any] = []  # [fd, (st_dev, st_ino)]: /dev/null, kept open for programs' stdin
+
+
+def _stdin() -> int:
+    """/dev/null, opened once per process (~10 µs a call less than Popen's DEVNULL), and
+    checked to still be it before each use."""
+    if _NULL:
+        fd, which = _NULL
+        try:
+            held = os.fstat(fd)
+        except OSError:
+            held = None
+        if held is not None and (held.st_dev, held.st_ino) == which:
+            return int(fd)
+        _NULL.clear()  # closed, or the number reused for another file: open it again
+    fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    held = os.fstat(fd)
+    _NULL[:] = [fd, (held.st_dev, held.st_ino)]
+    return fd
+
+
 def _capture() -> int:
     """A file descriptor the child writes its output to (memory-backed where possible).
 
@@ -193,7 +214,7 @@ def exec_(inputs: Exec, ctx: ActionContext) -> dict[str, Any]:
             # scheduler autogroup, which makes every call ~1 ms slower on Linux.
             proc = subprocess.Popen(
                 inputs.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=_stdin(),
                 stdout=out_fd,
                 stderr=err_fd,
                 cwd=inputs.cwd,
