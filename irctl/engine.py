@@ -16,6 +16,7 @@ The engine imports no integration: it finds actions by name in a
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets as _random
 import threading
 import time
@@ -39,7 +40,14 @@ from irctl.actions import (
     WaitForOperator,
     default_registry,
 )
-from irctl.errors import ActionError, ActionTimeout, IntegrationError, IrctlError, UsageError
+from irctl.errors import (
+    ActionError,
+    ActionTimeout,
+    IntegrationError,
+    IrctlError,
+    StoreError,
+    UsageError,
+)
 from irctl.events import Event, utcnow
 from irctl.model import Config, Policy, Runbook, Step
 from irctl.plan import resolve_policy, step_digest, template_context
@@ -98,7 +106,9 @@ class _Live:
     notifiers: list[tuple[str, Notifier]] = field(default_factory=list)
     static: dict[str, bool] = field(default_factory=dict)  # step id -> inputs hold no template
     digests: dict[str, str] = field(default_factory=dict)  # step key -> digest of static inputs
-    foreign: bool = False  # events of other processes were folded in, out of journal order
+    # The state may differ from a fold of the journal: events of other processes were
+    # folded in out of order, or the run was interrupted between two records.
+    refold: bool = False
 
 
 class Engine:
@@ -341,6 +351,7 @@ class Engine:
             else:
                 self._emit(ev.RUN_SUCCEEDED, {}, defer=True)
         except KeyboardInterrupt:
+            live.refold = True  # it may have come between changing the state and recording it
             self._interrupted()
         finally:
             # The run's last word and the checkpoint sealing it are one transaction.
@@ -351,9 +362,13 @@ class Engine:
             self._live = None
             for _, started in live.notifiers:
                 _quietly(started.close, self.notify_grace)
-        if live.foreign or self.store.last_seq(run_id) != live.state.last_seq:
-            return self.state(run_id)  # others wrote to the run too: fold it as the journal has it
-        return live.state  # the fold of exactly this journal, kept up to date while it ran
+        try:
+            current = not live.refold and self.store.last_seq(run_id) == live.state.last_seq
+        except StoreError:
+            current = False  # the read below says what is wrong with the store
+        # The fold of exactly this journal, kept up to date while it ran; else the journal as
+        # it stands is the truth.
+        return live.state if current else self.state(run_id)
 
     def _interrupted(self) -> None:
         live = self._require_live()
@@ -504,7 +519,7 @@ class Engine:
         for event in self.store.events(live.state.run_id, after=first - 1):
             if upto is not None and event.seq >= upto:
                 break
-            live.foreign = True
+            live.refold = True
             live.state.apply(event)
             if self.listener:
                 self.listener(event)
@@ -860,7 +875,7 @@ class Engine:
         for event in self.store.events(state.run_id, after=0):
             data = event.data
             if event.type == ev.RUN_ABORTED and state.status != "aborted":
-                live.foreign = True
+                live.refold = True
                 state.apply(event)
                 live.cancelled.set()
                 return STOP
@@ -1188,25 +1203,39 @@ def _guard(
 
 
 def _checked_outputs(act: Action[Any], outputs: Any) -> dict[str, Any]:
+    """The outputs as the journal will hold them; an ActionError if they cannot be recorded."""
     if outputs is None:
         return {}
     if not isinstance(outputs, dict):
         raise ActionError(f"{act.name} returned {type(outputs).__name__}, not a dict of outputs")
-    if not all(type(k) is str and type(v) in _PLAIN for k, v in outputs.items()):
-        from irctl.render import canonical_json
+    if all(type(k) is str and k.isascii() and _plain(v) for k, v in outputs.items()):
+        return outputs  # recorded exactly as they are
+    from irctl.render import canonical_json
 
-        try:
-            canonical_json(outputs)
-        except IrctlError as exc:  # it acted, but what it returned cannot be journaled
-            raise ActionError(
-                f"{act.name} returned outputs that cannot be recorded: {exc.message}",
-                retryable=False,
-            ) from exc
-    return outputs
+    try:
+        text = canonical_json(outputs)
+        text.encode("utf-8")  # a lone surrogate serialises, then fails to hash
+    except (IrctlError, UnicodeEncodeError) as exc:  # it acted; what it returned cannot be kept
+        why = exc.message if isinstance(exc, IrctlError) else f"not UTF-8 text ({exc.reason})"
+        raise ActionError(
+            f"{act.name} returned outputs that cannot be recorded: {why}", retryable=False
+        ) from exc
+    # As the journal holds them (tuples as lists, keys as strings), so that later steps read
+    # the same values whether the run went straight through or was resumed.
+    normal: dict[str, Any] = json.loads(text)
+    return normal
 
 
-#: Output values that can always be recorded (a float may be NaN, so it is checked).
-_PLAIN = frozenset({str, int, bool, type(None)})
+def _plain(value: object) -> bool:
+    """A value the journal records exactly as it is, checked without serialising it."""
+    kind = type(value)
+    if kind is bool or value is None:
+        return True
+    if kind is str and isinstance(value, str):
+        return value.isascii()
+    if kind is int and isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return False
 
 
 def _split_key(key: str) -> tuple[str, int | None]:

@@ -707,6 +707,9 @@ def odd(inputs: Odd, ctx: ActionContext) -> Any:
         "float": {"value": 1.5, "text": "ok"},
         "nested": {"value": {"deep": [1, {"x": None}]}},
         "list": ["not", "a", "dict"],
+        "surrogate": {"name": "caf\udce9.txt"},  # undecodable bytes, as os.fsdecode gives them
+        "huge": {"value": 10**5000},
+        "shapes": {"pair": (1, 2), "by_number": {1: "one"}, "name": "café"},
     }[inputs.kind]
 
 
@@ -719,6 +722,8 @@ REGISTRY.register(odd)
         ("nan", "t.odd returned outputs that cannot be recorded: value cannot be serialised"),
         ("set", "t.odd returned outputs that cannot be recorded: value cannot be serialised"),
         ("list", "t.odd returned list, not a dict of outputs"),
+        ("surrogate", "t.odd returned outputs that cannot be recorded: not UTF-8 text"),
+        ("huge", "t.odd returned outputs that cannot be recorded: value cannot be serialised"),
     ],
 )
 def test_outputs_that_cannot_be_recorded_fail_the_step(store: Store, kind: str, error: str) -> None:
@@ -728,9 +733,45 @@ def test_outputs_that_cannot_be_recorded_fail_the_step(store: Store, kind: str, 
     assert (state.steps["odd"].error or "").startswith(error)
 
 
-@pytest.mark.parametrize("kind", ["float", "nested"])
+@pytest.mark.parametrize("kind", ["float", "nested", "shapes"])
 def test_outputs_that_can_be_recorded_are(store: Store, kind: str) -> None:
     engine, run_id = start(store, f"- {{id: odd, action: t.odd, with: {{kind: {kind}}}}}\n")
     state = engine.execute(run_id)
     assert state.status == "succeeded"
     assert store.events(run_id)[-1].type == ev.RUN_SUCCEEDED
+    assert state == engine.state(run_id)  # later steps read them as the journal holds them
+
+
+def test_outputs_reach_later_steps_as_the_journal_holds_them(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - {id: odd, action: t.odd, with: {kind: shapes}}
+        - id: read
+          action: t.echo
+          with: {value: "{{ steps.odd.outputs.pair }} {{ steps.odd.outputs.by_number['1'] }}"}
+        """,
+    )
+    state = engine.execute(run_id)
+    assert state.steps["read"].outputs == {"value": "[1, 2] one"}
+
+
+@action("t.interrupt")
+def interrupt(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    raise KeyboardInterrupt  # as Ctrl-C arrives while the action runs
+
+
+REGISTRY.register(interrupt)
+
+
+def test_an_interrupted_run_returns_the_state_its_journal_holds(store: Store) -> None:
+    """Interrupted in on_failure, after the engine noted the failed step but before the run's
+    failure was recorded: the state returned is the journal's, not the engine's."""
+    engine, run_id = start(
+        store,
+        "- {id: bad, action: t.fatal, with: {value: boom}}\n",
+        extra="on_failure:\n  - {id: page, action: t.interrupt}\n",
+    )
+    state = engine.execute(run_id)
+    assert state.status == "interrupted"
+    assert state == engine.state(run_id)
