@@ -83,10 +83,10 @@ def _jinja() -> Any:
 
 # ``{{ root.name['key'] }}``: the placeholder most templates are made of, read without Jinja2.
 _PLACEHOLDER = re.compile(
-    r"\{\{\s*([A-Za-z_]\w*)((?:\s*(?:\.[A-Za-z_]\w*|\[\s*'[^'\\{}]*'\s*\]"
-    r"|\[\s*\"[^\"\\{}]*\"\s*\]))*)\s*\}\}",
+    r"(?<!\{)\{\{\s*([A-Za-z_]\w*)((?:\s*(?:\.[A-Za-z_]\w*|\[\s*'[^'\\{}\x00-\x1f]*'\s*\]"
+    r"|\[\s*\"[^\"\\{}\x00-\x1f]*\"\s*\]))*)\s*\}\}",
     re.ASCII,
-)
+)  # not after a "{": "{{{ x }}" is a Jinja2 syntax error; no control characters in keys
 _FIRST_KEY = re.compile(r"\s*(?:\.([A-Za-z_]\w*)|\[\s*'([^']*)'|\[\s*\"([^\"]*)\")", re.ASCII)
 _MARKUP = ("{{", "}}", "{%", "%}", "{#", "#}")
 
@@ -209,8 +209,11 @@ class Integrations:
 
     def _find(self, namespace: str) -> str | None:
         already = bool(self.registry.known(namespace))
-        lazy = not (already or self.load_all or self.registry.first_party(namespace))
-        if lazy and self.registry.modules(namespace):
+        modules = self.registry.modules(namespace)
+        ours = self.registry.first_party(namespace) or all(
+            module.startswith("irctl.") for module in modules
+        )
+        if modules and not (ours or already or self.load_all):
             return "skip"  # another package's: imported only with check_integrations (slow?)
         try:
             self.registry.load_namespace(namespace)

@@ -721,6 +721,12 @@ PLACEHOLDER_CASES = [
     "{{ params.a",
     "{{ params[0] }}",
     "{{ params.a.b['c d'] }} {# note #}",
+    "{{{ run.id }}",
+    "{{{ params.x }}}",
+    "x{{{ steps.a }} y",
+    "{{ steps['a\rb'] }}",
+    "{{ steps['a\nb'].outputs }}",
+    "{{ steps['a\tb'] }}",
 ]
 
 
@@ -740,3 +746,16 @@ def test_most_library_templates_are_read_without_jinja2() -> None:
     templates = _library_templates()
     direct = [t for t in templates if _placeholders(t) is not None]
     assert len(direct) > len(templates) / 2
+
+
+def test_another_package_cannot_add_to_a_first_party_namespace() -> None:
+    """A package registering the entry point ``aws`` is not imported: aws.* stays irctl's."""
+
+    class Shadowing(Registry):
+        def installed(self) -> dict[str, list[str]]:
+            return {"aws": ["irctl_aws", "acme_aws_extra"], "acme": ["acme_irctl"]}
+
+    registry = Shadowing()
+    assert registry.modules("aws") == ["irctl_aws"]
+    assert registry.modules("acme") == ["acme_irctl"]
+    registry.load_namespace("aws")  # would fail importing acme_aws_extra if it were tried
