@@ -928,6 +928,7 @@ def test_exec_stdin_stays_dev_null_when_its_descriptor_is_reused(tmp_path: Path)
     from irctl.builtins import shell
 
     call("shell.exec", {"argv": ["true"]})
+    assert shell._NULL is not None
     held = shell._NULL[0]
     secret = tmp_path / "secret"
     secret.write_text("do not read me\n", encoding="utf-8")
@@ -939,4 +940,5 @@ def test_exec_stdin_stays_dev_null_when_its_descriptor_is_reused(tmp_path: Path)
     finally:
         os.close(held)
     assert out["stdout"] == ""
+    assert shell._NULL is not None
     assert shell._NULL[0] != held
