@@ -93,6 +93,7 @@ def validate_command(
     """
     # Loading the models and integrations allocates much and frees little: collecting
     # garbage meanwhile only slows a short, read-only command (~8 ms).
+    collecting = gc.isenabled()
     gc.disable()
     try:
         from irctl.loader import validate_paths
@@ -100,7 +101,8 @@ def validate_command(
         targets = list(paths) if paths else _default_paths()
         count, problems = validate_paths(targets, check_integrations=check_integrations)
     finally:
-        gc.enable()
+        if collecting:
+            gc.enable()
     if check_integrations:
         problems = [*problems, *_readiness(targets)]
     if as_json:
