@@ -920,25 +920,3 @@ def test_console_checks_its_level_and_simulates_quietly() -> None:
     out = simulate("notify.console", {"message": "m"})
     assert out["level"] == "info"
     assert out["simulated"] is True
-
-
-def test_exec_stdin_stays_dev_null_when_its_descriptor_is_reused(tmp_path: Path) -> None:
-    """shell.exec keeps /dev/null open for programs' stdin; if that descriptor is closed and
-    its number given to another file, the program still reads /dev/null, not that file."""
-    from irctl.builtins import shell
-
-    call("shell.exec", {"argv": ["true"]})
-    assert shell._NULL is not None
-    held = shell._NULL[0]
-    secret = tmp_path / "secret"
-    secret.write_text("do not read me\n", encoding="utf-8")
-    other = os.open(secret, os.O_RDONLY)
-    os.dup2(other, held, inheritable=False)  # /dev/null's number now names another file
-    os.close(other)
-    try:
-        out = call("shell.exec", {"argv": ["cat"], "timeout": 5})
-    finally:
-        os.close(held)
-    assert out["stdout"] == ""
-    assert shell._NULL is not None
-    assert shell._NULL[0] != held

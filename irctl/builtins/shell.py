@@ -20,7 +20,6 @@ import shlex
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -97,35 +96,6 @@ def child_env(inputs: Exec) -> dict[str, str]:
             env[name] = value
     env.update(inputs.env)
     return env
-
-
-_NULL: tuple[int, int, int] | None = None  # fd, st_dev, st_ino of /dev/null for stdin
-_NULL_LOCK = threading.Lock()
-
-
-def _is_null(held: tuple[int, int, int]) -> bool:
-    try:
-        found = os.fstat(held[0])
-    except OSError:
-        return False
-    return (found.st_dev, found.st_ino) == held[1:]
-
-
-def _stdin() -> int:
-    """/dev/null, opened once per process (~10 µs a call less than Popen's DEVNULL), and
-    checked to still be it before each use."""
-    global _NULL  # noqa: PLW0603 - one descriptor for the process, replaced in one step
-    held = _NULL
-    if held is not None and _is_null(held):
-        return held[0]
-    with _NULL_LOCK:
-        held = _NULL  # another thread may have opened it meanwhile
-        if held is not None and _is_null(held):
-            return held[0]
-        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        found = os.fstat(fd)
-        _NULL = (fd, found.st_dev, found.st_ino)  # closed or reused before: not ours to close
-        return fd
 
 
 def _capture() -> int:
@@ -223,7 +193,7 @@ def exec_(inputs: Exec, ctx: ActionContext) -> dict[str, Any]:
             # scheduler autogroup, which makes every call ~1 ms slower on Linux.
             proc = subprocess.Popen(
                 inputs.argv,
-                stdin=_stdin(),
+                stdin=subprocess.DEVNULL,
                 stdout=out_fd,
                 stderr=err_fd,
                 cwd=inputs.cwd,
