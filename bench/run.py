@@ -327,6 +327,36 @@ def _wait_for(url: str, seconds: float = 30) -> None:
             time.sleep(0.1)
 
 
+def bench_machine(tmp: Path) -> tuple[float, float, float]:
+    """What this machine itself gives, to compare tables from different machines: the start-up
+    of a bare interpreter, a fixed piece of pure-Python work, and one fsync'd append."""
+
+    def startup() -> float:
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        return time.perf_counter() - began
+
+    def cpu() -> float:
+        began = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        return time.perf_counter() - began
+
+    def fsync() -> float:
+        fd = os.open(tmp / f"fsync{time.monotonic_ns()}", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            began = time.perf_counter()
+            for _ in range(200):
+                os.write(fd, b"x" * 80 + b"\n")
+                os.fsync(fd)
+            return (time.perf_counter() - began) / 200
+        finally:
+            os.close(fd)
+
+    return median(startup, 11), median(cpu, 5), median(fsync, 5)
+
+
 def main() -> None:
     rows: list[tuple[str, str, str, str]] = []
 
@@ -366,13 +396,18 @@ def main() -> None:
         row("transcript verify, 100,000 events", f"{verify:.2f} s", "≤ 1.5 s", verify <= 1.5)
         rss = bench_memory(tmp)
         row("10,000-step run, peak RSS", f"{rss:.0f} MB", "≤ 150 MB", rss <= 150)
+        startup, cpu, fsync = bench_machine(tmp)
+        row("machine: python -c pass", f"{startup * 1000:.0f} ms", "—", True)
+        row("machine: pure-Python loop of 10^6 additions", f"{cpu * 1000:.0f} ms", "—", True)
+        row("machine: one fsync'd 81-byte append", f"{fsync * 1e6:.0f} µs", "—", True)
 
     width = max(len(r[0]) for r in rows)
     print(f"\n{'benchmark (median)':<{width}}  {'measured':>12}  {'target':>9}  result")
     print("-" * (width + 36))
     for name, value, target, result in rows:
         print(f"{name:<{width}}  {value:>12}  {target:>9}  {result}")
-    print(f"\n{os.cpu_count()} cores · Python {sys.version.split()[0]}")
+    print(f"\n{os.cpu_count()} cores · Python {sys.version.split()[0]} · the machine rows tell how"
+          " fast this machine is, to compare tables taken on different ones")  # fmt: skip
 
 
 if __name__ == "__main__":
