@@ -24,6 +24,7 @@ only when a runbook names one of their actions.  :func:`parse_params` and
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,41 @@ def _scalar(loader: Any, node: yaml.ScalarNode) -> Any:
     return loader.construct_object(node, deep=True)
 
 
+#: The most values one document may hold once YAML aliases are expanded. A 10,000-step runbook
+#: holds about 30,000; a few nested aliases can ask for billions, which must not hang the loader.
+MAX_VALUES = 200_000
+
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+def _json_scalar(loader: Any, node: yaml.ScalarNode, loc: Loc, doc: Document) -> Any:
+    """A scalar as a JSON value: dates stay the text written, binary and inf/NaN are refused."""
+    if node.tag == _STR_TAG:
+        return node.value
+    if node.tag == _TIMESTAMP_TAG:
+        return node.value  # '2025-01-01' means that text, not a date object nobody can sign
+    value = loader.construct_object(node, deep=True)
+    if isinstance(value, bytes):
+        doc.add(loc, "binary values (!!binary) are not supported; write the value as text")
+        return node.value  # the text, so checks that follow do not report it a second time
+    if isinstance(value, float) and not math.isfinite(value):
+        doc.add(loc, f"{value!r} is not supported; numbers must be finite")
+        return node.value
+    return value
+
+
+
 def _build(loader: Any, node: yaml.Node, loc: Loc, doc: Document, active: set[int]) -> Any:
     doc.values.setdefault(loc, _mark(node))
+    if len(doc.values) > MAX_VALUES:
+        raise _TooLarge(node)
     if isinstance(node, yaml.ScalarNode):
-        return _scalar(loader, node)
+        return _json_scalar(loader, node, loc, doc)
     if id(node) in active:
         doc.add(loc, "an alias refers to itself (recursive YAML anchors are not supported)")
         return None
@@ -140,6 +172,13 @@ def _parse(text: str, name: str) -> Document:
         node = loader.get_single_node()
         if node is not None:
             doc.data = _build(loader, node, (), doc, set())
+    except _TooLarge as exc:
+        line, column = _mark(exc.node)
+        message = (
+            f"the document holds more than {MAX_VALUES:,} values once its YAML aliases (*name) "
+            "are expanded; write the values out or use fewer nested aliases"
+        )
+        raise InvalidDocument([Diagnostic(name, line, column, "", message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -322,5 +322,11 @@ def validate_model(doc: Document, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(doc.data)
     except ValidationError as exc:
+        known = {(p.line, p.column) for p in doc.problems}
+        before = len(doc.problems)
         report_validation(doc, list(exc.errors(include_url=False)), doc.data, model)
+        # A value the YAML pass already refused (binary, inf) is reported once, not twice.
+        doc.problems[before:] = [
+            p for p in doc.problems[before:] if (p.line, p.column) not in known
+        ]
         return None

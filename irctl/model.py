@@ -7,6 +7,7 @@ touches raw dictionaries.  The models also give the JSON Schema
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -26,19 +27,31 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+#: The longest duration a runbook, drill or config may give. Anything longer is a typo (and
+#: would overflow the timers the engine hands it to), so it is refused when the file is checked.
+MAX_DURATION = 366 * 86400.0
+
+
 def parse_duration(value: object) -> float:
     """``30s``, ``5m``, ``2h``, ``1d`` (or a plain number of seconds) as seconds."""
     if isinstance(value, bool):
         raise ValueError("a duration is written like 30s, 5m, 2h or 1d")
+    seconds: float | None = None
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration; give a finite number of seconds")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION.match(value)
         if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 2h or 1d")
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds is None:
+        raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 2h or 1d")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than the longest allowed duration, 366d")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

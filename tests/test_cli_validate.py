@@ -250,3 +250,58 @@ def test_validate_names_policies_no_operator_could_satisfy(tmp_path: Path) -> No
         "quorum 2 cannot be reached: only 1 operator(s) with a key may approve (alice)",
         "2 files checked, 1 problem",
     ]
+
+
+BOMB = """irctl: 1
+id: bomb
+title: Bomb
+a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h, *h]
+steps:
+  - {id: one, action: notify.console, with: {message: hi}}
+"""
+
+
+def test_nested_yaml_aliases_are_refused_not_expanded(workspace: Path) -> None:
+    (workspace / "runbooks" / "bomb.yaml").write_text(BOMB)
+    done = irctl("validate", "runbooks/bomb.yaml", cwd=workspace)
+    assert done.returncode == 2
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("runbooks/bomb.yaml:")
+    assert first.endswith(
+        ": the document holds more than 200,000 values once its YAML aliases (*name) are "
+        "expanded; write the values out or use fewer nested aliases"
+    )
+    aliases = BOMB.partition("steps:")[0].replace("irctl: 1\nid: bomb\ntitle: Bomb\n", "")
+    (workspace / "irctl.yaml").write_text(aliases)
+    done = irctl("validate", cwd=workspace)
+    assert done.returncode == 2
+    assert "irctl.yaml:" in done.stdout + done.stderr
+    assert "more than 200,000 values" in done.stdout + done.stderr
+
+
+def test_binary_and_infinite_values_are_refused_and_dates_stay_text(workspace: Path) -> None:
+    (workspace / "runbooks" / "odd.yaml").write_text(
+        "irctl: 1\nid: odd\ntitle: Odd\nsteps:\n"
+        "  - id: one\n    action: notify.console\n    with:\n      message: !!binary aGVsbG8=\n"
+        "  - id: two\n    action: shell.exec\n    with:\n"
+        "      argv: [echo, 2025-01-01, .inf, .nan]\n"
+    )
+    done = irctl("validate", "runbooks/odd.yaml", cwd=workspace)
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        "runbooks/odd.yaml:8:16: steps[0].with.message: binary values (!!binary) are not "
+        "supported; write the value as text",
+        "runbooks/odd.yaml:12:32: steps[1].with.argv[2]: inf is not supported; numbers must be "
+        "finite",
+        "runbooks/odd.yaml:12:38: steps[1].with.argv[3]: nan is not supported; numbers must be "
+        "finite",
+        "1 file checked, 3 problems",
+    ]

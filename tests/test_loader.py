@@ -759,3 +759,36 @@ def test_another_package_cannot_add_to_a_first_party_namespace() -> None:
     assert registry.modules("aws") == ["irctl_aws"]
     assert registry.modules("acme") == ["acme_irctl"]
     registry.load_namespace("aws")  # would fail importing acme_aws_extra if it were tried
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("200000d", "'200000d' is longer than the longest allowed duration, 366d"),
+        ("367d", "'367d' is longer than the longest allowed duration, 366d"),
+        ("99999999999", "99999999999 is longer than the longest allowed duration, 366d"),
+        (".inf", "inf is not supported; numbers must be finite"),
+        (".nan", "nan is not supported; numbers must be finite"),
+    ],
+)
+def test_durations_are_finite_and_at_most_366_days(
+    registry: Registry, written: str, message: str
+) -> None:
+    text = (
+        "irctl: 1\nid: t\ntitle: T\nsteps:\n  - id: one\n    action: demo.notify\n"
+        f"    with: {{text: hi}}\n    timeout: {written}\n"
+    )
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook_text(text, "t.yaml", registry=registry)
+    assert str(caught.value) == f"t.yaml:8:14: steps[0].timeout: {message}"
+    accepted = load_runbook_text(text.replace(written, "366d"), "t.yaml", registry=registry)
+    assert accepted.steps[0].timeout == 366 * 86400
+
+
+def test_durations_given_as_python_numbers_must_be_finite() -> None:
+    from irctl.model import parse_duration
+
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match=r"finite|negative"):
+            parse_duration(bad)
+    assert parse_duration(2.5) == 2.5
