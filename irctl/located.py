@@ -54,6 +54,8 @@ def suggest(word: object, candidates: Sequence[object]) -> str:
 def show(value: object) -> str:
     """A value as a user wrote it, short."""
     if isinstance(value, str):
+        if not value.isprintable():  # a newline or a terminal escape is shown, not obeyed
+            value = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
         return f"'{value}'" if len(value) <= 60 else f"'{value[:57]}...'"
     if isinstance(value, bool):
         return "true" if value else "false"

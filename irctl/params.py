@@ -42,6 +42,31 @@ def _type_ok(kind: str, value: object) -> bool:
     return isinstance(value, list)
 
 
+def strict_end(pattern: str) -> str:
+    """``pattern`` with each ``$`` meaning the very end of the value, as in JSON Schema.
+
+    Python's ``$`` also matches before a trailing newline, so ``^0x[0-9a-f]{40}$`` would let
+    ``"0x...\\n"`` through into an argv or a transaction. ``$`` inside a character class or
+    escaped is left alone.
+    """
+    out: list[str] = []
+    escaped = in_class = False
+    for i, char in enumerate(pattern):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]" or pattern[i - 1] == "[" or pattern[max(0, i - 2) : i] == "[^"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            out.append(r"\Z")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
 def _scalar_problems(spec: Param, kind: str, value: object) -> list[str]:
     if not _type_ok(kind, value):
         return [f"expected {_TYPE_WORDS[kind]}, got {show(value)}"]
@@ -53,7 +78,7 @@ def _scalar_problems(spec: Param, kind: str, value: object) -> list[str]:
         )
     if spec.pattern is not None and isinstance(value, str):
         try:
-            if not re.search(spec.pattern, value):
+            if not re.search(strict_end(spec.pattern), value):
                 problems.append(f"{show(value)} does not match the pattern {spec.pattern}")
         except re.error:
             pass  # reported where the param is declared

@@ -792,3 +792,26 @@ def test_durations_given_as_python_numbers_must_be_finite() -> None:
         with pytest.raises(ValueError, match=r"finite|negative"):
             parse_duration(bad)
     assert parse_duration(2.5) == 2.5
+
+
+def test_param_pattern_dollar_means_the_very_end_of_the_value() -> None:
+    runbook = _runbook(
+        {
+            "wallet": {"type": "string", "pattern": "^0x[0-9a-f]{4}$"},
+            "price": {"type": "string", "pattern": r"^[0-9]+\$$"},
+            "odd": {"type": "string", "pattern": "^[]$]x$"},
+        }
+    )
+    with pytest.raises(UsageError) as caught:
+        parse_params(runbook, {"wallet": "0xabcd\n", "price": "10$\n", "odd": "$x\n"})
+    assert caught.value.exit_code == 2
+    assert str(caught.value).splitlines() == [
+        "param 'wallet': '0xabcd\\n' does not match the pattern ^0x[0-9a-f]{4}$",
+        "param 'price': '10$\\n' does not match the pattern ^[0-9]+\\$$",
+        "param 'odd': '$x\\n' does not match the pattern ^[]$]x$",
+    ]
+    assert parse_params(runbook, {"wallet": "0xabcd", "price": "10$", "odd": "$x"}) == {
+        "wallet": "0xabcd",
+        "price": "10$",
+        "odd": "$x",
+    }
