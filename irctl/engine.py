@@ -88,6 +88,23 @@ def new_run_id() -> str:
     return f"r-{stamp}-{_random.token_hex(3)}"
 
 
+def _aborting_step(steps: list[Step], state: RunState) -> str | None:
+    """The first failed step that stopped the run (not one whose failure it carried on past)."""
+    definitions: dict[str, Step] = {}
+    pending = list(steps)
+    while pending:
+        step = pending.pop()
+        definitions[step.id] = step
+        pending.extend(step.parallel or [])
+    for key, step_state in state.steps.items():
+        definition = definitions.get(key.split("[", 1)[0])
+        if step_state.status == FAILED and (
+            definition is None or definition.on_failure != "continue"
+        ):
+            return key
+    return None
+
+
 def _worst(outcomes: Iterable[str]) -> str:
     return max(outcomes, key=_RANK.__getitem__, default=OK)
 
@@ -336,9 +353,7 @@ class Engine:
             if state.status == "aborted":
                 pass  # someone aborted the run meanwhile: it ends where they stopped it
             elif outcome == FAIL:
-                failed = state.failed_step or next(
-                    (s.key for s in state.steps.values() if s.status == FAILED), None
-                )
+                failed = state.failed_step or _aborting_step(runbook.steps, state)
                 state.failed_step = failed
                 if runbook.on_failure:
                     self._sequence(runbook.on_failure, compensating=True)

@@ -345,6 +345,44 @@ def test_on_failure_continue_keeps_going(store: Store) -> None:
     assert state.steps["good"].status == "succeeded"
 
 
+def test_the_failed_step_is_the_one_that_stopped_the_run(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: tolerated
+          action: t.fatal
+          with: {value: first}
+          on_failure: continue
+        - id: block
+          parallel:
+            - id: also-tolerated
+              action: t.fatal
+              with: {value: second}
+              on_failure: continue
+            - id: fine
+              action: t.echo
+        - id: fatal
+          action: t.fatal
+          with: {value: third}
+        - id: never
+          action: t.echo
+        """,
+        extra="""
+        on_failure:
+          - id: page
+            action: t.echo
+            with: {value: "failed at {{ run.failed_step }}"}
+        """,
+    )
+    state = engine.execute(run_id)
+    assert state.status == "failed"
+    assert state.steps["tolerated"].status == "failed"
+    assert state.steps["also-tolerated"].status == "failed"
+    assert state.failed_step == "fatal"
+    assert state.steps["page"].outputs == {"value": "failed at fatal"}
+    assert "never" not in state.steps
+
+
 def test_timeout_fails_an_idempotent_step_that_hangs(store: Store) -> None:
     engine, run_id = start(
         store,
