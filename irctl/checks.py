@@ -48,7 +48,7 @@ from irctl.located import (
 )
 from irctl.model import Param, Policy, Runbook, Step
 from irctl.params import value_problems
-from irctl.render import check_syntax, is_template
+from irctl.render import TOO_DEEP, check_syntax, is_template
 
 __all__ = [
     "TEMPLATE_ROOTS",
@@ -131,6 +131,8 @@ def _parsed(source: str) -> _Template | str:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
         return f"template syntax error: {exc.message} (template line {exc.lineno})"
+    except RecursionError:
+        return TOO_DEEP
     filters: list[Any] = []  # unknown to plain Jinja2
     tests: list[Any] = []
     loaded: set[str] = set()

@@ -54,6 +54,7 @@ __all__ = [
     "load_runbook",
     "load_runbook_text",
     "parse_params",
+    "read_document",
     "validate_paths",
 ]
 
@@ -204,7 +205,8 @@ def _parse(text: str, name: str) -> Document:
     return doc
 
 
-def _read(path: Path) -> str:
+def read_document(path: Path) -> str:
+    """The text of a runbook, drill or config file; InvalidDocument if it is not UTF-8."""
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -262,19 +264,19 @@ def load_runbook(
 ) -> Runbook:
     """A runbook file; see :func:`load_runbook_text`."""
     return load_runbook_text(
-        _read(path), str(path), registry=registry, check_integrations=check_integrations
+        read_document(path), str(path), registry=registry, check_integrations=check_integrations
     )
 
 
 def load_drill(path: Path) -> Drill:
-    doc = _parse(_read(path), str(path))
+    doc = _parse(read_document(path), str(path))
     result: Drill = _finish(doc, validate_model(doc, Drill))
     return result
 
 
 def load_config(path: Path) -> Config:
     """The workspace config; an empty file is the default config."""
-    text = _read(path)
+    text = read_document(path)
     try:
         doc = _parse(text, str(path))
     except InvalidDocument as exc:
@@ -299,7 +301,7 @@ def load_document(path: Path, *, registry: Registry | None = None) -> Runbook | 
     """A runbook or a drill, by its ``kind`` (a file without one is a runbook)."""
     from irctl.actions import default_registry
 
-    doc = _parse(_read(path), str(path))
+    doc = _parse(read_document(path), str(path))
     kind = _kind(doc)
     if kind == "drill":
         drill: Drill = _finish(doc, validate_model(doc, Drill))
@@ -353,7 +355,7 @@ class _Validation:
         key = path.resolve()
         if key not in self.docs:
             try:
-                self.docs[key] = _parse(_read(path), name or str(path))
+                self.docs[key] = _parse(read_document(path), name or str(path))
             except InvalidDocument:
                 self.docs[key] = None
         return self.docs[key]
@@ -405,7 +407,7 @@ class _Validation:
     def check(self, path: Path) -> list[Diagnostic]:
         name = str(path)
         try:
-            doc = _parse(_read(path), name)
+            doc = _parse(read_document(path), name)
         except InvalidDocument as exc:
             if path.name == CONFIG_NAME and exc.diagnostics[0].message == "the file is empty":
                 return []

@@ -35,11 +35,38 @@ class RenderError(IrctlError):
     """A template failed to render (undefined name, forbidden operation)."""
 
 
+#: Limits on what one template expression may build.
+MAX_REPEAT = 1_000_000
+MAX_EXPONENT = 4096
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox, with one change: a mapping's keys win over its methods.
 
     ``params.items`` must be the param called ``items``, not ``dict.items``.
     """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """``*`` and ``**``, refused when the result would be huge (``'a' * 10**9``)."""
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+                if sized and len(seq) * count > MAX_REPEAT:
+                    raise SecurityError(
+                        f"repeating {len(seq)} items {count} times makes more than "
+                        f"{MAX_REPEAT:,}"
+                    )
+        if (
+            operator == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and right > MAX_EXPONENT
+        ):
+            raise SecurityError(f"an exponent above {MAX_EXPONENT} is not allowed")
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping):
@@ -73,12 +100,17 @@ def _compile(source: str) -> tuple[bool, Any]:
     return False, _ENV.from_string(source)
 
 
+TOO_DEEP = "template syntax error: the expression nests too deeply; split it up"
+
+
 def check_syntax(source: str) -> str | None:
     """None if ``source`` compiles, else the error message (with the template's line)."""
     try:
         _compile(source)
     except TemplateSyntaxError as exc:
         return f"template syntax error: {exc.message} (template line {exc.lineno})"
+    except RecursionError:
+        return TOO_DEEP
     return None
 
 
@@ -99,6 +131,8 @@ def render_string(source: str, context: dict[str, Any]) -> Any:
         raise RenderError(f"undefined name in template {source!r}: {exc.message}") from exc
     except SecurityError as exc:
         raise RenderError(f"template {source!r} is not allowed: {exc}") from exc
+    except RecursionError:
+        raise RenderError(TOO_DEEP) from None
     except Exception as exc:  # a template is user code; any failure is the user's to fix
         raise RenderError(f"template {source!r} failed: {type(exc).__name__}: {exc}") from exc
 
@@ -134,7 +168,7 @@ def referenced(source: str, root: str) -> set[str]:
         match = _SINGLE.match(source)
         text = "{{" + match.group("expr") + "}}" if single and match else source
         tree = _ENV.parse(text)
-    except TemplateSyntaxError:
+    except (TemplateSyntaxError, RecursionError):
         return set()
     found: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from irctl.store import Store
 
 COMMITMENT = "hmac-sha256:"
+#: A `file:` secret is read up to this size: a key or token, not a disk image (or /dev/zero).
+FILE_LIMIT = 64 * 1024
 
 
 def resolve(
@@ -51,9 +53,19 @@ def resolve(
         if base is not None and not path.is_absolute():
             path = base / path
         try:
-            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+            with path.open("rb") as file:
+                data = file.read(FILE_LIMIT + 1)
         except OSError as exc:
             raise SecretError(f"secret '{name}': cannot read {path}: {exc.strerror}") from exc
+        if len(data) > FILE_LIMIT:
+            raise SecretError(
+                f"secret '{name}': {path} is larger than {FILE_LIMIT // 1024} KiB; "
+                "a secret file holds one value"
+            )
+        try:
+            value = data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise SecretError(f"secret '{name}': {path} is not UTF-8 text") from None
         if not value:
             raise SecretError(f"secret '{name}': {path} is empty")
         return value

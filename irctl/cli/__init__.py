@@ -11,6 +11,9 @@ import sys
 
 from irctl.errors import IrctlError
 
+#: Exit code when the machine refused a file operation (sysexits EX_IOERR).
+EXIT_IO = 74
+
 COMMAND_MODULES = (
     "validate", "runs", "approvals", "transcript", "admin", "serve", "drill", "safe", "allowlist",
 )  # fmt: skip
@@ -46,6 +49,18 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as exc:
+        if os.environ.get("IRCTL_DEBUG"):
+            raise
+        # The machine said no (permissions, a full disk, a name too long): not a bug in irctl.
+        where = " ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        reason = exc.strerror or str(exc)
+        err.print(
+            f"[red]error:[/red] {escape(reason)}{': ' + escape(where) if where else ''}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_IO)
     except Exception as exc:
         if os.environ.get("IRCTL_DEBUG"):
             raise

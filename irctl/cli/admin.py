@@ -36,9 +36,15 @@ def init_command(
     from irctl.workspace import CONFIG_NAME, INSTALLATION_KEY, STATE_DIR
 
     root = directory.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    for name in ("runbooks", "drills", STATE_DIR):
-        (root / name).mkdir(exist_ok=True)
+    for folder in (root, root / "runbooks", root / "drills", root / STATE_DIR):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"cannot create a workspace: {folder} exists and is not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("runbooks", "drills", STATE_DIR):
+            (root / name).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create a workspace in {root}: {exc.strerror}") from None
     key_path = root / STATE_DIR / INSTALLATION_KEY
     config = root / CONFIG_NAME
     if key_path.exists():

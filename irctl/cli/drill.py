@@ -120,7 +120,7 @@ def run_command(
     from irctl.cli.runs import _asker, _finish, _operator, _workspace
     from irctl.cli.view import RunView
     from irctl.drills import drive_drill, sandbox_config, start_drill
-    from irctl.loader import load_runbook_text
+    from irctl.loader import load_runbook_text, read_document
     from irctl.model import parse_duration
 
     ws = _workspace()
@@ -135,7 +135,7 @@ def run_command(
         except ValueError as exc:
             raise UsageError(f"--time-limit: {exc}") from None
     path = ws.resolve_runbook(drill.runbook)
-    text = path.read_text(encoding="utf-8")
+    text = read_document(path)
     runbook = load_runbook_text(text, str(path))
     view = RunView(err, title=f"drill {drill.id}", live=False if as_json else None)
     ask = interactive if interactive is not None else (sys.stdin.isatty() and not as_json)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json, runs_app
-from irctl.errors import IrctlError, UsageError
+from irctl.errors import IrctlError, SecretError, UsageError
 
 if TYPE_CHECKING:
     from irctl.engine import Engine
@@ -78,13 +78,10 @@ def _split_params(pairs: list[str] | None) -> dict[str, str]:
 def _load(
     ws: Workspace, runbook: str, pairs: list[str] | None
 ) -> tuple[Runbook, str, dict[str, Any]]:
-    from irctl.loader import load_runbook_text, parse_params
+    from irctl.loader import load_runbook_text, parse_params, read_document
 
     path = ws.resolve_runbook(runbook)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    text = read_document(path)
     model = load_runbook_text(text, str(path))
     return model, text, parse_params(model, _split_params(pairs))
 
@@ -261,8 +258,14 @@ def _execute(
         err.print(f"run [bold]{run_id}[/bold] of {escape(model.id)} ({mode})")
     if run_id is None:  # pragma: no cover - callers pass one of the two
         raise UsageError("no run to execute")
-    with view:
-        state = engine.execute(run_id)
+    try:
+        with view:
+            state = engine.execute(run_id)
+    except SecretError as exc:
+        raise SecretError(
+            f"{exc.message}\nrun {run_id} is recorded but has not started: fix the secret and "
+            f"'irctl resume {run_id}', or 'irctl abort {run_id} --reason ...'"
+        ) from None
     if as_json:
         print_json(_state_json(state))
     _finish(state)
@@ -429,7 +432,7 @@ def status_command(
 
 @runs_app.command("list")
 def runs_list_command(
-    limit: int = typer.Option(20, help="How many of the latest runs."),
+    limit: int = typer.Option(20, min=1, max=1_000_000, help="How many of the latest runs."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The latest runs and how each stands."""

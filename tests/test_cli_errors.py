@@ -1,0 +1,158 @@
+"""Bad input and a refusing machine give a clear message and an exit code, never an internal error.
+
+Each case runs the real ``irctl`` command and checks the message and the exit code: 2 for bad
+input, 74 when the machine refused a file operation, never 70 (a bug in irctl).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import irctl, make_workspace
+
+NOTE = """\
+irctl: 1
+id: note
+title: Note
+steps:
+  - id: one
+    action: notify.console
+    with: {message: "%s"}
+"""
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path / "ws", {"note": NOTE % "hi"})
+
+
+def no_bug(done: object) -> None:
+    text = getattr(done, "stdout", "") + getattr(done, "stderr", "")
+    assert "internal error" not in text
+    assert "Traceback" not in text
+
+
+def test_a_runbook_that_is_not_utf8_is_bad_input(ws: Path) -> None:
+    (ws / "runbooks" / "latin.yaml").write_bytes(b"irctl: 1\nid: latin\ntitle: caf\xe9\n")
+    for command in (["plan"], ["run", "--yes"]):
+        done = irctl(*command, "runbooks/latin.yaml", cwd=ws)
+        no_bug(done)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().endswith("runbooks/latin.yaml:1:1: the file is not UTF-8 text")
+
+
+def test_a_config_that_is_not_utf8_is_bad_input(ws: Path) -> None:
+    with (ws / "irctl.yaml").open("ab") as config:
+        config.write(b"vars:\n  place: caf\xe9\n")
+    done = irctl("runs", "list", cwd=ws)
+    no_bug(done)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("irctl.yaml:1:1: the file is not UTF-8 text")
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "99999999999999999999"])
+def test_runs_list_limit_out_of_range(ws: Path, limit: str) -> None:
+    done = irctl("runs", "list", "--limit", limit, cwd=ws)
+    no_bug(done)
+    assert done.returncode == 2
+    assert f"Invalid value for '--limit': {limit} is not in the range 1<=x<=1000000" in done.stderr
+
+
+def test_init_over_files_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    done = irctl("init", "file", cwd=tmp_path)
+    no_bug(done)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: cannot create a workspace: {tmp_path / 'file'} exists and is not a folder\n"
+    )
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "runbooks").write_text("x")
+    done = irctl("init", "ws", cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"{tmp_path / 'ws' / 'runbooks'} exists and is not a folder" in done.stderr
+    assert not (tmp_path / "ws" / "irctl.yaml").exists()
+
+
+def test_a_refused_file_operation_is_exit_74_naming_the_file(tmp_path: Path) -> None:
+    name = tmp_path / ("a" * 300)
+    done = irctl("init", str(name), cwd=tmp_path)
+    no_bug(done)
+    assert done.returncode == 74
+    assert done.stderr.startswith("error: File name too long: ")
+    assert str(name) in done.stderr
+
+
+def test_a_template_nested_too_deeply_is_a_syntax_error(ws: Path) -> None:
+    deep = "{{ " + "(" * 500 + "1" + ")" * 500 + " }}"
+    (ws / "runbooks" / "note.yaml").write_text(NOTE % deep)
+    expected = (
+        "runbooks/note.yaml:7:21: steps[0].with.message: template syntax error: the expression "
+        "nests too deeply; split it up"
+    )
+    done = irctl("validate", cwd=ws)
+    no_bug(done)
+    assert done.returncode == 2
+    assert expected in done.stdout
+    done = irctl("plan", "note", cwd=ws)
+    no_bug(done)
+    assert done.returncode == 2
+    assert expected in done.stderr
+
+
+def test_a_template_that_would_build_a_huge_value_is_refused(ws: Path) -> None:
+    (ws / "runbooks" / "note.yaml").write_text(NOTE % "{{ 'a' * 10**8 }}")
+    done = irctl("run", "note", "--yes", cwd=ws)
+    no_bug(done)
+    assert done.returncode == 1
+    shown = done.stdout + done.stderr
+    assert "repeating 1 items 100000000 times makes more than 1,000,000" in shown
+    listed = irctl("runs", "list", "--json", cwd=ws)
+    assert '"failed"' in listed.stdout
+
+
+SECRET = """\
+irctl: 1
+id: secret
+title: Secret
+secrets:
+  token: file:%s
+steps:
+  - id: one
+    action: notify.console
+    with: {message: hi}
+"""
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"caf\xe9\n", "is not UTF-8 text"),
+        (b"x" * (64 * 1024 + 1), "is larger than 64 KiB; a secret file holds one value"),
+    ],
+)
+def test_a_secret_file_that_cannot_be_a_secret(
+    ws: Path, tmp_path: Path, content: bytes, message: str
+) -> None:
+    secret = tmp_path / "token"
+    secret.write_bytes(content)
+    (ws / "runbooks" / "secret.yaml").write_text(SECRET % secret)
+    done = irctl("run", "secret", "--yes", cwd=ws)
+    no_bug(done)
+    assert done.returncode == 2
+    assert f"error: secret 'token': {secret} {message}" in done.stderr
+    assert "is recorded but has not started: fix the secret and 'irctl resume " in done.stderr
+    secret.write_text("fixed\n")
+    run_id = done.stderr.split("irctl resume ", 1)[1].split("'", 1)[0]
+    resumed = irctl("resume", run_id, cwd=ws)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "fixed" not in resumed.stdout + resumed.stderr
+
+
+def test_a_secret_file_is_read_no_further_than_the_limit(ws: Path) -> None:
+    (ws / "runbooks" / "secret.yaml").write_text(SECRET % "/dev/zero")
+    done = irctl("run", "secret", "--yes", cwd=ws, timeout=30)
+    assert done.returncode == 2
+    assert "error: secret 'token': /dev/zero is larger than 64 KiB" in done.stderr
