@@ -186,6 +186,33 @@ def referenced(source: str, root: str) -> set[str]:
     return found
 
 
+def encoded_forms(secret: str) -> set[str]:
+    """What ``secret`` looks like once a template or a program has encoded it.
+
+    URL-encoded (``| urlencode``), JSON- or repr-escaped (``| tojson``, error messages),
+    HTML-escaped, upper- and lower-cased, hex, and base64 at each of the three alignments it can
+    have inside a longer value (``Basic base64(user:secret)``), so each is redacted too. Forms
+    shorter than 8 characters are left out: they would redact ordinary text.
+    """
+    import base64
+    import html
+    import json
+    from urllib.parse import quote, quote_plus
+
+    raw = secret.encode("utf-8")
+    forms = {
+        quote(secret, safe=""), quote(secret), quote_plus(secret),
+        json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+        secret.encode("unicode_escape").decode("ascii"), html.escape(secret),
+        secret.upper(), secret.lower(), raw.hex(), raw.hex().upper(),
+    }  # fmt: skip
+    for shift in range(3):  # the base64 characters that depend on the secret's bytes alone
+        encoded = base64.b64encode(b"\0" * shift + raw).decode("ascii")
+        core = encoded[-(-8 * shift // 6) : (8 * (shift + len(raw))) // 6]
+        forms |= {core, core.replace("+", "-").replace("/", "_")}
+    return {form for form in forms if len(form) >= 8 and form != secret}
+
+
 class Redactor:
     """Replaces every known secret value with ``••••`` in anything about to be recorded."""
 
@@ -196,6 +223,7 @@ class Redactor:
 
     def add(self, *values: str) -> None:
         new = {v for v in values if isinstance(v, str) and v}
+        new |= {form for v in new for form in encoded_forms(v)}
         if new - self._values:
             self._values |= new
             ordered = sorted(self._values, key=len, reverse=True)

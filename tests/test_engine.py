@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import textwrap
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -524,6 +527,54 @@ def test_secrets_never_reach_the_journal(store: Store, monkeypatch: pytest.Monke
     assert not [line for line in lines if secret in line]
     assert state.steps["use"].outputs["echo"] == "Bearer ••••"
     assert state.steps["fail"].error == "server said no to token ••••"
+
+
+@action("t.basic_auth")
+def basic_auth(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    token = base64.b64encode(f"oncall:{inputs.value}".encode()).decode()
+    return {"header": f"Basic {token}", "hex": inputs.value.encode().hex()}
+
+
+def test_encoded_secrets_never_reach_the_journal(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cr3t/VALUE+do not&record"
+    monkeypatch.setenv("TEST_SECRET_TOKEN", secret)
+    engine, run_id = start(
+        store,
+        """
+        - id: url
+          action: t.leak
+          with: {value: "https://x.test/?t={{ secrets.token | urlencode }}"}
+        - id: loud
+          action: t.leak
+          with: {value: "{{ secrets.token | upper }}"}
+        - id: json
+          action: t.leak
+          with: {value: "{{ {'t': secrets.token + '\\n'} | tojson }}"}
+        - id: header
+          action: t.basic_auth
+          with: {value: "{{ secrets.token }}"}
+        - id: fail
+          action: t.leak_fail
+          with: {value: "{{ secrets.token ~ '\\n' | urlencode }}"}
+        """,
+        extra="secrets:\n  token: env:TEST_SECRET_TOKEN\n",
+    )
+    state = engine.execute(run_id)
+    assert state.status == "failed"
+    journal = "\n".join(store.lines(run_id))
+    encoded = base64.b64encode(f"oncall:{secret}".encode()).decode()
+    for form in (
+        secret, quote(secret, safe=""), quote(secret), secret.upper(), secret.encode().hex(),
+        json.dumps(secret)[1:-1], encoded[8:-4],
+    ):  # fmt: skip
+        assert form not in journal
+    assert state.steps["url"].outputs["echo"] == "https://x.test/?t=••••"
+    assert state.steps["loud"].outputs["echo"] == "••••"
+    header = state.steps["header"].outputs["header"]
+    assert header.startswith("Basic b25jYWxsO")
+    assert "••••" in header
 
 
 def test_missing_secret_is_a_clear_error_before_anything_runs(store: Store) -> None:
