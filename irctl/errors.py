@@ -87,6 +87,10 @@ class StoreError(IrctlError):
     """The event store cannot be opened, written or read."""
 
 
+class CorruptEvent(StoreError):
+    """A stored event cannot be read back: its line is not an event, or it does not fold."""
+
+
 class ActionError(IrctlError):
     """An action failed.  ``retryable`` tells the engine whether a retry may help."""
 

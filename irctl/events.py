@@ -13,6 +13,7 @@ event's ``prev`` is :data:`GENESIS`.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,10 +93,20 @@ class Event:
     def from_line(cls, line: str) -> Event:
         """Parse a stored line; the hash is recomputed from the bytes, never trusted."""
         raw = json.loads(line)
-        return cls(
-            raw["run"], raw["seq"], raw["ts"], raw["type"], raw["data"], raw["prev"],
-            line, sha256_hex(line),
-        )  # fmt: skip
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            raise ValueError("not an event object")
+        fields = (raw["run"], raw["seq"], raw["ts"], raw["type"], raw["data"], raw["prev"])
+        if not all(isinstance(f, t) for f, t in zip(fields, _FIELD_TYPES, strict=True)):
+            raise ValueError("an event field has the wrong type")
+        if not _TS.match(raw["ts"]):
+            raise ValueError(f"{raw['ts']!r} is not a timestamp")
+        if not isinstance(raw["data"].get("step", ""), str):
+            raise ValueError("its step is not a name")
+        return cls(*fields, line, sha256_hex(line))
+
+
+_FIELD_TYPES = (str, int, str, str, dict, str)
+_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
 
 
 def checkpoint_message(run: str, seq: int, head: str) -> bytes:

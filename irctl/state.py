@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from irctl import events as ev
+from irctl.errors import CorruptEvent
 from irctl.events import Event
 
 # Step statuses.
@@ -218,5 +219,12 @@ class RunState:
 def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
     state = state or RunState()
     for event in events:
-        state.apply(event)
+        try:
+            state.apply(event)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptEvent(
+                f"run {event.run}: stored event {event.seq} ({event.type}) does not make sense "
+                f"({type(exc).__name__}: {exc}); 'irctl transcript verify {event.run}' shows "
+                "what is wrong"
+            ) from None
     return state

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irctl.errors import RunBusy, StoreError, UsageError
+from irctl.errors import CorruptEvent, RunBusy, StoreError, UsageError
 from irctl.events import CHECKPOINT, GENESIS, RUN_CREATED, Event
 
 # seal(run_id, seq, hash) -> the data of a checkpoint sealing that event
@@ -625,7 +625,15 @@ class Store:
                 yield str(row[0])
 
     def events(self, run_id: str, *, after: int = 0) -> list[Event]:
-        events = [Event.from_line(line) for line in self.lines(run_id, after=after)]
+        events = []
+        for number, line in enumerate(self.lines(run_id, after=after), start=after + 1):
+            try:
+                events.append(Event.from_line(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CorruptEvent(
+                    f"run {run_id}: stored event {number} cannot be read ({exc}); "
+                    f"'irctl transcript verify {run_id}' shows what is wrong"
+                ) from None
         if not events and after == 0 and self.get_run(run_id) is None:
             raise UsageError(f"no run {run_id}")
         return events

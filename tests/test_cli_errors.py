@@ -6,6 +6,7 @@ input, 74 when the machine refused a file operation, never 70 (a bug in irctl).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,61 @@ def test_a_secret_file_is_read_no_further_than_the_limit(ws: Path) -> None:
     done = irctl("run", "secret", "--yes", cwd=ws, timeout=30)
     assert done.returncode == 2
     assert "error: secret 'token': /dev/zero is larger than 64 KiB" in done.stderr
+
+
+CORRUPT = [
+    ("{not json", "Expecting property name enclosed in double quotes"),
+    ("[1, 2]", "not an event object"),
+    (
+        '{"data":{},"prev":"x","run":"r","seq":"3","ts":"t","type":"step.started"}',
+        "an event field has the wrong type",
+    ),
+    (
+        '{"data":{"step":5},"prev":"x","run":"r","seq":3,'
+        '"ts":"2026-12-05T09:00:53.133638Z","type":"step.started"}',
+        "its step is not a name",
+    ),
+    (
+        '{"data":{"step":"one"},"prev":"x","run":"r","seq":3,"ts":"t","type":"step.started"}',
+        "'t' is not a timestamp",
+    ),
+]
+
+
+def test_a_corrupt_stored_event_is_named_and_other_runs_still_list(ws: Path) -> None:
+    import sqlite3
+
+    first = irctl("run", "note", "--yes", cwd=ws)
+    second = irctl("run", "note", "--yes", cwd=ws)
+    assert first.returncode == second.returncode == 0
+    fine, broken = json_runs(ws)
+    expected = f"error: run {broken}: stored event 3 cannot be read ("
+    hint = f"'irctl transcript verify {broken}' shows what is wrong"
+    for index, (line, reason) in enumerate(CORRUPT):
+        with sqlite3.connect(ws / ".irctl" / "irctl.db") as db:
+            db.execute(
+                "UPDATE irctl_events SET line = ? WHERE run_id = ? AND seq = 3", (line, broken)
+            )
+        commands = [["status", broken]]
+        if index == 0:
+            commands += [["resume", broken], ["transcript", "show", broken]]
+        for command in commands:
+            done = irctl(*command, cwd=ws)
+            no_bug(done)
+            assert done.returncode == 1, command
+            assert done.stderr.startswith(expected), done.stderr
+            assert reason in done.stderr
+            assert hint in done.stderr
+    listed = irctl("runs", "list", "--json", cwd=ws)
+    assert listed.returncode == 0
+    statuses = {row["run_id"]: row["status"] for row in json.loads(listed.stdout)}
+    assert statuses[fine] == "succeeded"
+    assert statuses[broken].startswith(f"unreadable: run {broken}: stored event 3")
+    verified = irctl("transcript", "verify", broken, cwd=ws)
+    assert verified.returncode == 1
+    assert "first bad event: 3" in verified.stdout + verified.stderr
+
+
+def json_runs(ws: Path) -> list[str]:
+    done = irctl("runs", "list", "--json", cwd=ws)
+    return [row["run_id"] for row in json.loads(done.stdout)]
