@@ -18,12 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _rich_escape
+
+from irctl.located import printable
 
 RUNBOOK = "hot-wallet-compromise"
 WALLET = "0x00000000000000000000000000000000000000aa"
 ATTACKER = "0x000000000000000000000000000000000000bad1"
 COLD = "0x00000000000000000000000000000000000c01d0"
+
+
+def escape(text: str) -> str:
+    return _rich_escape(printable(text))
 
 
 def find_runbook(name: str = RUNBOOK) -> Path:

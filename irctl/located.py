@@ -51,6 +51,18 @@ def suggest(word: object, candidates: Sequence[object]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, bidi overrides) shown as ``\\x1b``.
+
+    Text from a run (an incident name, a reason, a server's error) is shown, never obeyed by
+    the terminal. Newlines and tabs stay.
+    """
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def show(value: object) -> str:
     """A value as a user wrote it, short."""
     if isinstance(value, str):

@@ -215,3 +215,17 @@ def test_a_corrupt_stored_event_is_named_and_other_runs_still_list(ws: Path) -> 
 def json_runs(ws: Path) -> list[str]:
     done = irctl("runs", "list", "--json", cwd=ws)
     return [row["run_id"] for row in json.loads(done.stdout)]
+
+
+def test_terminal_escapes_from_a_run_are_shown_not_obeyed(ws: Path) -> None:
+    incident = "INC-1\x1b[2J\x1b]0;title\x07\u202e"
+    done = irctl("run", "note", "--yes", "--incident", incident, cwd=ws)
+    assert done.returncode == 0, done.stderr
+    run_id = json_runs(ws)[0]
+    for command in (["runs", "list"], ["status", run_id], ["transcript", "show", run_id]):
+        shown = irctl(*command, cwd=ws)
+        text = shown.stdout + shown.stderr
+        for raw in ("\x1b", "\x07", "\u202e"):
+            assert raw not in text, command
+    shown = irctl("transcript", "show", run_id, cwd=ws)
+    assert "INC-1\\x1b[2J\\x1b]0;title\\x07\\u202e" in shown.stdout

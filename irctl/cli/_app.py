@@ -72,10 +72,12 @@ err = cast("Console", _LazyConsole(stderr=True, highlight=False))
 
 
 def escape(text: str) -> str:
-    """Escape rich markup in text that came from a user or a run."""
+    """Escape rich markup and control characters in text that came from a user or a run."""
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    from irctl.located import printable
+
+    return rich_escape(printable(text))
 
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of text.")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 
+from irctl.cli._app import escape
 from irctl.model import Policy, format_duration
 from irctl.plan import Plan
 

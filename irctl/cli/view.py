@@ -8,11 +8,11 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from irctl import events as ev
+from irctl.cli._app import escape
 from irctl.events import Event, parse_ts
 from irctl.exports import describe as words
 from irctl.state import RunState
