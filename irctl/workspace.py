@@ -65,10 +65,21 @@ class Workspace:
 
     def signing_key(self) -> Ed25519PrivateKey | None:
         """The installation key that signs checkpoints, if this workspace has one."""
-        from irctl.identity import load_private_key
+        from irctl.identity import load_private_key, public_key_text
 
         path = self.installation_key_path
-        return load_private_key(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        key = load_private_key(path)
+        named = self.config.installation_key
+        if named is not None and public_key_text(key) != named:
+            raise UsageError(
+                f"the installation key {path} is not the one {self.config_path or 'irctl.yaml'} "
+                f"names: its public half is {public_key_text(key)}, irctl.yaml says {named}. "
+                "Transcripts it signs would not verify; put back the matching key file or the "
+                "matching installation_key line"
+            )
+        return key
 
     def public_key(self) -> str | None:
         from irctl.identity import public_key_text

@@ -229,3 +229,23 @@ def test_terminal_escapes_from_a_run_are_shown_not_obeyed(ws: Path) -> None:
             assert raw not in text, command
     shown = irctl("transcript", "show", run_id, cwd=ws)
     assert "INC-1\\x1b[2J\\x1b]0;title\\x07\\u202e" in shown.stdout
+
+
+def test_an_installation_key_that_is_not_the_configured_one_is_refused(
+    ws: Path, tmp_path: Path
+) -> None:
+    from irctl.identity import generate_private_key, public_key_text
+
+    other = public_key_text(generate_private_key(tmp_path / "other.key"))
+    config = ws / "irctl.yaml"
+    text = config.read_text()
+    mine = text.split('installation_key: "', 1)[1].split('"', 1)[0]
+    config.write_text(text.replace(mine, other))
+    done = irctl("run", "note", "--yes", cwd=ws)
+    no_bug(done)
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"error: the installation key {ws / '.irctl' / 'installation.key'} is not the one "
+        f"{config} names: its public half is {mine}, irctl.yaml says {other}."
+    )
+    assert irctl("runs", "list", "--json", cwd=ws).stdout.strip() == "[]"
