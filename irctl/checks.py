@@ -47,7 +47,7 @@ from irctl.located import (
     validate_model,
 )
 from irctl.model import Param, Policy, Runbook, Step
-from irctl.params import value_problems
+from irctl.params import nested_repeat, value_problems
 from irctl.render import TOO_DEEP, check_syntax, is_template
 
 __all__ = [
@@ -525,6 +525,14 @@ class _RunbookChecks:
                     re.compile(pattern)
                 except re.error as exc:
                     self.doc.add((*loc, "pattern"), f"invalid regular expression: {exc}")
+                    continue
+                if nested_repeat(pattern):
+                    self.doc.add(
+                        (*loc, "pattern"),
+                        "a repeated group that itself repeats a varying number of times "
+                        "(like (a+)+) can take exponential time to check; rewrite it without "
+                        "the nesting",
+                    )
                     continue
             try:
                 spec = Param.model_validate(spec_raw)

@@ -42,6 +42,40 @@ def _type_ok(kind: str, value: object) -> bool:
     return isinstance(value, list)
 
 
+def nested_repeat(pattern: str) -> bool:
+    """Whether ``pattern`` repeats a group that itself repeats a variable number of times.
+
+    ``(a+)+`` and ``(\\w{1,9})*`` make Python's regex engine take exponential time on a value
+    that almost matches, which would hang ``validate`` or ``run`` on a param's value. Such
+    patterns are refused; a fixed count inside (``(\\d{3}-)*``) is fine.
+    """
+    import importlib
+
+    c: Any = importlib.import_module("re._constants")  # the parser Python's re module uses
+    parser: Any = importlib.import_module("re._parser")
+
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT)
+
+    def walk(items: Any, repeated: bool) -> bool:
+        for op, arg in items:
+            if op in repeats:
+                low, high, sub = arg
+                if (repeated and low != high) or walk(sub, repeated or high > 1):
+                    return True
+                continue
+            inner = (
+                [arg[-1]] if op is c.SUBPATTERN
+                else arg[1] if op is c.BRANCH
+                else [arg[1]] if op in (c.ASSERT, c.ASSERT_NOT)
+                else []
+            )  # fmt: skip
+            if any(walk(part, repeated) for part in inner):
+                return True
+        return False
+
+    return walk(parser.parse(pattern), False)
+
+
 def strict_end(pattern: str) -> str:
     """``pattern`` with each ``$`` meaning the very end of the value, as in JSON Schema.
 

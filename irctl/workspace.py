@@ -33,6 +33,8 @@ class Workspace:
         from irctl.loader import load_config
 
         env = os.environ.get("IRCTL_WORKSPACE")
+        if start is None and env and not Path(env).is_dir():
+            raise UsageError(f"IRCTL_WORKSPACE is {env}, which is not a folder")
         here = (start or (Path(env) if env else Path.cwd())).resolve()
         for folder in [here, *here.parents]:
             candidate = folder / CONFIG_NAME

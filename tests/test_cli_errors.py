@@ -249,3 +249,12 @@ def test_an_installation_key_that_is_not_the_configured_one_is_refused(
         f"{config} names: its public half is {mine}, irctl.yaml says {other}."
     )
     assert irctl("runs", "list", "--json", cwd=ws).stdout.strip() == "[]"
+
+
+def test_a_workspace_variable_naming_no_folder_is_refused(ws: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-workspace"
+    done = irctl("runs", "list", cwd=ws, env={"IRCTL_WORKSPACE": str(missing)})
+    no_bug(done)
+    assert done.returncode == 2
+    assert done.stderr == f"error: IRCTL_WORKSPACE is {missing}, which is not a folder\n"
+    assert not missing.exists()

@@ -815,3 +815,36 @@ def test_param_pattern_dollar_means_the_very_end_of_the_value() -> None:
         "price": "10$",
         "odd": "$x",
     }
+
+
+@pytest.mark.parametrize(
+    ("pattern", "refused"),
+    [
+        ("^(a+)+$", True),
+        (r"^(\w{1,9})*$", True),
+        ("^(a|b+)*$", True),
+        ("(?=(a+)+)x", True),
+        (r"^(\d{3}-)*$", False),
+        ("^(0x[0-9a-fA-F]{40})?$", False),
+        (r"^[\w+=,.@-]{1,64}$", False),
+    ],
+)
+def test_param_patterns_that_can_take_exponential_time_are_refused(
+    registry: Registry, pattern: str, refused: bool
+) -> None:
+    text = (
+        "irctl: 1\nid: p\ntitle: P\nparams:\n"
+        f"  tag: {{type: string, pattern: '{pattern}', default: '{'a' * 40}!'}}\n"
+        "steps:\n  - id: one\n    action: demo.notify\n    with: {text: hi}\n"
+    )
+    if not refused:
+        with pytest.raises(InvalidDocument) as caught:  # the default does not match: quickly
+            load_runbook_text(text, "p.yaml", registry=registry)
+        assert "does not match the pattern" in str(caught.value)
+        return
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook_text(text, "p.yaml", registry=registry)
+    assert str(caught.value) == (
+        "p.yaml:5:32: params.tag.pattern: a repeated group that itself repeats a varying number "
+        "of times (like (a+)+) can take exponential time to check; rewrite it without the nesting"
+    )
