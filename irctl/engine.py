@@ -40,6 +40,7 @@ from irctl.actions import (
     WaitForOperator,
     default_registry,
 )
+from irctl.canonical import canonical_json
 from irctl.errors import (
     ActionError,
     ActionTimeout,
@@ -847,6 +848,13 @@ class Engine:
             finally:
                 live.active.discard(flag)
             self._notes(key, ctx)
+            if outputs:
+                try:
+                    canonical_json(outputs)
+                except IrctlError as exc:  # an action's bug: record it, never wedge the run
+                    error = f"{act.name} returned outputs that cannot be recorded: {exc}"
+                    self._emit_step(ev.STEP_FAILED, key, {"error": error, "attempt": attempt})
+                    return give_up
             if act.secret_outputs:
                 live.redactor.add(*(str(outputs[k]) for k in act.secret_outputs if k in outputs))
             live.outputs[key] = outputs

@@ -19,6 +19,7 @@ from irctl.engine import Engine
 from irctl.errors import ActionError, UsageError
 from irctl.loader import load_runbook_text
 from irctl.model import Config
+from irctl.state import fold
 from irctl.store import Store
 
 
@@ -575,6 +576,33 @@ def test_encoded_secrets_never_reach_the_journal(
     header = state.steps["header"].outputs["header"]
     assert header.startswith("Basic b25jYWxsO")
     assert "••••" in header
+
+
+@action("t.raw_bytes")
+def raw_bytes(inputs: Echo, ctx: ActionContext) -> dict[str, Any]:
+    return {"body": b"\x00binary", "ratio": float("nan")}
+
+
+def test_outputs_that_cannot_be_recorded_fail_the_step_not_the_run(store: Store) -> None:
+    engine, run_id = start(
+        store,
+        """
+        - id: raw
+          action: t.raw_bytes
+          on_failure: continue
+        - id: after
+          action: t.echo
+          with: {value: fine}
+        """,
+    )
+    state = engine.execute(run_id)
+    assert state.status == "succeeded"
+    assert state.steps["raw"].status == "failed"
+    assert state.steps["raw"].error.startswith(
+        "t.raw_bytes returned outputs that cannot be recorded: value cannot be serialised"
+    )
+    assert state.steps["after"].outputs == {"value": "fine"}
+    assert fold(store.events(run_id)).status == "succeeded"
 
 
 def test_missing_secret_is_a_clear_error_before_anything_runs(store: Store) -> None:
