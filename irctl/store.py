@@ -242,7 +242,7 @@ class Store:
             raise
 
     def _create(self) -> None:
-        from sqlalchemy import select
+        from sqlalchemy import inspect, select
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
@@ -251,6 +251,15 @@ class Store:
                     # Several processes opening a new store at once: one creates the tables,
                     # the others wait here, then find them (SQLite's BEGIN IMMEDIATE does this).
                     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+                present = set(inspect(conn).get_table_names())
+                lost = {"irctl_runs", "irctl_events"} - present
+                if "irctl_meta" in present and lost:
+                    # A store that was set up has lost its journal: never start an empty one
+                    # over it, which would hide that every recorded run is gone.
+                    raise StoreError(
+                        f"the store has lost its {' and '.join(sorted(lost))} table: it was "
+                        "damaged or edited; restore it from a backup"
+                    )
                 self._meta.create_all(conn, checkfirst=True)
                 meta = self._meta.tables["irctl_meta"]
                 row = conn.execute(select(meta.c.value).where(meta.c.key == "schema")).first()

@@ -258,3 +258,22 @@ def test_a_workspace_variable_naming_no_folder_is_refused(ws: Path, tmp_path: Pa
     assert done.returncode == 2
     assert done.stderr == f"error: IRCTL_WORKSPACE is {missing}, which is not a folder\n"
     assert not missing.exists()
+
+
+def test_a_store_that_lost_its_journal_is_not_silently_recreated(ws: Path) -> None:
+    import sqlite3
+
+    assert irctl("run", "note", "--yes", cwd=ws).returncode == 0
+    with sqlite3.connect(ws / ".irctl" / "irctl.db") as db:
+        db.execute("DROP TABLE irctl_events")
+    for command in (["runs", "list"], ["run", "note", "--yes"]):
+        done = irctl(*command, cwd=ws)
+        no_bug(done)
+        assert done.returncode == 1
+        assert done.stderr == (
+            "error: the store has lost its irctl_events table: it was damaged or edited; "
+            "restore it from a backup\n"
+        )
+    with sqlite3.connect(ws / ".irctl" / "irctl.db") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "irctl_events" not in tables
