@@ -200,7 +200,8 @@ def _events(ws: Path) -> list[str]:
             return []
 
 
-def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path, stop: signal.Signals) -> None:
     ws = make_workspace(tmp_path / "ws", {"sleepy": SLEEPY})
     proc = subprocess.Popen(
         [IRCTL, "run", "sleepy", "--yes"],
@@ -212,7 +213,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
         if any('"step":"nap"' in line and "step.started" in line for line in _events(ws)):
             break
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr

@@ -32,6 +32,19 @@ COMMANDS = {
 }  # fmt: skip
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a supervisor, ``kill``, a container stopping) stops a run as Ctrl-C does:
+    running steps are recorded as interrupted and the run can be resumed."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``irctl`` script."""
     from irctl.cli._app import app, err, escape
@@ -40,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     wanted = COMMANDS.get(args[0]) if args else None
     for name in (wanted,) if wanted else COMMAND_MODULES:
         __import__(f"irctl.cli.{name}")
+    _stop_on_sigterm()
     try:
         # standalone mode: typer handles --help, usage errors (exit 2) and typer.Exit
         app(args=argv, prog_name="irctl")
