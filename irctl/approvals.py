@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from irctl.canonical import canonical_json
-from irctl.errors import IrctlError
+from irctl.errors import CorruptEvent, IrctlError
 from irctl.events import parse_ts
 from irctl.model import Policy
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.events import Event
-    from irctl.store import Store
+    from irctl.store import Seal, Store
 
 REQUESTED = "approval.requested"
 GRANTED = "approval.granted"
@@ -256,6 +256,7 @@ def decide(
     channel: str = "cli",
     slack_user: str | None = None,
     digest: str | None = None,
+    seal: Seal | None = None,
 ) -> Event:
     """Record one operator's signed decision on a step waiting for approval.
 
@@ -365,17 +366,27 @@ def decide(
         data.update(assurance="slack", slack_user=slack_user)
     if data.get("item") is None:
         data.pop("item")
-    (event,) = store.append(run_id, [(GRANTED if approve else DENIED, data)])
-    return event
+    return store.append(run_id, [(GRANTED if approve else DENIED, data)], seal=seal)[0]
 
 
-def pending(store: Store, *, limit: int = 200) -> list[dict[str, Any]]:
-    """Steps waiting for approval across the latest runs."""
+def pending(
+    store: Store, *, limit: int = 200, unreadable: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Steps waiting for approval across the latest runs.
+
+    A run whose journal cannot be read is left out (its error added to ``unreadable``), so one
+    damaged run never hides the approvals others wait for.
+    """
     from irctl.state import fold
 
     found: list[dict[str, Any]] = []
     for run in store.runs(limit=limit):
-        state = fold(store.events(run.id))
+        try:
+            state = fold(store.events(run.id))
+        except CorruptEvent as exc:
+            if unreadable is not None:
+                unreadable.append(exc.message)
+            continue
         if state.finished:
             continue
         for step in state.steps.values():

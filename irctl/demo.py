@@ -204,6 +204,7 @@ def _approve(
     import json
 
     from irctl.approvals import decide
+    from irctl.transcript import sealer
 
     console.rule(f"approval needed: {key}")
     console.print(
@@ -215,7 +216,8 @@ def _approve(
     for who, why in (("bob", "treasury: destination is our cold wallet"),
                      ("alice", "security: containment confirmed")):  # fmt: skip
         event = decide(
-            ws.store, run_id, key, operator=who, approve=True, reason=why, private_key=keys[who]
+            ws.store, run_id, key, operator=who, approve=True, reason=why, private_key=keys[who],
+            seal=sealer(ws.signing_key()),
         )
         console.print(
             f"  [green]approved[/green] by {who} ({why}), Ed25519 signature "

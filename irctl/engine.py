@@ -227,9 +227,8 @@ class Engine:
         return run_id
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
-        """Append one event from outside an execution (answers, marks, notes, abort)."""
-        (event,) = self.store.append(run_id, [(kind, data)])
-        return event
+        """Append one event from outside an execution (answers, marks, notes), sealed."""
+        return self.store.append(run_id, [(kind, data)], seal=self._sealer())[0]
 
     def state(self, run_id: str) -> RunState:
         return fold(self.store.events(run_id))
@@ -279,15 +278,11 @@ class Engine:
         return self.state(run_id)
 
     def _sealer(self) -> Seal | None:
-        key = self.signing_key
-        if key is None:
+        if self.signing_key is None:
             return None
-        from irctl.transcript import seal_fields
+        from irctl.transcript import sealer
 
-        def seal(run_id: str, seq: int, head: str) -> dict[str, Any]:
-            return seal_fields(run_id, seq, head, key)
-
-        return seal
+        return sealer(self.signing_key)
 
     def _checkpoint(self, run_id: str) -> None:
         """Commit anything deferred and seal the run's head, in one transaction."""

@@ -306,6 +306,7 @@ class SlackInteractivity:
         """Record the decision; (recorded?, what to tell the clicker)."""
         from irctl.approvals import decide
         from irctl.state import fold
+        from irctl.transcript import sealer
 
         operator = self.operators_by_slack.get(click.slack_user)
         if operator is None:
@@ -331,7 +332,7 @@ class SlackInteractivity:
             decide(
                 self.store, click.run, click.step, operator=operator, approve=click.approve,
                 reason=click.reason, private_key=self.private_key, slack_user=click.slack_user,
-                channel="slack", digest=click.digest,
+                channel="slack", digest=click.digest, seal=sealer(self.private_key),
             )  # fmt: skip
         except IrctlError as exc:  # ApprovalRejected, an unknown run, the store unreachable
             return False, f"{exc.message}. Nothing was recorded."

@@ -357,3 +357,20 @@ def test_a_broken_store_url_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot open the store" in result.stderr or "cannot" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_notes_and_approvals_added_later_keep_the_transcript_verified(ws: Path) -> None:
+    run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    answered = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    assert answered.returncode == 3, answered.stderr  # the sweep waits for two approvers
+    approved = irctl("approve", run_id, "sweep-via-custody", "--as", "bob", cwd=ws, env=ENV)
+    assert approved.returncode == 0, approved.stderr
+    for step in range(2):
+        if step:
+            noted = irctl("note", run_id, "custody desk called back", "--as", "alice", cwd=ws,
+                          env=ENV)  # fmt: skip
+            assert noted.returncode == 0, noted.stderr
+        verified = irctl("transcript", "verify", run_id, cwd=ws)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    kinds = [json.loads(line)["type"] for line in _events(ws)]
+    assert kinds[-4:] == ["approval.granted", "checkpoint", "run.note", "checkpoint"]

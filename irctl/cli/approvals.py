@@ -68,9 +68,11 @@ def _decide(
             err.print("[bold red]BREAK-GLASS: this approval alone satisfies the policy[/bold red]")
         if not yes and sys.stdin.isatty():
             typer.confirm("Sign this decision?", abort=True)
+    from irctl.transcript import sealer
+
     event = decide(
         ws.store, found.id, step, operator=who, approve=approve, reason=reason,
-        private_key=private, break_glass=break_glass,
+        private_key=private, break_glass=break_glass, seal=sealer(ws.signing_key()),
     )  # fmt: skip
     events = ws.store.events(found.id)
     after = fold(events).steps[step]
@@ -168,7 +170,10 @@ def pending_command(as_json: bool = JSON_OPTION) -> None:
     from irctl.approvals import pending
     from irctl.cli.runs import _workspace
 
-    rows = pending(_workspace().store)
+    unreadable: list[str] = []
+    rows = pending(_workspace().store, unreadable=unreadable)
+    for problem in unreadable:
+        err.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(rows)
         return
