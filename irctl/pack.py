@@ -243,8 +243,8 @@ def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
             raise UsageError(f"{path} is not an evidence pack: it has no {MANIFEST}")
         try:
             manifest = json.loads(raw_manifest.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise UsageError(f"{path}: {MANIFEST} is not JSON") from exc
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise UsageError(f"{path}: {MANIFEST} is not JSON") from None
         if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
             raise UsageError(f"{path}: {MANIFEST} is not an irctl evidence pack manifest")
         problems: list[str] = list(pack.problems)
@@ -344,7 +344,7 @@ def _created(first_line: str) -> dict[str, Any] | None:
     """The data of the journal's first event (``run.created``); None if it has none."""
     try:
         event = json.loads(first_line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     data = event.get("data") if isinstance(event, dict) else None
     return data if isinstance(data, dict) else None
@@ -353,7 +353,7 @@ def _created(first_line: str) -> dict[str, Any] | None:
 def _no_run_data(first_line: str) -> list[str]:
     try:
         json.loads(first_line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []  # the journal's own verification reports a line that is not JSON
     return [f"CHANGED: the first event of {EVENTS} holds no run data (its data is not a "
             f"mapping): {RUNBOOK} and {OPERATOR_KEYS} cannot be checked against it"]  # fmt: skip
@@ -385,7 +385,7 @@ def _check_operator_keys(pack: _Pack, first_line: str) -> list[str]:
         return [f"DELETED: {OPERATOR_KEYS} is missing"]
     try:
         keys = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return [f"CHANGED: {OPERATOR_KEYS} is not JSON"]
     operators = created.get("operators")
     if not isinstance(operators, dict):

@@ -638,7 +638,7 @@ class Store:
         for number, line in enumerate(self.lines(run_id, after=after), start=after + 1):
             try:
                 events.append(Event.from_line(line))
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
                 raise CorruptEvent(
                     f"run {run_id}: stored event {number} cannot be read ({exc}); "
                     f"'irctl transcript verify {run_id}' shows what is wrong"
@@ -658,10 +658,15 @@ class Store:
         """A run by id or unambiguous id prefix."""
         from sqlalchemy import select
 
+        if not prefix.strip():
+            raise UsageError("no run id given (an empty id would match every run)")
+        if len(prefix) > 64 or not prefix.isprintable() or not _encodable(prefix):
+            raise UsageError(f"no run {prefix[:80]!r}; see 'irctl runs list'")
         with self._reading("runs"), self.engine.connect() as conn:
             rows = conn.execute(
                 select(self._runs).where(self._runs.c.id.startswith(prefix, autoescape=True))
             ).all()
+        rows = [r for r in rows if r[0].startswith(prefix)]  # SQLite's LIKE ignores case
         exact = [r for r in rows if r[0] == prefix]
         if exact:
             return RunRow(*exact[0])
@@ -803,3 +808,12 @@ def _first_line(exc: BaseException) -> str:
 
 def _brief(exc: Exception) -> str:
     return _first_line(getattr(exc, "orig", None) or exc)
+
+
+def _encodable(text: str) -> bool:
+    """False for text holding lone surrogates (bytes that were not UTF-8 on the command line)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -175,6 +175,7 @@ CORRUPT = [
         '{"data":{"step":"one"},"prev":"x","run":"r","seq":3,"ts":"t","type":"step.started"}',
         "'t' is not a timestamp",
     ),
+    ("[" * 100_000, "maximum recursion depth exceeded"),
 ]
 
 
@@ -210,6 +211,16 @@ def test_a_corrupt_stored_event_is_named_and_other_runs_still_list(ws: Path) -> 
     verified = irctl("transcript", "verify", broken, cwd=ws)
     assert verified.returncode == 1
     assert "first bad event: 3" in verified.stdout + verified.stderr
+    waiting = irctl("approvals", "pending", cwd=ws)
+    assert waiting.returncode == 0
+    assert f"warning: run {broken}: stored event 3 cannot be read" in waiting.stderr
+    exported = irctl("transcript", "export", fine, "--format", "jsonl", "-o", "-", cwd=ws)
+    deep = ws / "deep.jsonl"
+    deep.write_text(exported.stdout.replace(exported.stdout.splitlines()[1], "[" * 100_000))
+    verified = irctl("transcript", "verify", str(deep), cwd=ws)
+    no_bug(verified)
+    assert verified.returncode == 1
+    assert "line 2: is not valid JSON (maximum recursion depth exceeded" in verified.stdout
 
 
 def json_runs(ws: Path) -> list[str]:
@@ -277,3 +288,34 @@ def test_a_store_that_lost_its_journal_is_not_silently_recreated(ws: Path) -> No
     with sqlite3.connect(ws / ".irctl" / "irctl.db") as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert "irctl_events" not in tables
+
+
+def test_run_ids_that_cannot_name_a_run_are_refused(ws: Path) -> None:
+    assert irctl("run", "note", "--yes", cwd=ws).returncode == 0
+    run_id = json_runs(ws)[0]
+    cases = [
+        (["abort", "", "--reason", "x"], "error: no run id given (an empty id would match"),
+        (["status", run_id.upper()], f"error: no run '{run_id.upper()}'"),
+        (["transcript", "show", "r" * 50_001], "error: no run 'rrrr"),
+    ]
+    for args, message in cases:
+        done = irctl(*args, cwd=ws)
+        no_bug(done)
+        assert done.returncode == 2, args
+        assert done.stderr.startswith(message), done.stderr
+    assert irctl("status", run_id[:12], cwd=ws).returncode == 0
+    assert json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)["status"] == "succeeded"
+
+
+def test_arguments_that_are_not_utf8_are_refused(ws: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.helpers import IRCTL
+
+    done = subprocess.run(
+        [os.fsencode(IRCTL), b"note", b"r-x", b"caf\xe9"], cwd=ws, capture_output=True,
+        env={**os.environ, "IRCTL_WORKSPACE": str(ws)}, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == b"error: the argument 'caf\\xe9' is not UTF-8 text\n"

@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     from irctl.cli._app import app, err, escape
 
     args = sys.argv[1:] if argv is None else argv
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            err.print(f"error: the argument '{escape(shown)}' is not UTF-8 text", highlight=False)
+            sys.exit(2)
     wanted = COMMANDS.get(args[0]) if args else None
     for name in (wanted,) if wanted else COMMAND_MODULES:
         __import__(f"irctl.cli.{name}")
