@@ -207,10 +207,29 @@ def test_confirm_fails_without_retry_on_no(answer: str) -> None:
     assert err.value.retryable is False
 
 
-def test_confirm_rejects_an_answer_it_does_not_understand() -> None:
-    with pytest.raises(ActionError, match="unrecognised answer 'maybe'") as err:
+def test_an_answer_confirm_does_not_understand_waits_for_another() -> None:
+    with pytest.raises(WaitForOperator) as waiting:
         call("manual.confirm", {"prompt": "Call custody"}, ctx(answers={"s": "maybe"}))
-    assert err.value.retryable is False
+    assert waiting.value.prompt == (
+        "Call custody (not accepted: 'maybe' is not an answer: answer done or failed)"
+    )
+    assert waiting.value.choices == ["done", "failed"]
+
+
+def test_an_answer_confirm_does_not_understand_is_asked_again_at_a_terminal() -> None:
+    asked: list[str] = []
+    answers = iter(["maybe", "done"])
+
+    def asker(prompt: str, kind: str, choices: list[str] | None) -> str:
+        asked.append(prompt)
+        return next(answers)
+
+    out = call("manual.confirm", {"prompt": "Call custody"}, ctx(interactive=asker))
+    assert out == {"confirmed": True, "answer": "done"}
+    assert asked == [
+        "Call custody",
+        "'maybe' is not an answer: answer done or failed. Call custody",
+    ]
 
 
 def test_confirm_asks_the_interactive_asker() -> None:
@@ -291,12 +310,13 @@ def test_input_returns_a_typed_value(inputs: dict[str, Any], answer: str, value:
         ({"type": "string", "pattern": "^0x[0-9a-f]{4}$"}, "0xBEEFY", "does not match"),
     ],
 )
-def test_input_rejects_a_bad_answer_naming_the_problem(
+def test_input_refuses_a_bad_answer_naming_the_problem_and_waits_again(
     inputs: dict[str, Any], answer: str, problem: str
 ) -> None:
-    with pytest.raises(ActionError, match=problem) as err:
+    with pytest.raises(WaitForOperator) as waiting:
         call("manual.input", {"prompt": "q", **inputs}, ctx(answers={"s": answer}))
-    assert err.value.retryable is False
+    assert waiting.value.prompt.startswith("q (not accepted: ")
+    assert problem in waiting.value.prompt
 
 
 def test_input_offers_the_enum_as_choices() -> None:

@@ -374,3 +374,20 @@ def test_notes_and_approvals_added_later_keep_the_transcript_verified(ws: Path) 
         assert verified.returncode == 0, verified.stdout + verified.stderr
     kinds = [json.loads(line)["type"] for line in _events(ws)]
     assert kinds[-4:] == ["approval.granted", "checkpoint", "run.note", "checkpoint"]
+
+
+def test_an_answer_the_step_cannot_take_leaves_it_waiting(ws: Path) -> None:
+    run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    typo = irctl("answer", run_id, "custody-hotline", "dnoe", cwd=ws, env=ENV)
+    assert typo.returncode == 3, typo.stderr
+    assert "not accepted: 'dnoe' is not an answer: answer done or failed" in typo.stderr
+    status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
+    assert status["status"] == "waiting"
+    step = next(s for s in status["steps"] if s["step"] == "custody-hotline")
+    assert step["status"] == "waiting"
+    assert step["waiting_for"] == "answer"
+    answered = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    assert answered.returncode == 3, answered.stderr  # now the sweep waits for two approvers
+    status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
+    step = next(s for s in status["steps"] if s["step"] == "custody-hotline")
+    assert step["status"] == "succeeded"

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from irctl.actions import ActionContext, action
+from irctl.actions import ActionContext, WaitForOperator, action
 from irctl.builtins._common import Inputs
 from irctl.errors import ActionError
 
@@ -33,18 +34,42 @@ class Confirm(Inputs):
 @action("manual.confirm", idempotent=True, drill_safe=True)
 def confirm(inputs: Confirm, ctx: ActionContext) -> dict[str, Any]:
     """Ask a person to do something and confirm it: done or failed."""
-    answer = ctx.ask(inputs.prompt, kind="confirm", choices=["done", "failed"])
-    said = answer.strip().lower()
-    if said in YES:
+    def check(answer: str) -> tuple[str | None, Any]:
+        said = answer.strip().lower()
+        if said in YES or said in NO:
+            return None, said in YES
+        return f"{answer.strip()!r} is not an answer: answer done or failed", None
+
+    answer, confirmed = _answer(ctx, inputs.prompt, "confirm", ["done", "failed"], check)
+    if confirmed:
         return {"confirmed": True, "answer": answer.strip()}
-    if said in NO:
-        raise ActionError(
-            f"operator answered {answer.strip()!r} to: {inputs.prompt}", retryable=False
-        )
-    raise ActionError(
-        f"unrecognised answer {answer.strip()!r} to: {inputs.prompt} (answer done or failed)",
-        retryable=False,
-    )
+    raise ActionError(f"operator answered {answer.strip()!r} to: {inputs.prompt}", retryable=False)
+
+
+def _answer(
+    ctx: ActionContext,
+    prompt: str,
+    kind: str,
+    choices: list[str] | None,
+    check: Callable[[str], tuple[str | None, Any]],
+) -> tuple[str, Any]:
+    """A person's answer that ``check`` accepts, and its value.
+
+    An answer it refuses (a typo, the wrong type) never fails the step: the person is asked
+    again at once when there is a terminal, else the step goes back to waiting with the
+    reason in its prompt, for another ``irctl answer``.
+    """
+    answer = ctx.ask(prompt, kind=kind, choices=choices)
+    problem, value = check(answer)
+    while problem is not None and ctx.interactive is not None:
+        again = ctx.interactive(f"{problem}. {prompt}", kind, choices)
+        if again is None:
+            break
+        answer = again
+        problem, value = check(answer)
+    if problem is not None:
+        raise WaitForOperator(f"{prompt} (not accepted: {problem})", kind=kind, choices=choices)
+    return answer, value
 
 
 @confirm.simulate
@@ -140,20 +165,19 @@ def input_(inputs: Input, ctx: ActionContext) -> dict[str, Any]:
     choices = (
         [str(v).lower() if isinstance(v, bool) else str(v) for v in allowed] if allowed else None
     )
-    answer = ctx.ask(inputs.prompt, kind="input", choices=choices)
-    try:
-        value = convert(answer, inputs.type)
-    except ValueError as exc:
-        raise ActionError(f"answer to {inputs.prompt!r}: {exc}", retryable=False) from None
-    if inputs.pattern is not None and not re.search(inputs.pattern, answer.strip()):
-        raise ActionError(
-            f"answer to {inputs.prompt!r}: {answer.strip()!r} does not match {inputs.pattern!r}",
-            retryable=False,
-        )
-    if allowed is not None and not any(_same(value, a) for a in allowed):
-        raise ActionError(
-            f"answer to {inputs.prompt!r}: {value!r} is not one of {allowed}", retryable=False
-        )
+
+    def check(answer: str) -> tuple[str | None, Any]:
+        try:
+            value = convert(answer, inputs.type)
+        except ValueError as exc:
+            return str(exc), None
+        if inputs.pattern is not None and not re.search(inputs.pattern, answer.strip()):
+            return f"{answer.strip()!r} does not match {inputs.pattern!r}", None
+        if allowed is not None and not any(_same(value, a) for a in allowed):
+            return f"{value!r} is not one of {allowed}", None
+        return None, value
+
+    _, value = _answer(ctx, inputs.prompt, "input", choices, check)
     return {"value": value}
 
 
