@@ -319,3 +319,16 @@ def test_arguments_that_are_not_utf8_are_refused(ws: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr == b"error: the argument 'caf\\xe9' is not UTF-8 text\n"
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "md", "html"])
+def test_an_export_that_cannot_be_written_names_the_file(ws: Path, fmt: str) -> None:
+    assert irctl("run", "note", "--yes", cwd=ws).returncode == 0
+    run_id = json_runs(ws)[0]
+    done = irctl("transcript", "export", run_id, "--format", fmt, "-o", "/dev/full", cwd=ws)
+    no_bug(done)
+    assert done.returncode == 2
+    assert done.stderr == "error: cannot write /dev/full: No space left on device\n"
+    done = irctl("transcript", "export", run_id, "--format", fmt, "-o", "", cwd=ws)
+    assert done.returncode == 2
+    assert done.stderr == "error: -o needs a file name, or '-' for stdout\n"

@@ -7,6 +7,7 @@ renders the result.  Library imports happen inside the commands so that
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -428,6 +429,8 @@ def export(
         kind = "md"
     if kind not in FORMATS:
         raise UsageError(f"--format {fmt!r}: unknown format; use {', '.join(FORMATS)}")
+    if not output.strip():
+        raise UsageError("-o needs a file name, or '-' for stdout")
     workspace = _workspace()
     run = workspace.store.find_run(run_id)
     target = None if output == "-" else Path(output)
@@ -465,9 +468,13 @@ def export(
             )
             handle.write(export_markdown(events, report))
             count = len(events)
+        handle.flush()
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}") from exc
     finally:
         if target is not None:
-            handle.close()
+            with contextlib.suppress(OSError):  # a failed write above already says why
+                handle.close()
     if target is not None:
         err.print(f"wrote {count} events of run {escape(run.id)} to {escape(str(target))} ({kind})")
 
