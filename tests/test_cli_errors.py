@@ -332,3 +332,15 @@ def test_an_export_that_cannot_be_written_names_the_file(ws: Path, fmt: str) -> 
     done = irctl("transcript", "export", run_id, "--format", fmt, "-o", "", cwd=ws)
     assert done.returncode == 2
     assert done.stderr == "error: -o needs a file name, or '-' for stdout\n"
+
+
+def test_verify_explains_what_it_can_verify(ws: Path) -> None:
+    (ws / "t.md").write_text("# Transcript\n")
+    for target, message in [
+        ("t.md", "error: t.md is a readable export; only a jsonl export or an evidence pack"),
+        ("", "error: give a transcript file (.jsonl or an evidence pack .zip) or a run id"),
+    ]:
+        done = irctl("transcript", "verify", target, cwd=ws)
+        no_bug(done)
+        assert done.returncode == 2
+        assert done.stderr.startswith(message), done.stderr

@@ -278,6 +278,13 @@ def verify(
 
     path = Path(target)
     lines: list[str] | None = None
+    if not target.strip():
+        raise UsageError("give a transcript file (.jsonl or an evidence pack .zip) or a run id")
+    if path.suffix.lower() in {".md", ".html", ".pdf"}:
+        raise UsageError(
+            f"{target} is a readable export; only a jsonl export or an evidence pack (.zip) "
+            "holds the hash-chained events: verify one of those, or the run by its id"
+        )
     if path.exists():
         if path.is_dir():
             raise UsageError(f"{target} is a directory; give a transcript file or a run id")
