@@ -391,3 +391,19 @@ def test_an_answer_the_step_cannot_take_leaves_it_waiting(ws: Path) -> None:
     status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
     step = next(s for s in status["steps"] if s["step"] == "custody-hotline")
     assert step["status"] == "succeeded"
+
+
+def test_approve_with_a_key_file_that_is_not_a_key(ws: Path, tmp_path: Path) -> None:
+    run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    (tmp_path / "notes.txt").write_text("not a key\n")
+    for key, message in [
+        (tmp_path / "notes.txt", f"error: {tmp_path / 'notes.txt'} is not a PEM private key; "
+                                 "give bob's Ed25519 private key file"),
+        (tmp_path, f"error: --key {tmp_path}: no such key file"),
+    ]:  # fmt: skip
+        done = irctl(
+            "approve", run_id, "sweep-via-custody", "--as", "bob", "--key", str(key), "--yes",
+            cwd=ws, env=ENV,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.strip() == message

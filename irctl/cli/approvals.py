@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from irctl.cli._app import JSON_OPTION, app, approvals_app, err, escape, out, print_json
+from irctl.errors import IrctlError, UsageError
 
 KEY_OPTION = typer.Option(
     None,
@@ -39,12 +40,17 @@ def _decide(
     found = ws.store.find_run(run_id)
     who = _operator(ws, operator)
     path = key or operator_key_path(who)
+    if key is not None and not path.is_file():
+        raise UsageError(f"--key {key}: no such key file")
     if not path.is_file():
         raise ApprovalRejected(
             f"no private key for {who} at {path}: create one with 'irctl keys generate {who}' "
             "(and put its public key in irctl.yaml), or give --key"
         )
-    private = load_private_key(path)
+    try:
+        private = load_private_key(path)
+    except IrctlError as exc:
+        raise UsageError(f"{exc.message}; give {who}'s Ed25519 private key file") from None
     state = fold(ws.store.events(found.id))
     current = state.steps.get(step)
     request = current.approval if current is not None else None
