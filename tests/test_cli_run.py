@@ -328,6 +328,7 @@ def test_tabletop_touches_nothing_but_asks_people(ws: Path, exchange: ExchangeAd
         (["answer", "r-nope", "step", "done"], "no run 'r-nope'"),
         (["abort", "r-nope", "--reason", "x"], "no run 'r-nope'"),
         (["resume", "r-nope", "--step", "x"], "--step and --mark go together"),
+        (["run", *HOT, "--as", "", "--yes"], "--as needs an operator's name"),
     ],
 )
 def test_bad_input_is_a_clear_message_and_exit_2(ws: Path, args: list[str], message: str) -> None:

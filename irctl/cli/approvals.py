@@ -71,7 +71,10 @@ def _decide(
                     f"  {escape(where)}: {escape(json.dumps(old))} → {escape(json.dumps(new))}"
                 )
         if break_glass:
-            err.print("[bold red]BREAK-GLASS: this approval alone satisfies the policy[/bold red]")
+            err.print(
+                "[bold red]BREAK-GLASS requested: if the policy gives you a break-glass role, "
+                "this approval alone satisfies it[/bold red]"
+            )
         if not yes and sys.stdin.isatty():
             typer.confirm("Sign this decision?", abort=True)
     from irctl.transcript import sealer

@@ -41,6 +41,8 @@ def _workspace() -> Workspace:
 
 
 def _operator(ws: Workspace, given: str | None) -> str:
+    if given is not None and not given.strip():
+        raise UsageError("--as needs an operator's name")
     name = given or os.environ.get("IRCTL_OPERATOR") or getpass.getuser()
     operators = ws.config.operators
     if operators and name not in operators:
