@@ -344,3 +344,11 @@ def test_verify_explains_what_it_can_verify(ws: Path) -> None:
         no_bug(done)
         assert done.returncode == 2
         assert done.stderr.startswith(message), done.stderr
+
+
+def test_runs_list_shows_whole_run_ids_in_a_narrow_pipe(ws: Path) -> None:
+    assert irctl("run", "note", "--yes", "--incident", "INC-" + "x" * 60, cwd=ws).returncode == 0
+    run_id = json_runs(ws)[0]
+    listed = irctl("runs", "list", cwd=ws, env={"COLUMNS": "80"})
+    assert listed.returncode == 0
+    assert run_id in listed.stdout

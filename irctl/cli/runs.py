@@ -459,7 +459,9 @@ def runs_list_command(
         print_json(rows)
         return
     table = Table(box=None, header_style="bold")
-    for column in ("run", "runbook", "status", "mode", "by", "incident", "started"):
+    longest = max((len(str(row["run_id"])) for row in rows), default=3)
+    table.add_column("run", no_wrap=True, min_width=longest)  # whole, to copy into a command
+    for column in ("runbook", "status", "mode", "by", "incident", "started"):
         table.add_column(column)
     for row in rows:
         table.add_row(*(escape(str(row[k] or "")) for k in (
