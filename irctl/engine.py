@@ -228,7 +228,9 @@ class Engine:
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         """Append one event from outside an execution (answers, marks, notes), sealed."""
-        return self.store.append(run_id, [(kind, data)], seal=self._sealer())[0]
+        made = self.store.append(run_id, [(kind, data)], seal=self._sealer())
+        self.anchor(made)
+        return made[0]
 
     def state(self, run_id: str) -> RunState:
         return fold(self.store.events(run_id))
@@ -274,7 +276,7 @@ class Engine:
         with self._lock:
             data = {"reason": reason, "by": operator}
             made = self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
-        self._anchor(made)
+        self.anchor(made)
         return self.state(run_id)
 
     def _sealer(self) -> Seal | None:
@@ -293,9 +295,9 @@ class Engine:
                 if tail and tail[-1].type == ev.CHECKPOINT:
                     return  # already sealed (by an abort from another process, say)
             made = self._append(run_id, [], locked=True, seal=True)
-        self._anchor(made)
+        self.anchor(made)
 
-    def _anchor(self, made: list[Event]) -> None:
+    def anchor(self, made: list[Event]) -> None:
         """Write a new checkpoint's head to WORM storage, if irctl.yaml configures an anchor.
 
         Not for tabletop drills: writing an anchor is an integration's ``run`` (S3 under

@@ -78,7 +78,8 @@ def test_every_checkpoint_is_anchored_under_compliance_retention(
         (seq, json.loads(line)) for seq, line in enumerate(lines, 1)
         if json.loads(line)["type"] == "checkpoint"
     ]  # fmt: skip
-    assert len(checkpoints) == 3  # two pauses for approvals and the end
+    # two pauses for approvals, four approvals (each sealed as it is recorded) and the end
+    assert len(checkpoints) == 7
     assert len(written) == len(checkpoints)
     for seq, event in checkpoints:
         key = f"{PREFIX}{run.run_id}/{seq:010d}.json"
@@ -105,7 +106,7 @@ def test_verify_with_the_anchor_passes_for_the_real_transcript(
         done = irctl("transcript", "verify", target, "--anchor", f"s3://{BUCKET}/{PREFIX}",
                      cwd=run.ws)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "anchor: 3 anchor(s); the transcript holds the latest" in " ".join(
+        assert "anchor: 7 anchor(s); the transcript holds the latest" in " ".join(
             done.stdout.split()
         )
 
@@ -228,7 +229,7 @@ def test_invalid_utf8_checked_against_an_anchor_is_a_verification_failure(
 def test_anchor_command_rewrites_nothing_already_anchored(run: EvidenceRun) -> None:
     done = irctl("transcript", "anchor", run.run_id, cwd=run.ws, env=run.env)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("(already there)") == 3
+    assert done.stderr.count("(already there)") == 7  # every checkpoint, approvals too
 
 
 def test_an_anchor_that_cannot_be_written_never_stops_a_run(
@@ -261,4 +262,4 @@ def test_an_evidence_pack_verifies_against_the_anchor(
     done = irctl("transcript", "verify", str(pack), "--key", installation_key(run.ws),
                  "--anchor", f"s3://{BUCKET}/{PREFIX}", cwd=run.ws)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "anchor: 3 anchor(s)" in " ".join(done.stdout.split())
+    assert "anchor: 7 anchor(s)" in " ".join(done.stdout.split())

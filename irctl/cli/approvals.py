@@ -84,6 +84,9 @@ def _decide(
         private_key=private, break_glass=break_glass, seal=sealer(ws.signing_key()),
     )  # fmt: skip
     events = ws.store.events(found.id)
+    from irctl.cli.runs import _engine
+
+    _engine(ws).anchor(events[-1:])  # the checkpoint sealing the decision, if anchoring is on
     after = fold(events).steps[step]
     problem = _update_slack(ws.config.integrations.get("slack"), events, step)
     if as_json:
