@@ -258,7 +258,35 @@ def decide(
     digest: str | None = None,
     seal: Seal | None = None,
 ) -> Event:
-    """Record one operator's signed decision on a step waiting for approval.
+    """Record one operator's signed decision (see :func:`decision`), sealed by ``seal``.
+
+    The store-level primitive: it does not anchor the checkpoint.  Commands
+    record decisions with :meth:`irctl.engine.Engine.decide`, which seals with
+    the installation key and anchors like every other checkpoint.
+    """
+    kind, data = decision(
+        store, run_id, key, operator=operator, approve=approve, reason=reason,
+        private_key=private_key, break_glass=break_glass, channel=channel,
+        slack_user=slack_user, digest=digest,
+    )  # fmt: skip
+    return store.append(run_id, [(kind, data)], seal=seal)[0]
+
+
+def decision(
+    store: Store,
+    run_id: str,
+    key: str,
+    *,
+    operator: str,
+    approve: bool,
+    reason: str | None,
+    private_key: Ed25519PrivateKey,
+    break_glass: bool = False,
+    channel: str = "cli",
+    slack_user: str | None = None,
+    digest: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """One operator's signed decision on a step waiting for approval: the event to record.
 
     Every check the engine makes again when it counts the decision is made
     here first, so a person learns at once why their approval would not count.
@@ -366,7 +394,7 @@ def decide(
         data.update(assurance="slack", slack_user=slack_user)
     if data.get("item") is None:
         data.pop("item")
-    return store.append(run_id, [(GRANTED if approve else DENIED, data)], seal=seal)[0]
+    return (GRANTED if approve else DENIED), data
 
 
 def pending(

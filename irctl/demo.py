@@ -15,12 +15,15 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape as _rich_escape
 
 from irctl.located import printable
+
+if TYPE_CHECKING:
+    from irctl.engine import Engine
 
 RUNBOOK = "hot-wallet-compromise"
 WALLET = "0x00000000000000000000000000000000000000aa"
@@ -142,7 +145,7 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
             if not asked:
                 break
             for step_key, request in asked:
-                _approve(console, ws, run_id, step_key, request or {}, keys)
+                _approve(console, engine, run_id, step_key, request or {}, keys)
             with view:
                 state = engine.execute(run_id)
         console.print()
@@ -194,7 +197,7 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
 
 def _approve(
     console: Console,
-    ws: Any,
+    engine: Engine,
     run_id: str,
     key: str,
     request: dict[str, Any],
@@ -202,9 +205,6 @@ def _approve(
 ) -> None:
     """Play the two approvers: each sees the resolved inputs and signs with their own key."""
     import json
-
-    from irctl.approvals import decide
-    from irctl.transcript import sealer
 
     console.rule(f"approval needed: {key}")
     console.print(
@@ -215,9 +215,8 @@ def _approve(
     console.print(f"digest {request.get('digest')}")
     for who, why in (("bob", "treasury: destination is our cold wallet"),
                      ("alice", "security: containment confirmed")):  # fmt: skip
-        event = decide(
-            ws.store, run_id, key, operator=who, approve=True, reason=why, private_key=keys[who],
-            seal=sealer(ws.signing_key()),
+        event = engine.decide(
+            run_id, key, operator=who, approve=True, reason=why, private_key=keys[who]
         )
         console.print(
             f"  [green]approved[/green] by {who} ({why}), Ed25519 signature "

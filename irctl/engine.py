@@ -232,6 +232,31 @@ class Engine:
         self.anchor(made)
         return made[0]
 
+    def decide(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        operator: str,
+        approve: bool,
+        reason: str | None,
+        private_key: Ed25519PrivateKey,
+        break_glass: bool = False,
+        channel: str = "cli",
+        slack_user: str | None = None,
+        digest: str | None = None,
+    ) -> Event:
+        """Record an operator's signed decision on a step (:func:`irctl.approvals.decision`
+        checks it), sealed and anchored like any other event from outside an execution."""
+        from irctl.approvals import decision
+
+        kind, data = decision(
+            self.store, run_id, key, operator=operator, approve=approve, reason=reason,
+            private_key=private_key, break_glass=break_glass, channel=channel,
+            slack_user=slack_user, digest=digest,
+        )  # fmt: skip
+        return self.record(run_id, kind, data)
+
     def state(self, run_id: str) -> RunState:
         return fold(self.store.events(run_id))
 

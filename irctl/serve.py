@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from slack_sdk.socket_mode.client import BaseSocketModeClient
     from slack_sdk.socket_mode.request import SocketModeRequest
 
+    from irctl.model import Config
     from irctl.store import Store
     from irctl.workspace import Workspace
 
@@ -138,8 +139,11 @@ class SlackInteractivity:
         log: Log | None = None,
         base_url: str = DEFAULT_BASE_URL,
         slack_config: Mapping[str, Any] | None = None,
+        config: Config | None = None,
     ) -> None:
         from slack_sdk.signature import Clock, SignatureVerifier
+
+        from irctl.engine import Engine
 
         class _Clock(Clock):
             def now(self) -> float:
@@ -156,6 +160,9 @@ class SlackInteractivity:
         )
         self.operators_by_slack = dict(operators_by_slack)
         self.private_key = private_key
+        # Decisions are recorded the way every command records them: sealed by the installation
+        # key, the checkpoint anchored when irctl.yaml configures an anchor (``config``).
+        self.engine = Engine(store, config=config, signing_key=private_key)
         self.clock = clock
         self.log = log or (lambda _line: None)
         # Replay protection: every verified signature (one per request: it covers the timestamp
@@ -304,9 +311,7 @@ class SlackInteractivity:
 
     def decide(self, click: Click) -> tuple[bool, str]:
         """Record the decision; (recorded?, what to tell the clicker)."""
-        from irctl.approvals import decide
         from irctl.state import fold
-        from irctl.transcript import sealer
 
         operator = self.operators_by_slack.get(click.slack_user)
         if operator is None:
@@ -329,10 +334,10 @@ class SlackInteractivity:
                     f"The inputs of '{click.step}' changed since this message was posted; see the "
                     f"new request (digest {request.get('digest')}). Nothing was recorded."
                 )
-            decide(
-                self.store, click.run, click.step, operator=operator, approve=click.approve,
+            self.engine.decide(
+                click.run, click.step, operator=operator, approve=click.approve,
                 reason=click.reason, private_key=self.private_key, slack_user=click.slack_user,
-                channel="slack", digest=click.digest, seal=sealer(self.private_key),
+                channel="slack", digest=click.digest,
             )  # fmt: skip
         except IrctlError as exc:  # ApprovalRejected, an unknown run, the store unreachable
             return False, f"{exc.message}. Nothing was recorded."
@@ -560,7 +565,7 @@ def make_interactivity(
     return SlackInteractivity(
         workspace.store, signing_secret=signing_secret, operators_by_slack=by_slack,
         private_key=key, clock=clock, log=log, base_url=_base_url(workspace),
-        slack_config=workspace.config.integrations.get("slack"),
+        slack_config=workspace.config.integrations.get("slack"), config=workspace.config,
     )  # fmt: skip
 
 

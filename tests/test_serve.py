@@ -25,6 +25,7 @@ from irctl.serve import Server, make_server, response_url_allowed
 from irctl.testing import SlackStandIn, recorded_keys
 from irctl.workspace import Workspace
 from tests.helpers import irctl, make_workspace
+from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
@@ -601,3 +602,31 @@ def test_a_signed_cli_approval_updates_the_slack_message_too(
     assert done.returncode == 0, done.stderr
     assert "Slack approval message was not updated (the decision stands)" in done.stderr
     assert [d["operator"] for d in env.decisions(run_id)] == ["bob", "alice"]
+
+
+def test_a_decision_from_slack_is_anchored_like_one_from_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws: dict[str, Any]
+) -> None:
+    """The checkpoint sealing a Slack decision reaches the WORM anchor, as a CLI one does."""
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
+    s3 = boto("s3", aws)
+    s3.create_bucket(Bucket="anchors", ObjectLockEnabledForBucket=True)
+    root = workspace(tmp_path)
+    with (root / "irctl.yaml").open("a", encoding="utf-8") as config:
+        config.write(
+            f"  aws: {{region: us-east-1, endpoint_url: '{aws['endpoint_url']}', "
+            "max_attempts: 1}\n  anchor: {bucket: anchors, retain_until: 1d}\n"
+        )
+    with serving(Workspace.find(root), tmp_path / "out.txt") as started:
+        run_id, digest = started.waiting_run()
+
+        def anchored() -> set[int]:
+            listed = s3.list_objects_v2(Bucket="anchors").get("Contents", [])
+            return {int(o["Key"].rsplit("/", 1)[1].removesuffix(".json")) for o in listed}
+
+        before = anchored()
+        status, text = started.post(button("approve", run_id, "sweep-to-cold", digest, "U0ALICE"))
+        assert status == 200, text
+        events = started.ws.store.events(run_id)
+        assert [e.type for e in events[-2:]] == ["approval.granted", "checkpoint"]
+        assert anchored() == before | {events[-1].seq}

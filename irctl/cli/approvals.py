@@ -31,7 +31,7 @@ def _decide(
     yes: bool,
     as_json: bool,
 ) -> None:
-    from irctl.approvals import ApprovalRejected, decide
+    from irctl.approvals import ApprovalRejected
     from irctl.cli.runs import _operator, _workspace
     from irctl.identity import load_private_key, operator_key_path
     from irctl.state import fold
@@ -77,16 +77,13 @@ def _decide(
             )
         if not yes and sys.stdin.isatty():
             typer.confirm("Sign this decision?", abort=True)
-    from irctl.transcript import sealer
-
-    event = decide(
-        ws.store, found.id, step, operator=who, approve=approve, reason=reason,
-        private_key=private, break_glass=break_glass, seal=sealer(ws.signing_key()),
-    )  # fmt: skip
-    events = ws.store.events(found.id)
     from irctl.cli.runs import _engine
 
-    _engine(ws).anchor(events[-1:])  # the checkpoint sealing the decision, if anchoring is on
+    event = _engine(ws).decide(
+        found.id, step, operator=who, approve=approve, reason=reason, private_key=private,
+        break_glass=break_glass,
+    )  # sealed by the installation key, the checkpoint anchored if irctl.yaml says so
+    events = ws.store.events(found.id)
     after = fold(events).steps[step]
     problem = _update_slack(ws.config.integrations.get("slack"), events, step)
     if as_json:
