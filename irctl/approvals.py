@@ -397,16 +397,74 @@ def decision(
     return (GRANTED if approve else DENIED), data
 
 
+def outlook(events: Iterable[Event], key: str) -> Verdict | None:
+    """How the decisions recorded so far on the step's open request count; None without one.
+
+    For telling the person who just decided what happens next.  The engine
+    counts again, with its own signature checks, before the step runs.
+    """
+    from irctl.state import fold
+
+    events = list(events)
+    state = fold(events)
+    step_id, _, rest = key.partition("[")
+    item = int(rest[:-1]) if rest else None
+    request: dict[str, Any] | None = None
+    decisions: list[Decision] = []
+    for event in events:
+        data = event.data
+        if not event.type.startswith("approval.") or data.get("step") != step_id:
+            continue
+        if data.get("item") != item:
+            continue
+        if event.type == REQUESTED:
+            request, decisions = data, []
+        elif request is not None and data.get("digest") == request.get("digest"):
+            if event.type in DECISIONS:
+                decisions.append(decision_from(data))
+            elif event.type in (QUORUM, LAPSED, CANCELLED):
+                request = None
+    if request is None:
+        return None
+    return evaluate(
+        Policy.model_validate(request.get("rules") or {}),
+        decisions,
+        roles_of={name: op.get("roles") or [] for name, op in state.operators.items()},
+        initiator=state.initiator,
+        break_glass_roles=state.break_glass_roles,
+    )
+
+
+def what_next(verdict: Verdict | None, run_id: str, key: str) -> str:
+    """One sentence for the person who just decided: what their decision means for the run."""
+    then = f"an attached run (--wait) goes on by itself; otherwise: irctl resume {run_id}"
+    if verdict is None:
+        return then[0].upper() + then[1:]
+    if verdict.state == "approved":
+        return f"'{key}' has the approvals it needs: {then}"
+    if verdict.state == "denied":
+        return (
+            f"'{key}' is denied: it fails when the run goes on, and the runbook's failure "
+            f"handling applies ({then})"
+        )
+    return f"'{key}' still needs {verdict.missing}"
+
+
 def pending(
     store: Store, *, limit: int = 200, unreadable: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """Steps waiting for approval across the latest runs.
 
+    A request that has expired is listed with ``expired`` true: nobody can decide on it
+    any more, and ``irctl resume RUN`` asks for approval again.
+
     A run whose journal cannot be read is left out (its error added to ``unreadable``), so one
     damaged run never hides the approvals others wait for.
     """
+    from irctl.events import utcnow
     from irctl.state import fold
 
+    now = utcnow()
     found: list[dict[str, Any]] = []
     for run in store.runs(limit=limit):
         try:
@@ -428,6 +486,7 @@ def pending(
                 "deniers": step.deniers, "eligible": request.get("eligible"),
                 "requested_at": request.get("requested_at"),
                 "expires_at": request.get("expires_at"), "changed": request.get("changed"),
+                "expired": request.get("expires_at") is not None and request["expires_at"] <= now,
                 "initiator": state.initiator,
             })  # fmt: skip
     return found

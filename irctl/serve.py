@@ -311,6 +311,7 @@ class SlackInteractivity:
 
     def decide(self, click: Click) -> tuple[bool, str]:
         """Record the decision; (recorded?, what to tell the clicker)."""
+        from irctl.approvals import outlook, what_next
         from irctl.state import fold
 
         operator = self.operators_by_slack.get(click.slack_user)
@@ -343,9 +344,13 @@ class SlackInteractivity:
             return False, f"{exc.message}. Nothing was recorded."
         self._refresh_message(click.run, click.step)
         word = "approved" if click.approve else "denied"
+        try:
+            verdict = outlook(self.store.events(click.run), click.step)
+        except IrctlError:  # recorded; only the words about what comes next are missing
+            verdict = None
         return True, (
             f"{click.step} of run {click.run} {word} by {operator} (Slack identity). "
-            f"A run attached with --wait continues by itself; otherwise: irctl resume {click.run}"
+            + what_next(verdict, click.run, click.step)
         )
 
 

@@ -117,12 +117,16 @@ def test_two_signed_approvals_open_the_gate_and_the_step_runs_once(
     assert first.returncode == 0, first.stderr
     assert "sweep to 0xC01D" in first.stderr  # what you see is what you sign
     assert pending[0]["digest"] in first.stderr
+    said = " ".join(first.stderr.split())
+    assert "'sweep-to-cold' still needs 1 more approval(s); 1 from security-lead" in said
     still = irctl("resume", run_id, cwd=ws, env=env(keys))
     assert still.returncode == 3  # one of treasury is not enough: security-lead too
     assert "1 from security-lead" in still.stderr
 
-    second = approve(ws, keys, run_id, "alice")
+    second = approve(ws, keys, run_id, "alice", "--json", "--yes")
     assert second.returncode == 0, second.stderr
+    told = json.loads(second.stdout)
+    assert (told["verdict"], told["still_needed"]) == ("approved", None)
     done = irctl("resume", run_id, cwd=ws, env=env(keys))
     assert done.returncode == 0, done.stderr
     assert recorded_keys(str(ws / "out.txt")) == ["halt", "sweep to 0xC01D", "after"]
@@ -201,6 +205,13 @@ def test_an_expired_request_is_refused_and_asked_again(tmp_path: Path, keys: Pat
     ws = workspace(tmp_path, keys, expires="1s")
     run_id = start(ws, keys)
     time.sleep(1.2)
+    listed = irctl("approvals", "pending", "--json", cwd=ws, env=env(keys))
+    assert [(p["step"], p["expired"]) for p in json.loads(listed.stdout)] == [
+        ("sweep-to-cold", True)
+    ]
+    table = irctl("approvals", "pending", cwd=ws, env=env(keys))
+    assert "EXPIRED" in table.stdout
+    assert f"irctl resume {run_id} asks again" in " ".join(table.stderr.split())
     late = approve(ws, keys, run_id, "bob")
     assert late.returncode == 2
     assert "expired at" in late.stderr
@@ -232,6 +243,9 @@ def test_one_denial_cancels_the_step(tmp_path: Path, keys: Path) -> None:
         env=env(keys),
     )
     assert no.returncode == 0, no.stderr
+    said = " ".join(no.stderr.split())
+    assert "'sweep-to-cold' is denied: it fails when the run goes on" in said
+    assert "continues" not in said
     assert approve(ws, keys, run_id, "alice").returncode == 0
     ended = irctl("resume", run_id, cwd=ws, env=env(keys))
     assert ended.returncode == 1

@@ -207,10 +207,12 @@ def test_signed_slack_approvals_count_and_the_step_runs(env: Env) -> None:
     reply = json.loads(text)
     assert reply["response_type"] == "ephemeral"
     assert "approved by alice (Slack identity)" in reply["text"]
+    assert "'sweep-to-cold' still needs 1 more approval(s)" in reply["text"]
     env.now[0] += 1  # a second click, a second later
     status, text = env.post(button("approve", run_id, "sweep-to-cold", digest, "U0BOB", "ok"))
     assert status == 200, text
     assert "approved by bob (Slack identity)" in json.loads(text)["text"]
+    assert "has the approvals it needs" in json.loads(text)["text"]
 
     granted = env.decisions(run_id)
     assert [(d["type"], d["operator"]) for d in granted] == [

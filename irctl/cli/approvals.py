@@ -31,7 +31,7 @@ def _decide(
     yes: bool,
     as_json: bool,
 ) -> None:
-    from irctl.approvals import ApprovalRejected
+    from irctl.approvals import ApprovalRejected, outlook, what_next
     from irctl.cli.runs import _operator, _workspace
     from irctl.identity import load_private_key, operator_key_path
     from irctl.state import fold
@@ -85,12 +85,15 @@ def _decide(
     )  # sealed by the installation key, the checkpoint anchored if irctl.yaml says so
     events = ws.store.events(found.id)
     after = fold(events).steps[step]
+    verdict = outlook(events, step)
     problem = _update_slack(ws.config.integrations.get("slack"), events, step)
     if as_json:
         print_json({
             "run_id": found.id, "step": step, "decision": event.data["decision"],
             "operator": who, "digest": event.data["digest"], "seq": event.seq,
             "approvers": after.approvers, "deniers": after.deniers,
+            "verdict": verdict.state if verdict else None,
+            "still_needed": verdict.missing if verdict and verdict.missing else None,
             **({"warning": problem} if problem else {}),
         })  # fmt: skip
         return
@@ -100,10 +103,7 @@ def _decide(
         f"approvals so far: {', '.join(after.approvers) or 'none'}"
         + (f"; denials: {', '.join(after.deniers)}" if after.deniers else "")
     )
-    err.print(
-        f"an attached run continues by itself; otherwise: irctl resume {found.id}",
-        highlight=False,
-    )
+    err.print(escape(what_next(verdict, found.id, step)), highlight=False)
     if problem:
         err.print(f"[yellow]warning:[/yellow] {escape(problem)}")
 
@@ -195,11 +195,14 @@ def pending_command(as_json: bool = JSON_OPTION) -> None:
     for row in rows:
         table.add_row(*(escape(str(v)) for v in _cells(row)))
     out.print(table)
+    for run_id in dict.fromkeys(row["run_id"] for row in rows if row.get("expired")):
+        err.print(f"expired: nobody can decide on them now; irctl resume {run_id} asks again")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
     return [
         row["run_id"], row["step"], row["policy"] or "",
         ", ".join(row["approvers"]) or "-", ", ".join(row["eligible"] or []) or "-",
-        row["expires_at"] or "never", str(row["digest"])[:19] + "…",
+        f"EXPIRED {row['expires_at']}" if row.get("expired") else row["expires_at"] or "never",
+        str(row["digest"])[:19] + "…",
     ]  # fmt: skip
