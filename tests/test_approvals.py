@@ -130,6 +130,9 @@ def test_two_signed_approvals_open_the_gate_and_the_step_runs_once(
     done = irctl("resume", run_id, cwd=ws, env=env(keys))
     assert done.returncode == 0, done.stderr
     assert recorded_keys(str(ws / "out.txt")) == ["halt", "sweep to 0xC01D", "after"]
+    shown = irctl("status", run_id, cwd=ws)
+    assert "succeeded" in shown.stdout
+    assert "needed" not in shown.stdout  # the approval prompt is gone once the step ran
     verified = irctl("transcript", "verify", run_id, cwd=ws)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     events = [

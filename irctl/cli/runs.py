@@ -427,7 +427,8 @@ def status_command(
     for column in ("step", "status", "attempt", "detail"):
         table.add_column(column)
     for step in state.steps.values():
-        detail = step.error or step.prompt or ""
+        # what it waits for while it waits; a finished step's old prompt would mislead
+        detail = step.error or (step.prompt if step.status == "waiting" else None) or ""
         table.add_row(escape(step.key), step.status, str(step.attempt), escape(detail[:100]))
     out.print(table)
 
