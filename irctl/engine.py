@@ -268,6 +268,12 @@ class Engine:
             waiting = [s.key for s in state.waiting() if s.waiting_for == "answer"]
             hint = f"; waiting for an answer: {', '.join(waiting)}" if waiting else ""
             raise UsageError(f"step '{key}' of run {run_id} is not waiting for an answer{hint}")
+        if step.answer is not None:  # two people answering at once: the first answer stands
+            raise UsageError(
+                f"step '{key}' of run {run_id} already has an answer from "
+                f"{step.answered_by or 'someone'}, used when the run goes on "
+                f"(irctl resume {run_id}); if the step asks again, answer then"
+            )
         step_id, item = _split_key(key)
         data: dict[str, Any] = {"step": step_id, "answer": answer, "by": operator}
         if item is not None:

@@ -49,7 +49,8 @@ class StepState:
     finished_at: str | None = None
     waiting_for: str | None = None  # "answer", "operator" (in doubt), "approval"
     prompt: str | None = None
-    answer: str | None = None
+    answer: str | None = None  # given while the step waits; a new wait starts without one
+    answered_by: str | None = None
     mark: str | None = None  # an operator's resolution of an in-doubt step
     resolved_by: str | None = None
     items: int | None = None  # for a for_each step: how many items
@@ -207,8 +208,10 @@ class RunState:
             step.status = WAITING
             step.waiting_for = data.get("for")
             step.prompt = data.get("prompt")
+            step.answer = step.answered_by = None  # an answer it did not accept is used up
         elif kind == ev.STEP_ANSWERED:
             step.answer = data.get("answer")
+            step.answered_by = data.get("by")
         elif kind == ev.STEP_RESOLVED:
             step.mark = data.get("mark")
             step.resolved_by = data.get("by")

@@ -408,3 +408,24 @@ def test_approve_with_a_key_file_that_is_not_a_key(ws: Path, tmp_path: Path) -> 
         )  # fmt: skip
         assert done.returncode == 2
         assert done.stderr.strip() == message
+
+
+def test_a_second_answer_before_the_run_goes_on_is_refused(ws: Path) -> None:
+    run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    first = irctl("answer", run_id, "custody-hotline", "done", "--no-resume", "--as", "alice",
+                  cwd=ws, env=ENV)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    second = irctl("answer", run_id, "custody-hotline", "failed", "--no-resume", "--as", "bob",
+                   cwd=ws, env=ENV)  # fmt: skip
+    assert second.returncode == 2
+    assert second.stderr.strip() == (
+        f"error: step 'custody-hotline' of run {run_id} already has an answer from alice, used "
+        f"when the run goes on (irctl resume {run_id}); if the step asks again, answer then"
+    )
+    resumed = irctl("resume", run_id, cwd=ws, env=ENV)
+    assert resumed.returncode == 3, resumed.stderr  # the sweep waits for two approvers
+    status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
+    step = next(s for s in status["steps"] if s["step"] == "custody-hotline")
+    assert step["status"] == "succeeded"  # alice's answer, not bob's
+    kinds = [json.loads(line)["type"] for line in _events(ws)]
+    assert kinds.count("step.answered") == 1
