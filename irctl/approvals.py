@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.events import Event
-    from irctl.store import Seal, Store
+    from irctl.store import Store
 
 REQUESTED = "approval.requested"
 GRANTED = "approval.granted"
@@ -243,35 +243,6 @@ def decision_from(data: Mapping[str, Any]) -> Decision:
     )
 
 
-def decide(
-    store: Store,
-    run_id: str,
-    key: str,
-    *,
-    operator: str,
-    approve: bool,
-    reason: str | None,
-    private_key: Ed25519PrivateKey,
-    break_glass: bool = False,
-    channel: str = "cli",
-    slack_user: str | None = None,
-    digest: str | None = None,
-    seal: Seal | None = None,
-) -> Event:
-    """Record one operator's signed decision (see :func:`decision`), sealed by ``seal``.
-
-    The store-level primitive: it does not anchor the checkpoint.  Commands
-    record decisions with :meth:`irctl.engine.Engine.decide`, which seals with
-    the installation key and anchors like every other checkpoint.
-    """
-    kind, data = decision(
-        store, run_id, key, operator=operator, approve=approve, reason=reason,
-        private_key=private_key, break_glass=break_glass, channel=channel,
-        slack_user=slack_user, digest=digest,
-    )  # fmt: skip
-    return store.append(run_id, [(kind, data)], seal=seal)[0]
-
-
 def decision(
     store: Store,
     run_id: str,
@@ -286,7 +257,8 @@ def decision(
     slack_user: str | None = None,
     digest: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """One operator's signed decision on a step waiting for approval: the event to record.
+    """One operator's signed decision on a step waiting for approval: the event to record
+    (:meth:`irctl.engine.Engine.decide` records it, sealed and anchored).
 
     Every check the engine makes again when it counts the decision is made
     here first, so a person learns at once why their approval would not count.

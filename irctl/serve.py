@@ -5,7 +5,7 @@ message or submits a modal.  This module checks that Slack sent it (HMAC-SHA256
 signature over the raw body with the app's signing secret, timestamp no more
 than 5 minutes away, never seen before), maps the Slack user to an operator by
 the ``slack:`` id in ``irctl.yaml``, and records the decision with
-:func:`irctl.approvals.decide` attested by the installation key (assurance
+:meth:`irctl.engine.Engine.decide` attested by the installation key (assurance
 ``slack``, channel ``slack``).  A policy with ``min_assurance: key`` refuses such
 a decision, and the reply tells the clicker to use ``irctl approve``.
 

@@ -70,11 +70,11 @@ def run_id_from(result: subprocess.CompletedProcess[str]) -> str:
 
 def approve_as(store: Any, run_id: str, key: str, keys: dict[str, Any], *operators: str) -> None:
     """Each operator approves step ``key`` with a statement signed by their own key."""
-    from irctl.approvals import decide
+    from irctl.engine import Engine
 
     for who in operators:
-        decide(
-            store, run_id, key, operator=who, approve=True, reason="checked",
+        Engine(store).decide(
+            run_id, key, operator=who, approve=True, reason="checked",
             private_key=keys[who],
         )  # fmt: skip
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irctl.approvals import ApprovalRejected, decide
+from irctl.approvals import ApprovalRejected
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.loader import load_runbook_text
@@ -105,8 +105,8 @@ class Team:
         approve_as(self.store, run_id, key, self.keys, *operators)
 
     def deny(self, run_id: str, key: str, who: str, reason: str) -> None:
-        decide(
-            self.store, run_id, key, operator=who, approve=False, reason=reason,
+        Engine(self.store).decide(
+            run_id, key, operator=who, approve=False, reason=reason,
             private_key=self.keys[who],
         )  # fmt: skip
 

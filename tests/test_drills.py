@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
 from irctl.actions import ActionContext, Registry, action
-from irctl.approvals import decide
 from irctl.drills import (
     DRILL_INJECT,
     DRILL_STARTED,
@@ -184,8 +183,8 @@ class People:
                         if who not in self.team.keys or who in step.approvers:
                             continue
                         try:
-                            decide(
-                                self.ws.store, self.run_id, step.key, operator=who, approve=True,
+                            Engine(self.ws.store).decide(
+                                self.run_id, step.key, operator=who, approve=True,
                                 reason="drill", private_key=self.team.keys[who],
                             )  # fmt: skip
                         except IrctlError as exc:

@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from irctl_evm.safe.tx import from_mapping
 from irctl_evm.testing import LocalChain
 
-from irctl.approvals import decide
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.loader import load_runbook_text
@@ -61,8 +60,10 @@ class Team:
 
     def approve(self, run_id: str, key: str) -> None:
         for who in ("sam", "sue"):
-            decide(self.store, run_id, key, operator=who, approve=True, reason="hash checked",
-                   private_key=self.keys[who])  # fmt: skip
+            Engine(self.store).decide(
+                run_id, key, operator=who, approve=True, reason="hash checked",
+                private_key=self.keys[who],
+            )  # fmt: skip
 
 
 def test_runbook_cancels_a_malicious_proposal_and_rotates_an_owner(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from irctl.approvals import ApprovalRejected, decide
+from irctl.approvals import ApprovalRejected
 from irctl.canonical import canonical_json
 from irctl.engine import Engine
 from irctl.events import Event
@@ -60,8 +60,8 @@ def _run(tmp_path: Path, min_assurance: str) -> tuple[Store, Engine, str, Any]:
 def test_slack_decisions_count_where_the_policy_allows_and_verify(tmp_path: Path) -> None:
     store, engine, run_id, installation = _run(tmp_path, "slack")
     for who, user in (("alice", "U0ALICE"), ("bob", "U0BOB")):
-        event = decide(
-            store, run_id, "sweep", operator=who, approve=True, reason="ok",
+        event = Engine(store).decide(
+            run_id, "sweep", operator=who, approve=True, reason="ok",
             private_key=installation, slack_user=user, channel="slack",
         )  # fmt: skip
         assert event.data["assurance"] == "slack"
@@ -90,8 +90,8 @@ def test_slack_decisions_count_where_the_policy_allows_and_verify(tmp_path: Path
 def test_a_policy_needing_keys_refuses_slack(tmp_path: Path) -> None:
     store, _, run_id, installation = _run(tmp_path, "key")
     with pytest.raises(ApprovalRejected, match="needs an approval signed with the operator's own"):
-        decide(
-            store, run_id, "sweep", operator="alice", approve=True, reason=None,
+        Engine(store).decide(
+            run_id, "sweep", operator="alice", approve=True, reason=None,
             private_key=installation, slack_user="U0ALICE",
         )  # fmt: skip
 
@@ -99,7 +99,7 @@ def test_a_policy_needing_keys_refuses_slack(tmp_path: Path) -> None:
 def test_a_slack_user_that_is_not_the_operator_is_refused(tmp_path: Path) -> None:
     store, _, run_id, installation = _run(tmp_path, "slack")
     with pytest.raises(ApprovalRejected, match="is not alice's Slack identity"):
-        decide(
-            store, run_id, "sweep", operator="alice", approve=True, reason=None,
+        Engine(store).decide(
+            run_id, "sweep", operator="alice", approve=True, reason=None,
             private_key=installation, slack_user="U0BOB",
         )  # fmt: skip

@@ -92,8 +92,6 @@ def _start(store: Store, config: Config, tmp_path: Path, *, min_assurance: str =
 
 
 def test_a_full_run_keeps_one_message_up_to_date(slack: Any, tmp_path: Path) -> None:
-    from irctl.approvals import decide
-
     config, keys = _config(slack, tmp_path)
     store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
     engine, run_id = _start(store, config, tmp_path)
@@ -114,8 +112,9 @@ def test_a_full_run_keeps_one_message_up_to_date(slack: Any, tmp_path: Path) -> 
     assert state.steps["sweep"].approval["digest"] in body
 
     for who in ("bob", "alice"):
-        decide(store, run_id, "sweep", operator=who, approve=True, reason=None,
-               private_key=keys[who])  # fmt: skip
+        Engine(store).decide(
+            run_id, "sweep", operator=who, approve=True, reason=None, private_key=keys[who]
+        )
     state = engine.execute(run_id)  # a resumed run updates the same header message
     assert state.status == "succeeded"
     assert recorded_keys(str(tmp_path / "out.txt")) == ["halt", "sweep"]

@@ -640,8 +640,9 @@ def _fan_out_run(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> tuple[St
                                initiator="oncall")  # fmt: skip
     assert engine.execute(run_id).status == "waiting"
     for who in ("bob", "dana"):
-        ap.decide(store, run_id, "send", operator=who, approve=True, reason="ok",
-                  private_key=keys[who])  # fmt: skip
+        Engine(store).decide(
+            run_id, "send", operator=who, approve=True, reason="ok", private_key=keys[who]
+        )
     assert engine.execute(run_id).status == "succeeded"
     return store, run_id
 
