@@ -352,3 +352,31 @@ def test_runs_list_shows_whole_run_ids_in_a_narrow_pipe(ws: Path) -> None:
     listed = irctl("runs", "list", cwd=ws, env={"COLUMNS": "80"})
     assert listed.returncode == 0
     assert run_id in listed.stdout
+
+
+def test_blank_or_huge_words_for_the_transcript_are_refused(ws: Path) -> None:
+    started = irctl("run", "note", "--yes", cwd=ws)
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(irctl("runs", "list", "--json", cwd=ws).stdout)[0]["run_id"]
+    empty = "error: the note is empty: say it in words, for the transcript"
+    for args, message in [
+        (["note", run_id, ""], empty),
+        (["note", run_id, " \n\t"], empty),
+        (["note", run_id, "x" * 20_000],
+         "error: the note is longer than 16 KiB; put the detail in a ticket and refer to it"),
+        (["deny", run_id, "one", "--reason", "  ", "--as", "alice"],
+         "error: --reason is empty: say it in words, for the transcript"),
+        (["abort", run_id, "--reason", ""],
+         "error: --reason is empty: say it in words, for the transcript"),
+        (["plan", "note", "-p", "x=1", "-p", "x=2"],
+         "error: param 'x' is given twice; give each param once"),
+    ]:  # fmt: skip
+        done = irctl(*args, cwd=ws)
+        no_bug(done)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip() == message, args
+    exported = irctl("transcript", "export", run_id, "--format", "jsonl", "-o", "-", cwd=ws)
+    kinds = [json.loads(line)["type"] for line in exported.stdout.splitlines()]
+    assert "run.note" not in kinds  # nothing was recorded
+    noted = irctl("note", run_id, "called the custody desk", cwd=ws)
+    assert noted.returncode == 0, noted.stderr

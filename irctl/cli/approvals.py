@@ -32,10 +32,12 @@ def _decide(
     as_json: bool,
 ) -> None:
     from irctl.approvals import ApprovalRejected, outlook, what_next
-    from irctl.cli.runs import _operator, _workspace
+    from irctl.cli.runs import _operator, _words, _workspace
     from irctl.identity import load_private_key, operator_key_path
     from irctl.state import fold
 
+    if reason is not None:
+        reason = _words(reason, "--reason")
     ws = _workspace()
     found = ws.store.find_run(run_id)
     who = _operator(ws, operator)

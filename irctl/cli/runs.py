@@ -54,6 +54,20 @@ def _operator(ws: Workspace, given: str | None) -> str:
     return name
 
 
+#: The longest note, reason or answer irctl records (each is in every export of the run).
+MAX_TEXT = 16 * 1024
+
+
+def _words(value: str, what: str) -> str:
+    """Free text a person gives for the transcript: not blank, not a whole file."""
+    if not value.strip():
+        raise UsageError(f"{what} is empty: say it in words, for the transcript")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_TEXT:
+        raise UsageError(f"{what} is longer than {MAX_TEXT // 1024} KiB; put the detail in a "
+                         "ticket and refer to it")  # fmt: skip
+    return value
+
+
 MODES = ("live", "tabletop", "sandbox")
 
 
@@ -73,6 +87,8 @@ def _split_params(pairs: list[str] | None) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise UsageError(f"-p expects name=value, got {pair!r}")
+        if name.strip() in given:
+            raise UsageError(f"param '{name.strip()}' is given twice; give each param once")
         given[name.strip()] = value
     return given
 
@@ -359,6 +375,7 @@ def abort_command(
     """End a run that is waiting or interrupted; it can no longer be resumed."""
     ws = _workspace()
     found = ws.store.find_run(run_id)
+    reason = _words(reason, "--reason")
     state = _engine(ws).abort(found.id, reason=reason, operator=_operator(ws, operator))
     err.print(f"run {state.run_id} aborted")
 
@@ -372,6 +389,7 @@ def note_command(
     """Add an operator's note to a run's transcript (during or after the run)."""
     from irctl import events as ev
 
+    text = _words(text, "the note")
     ws = _workspace()
     found = ws.store.find_run(run_id)
     _engine(ws).record(found.id, ev.RUN_NOTE, {"text": text, "by": _operator(ws, operator)})
