@@ -3,24 +3,26 @@
 A step's ``with`` values are Jinja2 templates rendered in a sandbox where an
 undefined name is an error.  A string that is exactly one ``{{ expression }}``
 renders to the expression's own value (a list stays a list, a number a
-number); any other string renders to a string.  Everything that is hashed goes
-through :func:`canonical_json`: sorted keys, compact separators, UTF-8, and a
-value that cannot be serialised is an error, never silently dropped.
+number); any other string renders to a string.  What a template may build is
+limited (:mod:`irctl.sandbox`); a template past a limit is a :class:`RenderError`
+naming it.  Everything that is hashed goes through :func:`canonical_json`: sorted
+keys, compact separators, UTF-8, and a value that cannot be serialised is an
+error, never silently dropped.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from irctl.canonical import canonical_json, digest, sha256_hex
 from irctl.errors import IrctlError
+from irctl.sandbox import Environment, check_written, limited
 
 REDACTED = "••••"
 
@@ -35,57 +37,7 @@ class RenderError(IrctlError):
     """A template failed to render (undefined name, forbidden operation)."""
 
 
-#: Limits on what one template expression may build.
-MAX_REPEAT = 1_000_000
-MAX_EXPONENT = 4096
-
-
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, with one change: a mapping's keys win over its methods.
-
-    ``params.items`` must be the param called ``items``, not ``dict.items``.
-    """
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        """``*`` and ``**``, refused when the result would be huge (``'a' * 10**9``)."""
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if sized and len(seq) * count > MAX_REPEAT:
-                    raise SecurityError(
-                        f"repeating {len(seq)} items {count} times makes more than "
-                        f"{MAX_REPEAT:,}"
-                    )
-        if (
-            operator == "**"
-            and isinstance(left, int)
-            and isinstance(right, int)
-            and abs(left) > 1
-            and right > MAX_EXPONENT
-        ):
-            raise SecurityError(f"an exponent above {MAX_EXPONENT} is not allowed")
-        return super().call_binop(context, operator, left, right)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping):
-            try:
-                return obj[attribute]
-            except (KeyError, TypeError):
-                pass
-        return super().getattr(obj, attribute)
-
-
-def _env() -> ImmutableSandboxedEnvironment:
-    env = _Environment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-    )
-    env.filters["tojson"] = canonical_json
-    return env
-
-
-_ENV = _env()
+_ENV = Environment(filters={"tojson": canonical_json})
 
 
 def is_template(value: str) -> bool:
@@ -118,13 +70,15 @@ def render_string(source: str, context: dict[str, Any]) -> Any:
     if not is_template(source):
         return source
     try:
-        single, compiled = _compile(source)
-        if single:
+        with limited():
+            single, compiled = _compile(source)
+            if not single:
+                return compiled.render(**context)
             value = compiled(**context)
             if isinstance(value, StrictUndefined):
                 str(value)  # raises UndefinedError with a useful message
+            check_written(value)
             return value
-        return compiled.render(**context)
     except TemplateSyntaxError as exc:
         raise RenderError(f"template syntax error: {exc.message}") from exc
     except UndefinedError as exc:
