@@ -17,18 +17,26 @@
 
 :func:`verify_pack` checks, with public keys only: the manifest's signature;
 every file against the manifest (changed, deleted or added files are named; a
-name that appears twice, or a directory entry holding data, fails the pack);
-the journal (hash chain, order, checkpoints, approvals: :mod:`irctl.transcript`);
-that ``runbook.yaml`` is the runbook the run recorded; and that the keys in the
-pack are the keys the run was sealed and approved with.  Give ``--key`` (the
-installation key you trust, obtained elsewhere) so that a pack whose keys were
-all swapped and re-signed is caught too: without it the seals are checked
-against the pack's own key and the result is reported as not trusted
-(``trusted: false``).
+name that appears twice, or any directory entry, fails the pack); the zip
+around the files (comments, extra fields, attributes, dates, and bytes that
+belong to no file: :mod:`irctl.pack_zip`); the journal (hash chain, order,
+checkpoints, approvals: :mod:`irctl.transcript`); that ``runbook.yaml`` is the
+runbook the run recorded; and that the keys in the pack are the keys the run
+was sealed and approved with.  Give ``--key`` (the installation key you trust,
+obtained elsewhere) so that a pack whose keys were all swapped and re-signed is
+caught too: without it the seals are checked against the pack's own key and
+the result is reported as not trusted (``trusted: false``).
+
+Only a file that is not a pack at all (not a readable zip, or a zip holding
+none of ``manifest.json``, ``manifest.sig`` and ``events.jsonl``) is bad input
+(exit 2).  A pack whose manifest is missing, damaged or edited fails
+verification (exit 1) with the manifest as its first problem, as does a file
+of the pack that cannot be read.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -38,9 +46,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irctl import events as ev
 from irctl.canonical import canonical_json, sha256_hex
 from irctl.errors import IntegrationError, UsageError
+from irctl.pack_zip import READ_ERRORS, entry_problems, layout_problems, member, shown, stamp
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -132,23 +140,16 @@ def build_pack(
     if signing_key is not None:
         members.append((SIGNATURE, (sign(signing_key, _signature_message(manifest_bytes)) + "\n")
                         .encode("ascii")))  # fmt: skip
-    stamp = _zip_time(events[0])
+    date_time = stamp(events[0].ts)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in members:
-            archive.writestr(zipfile.ZipInfo(name, date_time=stamp), data,
-                             compress_type=zipfile.ZIP_DEFLATED)  # fmt: skip
+            archive.writestr(member(name, date_time), data)
     try:
         target.write_bytes(buffer.getvalue())
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
     return manifest
-
-
-def _zip_time(first: Event) -> tuple[int, int, int, int, int, int]:
-    moment = ev.parse_ts(first.ts)
-    return (max(moment.year, 1980), moment.month, moment.day, moment.hour, moment.minute,
-            moment.second)  # fmt: skip
 
 
 def _operator_keys(events: Sequence[Event]) -> dict[str, str | None]:
@@ -173,6 +174,7 @@ class PackReport:
     transcript: VerifyReport
     files: int = 0
     notes: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # the journal's lines, as checked
 
     def combined(self) -> VerifyReport:
         """The journal's report with the pack's problems first (what the CLI prints)."""
@@ -188,23 +190,30 @@ class _Pack:
 
     A name must appear once: with two members of one name, tools disagree on
     which one they show (many show the first; :mod:`zipfile` reads the last),
-    so the copy a reviewer opens need not be the copy that was checked.  A
-    directory entry must hold no data (it would be data no check reads).
+    so the copy a reviewer opens need not be the copy that was checked.  irctl
+    writes no directory entries: one is an addition, and one holding data is
+    data no check reads.  A member that cannot be read (its compressed bytes
+    were altered, or it claims to be huge) is a problem of the pack, named once.
     """
 
-    def __init__(self, archive: zipfile.ZipFile, where: Path) -> None:
+    def __init__(self, archive: zipfile.ZipFile) -> None:
         self.archive = archive
-        self.where = where
         self.names: dict[str, zipfile.ZipInfo] = {}
         self.problems: list[str] = []
+        self.damaged: dict[str, str] = {}  # name -> why it cannot be read
         counts: dict[str, int] = {}
         for info in archive.infolist():
             counts[info.filename] = counts.get(info.filename, 0) + 1
-            if info.is_dir():
+            if info.filename.endswith("/"):  # not is_dir(): it fails on an empty name
                 if info.file_size or info.compress_size:
                     self.problems.append(
                         f"DIRECTORY WITH DATA: the directory entry {info.filename} holds "
                         f"{info.file_size} bytes; a pack's directories hold none"
+                    )
+                else:
+                    self.problems.append(
+                        f"ADDED: the directory entry {info.filename} is in the pack but not in "
+                        "the manifest (irctl writes no directory entries)"
                     )
                 continue
             self.names[info.filename] = info
@@ -215,38 +224,47 @@ class _Pack:
         ]  # fmt: skip
 
     def read(self, name: str) -> bytes | None:
+        """The bytes of a member; None if it is missing or cannot be read (see ``damaged``)."""
         info = self.names.get(name)
         if info is None:
             return None
         if info.file_size > MAX_MEMBER:
-            raise UsageError(f"{self.where}: {name} is {info.file_size} bytes; not reading it")
+            self.damaged[name] = f"claims to hold {info.file_size} bytes (more than {MAX_MEMBER})"
+            return None
         try:
             return self.archive.read(info)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise UsageError(f"{self.where}: {name} cannot be read: {exc}") from exc
+        except READ_ERRORS as exc:
+            self.damaged[name] = f"cannot be read from the zip ({exc})"
+            return None
+
+    def missing(self, name: str, problem: str) -> list[str]:
+        """``problem`` for a member that is not there; nothing more for one that is damaged."""
+        return [] if name in self.damaged else [problem]
 
 
 def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
-    """Verify an evidence pack offline; ``public_keys`` are the trusted installation keys."""
+    """Verify an evidence pack offline; ``public_keys`` are the trusted installation keys.
+
+    A file that is not a zip, or a zip holding none of a pack's manifest,
+    signature and journal, is not a pack: :class:`UsageError` (exit 2).  Any
+    other change, a damaged or edited manifest included, is a problem in the
+    report (the command exits 1).
+    """
     from irctl.transcript import verify_lines
 
     try:
         archive = zipfile.ZipFile(path)
     except FileNotFoundError as exc:
         raise UsageError(f"no file {path}") from exc
-    except (zipfile.BadZipFile, OSError) as exc:
+    except READ_ERRORS as exc:
         raise UsageError(f"{path} is not an evidence pack (not a readable zip): {exc}") from exc
     with archive:
-        pack = _Pack(archive, path)
+        pack = _Pack(archive)
         raw_manifest = pack.read(MANIFEST)
-        if raw_manifest is None:
-            raise UsageError(f"{path} is not an evidence pack: it has no {MANIFEST}")
-        try:
-            manifest = json.loads(raw_manifest.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise UsageError(f"{path}: {MANIFEST} is not JSON") from None
-        if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
-            raise UsageError(f"{path}: {MANIFEST} is not an irctl evidence pack manifest")
+        manifest, unusable = _manifest(pack, raw_manifest)
+        if unusable is not None and not pack.names.keys() & {SIGNATURE, EVENTS}:
+            what = f"it has no {MANIFEST}" if MANIFEST not in pack.names else f"its {unusable}"
+            raise UsageError(f"{path} is not an evidence pack: {what}")
         problems: list[str] = list(pack.problems)
         notes: list[str] = []
         pack_key = _text(pack.read(INSTALLATION_KEY))
@@ -267,8 +285,11 @@ def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
                 "who sealed it; give --key with the installation key you trust (obtained "
                 "elsewhere) to rule out a pack re-signed with another key"
             )
-        problems += _check_signature(pack, raw_manifest, trusted)
-        problems += _check_files(pack, manifest)
+        if raw_manifest is not None:
+            problems += _check_signature(pack, raw_manifest, trusted)
+        listed = manifest.get("files") if manifest is not None else None
+        if manifest is not None:
+            problems += _check_files(pack, listed)
         raw_events = pack.read(EVENTS)
         if raw_events is None:
             lines: list[str] = []
@@ -277,22 +298,64 @@ def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
             lines = text.split("\n")
             if lines and lines[-1] == "":
                 lines.pop()
+        written = {*listed, MANIFEST, SIGNATURE} if isinstance(listed, dict) else None
+        problems += entry_problems(archive.infolist(), written, _stamp(lines))
+        problems += layout_problems(path, archive, written)
         try:
             report = verify_lines(lines, public_keys=trusted)
         except UsageError as exc:  # a malformed key in the pack
             problems.append(f"KEY SWAPPED: {INSTALLATION_KEY} is not a valid key ({exc})")
             report = verify_lines(lines, public_keys=None)
         if not lines:
-            problems.append(f"DELETED: {EVENTS} is missing or empty")
+            problems += pack.missing(EVENTS, f"DELETED: {EVENTS} is missing or empty")
         else:
             problems += _check_runbook(pack, lines[0])
             problems += _check_operator_keys(pack, lines[0])
-            problems += _check_head(manifest, lines)
+            if manifest is not None:
+                problems += _check_head(manifest, lines)
         if own_key_only:
             report = replace(report, trusted=False)
-        listed = manifest.get("files")
         files = len(listed) if isinstance(listed, dict) else 0
-    return PackReport(not problems and report.ok, problems, report, files, notes)
+    # the manifest first (nothing else can be trusted without it), then what could not be read
+    first = [] if unusable is None else [
+        f"{'MANIFEST' if MANIFEST in pack.names else 'DELETED'}: {unusable}; nothing in the "
+        "pack can be checked against it"]  # fmt: skip
+    first += [f"CHANGED: {name} {why}: its stored bytes were altered or damaged"
+              for name, why in pack.damaged.items() if name != MANIFEST]  # fmt: skip
+    problems = [*first, *problems]
+    return PackReport(not problems and report.ok, problems, report, files, notes, lines)
+
+
+def _manifest(pack: _Pack, raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The manifest; or None and what is wrong with it (it is missing, damaged or edited)."""
+    if raw is None:
+        why = pack.damaged.get(MANIFEST, "is missing")
+        return None, f"{MANIFEST} {why}"
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, f"{MANIFEST} is not JSON"
+    if not isinstance(manifest, dict):
+        return None, f"{MANIFEST} is not a JSON object"
+    if manifest.get("kind") != KIND:
+        return None, f"{MANIFEST} is of kind {_shown(manifest.get('kind'))}, not {KIND}"
+    return manifest, None
+
+
+def _shown(value: object) -> str:
+    """A value from a manifest, quoted and cut short (a manifest can hold anything)."""
+    shown = json.dumps(value, ensure_ascii=True)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _stamp(lines: list[str]) -> tuple[int, int, int, int, int, int] | None:
+    """The date the pack's files carry, from the journal's first event; None if it has none."""
+    try:
+        first = json.loads(lines[0]) if lines else None
+        ts = first.get("ts") if isinstance(first, dict) else None
+        return stamp(ts) if isinstance(ts, str) else None
+    except (ValueError, RecursionError):
+        return None  # the journal's own verification reports the line
 
 
 def _text(data: bytes | None) -> str | None:
@@ -307,36 +370,47 @@ def _text(data: bytes | None) -> str | None:
 def _check_signature(pack: _Pack, manifest: bytes, trusted: list[str] | None) -> list[str]:
     from irctl.identity import load_public_key, verify
 
-    signature = _text(pack.read(SIGNATURE))
-    if signature is None:
-        return [f"UNSIGNED: the pack has no {SIGNATURE}; its manifest cannot be trusted"]
+    raw = pack.read(SIGNATURE)
+    if raw is None:
+        return pack.missing(SIGNATURE, f"UNSIGNED: the pack has no {SIGNATURE}; its manifest "
+                                       "cannot be trusted")  # fmt: skip
+    signature = _text(raw) or ""
     for key in trusted or []:
         try:
             public = load_public_key(key)
         except UsageError:
             continue
         if verify(public, _signature_message(manifest), signature):
+            # the signature is 64 bytes: one way to write it, as build_pack does
+            exact = base64.b64encode(base64.b64decode(signature)) + b"\n"
+            if raw != exact:
+                return [f"CHANGED: {SIGNATURE} is not the text irctl writes (the signature "
+                        "verifies, but text was added to it or it was re-encoded)"]  # fmt: skip
             return []
     return [f"MANIFEST: {SIGNATURE} does not verify with the installation key: the manifest "
             "was edited or re-signed with another key"]  # fmt: skip
 
 
-def _check_files(pack: _Pack, manifest: dict[str, Any]) -> list[str]:
+def _check_files(pack: _Pack, listed: object) -> list[str]:
     problems: list[str] = []
-    listed = manifest.get("files")
     if not isinstance(listed, dict):
         return [f"MANIFEST: {MANIFEST} lists no files"]
     for name, entry in sorted(listed.items()):
         data = pack.read(str(name))
         if data is None:
-            problems.append(f"DELETED: {name} is listed in the manifest but missing from the pack")
+            problems += pack.missing(str(name), f"DELETED: {name} is listed in the manifest but "
+                                                "missing from the pack")  # fmt: skip
             continue
         expected = entry.get("sha256") if isinstance(entry, dict) else None
+        size = entry.get("size") if isinstance(entry, dict) else None
         if hashlib.sha256(data).hexdigest() != expected:
             problems.append(f"CHANGED: {name} does not match its SHA-256 in the manifest")
-    for name in sorted(pack.names):
+        elif isinstance(size, bool) or size != len(data):
+            problems.append(f"CHANGED: {name} holds {len(data)} bytes, but the manifest records "
+                            f"{_shown(size)}")  # fmt: skip
+    for name, info in sorted(pack.names.items()):
         if name not in listed and name not in (MANIFEST, SIGNATURE):
-            problems.append(f"ADDED: {name} is in the pack but not in the manifest")
+            problems.append(f"ADDED: {shown(info)} is in the pack but not in the manifest")
     return problems
 
 
@@ -365,7 +439,7 @@ def _check_runbook(pack: _Pack, first_line: str) -> list[str]:
         return _no_run_data(first_line)
     text = pack.read(RUNBOOK)
     if text is None:
-        return [f"DELETED: {RUNBOOK} (the runbook text) is missing"]
+        return pack.missing(RUNBOOK, f"DELETED: {RUNBOOK} (the runbook text) is missing")
     digest = "sha256:" + hashlib.sha256(text).hexdigest()
     recorded = created.get("runbook_digest")
     if digest != recorded:
@@ -382,7 +456,7 @@ def _check_operator_keys(pack: _Pack, first_line: str) -> list[str]:
         return []  # reported once, by _check_runbook
     raw = pack.read(OPERATOR_KEYS)
     if raw is None:
-        return [f"DELETED: {OPERATOR_KEYS} is missing"]
+        return pack.missing(OPERATOR_KEYS, f"DELETED: {OPERATOR_KEYS} is missing")
     try:
         keys = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):

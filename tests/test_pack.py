@@ -8,6 +8,8 @@ and ``verify`` must catch it and name it.  The pack is verified by the real
 from __future__ import annotations
 
 import json
+import stat
+import struct
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -53,13 +55,22 @@ def nowhere(tmp_path: Path) -> Path:
 
 
 def tampered(pack: Path, tmp_path: Path, change: Callable[[Files], None]) -> Path:
+    """The pack with ``change`` made to its files, rezipped as carefully as irctl zips them.
+
+    Each file keeps its zip entry's date, attributes and compression (a new file
+    takes the manifest's), so only the change itself is there to be caught.
+    """
     with zipfile.ZipFile(pack) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
+        entries = {info.filename: info for info in archive.infolist()}
     change(files)
     target = tmp_path / "tampered.zip"
     with zipfile.ZipFile(target, "w") as archive:
         for name, data in files.items():
-            archive.writestr(name, data)
+            like = entries.get(name, entries["manifest.json"])
+            info = zipfile.ZipInfo(name, date_time=like.date_time)
+            info.external_attr, info.compress_type = like.external_attr, like.compress_type
+            archive.writestr(info, data)
     return target
 
 
@@ -249,13 +260,14 @@ def test_a_pack_forged_with_another_key_is_caught_by_the_trusted_key(
         files["keys/installation.pub"] = (public_key_text(forger) + "\n").encode()
         manifest = json.loads(files["manifest.json"])
         for name in ("events.jsonl", "keys/installation.pub"):
-            manifest["files"][name]["sha256"] = sha256_hex(files[name])
+            manifest["files"][name] = {"sha256": sha256_hex(files[name]), "size": len(files[name])}
         manifest["head"]["hash"] = sha256_hex(files["events.jsonl"].decode().splitlines()[-1])
         files["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
         from irctl.identity import sign
         from irctl.pack import _signature_message
 
-        files["manifest.sig"] = sign(forger, _signature_message(files["manifest.json"])).encode()
+        signature = sign(forger, _signature_message(files["manifest.json"]))
+        files["manifest.sig"] = (signature + "\n").encode()
 
     path = tampered(pack, tmp_path, forge)
     # Consistent in itself: without a trusted key only the pack's own key vouches for it.
@@ -394,6 +406,433 @@ def test_a_manifest_head_that_is_no_event_number_is_caught(
     found = " | ".join(problems(tampered(pack, tmp_path, change), key))
     assert "MANIFEST: manifest.json records no valid head" in found
     assert "ADDED: events.jsonl holds" not in found
+
+
+# -- the manifest itself --------------------------------------------------------------------
+
+
+def rejected(path: Path, key: str, tmp_path: Path, expected: str) -> str:
+    """Verify with the real command and no store: exit 1 naming ``expected``; the output."""
+    done = irctl("transcript", "verify", str(path), "--key", key, cwd=nowhere(tmp_path))
+    shown = " ".join(done.stdout.split())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "NOT verified" in shown
+    assert expected in shown, shown
+    assert "internal error" not in done.stderr
+    assert "Traceback" not in done.stderr
+    return shown
+
+
+def _without_manifest(files: Files) -> None:
+    del files["manifest.json"]
+
+
+MANIFEST_EDITS: dict[str, tuple[Callable[[Files], None], str]] = {
+    "not JSON": (
+        lambda files: files.__setitem__("manifest.json", files["manifest.json"][:-40]),
+        "MANIFEST: manifest.json is not JSON",
+    ),
+    "not a mapping": (
+        lambda files: files.__setitem__("manifest.json", b'["events.jsonl"]\n'),
+        "MANIFEST: manifest.json is not a JSON object",
+    ),
+    "another kind": (
+        lambda files: files.__setitem__("manifest.json", files["manifest.json"].replace(
+            b"irctl-evidence-pack/v1", b"irctl-evidence-pack/v0")),
+        'MANIFEST: manifest.json is of kind "irctl-evidence-pack/v0", not irctl-evidence-pack/v1',
+    ),
+    "deleted": (_without_manifest, "DELETED: manifest.json is missing"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(MANIFEST_EDITS))
+def test_an_edited_manifest_fails_verification_naming_it_first(
+    kind: str, pack: Path, key: str, tmp_path: Path
+) -> None:
+    change, expected = MANIFEST_EDITS[kind]
+    path = tampered(pack, tmp_path, change)
+    here = nowhere(tmp_path)
+    done = irctl("transcript", "verify", str(path), "--key", key, cwd=here)
+    assert done.returncode == 1, done.stdout + done.stderr  # tampering, not bad input (2)
+    assert f"does not verify: {expected}" in " ".join(done.stderr.split())
+    assert "nothing in the pack can be checked against it" in " ".join(done.stdout.split())
+    as_json = irctl("transcript", "verify", str(path), "--key", key, "--json", cwd=here)
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["problems"][0].startswith(expected)
+
+
+def test_a_zip_holding_none_of_a_packs_files_is_not_a_pack(tmp_path: Path) -> None:
+    here = nowhere(tmp_path)
+    extension = here / "extension.zip"  # a browser extension has a manifest.json too
+    with zipfile.ZipFile(extension, "w") as archive:
+        archive.writestr("manifest.json", '{"manifest_version": 3}')
+    done = irctl("transcript", "verify", str(extension), cwd=here)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "is not an evidence pack: its manifest.json is of kind null" in done.stderr
+
+
+def test_a_size_in_the_manifest_is_checked_too(
+    run: EvidenceRun, pack: Path, key: str, tmp_path: Path
+) -> None:
+    from irctl.identity import load_private_key, sign
+    from irctl.pack import _signature_message
+
+    signer = load_private_key(run.ws / ".irctl" / "installation.key")  # the key holder
+
+    def change(files: Files) -> None:
+        manifest = json.loads(files["manifest.json"])
+        manifest["files"]["runbook.yaml"]["size"] += 1
+        files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        signature = sign(signer, _signature_message(files["manifest.json"]))
+        files["manifest.sig"] = (signature + "\n").encode()
+
+    size = len(zipfile.ZipFile(pack).read("runbook.yaml"))
+    assert problems(tampered(pack, tmp_path, change), key) == [
+        f"CHANGED: runbook.yaml holds {size} bytes, but the manifest records {size + 1}"
+    ]
+
+
+@pytest.mark.parametrize("edit", ["whitespace added", "re-encoded"])
+def test_the_signature_file_holds_the_signature_and_nothing_else(
+    edit: str, pack: Path, key: str, tmp_path: Path
+) -> None:
+    import base64
+
+    def change(files: Files) -> None:
+        signature = files["manifest.sig"].decode().strip()
+        if edit == "whitespace added":
+            files["manifest.sig"] = (signature + "\r\n \n").encode()
+            return
+        # 64 bytes end in one byte written as two characters and '=='; the second
+        # character's low 4 bits carry nothing, so it can be changed and still decode
+        assert len(signature) == 88
+        assert signature.endswith("==")
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        other = alphabet[alphabet.index(signature[85]) ^ 1]
+        forged = signature[:85] + other + "=="
+        assert base64.b64decode(forged) == base64.b64decode(signature)
+        files["manifest.sig"] = (forged + "\n").encode()
+
+    rejected(tampered(pack, tmp_path, change), key, tmp_path,
+             "CHANGED: manifest.sig is not the text irctl writes")  # fmt: skip
+
+
+# -- the zip around the files ---------------------------------------------------------------
+
+
+def rewritten(
+    pack: Path, tmp_path: Path, edit: Callable[[zipfile.ZipInfo], None], comment: bytes = b""
+) -> Path:
+    """The pack zipped again with every file's bytes as they were and ``edit`` made to its entry."""
+    with zipfile.ZipFile(pack) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    target = tmp_path / "rewritten.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for info, data in members:
+            edit(info)
+            archive.writestr(info, data)
+        archive.comment = comment
+    with zipfile.ZipFile(target) as archive:
+        assert archive.testzip() is None  # every file reads back as it was: zipfile sees no change
+    return target
+
+
+def unchanged(info: zipfile.ZipInfo) -> None:
+    pass
+
+
+def test_irctl_writes_a_plain_zip(pack: Path, key: str, tmp_path: Path) -> None:
+    """What the checks below hold a pack to, and a rewrite that changes nothing verifies."""
+    with zipfile.ZipFile(pack) as archive:
+        infos = archive.infolist()
+        assert archive.comment == b""
+    assert not [info.filename for info in infos if info.is_dir()]
+    assert {(info.extra, info.comment, info.external_attr, info.compress_type, info.flag_bits)
+            for info in infos} == {(b"", b"", 0o600 << 16, zipfile.ZIP_DEFLATED, 0)}  # fmt: skip
+    assert len({info.date_time for info in infos}) == 1
+    for path in (pack, rewritten(pack, tmp_path, unchanged)):
+        report = verify_pack(path, [key])
+        assert report.problems == []
+        assert report.ok
+
+
+@pytest.mark.parametrize("name", ["extra/", "exports/", "keys/old/"])
+def test_an_empty_directory_entry_is_an_addition(
+    name: str, pack: Path, key: str, tmp_path: Path
+) -> None:
+    path = rezipped(pack, tmp_path, [(name, b"")])
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo(name).is_dir()
+        assert archive.getinfo(name).file_size == 0
+    expected = f"ADDED: the directory entry {name} is in the pack but not in the manifest"
+    rejected(path, key, tmp_path, expected)
+
+
+def test_a_comment_on_the_zip_is_an_addition(pack: Path, key: str, tmp_path: Path) -> None:
+    path = rewritten(pack, tmp_path, unchanged, comment=b"Reviewed and approved by audit.")
+    rejected(path, key, tmp_path, "ADDED: the zip carries a comment of 31 bytes")
+
+
+def on_entry(name: str, **fields: object) -> Callable[[zipfile.ZipInfo], None]:
+    """Set ``fields`` on the entry of ``name`` ('*': of every file)."""
+
+    def apply(info: zipfile.ZipInfo) -> None:
+        if name in ("*", info.filename):
+            for field_name, value in fields.items():
+                setattr(info, field_name, value)
+
+    return apply
+
+
+# unzip takes a file's dates from an extended timestamp field (0x5455) over the zip's own
+UNIX_EPOCH = struct.pack("<HHBl", 0x5455, 5, 1, 0)
+
+ENTRY_EDITS: dict[str, tuple[Callable[[zipfile.ZipInfo], None], str]] = {
+    "a comment on a file": (
+        on_entry("events.jsonl", comment=b"checked: all fine"),
+        "ADDED: events.jsonl carries a comment of 17 bytes",
+    ),
+    "an extra field": (
+        on_entry("keys/operators.json", extra=UNIX_EPOCH),
+        "ADDED: keys/operators.json carries zip extra fields (0x5455)",
+    ),
+    "a symbolic link": (
+        on_entry("keys/installation.pub", external_attr=(stat.S_IFLNK | 0o777) << 16),
+        "CHANGED: keys/installation.pub is marked as a symbolic link",
+    ),
+    "an executable": (
+        on_entry("exports/transcript.html", external_attr=(stat.S_IFREG | 0o755) << 16),
+        "CHANGED: exports/transcript.html is marked as executable (mode 0755)",
+    ),
+    "a hidden file": (
+        on_entry("exports/transcript.md", external_attr=0o600 << 16 | 0x02),
+        "CHANGED: exports/transcript.md is marked as hidden",
+    ),
+    "another date": (
+        on_entry("*", date_time=(2020, 1, 1, 0, 0, 0)),
+        "CHANGED: the zip dates manifest.json, events.jsonl",
+    ),
+    "stored, not deflated": (
+        on_entry("runbook.yaml", compress_type=zipfile.ZIP_STORED),
+        "CHANGED: the zip header of runbook.yaml is not as irctl writes it (compression "
+        "method 0, not deflate)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(ENTRY_EDITS))
+def test_what_an_entry_carries_besides_its_bytes_is_caught(
+    kind: str, pack: Path, key: str, tmp_path: Path
+) -> None:
+    edit, expected = ENTRY_EDITS[kind]
+    rejected(rewritten(pack, tmp_path, edit), key, tmp_path, expected)
+
+
+@pytest.mark.parametrize(
+    "name", ["./events.jsonl", "a/../events.jsonl", "keys\\installation.pub", "Events.jsonl",
+             "/events.jsonl", "events.jsonl ", "runbook.yaml\u200b"],
+)  # fmt: skip
+def test_a_name_that_extracts_onto_a_packed_file_is_an_addition(
+    name: str, pack: Path, key: str, tmp_path: Path
+) -> None:
+    path = rezipped(pack, tmp_path, [(name, b'{"seq":1,"type":"run.created"}\n')])
+    with zipfile.ZipFile(path) as archive:
+        assert name in archive.namelist()
+    assert f"ADDED: {name} is in the pack but not in the manifest" in problems(path, key)
+
+
+def test_a_name_holding_a_nul_byte_is_caught(pack: Path, key: str, tmp_path: Path) -> None:
+    path = rewritten(pack, tmp_path, on_entry("runbook.yaml", filename="runbook.yaml#txt"))
+    raw = path.read_bytes()
+    assert raw.count(b"runbook.yaml#txt") == 2  # the local header and the directory
+    path.write_bytes(raw.replace(b"runbook.yaml#txt", b"runbook.yaml\x00txt"))
+    with zipfile.ZipFile(path) as archive:  # zipfile cuts the name at the NUL: runbook.yaml
+        assert archive.read("runbook.yaml") == zipfile.ZipFile(pack).read("runbook.yaml")
+    rejected(path, key, tmp_path, "CHANGED: the zip names runbook.yaml 'runbook.yaml\\x00txt'")
+
+
+def spliced(pack: Path, tmp_path: Path, at: int, junk: bytes, grow: str | None = None) -> Path:
+    """The pack with ``junk`` inserted at offset ``at`` and every offset after it moved along.
+
+    The way a careful hand with a hex editor would hide data: the zip's directory
+    and end record are fixed up so that zip tools list the same files.  With
+    ``grow``, that file's compressed size counts the junk (it sits inside the file).
+    """
+    with zipfile.ZipFile(pack) as archive:
+        infos, directory = archive.infolist(), archive.start_dir
+    raw = bytearray(pack.read_bytes())
+    at_record = directory
+    for info in infos:  # directory records: compressed size at +20, local header offset at +42
+        names, extras, comments = struct.unpack_from("<3H", raw, at_record + 28)
+        if info.header_offset >= at:
+            struct.pack_into("<L", raw, at_record + 42, info.header_offset + len(junk))
+        if info.filename == grow:
+            struct.pack_into("<L", raw, at_record + 20, info.compress_size + len(junk))
+            struct.pack_into("<L", raw, info.header_offset + 18, info.compress_size + len(junk))
+        at_record += 46 + names + extras + comments
+    if directory >= at:  # the end record: the directory's offset at +16
+        struct.pack_into("<L", raw, at_record + 16, directory + len(junk))
+    raw[at:at] = junk
+    target = tmp_path / "spliced.zip"
+    target.write_bytes(bytes(raw))
+    with zipfile.ZipFile(target) as archive:
+        assert archive.testzip() is None  # zipfile reads every file as it was
+        assert [info.filename for info in archive.infolist()] == [i.filename for i in infos]
+    return target
+
+
+def _data_end(info: zipfile.ZipInfo) -> int:
+    return info.header_offset + 30 + len(info.filename) + info.compress_size
+
+
+HIDING_PLACES: dict[str, tuple[Callable[[list[zipfile.ZipInfo], int], int], str | None, str]] = {
+    "at the start": (lambda infos, end: 0, None,
+                     "bytes at the start of the file belong to no file"),
+    "between two files": (lambda infos, end: infos[2].header_offset, None,
+                          "bytes after events.jsonl belong to no file"),
+    "before the directory": (lambda infos, end: _data_end(infos[-1]), None,
+                             "bytes after manifest.sig belong to no file"),
+    "after the end record": (lambda infos, end: end, None,
+                             "bytes after the zip's end record belong to no file"),
+    "inside a file, after its data": (lambda infos, end: _data_end(infos[1]), "events.jsonl",
+                                      "ADDED: events.jsonl holds bytes after the end of its "
+                                      "compressed data"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("place", list(HIDING_PLACES))
+def test_bytes_hidden_outside_every_file_are_caught(
+    place: str, pack: Path, key: str, tmp_path: Path
+) -> None:
+    where, grow, expected = HIDING_PLACES[place]
+    with zipfile.ZipFile(pack) as archive:
+        infos = sorted(archive.infolist(), key=lambda info: info.header_offset)
+    at = where(infos, pack.stat().st_size)
+    assert verify_pack(spliced(pack, tmp_path, at, b"", grow), [key]).ok  # the splice alone
+    path = spliced(pack, tmp_path, at, b"<approved by: every auditor>", grow)
+    rejected(path, key, tmp_path, expected)
+
+
+def test_a_pack_glued_after_other_bytes_is_caught(pack: Path, key: str, tmp_path: Path) -> None:
+    path = tmp_path / "glued.zip"
+    path.write_bytes(b"<html>all approved</html>" + pack.read_bytes())  # zipfile still reads it
+    rejected(path, key, tmp_path, "ADDED: 25 bytes at the start of the file belong to no file")
+
+
+def test_a_local_header_that_disagrees_with_the_directory_is_caught(
+    pack: Path, key: str, tmp_path: Path
+) -> None:
+    # A tool that reads the zip from its start (a stream) takes the method from the local
+    # header: stored, it shows the compressed bytes.  zipfile reads the directory's.
+    raw = bytearray(pack.read_bytes())
+    info = zipfile.ZipFile(pack).getinfo("events.jsonl")
+    struct.pack_into("<H", raw, info.header_offset + 8, zipfile.ZIP_STORED)
+    path = tmp_path / "local.zip"
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+    expected = "CHANGED: the local header of events.jsonl differs from the zip's directory (method)"
+    rejected(path, key, tmp_path, expected)
+
+
+def test_an_end_record_that_miscounts_the_files_is_caught(
+    pack: Path, key: str, tmp_path: Path
+) -> None:
+    # The end record says one file fewer: a tool that trusts its count lists no manifest.sig
+    # (zipfile reads the whole directory and does not mind).
+    raw = bytearray(pack.read_bytes())
+    end = len(raw) - 22
+    assert raw[end:end + 4] == b"PK\x05\x06"
+    count = struct.unpack_from("<H", raw, end + 10)[0]
+    struct.pack_into("<2H", raw, end + 8, count - 1, count - 1)
+    path = tmp_path / "miscounted.zip"
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as archive:
+        assert len(archive.infolist()) == count
+    rejected(path, key, tmp_path, "CHANGED: the zip's end record does not describe its directory")
+
+
+def directory_record(raw: bytes, name: str) -> int:
+    """Where the zip's directory record of ``name`` starts."""
+    at = raw.rindex(b"PK\x05\x06")
+    at = struct.unpack_from("<L", raw, at + 16)[0]  # the end record: the directory's offset
+    while raw[at:at + 4] == b"PK\x01\x02":
+        names, extras, comments = struct.unpack_from("<3H", raw, at + 28)
+        if raw[at + 46:at + 46 + names] == name.encode():
+            return at
+        at += 46 + names + extras + comments
+    raise AssertionError(f"no directory record of {name}")
+
+
+@pytest.mark.parametrize(("field", "where"), [("name length", 28), ("comment length", 32)])
+def test_a_directory_record_running_past_the_directory_is_caught(
+    field: str, where: int, pack: Path, key: str, tmp_path: Path
+) -> None:
+    # zipfile reads the directory through a buffer of its stated size: a length running past
+    # its end is cut short without a word, while other tools read the end record as the name
+    raw = bytearray(pack.read_bytes())
+    record = directory_record(bytes(raw), "manifest.sig")
+    length = struct.unpack_from("<H", raw, record + where)[0]
+    struct.pack_into("<H", raw, record + where, length + 20)
+    path = tmp_path / "overrun.zip"
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == zipfile.ZipFile(pack).namelist()
+        assert archive.testzip() is None
+    rejected(path, key, tmp_path, "CHANGED: the directory record of manifest.sig does not hold "
+             f"what zipfile read from it ({field})")  # fmt: skip
+
+
+def test_a_name_cut_to_nothing_by_a_nul_byte_is_named_as_the_zip_holds_it(
+    pack: Path, key: str, tmp_path: Path
+) -> None:
+    raw = bytearray(pack.read_bytes())
+    raw[directory_record(bytes(raw), "runbook.yaml") + 46] = 0  # zipfile reads the name as ''
+    path = tmp_path / "nameless.zip"
+    path.write_bytes(bytes(raw))
+    assert "" in zipfile.ZipFile(path).namelist()
+    shown = rejected(path, key, tmp_path, "DELETED: runbook.yaml is listed in the manifest")
+    assert "ADDED: '\\x00unbook.yaml' is in the pack but not in the manifest" in shown
+
+
+def damaged(pack: Path, tmp_path: Path, name: str) -> Path:
+    """The pack with ``name``'s deflate stream starting with a block of the reserved type."""
+    raw = bytearray(pack.read_bytes())
+    info = zipfile.ZipFile(pack).getinfo(name)
+    raw[info.header_offset + 30 + len(name)] |= 0b110  # BTYPE 11: zlib refuses it
+    path = tmp_path / "damaged.zip"
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "exports/transcript.md", "manifest.json"])
+def test_a_file_whose_compressed_bytes_were_altered_fails_verification(
+    name: str, pack: Path, key: str, tmp_path: Path
+) -> None:
+    first = "MANIFEST" if name == "manifest.json" else "CHANGED"
+    shown = rejected(damaged(pack, tmp_path, name), key, tmp_path,
+                     f"{first}: {name} cannot be read from the zip")  # fmt: skip
+    assert f"DELETED: {name}" not in shown  # it is there; it cannot be read
+
+
+def test_a_file_claiming_a_huge_size_is_not_read(pack: Path, key: str, tmp_path: Path) -> None:
+    raw = bytearray(pack.read_bytes())
+    with zipfile.ZipFile(pack) as archive:
+        directory, first = archive.start_dir, archive.infolist()[0].filename
+    assert first == "manifest.json"  # the directory's first record
+    struct.pack_into("<L", raw, directory + 24, 0x7FFF0000)  # its uncompressed size
+    path = tmp_path / "huge.zip"
+    path.write_bytes(bytes(raw))
+    rejected(path, key, tmp_path, f"MANIFEST: manifest.json claims to hold {0x7FFF0000} bytes")
+
+
+def test_check_secret_on_a_damaged_pack_is_a_clear_error(pack: Path, tmp_path: Path) -> None:
+    path = damaged(pack, tmp_path, "events.jsonl")
+    done = irctl("transcript", "check-secret", str(path), "admin_token", "--salt", "00" * 32,
+                 cwd=nowhere(tmp_path), input=SECRET)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cannot read events.jsonl" in done.stderr
+    assert "internal error" not in done.stderr
 
 
 # -- verifiable redaction -------------------------------------------------------------------

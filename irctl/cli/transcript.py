@@ -289,13 +289,12 @@ def verify(
         if path.is_dir():
             raise UsageError(f"{target} is a directory; give a transcript file or a run id")
         if path.suffix.lower() == ".zip":
-            from irctl.pack import EVENTS, verify_pack
+            from irctl.pack import verify_pack
 
             found = verify_pack(path, _trusted_keys(key, None))
             report = found.combined()
             source = f"{path} (evidence pack, {found.files} files)"
-            if anchor:
-                lines = _pack_lines(path, EVENTS)
+            lines = found.lines  # the journal as checked, for --anchor
         else:
             report = verify_file(path, _trusted_keys(key, None))
             source = str(path)
@@ -343,10 +342,12 @@ def verify(
 def _pack_lines(path: Path, name: str) -> list[str]:
     import zipfile
 
+    from irctl.pack_zip import READ_ERRORS
+
     try:
         with zipfile.ZipFile(path) as archive:
             text = archive.read(name).decode("utf-8", "surrogateescape")
-    except (KeyError, zipfile.BadZipFile, OSError) as exc:
+    except (KeyError, *READ_ERRORS) as exc:
         raise UsageError(f"{path}: cannot read {name}: {exc}") from exc
     return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
 
