@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.events import Event
+    from irctl.state import RunState
     from irctl.store import Store
 
 REQUESTED = "approval.requested"
@@ -243,6 +244,24 @@ def decision_from(data: Mapping[str, Any]) -> Decision:
     )
 
 
+def open_request(state: RunState, key: str) -> dict[str, Any]:
+    """The approval request step ``key`` of the run waits on; ApprovalRejected if none is open."""
+    if state.finished:
+        raise ApprovalRejected(f"run {state.run_id} has already {state.status}")
+    step = state.steps.get(key)
+    request = step.approval if step is not None else None
+    if step is None or request is None or step.approved or request.get("closed"):
+        waiting = [
+            s.key for s in state.steps.values()
+            if s.approval is not None and not s.approved and not s.approval.get("closed")
+        ]  # fmt: skip
+        hint = f"; waiting for approval: {', '.join(waiting)}" if waiting else ""
+        raise ApprovalRejected(
+            f"step '{key}' of run {state.run_id} is not waiting for approval{hint}"
+        )
+    return request
+
+
 def decision(
     store: Store,
     run_id: str,
@@ -277,17 +296,8 @@ def decision(
     from irctl.state import fold
 
     state = fold(store.events(run_id))
-    if state.finished:
-        raise ApprovalRejected(f"run {run_id} has already {state.status}")
-    step = state.steps.get(key)
-    request = step.approval if step is not None else None
-    if step is None or request is None or step.approved or request.get("closed"):
-        waiting = [
-            s.key for s in state.steps.values()
-            if s.approval is not None and not s.approved and not s.approval.get("closed")
-        ]  # fmt: skip
-        hint = f"; waiting for approval: {', '.join(waiting)}" if waiting else ""
-        raise ApprovalRejected(f"step '{key}' of run {run_id} is not waiting for approval{hint}")
+    request = open_request(state, key)
+    step = state.steps[key]
     if digest is not None and digest != request.get("digest"):
         raise ApprovalRejected(
             f"the inputs of '{key}' changed since you looked (now digest {request.get('digest')}); "

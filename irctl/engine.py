@@ -110,6 +110,9 @@ def _worst(outcomes: Iterable[str]) -> str:
     return max(outcomes, key=_RANK.__getitem__, default=OK)
 
 
+MAX_ANSWER = 16 * 1024  # bytes of a person's answer to a manual step
+
+
 @dataclass
 class _Live:
     """What one execution of a run holds in memory (all of it derivable from the journal)."""
@@ -268,6 +271,11 @@ class Engine:
             waiting = [s.key for s in state.waiting() if s.waiting_for == "answer"]
             hint = f"; waiting for an answer: {', '.join(waiting)}" if waiting else ""
             raise UsageError(f"step '{key}' of run {run_id} is not waiting for an answer{hint}")
+        if len(answer.encode("utf-8", "surrogateescape")) > MAX_ANSWER:
+            raise UsageError(
+                f"the answer to '{key}' is longer than {MAX_ANSWER // 1024} KiB; an answer is a "
+                "value for the step, not a document: put the detail in a ticket and refer to it"
+            )
         if step.answer is not None:  # two people answering at once: the first answer stands
             raise UsageError(
                 f"step '{key}' of run {run_id} already has an answer from "

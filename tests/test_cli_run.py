@@ -396,6 +396,8 @@ def test_an_answer_the_step_cannot_take_leaves_it_waiting(ws: Path) -> None:
 
 def test_approve_with_a_key_file_that_is_not_a_key(ws: Path, tmp_path: Path) -> None:
     run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    answered = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    assert answered.returncode == 3, answered.stderr  # the sweep now waits for approval
     (tmp_path / "notes.txt").write_text("not a key\n")
     for key, message in [
         (tmp_path / "notes.txt", f"error: {tmp_path / 'notes.txt'} is not a PEM private key; "
@@ -408,6 +410,33 @@ def test_approve_with_a_key_file_that_is_not_a_key(ws: Path, tmp_path: Path) -> 
         )  # fmt: skip
         assert done.returncode == 2
         assert done.stderr.strip() == message
+
+
+def test_approving_a_step_that_waits_for_nothing_says_so_before_asking_for_a_key(
+    ws: Path, tmp_path: Path
+) -> None:
+    run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    nokeys = {**ENV, "IRCTL_KEY_DIR": str(tmp_path / "empty")}  # oncall has no key file there
+    for verb in ("approve", "deny"):
+        done = irctl(verb, run_id, "sweep-via-custodian", "--reason", "typo",
+                     "--yes", cwd=ws, env=nokeys)  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.strip() == (
+            f"error: step 'sweep-via-custodian' of run {run_id} is not waiting for approval"
+        )
+
+
+def test_an_answer_over_16_kib_is_refused_and_nothing_recorded(ws: Path) -> None:
+    run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    before = len(_events(ws))
+    done = irctl("answer", run_id, "custody-hotline", "d" * (16 * 1024 + 1), "--no-resume",
+                 cwd=ws, env=ENV)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: the answer to 'custody-hotline' is longer than 16 KiB; an answer is a value for "
+        "the step, not a document: put the detail in a ticket and refer to it"
+    )
+    assert len(_events(ws)) == before
 
 
 def test_a_second_answer_before_the_run_goes_on_is_refused(ws: Path) -> None:

@@ -31,7 +31,7 @@ def _decide(
     yes: bool,
     as_json: bool,
 ) -> None:
-    from irctl.approvals import ApprovalRejected, outlook, what_next
+    from irctl.approvals import ApprovalRejected, open_request, outlook, what_next
     from irctl.cli.runs import _operator, _words, _workspace
     from irctl.identity import load_private_key, operator_key_path
     from irctl.state import fold
@@ -41,6 +41,8 @@ def _decide(
     ws = _workspace()
     found = ws.store.find_run(run_id)
     who = _operator(ws, operator)
+    state = fold(ws.store.events(found.id))
+    request = open_request(state, step)  # a step not waiting: say so before asking for a key
     path = key or operator_key_path(who)
     if key is not None and not path.is_file():
         raise UsageError(f"--key {key}: no such key file")
@@ -53,10 +55,7 @@ def _decide(
         private = load_private_key(path)
     except IrctlError as exc:
         raise UsageError(f"{exc.message}; give {who}'s Ed25519 private key file") from None
-    state = fold(ws.store.events(found.id))
-    current = state.steps.get(step)
-    request = current.approval if current is not None else None
-    if request is not None and not as_json:
+    if not as_json:
         # What you see is what you sign: the fully resolved inputs and their digest.
         verb = "approve" if approve else "deny"
         err.print(
