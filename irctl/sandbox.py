@@ -25,13 +25,17 @@ large value from a small one is capped here.  Each refusal is a
   string built a piece at a time (``{% set ns.s = ns.s ~ line %}``) counts every intermediate
   value; a template's text, written directly, counts once.
 
-Time is limited only where one operation's cost grows faster than its result: ``wordwrap``
-breaking a long word into very narrow lines.  Nested loops that build nothing are not limited.
+Time: the loops of one rendering (``{% for %}``, whatever they iterate) run at most
+:data:`MAX_STEPS` times in all, and a loop stops once the rendering has taken
+:data:`MAX_SECONDS` (an iteration may compare or search a long list without building
+anything).  ``wordwrap``, whose cost grows faster than its result when it breaks a long word
+into very narrow lines, is limited by the work it would do.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import types
 from collections import Counter
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
@@ -71,6 +75,10 @@ MAX_BITS = 4 * MAX_EXPONENT
 MAX_BUILT = 10 * MAX_LENGTH
 #: Words ``lipsum()`` may make.
 MAX_WORDS = MAX_LENGTH // 10
+#: Iterations all the ``{% for %}`` loops of one rendering may make together.
+MAX_STEPS = 1_000_000
+#: Seconds a rendering may take before its next loop iteration is refused.
+MAX_SECONDS = 10.0
 #: Characters textwrap may copy breaking long words (seconds at most: it grows as length²/width).
 WRAP_WORK = 2 * 10**10
 
@@ -178,16 +186,38 @@ def check_written(value: Any) -> None:
 # -- everything a template builds ------------------------------------------------------------------
 
 _SPENT: ContextVar[list[int] | None] = ContextVar("irctl_template_spent", default=None)
+_STEPS: ContextVar[list[float] | None] = ContextVar("irctl_template_steps", default=None)
 
 
 @contextmanager
 def limited() -> Iterator[None]:
-    """Count what templates rendered inside this block build, against MAX_BUILT."""
+    """Count what templates rendered inside this block build, against MAX_BUILT, and the
+    iterations and time their loops take, against MAX_STEPS and MAX_SECONDS."""
     token = _SPENT.set([0])
+    steps = _STEPS.set([0, time.monotonic() + MAX_SECONDS])
     try:
         yield
     finally:
+        _STEPS.reset(steps)
         _SPENT.reset(token)
+
+
+def _loop(iterable: Any) -> Any:
+    """What a ``{% for %}`` loop iterates, counted against MAX_STEPS and MAX_SECONDS."""
+    budget = _STEPS.get()
+    if budget is None:
+        return iterable
+    return _counted(iter(iterable), budget)
+
+
+def _counted(items: Iterator[Any], budget: list[float]) -> Iterator[Any]:
+    for item in items:
+        budget[0] += 1
+        if budget[0] > MAX_STEPS:
+            raise SecurityError(f"the template's loops run more than {MAX_STEPS:,} times in all")
+        if time.monotonic() > budget[1]:
+            raise SecurityError(f"the template's loops run for more than {MAX_SECONDS:g} seconds")
+        yield item
 
 
 def _built(value: Any, *inputs: Any) -> Any:
@@ -568,6 +598,9 @@ def _finalize(eval_ctx: EvalContext, value: Any) -> Any:
     return value
 
 
+_LOOP = "irctl_counted_loop"  # the filter every loop's iterable goes through
+
+
 class Environment(ImmutableSandboxedEnvironment):
     """The sandbox, with the limits above, and one change: a mapping's keys win over its methods.
 
@@ -589,6 +622,14 @@ class Environment(ImmutableSandboxedEnvironment):
             self.filters[name] = _filter(self, name, original)
         self.globals["range"] = _range
         self.globals["lipsum"] = _lipsum
+        self.filters[_LOOP] = _loop
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """The template's syntax tree, each ``{% for %}`` iterating through :func:`_loop`."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, _LOOP, [], [], None, None, lineno=loop.lineno)
+        return tree
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """``*``, ``**``, ``%`` and ``+``, refused when the result would be huge."""

@@ -8,6 +8,7 @@ and so does a large value passed through without growing.
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,95 @@ def test_a_param_asking_for_a_huge_width_fails_the_step_with_the_limit(tmp_path:
     ordinary = irctl("run", "pad", "--yes", cwd=ws)
     assert ordinary.returncode == 0, ordinary.stderr
     assert "show: succeeded" in ordinary.stderr
+
+
+STEPS = "the template's loops run more than 1,000,000 times in all"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{% for i in range(100000) %}{% for j in params.hops %}{% for k in range(5) %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        # every loop of the rendering counts towards the one limit
+        "{% for i in range(100000) %}{% endfor %}" * 11,
+        "{% macro m(n) %}{% for i in range(n) %}{% endfor %}{% endmacro %}"
+        "{% for i in range(20) %}{{ m(100000) }}{% endfor %}",
+    ],
+)
+def test_loops_that_build_nothing_are_still_limited(source: str) -> None:
+    with pytest.raises(RenderError) as caught:  # not under tracemalloc, which slows them 10×
+        render_string(source, PARAMS)
+    assert str(caught.value) == f"template {source!r} is not allowed: {STEPS}"
+
+
+def test_loops_stop_when_the_rendering_has_taken_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from irctl import sandbox
+
+    monkeypatch.setattr(sandbox, "MAX_SECONDS", 0.5)  # instead of waiting 10 s
+    # each iteration searches a long list: few iterations, much time, nothing built
+    source = (
+        "{% set long = range(100000) | list %}"
+        "{% for i in range(100000) %}{% if -1 in long %}{% endif %}{% endfor %}"
+    )
+    began = time.monotonic()
+    with pytest.raises(RenderError) as caught:
+        render_string(source, PARAMS)
+    assert str(caught.value).endswith("the template's loops run for more than 0.5 seconds")
+    assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "{% for i in range(3) %}{{ loop.index }}/{{ loop.length }}"
+            "{% if loop.last %}.{% else %},{% endif %}{% endfor %}",
+            "1/3,2/3,3/3.",
+        ),
+        ("{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }};{% endfor %}", "a=1;b=2;"),
+        ("{% for x in [] %}x{% else %}empty{% endfor %}", "empty"),
+        ("{% for x in [1, 2, 3, 4] if x is even %}{{ x }}{% endfor %}", "24"),
+        (
+            "{% for x in [[1, [2]], [3]] recursive %}"
+            "[{% if x is iterable %}{{ loop(x) }}{% else %}{{ x }}{% endif %}]{% endfor %}",
+            "[[1][[2]]][[3]]",
+        ),
+        ("{% for a in range(1000) %}{% for b in range(999) %}{% endfor %}{% endfor %}ok", "ok"),
+    ],
+)
+def test_loops_keep_working_under_the_limit(source: str, expected: str) -> None:
+    assert render_string(source, PARAMS) == expected
+
+
+SPIN = """\
+irctl: 1
+id: spin
+title: A template that loops without end
+params:
+  n: {type: integer, default: 3}
+steps:
+  - id: show
+    action: notify.console
+    with:
+      message: >-
+        {% for i in range(params.n) %}{% for j in range(params.n) %}.{% endfor %}{% endfor %}
+"""
+
+
+def test_a_param_making_a_template_loop_for_ever_fails_the_step(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", {"spin": SPIN})
+    planned = irctl("plan", "spin", "-p", "n=100000", cwd=ws)
+    assert planned.returncode == 0, planned.stderr
+    assert STEPS in planned.stdout
+    ran = irctl("run", "spin", "--yes", "-p", "n=100000", "--json", cwd=ws)
+    assert ran.returncode == 1, ran.stderr
+    assert "Traceback" not in ran.stdout + ran.stderr
+    (step,) = json.loads(ran.stdout)["steps"]
+    assert step["status"] == "failed"
+    assert step["error"].endswith(f"is not allowed: {STEPS}")
+    ordinary = irctl("run", "spin", "--yes", cwd=ws)
+    assert ordinary.returncode == 0, ordinary.stderr
