@@ -1,7 +1,5 @@
 """``irctl init``, ``irctl keys generate`` and ``irctl demo``."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import typer

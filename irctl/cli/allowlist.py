@@ -1,7 +1,5 @@
 """``irctl allowlist add | sign | verify``: the cold addresses sweeps may send to."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -43,24 +41,24 @@ def _module() -> ModuleType:
     return allowlist
 
 
-def _settings(ws: Workspace) -> dict[str, Any]:
+def _settings(ws: "Workspace") -> dict[str, Any]:
     evm = ws.config.integrations.get("evm") or {}
     settings = evm.get("allowlist") if isinstance(evm, dict) else None
     return settings if isinstance(settings, dict) else {}
 
 
-def _path(ws: Workspace, given: Path | None) -> Path:
+def _path(ws: "Workspace", given: Path | None) -> Path:
     if given is not None:
         return given
     path: Path = _module().path_from(_settings(ws), ws.root)
     return path
 
 
-def _operators(ws: Workspace) -> dict[str, dict[str, Any]]:
+def _operators(ws: "Workspace") -> dict[str, dict[str, Any]]:
     return {n: {"roles": list(o.roles), "key": o.key} for n, o in ws.config.operators.items()}
 
 
-def _signing_key(ws: Workspace, operator: str, key: Path | None) -> Any:
+def _signing_key(ws: "Workspace", operator: str, key: Path | None) -> Any:
     from irctl.identity import load_private_key, operator_key_path, public_key_text
 
     known = ws.config.operators.get(operator)

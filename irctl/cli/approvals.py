@@ -1,7 +1,5 @@
 """``irctl approve``, ``irctl deny`` and ``irctl approvals pending``."""
 
-from __future__ import annotations
-
 import json
 import sys
 from pathlib import Path

@@ -1,7 +1,5 @@
 """``irctl drill list|run|schedule|unschedule|report`` and ``irctl scheduler run``."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +33,7 @@ SANDBOX_OPTION = typer.Option(
 )
 
 
-def _sandbox(path: Path | None) -> Config | None:
+def _sandbox(path: Path | None) -> "Config | None":
     if path is None:
         return None
     from irctl.loader import load_config
@@ -45,7 +43,7 @@ def _sandbox(path: Path | None) -> Config | None:
     return load_config(path)
 
 
-def _drill(ws: Workspace, drill_id: str) -> Any:
+def _drill(ws: "Workspace", drill_id: str) -> Any:
     from irctl.drills import find_drill
 
     return find_drill(ws.drills_dir, drill_id)

@@ -4,8 +4,6 @@ answer, note.
 Each command parses its arguments, calls the library, and renders the result.
 """
 
-from __future__ import annotations
-
 import getpass
 import os
 import sys
@@ -34,13 +32,13 @@ AS_OPTION = typer.Option(
 )
 
 
-def _workspace() -> Workspace:
+def _workspace() -> "Workspace":
     from irctl.workspace import Workspace
 
     return Workspace.find()
 
 
-def _operator(ws: Workspace, given: str | None) -> str:
+def _operator(ws: "Workspace", given: str | None) -> str:
     if given is not None and not given.strip():
         raise UsageError("--as needs an operator's name")
     name = given or os.environ.get("IRCTL_OPERATOR") or getpass.getuser()
@@ -94,8 +92,8 @@ def _split_params(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _load(
-    ws: Workspace, runbook: str, pairs: list[str] | None
-) -> tuple[Runbook, str, dict[str, Any]]:
+    ws: "Workspace", runbook: str, pairs: list[str] | None
+) -> "tuple[Runbook, str, dict[str, Any]]":
     from irctl.loader import load_runbook_text, parse_params, read_document
 
     path = ws.resolve_runbook(runbook)
@@ -104,7 +102,7 @@ def _load(
     return model, text, parse_params(model, _split_params(pairs))
 
 
-def _engine(ws: Workspace, **kwargs: Any) -> Engine:
+def _engine(ws: "Workspace", **kwargs: Any) -> "Engine":
     from irctl.engine import Engine
 
     return Engine(
@@ -112,7 +110,7 @@ def _engine(ws: Workspace, **kwargs: Any) -> Engine:
     )
 
 
-def _finish(state: RunState) -> None:
+def _finish(state: "RunState") -> None:
     """Say how the run ended and what to do next; exit with the run's code."""
     run_id = state.run_id
     status = state.status
@@ -247,13 +245,13 @@ def run_command(
 
 
 def _execute(
-    ws: Workspace,
+    ws: "Workspace",
     title: str,
     interactive: bool | None,
     as_json: bool,
     *,
     who: str,
-    create: tuple[Runbook, str, dict[str, Any], str, str, str | None] | None = None,
+    create: "tuple[Runbook, str, dict[str, Any], str, str, str | None] | None" = None,
     run_id: str | None = None,
     wait: bool | None = None,
 ) -> None:
@@ -289,7 +287,7 @@ def _execute(
     _finish(state)
 
 
-def _detach(ws: Workspace, run_id: str) -> None:
+def _detach(ws: "Workspace", run_id: str) -> None:
     import subprocess
 
     logs = ws.state_dir / "logs"
@@ -396,7 +394,7 @@ def note_command(
     err.print("note recorded")
 
 
-def _state_json(state: RunState) -> dict[str, Any]:
+def _state_json(state: "RunState") -> dict[str, Any]:
     return {
         "run_id": state.run_id, "runbook": state.runbook, "runbook_digest": state.runbook_digest,
         "status": state.status, "mode": state.mode, "initiator": state.initiator,

@@ -4,8 +4,6 @@ Exit codes: 0 no flags, 1 at least one flag (do not sign until each is
 understood), 2 bad input (address, hex, version, unreadable file or URL).
 """
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -146,7 +144,7 @@ def _configured_registry() -> str | None:
     return str(configured) if configured else None
 
 
-def _render(result: Verification) -> None:
+def _render(result: "Verification") -> None:
     tx = result.tx
     h = result.hashes
     out.print(

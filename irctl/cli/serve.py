@@ -1,7 +1,5 @@
 """``irctl serve``: the Slack interactivity endpoint, or a Socket Mode connection."""
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -109,7 +107,7 @@ def serve_command(
             server.interactivity.wait_for_responses()
 
 
-def _serve_socket_mode(workspace: Workspace, log: Callable[[str], None]) -> None:
+def _serve_socket_mode(workspace: "Workspace", log: Callable[[str], None]) -> None:
     from irctl.serve import make_socket_mode
 
     connection = make_socket_mode(workspace, log=log)

@@ -5,8 +5,6 @@ renders the result.  Library imports happen inside the commands so that
 ``irctl --help`` does not pay for them.
 """
 
-from __future__ import annotations
-
 import contextlib
 import sys
 from pathlib import Path
@@ -25,13 +23,13 @@ if TYPE_CHECKING:
 FORMATS = ("jsonl", "md", "html", "pdf")
 
 
-def _workspace() -> Workspace:
+def _workspace() -> "Workspace":
     from irctl.workspace import Workspace
 
     return Workspace.find()
 
 
-def _trusted_keys(values: list[str] | None, workspace: Workspace | None) -> list[str] | None:
+def _trusted_keys(values: list[str] | None, workspace: "Workspace | None") -> list[str] | None:
     """``--key`` values (a key, or a file holding one); else the workspace's key; else None."""
     from irctl.identity import PREFIX, load_public_key
 
@@ -63,7 +61,7 @@ def _trusted_keys(values: list[str] | None, workspace: Workspace | None) -> list
     return [key] if key else None
 
 
-def _events(workspace: Workspace, run_id: str) -> tuple[str, list[Event]]:
+def _events(workspace: "Workspace", run_id: str) -> "tuple[str, list[Event]]":
     run = workspace.store.find_run(run_id)
     return run.id, workspace.store.events(run.id)
 
@@ -109,7 +107,7 @@ def show(
     _print_show(found, header, rows, report)
 
 
-def _header(events: list[Event]) -> dict[str, Any]:
+def _header(events: "list[Event]") -> dict[str, Any]:
     from irctl import events as ev
 
     first = events[0]
@@ -131,7 +129,9 @@ def _header(events: list[Event]) -> dict[str, Any]:
     }
 
 
-def _print_show(run_id: str, header: dict[str, Any], rows: list[Any], report: VerifyReport) -> None:
+def _print_show(
+    run_id: str, header: dict[str, Any], rows: list[Any], report: "VerifyReport"
+) -> None:
     from rich.table import Table
 
     from irctl.exports import format_seconds, format_values
@@ -361,7 +361,7 @@ def _aws_settings() -> dict[str, Any]:
     return dict(workspace.config.integrations.get("aws", {}))
 
 
-def _print_verify(source: str, report: VerifyReport) -> None:
+def _print_verify(source: str, report: "VerifyReport") -> None:
     if report.ok:
         out.print(f"[green]{escape(report.summary())}[/green]", soft_wrap=True)
         outcome = report.outcome.split(".", 1)[1] if report.outcome else "not ended"

@@ -1,7 +1,5 @@
 """``irctl validate``, ``irctl schema`` and ``irctl runbooks list``."""
 
-from __future__ import annotations
-
 import gc
 import os
 import sys
@@ -26,7 +24,7 @@ def _shown(path: Path) -> Path:
         return path
 
 
-def _workspace() -> Workspace:
+def _workspace() -> "Workspace":
     """The current workspace, even when its irctl.yaml is broken (validate reports that)."""
     from irctl.workspace import CONFIG_NAME, Workspace
 
