@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from irctl.errors import Diagnostic
+
+if TYPE_CHECKING:
+    from irctl.workspace import Workspace
 
 
 def namespaces_named(files: Iterable[Path]) -> set[str]:
@@ -69,6 +72,39 @@ def check_ready(
             Diagnostic(where, line, 1, f"integrations.{namespace}", message) for message in found
         )
     return problems
+
+
+def installation_key_problems(workspace: Workspace) -> list[Diagnostic]:
+    """The installation key irctl.yaml names, missing or not the one in ``.irctl/``.
+
+    Found at run time, a missing key means transcripts nobody can check against the
+    published key, and a different one means runs refuse to start: better found now.
+    """
+    from irctl.errors import IrctlError
+
+    named = workspace.config.installation_key
+    if named is None:
+        return []
+    text = _read(workspace.config_path)
+    where = str(workspace.config_path or "irctl.yaml")
+    line = next(
+        (n for n, t in enumerate(text.splitlines(), start=1) if t.startswith("installation_key")),
+        1,
+    )
+    path = workspace.installation_key_path
+    if not path.is_file():
+        message = (
+            f"irctl.yaml names the installation key {named}, but {path} does not exist: runs "
+            "would record transcripts without signed checkpoints; restore the key file from "
+            "its backup"
+        )
+    else:
+        try:
+            workspace.signing_key()
+            return []
+        except IrctlError as exc:
+            message = exc.message
+    return [Diagnostic(where, line, 1, "installation_key", message)]
 
 
 def _read(path: Path | None) -> str:

@@ -78,3 +78,43 @@ def test_a_refused_slack_token_is_reported(tmp_path: Path) -> None:
     assert "xoxb-wrong" not in wrong.stdout + wrong.stderr
     # the right token passes; only AWS (named by the runbook, no credentials) is reported
     assert [p["path"] for p in json.loads(right.stdout)] == ["integrations.aws"]
+
+
+def test_an_installation_key_missing_or_not_the_one_irctl_yaml_names_is_reported(
+    tmp_path: Path,
+) -> None:
+    from irctl.identity import generate_private_key
+
+    note = (
+        "irctl: 1\nid: note\ntitle: Note\n"
+        "steps:\n  - {id: a, action: notify.console, with: {message: hi}}\n"
+    )
+    ws = make_workspace(tmp_path / "ws", {"note": note})
+    fine = irctl("validate", "--check-integrations", cwd=ws)
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+
+    key = ws / ".irctl" / "installation.key"
+    key.unlink()
+    generate_private_key(key)  # a new key: not the one irctl.yaml names
+    swapped = irctl("validate", "--check-integrations", cwd=ws)
+    assert swapped.returncode == 2
+    assert f"{ws / 'irctl.yaml'}:2:1: installation_key: the installation key {key} is not the " \
+        "one" in swapped.stdout
+    assert "Transcripts it signs would not verify" in swapped.stdout
+
+    key.unlink()
+    missing = irctl("validate", "--check-integrations", "--json", cwd=ws)
+    assert missing.returncode == 2
+    named = (ws / "irctl.yaml").read_text().splitlines()[1].split('"')[1]
+    assert json.loads(missing.stdout) == [{
+        "file": str(ws / "irctl.yaml"), "line": 2, "column": 1, "path": "installation_key",
+        "message": f"irctl.yaml names the installation key {named}, but {key} does not exist: "
+                   "runs would record transcripts without signed checkpoints; restore the key "
+                   "file from its backup",
+    }]  # fmt: skip
+    ran = irctl("run", "note", "--yes", cwd=ws, env={"COLUMNS": "1000"})
+    assert ran.returncode == 0, ran.stderr
+    assert (
+        f"warning: irctl.yaml names the installation key {named}, but {key} does not exist: this "
+        "run's transcript will not be signed; restore the key file"
+    ) in ran.stderr

@@ -225,10 +225,18 @@ def run_command(
     model, text, params = _load(ws, runbook, param)
     who = _operator(ws, operator)
     if ws.signing_key() is None:
-        err.print(
-            "[yellow]warning:[/yellow] this workspace has no installation key, so the transcript "
-            "will not be signed; run 'irctl init' to create one"
-        )
+        if ws.config.installation_key:  # named in irctl.yaml, its file lost
+            err.print(
+                f"[yellow]warning:[/yellow] irctl.yaml names the installation key "
+                f"{ws.config.installation_key}, but {escape(str(ws.installation_key_path))} does "
+                "not exist: this run's transcript will not be signed; restore the key file",
+                highlight=False,
+            )
+        else:
+            err.print(
+                "[yellow]warning:[/yellow] this workspace has no installation key, so the "
+                "transcript will not be signed; run 'irctl init' to create one"
+            )
     if mode == "live" and not yes and not detach and sys.stdin.isatty():
         typer.confirm(f"Start a LIVE run of '{model.id}'?", abort=True)
     if detach:

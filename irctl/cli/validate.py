@@ -67,7 +67,8 @@ def validate_command(
         help="Also import other packages' integrations the runbooks name, to check their "
         "action names and inputs (irctl's own, such as aws, evm and slack, are always "
         "checked), and check each configured or named integration is ready: AWS "
-        "credentials valid, the Slack token accepted. Slower; talks to them.",
+        "credentials valid, the Slack token accepted; and that the installation key irctl.yaml "
+        "names is the one in .irctl/. Slower; talks to them.",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -130,7 +131,7 @@ def validate_command(
 def _readiness(targets: list[Path]) -> list[Any]:
     """What each integration's readiness check reports (credentials, reachability)."""
     from irctl.loader import _expand
-    from irctl.preflight import check_ready, namespaces_named
+    from irctl.preflight import check_ready, installation_key_problems, namespaces_named
     from irctl.workspace import Workspace
 
     try:
@@ -138,9 +139,10 @@ def _readiness(targets: list[Path]) -> list[Any]:
     except InvalidDocument:
         return []  # irctl.yaml's own problems are reported already
     named = namespaces_named(_expand(targets))
-    return check_ready(
-        dict(workspace.config.integrations), named, workspace.config_path
-    )
+    return [
+        *installation_key_problems(workspace),
+        *check_ready(dict(workspace.config.integrations), named, workspace.config_path),
+    ]
 
 
 class SchemaKind(StrEnum):
