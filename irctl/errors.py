@@ -9,6 +9,7 @@ the boundary where they happen.
 
     IrctlError                      exit 1
     ├── UsageError                  exit 2  bad arguments, unknown runbook or run
+    │   └── NoStore                 exit 2  a command that only reads found no store there
     ├── InvalidDocument             exit 2  runbook, drill or config fails to load
     ├── IntegrationError            exit 2  an integration cannot be loaded
     ├── SecretError                 exit 2  a secret reference cannot be resolved
@@ -59,6 +60,20 @@ class Diagnostic:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class NoStore(UsageError):
+    """A command that only reads found no store where it looked: nothing was recorded there.
+
+    ``location``: the file (or the URL, password hidden) irctl looked at; ``absent``: there
+    is not even a file there (a SQLite store), else the database or file holds none of
+    irctl's tables.
+    """
+
+    def __init__(self, message: str, *, location: str, absent: bool) -> None:
+        super().__init__(message)
+        self.location = location
+        self.absent = absent
 
 
 class InvalidDocument(IrctlError):

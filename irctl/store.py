@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irctl.errors import CorruptEvent, RunBusy, StoreError, UsageError
+from irctl.errors import CorruptEvent, NoStore, RunBusy, StoreError, UsageError
 from irctl.events import CHECKPOINT, GENESIS, RUN_CREATED, Event
 
 # seal(run_id, seq, hash) -> the data of a checkpoint sealing that event
@@ -125,7 +125,7 @@ def _tables() -> Any:
 class Store:
     """Open with :meth:`open`; every method is safe to call from several threads."""
 
-    def __init__(self, engine: Engine, *, dedicated: bool = True) -> None:
+    def __init__(self, engine: Engine, *, dedicated: bool = True, create: bool = True) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._meta = _tables()
@@ -149,13 +149,31 @@ class Store:
         self._lock_dir = _sqlite_lock_dir(engine) if self.dialect == "sqlite" else None
         self._held_guard = threading.Lock()
         self._held: set[str] = set()
-        self._create()
+        #: Opened to read only (``Store.open(..., create=False)``): nothing was created or written.
+        self.readonly = not create
+        if create:
+            self._create()
+        else:
+            self._check()
 
     @classmethod
-    def open(cls, url: str, *, workspace: Path | None = None) -> Store:
+    def open(
+        cls,
+        url: str,
+        *,
+        workspace: Path | None = None,
+        create: bool = True,
+        origin: str | None = None,
+    ) -> Store:
         """Open (creating if needed) the store at a SQLAlchemy URL.
 
         A relative SQLite path is relative to ``workspace``.
+
+        With ``create=False`` the store is opened to read only: a store that does not
+        exist (no SQLite file; a database without irctl's tables) is :class:`NoStore`,
+        and nothing is created or written — no folder, no file, no table, no schema row,
+        no PRAGMA that writes — so a copy of a store on read-only media can be read.
+        ``origin`` says where ``url`` came from (``from IRCTL_STORE``), for messages.
         """
         try:
             from sqlalchemy import create_engine, event
@@ -172,6 +190,9 @@ class Store:
             ) from exc
         backend = parsed.get_backend_name()
         dedicated = True
+        origin_note = f" ({origin})" if origin else ""
+        where = parsed.render_as_string(hide_password=True)  # the store, for messages
+        a_file = False  # a SQLite database in a file (not in memory)
         if backend == "sqlite":
             database = parsed.database or ""
             kwargs: dict[str, Any] = {}
@@ -179,18 +200,28 @@ class Store:
                 path = Path(database)
                 if not path.is_absolute() and workspace is not None:
                     path = workspace / path
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(
-                        f"cannot create the store directory {path.parent}: {exc}"
-                    ) from exc
+                where, a_file = str(path.absolute()), True
+                if not create:
+                    uri = _sqlite_reader_uri(path.absolute(), origin_note)
+                    kwargs["creator"] = lambda: _sqlite3_connect(uri)
+                else:
+                    try:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise StoreError(
+                            f"cannot create the store directory {path.parent}: {exc}"
+                        ) from exc
                 parsed = parsed.set(database=str(path))
             elif not database or database == ":memory:":
                 from sqlalchemy.pool import StaticPool
 
                 kwargs["poolclass"] = StaticPool  # one connection, or each sees its own database
                 dedicated = False
+            elif not create:  # a SQLite URI filename (sqlite:///file:NAME?...&uri=true)
+                named = Path(database[len("file:") :].split("?", 1)[0])
+                a_file = "mode=memory" not in database
+                if a_file and not named.exists():
+                    raise _no_file(named.absolute(), origin_note)
             try:
                 engine = create_engine(
                     parsed, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs
@@ -202,8 +233,13 @@ class Store:
             def _on_connect(dbapi_conn: Any, _record: Any) -> None:
                 dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
                 cursor = dbapi_conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=FULL")
+                if create:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    cursor.execute("PRAGMA synchronous=FULL")
+                else:
+                    # A reader sets nothing that is stored in the file (journal_mode needs
+                    # write access) and refuses to write, whatever the URI allows.
+                    cursor.execute("PRAGMA query_only=1")
                 cursor.execute("PRAGMA busy_timeout=60000")
                 # Checkpoint every 100 pages (SQLite's default: 1,000): the log is then
                 # rewritten in place instead of growing for hundreds of commits, and a
@@ -233,10 +269,36 @@ class Store:
                 ) from exc
             except ArgumentError as exc:
                 raise UsageError(f"store: cannot use {url!r}: {exc}") from exc
+            if not create:
+
+                @event.listens_for(engine, "connect")
+                def _read_only(dbapi_conn: Any, _record: Any) -> None:
+                    # Every transaction of a reader's session is READ ONLY: a write fails.
+                    autocommit = dbapi_conn.autocommit
+                    dbapi_conn.autocommit = True
+                    dbapi_conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                    dbapi_conn.autocommit = autocommit
+
         else:
             raise UsageError(f"store: unsupported database '{backend}' (use sqlite or postgresql)")
         try:
-            return cls(engine, dedicated=dedicated)
+            return cls(engine, dedicated=dedicated, create=create)
+        except _NoTables:
+            engine.dispose()
+            if a_file:
+                raise NoStore(
+                    f"{where}{origin_note} is not an irctl store: it has no irctl tables; "
+                    "check the path (a copy of a store needs the -wal file beside the original "
+                    "copied with it, if there was one)",
+                    location=where,
+                    absent=False,
+                ) from None
+            raise NoStore(
+                f"no irctl store in {where}{origin_note}: the database has no irctl tables, "
+                "so nothing has been recorded there; check the URL",
+                location=where,
+                absent=False,
+            ) from None
         except BaseException:
             engine.dispose()
             raise
@@ -270,6 +332,35 @@ class Store:
                         f"the store uses schema {row[0]}, newer than this irctl "
                         f"({SCHEMA_VERSION}); upgrade irctl"
                     )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the store: {_brief(exc)}") from exc
+
+    def _check(self) -> None:
+        """What ``_create`` checks, by reading only: the tables are there, the schema is known."""
+        from sqlalchemy import inspect, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self.engine.connect() as conn:
+                present = set(inspect(conn).get_table_names())
+                if not present & {"irctl_meta", "irctl_runs", "irctl_events"}:
+                    raise _NoTables
+                lost = {"irctl_runs", "irctl_events"} - present
+                if lost:
+                    raise StoreError(
+                        f"the store has lost its {' and '.join(sorted(lost))} table: it was "
+                        "damaged or edited; restore it from a backup"
+                    )
+                if "irctl_meta" in present:
+                    meta = self._meta.tables["irctl_meta"]
+                    row = conn.execute(
+                        select(meta.c.value).where(meta.c.key == "schema")
+                    ).first()
+                    if row is not None and int(row[0]) > SCHEMA_VERSION:
+                        raise StoreError(
+                            f"the store uses schema {row[0]}, newer than this irctl "
+                            f"({SCHEMA_VERSION}); upgrade irctl"
+                        )
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store: {_brief(exc)}") from exc
 
@@ -685,6 +776,86 @@ class Store:
             query = query.limit(limit)
         with self._reading("runs"), self.engine.connect() as conn:
             return [RunRow(*row) for row in conn.execute(query)]
+
+
+class _NoTables(Exception):  # an internal signal, never reaches a user
+    """Raised by ``Store._check``: the database holds none of irctl's tables."""
+
+
+def _no_file(path: Path, origin_note: str) -> NoStore:
+    return NoStore(
+        f"no irctl store at {path}{origin_note}: nothing has been recorded there; "
+        "check the path, or run the command from the workspace folder",
+        location=str(path),
+        absent=True,
+    )
+
+
+def _sqlite3_connect(uri: str) -> Any:
+    import sqlite3
+
+    return sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
+
+
+def _sqlite_reader_uri(path: Path, origin_note: str) -> str:
+    """The SQLite URI that reads the store file ``path`` without writing to it.
+
+    ``mode=ro``: SQLite opens the file read-only (and ``query_only`` is set on top).
+    A store is in WAL mode, and a WAL reader needs the ``-shm`` index next to the file:
+    SQLite uses the one there, or creates it (and an empty ``-wal``) when the folder
+    can be written.  In a folder this process cannot write (read-only media, a copy
+    given to an auditor as another user), without a ``-shm`` file, SQLite cannot open
+    the file at all (``mode=ro`` fails with "attempt to write a readonly database").
+    Then:
+
+    * no ``-wal`` file, or an empty one: every committed event is in the main file, so
+      it is opened ``immutable=1`` (no locks, no ``-shm``).  Immutable is safe only if
+      nobody writes the file meanwhile: here neither the file nor its folder can be
+      written by this process, nothing is pending in a log, and a store in use by a
+      writer keeps its ``-wal`` and ``-shm`` files (so it takes the ``mode=ro`` path);
+    * a non-empty ``-wal`` but no usable ``-shm``: the newest events are only in the
+      log, which cannot be read without writing an index here; immutable would silently
+      miss them, so this is an error that says what to do.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    if not path.exists():
+        raise _no_file(path, origin_note)
+    if path.is_dir():
+        raise UsageError(f"the store {path}{origin_note} is a folder, not a SQLite file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"cannot read the store {path}{origin_note}: permission denied")
+    base = "file:" + quote(str(path))
+    uri = base + "?mode=ro"
+    if os.access(path.parent, os.W_OK):  # SQLite can make the -shm index it may need
+        return uri
+    try:  # read-only here: can SQLite open it as it is (its -wal and -shm beside it)?
+        probe = _sqlite3_connect(uri)
+        try:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return uri
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        pass
+    wal = Path(f"{path}-wal")
+    try:
+        pending = wal.stat().st_size > 0
+    except FileNotFoundError:
+        pending = False
+    except OSError as exc:
+        raise UsageError(f"cannot read {wal}: {exc.strerror or exc}") from exc
+    if pending:
+        raise UsageError(
+            f"cannot read the store {path}{origin_note} where it is: its newest events are "
+            f"still in {wal.name}, which SQLite reads only with an index file ({path.name}-shm) "
+            f"that it must write beside it, and {path.parent} cannot be written; copy "
+            f"{path.name} together with {wal.name} to a writable folder and read the copy "
+            "(IRCTL_STORE=sqlite:////COPY/irctl.db), or checkpoint the original before copying "
+            "it (sqlite3 ORIGINAL.db 'PRAGMA wal_checkpoint(TRUNCATE)')"
+        )
+    return base + "?mode=ro&immutable=1"
 
 
 _HOST = socket.gethostname()

@@ -58,12 +58,44 @@ class Workspace:
     def installation_key_path(self) -> Path:
         return self.state_dir / INSTALLATION_KEY
 
+    @property
+    def store_source(self) -> tuple[str, str, bool]:
+        """The store's URL; where it came from, for messages; and whether it is this
+        workspace's default store (not set by ``IRCTL_STORE``, and the URL ``irctl init``
+        writes or none), where "no store yet" means nothing has run here, not a typo."""
+        default = Config.model_fields["store"].default
+        env = os.environ.get("IRCTL_STORE")
+        if env:
+            return env, "from IRCTL_STORE", False
+        url = self.config.store
+        if self.config_path is None:
+            origin = f"the default store; no {CONFIG_NAME} in {self.root} or a folder above"
+        elif "store" in self.config.model_fields_set:
+            origin = f"from the store line of {self.config_path}"
+        else:
+            origin = f"the default store; {self.config_path} has no store line"
+        return url, origin, url == default
+
     @cached_property
     def store(self) -> Store:
+        """The store, created if it does not exist yet: for commands that record."""
         from irctl.store import Store
 
-        url = os.environ.get("IRCTL_STORE") or self.config.store
+        url, _, _ = self.store_source
         return Store.open(url, workspace=self.root)
+
+    @cached_property
+    def reader(self) -> Store:
+        """The store opened to read only, for commands that only read: a store that does not
+        exist is :class:`~irctl.errors.NoStore` (exit 2) naming where irctl looked and why
+        there, never a new empty one; nothing is created or written, so a read-only copy works.
+        """
+        if "store" in self.__dict__:  # already open for writing in this process
+            return self.store
+        from irctl.store import Store
+
+        url, origin, _ = self.store_source
+        return Store.open(url, workspace=self.root, create=False, origin=origin)
 
     def signing_key(self) -> Ed25519PrivateKey | None:
         """The installation key that signs checkpoints, if this workspace has one."""

@@ -322,9 +322,9 @@ def test_tabletop_touches_nothing_but_asks_people(ws: Path, exchange: ExchangeAd
         (["plan", *HOT, "-p", "colour=red"], "param 'colour'"),
         (["plan", "hot-wallet-compromise"], "param 'chain' is required"),
         (["plan", "no/such/file.yaml"], "no runbook file no/such/file.yaml"),
-        (["status", "r-nope"], "no run 'r-nope'"),
+        (["status", "r-nope"], "no irctl store at"),  # reading never creates it: none yet
         (["resume", "r-nope"], "no run 'r-nope'"),
-        (["transcript", "show", "r-nope"], "no run 'r-nope'"),
+        (["transcript", "show", "r-nope"], "no irctl store at"),
         (["answer", "r-nope", "step", "done"], "no run 'r-nope'"),
         (["abort", "r-nope", "--reason", "x"], "no run 'r-nope'"),
         (["resume", "r-nope", "--step", "x"], "--step and --mark go together"),

@@ -257,7 +257,7 @@ def test_drill_run_command_runs_and_scores(scored_ws: Path) -> None:
         (["drill", "run", "sandboxed"], "--sandbox FILE"),
         (["drill", "run", "quick-drill", "--time-limit", "soon"], "--time-limit"),
         (["drill", "run", "quick-drill", "--time-scale", "0"], "time scale must be above 0"),
-        (["drill", "report", "r-nope"], "no run 'r-nope'"),
+        (["drill", "report", "r-nope"], "no irctl store at"),  # reading never creates it
         (["drill", "report", "r-", "--last", "0"], "--last must be at least 1"),
         (["drill", "schedule", "quick-drill"], "has no schedule"),
         (["drill", "schedule", "quick-drill", "--at", "tomorrowish"], "is not a time"),

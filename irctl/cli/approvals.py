@@ -179,7 +179,7 @@ def pending_command(as_json: bool = JSON_OPTION) -> None:
     from irctl.cli.runs import _workspace
 
     unreadable: list[str] = []
-    rows = pending(_workspace().store, unreadable=unreadable)
+    rows = pending(_workspace().reader, unreadable=unreadable)
     for problem in unreadable:
         err.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
     if as_json:

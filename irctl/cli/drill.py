@@ -239,9 +239,9 @@ def report_command(
     if last < 1:
         raise UsageError("--last must be at least 1")
     ws = _workspace()
-    found = ws.store.find_run(run_id)
-    card = score(ws.store.events(found.id))
-    history = trend(ws.store, card.drill, limit=None)
+    found = ws.reader.find_run(run_id)
+    card = score(ws.reader.events(found.id))
+    history = trend(ws.reader, card.drill, limit=None)
     rows = [r for r in history if r.started_at <= card.started_at][-last:]
     md, page = write_reports(card, rows, output or ws.state_dir / "reports")
     if as_json:

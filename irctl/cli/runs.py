@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json, runs_app
-from irctl.errors import IrctlError, SecretError, UsageError
+from irctl.errors import IrctlError, NoStore, SecretError, UsageError
 
 if TYPE_CHECKING:
     from irctl.engine import Engine
@@ -432,7 +432,7 @@ def status_command(
     from irctl.state import fold
 
     ws = _workspace()
-    store = ws.store
+    store = ws.reader
     if run_id is None:
         latest = store.runs(limit=1)
         if not latest:
@@ -468,7 +468,19 @@ def runs_list_command(
     from irctl.state import fold
 
     ws = _workspace()
-    store = ws.store
+    try:
+        store = ws.reader
+    except NoStore as exc:
+        if not (exc.absent and ws.store_source[2]):
+            raise  # a store named elsewhere that is not there: a typo, not "no runs"
+        # This workspace's default store does not exist yet: nothing has run here.
+        if as_json:
+            print_json([])
+            return
+        hint = "" if ws.config_path else f"; no irctl.yaml in {ws.root} or a folder above"
+        err.print(f"no runs: no store at {escape(exc.location)} yet{escape(hint)}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+        return
     rows = []
     for run in store.runs(limit=limit):
         try:

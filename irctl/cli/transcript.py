@@ -62,8 +62,8 @@ def _trusted_keys(values: list[str] | None, workspace: "Workspace | None") -> li
 
 
 def _events(workspace: "Workspace", run_id: str) -> "tuple[str, list[Event]]":
-    run = workspace.store.find_run(run_id)
-    return run.id, workspace.store.events(run.id)
+    run = workspace.reader.find_run(run_id)
+    return run.id, workspace.reader.events(run.id)
 
 
 # -- show ------------------------------------------------------------------------------------
@@ -305,11 +305,11 @@ def verify(
         raise UsageError(f"no file {target}")
     else:
         workspace = _workspace()
-        run = workspace.store.find_run(target)
-        report = verify_run(workspace.store, run.id, _trusted_keys(key, workspace))
+        run = workspace.reader.find_run(target)
+        report = verify_run(workspace.reader, run.id, _trusted_keys(key, workspace))
         source = f"run {run.id}"
         if anchor:
-            lines = list(workspace.store.lines(run.id))
+            lines = list(workspace.reader.lines(run.id))
     if anchor is not None:
         from dataclasses import replace
 
@@ -440,13 +440,13 @@ def export(
     if not output.strip():
         raise UsageError("-o needs a file name, or '-' for stdout")
     workspace = _workspace()
-    run = workspace.store.find_run(run_id)
+    run = workspace.reader.find_run(run_id)
     target = None if output == "-" else Path(output)
     if kind in ("html", "pdf"):
         from irctl.exports import export_pdf
         from irctl.report_html import export_html
 
-        events = workspace.store.events(run.id)
+        events = workspace.reader.events(run.id)
         report = verify_lines([e.line for e in events], public_keys=_trusted_keys(None, workspace))
         page = export_html(events, report)
         data = export_pdf(page) if kind == "pdf" else page.encode("utf-8")
@@ -468,9 +468,9 @@ def export(
         raise UsageError(f"cannot write {output}: {exc.strerror}") from exc
     try:
         if kind == "jsonl":
-            count = export_jsonl(workspace.store.lines(run.id), handle)
+            count = export_jsonl(workspace.reader.lines(run.id), handle)
         else:
-            events = workspace.store.events(run.id)
+            events = workspace.reader.events(run.id)
             report = verify_lines(
                 [e.line for e in events], public_keys=_trusted_keys(None, workspace)
             )
@@ -521,9 +521,9 @@ def pack(
     if target.suffix.lower() != ".zip":
         raise UsageError(f"-o {output}: an evidence pack is a .zip file")
     workspace = _workspace()
-    run = workspace.store.find_run(run_id)
+    run = workspace.reader.find_run(run_id)
     manifest = build_pack(
-        workspace.store, run.id, target, public_key=workspace.public_key(),
+        workspace.reader, run.id, target, public_key=workspace.public_key(),
         signing_key=workspace.signing_key(), pdf=pdf,
     )  # fmt: skip
     err.print(
@@ -562,8 +562,8 @@ def anchor_command(
             "no anchor is configured: add integrations.anchor.bucket to irctl.yaml"
         )
     settings = AnchorSettings.from_config(raw)
-    run = workspace.store.find_run(run_id)
-    checkpoints = [e for e in workspace.store.events(run.id) if e.type == ev.CHECKPOINT]
+    run = workspace.reader.find_run(run_id)
+    checkpoints = [e for e in workspace.reader.events(run.id) if e.type == ev.CHECKPOINT]
     if not checkpoints:
         raise UsageError(f"run {run.id} has no checkpoint to anchor")
     aws = workspace.config.integrations.get("aws", {})
@@ -598,12 +598,12 @@ def salt_command(
     from irctl.secrets import run_salt, secret_salt
 
     workspace = _workspace()
-    run = workspace.store.find_run(run_id)
-    recorded = _commitments(workspace.store.lines(run.id), f"run {run.id}")
+    run = workspace.reader.find_run(run_id)
+    recorded = _commitments(workspace.reader.lines(run.id), f"run {run.id}")
     if name not in recorded:
         known = ", ".join(sorted(recorded)) or "none"
         raise UsageError(f"run {run.id} recorded no secret {name!r} (recorded: {known})")
-    salt = run_salt(workspace.store, run.id)
+    salt = run_salt(workspace.reader, run.id)
     if salt is None:
         raise UsageError(f"the store holds no salt for run {run.id}")
     out.print(secret_salt(salt, name), soft_wrap=True)
@@ -649,11 +649,11 @@ def check_secret(
         run_label = str(path)
     else:
         workspace = _workspace()
-        run = workspace.store.find_run(target)
-        lines = list(workspace.store.lines(run.id))
+        run = workspace.reader.find_run(target)
+        lines = list(workspace.reader.lines(run.id))
         run_label = f"run {run.id}"
         if salt is None:
-            found = run_salt(workspace.store, run.id)
+            found = run_salt(workspace.reader, run.id)
             if found is None:
                 raise UsageError(f"the store holds no salt for run {run.id}")
             salt = secret_salt(found, name)
