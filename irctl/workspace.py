@@ -21,6 +21,25 @@ STATE_DIR = ".irctl"
 INSTALLATION_KEY = "installation.key"
 
 
+_OPENED: list[Store] = []  # stores a workspace opened, for close_stores
+
+
+def _opened(store: Store) -> Store:
+    _OPENED.append(store)
+    return store
+
+
+def close_stores() -> None:
+    """Close every store a workspace opened in this process (the CLI does, on its way out).
+
+    For SQLite, closing the last connection to a file folds its write-ahead log back into
+    the database file and removes the log: a copy of ``irctl.db`` alone then holds every
+    event.  A process that exits without closing leaves them in ``irctl.db-wal``.
+    """
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 @dataclass
 class Workspace:
     root: Path
@@ -82,7 +101,7 @@ class Workspace:
         from irctl.store import Store
 
         url, _, _ = self.store_source
-        return Store.open(url, workspace=self.root)
+        return _opened(Store.open(url, workspace=self.root))
 
     @cached_property
     def reader(self) -> Store:
@@ -95,7 +114,7 @@ class Workspace:
         from irctl.store import Store
 
         url, origin, _ = self.store_source
-        return Store.open(url, workspace=self.root, create=False, origin=origin)
+        return _opened(Store.open(url, workspace=self.root, create=False, origin=origin))
 
     def signing_key(self) -> Ed25519PrivateKey | None:
         """The installation key that signs checkpoints, if this workspace has one."""

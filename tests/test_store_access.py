@@ -74,6 +74,23 @@ def recorded(tmp_path: Path) -> tuple[Path, str]:
     return ws, run_id_from(done)
 
 
+@pytest.fixture
+def logged(recorded: tuple[Path, str]) -> Iterator[tuple[Path, str]]:
+    """``recorded``, with its newest events still in irctl.db-wal: another process holding the
+    store open (a long run, irctl serve) keeps SQLite from folding the log into the file when
+    a command closes it, and a copy taken then is like this."""
+    ws, run_id = recorded
+    holder = sqlite3.connect(ws / ".irctl" / "irctl.db")
+    try:
+        holder.execute("SELECT count(*) FROM irctl_events").fetchone()
+        noted = irctl("note", run_id, "copied for the audit", cwd=ws)
+        assert noted.returncode == 0, noted.stderr
+        assert (ws / ".irctl" / "irctl.db-wal").stat().st_size > 0
+        yield ws, run_id
+    finally:
+        holder.close()
+
+
 def read_commands(run_id: str) -> list[list[str]]:
     return [
         ["runs", "list"],
@@ -281,12 +298,10 @@ def check_reads(audit: Path, run_id: str) -> None:
 
 
 def test_a_read_only_copy_with_its_wal_and_shm_files_is_read(
-    recorded: tuple[Path, str], read_only: Path
+    logged: tuple[Path, str], read_only: Path
 ) -> None:
-    ws, run_id = recorded
+    ws, run_id = logged
     names = sorted(p.name for p in (ws / ".irctl").glob("irctl.db*") if p.is_file())
-    # irctl leaves its log beside the file (its connections are not closed at exit, so the
-    # last one never checkpoints): the newest events are in irctl.db-wal, indexed by -shm
     assert names == ["irctl.db", "irctl.db-shm", "irctl.db-wal"]
     copy_workspace(ws, read_only, names)
     make_read_only(read_only)
@@ -297,10 +312,10 @@ def test_a_read_only_copy_with_its_wal_and_shm_files_is_read(
 
 
 def test_a_read_only_checkpointed_copy_is_read(
-    recorded: tuple[Path, str], read_only: Path
+    logged: tuple[Path, str], read_only: Path
 ) -> None:
     """A store whose log was checkpointed into the file: one file, no -wal, no -shm."""
-    ws, run_id = recorded
+    ws, run_id = logged
     copy_workspace(ws, read_only, ["irctl.db", "irctl.db-wal"])
     db = sqlite3.connect(read_only / ".irctl" / "irctl.db")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -312,11 +327,11 @@ def test_a_read_only_checkpointed_copy_is_read(
 
 
 def test_a_read_only_copy_missing_its_shm_file_says_what_to_do(
-    recorded: tuple[Path, str], read_only: Path
+    logged: tuple[Path, str], read_only: Path
 ) -> None:
     """Events still in the -wal file cannot be read without writing a -shm index beside it:
     a clear exit 2, never a store that silently lacks them."""
-    ws, run_id = recorded
+    ws, run_id = logged
     copy_workspace(ws, read_only, ["irctl.db", "irctl.db-wal"])
     make_read_only(read_only)
     for args in (["runs", "list"], ["status", run_id], ["transcript", "show", run_id]):
@@ -332,11 +347,11 @@ def test_a_read_only_copy_missing_its_shm_file_says_what_to_do(
 
 
 def test_a_copy_in_a_writable_folder_is_read_without_a_write(
-    recorded: tuple[Path, str], tmp_path: Path
+    logged: tuple[Path, str], tmp_path: Path
 ) -> None:
     """The store file read-only, its folder writable: SQLite may add its -shm index there,
     irctl writes nothing into the database."""
-    ws, run_id = recorded
+    ws, run_id = logged
     audit = tmp_path / "copy"
     audit.mkdir()
     copy_workspace(ws, audit, ["irctl.db", "irctl.db-wal"])
@@ -387,3 +402,26 @@ def test_postgresql_without_irctl_tables_is_not_created_into(
             )
     finally:
         reader.close()
+
+
+def test_after_a_command_the_database_file_alone_holds_every_event(
+    recorded: tuple[Path, str], tmp_path: Path
+) -> None:
+    """irctl closes the store on the way out, so SQLite folds its log into irctl.db: an
+    auditor who copies only that file has the whole run."""
+    ws, run_id = recorded
+    noted = irctl("note", run_id, "reviewed", cwd=ws)
+    assert noted.returncode == 0, noted.stderr
+    wal = ws / ".irctl" / "irctl.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(ws / ".irctl" / "irctl.db", copy)
+    with sqlite3.connect(copy) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM irctl_events WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    shown = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
+    assert shown["status"] == "succeeded"
+    exported = irctl("transcript", "export", run_id, "--format", "jsonl", "-o", "-", cwd=ws)
+    assert count == len(exported.stdout.splitlines())
+    assert '"type":"run.note"' in exported.stdout

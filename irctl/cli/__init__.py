@@ -5,6 +5,7 @@ This is the one place that maps errors to exit codes and messages.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -43,6 +44,21 @@ def _stop_on_sigterm() -> None:
 
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _close_stores() -> None:
+    """Close the stores the command opened, so SQLite folds its log into ``irctl.db``.
+
+    Only when no other thread is left: one still recording (an interrupted run's worker
+    on its way out) keeps its connection, and SQLite keeps the log, losing nothing.
+    """
+    import threading
+
+    workspace = sys.modules.get("irctl.workspace")
+    if workspace is None or threading.active_count() > 1:
+        return
+    with contextlib.suppress(Exception):  # the outcome is recorded; closing is tidying up
+        workspace.close_stores()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(70)
     finally:
+        _close_stores()
         # Everything built so far lives until exit: leave it out of the collection Python runs
         # at shutdown, which otherwise walks every model and schema (~35 ms of each command).
         gc.freeze()
