@@ -1258,7 +1258,16 @@ def _second_core_idle() -> bool:
     if not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"):
         return False
     cores = len(os.sched_getaffinity(0))
-    return cores >= 2 and os.getloadavg()[0] <= cores - 1.5
+    if cores < 2:
+        return False
+    # What runs right now (this process included), not the load of the last minute, which
+    # still counts work that has ended: a verify just after a busy spell would not fork.
+    try:
+        with open("/proc/loadavg", encoding="ascii") as load:
+            running = int(load.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] <= cores - 1.5
+    return running <= cores - 1
 
 
 def _fork_scan(raws: list[bytes]) -> tuple[int, int] | None:
