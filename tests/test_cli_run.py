@@ -262,6 +262,18 @@ def test_init_creates_a_workspace_with_a_private_key(tmp_path: Path) -> None:
     again = irctl("init", str(tmp_path / "new"), cwd=tmp_path)
     assert again.returncode == 0
     assert "left as it is" in again.stderr
+    # the key lost: init does not make another that irctl.yaml does not name
+    named = config.split('installation_key: "')[1].split('"')[0]
+    key.unlink()
+    lost = irctl("init", str(tmp_path / "new"), cwd=tmp_path, env={"COLUMNS": "1000"})
+    assert lost.returncode == 2
+    assert lost.stderr.strip() == (
+        f"error: {tmp_path / 'new' / 'irctl.yaml'} names the installation key {named}, but "
+        f"{key} does not exist: restore the key file from its backup (transcripts already "
+        "signed verify only with it); to replace the installation key on purpose, remove the "
+        "installation_key line from irctl.yaml first, then run irctl init again"
+    )
+    assert not key.exists()
 
 
 def test_keys_generate_writes_outside_the_workspace(tmp_path: Path) -> None:

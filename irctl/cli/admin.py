@@ -45,6 +45,14 @@ def init_command(
         raise UsageError(f"cannot create a workspace in {root}: {exc.strerror}") from None
     key_path = root / STATE_DIR / INSTALLATION_KEY
     config = root / CONFIG_NAME
+    named = _named_installation_key(config)
+    if named is not None and not key_path.exists():
+        raise UsageError(
+            f"{config} names the installation key {named}, but {key_path} does not exist: "
+            "restore the key file from its backup (transcripts already signed verify only "
+            "with it); to replace the installation key on purpose, remove the installation_key "
+            "line from irctl.yaml first, then run irctl init again"
+        )
     if key_path.exists():
         from irctl.identity import load_private_key
 
@@ -64,6 +72,20 @@ def init_command(
     if ".irctl/" not in lines:
         ignore.write_text("\n".join([*lines, ".irctl/"]) + "\n", encoding="utf-8")
     err.print("next: put runbooks in runbooks/, then 'irctl validate' and 'irctl plan RUNBOOK'")
+
+
+def _named_installation_key(config: Path) -> str | None:
+    """The installation key an existing irctl.yaml names (None if none, or it cannot be read:
+    then init leaves the file alone and says what its installation_key line should read)."""
+    if not config.is_file():
+        return None
+    from irctl.errors import IrctlError
+    from irctl.loader import load_config
+
+    try:
+        return load_config(config).installation_key
+    except IrctlError:
+        return None
 
 
 @keys_app.command("generate")
