@@ -253,7 +253,7 @@ def drive_drill(
     stop = threading.Event()
     player = threading.Thread(
         target=_play,
-        args=(store, run_id, scenario, began, scale, delivered, stop, say, post, slack_problem),
+        args=(engine, run_id, scenario, began, scale, delivered, stop, say, post, slack_problem),
         name="irctl-drill-injects",
         daemon=True,
     )
@@ -308,7 +308,7 @@ def _drive(engine: Engine, run_id: str, deadline: float, poll: float) -> RunStat
 
 
 def _play(
-    store: Store,
+    engine: Engine,
     run_id: str,
     scenario: dict[str, Any],
     began: float,
@@ -319,7 +319,12 @@ def _play(
     post: Say | None,
     slack_problem: str,
 ) -> None:
-    """Deliver each inject at its (scaled) offset from the drill's start, in order."""
+    """Deliver each inject at its (scaled) offset from the drill's start, in order.
+
+    Each is recorded sealed (:meth:`Engine.record`), as every event from outside the run's
+    execution is: the engine refuses unsealed events it did not write (:mod:`irctl.guard`).
+    """
+    store = engine.store
     drill_id = str(scenario.get("drill"))
     injects = sorted(enumerate(scenario.get("injects", [])), key=lambda pair: pair[1]["at"])
     for index, inject in injects:
@@ -347,7 +352,7 @@ def _play(
             data["slack_error"] = slack_problem[:300]
         data["to"] = to
         try:
-            store.append(run_id, [(DRILL_INJECT, data)])
+            engine.record(run_id, DRILL_INJECT, data)
         except IrctlError:
             return
 

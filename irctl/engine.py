@@ -50,6 +50,7 @@ from irctl.errors import (
     UsageError,
 )
 from irctl.events import Event, utcnow
+from irctl.guard import RUN_TAMPERED, JournalGuard, Tampering
 from irctl.model import Config, Policy, Runbook, Step
 from irctl.plan import resolve_policy, step_digest, template_context
 from irctl.render import Redactor, RenderError, render, sha256_hex, template_strings
@@ -130,6 +131,10 @@ class _Live:
     # The state may differ from a fold of the journal: events of other processes were
     # folded in out of order, or the run was interrupted between two records.
     refold: bool = False
+    guard: JournalGuard | None = None  # the chain as this process verified it
+    tampered: Tampering | None = None  # what did not verify: nothing more runs
+    # Every approval event of the run, by (step, item), as verified: the gate counts from these.
+    approvals: dict[tuple[str, int | None], list[Event]] = field(default_factory=dict)
 
 
 class Engine:
@@ -372,14 +377,25 @@ class Engine:
                 self._checkpoint(run_id)
                 return self.state(run_id)
             raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
+        guard = JournalGuard(run_id, self._trusted_keys())
+        opened = guard.open(events, pinned=state.operators, configured=self._configured_keys())
+        if opened.tampering is not None:
+            return self._refuse(run_id, state, guard, opened.tampering)
         runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook", registry=self.registry)
         resolved = self._resolve_secrets(runbook, state.mode)
-        live = _Live(state, runbook, resolved, Redactor(resolved.values()))
+        live = _Live(state, runbook, resolved, Redactor(resolved.values()), guard=guard)
+        for event in events:
+            if event.type.startswith("approval."):
+                live.approvals.setdefault(_gate_key(event.data), []).append(event)
         self._live = live
         if self.notify:
             live.notifiers = self._start_notifiers(live, events)
         first = state.attempts == 0
         opening: dict[str, Any] = {"attempt": state.attempts + 1}
+        if opened.unsealed is not None and not first:
+            # What the last execution appended after its last checkpoint (it died before
+            # sealing it): accepted on the store's word, and said so in the transcript.
+            opening["unsealed"] = {"from": opened.unsealed[0], "to": opened.unsealed[1]}
         if resolved and state.mode != "tabletop":  # salted commitments (irctl.secrets)
             from irctl.secrets import commitments
 
@@ -387,7 +403,9 @@ class Engine:
         self._emit(ev.RUN_STARTED if first else ev.RUN_RESUMED, opening)
         try:
             outcome = self._sequence(runbook.steps)
-            if state.status == "aborted":
+            if live.tampered is not None:
+                pass  # recorded below, unsealed: nothing of the forgery is sealed
+            elif state.status == "aborted":
                 pass  # someone aborted the run meanwhile: it ends where they stopped it
             elif outcome == FAIL:
                 failed = state.failed_step or _aborting_step(runbook.steps, state)
@@ -404,10 +422,17 @@ class Engine:
                 self._emit(ev.RUN_SUCCEEDED, {}, defer=True)
         except KeyboardInterrupt:
             live.refold = True  # it may have come between changing the state and recording it
-            self._interrupted()
+            if live.tampered is None:
+                self._interrupted()
         finally:
-            # The run's last word and the checkpoint sealing it are one transaction.
-            if self.signing_key is not None:
+            if live.tampered is not None:
+                live.refold = True
+                with self._lock:
+                    self._deferred = []  # an outcome after the forgery is not recorded as one
+                with contextlib.suppress(StoreError):
+                    self._append(run_id, [(RUN_TAMPERED, live.tampered.as_data("while running"))])
+            elif self.signing_key is not None:
+                # The run's last word and the checkpoint sealing it are one transaction.
                 self._checkpoint(run_id)
             else:
                 self._flush()
@@ -421,6 +446,60 @@ class Engine:
         # The fold of exactly this journal, kept up to date while it ran; else the journal as
         # it stands is the truth.
         return live.state if current else self.state(run_id)
+
+    # -- verifying before acting (irctl.guard) -------------------------------------------------
+
+    def _trusted_keys(self) -> list[str] | None:
+        """The installation keys whose checkpoints this engine believes (None: no trust root,
+        only the chain's continuity is checked)."""
+        from irctl.identity import public_key_text
+
+        keys = [self.config.installation_key] if self.config.installation_key else []
+        if self.signing_key is not None and public_key_text(self.signing_key) not in keys:
+            keys.append(public_key_text(self.signing_key))
+        return keys or None
+
+    def _configured_keys(self) -> dict[str, str | None] | None:
+        """Operator keys as irctl.yaml lists them now (None when it lists no operators)."""
+        if not self.config.operators:
+            return None
+        return {name: op.key for name, op in self.config.operators.items()}
+
+    def _refuse(
+        self, run_id: str, state: RunState, guard: JournalGuard, tampering: Tampering
+    ) -> RunState:
+        """A run whose journal does not verify on opening: recorded, and nothing runs."""
+        data = tampering.as_data("on opening the run")
+        made = self.store.append(run_id, [(RUN_TAMPERED, data)])
+        if self.listener:
+            for event in made:
+                self.listener(event)
+        if self.notify:
+            self._alert(run_id, state, made)
+        state.apply(made[-1])
+        return state
+
+    def _alert(self, run_id: str, state: RunState, made: list[Event]) -> None:
+        """Tell the configured notifiers (Slack) about a refused run, loudly."""
+        shell = Runbook.model_construct(irctl=1, id=state.runbook, title=state.title, steps=[])
+        live = _Live(state, shell, {}, Redactor())
+        self._live = live
+        try:
+            started = self._start_notifiers(live, [])
+            for _, notifier in started:
+                for event in made:
+                    _quietly(notifier.notify, event, self._summary(live))
+                _quietly(notifier.close, self.notify_grace)
+        finally:
+            self._live = None
+
+    def _tamper(self, live: _Live, tampering: Tampering) -> None:
+        """Something read back did not verify: no new step starts; the run stops."""
+        if live.tampered is None:
+            live.tampered = tampering
+        live.cancelled.set()
+        for flag in list(live.active):
+            flag.set()
 
     def _interrupted(self) -> None:
         live = self._require_live()
@@ -492,8 +571,15 @@ class Engine:
         if live is not None and live.state.run_id == run_id:
             if made and made[0].seq > expected:
                 self._fold_foreign(live, expected, made[0].seq)
+            if live.guard is not None and live.tampered is None:
+                problem = live.guard.own(made)
+                if problem is not None:
+                    self._tamper(live, problem)
             for event in made[applied:]:
                 live.state.apply(event)
+            for event in made:
+                if event.type.startswith("approval."):
+                    live.approvals.setdefault(_gate_key(event.data), []).append(event)
             if made:
                 live.state.last_seq, live.state.head = made[-1].seq, made[-1].hash
         if self.listener:
@@ -568,11 +654,19 @@ class Engine:
     def _fold_foreign(self, live: _Live, first: int, upto: int | None = None) -> None:
         """Fold events other processes appended (approvals, notes, an abort) into the state,
         and tell the view and the notifiers about them."""
+        guard = live.guard
         for event in self.store.events(live.state.run_id, after=first - 1):
             if upto is not None and event.seq >= upto:
                 break
+            if live.tampered is not None:
+                return
+            if guard is not None and (problem := guard.foreign(event)) is not None:
+                self._tamper(live, problem)
+                return
             live.refold = True
             live.state.apply(event)
+            if event.type.startswith("approval."):
+                live.approvals.setdefault(_gate_key(event.data), []).append(event)
             if self.listener:
                 self.listener(event)
             if live.notifiers:
@@ -581,6 +675,8 @@ class Engine:
                     _quietly(started.notify, event, summary)
             if event.type == ev.RUN_ABORTED:
                 live.cancelled.set()  # no new step starts; steps in flight finish
+        if guard is not None and (problem := guard.settled()) is not None:
+            self._tamper(live, problem)
 
     def _emit(self, kind: str, data: dict[str, Any], *, defer: bool = False) -> None:
         live = self._require_live()
@@ -821,6 +917,8 @@ class Engine:
                 {"action": step.action, "inputs": recorded, "digest": digest,
                  "attempt": attempt, "idempotent": idempotent},
             )  # fmt: skip
+            if live.tampered is not None:
+                return STOP  # found while recording the start: the action is not called
             # A step with a timeout gets its own cancel flag; the others share the run's.
             flag = threading.Event() if step.timeout is not None else live.cancelled
             if live.cancelled.is_set():
@@ -927,35 +1025,41 @@ class Engine:
         self._flush()
         with self._lock:  # decisions recorded elsewhere: into the state, the view and Slack
             self._fold_foreign(live, state.last_seq + 1)
-        step_id, item = _split_key(key)
+        if live.tampered is not None or live.cancelled.is_set():
+            return STOP  # tampered with, or aborted meanwhile: the step does not run
+        # Only events the guard verified are here (the journal as this process proved it);
+        # the verdict is derived from the operators' signed decisions every time, never
+        # from an approval.quorum row.
         request: Event | None = None
         decisions: list[dict[str, Any]] = []
-        opened = closed = False
-        for event in self.store.events(state.run_id, after=0):
+        opened: Event | None = None
+        closed = False
+        for event in live.approvals.get(_split_key(key), ()):
             data = event.data
-            if event.type == ev.RUN_ABORTED and state.status != "aborted":
-                live.refold = True
-                state.apply(event)
-                live.cancelled.set()
-                return STOP
-            if not event.type.startswith("approval.") or data.get("step") != step_id:
-                continue
-            if data.get("item") != item:
-                continue
             if event.type == ap.REQUESTED:
-                request, decisions, opened, closed = event, [], False, False
+                request, decisions, opened, closed = event, [], None, False
             elif request is None or data.get("digest") != request.data.get("digest"):
                 continue
             elif event.type in ap.DECISIONS:
                 decisions.append(data)
             elif event.type == ap.QUORUM:
-                opened = True
+                opened = opened or event
             elif event.type in (ap.LAPSED, ap.CANCELLED):
                 closed = True
         now = ev.utcnow()
         current = request is not None and request.data.get("digest") == digest and not closed
-        if request is not None and current and opened:
-            return OK  # approved before a crash or an interruption
+        if request is not None and current and opened is not None:
+            # Approved before a crash or an interruption: that record is a summary, so the
+            # signed decisions must still give the same verdict now.
+            again = self._verdict(policy, decisions)
+            if again.state != "approved":
+                self._tamper(live, Tampering(
+                    opened.seq,
+                    f"approval.quorum for '{key}' (event {opened.seq}) is not backed by signed "
+                    f"decisions of operators irctl.yaml lists: {again.missing or again.state}",
+                ))  # fmt: skip
+                return STOP
+            return OK
         expires = request.data.get("expires_at") if request is not None else None
         if current and expires is not None and expires <= now:
             self._emit_step(ap.LAPSED, key, {"digest": digest, "expired_at": expires})
@@ -983,13 +1087,7 @@ class Engine:
                  "prompt": self._approval_prompt(key, name, policy)},
             )  # fmt: skip
             return WAIT
-        verdict = ap.evaluate(
-            policy,
-            [ap.decision_from(d) for d in decisions if self._signed_by_operator(d)],
-            roles_of={n: o.get("roles", []) for n, o in state.operators.items()},
-            initiator=state.initiator,
-            break_glass_roles=state.break_glass_roles,
-        )
+        verdict = self._verdict(policy, decisions)
         if verdict.state == "approved":
             self._emit_step(
                 ap.QUORUM, key,
@@ -1023,6 +1121,29 @@ class Engine:
             )  # fmt: skip
         return WAIT
 
+    def _verdict(self, policy: Policy, decisions: list[dict[str, Any]]) -> Any:
+        """The verdict of the signed decisions on one request, by operators as both the run
+        recorded them and irctl.yaml lists them now (a role only one of them grants does not
+        count)."""
+        from irctl import approvals as ap
+
+        state = self._require_live().state
+        configured = self.config.operators
+        roles_of: dict[str, list[str]] = {}
+        for name, recorded in state.operators.items():
+            now = configured.get(name)
+            if now is None:
+                continue
+            roles_of[name] = [r for r in recorded.get("roles", []) if r in now.roles]
+        glass = [r for r in state.break_glass_roles if r in self.config.break_glass.roles]
+        return ap.evaluate(
+            policy,
+            [ap.decision_from(d) for d in decisions if self._signed_by_operator(d)],
+            roles_of=roles_of,
+            initiator=state.initiator,
+            break_glass_roles=glass,
+        )
+
     def _approval_prompt(self, key: str, name: str, policy: Policy, missing: str = "") -> str:
         live = self._require_live()
         roles = policy.allowed_roles()
@@ -1045,14 +1166,17 @@ class Engine:
         from irctl.identity import public_key_text
 
         live = self._require_live()
-        operator = live.state.operators.get(str(data.get("operator")))
-        if operator is None or data.get("run") != live.state.run_id:
-            return False
+        name = str(data.get("operator"))
+        operator = live.state.operators.get(name)
+        configured = self.config.operators.get(name)
+        if operator is None or configured is None or data.get("run") != live.state.run_id:
+            return False  # the operator must be both recorded at run start and in irctl.yaml
         if data.get("assurance") == "key":
             recorded = operator.get("key")
-            return bool(recorded) and signature_ok(data, recorded)
+            return bool(recorded) and recorded == configured.key and signature_ok(data, recorded)
         if data.get("assurance") == "slack" and self.signing_key is not None:
-            if not operator.get("slack") or data.get("slack_user") != operator.get("slack"):
+            slack = operator.get("slack")
+            if not slack or data.get("slack_user") != slack or slack != configured.slack:
                 return False
             return signature_ok(data, public_key_text(self.signing_key))
         return False
@@ -1066,8 +1190,19 @@ class Engine:
         def ask(prompt: str, kind: str, choices: list[str] | None) -> str | None:
             answer = interactive(prompt, kind, choices)
             if answer is not None:
-                who = self.operator or self._require_live().state.initiator
-                self._emit_step(ev.STEP_ANSWERED, key, {"answer": answer, "by": who})
+                live = self._require_live()
+                who = self.operator or live.state.initiator
+                step_id, item = _split_key(key)
+                data: dict[str, Any] = {"step": step_id, "answer": answer, "by": who}
+                if item is not None:
+                    data["item"] = item
+                # Sealed at once, as irctl answer seals one: an answer in an unsealed tail is
+                # not irctl's (irctl.guard).
+                made = self._append(
+                    live.state.run_id, [(ev.STEP_ANSWERED, live.redactor(data))],
+                    seal=self.signing_key is not None,
+                )  # fmt: skip
+                self.anchor(made)
             return answer
 
         return ask
@@ -1295,6 +1430,11 @@ def _plain(value: object) -> bool:
     if kind is int and isinstance(value, int):
         return -(2**63) <= value < 2**63
     return False
+
+
+def _gate_key(data: Mapping[str, Any]) -> tuple[str, int | None]:
+    item = data.get("item")
+    return str(data.get("step")), item if isinstance(item, int) else None
 
 
 def _split_key(key: str) -> tuple[str, int | None]:

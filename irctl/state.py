@@ -72,7 +72,8 @@ class RunState:
     mode: str = "live"
     incident: str | None = None
     created_at: str = ""
-    status: str = "created"  # created, running, waiting, interrupted, succeeded, failed, aborted
+    # created, running, waiting, interrupted, tampered, succeeded, failed, aborted
+    status: str = "created"
     finished_at: str | None = None
     failed_step: str | None = None
     reason: str | None = None
@@ -85,6 +86,7 @@ class RunState:
     break_glass_roles: list[str] = field(default_factory=list)
     review_items: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0  # how many times the run was (re)started
+    tampered_at: int | None = None  # the first bad event, when the journal did not verify
 
     def step(self, key: StepKey) -> StepState:
         state = self.steps.get(key)
@@ -166,6 +168,11 @@ class RunState:
             return
         if kind == ev.RUN_WAITING:
             self.status = "waiting"
+            return
+        if kind == "run.tampered":  # irctl.guard: stopped; a resume refuses it again
+            self.status = "tampered"
+            self.reason = str(data.get("problem"))
+            self.tampered_at = data.get("first_bad")
             return
         if kind == ev.RUN_INTERRUPTED:
             self.status = "interrupted"

@@ -493,7 +493,9 @@ def test_a_step_with_an_approval_policy_waits_for_it(store: Store) -> None:
         [("approval.granted", unsigned), ("approval.granted", {**unsigned, "operator": "t2"})],
     )
     state = engine.execute(run_id)
-    assert state.status == "waiting"  # decisions without valid signatures never count
+    # Decisions without valid signatures never count: the journal holding them is refused.
+    assert state.status == "tampered"
+    assert "approval by t1 is not signed by t1's key" in str(state.reason)
     assert "sweep" not in calls
 
 

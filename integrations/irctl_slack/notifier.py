@@ -100,6 +100,8 @@ class SlackNotifier:
             )
         elif kind == "run.review_item":
             self.jobs.put(lambda: self._reply(f"🚨 *REVIEW ITEM*: {data.get('text')}"))
+        elif kind == "run.tampered":
+            self.jobs.put(lambda: self._alarm(data))
 
     def close(self, timeout: float) -> None:
         """Deliver what is queued, for at most ``timeout`` seconds (none if Slack is down)."""
@@ -206,6 +208,21 @@ class SlackNotifier:
             text = f"🧪 DRILL — {text}"
         self._slack().chat_postMessage(
             channel=self.header["channel"], thread_ts=self.header["ts"], text=text
+        )
+
+    def _alarm(self, data: dict[str, Any]) -> None:
+        """A journal that does not verify: said in the channel itself, not only in the thread."""
+        text = (
+            f"🚨🚨 *RUN {self.ctx.run_id} STOPPED: ITS JOURNAL WAS TAMPERED WITH* (event "
+            f"{data.get('first_bad')}): {data.get('problem')}. Nothing more was run; do not "
+            f"resume it. Check with `irctl transcript verify {self.ctx.run_id}`."
+        )
+        if self.ctx.mode != "live":
+            text = f"🧪 DRILL — {text}"
+        channel = self.header["channel"] if self.header else self.channel
+        thread = self.header["ts"] if self.header else None
+        self._slack().chat_postMessage(
+            channel=channel, thread_ts=thread, reply_broadcast=thread is not None, text=text
         )
 
     def _post_approval(self, data: dict[str, Any], summary: dict[str, Any]) -> None:

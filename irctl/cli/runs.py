@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from irctl.state import RunState
     from irctl.workspace import Workspace
 
-EXIT = {"succeeded": 0, "failed": 1, "aborted": 1, "waiting": 3, "interrupted": 130}
+EXIT = {
+    "succeeded": 0, "failed": 1, "aborted": 1, "tampered": 1, "waiting": 3, "interrupted": 130,
+}  # fmt: skip
 
 PARAM_OPTION = typer.Option(
     None, "--param", "-p", help="A runbook param as name=value (repeat for several).",
@@ -128,6 +130,11 @@ def _finish(state: "RunState") -> None:
                 )
     elif status == "aborted":
         err.print(f"[red]run {run_id} was aborted[/red]: {escape(str(state.reason))}")
+    elif status == "tampered":
+        from irctl.guard import Tampering, describe
+
+        text = describe(Tampering(state.tampered_at, str(state.reason)), run_id)
+        err.print(f"[bold red]STOPPED: {escape(text)}[/bold red]")
     elif status == "interrupted":
         err.print(
             f"[yellow]run {run_id} interrupted[/yellow]; continue with: irctl resume {run_id}"

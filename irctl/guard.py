@@ -1,0 +1,251 @@
+"""The engine's own check of a run's journal before it acts: the store is not trusted.
+
+Anyone who can write the store (in team mode every responder holds the database
+password) could insert, edit or delete rows.  The engine therefore acts only on
+what it can verify itself, at the moment it acts:
+
+* **On opening a run** (a first execution or a resume) the whole journal is
+  verified as ``irctl transcript verify`` would (:func:`irctl.transcript.verify_lines`):
+  the hash chain from ``run.created``, every checkpoint's signature against the
+  installation key irctl.yaml names, and the recorded approvals against the
+  runbook's own policies.  Events after the last valid checkpoint are accepted
+  as a crash's unsealed tail, except a person's answer or mark (those are always
+  sealed when recorded), and the resume records that it took them on the store's
+  word.  The operator keys the run pinned at its start must be the keys
+  irctl.yaml lists now.
+* **While it runs**, every event other processes appended (an approval, a note,
+  an abort) must continue the chain from the last event this process verified
+  and come sealed by a checkpoint signed with the installation key in the same
+  transaction, as every irctl command records them.  This costs a comparison
+  per event the engine appends itself, and one signature check per foreign
+  checkpoint.
+
+Anything that does not verify is a :class:`Tampering`: the engine records
+``run.tampered`` naming the first bad event and stops before any side effect.
+Approval verdicts are never read from the journal (``approval.quorum`` is a
+summary, not evidence): :mod:`irctl.engine` derives them from the operators'
+signed decisions each time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from irctl import events as ev
+from irctl.errors import IrctlError
+from irctl.events import GENESIS, Event, checkpoint_message
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+RUN_TAMPERED = "run.tampered"
+
+# A person's word that lets a step go on: always recorded sealed (irctl answer, irctl resume
+# --mark, an interactive answer), so one found in an unsealed tail was not written by irctl.
+_SEALED_WHEN_RECORDED = frozenset({ev.STEP_ANSWERED, ev.STEP_RESOLVED})
+
+
+class RunTampered(IrctlError):
+    """The run's journal does not verify: the engine stopped it before any side effect."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Tampering:
+    """What failed to verify: the first bad event (its seq) and why, in words."""
+
+    seq: int | None
+    problem: str
+
+    def as_data(self, where: str) -> dict[str, Any]:
+        return {"first_bad": self.seq, "problem": self.problem, "found": where}
+
+
+@dataclass
+class OpenReport:
+    """The outcome of verifying a journal on opening it."""
+
+    tampering: Tampering | None = None
+    unsealed: tuple[int, int] | None = None  # (first, last) seq taken on the store's word
+
+
+@dataclass
+class JournalGuard:
+    """Follows one run's chain as this process sees it grow.
+
+    ``trusted`` are the installation's public keys (``ed25519:...``); with none
+    (a workspace without an installation key) only the chain's continuity is
+    checked, and events from other processes are accepted unsealed.
+    """
+
+    run_id: str
+    trusted: list[str] | None
+    seq: int = 0
+    head: str = GENESIS
+    _keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    _unsealed: list[Event] = field(default_factory=list)  # foreign, no checkpoint yet
+
+    def __post_init__(self) -> None:
+        from irctl.identity import load_public_key
+
+        for text in self.trusted or ():
+            self._keys[text] = load_public_key(text)
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def open(
+        self,
+        events: list[Event],
+        *,
+        pinned: Mapping[str, Mapping[str, Any]],
+        configured: Mapping[str, str | None] | None,
+    ) -> OpenReport:
+        """Verify the whole journal as read; the guard then follows it from its head.
+
+        ``pinned`` are the operators ``run.created`` recorded; ``configured`` the
+        operator keys irctl.yaml lists now (None: no operators configured).
+        """
+        from irctl.transcript import verify_lines
+
+        report = verify_lines([e.line for e in events], public_keys=self.trusted)
+        if events:
+            self.seq, self.head = events[-1].seq, events[-1].hash
+        found = OpenReport()
+        tail = report.unsealed
+        only_tail = tail > 0 and len(report.problems) == 1
+        if report.problems and not only_tail:
+            found.tampering = Tampering(report.first_bad, report.problems[0])
+            return found
+        if tail:
+            unsealed = [e for e in events if e.seq > report.sealed_seq]
+            if self.trusted:
+                for event in unsealed:
+                    if event.type in _SEALED_WHEN_RECORDED and not _engines_own(event):
+                        found.tampering = Tampering(
+                            event.seq,
+                            f"event {event.seq} ({event.type}) is not sealed by a checkpoint: "
+                            "irctl seals every answer and mark as it records them, so this one "
+                            "was written into the store by something else",
+                        )
+                        return found
+            if unsealed:
+                found.unsealed = (unsealed[0].seq, unsealed[-1].seq)
+        problem = pinned_key_problem(pinned, configured)
+        if problem is not None:
+            found.tampering = Tampering(1, problem)
+        return found
+
+    # -- following -------------------------------------------------------------------------
+
+    def own(self, made: Iterable[Event]) -> Tampering | None:
+        """Events this process appended (chained by the store on the head it last saw)."""
+        for event in made:
+            problem = self._next(event)
+            if problem is not None:
+                return problem
+        return None
+
+    def foreign(self, event: Event) -> Tampering | None:
+        """An event another process appended, read back from the store."""
+        problem = self._next(event)
+        if problem is not None:
+            return problem
+        if event.type == ev.CHECKPOINT:
+            return self._seal(event)
+        if self.trusted:
+            self._unsealed.append(event)
+        return None
+
+    def settled(self) -> Tampering | None:
+        """After reading what others appended: every foreign event must be sealed by now
+        (irctl records each in one transaction with its checkpoint)."""
+        if not self._unsealed:
+            return None
+        event = self._unsealed[0]
+        return Tampering(
+            event.seq,
+            f"event {event.seq} ({event.type}) was added to the store without a checkpoint "
+            "signed by the installation key; every irctl command seals what it records, so "
+            "it was written by something else",
+        )
+
+    def _next(self, event: Event) -> Tampering | None:
+        if event.seq != self.seq + 1 or event.prev != self.head:
+            expected = f"event {self.seq + 1} following the hash of event {self.seq}"
+            return Tampering(
+                event.seq,
+                f"event {event.seq} ({event.type}) does not continue the journal this process "
+                f"verified (expected {expected}): rows were inserted, deleted or rewritten",
+            )
+        self.seq, self.head = event.seq, event.hash
+        return None
+
+    def _seal(self, event: Event) -> Tampering | None:
+        from irctl.identity import verify
+
+        data = event.data
+        key, sig = data.get("key"), data.get("sig")
+        sealed, head = data.get("seq"), data.get("head")
+        if not self.trusted:
+            self._unsealed.clear()
+            return None
+        public = self._keys.get(key) if isinstance(key, str) else None
+        if public is None:
+            return Tampering(
+                event.seq, f"checkpoint {event.seq} is signed by {str(key)[:60]}, which is not "
+                "the installation key irctl.yaml names",
+            )  # fmt: skip
+        if (
+            not isinstance(sig, str)
+            or sealed != event.seq - 1
+            or head != event.prev
+            or not verify(public, checkpoint_message(self.run_id, event.seq - 1, head), sig)
+        ):
+            return Tampering(
+                event.seq, f"checkpoint {event.seq} does not verify with the installation key "
+                "(it was forged or altered)",
+            )  # fmt: skip
+        self._unsealed.clear()
+        return None
+
+
+def _engines_own(event: Event) -> bool:
+    """A resolution the engine itself recorded (a probe's finding, an idempotent re-run)."""
+    return event.type == ev.STEP_RESOLVED and event.data.get("by") in ("probe", "idempotent")
+
+
+def pinned_key_problem(
+    pinned: Mapping[str, Mapping[str, Any]], configured: Mapping[str, str | None] | None
+) -> str | None:
+    """Why the operator keys the run pinned at its start cannot be trusted, or None.
+
+    A key recorded for an operator must be the key irctl.yaml lists for them now: a
+    key swapped in the store (or in irctl.yaml) is named rather than believed.
+    """
+    if configured is None:
+        return None
+    for name in sorted(pinned):
+        recorded = pinned[name].get("key") if isinstance(pinned[name], Mapping) else None
+        if not recorded or name not in configured:
+            continue
+        if configured[name] != recorded:
+            return (
+                f"operator {name}'s key recorded at the start of the run ({str(recorded)[:60]}) "
+                f"is not the key irctl.yaml lists for {name} ({str(configured[name])[:60]}): "
+                "the run's record was rewritten, or irctl.yaml changed since the run started; "
+                "irctl acts only on keys both agree on"
+            )
+    return None
+
+
+def describe(tampering: Tampering, run_id: str) -> str:
+    """The message a person sees."""
+    where = f"event {tampering.seq}" if tampering.seq is not None else "its journal"
+    return (
+        f"run {run_id} was tampered with ({where}): {tampering.problem}. Nothing more was run. "
+        f"'irctl transcript verify {run_id}' shows every problem; do not resume it: start a new "
+        "run and investigate who can write the store"
+    )

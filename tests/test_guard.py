@@ -1,0 +1,394 @@
+"""The engine verifies before it acts: rows written into the store by anyone but irctl
+(every responder holds the database password in team mode) never open a gate.
+
+Each attack is made as an attacker would make it — with SQL against the real store, or
+holding the installation key and rebuilding the whole chain — and each must stop the
+run before the gated step: ``run.tampered`` names the first bad event and the sweep's
+side effect (a line in a file) never happens.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from irctl import events as ev
+from irctl.approvals import sign_decision
+from irctl.engine import Engine
+from irctl.events import GENESIS, Event
+from irctl.identity import generate_private_key, public_key_text
+from irctl.loader import load_runbook_text
+from irctl.model import Config
+from irctl.state import fold
+from irctl.store import Store
+from irctl.testing import SlackStandIn, recorded_keys
+from irctl.transcript import seal_fields
+from tests.helpers import irctl, make_workspace, run_id_from
+
+RUNBOOK = """\
+irctl: 1
+kind: runbook
+id: sweep
+title: Sweep the hot wallet
+params:
+  out: {type: string}
+approvals:
+  treasury:
+    quorum: 2
+    roles: [treasury]
+steps:
+  - id: halt
+    action: testing.record
+    with: {path: "{{ params.out }}", key: halt}
+  - id: sweep
+    action: testing.record
+    approval: treasury
+    with: {path: "{{ params.out }}", key: sweep}
+"""
+
+TREASURY = ("t1", "t2", "t3")
+
+
+@pytest.fixture
+def store(store_url: str) -> Any:
+    opened = Store.open(store_url)
+    yield opened
+    opened.close()
+
+
+class Team:
+    """An installation: its key, three treasury operators with keys, and irctl.yaml."""
+
+    def __init__(self, tmp_path: Path, extra: dict[str, Any] | None = None) -> None:
+        self.installation = generate_private_key(tmp_path / "installation.key")
+        self.keys = {n: generate_private_key(tmp_path / "keys" / f"{n}.key") for n in TREASURY}
+        self.out = tmp_path / "effects.txt"
+        self.config = Config.model_validate({
+            "installation_key": public_key_text(self.installation),
+            "operators": {
+                "oncall": {"roles": ["security-oncall"]},
+                **{n: {"roles": ["treasury"], "key": public_key_text(k)}
+                   for n, k in self.keys.items()},
+            },
+            **(extra or {}),
+        })  # fmt: skip
+
+    def engine(self, store: Store, **kwargs: Any) -> Engine:
+        return Engine(store, config=self.config, signing_key=self.installation, **kwargs)
+
+    def start(self, store: Store, **kwargs: Any) -> tuple[Engine, str]:
+        engine = self.engine(store, **kwargs)
+        model = load_runbook_text(RUNBOOK, "sweep.yaml")
+        run_id = engine.create_run(model, RUNBOOK, {"out": str(self.out)}, initiator="oncall")
+        state = engine.execute(run_id)
+        assert state.status == "waiting", state
+        assert state.steps["sweep"].waiting_for == "approval"
+        return engine, run_id
+
+    def decide(self, store: Store, run_id: str, who: str, *, approve: bool = True) -> None:
+        """A real decision, as `irctl approve` records it (signed, sealed)."""
+        self.engine(store).decide(
+            run_id, "sweep", operator=who, approve=approve, reason="checked",
+            private_key=self.keys[who],
+        )  # fmt: skip
+
+    def effects(self) -> list[str]:
+        return recorded_keys(str(self.out))
+
+
+def digest(store: Store, run_id: str) -> str:
+    return str(fold(store.events(run_id)).steps["sweep"].approval["digest"])  # type: ignore[index]
+
+
+def insert(store: Store, event: Event) -> None:
+    """Write one row straight into the store, as anyone with the database password can."""
+    with store.engine.begin() as conn:
+        conn.execute(store._events.insert().values(  # the attacker's way in
+            run_id=event.run, seq=event.seq, ts=event.ts, type=event.type, line=event.line,
+            hash=event.hash,
+        ))  # fmt: skip
+
+
+def forge(store: Store, run_id: str, kind: str, data: dict[str, Any], *, prev: str | None = None
+          ) -> Event:  # fmt: skip
+    head = store.events(run_id)[-1]
+    event = Event.make(run_id, head.seq + 1, kind, data, head.hash if prev is None else prev)
+    insert(store, event)
+    return event
+
+
+def delete(store: Store, run_id: str, seq: int) -> None:
+    with store.engine.begin() as conn:
+        table = store._events
+        conn.execute(table.delete().where(table.c.run_id == run_id, table.c.seq == seq))
+
+
+def tampered(store: Store, run_id: str) -> list[Event]:
+    return [e for e in store.events(run_id) if e.type == "run.tampered"]
+
+
+def assert_stopped(team: Team, store: Store, run_id: str, state: Any, first_bad: int) -> None:
+    assert state.status == "tampered", (state.status, state.reason)
+    assert "sweep" not in team.effects()
+    assert team.effects() == ["halt"]
+    (record,) = tampered(store, run_id)
+    assert record.data["first_bad"] == first_bad, record.data
+    assert not [e for e in store.events(run_id) if e.type == ev.STEP_STARTED
+                and e.data["step"] == "sweep"]  # fmt: skip
+
+
+# -- the store is not trusted ------------------------------------------------------------------
+
+
+def test_a_forged_quorum_row_does_not_open_the_gate(store: Store, tmp_path: Path) -> None:
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    row = forge(store, run_id, "approval.quorum", {
+        "step": "sweep", "digest": digest(store, run_id), "approvers": ["t1", "t2"],
+        "break_glass": False,
+    })  # fmt: skip
+    state = engine.execute(run_id)
+    assert_stopped(team, store, run_id, state, row.seq)
+    assert "approval quorum" in str(state.reason)
+
+
+def test_a_forged_quorum_with_a_zero_prev_hash_does_not_open_the_gate(
+    store: Store, tmp_path: Path
+) -> None:
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    row = forge(store, run_id, "approval.quorum", {
+        "step": "sweep", "digest": digest(store, run_id), "approvers": ["t1", "t2"],
+        "break_glass": False,
+    }, prev="0" * 64)  # fmt: skip
+    state = engine.execute(run_id)
+    assert_stopped(team, store, run_id, state, row.seq)
+
+
+def test_forged_approvals_signed_with_other_keys_stop_the_run(
+    store: Store, tmp_path: Path
+) -> None:
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    want = digest(store, run_id)
+    first = None
+    for who in ("t1", "t2"):
+        mine = generate_private_key(tmp_path / f"mallory-as-{who}.key")
+        data = sign_decision(mine, {
+            "run": run_id, "step": "sweep", "digest": want, "decision": "approve",
+            "operator": who, "time": ev.utcnow(), "reason": "looks fine", "break_glass": False,
+        })  # fmt: skip
+        data.pop("item", None)
+        row = forge(store, run_id, "approval.granted", data)
+        first = first or row.seq
+    state = engine.execute(run_id)
+    assert_stopped(team, store, run_id, state, first or 0)
+
+
+def test_a_broken_prev_hash_anywhere_stops_the_run(store: Store, tmp_path: Path) -> None:
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    team.decide(store, run_id, "t1")
+    team.decide(store, run_id, "t2")
+    row = forge(store, run_id, "run.note", {"text": "harmless", "by": "t3"}, prev="0" * 64)
+    state = engine.execute(run_id)
+    assert_stopped(team, store, run_id, state, row.seq)
+
+
+def test_a_deleted_denial_stops_the_run(store: Store, tmp_path: Path) -> None:
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    team.decide(store, run_id, "t3", approve=False)
+    team.decide(store, run_id, "t1")
+    team.decide(store, run_id, "t2")
+    (denial,) = [e for e in store.events(run_id) if e.type == "approval.denied"]
+    delete(store, run_id, denial.seq)
+    state = engine.execute(run_id)
+    assert_stopped(team, store, run_id, state, denial.seq)  # "event N is missing"
+
+
+def test_untouched_decisions_still_run_the_step_and_a_denial_still_fails_it(
+    store: Store, tmp_path: Path
+) -> None:
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    team.decide(store, run_id, "t1")
+    team.decide(store, run_id, "t2")
+    state = engine.execute(run_id)
+    assert state.status == "succeeded", state.reason
+    assert team.effects() == ["halt", "sweep"]
+    assert not tampered(store, run_id)
+    assert irctl_verify(store, run_id, team)
+
+    other = Team(tmp_path / "other")
+    engine, run_id = other.start(store)
+    other.decide(store, run_id, "t3", approve=False)
+    state = engine.execute(run_id)
+    assert state.status == "failed"
+    assert "sweep" not in other.effects()
+
+
+def irctl_verify(store: Store, run_id: str, team: Team) -> bool:
+    from irctl.transcript import verify_run
+
+    return verify_run(store, run_id, [public_key_text(team.installation)]).ok
+
+
+def _rebuild(store: Store, run_id: str, events: list[Event], team: Team) -> None:
+    """Rewrite the whole run as the holder of the installation key can: re-chain, re-seal."""
+    with store.engine.begin() as conn:
+        table = store._events
+        conn.execute(table.delete().where(table.c.run_id == run_id))
+    prev = GENESIS
+    for old in events:
+        data = old.data
+        if old.type == ev.CHECKPOINT:
+            data = seal_fields(run_id, old.seq - 1, prev, team.installation)
+        event = Event.make(run_id, old.seq, old.type, data, prev, old.ts)
+        insert(store, event)
+        prev = event.hash
+
+
+def test_a_swapped_operator_key_stops_the_run(store: Store, tmp_path: Path) -> None:
+    """An insider with the database and the installation key swaps t1's recorded key for
+    their own, approves as t1 with it, and rebuilds and re-seals the chain: every hash and
+    signature in the journal checks out, but t1's key is not the one irctl.yaml lists."""
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    team.decide(store, run_id, "t2")  # one real approval; the second is forged
+    mallory = generate_private_key(tmp_path / "mallory.key")
+    events = store.events(run_id)
+    created = events[0].data
+    created["operators"]["t1"]["key"] = public_key_text(mallory)
+    forged = sign_decision(mallory, {
+        "run": run_id, "step": "sweep", "digest": digest(store, run_id), "decision": "approve",
+        "operator": "t1", "time": ev.utcnow(), "reason": "ok", "break_glass": False,
+    })  # fmt: skip
+    forged.pop("item", None)
+    last = events[-1]
+    events.append(Event.make(run_id, last.seq + 1, "approval.granted", forged, last.hash))
+    events.append(Event.make(run_id, last.seq + 2, ev.CHECKPOINT, {}, ""))
+    _rebuild(store, run_id, events, team)
+    assert irctl_verify(store, run_id, team)  # the journal alone proves nothing wrong
+    state = engine.execute(run_id)
+    assert_stopped(team, store, run_id, state, 1)
+    assert "operator t1's key" in str(state.reason)
+
+
+def test_a_row_forged_while_an_attached_run_waits_is_caught_before_the_step(
+    store: Store, tmp_path: Path
+) -> None:
+    team = Team(tmp_path)
+    _, run_id = team.start(store)
+    attached = team.engine(store, attach=True, poll=0.05)
+    result: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: result.update(state=attached.execute(run_id)))
+    waiter.start()
+    try:
+        time.sleep(0.5)
+        team.decide(store, run_id, "t1")  # a real decision, sealed: the run keeps waiting
+        time.sleep(0.3)
+        row = forge(store, run_id, "approval.granted", {
+            "run": run_id, "step": "sweep", "digest": digest(store, run_id),
+            "decision": "approve", "operator": "t2", "time": ev.utcnow(), "reason": None,
+            "break_glass": False, "assurance": "key", "key": "", "sig": "",
+        })  # fmt: skip
+    finally:
+        waiter.join(30)
+    assert not waiter.is_alive()
+    assert_stopped(team, store, run_id, result["state"], row.seq)
+    assert "without a checkpoint signed by the installation key" in str(result["state"].reason)
+
+
+def test_decisions_from_other_processes_while_attached_still_open_the_gate(
+    store: Store, tmp_path: Path
+) -> None:
+    team = Team(tmp_path)
+    _, run_id = team.start(store)
+    attached = team.engine(store, attach=True, poll=0.05)
+    result: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: result.update(state=attached.execute(run_id)))
+    waiter.start()
+    try:
+        time.sleep(0.3)
+        team.decide(store, run_id, "t1")
+        team.decide(store, run_id, "t3")
+    finally:
+        waiter.join(30)
+    assert result["state"].status == "succeeded", result["state"].reason
+    assert team.effects() == ["halt", "sweep"]
+
+
+def test_an_operator_removed_from_irctl_yaml_no_longer_counts(
+    store: Store, tmp_path: Path
+) -> None:
+    team = Team(tmp_path)
+    _, run_id = team.start(store)
+    team.decide(store, run_id, "t1")
+    team.decide(store, run_id, "t2")
+    operators = {n: o for n, o in team.config.operators.items() if n != "t2"}
+    team.config = team.config.model_copy(update={"operators": operators})
+    state = team.engine(store).execute(run_id)
+    assert state.status == "waiting"  # t2's approval does not count any more
+    assert "sweep" not in team.effects()
+
+
+def test_a_tampered_run_is_announced_loudly_in_slack(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-guard")
+    with SlackStandIn(token="xoxb-guard") as slack:
+        slack.add_channel("incidents", bot_member=True)
+        team = Team(tmp_path, {"integrations": {"slack": {
+            "token": "env:SLACK_BOT_TOKEN", "base_url": slack.url, "channel": "#incidents",
+        }}})  # fmt: skip
+        engine, run_id = team.start(store)
+        forge(store, run_id, "approval.quorum", {
+            "step": "sweep", "digest": digest(store, run_id), "approvers": ["t1", "t2"],
+            "break_glass": False,
+        })  # fmt: skip
+        state = engine.execute(run_id)
+        assert state.status == "tampered"
+        alarms = [m for m in slack.messages("#incidents") if "TAMPERED" in m.text]
+        assert alarms, slack.render()
+        assert run_id in alarms[0].text
+    assert "sweep" not in team.effects()
+
+
+# -- through the CLI -----------------------------------------------------------------------------
+
+
+def test_resume_of_a_forged_store_exits_1_and_status_says_why(tmp_path: Path) -> None:
+    keys = {n: generate_private_key(tmp_path / "keys" / f"{n}.key") for n in TREASURY}
+    operators = "operators:\n  oncall: {roles: [security-oncall]}\n" + "".join(
+        f'  {n}: {{roles: [treasury], key: "{public_key_text(k)}"}}\n' for n, k in keys.items()
+    )
+    ws = make_workspace(tmp_path / "ws", {"sweep": RUNBOOK}, extra=operators)
+    out = tmp_path / "effects.txt"
+    started = irctl("run", "sweep", "-p", f"out={out}", "--as", "oncall", "--yes",
+                    "--unattended", "--no-wait", cwd=ws)  # fmt: skip
+    assert started.returncode == 3, started.stderr
+    run_id = run_id_from(started)
+    store = Store.open(f"sqlite:///{ws / '.irctl' / 'irctl.db'}")
+    try:
+        forge(store, run_id, "approval.quorum", {
+            "step": "sweep", "digest": digest(store, run_id), "approvers": ["t1", "t2"],
+            "break_glass": False,
+        })  # fmt: skip
+    finally:
+        store.close()
+    resumed = irctl("resume", run_id, "--unattended", "--no-wait", "--as", "oncall", cwd=ws)
+    assert resumed.returncode == 1, resumed.stderr
+    assert "was tampered with" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert recorded_keys(str(out)) == ["halt"]
+    status = irctl("status", run_id, "--json", cwd=ws)
+    assert json.loads(status.stdout)["status"] == "tampered"
+    again = irctl("resume", run_id, "--unattended", "--no-wait", "--as", "oncall", cwd=ws)
+    assert again.returncode == 1  # a resume never mends it
+    assert recorded_keys(str(out)) == ["halt"]
