@@ -55,6 +55,16 @@ class Trust:
     operators: dict[str, str | None]  # name -> public key (None: the operator has no key)
     roles: dict[str, list[str]] = field(default_factory=dict)
 
+    @classmethod
+    def of_config(cls, config: Config, source: str = "irctl.yaml") -> Trust:
+        """The trust root a loaded workspace config gives (its keys as they are now)."""
+        return cls(
+            source,
+            config.installation_key,
+            {name: op.key for name, op in config.operators.items()},
+            {name: list(op.roles) for name, op in config.operators.items()},
+        )
+
     def seal_keys(self, public_keys: list[str] | None) -> list[str] | None:
         """The installation keys to trust for the seals: ``public_keys`` and this root's."""
         if self.installation_key is None:

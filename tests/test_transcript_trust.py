@@ -413,3 +413,33 @@ def test_the_commands_are_documented() -> None:
         assert done.returncode == 0, done.stderr
         assert "Usage:" in done.stdout
     assert "--trust" in irctl("transcript", "verify", "--help", cwd=Path(__file__).parent).stdout
+
+
+def test_a_loaded_config_gives_the_same_trust_root(trial: Trial) -> None:
+    from irctl.keyring import Trust, load_trust
+    from irctl.loader import load_config
+
+    path = trial.ws / "irctl.yaml"
+    assert Trust.of_config(load_config(path), str(path)) == load_trust(path)
+
+
+def test_keys_export_needs_a_workspace_and_a_keyring_of_its_kind(
+    trial: Trial, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = irctl("keys", "export", cwd=empty)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no irctl.yaml" in done.stderr
+    other = tmp_path / "other.json"
+    other.write_text('{"kind": "irctl-evidence-pack/v1", "installation_key": null}', "utf-8")
+    done = _verify(trial.ws, trial.env, trial.run_id, "--trust", str(other))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert str(other) in " ".join(done.stderr.split())
+    as_yaml = tmp_path / "keyring.yaml"  # a keyring may be written as YAML too
+    keyring = json.loads(irctl("keys", "export", cwd=trial.ws, env=trial.env).stdout)
+    import yaml
+
+    as_yaml.write_text(yaml.safe_dump(keyring), encoding="utf-8")
+    done = _verify(trial.ws, trial.env, trial.run_id, "--trust", str(as_yaml))
+    assert done.returncode == 0, done.stdout + done.stderr
