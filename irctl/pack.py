@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.events import Event
+    from irctl.keyring import Trust
     from irctl.store import Store
     from irctl.transcript import VerifyReport
 
@@ -242,8 +243,14 @@ class _Pack:
         return [] if name in self.damaged else [problem]
 
 
-def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
+def verify_pack(
+    path: Path, public_keys: list[str] | None, trust: Trust | None = None
+) -> PackReport:
     """Verify an evidence pack offline; ``public_keys`` are the trusted installation keys.
+
+    ``trust`` (the reviewer's trust root) checks the operator keys the run
+    recorded, as :func:`irctl.transcript.verify_lines` does; its installation
+    key, if any, is trusted for the seals and the manifest too.
 
     A file that is not a zip, or a zip holding none of a pack's manifest,
     signature and journal, is not a pack: :class:`UsageError` (exit 2).  Any
@@ -268,6 +275,8 @@ def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
         problems: list[str] = list(pack.problems)
         notes: list[str] = []
         pack_key = _text(pack.read(INSTALLATION_KEY))
+        if trust is not None:
+            public_keys = trust.seal_keys(public_keys)
         trusted = public_keys
         if public_keys is not None and pack_key is not None and pack_key not in public_keys:
             problems.append(
@@ -302,10 +311,10 @@ def verify_pack(path: Path, public_keys: list[str] | None) -> PackReport:
         problems += entry_problems(archive.infolist(), written, _stamp(lines))
         problems += layout_problems(path, archive, written)
         try:
-            report = verify_lines(lines, public_keys=trusted)
+            report = verify_lines(lines, public_keys=trusted, trust=trust)
         except UsageError as exc:  # a malformed key in the pack
             problems.append(f"KEY SWAPPED: {INSTALLATION_KEY} is not a valid key ({exc})")
-            report = verify_lines(lines, public_keys=None)
+            report = verify_lines(lines, public_keys=None, trust=trust)
         if not lines:
             problems += pack.missing(EVENTS, f"DELETED: {EVENTS} is missing or empty")
         else:

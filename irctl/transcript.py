@@ -18,8 +18,10 @@ pass that:
   the digest of the inputs it records; each decision is for this run, by an
   operator recorded at run start, for the digest of the step's latest request,
   and (assurance ``key``) signed by that operator's key *as recorded at run
-  start*; each ``approval.quorum`` names operators whose first valid decision
-  for that digest was an approval and who satisfy the recorded policy; and a
+  start* (with a trust root, :class:`~irctl.keyring.Trust`, that recorded key
+  must also be the key the reviewer trusts, or the decision does not count);
+  each ``approval.quorum`` names operators whose first valid decision for that
+  digest was an approval and who satisfy the recorded policy; and a
   step that asked for approval starts only after its quorum, with that digest.
 
 The report names the first event that cannot be trusted.  Exports are views
@@ -44,6 +46,7 @@ from irctl import events as ev
 from irctl.errors import IrctlError, UsageError
 from irctl.events import GENESIS, Event, checkpoint_message
 from irctl.identity import load_public_key, public_key_text, sign, verify
+from irctl.keyring import KeyFinding, Trust
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -193,6 +196,11 @@ class VerifyReport:
     vouches for them.  ``decisions`` has every decision as checked, and
     ``operator_keys`` the keys ``run.created`` recorded, which decisions are
     checked against: compare them with the keys your operators really hold.
+
+    ``trust`` names the trust root the keys were checked against (``--trust``),
+    ``key_findings`` every recorded key that is not the trusted one; without a
+    trust root, ``own_word`` names the operators whose recorded keys were taken
+    on the transcript's own word.
     """
 
     ok: bool
@@ -216,6 +224,9 @@ class VerifyReport:
     break_glass: list[str] = field(default_factory=list)
     decisions: list[ApprovalCheck] = field(default_factory=list)
     operator_keys: dict[str, str | None] = field(default_factory=dict)  # as at run start
+    trust: str | None = None
+    key_findings: list[KeyFinding] = field(default_factory=list)
+    own_word: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -245,10 +256,11 @@ class VerifyReport:
             return f"NOT verified: {len(self.problems)} problem(s){where}"
         keys = ", ".join(self.keys) or "no key"
         approvals = self.approvals_summary()
+        checked = f"; keys checked against {self.trust}" if self.trust else ""
         return (
             f"verified: {self.events} events, {self.checkpoints} checkpoints, "
             f"sealed by {keys}, runbook {self.runbook_digest}"
-        ) + (f"; {approvals}" if approvals else "")
+        ) + (f"; {approvals}" if approvals else "") + checked
 
 
 @dataclass(order=True)
@@ -267,8 +279,10 @@ class _Verifier:
     :meth:`general`, which finds and words the problems.
     """
 
-    def __init__(self, public_keys: list[str] | None) -> None:
+    def __init__(self, public_keys: list[str] | None, trust: Trust | None = None) -> None:
         self.trusted = public_keys is not None
+        self.trust = trust
+        self.foreign_seals: list[str] = []  # keys of checkpoints refused as not trusted
         self.keys: dict[str, Ed25519PublicKey | None] = {}
         if public_keys is not None:
             for text in public_keys:
@@ -568,6 +582,8 @@ class _Verifier:
                 self.problem(n, f"{me}: {key[:60]!r} is not a valid Ed25519 public key")
             return known
         if self.trusted:
+            if key not in self.foreign_seals:
+                self.foreign_seals.append(key)
             self.problem(
                 n,
                 f"{me}: is signed by {key[:60]}, which is not a trusted key "
@@ -588,6 +604,12 @@ class _Verifier:
     def finish(self) -> VerifyReport:
         self.settle_pending(None)
         notes: list[str] = []
+        findings = self.key_findings()
+        for finding in findings:
+            # run.created recorded a key the reviewer does not trust (an operator the trust
+            # root does not know counts against the run only through their decisions)
+            if self.trust is not None and finding.kind != "absent":
+                self.problem(1, finding.text(self.trust.source), 1)
         chain = sorted(self.problems)
         tail: list[_Problem] = []
         unsealed: list[int] = []  # lines, last first
@@ -646,11 +668,25 @@ class _Verifier:
             unchecked_approvals=approvals.unchecked,
             break_glass=list(approvals.break_glass),
             decisions=approvals.checks,
-            operator_keys={
-                name: op.get("key") if isinstance(op.get("key"), str) else None
-                for name, op in (approvals.operators or {}).items()
-            },
-        )
+            operator_keys=approvals.recorded_keys(),
+            trust=self.trust.source if self.trust is not None else None,
+            key_findings=findings,
+            own_word=[] if self.trust is not None else sorted(
+                name for name, key in approvals.recorded_keys().items() if key is not None
+            ),
+        )  # fmt: skip
+
+    def key_findings(self) -> list[KeyFinding]:
+        """Each recorded key that is not the trust root's (none without a trust root)."""
+        if self.trust is None:
+            return []
+        found = list(self.approvals.findings)
+        if self.trust.installation_key is not None:
+            found += [
+                KeyFinding("installation", None, key, self.trust.installation_key)
+                for key in self.foreign_seals
+            ]
+        return found
 
 
 # Event types that always take the general path (they are checked beyond the chain).
@@ -705,6 +741,36 @@ class _Approvals:
         self.unchecked = 0
         self.break_glass: list[str] = []
         self.notes: list[str] = []
+        # operators whose recorded key is not the trust root's: their decisions do not count
+        self.untrusted: dict[str, KeyFinding] = {}
+        self.findings: list[KeyFinding] = []  # all of them, by operator
+
+    def recorded_keys(self) -> dict[str, str | None]:
+        """Each operator's key as ``run.created`` recorded it (None: no key)."""
+        return {
+            name: op.get("key") if isinstance(op.get("key"), str) else None
+            for name, op in (self.operators or {}).items()
+        }
+
+    def check_trust(self, trust: Trust) -> None:
+        """Compare the recorded operators' keys and roles with the trust root's (once, at
+        run.created); an operator with a finding has none of their decisions counted."""
+        operators = self.operators or {}
+        for name, recorded in sorted(self.recorded_keys().items()):
+            found: list[KeyFinding] = []
+            if name not in trust.operators:
+                found.append(KeyFinding("absent", name, recorded, None))
+            else:
+                if trust.operators[name] != recorded:
+                    found.append(KeyFinding("operator", name, recorded, trust.operators[name]))
+                given = operators[name].get("roles")
+                roles = sorted({str(r) for r in given}) if isinstance(given, list) else []
+                trusted = sorted(set(trust.roles.get(name, [])))
+                if roles != trusted:
+                    found.append(KeyFinding("roles", name, roles, trusted))
+            if found:
+                self.untrusted[name] = found[0]
+                self.findings += found
 
     def created(self, data: dict[str, Any]) -> None:
         """Take the operators snapshot from ``run.created`` (event 1)."""
@@ -724,6 +790,8 @@ class _Approvals:
             operators = {}
         self.operators = operators
         self.glass_roles = list(roles) if isinstance(roles, list) else []
+        if self.v.trust is not None:
+            self.check_trust(self.v.trust)
 
     def event(self, n: int, seq: int, kind: str, data: dict[str, Any]) -> None:
         while self.deferred:
@@ -867,6 +935,10 @@ class _Approvals:
         operator = operators.get(who)
         if not isinstance(operator, dict):
             return f"{me}: {who} is not one of the operators recorded at run start"
+        untrusted = self.untrusted.get(who)
+        if untrusted is not None and self.v.trust is not None:
+            untrusted.decisions += 1
+            return f"{me} does not count: {untrusted.why(self.v.trust.source)}"
         assurance = data.get("assurance")
         if assurance == "key":
             recorded = operator.get("key")
@@ -1196,8 +1268,12 @@ def _scan(raw: bytes) -> _Scanned:
     return digest, None, None, None, None
 
 
-def _verify(items: Iterable[tuple[bytes, _Scanned]], public_keys: list[str] | None) -> VerifyReport:
-    verifier = _Verifier(public_keys)
+def _verify(
+    items: Iterable[tuple[bytes, _Scanned]], public_keys: list[str] | None, trust: Trust | None
+) -> VerifyReport:
+    if trust is not None:
+        public_keys = trust.seal_keys(public_keys)
+    verifier = _Verifier(public_keys, trust)
     feed = verifier.feed
     for raw, scanned in items:
         feed(raw, scanned)
@@ -1312,31 +1388,42 @@ def _collect(child: tuple[int, int]) -> list[_Scanned] | None:
     return result if isinstance(result, list) else None
 
 
-def verify_lines(lines: Iterable[str], *, public_keys: list[str] | None) -> VerifyReport:
+def verify_lines(
+    lines: Iterable[str], *, public_keys: list[str] | None, trust: Trust | None = None
+) -> VerifyReport:
     """Verify a transcript given as its lines (one event each; a trailing newline is ignored).
 
     ``public_keys`` are the trusted ``ed25519:...`` keys; ``None`` accepts the key
-    each checkpoint carries (reported as weaker).  Raises :class:`UsageError` for
-    a malformed trusted key; everything wrong with the transcript is in the report.
+    each checkpoint carries (reported as weaker).  ``trust`` is the reviewer's
+    trust root (:func:`irctl.keyring.load_trust`): the operator keys recorded at
+    run start are checked against it, and a decision by an operator whose
+    recorded key (or roles) is not the trusted one does not count, and its
+    installation key, if it names one, is trusted for the seals as well.
+    Raises :class:`UsageError` for a malformed trusted key; everything wrong
+    with the transcript is in the report.
     """
-    return _verify(_split(lines), public_keys)
+    return _verify(_split(lines), public_keys, trust)
 
 
-def verify_run(store: Store, run_id: str, public_keys: list[str] | None) -> VerifyReport:
+def verify_run(
+    store: Store, run_id: str, public_keys: list[str] | None, trust: Trust | None = None
+) -> VerifyReport:
     """Verify a run as stored (the stored lines, re-hashed; the hash column is not trusted)."""
     if store.get_run(run_id) is None:
         raise UsageError(f"no run {run_id!r}; see 'irctl runs list'")
     _Verifier(public_keys)  # a bad trusted key fails before the run is read
     raws = [_encode_line(line) for line in store.lines(run_id)]
-    return _verify(_scan_lines(raws), public_keys)
+    return _verify(_scan_lines(raws), public_keys, trust)
 
 
-def verify_file(path: Path, public_keys: list[str] | None) -> VerifyReport:
+def verify_file(
+    path: Path, public_keys: list[str] | None, trust: Trust | None = None
+) -> VerifyReport:
     """Verify an exported transcript file (``.jsonl``) or an evidence pack (``.zip``)."""
     if path.suffix.lower() == ".zip":
         from irctl.pack import verify_pack  # the pack's own checks, then this journal's
 
-        return verify_pack(path, public_keys).combined()
+        return verify_pack(path, public_keys, trust).combined()
     try:
         content = path.read_bytes()
     except FileNotFoundError as exc:
@@ -1346,7 +1433,7 @@ def verify_file(path: Path, public_keys: list[str] | None) -> VerifyReport:
     raw_lines = content.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
-    return _verify(_scan_lines(raw_lines), public_keys)
+    return _verify(_scan_lines(raw_lines), public_keys, trust)
 
 
 def _decode(raw: bytes) -> str | None:

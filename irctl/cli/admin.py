@@ -1,5 +1,6 @@
-"""``irctl init``, ``irctl keys generate`` and ``irctl demo``."""
+"""``irctl init``, ``irctl keys generate|export`` and ``irctl demo``."""
 
+import sys
 from pathlib import Path
 
 import typer
@@ -108,6 +109,63 @@ def keys_generate_command(
     err.print(f"private key written to {path} (mode 0600); keep it off shared machines")
     err.print("add to irctl.yaml under operators:")
     out.print(f'  {operator}: {{roles: [], key: "{public_key_text(key)}"}}')
+
+
+@keys_app.command("export")
+def keys_export_command(
+    output: str = typer.Option(
+        "-", "--output", "-o", help="The keyring file to write, or '-' for stdout."
+    ),
+) -> None:
+    """Export the workspace's public keys as a keyring a reviewer verifies transcripts with.
+
+    The keyring is canonical JSON (sorted keys, two-space indent): the
+    installation key and each operator's key and roles from irctl.yaml, nothing
+    secret.  The same irctl.yaml always exports the same bytes; its SHA-256
+    fingerprint is printed on stderr, so a reviewer can confirm over another
+    channel that the keyring they received is yours.  Give it to
+    'irctl transcript verify RUN|FILE --trust KEYRING'.
+
+    Examples:
+
+      irctl keys export -o keyring.json
+
+      irctl keys export | sha256sum
+    """
+    from irctl.keyring import fingerprint, keyring_text
+    from irctl.workspace import CONFIG_NAME, Workspace
+
+    workspace = Workspace.find()
+    if workspace.config_path is None:
+        raise UsageError(
+            f"no {CONFIG_NAME} in {workspace.root} or a folder above: the keyring is exported "
+            "from a workspace's irctl.yaml (run it there, or set IRCTL_WORKSPACE)"
+        )
+    if not output.strip():
+        raise UsageError("-o needs a file name, or '-' for stdout")
+    installation = workspace.public_key()
+    config = workspace.config
+    if installation is None and not any(op.key for op in config.operators.values()):
+        raise UsageError(
+            f"{workspace.config_path} names no installation key and no operator key: "
+            "there is nothing to export"
+        )
+    text = keyring_text(config, installation)
+    if output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror}") from exc
+    keyed = sum(1 for op in config.operators.values() if op.key)
+    where = "" if output == "-" else f" to {escape(output)}"
+    err.print(
+        f"wrote the keyring of {escape(str(workspace.config_path))}{where}: installation key "
+        f"{'yes' if installation else 'none'}, {keyed} operator key(s); "
+        f"fingerprint {fingerprint(text)}"
+    )
 
 
 @app.command("demo")

@@ -17,6 +17,7 @@ from irctl.errors import UsageError, VerificationFailed
 
 if TYPE_CHECKING:
     from irctl.events import Event
+    from irctl.keyring import Trust
     from irctl.transcript import VerifyReport
     from irctl.workspace import Workspace
 
@@ -59,6 +60,16 @@ def _trusted_keys(values: list[str] | None, workspace: "Workspace | None") -> li
         workspace = _workspace()
     key = workspace.public_key()
     return [key] if key else None
+
+
+def _seal_keys(
+    values: list[str] | None, workspace: "Workspace | None", trust: "Trust | None"
+) -> list[str] | None:
+    """The installation keys to check seals with: a trust root's own installation key
+    replaces the workspace's (``--key`` values are trusted as well)."""
+    if trust is not None and trust.installation_key is not None and not values:
+        return None  # the verifier adds the trust root's key
+    return _trusted_keys(values, workspace)
 
 
 def _events(workspace: "Workspace", run_id: str) -> "tuple[str, list[Event]]":
@@ -240,6 +251,17 @@ def verify(
             metavar="S3_URL|FILE",
         ),
     ] = None,
+    trust: Annotated[
+        str | None,
+        typer.Option(
+            "--trust",
+            help="Check the recorded operator keys and the installation key against keys you "
+            "trust: an irctl.yaml (installation_key, operators.<name>.key) or a keyring from "
+            "'irctl keys export'. Each key that differs is named, and a decision signed with "
+            "a key you do not trust does not count (exit 1).",
+            metavar="FILE",
+        ),
+    ] = None,
     ended: Annotated[
         bool,
         typer.Option(
@@ -260,6 +282,11 @@ def verify(
     recorded inputs, every quorum against the decisions and the policy.
     Break-glass approvals are reported loudly.
 
+    Those recorded keys are the transcript's own word: whoever holds the
+    installation key can replace them and re-seal.  --trust FILE checks them
+    against keys you trust (an irctl.yaml, or 'irctl keys export'); without
+    it, the output names the keys that were taken on the transcript's word.
+
     Examples:
 
       irctl transcript verify r-20261121-0300-ab12
@@ -273,8 +300,20 @@ def verify(
       irctl transcript verify r-2026 --anchor s3://exchange-ir-anchors/irctl/anchors
 
       irctl transcript verify incident-4411.jsonl --key installation.pub --ended
+
+      irctl transcript verify incident-4411.zip --trust irctl.yaml
+
+      irctl transcript verify r-2026 --trust keyring.json --json
     """
     from irctl.transcript import verify_file, verify_lines, verify_run
+
+    root = None
+    if trust is not None:
+        from irctl.keyring import load_trust
+
+        if not trust.strip():
+            raise UsageError("--trust needs a file: an irctl.yaml or a keyring")
+        root = load_trust(Path(trust).expanduser())
 
     path = Path(target)
     lines: list[str] | None = None
@@ -291,12 +330,12 @@ def verify(
         if path.suffix.lower() == ".zip":
             from irctl.pack import verify_pack
 
-            found = verify_pack(path, _trusted_keys(key, None))
+            found = verify_pack(path, _seal_keys(key, None, root), root)
             report = found.combined()
             source = f"{path} (evidence pack, {found.files} files)"
             lines = found.lines  # the journal as checked, for --anchor
         else:
-            report = verify_file(path, _trusted_keys(key, None))
+            report = verify_file(path, _seal_keys(key, None, root), root)
             source = str(path)
             if anchor:
                 text = path.read_text(encoding="utf-8", errors="surrogateescape")
@@ -306,7 +345,7 @@ def verify(
     else:
         workspace = _workspace()
         run = workspace.reader.find_run(target)
-        report = verify_run(workspace.reader, run.id, _trusted_keys(key, workspace))
+        report = verify_run(workspace.reader, run.id, _seal_keys(key, workspace, root), root)
         source = f"run {run.id}"
         if anchor:
             lines = list(workspace.reader.lines(run.id))
@@ -387,6 +426,31 @@ def _print_verify(source: str, report: "VerifyReport") -> None:
         )
     for note in report.notes:
         out.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
+    if report.trust is not None:
+        for finding in report.key_findings:
+            text = finding.text(report.trust)
+            if text not in report.problems:  # an operator who made no decision here
+                out.print(f"[yellow]note:[/yellow] {escape(text)}", soft_wrap=True)
+    own = _own_word(report)
+    if own:
+        out.print(f"[yellow]{escape(own)}[/yellow]", soft_wrap=True)
+
+
+def _own_word(report: "VerifyReport") -> str:
+    """Which keys were trusted only because the transcript says so (empty if none)."""
+    parts: list[str] = []
+    if report.own_word:
+        parts.append(f"operator keys of {', '.join(report.own_word)} (recorded at run start)")
+    if not report.trusted and report.keys:
+        parts.append("the installation key (carried by its checkpoints)")
+    if not parts:
+        return ""
+    fix = (
+        "pass --trust irctl.yaml to check them"
+        if report.trust is None
+        else f"{report.trust} names no installation key: pass --key to check it"
+    )
+    return f"trusted on the transcript's own word: {' and '.join(parts)} — {fix}"
 
 
 # -- export ----------------------------------------------------------------------------------
