@@ -305,3 +305,146 @@ def test_binary_and_infinite_values_are_refused_and_dates_stay_text(workspace: P
         "finite",
         "1 file checked, 3 problems",
     ]
+
+
+HUGE = "9" * 5000  # past the 4,300 digits Python reads into a whole number
+
+HUGE_RUNBOOK = f"""\
+irctl: 1
+id: huge
+title: Huge numbers
+objectives: {{contain: {HUGE}}}
+params:
+  count: {{type: integer, default: {HUGE}}}
+  limit: {{type: number, minimum: {HUGE}, maximum: -{HUGE}}}
+approvals:
+  pair: {{quorum: {HUGE}, deny: {HUGE}, groups: [{{roles: [a], min: {HUGE}}}]}}
+steps:
+  - id: one
+    action: notify.console
+    with: {{message: hi, level: {HUGE}}}
+    retry: {{attempts: {HUGE}}}
+    max_parallel: {HUGE}
+    timeout: {HUGE}
+"""
+
+
+def _huge_at(line: str, path: str, written: str = "99999999999999999999... (5,000") -> str:
+    return (
+        f"{line}: {path}: the whole number {written} characters) is too "
+        "large: irctl reads whole numbers up to 2**256 - 1 (78 digits), either side of zero"
+    )
+
+
+def test_a_whole_number_too_large_to_read_is_located_in_a_runbook(workspace: Path) -> None:
+    path = workspace / "runbooks" / "huge.yaml"
+    path.write_text(HUGE_RUNBOOK)
+    done = irctl("validate", "runbooks/huge.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    places = [
+        ("4:23", "objectives.contain"),
+        ("6:35", "params.count.default"),
+        ("7:34", "params.limit.minimum"),
+        ("7:5045", "params.limit.maximum", "-9999999999999999999... (5,001"),
+        ("9:18", "approvals.pair.quorum"),
+        ("9:5026", "approvals.pair.deny"),
+        ("9:10055", "approvals.pair.groups[0].min"),
+        ("13:32", "steps[0].with.level"),
+        ("14:23", "steps[0].retry.attempts"),
+        ("15:19", "steps[0].max_parallel"),
+        ("16:14", "steps[0].timeout"),
+    ]
+    assert lines == [
+        *(_huge_at(f"runbooks/huge.yaml:{at}", *where) for at, *where in places),
+        f"1 file checked, {len(places)} problems",
+    ]
+    # every command that loads the runbook says the same, and no command fails on it
+    done = irctl("plan", "runbooks/huge.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert _huge_at("runbooks/huge.yaml:14:23", "steps[0].retry.attempts") in done.stderr
+
+
+def test_a_whole_number_too_large_to_read_is_located_in_a_drill_and_the_config(
+    workspace: Path,
+) -> None:
+    drill = workspace / "drills" / "quarterly.yaml"
+    text = drill.read_text().replace("within: 5m", f"within: {HUGE}")
+    drill.write_text(text.replace("at: 0m", f"at: {HUGE}").replace("ethereum,", f"{HUGE},"))
+    config = workspace / "irctl.yaml"
+    config.write_text(
+        config.read_text()
+        + f"  big: {HUGE}\n  listed: [1, 0x{'f' * 65}]\n"
+        + f"integrations:\n  evm:\n    confirmations: {{ethereum: {HUGE}}}\n    {HUGE[:1000]}: 1\n"
+    )
+    done = irctl("validate", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    hex_text = f"0x{'f' * 18}... (67 characters)"
+    assert lines == [
+        _huge_at("drills/quarterly.yaml:8:17", "params.chain"),
+        _huge_at("drills/quarterly.yaml:11:9", "injects[0].at"),
+        _huge_at("drills/quarterly.yaml:15:13", "objectives[0].within"),
+        _huge_at("irctl.yaml:8:8", "vars.big"),
+        "irctl.yaml:9:15: vars.listed[1]: the whole number " + hex_text + " is too large: "
+        "irctl reads whole numbers up to 2**256 - 1 (78 digits), either side of zero",
+        _huge_at("irctl.yaml:12:31", "integrations.evm.confirmations.ethereum"),
+        "irctl.yaml:13:5: integrations.evm: key: the whole number 99999999999999999999... "
+        "(1,000 characters) is too large: irctl reads whole numbers up to 2**256 - 1 "
+        "(78 digits), either side of zero",
+        "3 files checked, 7 problems",
+    ]
+    # a command that reads irctl.yaml reports it the same way
+    done = irctl("plan", "runbooks/contain.yaml", "-p", "chain=ethereum", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert _huge_at(f"{workspace / 'irctl.yaml'}:8:8", "vars.big") in done.stderr
+
+
+def test_numbers_past_a_fields_bound_are_refused(workspace: Path) -> None:
+    path = workspace / "runbooks" / "bounds.yaml"
+    path.write_text(
+        "irctl: 1\nid: bounds\ntitle: Bounds\n"
+        "params:\n  limit: {type: number, minimum: .inf, maximum: '-inf'}\n"
+        "approvals:\n  pair: {quorum: 101, deny: 101, groups: [{roles: [a], min: 101}]}\n"
+        "steps:\n  - id: one\n    action: notify.console\n    with: {message: hi}\n"
+        "    retry: {attempts: 101}\n    max_parallel: 1001\n"
+    )
+    done = irctl("validate", "runbooks/bounds.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "runbooks/bounds.yaml:5:34: params.limit.minimum: inf is not supported; numbers must "
+        "be finite",
+        "runbooks/bounds.yaml:5:49: params.limit.maximum: input should be a finite number",
+        "runbooks/bounds.yaml:7:18: approvals.pair.quorum: must be at most 100, got 101",
+        "runbooks/bounds.yaml:7:29: approvals.pair.deny: must be at most 100, got 101",
+        "runbooks/bounds.yaml:7:61: approvals.pair.groups[0].min: must be at most 100, got 101",
+        "runbooks/bounds.yaml:12:23: steps[0].retry.attempts: must be at most 100, got 101",
+        "runbooks/bounds.yaml:13:19: steps[0].max_parallel: must be at most 1000, got 1001",
+        "1 file checked, 7 problems",
+    ]
+
+
+def test_a_param_too_large_is_refused_on_the_command_line(workspace: Path) -> None:
+    (workspace / "runbooks" / "count.yaml").write_text(
+        "irctl: 1\nid: count\ntitle: Count\n"
+        "params:\n  count: {type: integer}\n  sizes: {type: list, items: number, default: []}\n"
+        "steps:\n  - id: one\n    action: notify.console\n"
+        "    with: {message: '{{ params.count }}'}\n"
+    )
+    done = irctl("plan", "runbooks/count.yaml", "-p", f"count={HUGE}", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        "error: param 'count': '999999999999999999999999999999999999999999999999999999999...' "
+        "is too large: a whole number is at most 2**256 - 1 (78 digits), either side of zero\n"
+    )
+    done = irctl(
+        "plan", "runbooks/count.yaml", "-p", "count=1", "-p", f"sizes=[1, {HUGE}]", cwd=workspace
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: param 'sizes': '999999999" in done.stderr
+    assert "is too large: a whole number is at most 2**256 - 1" in done.stderr
+    done = irctl(
+        "plan", "runbooks/count.yaml", "-p", "count=1", "-p", "sizes=[1e999]", cwd=workspace
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == "error: param 'sizes': '1e999' is not a finite number\n"
