@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -448,3 +449,64 @@ def test_a_param_too_large_is_refused_on_the_command_line(workspace: Path) -> No
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr == "error: param 'sizes': '1e999' is not a finite number\n"
+
+
+# Templates the sandbox refuses whatever the values are, and the name each is refused for.
+REFUSED_TEMPLATES = [
+    ("{{ params.x.__class__ }}", "__class__"),
+    ("{{ cycler.__init__ }}", "__init__"),
+    ("{{ params.x.__globals__ }}", "__globals__"),
+    ("{{ params['__class__'] }}", "__class__"),
+    ("{{ ''.mro }}", "mro"),
+    ("{{ params.x.mro() }}", "mro"),
+    ("{{ params.x.gi_frame }}", "gi_frame"),
+    ("{{ params.x.f_locals }}", "f_locals"),
+    ("{{ params.x.func_globals }}", "func_globals"),
+    ("{{ params.x._private }}", "_private"),
+    ("{{ '{0.__class__}'.format(params.x) }}", "__class__"),
+    ("{{ '{x[__globals__]}'.format_map(params) }}", "__globals__"),
+    ("{{ params|attr('__class__') }}", "__class__"),
+    ("{{ [params]|map(attribute='x.__class__')|list }}", "__class__"),
+    ("{{ [params]|selectattr('__dict__')|list }}", "__dict__"),
+    ("{{ [1].append(2) }}", "append"),
+    ("{% for c in ().__class__.__subclasses__() %}{{ c }}{% endfor %}", "__subclasses__"),
+]
+
+
+def test_templates_the_sandbox_refuses_are_refused_by_validate(workspace: Path) -> None:
+    inputs = "".join(f"      - {json.dumps(source)}\n" for source, _ in REFUSED_TEMPLATES)
+    (workspace / "runbooks" / "escape.yaml").write_text(
+        "irctl: 1\nid: escape\ntitle: Escape\nparams:\n  x: {type: string, default: a}\n"
+        "steps:\n  - id: one\n    action: shell.exec\n    with:\n      argv:\n" + inputs
+    )
+    done = irctl("validate", "runbooks/escape.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for index, (_, name) in enumerate(REFUSED_TEMPLATES):
+        where = f"runbooks/escape.yaml:{11 + index}:9: steps[0].with.argv[{index}]"
+        assert f"{where}: template uses '{name}', which the sandbox refuses" in lines
+    assert lines[-1].startswith("1 file checked, ")
+    # what the sandbox allows still validates: a mapping's key read as a key, str.format
+    (workspace / "runbooks" / "fine.yaml").write_text(
+        "irctl: 1\nid: fine\ntitle: Fine\nparams:\n  x: {type: string, default: a}\n"
+        "steps:\n  - id: one\n    action: shell.exec\n    with:\n      argv:\n"
+        "      - \"{{ params['x'] }} {{ '{0}-{1[x]}'.format(params.x, params) }}\"\n"
+        "      - \"{{ [params]|map(attribute='x')|join }} {{ params.x.upper() }}\"\n"
+        "      - \"{{ steps }} {{ {'_id': 1}['_id'] }} {{ [1] + [2] }}\"\n"
+    )
+    done = irctl("validate", "runbooks/fine.yaml", cwd=workspace)
+    assert done.stdout == "1 file checked, 0 problems\n", done.stdout + done.stderr
+
+
+def test_what_validate_refuses_the_sandbox_refuses_when_it_renders() -> None:
+    from irctl.render import RenderError, render_string
+
+    values: dict[str, Any] = {
+        "x": "a", "_private": 1, "__class__": 2, "__globals__": 3, "mro": 4, "gi_frame": 5,
+        "f_locals": 6, "func_globals": 7, "__dict__": 8,
+    }  # fmt: skip
+    # even a mapping that holds every refused name as a key gives none of them away
+    for source, _ in REFUSED_TEMPLATES:
+        with pytest.raises(RenderError, match="is not allowed"):
+            render_string(source, {"params": {**values, "x": values}})
+    assert render_string("{{ params['_private'] }}", {"params": values}) == 1
