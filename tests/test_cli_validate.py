@@ -510,3 +510,20 @@ def test_what_validate_refuses_the_sandbox_refuses_when_it_renders() -> None:
         with pytest.raises(RenderError, match="is not allowed"):
             render_string(source, {"params": {**values, "x": values}})
     assert render_string("{{ params['_private'] }}", {"params": values}) == 1
+
+
+def test_an_actions_numbers_past_their_bound_are_refused(workspace: Path) -> None:
+    (workspace / "runbooks" / "codes.yaml").write_text(
+        "irctl: 1\nid: codes\ntitle: Codes\nsteps:\n"
+        "  - id: one\n    action: shell.exec\n    with: {argv: ['true'], expect_exit: [0, 256]}\n"
+        "  - id: two\n    action: wait.until\n"
+        "    with: {url: 'https://example.com', expect_status: [200, 2000]}\n"
+    )
+    done = irctl("validate", "runbooks/codes.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "runbooks/codes.yaml:7:45: steps[0].with.expect_exit[1]: must be at most 255, got 256",
+        "runbooks/codes.yaml:10:61: steps[1].with.expect_status[1]: must be at most 599, "
+        "got 2000",
+        "1 file checked, 2 problems",
+    ]
