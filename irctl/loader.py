@@ -25,6 +25,7 @@ only when a runbook names one of their actions.  :func:`parse_params` and
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +102,28 @@ def _too_large(text: str) -> str:
     )
 
 
+#: A whole number as YAML writes one: decimal, 0b binary, 0x hex, 0 octal or base 60 (1:30).
+_WHOLE = re.compile(r"[-+]?(0b[01_]+|0x[0-9a-fA-F_]+|0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])*)")
+
+
 def _int_or_problem(loader: Any, node: yaml.ScalarNode) -> tuple[Any, str | None]:
-    """An int-tagged scalar as its number, or None and why it is refused (too large)."""
+    """An int-tagged scalar as its number, or None and why it is refused (too large, or not a
+    whole number at all: ``!!int abc``)."""
+    if not _WHOLE.fullmatch(node.value):
+        return None, f"{show(node.value)} is not a whole number; remove the !!int tag or fix it"
     if len(node.value) > _NUMBER_TEXT:
         return None, _too_large(node.value)
-    try:
+    try:  # at most _NUMBER_TEXT characters: far below Python's limit of 4,300 digits
         value = loader.construct_object(node, deep=True)
-    except ValueError:  # past Python's limit on reading whole numbers from text
-        return None, _too_large(node.value)
+    except ValueError:  # !!int 08: not octal
+        return None, f"{show(node.value)} is not a whole number; remove the !!int tag or fix it"
     if isinstance(value, int) and abs(value) > MAX_INTEGER:
         return None, _too_large(node.value)
     return value, None
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
 
 
 class _TooLarge(Exception):
@@ -131,7 +143,13 @@ def _json_scalar(loader: Any, node: yaml.ScalarNode, loc: Loc, doc: Document) ->
             doc.add(loc, problem)
             doc.refuse(loc)  # nothing that follows reports this value a second time
         return value
-    value = loader.construct_object(node, deep=True)
+    try:
+        value = loader.construct_object(node, deep=True)
+    except (ValueError, KeyError, TypeError):  # an explicit tag the text does not fit
+        tag = _tag_name(node.tag)
+        doc.add(loc, f"{show(node.value)} is not a valid {tag} value; remove the tag or fix it")
+        doc.refuse(loc)
+        return None
     if isinstance(value, bytes):
         doc.add(loc, "binary values (!!binary) are not supported; write the value as text")
         return node.value  # the text, so checks that follow do not report it a second time
@@ -185,7 +203,13 @@ def _build_mapping(
                 doc.add(loc, f"key: {problem}", at=_mark(key_node))
                 continue
         else:
-            key = _scalar(loader, key_node)
+            try:
+                key = _scalar(loader, key_node)
+            except (ValueError, KeyError, TypeError):  # an explicit tag the text does not fit
+                tag = _tag_name(key_node.tag)
+                problem = f"{show(key_node.value)} is not a valid {tag} value; remove the tag"
+                doc.add(loc, f"key: {problem} or fix it", at=_mark(key_node))
+                continue
         try:
             hash(key)
         except TypeError:

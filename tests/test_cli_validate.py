@@ -527,3 +527,26 @@ def test_an_actions_numbers_past_their_bound_are_refused(workspace: Path) -> Non
         "got 2000",
         "1 file checked, 2 problems",
     ]
+
+
+def test_an_explicit_tag_the_value_does_not_fit_is_located(workspace: Path) -> None:
+    (workspace / "runbooks" / "tags.yaml").write_text(
+        "irctl: 1\nid: tags\ntitle: Tags\nsteps:\n  - id: one\n    action: shell.exec\n"
+        "    with:\n      argv: [!!int abc, !!float abc, !!bool maybe, !!int '08']\n"
+        "      !!float key: 1\n"
+    )
+    done = irctl("validate", "runbooks/tags.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "runbooks/tags.yaml:8:14: steps[0].with.argv[0]: 'abc' is not a whole number; remove "
+        "the !!int tag or fix it",
+        "runbooks/tags.yaml:8:25: steps[0].with.argv[1]: 'abc' is not a valid !!float value; "
+        "remove the tag or fix it",
+        "runbooks/tags.yaml:8:38: steps[0].with.argv[2]: 'maybe' is not a valid !!bool value; "
+        "remove the tag or fix it",
+        "runbooks/tags.yaml:8:52: steps[0].with.argv[3]: '08' is not a whole number; remove "
+        "the !!int tag or fix it",
+        "runbooks/tags.yaml:9:7: steps[0].with: key: 'key' is not a valid !!float value; "
+        "remove the tag or fix it",
+        "1 file checked, 5 problems",
+    ]
