@@ -217,6 +217,8 @@ def _coerce_param(spec: Param, text: str) -> object:
             value = json.loads(text, parse_int=_whole, parse_float=_finite, parse_constant=_finite)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{show(text)} is not a JSON list: {exc.msg}") from None
+        except RecursionError:
+            raise ValueError(f"{show(text)} nests lists too deeply; give a flat list") from None
         if not isinstance(value, list):
             raise ValueError(f"{show(text)} is not a JSON list")
         return [_coerce(items, v) if isinstance(v, str) and items != "string" else v for v in value]

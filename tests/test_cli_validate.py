@@ -449,6 +449,12 @@ def test_a_param_too_large_is_refused_on_the_command_line(workspace: Path) -> No
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr == "error: param 'sizes': '1e999' is not a finite number\n"
+    deep = "[" * 10_000 + "]" * 10_000
+    done = irctl(
+        "plan", "runbooks/count.yaml", "-p", "count=1", "-p", f"sizes={deep}", cwd=workspace
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.endswith("nests lists too deeply; give a flat list\n")
 
 
 # Templates the sandbox refuses whatever the values are, and the name each is refused for.
@@ -523,8 +529,7 @@ def test_an_actions_numbers_past_their_bound_are_refused(workspace: Path) -> Non
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout.splitlines() == [
         "runbooks/codes.yaml:7:45: steps[0].with.expect_exit[1]: must be at most 255, got 256",
-        "runbooks/codes.yaml:10:61: steps[1].with.expect_status[1]: must be at most 599, "
-        "got 2000",
+        "runbooks/codes.yaml:10:61: steps[1].with.expect_status[1]: must be at most 599, got 2000",
         "1 file checked, 2 problems",
     ]
 
