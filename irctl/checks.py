@@ -193,10 +193,8 @@ def _format_refused(text: str, depth: int = 0) -> list[str]:
 
 
 def _call_refused(node: Any) -> list[str]:
-    """Names a call makes the sandbox refuse: ``'{0.__class__}'.format(x)``, and a method that
-    changes a list or mapping written in the template (``[1].append(2)``)."""
+    """Names a call makes the sandbox refuse: ``'{0.__class__}'.format(x)``."""
     from jinja2 import nodes
-    from jinja2.sandbox import modifies_known_mutable
 
     method = node.node
     if not isinstance(method, nodes.Getattr):
@@ -204,12 +202,19 @@ def _call_refused(node: Any) -> list[str]:
     text = _const_text(method.node)
     if text is not None and method.attr in ("format", "format_map"):
         return _format_refused(text)
-    literal: Any = [] if isinstance(method.node, nodes.List) else None
-    if isinstance(method.node, nodes.Dict):
-        literal = {}
-    if literal is not None and modifies_known_mutable(literal, method.attr):
-        return [method.attr]
     return []
+
+
+def _changes_literal(node: Any) -> bool:
+    """Whether ``node`` is a method that changes a list or mapping written in the template
+    (``[1].append``), which the sandbox refuses to look up."""
+    from jinja2 import nodes
+    from jinja2.sandbox import modifies_known_mutable
+
+    literal: Any = [] if isinstance(node.node, nodes.List) else None
+    if isinstance(node.node, nodes.Dict):
+        literal = {}
+    return literal is not None and modifies_known_mutable(literal, node.attr)
 
 
 @lru_cache(maxsize=4096)
@@ -245,8 +250,9 @@ def _parsed(source: str) -> _Template | str:
         nodes.Filter, nodes.Test, nodes.Name, nodes.For, nodes.Getattr, nodes.Getitem, nodes.Call
     )  # fmt: skip
     for node in tree.find_all(wanted):  # one walk of the tree
-        if isinstance(node, nodes.Getattr) and refused_attribute(node.attr):
-            refused.append(node.attr)
+        if isinstance(node, nodes.Getattr):
+            if refused_attribute(node.attr) or _changes_literal(node):
+                refused.append(node.attr)
         elif isinstance(node, nodes.Getitem):
             key = _const_text(node.arg)
             if key is not None and refused_key(key):

@@ -475,6 +475,7 @@ REFUSED_TEMPLATES = [
     ("{{ [params]|map(attribute='x.__class__')|list }}", "__class__"),
     ("{{ [params]|selectattr('__dict__')|list }}", "__dict__"),
     ("{{ [1].append(2) }}", "append"),
+    ("{{ {'a': 1}.update }}", "update"),
     ("{% for c in ().__class__.__subclasses__() %}{{ c }}{% endfor %}", "__subclasses__"),
 ]
 
