@@ -49,6 +49,7 @@ from irctl.located import (
 from irctl.model import Param, Policy, Runbook, Step
 from irctl.params import nested_repeat, value_problems
 from irctl.render import TOO_DEEP, check_syntax, is_template
+from irctl.sandbox import refused_attribute, refused_key
 
 __all__ = [
     "TEMPLATE_ROOTS",
@@ -68,10 +69,12 @@ _ACTION_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 
 @dataclass(frozen=True)
 class _Template:
-    """What a template reads: names from its context, and the keys read under each root."""
+    """What a template reads: names from its context, the keys read under each root, and the
+    names it uses that the sandbox refuses (``__class__``, ``mro``), in the order written."""
 
     free: frozenset[str]
     reads: dict[str, frozenset[str]]
+    refused: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=1)
@@ -100,6 +103,8 @@ def _placeholders(source: str) -> _Template | None:
         root, path = match.groups()
         if root not in TEMPLATE_ROOTS:
             return None
+        if ("_" in path or "mro" in path) and _refused_in_path(path):
+            return None  # the parse names it
         free.add(root)
         first = _FIRST_KEY.match(path)
         if first:
@@ -108,6 +113,108 @@ def _placeholders(source: str) -> _Template | None:
     if any(mark in text for mark in _MARKUP):
         return None
     return _Template(frozenset(free), {k: frozenset(v) for k, v in reads.items()})
+
+
+_PART = re.compile(r"\.([A-Za-z_]\w*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\]", re.ASCII)
+
+
+def _refused_in_path(path: str) -> bool:
+    """Whether a placeholder's ``.a['b']`` path uses a name the sandbox refuses."""
+    for attr, single, double in _PART.findall(path):
+        if refused_attribute(attr) if attr else refused_key(single or double):
+            return True
+    return False
+
+
+#: Filters whose argument at this position (or named ``attribute``) is a dotted path of keys,
+#: looked up like ``x['key']`` (``sort`` takes several, separated by commas).
+_ATTRIBUTE_ARGS = {
+    "selectattr": 0, "rejectattr": 0, "groupby": 0, "sum": 0, "join": 1, "min": 1, "max": 1,
+    "unique": 1, "sort": 2,
+}  # fmt: skip
+
+
+def _const_text(node: Any) -> str | None:
+    from jinja2 import nodes
+
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _filter_refused(node: Any) -> list[str]:
+    """Names a filter's constant arguments make the sandbox refuse: ``attr('__class__')``,
+    ``map(attribute='__class__')``, ``selectattr('mro')``."""
+    found: list[str] = []
+    if node.name == "attr" and node.args:
+        name = _const_text(node.args[0])
+        if name is not None and refused_attribute(name):
+            found.append(name)
+    paths = [kw.value for kw in node.kwargs if kw.key == "attribute"]
+    at = _ATTRIBUTE_ARGS.get(node.name)
+    if at is not None and len(node.args) > at:
+        paths.append(node.args[at])
+    for path in paths:
+        text = _const_text(path)
+        for part in re.split(r"[.,]", text or ""):
+            if refused_key(part.strip()):
+                found.append(part.strip())
+    return found
+
+
+def _format_refused(text: str, depth: int = 0) -> list[str]:
+    """Names that ``text.format(...)`` or ``text.format_map(...)`` would look up and the sandbox
+    refuses: ``'{0.__class__}'``, ``'{x[__globals__]}'``, in nested specs too."""
+    import importlib
+    from string import Formatter
+
+    split: Any = importlib.import_module("_string").formatter_field_name_split  # str.format's
+
+    found: list[str] = []
+    try:
+        fields = list(Formatter().parse(text))
+    except ValueError:
+        return found  # a malformed format string fails when it renders, with Python's reason
+    for _, field, spec, _ in fields:
+        if field is None:
+            continue
+        try:
+            _, rest = split(field)
+            parts = list(rest)
+        except ValueError:
+            parts = []
+        for is_attr, key in parts:
+            name = str(key)
+            if (refused_attribute(name) if is_attr else isinstance(key, str) and refused_key(name)):
+                found.append(name)
+        if spec and depth < 2:
+            found.extend(_format_refused(spec, depth + 1))
+    return found
+
+
+def _call_refused(node: Any) -> list[str]:
+    """Names a call makes the sandbox refuse: ``'{0.__class__}'.format(x)``."""
+    from jinja2 import nodes
+
+    method = node.node
+    if not isinstance(method, nodes.Getattr):
+        return []
+    text = _const_text(method.node)
+    if text is not None and method.attr in ("format", "format_map"):
+        return _format_refused(text)
+    return []
+
+
+def _changes_literal(node: Any) -> bool:
+    """Whether ``node`` is a method that changes a list or mapping written in the template
+    (``[1].append``), which the sandbox refuses to look up."""
+    from jinja2 import nodes
+    from jinja2.sandbox import modifies_known_mutable
+
+    literal: Any = [] if isinstance(node.node, nodes.List) else None
+    if isinstance(node.node, nodes.Dict):
+        literal = {}
+    return literal is not None and modifies_known_mutable(literal, node.attr)
 
 
 @lru_cache(maxsize=4096)
@@ -138,9 +245,22 @@ def _parsed(source: str) -> _Template | str:
     loaded: set[str] = set()
     stored: set[str] = set()
     reads: dict[str, set[str]] = {}
-    wanted = (nodes.Filter, nodes.Test, nodes.Name, nodes.For, nodes.Getattr, nodes.Getitem)
+    refused: list[str] = []
+    wanted = (
+        nodes.Filter, nodes.Test, nodes.Name, nodes.For, nodes.Getattr, nodes.Getitem, nodes.Call
+    )  # fmt: skip
     for node in tree.find_all(wanted):  # one walk of the tree
-        if isinstance(node, nodes.Filter):
+        if isinstance(node, nodes.Getattr):
+            if refused_attribute(node.attr) or _changes_literal(node):
+                refused.append(node.attr)
+        elif isinstance(node, nodes.Getitem):
+            key = _const_text(node.arg)
+            if key is not None and refused_key(key):
+                refused.append(key)
+        if isinstance(node, nodes.Call):
+            refused.extend(_call_refused(node))
+        elif isinstance(node, nodes.Filter):
+            refused.extend(_filter_refused(node))
             if node.name not in env.filters:
                 filters.append(node)
         elif isinstance(node, nodes.Test):
@@ -164,7 +284,9 @@ def _parsed(source: str) -> _Template | str:
         where = f"(template line {node.lineno})"
         return f"template syntax error: no {what} named '{node.name}'{hint} {where}"
     free = loaded - stored - set(env.globals)
-    return _Template(frozenset(free), {k: frozenset(v) for k, v in reads.items()})
+    return _Template(
+        frozenset(free), {k: frozenset(v) for k, v in reads.items()}, tuple(dict.fromkeys(refused))
+    )
 
 
 def _strings(value: Any, loc: Loc) -> Iterator[tuple[Loc, str]]:
@@ -457,6 +579,8 @@ class _RunbookChecks:
         if isinstance(parsed, str):
             self.doc.add(loc, parsed)
             return
+        for name in parsed.refused:
+            self.doc.add(loc, f"template uses '{name}', which the sandbox refuses")
         empty: frozenset[str] = frozenset()
         for step_id in sorted(parsed.reads.get("steps", empty)):
             self._check_step_ref(step_id, loc, info)

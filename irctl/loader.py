@@ -25,6 +25,7 @@ only when a runbook names one of their actions.  :func:`parse_params` and
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,47 @@ def _scalar(loader: Any, node: yaml.ScalarNode) -> Any:
 MAX_VALUES = 200_000
 
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+#: The largest whole number, either side of zero, that a runbook, drill or config may hold
+#: anywhere (a field, a param, a var, an integration setting): 2**256 - 1, 78 digits, the
+#: largest EVM amount. Each field has its own, smaller bound; this one keeps any value cheap to
+#: read and to write out (Python refuses to read or print a number of more than 4,300 digits).
+MAX_INTEGER = 2**256 - 1
+_NUMBER_TEXT = 400  # a whole number written with more characters is refused without reading it
+
+
+def _too_large(text: str) -> str:
+    shown = text if len(text) <= 24 else f"{text[:20]}... ({len(text):,} characters)"
+    return (
+        f"the whole number {shown} is too large: irctl reads whole numbers up to 2**256 - 1 "
+        "(78 digits), either side of zero"
+    )
+
+
+#: A whole number as YAML writes one: decimal, 0b binary, 0x hex, 0 octal or base 60 (1:30).
+_WHOLE = re.compile(r"[-+]?(0b[01_]+|0x[0-9a-fA-F_]+|0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])*)")
+
+
+def _int_or_problem(loader: Any, node: yaml.ScalarNode) -> tuple[Any, str | None]:
+    """An int-tagged scalar as its number, or None and why it is refused (too large, or not a
+    whole number at all: ``!!int abc``)."""
+    if not _WHOLE.fullmatch(node.value):
+        return None, f"{show(node.value)} is not a whole number; remove the !!int tag or fix it"
+    if len(node.value) > _NUMBER_TEXT:
+        return None, _too_large(node.value)
+    try:  # at most _NUMBER_TEXT characters: far below Python's limit of 4,300 digits
+        value = loader.construct_object(node, deep=True)
+    except ValueError:  # !!int 08: not octal
+        return None, f"{show(node.value)} is not a whole number; remove the !!int tag or fix it"
+    if isinstance(value, int) and abs(value) > MAX_INTEGER:
+        return None, _too_large(node.value)
+    return value, None
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
 
 
 class _TooLarge(Exception):
@@ -95,15 +137,30 @@ def _json_scalar(loader: Any, node: yaml.ScalarNode, loc: Loc, doc: Document) ->
         return node.value
     if node.tag == _TIMESTAMP_TAG:
         return node.value  # '2025-01-01' means that text, not a date object nobody can sign
-    value = loader.construct_object(node, deep=True)
+    if node.tag == _INT_TAG:
+        value, problem = _int_or_problem(loader, node)
+        if problem is not None:
+            doc.add(loc, problem)
+            doc.refuse(loc)  # nothing that follows reports this value a second time
+        return value
+    try:
+        value = loader.construct_object(node, deep=True)
+    except (ValueError, KeyError, TypeError):  # an explicit tag the text does not fit
+        tag = _tag_name(node.tag)
+        doc.add(loc, f"{show(node.value)} is not a valid {tag} value; remove the tag or fix it")
+        doc.refuse(loc)
+        return None
     if isinstance(value, bytes):
         doc.add(loc, "binary values (!!binary) are not supported; write the value as text")
         return node.value  # the text, so checks that follow do not report it a second time
     if isinstance(value, float) and not math.isfinite(value):
-        doc.add(loc, f"{value!r} is not supported; numbers must be finite")
+        if node.tag == _FLOAT_TAG and any(c.isdigit() for c in node.value):
+            shown = show(node.value)
+            doc.add(loc, f"the number {shown} is too large: numbers must be finite (below 1.8e308)")
+        else:
+            doc.add(loc, f"{value!r} is not supported; numbers must be finite")
         return node.value
     return value
-
 
 
 def _build(loader: Any, node: yaml.Node, loc: Loc, doc: Document, active: set[int]) -> Any:
@@ -137,10 +194,22 @@ def _build_mapping(
     result: dict[Any, Any] = {}
     seen: dict[Any, Pos] = {}
     for key_node, value_node in node.value:
-        if isinstance(key_node, yaml.ScalarNode):
-            key = _scalar(loader, key_node)
+        if not isinstance(key_node, yaml.ScalarNode):  # a list or mapping: never hashable
+            doc.add(loc, "a key must be a plain value, not a list or mapping", at=_mark(key_node))
+            continue
+        if key_node.tag == _INT_TAG:
+            key, problem = _int_or_problem(loader, key_node)
+            if problem is not None:
+                doc.add(loc, f"key: {problem}", at=_mark(key_node))
+                continue
         else:
-            key = loader.construct_object(key_node, deep=True)
+            try:
+                key = _scalar(loader, key_node)
+            except (ValueError, KeyError, TypeError):  # an explicit tag the text does not fit
+                tag = _tag_name(key_node.tag)
+                problem = f"{show(key_node.value)} is not a valid {tag} value; remove the tag"
+                doc.add(loc, f"key: {problem} or fix it", at=_mark(key_node))
+                continue
         try:
             hash(key)
         except TypeError:

@@ -77,6 +77,8 @@ def show(value: object) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
+    if isinstance(value, int) and value.bit_length() > 256:  # Python prints at most 4,300 digits
+        return f"a whole number of about {int(value.bit_length() * 0.30103):,} digits"
     return str(value)
 
 
@@ -108,6 +110,11 @@ class Document:
     values: dict[Loc, Pos] = field(default_factory=dict)
     keys: dict[Loc, Pos] = field(default_factory=dict)
     problems: list[Diagnostic] = field(default_factory=list)
+    refused: set[Pos] = field(default_factory=set)
+
+    def refuse(self, loc: Loc) -> None:
+        """The value at ``loc`` is reported already: later problems at its place are dropped."""
+        self.refused.add(self.pos(loc))
 
     def pos(self, loc: Loc) -> Pos:
         """Where the value at ``loc`` is, or its nearest enclosing value."""
@@ -124,6 +131,8 @@ class Document:
         self, loc: Loc, message: str, *, at: Pos | None = None, path: Loc | None = None
     ) -> None:
         line, column = at or self.pos(loc)
+        if at is None and (line, column) in self.refused:
+            return
         shown = loc if path is None else path
         self.problems.append(Diagnostic(self.name, line, column, path_text(shown), message))
 
@@ -303,7 +312,11 @@ def report_validation(
         if "" in wanted:
             # A member accepted the value's type and then failed: its errors are the real
             # ones; "expected text" from the other members would only confuse.
-            plain.extend(i for i in items if i.error["type"] not in _EXPECTED)
+            real = [i for i in items if i.error["type"] not in _EXPECTED]
+            # ... and a member whose type fits says more than a literal that does not
+            # (deny: 101 is "at most 100", not also "must be any").
+            fitting = [i for i in real if i.error["type"] != "literal_error"]
+            plain.extend(fitting or real)
             continue
         doc.add((*base, *at), f"expected {' or '.join(wanted)}, got {show(_value_at(data, at))}")
     for item in plain:

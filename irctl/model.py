@@ -85,6 +85,10 @@ SecretRef = Annotated[
 ]
 
 
+#: The most approvers a policy may ask for (quorum, a group's min, deny).
+MAX_APPROVERS = 100
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -103,8 +107,8 @@ class Param(_Model):
     default: Any = None
     enum: list[Any] | None = None
     pattern: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: float | None = Field(default=None, allow_inf_nan=False)
+    maximum: float | None = Field(default=None, allow_inf_nan=False)
     items: ParamType | None = Field(default=None, description="type of the items of a list")
 
     @property
@@ -118,13 +122,15 @@ class RoleGroup(_Model):
     """At least ``min`` approvers holding any of ``roles``."""
 
     roles: list[str] = Field(min_length=1)
-    min: int = Field(default=1, ge=1)
+    min: int = Field(default=1, ge=1, le=MAX_APPROVERS)
 
 
 class Policy(_Model):
     """Who must approve a step before it runs, and who can stop it."""
 
-    quorum: int = Field(default=1, ge=1, description="distinct operators who must approve")
+    quorum: int = Field(
+        default=1, ge=1, le=MAX_APPROVERS, description="distinct operators who must approve"
+    )
     roles: list[str] = Field(
         default_factory=list,
         description="any of these roles may approve (empty: the roles of the groups, or anyone)",
@@ -135,7 +141,7 @@ class Policy(_Model):
     )
     exclude_initiator: bool = True
     expires: Duration | None = Field(default=None, description="an unused approval lapses")
-    deny: Literal["any"] | Annotated[int, Field(ge=1)] = Field(
+    deny: Literal["any"] | Annotated[int, Field(ge=1, le=MAX_APPROVERS)] = Field(
         default="any", description="denials that cancel the step: 'any' (one) or a number"
     )
     min_assurance: Literal["key", "slack"] = Field(

@@ -144,6 +144,32 @@ def check_param_value(name: str, spec: Param, value: object) -> list[str]:
     return [f"param '{name}': {text}" for text in value_problems(spec, value)]
 
 
+#: The largest whole number, either side of zero, a param takes (2**256 - 1, 78 digits: the
+#: largest EVM amount), the same bound as every whole number in a runbook or drill.
+MAX_INTEGER = 2**256 - 1
+
+
+class _TooLarge(ValueError):
+    """A whole number past MAX_INTEGER."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(
+            f"{show(text)} is too large: a whole number is at most 2**256 - 1 (78 digits), "
+            "either side of zero"
+        )
+
+
+def _whole(text: str) -> int:
+    """``text`` as a whole number; ValueError if it is not one, _TooLarge past MAX_INTEGER."""
+    digits = text.strip().lstrip("+-").replace("_", "")
+    if len(digits) > 400 and digits.isdigit():  # Python reads at most 4,300 digits
+        raise _TooLarge(text)
+    number = int(text.strip())
+    if abs(number) > MAX_INTEGER:
+        raise _TooLarge(text)
+    return number
+
+
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 
@@ -157,16 +183,14 @@ def _coerce(kind: str, text: str) -> object:
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
         raise ValueError(f"{show(text)} is not a boolean: write true or false (or yes/no, 1/0)")
-    if kind == "integer":
+    if kind in ("integer", "number"):
         try:
-            return int(text.strip())
+            return _whole(text)
+        except _TooLarge:
+            raise
         except ValueError:
-            raise ValueError(f"{show(text)} is not a whole number") from None
-    if kind == "number":
-        try:
-            return int(text.strip())
-        except ValueError:
-            pass
+            if kind == "integer":
+                raise ValueError(f"{show(text)} is not a whole number") from None
         try:
             number = float(text.strip())
         except ValueError:
@@ -177,15 +201,24 @@ def _coerce(kind: str, text: str) -> object:
     raise ValueError(f"cannot read a {kind} from the command line")
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{show(text)} is not a finite number")
+    return number
+
+
 def _coerce_param(spec: Param, text: str) -> object:
     if spec.type != "list":
         return _coerce(spec.type, text)
     items = spec.items or "string"
     if text.strip().startswith("["):
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_int=_whole, parse_float=_finite, parse_constant=_finite)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{show(text)} is not a JSON list: {exc.msg}") from None
+        except RecursionError:
+            raise ValueError(f"{show(text)} nests lists too deeply; give a flat list") from None
         if not isinstance(value, list):
             raise ValueError(f"{show(text)} is not a JSON list")
         return [_coerce(items, v) if isinstance(v, str) and items != "string" else v for v in value]

@@ -25,6 +25,11 @@ large value from a small one is capped here.  Each refusal is a
   string built a piece at a time (``{% set ns.s = ns.s ~ line %}``) counts every intermediate
   value; a template's text, written directly, counts once.
 
+Names: a template may not use a private name (``x._name``), Python's special names (``__class__``,
+also as a key: ``x['__class__']``) or :data:`INTERNAL_NAMES` (``mro``, ``gi_frame``, ...), on any
+value, even a mapping holding such a key (:func:`refused_attribute`, :func:`refused_key`);
+``irctl validate`` applies the same two functions to the templates it parses.
+
 Time: the loops of one rendering (``{% for %}``, whatever they iterate) run at most
 :data:`MAX_STEPS` times in all, and a loop stops once the rendering has taken
 :data:`MAX_SECONDS` (an iteration may compare or search a long list without building
@@ -52,6 +57,11 @@ from jinja2.filters import make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import (
     MAX_RANGE,
+    UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
+    UNSAFE_COROUTINE_ATTRIBUTES,
+    UNSAFE_FUNCTION_ATTRIBUTES,
+    UNSAFE_GENERATOR_ATTRIBUTES,
+    UNSAFE_METHOD_ATTRIBUTES,
     ImmutableSandboxedEnvironment,
     SandboxedEscapeFormatter,
     SandboxedFormatter,
@@ -61,8 +71,8 @@ from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup
 
 __all__ = [
-    "MAX_BITS", "MAX_BUILT", "MAX_EXPONENT", "MAX_LENGTH", "MAX_RANGE", "MAX_WORDS", "Environment",
-    "check_written", "limited",
+    "INTERNAL_NAMES", "MAX_BITS", "MAX_BUILT", "MAX_EXPONENT", "MAX_LENGTH", "MAX_RANGE",
+    "MAX_WORDS", "Environment", "check_written", "limited", "refused_attribute", "refused_key",
 ]  # fmt: skip
 
 #: Characters, bytes or items in one value a template builds; also the largest width or precision.
@@ -103,6 +113,48 @@ def _check_number(digits: str) -> None:
     digits = digits.lstrip("0")
     if len(digits) > len(str(MAX_LENGTH)) or (digits and int(digits) > MAX_LENGTH):
         raise SecurityError(f"a width or precision above {MAX_LENGTH:,} is not allowed")
+
+
+# -- names a template may not use ------------------------------------------------------------------
+
+#: Attributes of Python's internals: those Jinja2's sandbox refuses on the kind of object that has
+#: them (a type's ``mro``, a generator's ``gi_frame``), every attribute of a frame, a code object
+#: or a traceback (it refuses them all), and the names Python 2 gave a function's and a method's
+#: internals.  irctl refuses them on every value, so ``irctl validate`` can refuse a template that
+#: uses one without knowing what the value will be when it renders.
+INTERNAL_NAMES = frozenset({
+    "mro", *UNSAFE_FUNCTION_ATTRIBUTES, *UNSAFE_METHOD_ATTRIBUTES, *UNSAFE_GENERATOR_ATTRIBUTES,
+    *UNSAFE_COROUTINE_ATTRIBUTES, *UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
+    "f_back", "f_builtins", "f_code", "f_globals", "f_lasti", "f_lineno", "f_locals", "f_trace",
+    "f_trace_lines", "f_trace_opcodes", "tb_frame", "tb_lasti", "tb_lineno", "tb_next",
+    "co_argcount", "co_cellvars", "co_code", "co_consts", "co_exceptiontable", "co_filename",
+    "co_firstlineno", "co_flags", "co_freevars", "co_kwonlyargcount", "co_lines", "co_linetable",
+    "co_lnotab", "co_name", "co_names", "co_nlocals", "co_positions", "co_posonlyargcount",
+    "co_qualname", "co_stacksize", "co_varnames",
+    "func_closure", "func_code", "func_defaults", "func_dict", "func_doc", "func_globals",
+    "func_name", "im_class", "im_func", "im_self",
+})  # fmt: skip
+
+
+def refused_attribute(name: str) -> bool:
+    """Whether the sandbox refuses ``name`` as an attribute (``x.name``, ``x|attr('name')``,
+    ``'{0.name}'.format(x)``) of any value: a private name (a leading ``_``) or an internal one.
+
+    Not even a mapping's key is read that way: ``x._id`` is refused, ``x['_id']`` reads the key.
+    """
+    return name.startswith("_") or name in INTERNAL_NAMES
+
+
+def refused_key(name: str) -> bool:
+    """Whether the sandbox refuses ``name`` as a key (``x['name']``, a filter's ``attribute``,
+    ``'{0[name]}'.format(x)``) of any value: Python's special names (``__class__``) and the
+    internal ones, even when a mapping holds such a key."""
+    return name.startswith("__") or name in INTERNAL_NAMES
+
+
+def _refused(name: str) -> SecurityError:
+    """Raised at once, not left as an undefined value: one inside a list would be written out."""
+    return SecurityError(f"the template uses '{name}', which the sandbox refuses")
 
 
 # -- what a value is when written out -------------------------------------------------------------
@@ -703,7 +755,21 @@ class Environment(ImmutableSandboxedEnvironment):
 
         return update_wrapper(wrapper, value)
 
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        """Jinja2's rules, and :data:`INTERNAL_NAMES` refused on every value."""
+        return not refused_attribute(attr) and super().is_safe_attribute(obj, attr, value)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        """``x['key']``: a key of a name :func:`refused_key` refuses is not read."""
+        if isinstance(argument, str) and refused_key(argument):
+            raise _refused(argument)
+        return super().getitem(obj, argument)
+
     def getattr(self, obj: Any, attribute: str) -> Any:
+        """``x.name``: a mapping's key wins over its methods; a name :func:`refused_attribute`
+        refuses is not read, not even as a key."""
+        if refused_attribute(attribute):
+            raise _refused(attribute)
         if isinstance(obj, Mapping):
             try:
                 return obj[attribute]

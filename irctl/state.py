@@ -59,6 +59,20 @@ class StepState:
     deniers: list[str] = field(default_factory=list)
     approved: bool = False  # the gate opened for the current request
 
+    @property
+    def in_doubt(self) -> bool:
+        """Whether the step's outcome is unknown: it started and has no recorded outcome (the
+        process running it died, or it was interrupted mid-way), or it waits for an operator's
+        ``--mark`` because of that (or a timeout of an action that is not idempotent).
+
+        Not a manual step waiting for an answer, nor a step waiting for approval: those have
+        not acted.  A resolution recorded (by its probe or an operator's mark) settles it.
+        While its run is still executing, a step just started has no outcome yet either.
+        """
+        if self.status == WAITING:
+            return self.waiting_for == "operator"
+        return self.status in {RUNNING, INTERRUPTED} and self.mark is None
+
 
 @dataclass
 class RunState:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -304,4 +305,254 @@ def test_binary_and_infinite_values_are_refused_and_dates_stay_text(workspace: P
         "runbooks/odd.yaml:12:38: steps[1].with.argv[3]: nan is not supported; numbers must be "
         "finite",
         "1 file checked, 3 problems",
+    ]
+
+
+HUGE = "9" * 5000  # past the 4,300 digits Python reads into a whole number
+
+HUGE_RUNBOOK = f"""\
+irctl: 1
+id: huge
+title: Huge numbers
+objectives: {{contain: {HUGE}}}
+params:
+  count: {{type: integer, default: {HUGE}}}
+  limit: {{type: number, minimum: {HUGE}, maximum: -{HUGE}}}
+approvals:
+  pair: {{quorum: {HUGE}, deny: {HUGE}, groups: [{{roles: [a], min: {HUGE}}}]}}
+steps:
+  - id: one
+    action: notify.console
+    with: {{message: hi, level: {HUGE}}}
+    retry: {{attempts: {HUGE}}}
+    max_parallel: {HUGE}
+    timeout: {HUGE}
+"""
+
+
+def _huge_at(line: str, path: str, written: str = "99999999999999999999... (5,000") -> str:
+    return (
+        f"{line}: {path}: the whole number {written} characters) is too "
+        "large: irctl reads whole numbers up to 2**256 - 1 (78 digits), either side of zero"
+    )
+
+
+def test_a_whole_number_too_large_to_read_is_located_in_a_runbook(workspace: Path) -> None:
+    path = workspace / "runbooks" / "huge.yaml"
+    path.write_text(HUGE_RUNBOOK)
+    done = irctl("validate", "runbooks/huge.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    places = [
+        ("4:23", "objectives.contain"),
+        ("6:35", "params.count.default"),
+        ("7:34", "params.limit.minimum"),
+        ("7:5045", "params.limit.maximum", "-9999999999999999999... (5,001"),
+        ("9:18", "approvals.pair.quorum"),
+        ("9:5026", "approvals.pair.deny"),
+        ("9:10055", "approvals.pair.groups[0].min"),
+        ("13:32", "steps[0].with.level"),
+        ("14:23", "steps[0].retry.attempts"),
+        ("15:19", "steps[0].max_parallel"),
+        ("16:14", "steps[0].timeout"),
+    ]
+    assert lines == [
+        *(_huge_at(f"runbooks/huge.yaml:{at}", *where) for at, *where in places),
+        f"1 file checked, {len(places)} problems",
+    ]
+    # every command that loads the runbook says the same, and no command fails on it
+    done = irctl("plan", "runbooks/huge.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert _huge_at("runbooks/huge.yaml:14:23", "steps[0].retry.attempts") in done.stderr
+
+
+def test_a_whole_number_too_large_to_read_is_located_in_a_drill_and_the_config(
+    workspace: Path,
+) -> None:
+    drill = workspace / "drills" / "quarterly.yaml"
+    text = drill.read_text().replace("within: 5m", f"within: {HUGE}")
+    drill.write_text(text.replace("at: 0m", f"at: {HUGE}").replace("ethereum,", f"{HUGE},"))
+    config = workspace / "irctl.yaml"
+    config.write_text(
+        config.read_text()
+        + f"  big: {HUGE}\n  listed: [1, 0x{'f' * 65}]\n"
+        + f"integrations:\n  evm:\n    confirmations: {{ethereum: {HUGE}}}\n    {HUGE[:1000]}: 1\n"
+    )
+    done = irctl("validate", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    hex_text = f"0x{'f' * 18}... (67 characters)"
+    assert lines == [
+        _huge_at("drills/quarterly.yaml:8:17", "params.chain"),
+        _huge_at("drills/quarterly.yaml:11:9", "injects[0].at"),
+        _huge_at("drills/quarterly.yaml:15:13", "objectives[0].within"),
+        _huge_at("irctl.yaml:8:8", "vars.big"),
+        "irctl.yaml:9:15: vars.listed[1]: the whole number " + hex_text + " is too large: "
+        "irctl reads whole numbers up to 2**256 - 1 (78 digits), either side of zero",
+        _huge_at("irctl.yaml:12:31", "integrations.evm.confirmations.ethereum"),
+        "irctl.yaml:13:5: integrations.evm: key: the whole number 99999999999999999999... "
+        "(1,000 characters) is too large: irctl reads whole numbers up to 2**256 - 1 "
+        "(78 digits), either side of zero",
+        "3 files checked, 7 problems",
+    ]
+    # a command that reads irctl.yaml reports it the same way
+    done = irctl("plan", "runbooks/contain.yaml", "-p", "chain=ethereum", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert _huge_at(f"{workspace / 'irctl.yaml'}:8:8", "vars.big") in done.stderr
+
+
+def test_numbers_past_a_fields_bound_are_refused(workspace: Path) -> None:
+    path = workspace / "runbooks" / "bounds.yaml"
+    path.write_text(
+        "irctl: 1\nid: bounds\ntitle: Bounds\n"
+        "params:\n  limit: {type: number, minimum: .inf, maximum: '-inf'}\n"
+        "approvals:\n  pair: {quorum: 101, deny: 101, groups: [{roles: [a], min: 101}]}\n"
+        "steps:\n  - id: one\n    action: notify.console\n    with: {message: hi}\n"
+        "    retry: {attempts: 101}\n    max_parallel: 1001\n"
+    )
+    done = irctl("validate", "runbooks/bounds.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "runbooks/bounds.yaml:5:34: params.limit.minimum: inf is not supported; numbers must "
+        "be finite",
+        "runbooks/bounds.yaml:5:49: params.limit.maximum: input should be a finite number",
+        "runbooks/bounds.yaml:7:18: approvals.pair.quorum: must be at most 100, got 101",
+        "runbooks/bounds.yaml:7:29: approvals.pair.deny: must be at most 100, got 101",
+        "runbooks/bounds.yaml:7:61: approvals.pair.groups[0].min: must be at most 100, got 101",
+        "runbooks/bounds.yaml:12:23: steps[0].retry.attempts: must be at most 100, got 101",
+        "runbooks/bounds.yaml:13:19: steps[0].max_parallel: must be at most 1000, got 1001",
+        "1 file checked, 7 problems",
+    ]
+
+
+def test_a_param_too_large_is_refused_on_the_command_line(workspace: Path) -> None:
+    (workspace / "runbooks" / "count.yaml").write_text(
+        "irctl: 1\nid: count\ntitle: Count\n"
+        "params:\n  count: {type: integer}\n  sizes: {type: list, items: number, default: []}\n"
+        "steps:\n  - id: one\n    action: notify.console\n"
+        "    with: {message: '{{ params.count }}'}\n"
+    )
+    done = irctl("plan", "runbooks/count.yaml", "-p", f"count={HUGE}", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        "error: param 'count': '999999999999999999999999999999999999999999999999999999999...' "
+        "is too large: a whole number is at most 2**256 - 1 (78 digits), either side of zero\n"
+    )
+    done = irctl(
+        "plan", "runbooks/count.yaml", "-p", "count=1", "-p", f"sizes=[1, {HUGE}]", cwd=workspace
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: param 'sizes': '999999999" in done.stderr
+    assert "is too large: a whole number is at most 2**256 - 1" in done.stderr
+    done = irctl(
+        "plan", "runbooks/count.yaml", "-p", "count=1", "-p", "sizes=[1e999]", cwd=workspace
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == "error: param 'sizes': '1e999' is not a finite number\n"
+    deep = "[" * 10_000 + "]" * 10_000
+    done = irctl(
+        "plan", "runbooks/count.yaml", "-p", "count=1", "-p", f"sizes={deep}", cwd=workspace
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.endswith("nests lists too deeply; give a flat list\n")
+
+
+# Templates the sandbox refuses whatever the values are, and the name each is refused for.
+REFUSED_TEMPLATES = [
+    ("{{ params.x.__class__ }}", "__class__"),
+    ("{{ cycler.__init__ }}", "__init__"),
+    ("{{ params.x.__globals__ }}", "__globals__"),
+    ("{{ params['__class__'] }}", "__class__"),
+    ("{{ ''.mro }}", "mro"),
+    ("{{ params.x.mro() }}", "mro"),
+    ("{{ params.x.gi_frame }}", "gi_frame"),
+    ("{{ params.x.f_locals }}", "f_locals"),
+    ("{{ params.x.func_globals }}", "func_globals"),
+    ("{{ params.x._private }}", "_private"),
+    ("{{ '{0.__class__}'.format(params.x) }}", "__class__"),
+    ("{{ '{x[__globals__]}'.format_map(params) }}", "__globals__"),
+    ("{{ params|attr('__class__') }}", "__class__"),
+    ("{{ [params]|map(attribute='x.__class__')|list }}", "__class__"),
+    ("{{ [params]|selectattr('__dict__')|list }}", "__dict__"),
+    ("{{ [1].append(2) }}", "append"),
+    ("{{ {'a': 1}.update }}", "update"),
+    ("{% for c in ().__class__.__subclasses__() %}{{ c }}{% endfor %}", "__subclasses__"),
+]
+
+
+def test_templates_the_sandbox_refuses_are_refused_by_validate(workspace: Path) -> None:
+    inputs = "".join(f"      - {json.dumps(source)}\n" for source, _ in REFUSED_TEMPLATES)
+    (workspace / "runbooks" / "escape.yaml").write_text(
+        "irctl: 1\nid: escape\ntitle: Escape\nparams:\n  x: {type: string, default: a}\n"
+        "steps:\n  - id: one\n    action: shell.exec\n    with:\n      argv:\n" + inputs
+    )
+    done = irctl("validate", "runbooks/escape.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for index, (_, name) in enumerate(REFUSED_TEMPLATES):
+        where = f"runbooks/escape.yaml:{11 + index}:9: steps[0].with.argv[{index}]"
+        assert f"{where}: template uses '{name}', which the sandbox refuses" in lines
+    assert lines[-1].startswith("1 file checked, ")
+    # what the sandbox allows still validates: a mapping's key read as a key, str.format
+    (workspace / "runbooks" / "fine.yaml").write_text(
+        "irctl: 1\nid: fine\ntitle: Fine\nparams:\n  x: {type: string, default: a}\n"
+        "steps:\n  - id: one\n    action: shell.exec\n    with:\n      argv:\n"
+        "      - \"{{ params['x'] }} {{ '{0}-{1[x]}'.format(params.x, params) }}\"\n"
+        "      - \"{{ [params]|map(attribute='x')|join }} {{ params.x.upper() }}\"\n"
+        "      - \"{{ steps }} {{ {'_id': 1}['_id'] }} {{ [1] + [2] }}\"\n"
+    )
+    done = irctl("validate", "runbooks/fine.yaml", cwd=workspace)
+    assert done.stdout == "1 file checked, 0 problems\n", done.stdout + done.stderr
+
+
+def test_what_validate_refuses_the_sandbox_refuses_when_it_renders() -> None:
+    from irctl.render import RenderError, render_string
+
+    values: dict[str, Any] = {
+        "x": "a", "_private": 1, "__class__": 2, "__globals__": 3, "mro": 4, "gi_frame": 5,
+        "f_locals": 6, "func_globals": 7, "__dict__": 8,
+    }  # fmt: skip
+    # even a mapping that holds every refused name as a key gives none of them away
+    for source, _ in REFUSED_TEMPLATES:
+        with pytest.raises(RenderError, match="is not allowed"):
+            render_string(source, {"params": {**values, "x": values}})
+    assert render_string("{{ params['_private'] }}", {"params": values}) == 1
+
+
+def test_an_actions_numbers_past_their_bound_are_refused(workspace: Path) -> None:
+    (workspace / "runbooks" / "codes.yaml").write_text(
+        "irctl: 1\nid: codes\ntitle: Codes\nsteps:\n"
+        "  - id: one\n    action: shell.exec\n    with: {argv: ['true'], expect_exit: [0, 256]}\n"
+        "  - id: two\n    action: wait.until\n"
+        "    with: {url: 'https://example.com', expect_status: [200, 2000]}\n"
+    )
+    done = irctl("validate", "runbooks/codes.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "runbooks/codes.yaml:7:45: steps[0].with.expect_exit[1]: must be at most 255, got 256",
+        "runbooks/codes.yaml:10:61: steps[1].with.expect_status[1]: must be at most 599, got 2000",
+        "1 file checked, 2 problems",
+    ]
+
+
+def test_an_explicit_tag_the_value_does_not_fit_is_located(workspace: Path) -> None:
+    (workspace / "runbooks" / "tags.yaml").write_text(
+        "irctl: 1\nid: tags\ntitle: Tags\nsteps:\n  - id: one\n    action: shell.exec\n"
+        "    with:\n      argv: [!!int abc, !!float abc, !!bool maybe, !!int '08']\n"
+        "      !!float key: 1\n"
+    )
+    done = irctl("validate", "runbooks/tags.yaml", cwd=workspace)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "runbooks/tags.yaml:8:14: steps[0].with.argv[0]: 'abc' is not a whole number; remove "
+        "the !!int tag or fix it",
+        "runbooks/tags.yaml:8:25: steps[0].with.argv[1]: 'abc' is not a valid !!float value; "
+        "remove the tag or fix it",
+        "runbooks/tags.yaml:8:38: steps[0].with.argv[2]: 'maybe' is not a valid !!bool value; "
+        "remove the tag or fix it",
+        "runbooks/tags.yaml:8:52: steps[0].with.argv[3]: '08' is not a whole number; remove "
+        "the !!int tag or fix it",
+        "runbooks/tags.yaml:9:7: steps[0].with: key: 'key' is not a valid !!float value; "
+        "remove the tag or fix it",
+        "1 file checked, 5 problems",
     ]

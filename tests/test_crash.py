@@ -3,6 +3,7 @@ that every step's side effect happened exactly once and no event was lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -162,3 +163,65 @@ def test_sigkill_at_many_points_never_repeats_a_step(tmp_path: Path) -> None:
     print(f"{kills} kills at {len(points)} distinct points over {runs} runs")
     assert kills >= 100, f"only {kills} kills"
     assert len(points) >= 100, f"only {len(points)} distinct kill points"
+
+
+IN_DOUBT = """\
+irctl: 1
+id: doubtful
+title: In doubt
+steps:
+  - id: slow
+    action: shell.exec
+    with: {argv: [sleep, "30"]}
+  - id: ask
+    action: manual.confirm
+    with: {prompt: "Is the wallet drained?"}
+"""
+
+
+def _in_doubt(ws: Path, run_id: str) -> dict[str, tuple[str, str | None, bool]]:
+    done = irctl("status", run_id, "--json", cwd=ws)
+    assert done.returncode == 0, done.stderr
+    steps = json.loads(done.stdout)["steps"]
+    return {s["step"]: (s["status"], s["waiting_for"], s["in_doubt"]) for s in steps}
+
+
+def test_status_json_says_which_steps_are_in_doubt_after_a_crash(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", {"doubtful": IN_DOUBT})
+    db = ws / ".irctl" / "irctl.db"
+    proc = subprocess.Popen(
+        [IRCTL, "run", "doubtful", "--yes", "--unattended"],
+        cwd=ws, env={**os.environ, "IRCTL_WORKSPACE": str(ws)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            run_id = _run_id(db)
+            if run_id is not None and _count(db, run_id) >= 3:  # created, started, step started
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                    lines = [r[0] for r in conn.execute("SELECT line FROM irctl_events")]
+                if any('"step.started"' in line for line in lines):
+                    break
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # irctl and the sleep it started
+        proc.wait(timeout=30)
+    run_id = _run_id(db)
+    assert run_id is not None
+    # the process died while the step ran: it started and has no outcome
+    assert _in_doubt(ws, run_id) == {"slow": ("running", None, True)}
+    # shell.exec has no probe and is not idempotent: resuming waits for an operator's --mark
+    resumed = irctl("resume", run_id, "--unattended", cwd=ws)
+    assert resumed.returncode == 3, resumed.stderr
+    assert _in_doubt(ws, run_id) == {"slow": ("waiting", "operator", True)}
+    # marked done, the run goes on to a manual step, which waits for an answer: not in doubt
+    marked = irctl(
+        "resume", run_id, "--step", "slow", "--mark", "done", "--reason", "checked by hand",
+        "--unattended", cwd=ws,
+    )  # fmt: skip
+    assert marked.returncode == 3, marked.stderr
+    assert _in_doubt(ws, run_id) == {
+        "slow": ("succeeded", None, False),
+        "ask": ("waiting", "answer", False),
+    }

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
@@ -66,8 +66,10 @@ class Exec(Inputs):
         gt=0,
         description="seconds before the program is killed (capped by the step's)",
     )
-    expect_exit: list[int] = Field(
-        default_factory=lambda: [0], min_length=1, description="exit codes that mean success"
+    expect_exit: list[Annotated[int, Field(ge=-255, le=255)]] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="exit codes that mean success: 0-255, or -N for killed by signal N",
     )
 
     @field_validator("argv")

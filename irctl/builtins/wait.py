@@ -66,8 +66,10 @@ class Until(Inputs):
     headers: Headers = Field(
         default_factory=dict, description="request headers (never recorded in errors)"
     )
-    expect_status: list[int] | None = Field(
-        default=None, description="statuses that count; any 2xx when not given"
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="statuses that count (100-599); any 2xx when not given",
     )
     json_path: str | None = Field(
         default=None,

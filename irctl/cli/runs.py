@@ -421,7 +421,7 @@ def _state_json(state: "RunState") -> dict[str, Any]:
                 "step": s.key, "status": s.status, "attempt": s.attempt, "action": s.action,
                 "digest": s.digest, "error": s.error, "outputs": s.outputs,
                 "started_at": s.started_at, "finished_at": s.finished_at,
-                "waiting_for": s.waiting_for,
+                "waiting_for": s.waiting_for, "in_doubt": s.in_doubt,
             }
             for s in state.steps.values()
         ],
