@@ -75,6 +75,82 @@ def _engine_run(text: str, tmp: Path) -> tuple[float, int]:
     return elapsed, len(model.steps)
 
 
+def bench_guard(tmp: Path) -> tuple[float, float, float]:
+    """What verifying before acting costs: the chain check per event the engine appends,
+    the gate of a step reached after 10,000 events (all of it: the approval events read, the
+    signed decisions checked, the quorum recorded), and the full check on opening such a run."""
+    from irctl.events import GENESIS, Event
+    from irctl.guard import JournalGuard
+    from irctl.identity import generate_private_key, public_key_text
+    from irctl.model import Config
+
+    chain: list[Event] = []
+    prev = GENESIS
+    for i in range(1, 10_001):
+        chain.append(Event.make("r", i, "step.succeeded", {"step": f"s{i}", "outputs": {}}, prev))
+        prev = chain[-1].hash
+
+    def own_once() -> float:
+        guard = JournalGuard("r", None)
+        began = time.perf_counter()
+        for event in chain:  # one batch per step, as the engine commits them
+            guard.own((event,))
+        return (time.perf_counter() - began) / len(chain)
+
+    installation = generate_private_key(tmp / "installation.key")
+    approver = generate_private_key(tmp / "t1.key")
+    config = Config.model_validate({
+        "installation_key": public_key_text(installation),
+        "operators": {"oncall": {"roles": ["oncall"]},
+                      "t1": {"roles": ["treasury"], "key": public_key_text(approver)}},
+    })  # fmt: skip
+    steps = [f"  - {{id: s{i}, action: bench.noop}}\n" for i in range(5000)]
+
+    def reach() -> tuple[float, float]:
+        """Resume a run of 10,000 events waiting at a gated step whose approval is recorded:
+        (seconds in the gate, seconds to verify the journal on opening the run)."""
+        text = (
+            "irctl: 1\nkind: runbook\nid: bench\ntitle: Bench\n"
+            "approvals:\n  treasury: {quorum: 1, roles: [treasury]}\nsteps:\n"
+            + "".join(steps) + "  - {id: last, action: bench.noop, approval: treasury}\n"
+        )  # fmt: skip
+        store = Store.open(f"sqlite:///{tmp / f'g{time.monotonic_ns()}.db'}")
+        model = load_runbook_text(text, "bench.yaml", registry=REGISTRY)
+        engine = Engine(store, registry=REGISTRY, config=config, signing_key=installation)
+        run_id = engine.create_run(model, text, {}, initiator="oncall")
+        engine.execute(run_id)  # waits at the gate
+        engine.decide(run_id, "last", operator="t1", approve=True, reason=None,
+                      private_key=approver)  # fmt: skip
+        engine = Engine(store, registry=REGISTRY, config=config, signing_key=installation)
+        spent: list[float] = []
+        gate = engine._gate
+
+        def timed(*args: Any) -> str:
+            began = time.perf_counter()
+            try:
+                return gate(*args)
+            finally:
+                spent.append(time.perf_counter() - began)
+
+        engine._gate = timed  # type: ignore[method-assign]
+        guard = JournalGuard(run_id, [public_key_text(installation)])
+        events = store.events(run_id)
+        began = time.perf_counter()
+        guard.open(events, pinned=events[0].data["operators"], configured=None)
+        opened = time.perf_counter() - began
+        state = engine.execute(run_id)
+        if state.status != "succeeded" or len(spent) != 1:
+            raise SystemExit(f"bench run did not pass its gate: {state.status} {state.reason}")
+        store.close()
+        return spent[0], opened
+
+    own = median(own_once, 5)
+    reached = [reach() for _ in range(3)]
+    gate = statistics.median(r[0] for r in reached)
+    opened = statistics.median(r[1] for r in reached)
+    return own, gate, opened
+
+
 def runbook(steps: list[str]) -> str:
     return "irctl: 1\nkind: runbook\nid: bench\ntitle: Bench\nsteps:\n" + "".join(steps)
 
@@ -392,6 +468,12 @@ def main() -> None:
         row("  speed-up", f"{sequential / parallel:.1f}×", "> 1×", parallel < sequential)
         fan = bench_fan_out(tmp)
         row("for_each 100 × 200 ms, max_parallel 50", f"{fan:.2f} s", "≤ 0.6 s", fan <= 0.6)
+        own, gate, opened = bench_guard(tmp)
+        row("verify before acting: chain check per event appended", f"{own * 1e6:.1f} µs",
+            "≤ 100 µs", own <= 0.0001)  # fmt: skip
+        row("  gate of a step after 10,000 events, in all", f"{gate * 1000:.2f} ms",
+            "≤ 5 ms", gate <= 0.005)  # fmt: skip
+        row("  full check on opening a 10,000-event run", f"{opened * 1000:.0f} ms", "—", True)
         verify = bench_verify(tmp)
         row("transcript verify, 100,000 events", f"{verify:.2f} s", "≤ 1.5 s", verify <= 1.5)
         rss = bench_memory(tmp)

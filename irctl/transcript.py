@@ -1167,8 +1167,10 @@ def _required_approvals(
     """Which steps of a runbook need approval, by which policy and rules; and a problem."""
     import yaml
 
+    # libyaml's parser when PyYAML has it: the same document, ~20× faster on a long runbook
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError:
         return {}, "the recorded runbook text is not YAML: its approval policies cannot be read"
     if not isinstance(document, dict):

@@ -290,7 +290,8 @@ def test_keys_generate_writes_outside_the_workspace(tmp_path: Path) -> None:
 COMMANDS = [
     ["init"], ["schema"], ["validate"], ["runbooks", "list"], ["plan"], ["run"], ["status"],
     ["runs", "list"], ["resume"], ["abort"], ["answer"], ["note"], ["transcript", "show"],
-    ["transcript", "verify"], ["transcript", "export"], ["keys", "generate"], ["demo"],
+    ["transcript", "verify"], ["transcript", "export"], ["keys", "generate"], ["keys", "export"],
+    ["demo"],
     ["approve"], ["deny"], ["approvals", "pending"], ["serve"], ["transcript", "pack"],
     ["transcript", "anchor"], ["transcript", "salt"], ["transcript", "check-secret"],
     ["drill", "list"], ["drill", "run"], ["drill", "schedule"], ["drill", "unschedule"],
