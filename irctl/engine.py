@@ -135,6 +135,17 @@ class _Live:
     tampered: Tampering | None = None  # what did not verify: nothing more runs
     # Every approval event of the run, by (step, item), as verified: the gate counts from these.
     approvals: dict[tuple[str, int | None], list[Event]] = field(default_factory=dict)
+    # The facts each step's attempts recorded (ActionContext.record), as verified.
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def index(self, event: Event) -> None:
+        """Keep what the engine reads back of a verified event: approvals and facts."""
+        data = event.data
+        if event.type.startswith("approval."):
+            self.approvals.setdefault(_gate_key(data), []).append(event)
+        elif event.type == ev.STEP_NOTE and isinstance(data.get("facts"), dict):
+            key = step_key(str(data.get("step")), _gate_key(data)[1])
+            self.facts.setdefault(key, {}).update(data["facts"])
 
 
 class Engine:
@@ -371,22 +382,23 @@ class Engine:
 
         events = self.store.events(run_id)
         state = fold(events)
-        if state.finished:
-            if self.signing_key is not None and events[-1].type != ev.CHECKPOINT:
-                # It ended but died before its final checkpoint: seal it now.
-                self._checkpoint(run_id)
-                return self.state(run_id)
+        if state.finished and events[-1].type == ev.CHECKPOINT:
             raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
         guard = JournalGuard(run_id, self._trusted_keys())
         opened = guard.open(events, pinned=state.operators, configured=self._configured_keys())
         if opened.tampering is not None:
             return self._refuse(run_id, state, guard, opened.tampering)
+        if state.finished:
+            if self.signing_key is not None:
+                # It ended but died before its final checkpoint: seal it now (verified above).
+                self._checkpoint(run_id)
+                return self.state(run_id)
+            raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
         runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook", registry=self.registry)
         resolved = self._resolve_secrets(runbook, state.mode)
         live = _Live(state, runbook, resolved, Redactor(resolved.values()), guard=guard)
         for event in events:
-            if event.type.startswith("approval."):
-                live.approvals.setdefault(_gate_key(event.data), []).append(event)
+            live.index(event)
         self._live = live
         if self.notify:
             live.notifiers = self._start_notifiers(live, events)
@@ -578,8 +590,7 @@ class Engine:
             for event in made[applied:]:
                 live.state.apply(event)
             for event in made:
-                if event.type.startswith("approval."):
-                    live.approvals.setdefault(_gate_key(event.data), []).append(event)
+                live.index(event)
             if made:
                 live.state.last_seq, live.state.head = made[-1].seq, made[-1].hash
         if self.listener:
@@ -665,8 +676,7 @@ class Engine:
                 return
             live.refold = True
             live.state.apply(event)
-            if event.type.startswith("approval."):
-                live.approvals.setdefault(_gate_key(event.data), []).append(event)
+            live.index(event)
             if self.listener:
                 self.listener(event)
             if live.notifiers:
@@ -1226,18 +1236,9 @@ class Engine:
         return record
 
     def _facts(self, key: str) -> dict[str, Any]:
-        """The facts earlier attempts of step ``key`` recorded, read back from the journal."""
-        live = self._require_live()
-        found: dict[str, Any] = {}
-        for event in self.store.events(live.state.run_id):
-            data = event.data
-            if (
-                event.type == ev.STEP_NOTE
-                and isinstance(data.get("facts"), dict)
-                and step_key(data["step"], data.get("item")) == key
-            ):
-                found.update(data["facts"])
-        return found
+        """The facts earlier attempts of step ``key`` recorded, as this process verified them
+        (never a row read back unchecked: a forged nonce or transaction must not reach a probe)."""
+        return dict(self._require_live().facts.get(key, {}))
 
     def _notes(self, key: str, ctx: ActionContext) -> None:
         for note in ctx.notes:

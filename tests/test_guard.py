@@ -212,6 +212,18 @@ def test_a_deleted_denial_stops_the_run(store: Store, tmp_path: Path) -> None:
     assert_stopped(team, store, run_id, state, denial.seq)  # "event N is missing"
 
 
+def test_a_forged_end_is_not_sealed_by_the_next_resume(store: Store, tmp_path: Path) -> None:
+    """A run that ended but died before its last checkpoint is sealed by the next resume:
+    only once its journal verifies, so a forged end is never sealed as irctl's own."""
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    row = forge(store, run_id, "run.succeeded", {}, prev="0" * 64)
+    state = engine.execute(run_id)
+    assert state.status == "tampered", state.status
+    assert tampered(store, run_id)[0].data["first_bad"] == row.seq
+    assert not [e for e in store.events(run_id) if e.type == ev.CHECKPOINT and e.seq > row.seq]
+
+
 def test_untouched_decisions_still_run_the_step_and_a_denial_still_fails_it(
     store: Store, tmp_path: Path
 ) -> None:
