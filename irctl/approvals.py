@@ -50,6 +50,7 @@ STATEMENT_FIELDS = (
     "run", "step", "item", "digest", "decision", "operator", "time", "reason", "break_glass",
 )  # fmt: skip
 ASSURANCE_RANK = {"slack": 1, "key": 2}
+START_FIELDS = ("run", "runbook_digest", "params", "mode", "incident", "initiator")
 
 
 class ApprovalRejected(IrctlError):
@@ -62,6 +63,45 @@ def statement(data: Mapping[str, Any]) -> bytes:
     """The exact bytes an operator signs for a decision."""
     body = {name: data.get(name) for name in STATEMENT_FIELDS}
     return ("irctl-approval:v1:" + canonical_json(body)).encode("utf-8")
+
+
+def start_statement(data: Mapping[str, Any]) -> bytes:
+    """The exact bytes the initiator signs to start a live run of a runbook with ``start:``."""
+    body = {name: data.get(name) for name in START_FIELDS}
+    return ("irctl-start:v1:" + canonical_json(body)).encode("utf-8")
+
+
+def start_problem(
+    start: Mapping[str, Any] | None,
+    created: Mapping[str, Any],
+    run_id: str,
+    allowed: Iterable[str],
+    roles: Iterable[str],
+    key: str | None,
+) -> str | None:
+    """Why a run's recorded start does not prove that its initiator, holding ``key`` (as
+    irctl.yaml lists it) and ``roles``, started it under a ``start:`` that ``allowed`` them."""
+    from irctl.identity import load_public_key, verify
+
+    who = created.get("initiator")
+    if not set(roles) & set(allowed):
+        return (
+            f"{who} (roles: {', '.join(sorted(roles)) or 'none'}) may not start this runbook: "
+            f"start.roles allows {', '.join(sorted(allowed))}"
+        )
+    if not key:
+        return f"{who} has no key in irctl.yaml, and starting this runbook needs one"
+    if not isinstance(start, Mapping) or start.get("key") != key:
+        return f"the start of run {run_id} is not signed by {who}'s key"
+    signature = start.get("sig")
+    body = {**{name: created.get(name) for name in START_FIELDS}, "run": run_id}
+    try:
+        public = load_public_key(key)
+    except IrctlError:
+        return f"{who}'s key in irctl.yaml is not a valid Ed25519 public key"
+    if not isinstance(signature, str) or not verify(public, start_statement(body), signature):
+        return f"the start of run {run_id} is not signed by {who}'s key (the signature fails)"
+    return None
 
 
 def sign_decision(key: Ed25519PrivateKey, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -690,6 +690,21 @@ def check_policies(
         problem = impossible(policy, roles_of, None, keyed=keyed)
         if problem:
             doc.add(("approvals", name), f"no operator in irctl.yaml could satisfy it: {problem}")
+    if runbook.start is not None:
+        allowed = set(runbook.start.roles)
+        starters = [n for n in keyed if allowed & set(roles_of[n])]
+        if not starters:
+            holders = sorted(n for n, roles in roles_of.items() if allowed & set(roles))
+            why = (
+                f"{', '.join(holders)} hold(s) one of these roles but has no key"
+                if holders
+                else "no operator holds one of these roles"
+            )
+            doc.add(
+                ("start", "roles"),
+                f"no operator in irctl.yaml could start a live run: {why} (a live start is "
+                "signed with the initiator's own key)",
+            )
     placed: list[tuple[Loc, Step]] = []
     for index, step in enumerate(runbook.steps):
         placed.append((("steps", index), step))

@@ -206,8 +206,15 @@ class Engine:
         mode: str = "live",
         incident: str | None = None,
         run_id: str | None = None,
+        starter_key: Ed25519PrivateKey | None = None,
     ) -> str:
-        """Record a new run (``run.created``) with the exact runbook text; runs nothing."""
+        """Record a new run (``run.created``) with the exact runbook text; runs nothing.
+
+        A live run of a runbook with ``start:`` is started only by an operator holding one of
+        its roles, with ``starter_key`` their own key (the key irctl.yaml lists for them):
+        ``run.created`` carries their signed statement, which the engine checks again each
+        time it opens the run.
+        """
         if mode not in ("live", "tabletop", "sandbox"):
             raise UsageError(f"mode must be live, tabletop or sandbox, not {mode!r}")
         from irctl.approvals import impossible
@@ -222,7 +229,8 @@ class Engine:
             if problem:
                 raise UsageError(f"step '{step.id}' could never be approved: {problem}")
         run_id = run_id or new_run_id()
-        data = {
+        start = self._signed_start(runbook, initiator, mode, starter_key)
+        data: dict[str, Any] = {
             "runbook": runbook.id,
             "title": runbook.title,
             "runbook_digest": "sha256:" + sha256_hex(runbook_text),
@@ -238,12 +246,67 @@ class Engine:
             },
             "break_glass_roles": list(self.config.break_glass.roles),
         }
+        if start is not None and starter_key is not None:  # _signed_start demands the key
+            from irctl.approvals import start_statement
+            from irctl.identity import public_key_text, sign
+
+            body = {**data, "run": run_id}
+            data["start"] = {
+                "roles": list(start), "key": public_key_text(starter_key),
+                "sig": sign(starter_key, start_statement(body)),
+            }  # fmt: skip
         first = self.store.create_run(
             run_id, runbook=runbook.id, initiator=initiator, mode=mode, incident=incident, data=data
         )
         if self.listener:
             self.listener(first)
         return run_id
+
+    def _signed_start(
+        self, runbook: Runbook, initiator: str, mode: str, key: Ed25519PrivateKey | None
+    ) -> list[str] | None:
+        """The roles a live run of ``runbook`` needs its initiator to hold (None: no ``start:``
+        or not live); UsageError when the initiator or their key does not meet them."""
+        if runbook.start is None or mode != "live":
+            return None
+        from irctl.identity import public_key_text
+
+        allowed = runbook.start.roles
+        operator = self.config.operators.get(initiator)
+        roles = operator.roles if operator is not None else []
+        if operator is None or not set(roles) & set(allowed):
+            raise UsageError(
+                f"{initiator} (roles: {', '.join(sorted(roles)) or 'none'}) may not start a live "
+                f"run of '{runbook.id}': its start.roles allows {', '.join(sorted(allowed))}"
+            )
+        if not operator.key:
+            raise UsageError(
+                f"starting a live run of '{runbook.id}' is signed with the initiator's own key, "
+                f"and irctl.yaml has none for {initiator}: run 'irctl keys generate {initiator}' "
+                "and add the line it prints"
+            )
+        if key is None or public_key_text(key) != operator.key:
+            raise UsageError(
+                f"starting a live run of '{runbook.id}' needs {initiator}'s own private key "
+                f"(the one irctl.yaml lists): give --key FILE, or keep it where "
+                f"'irctl keys generate {initiator}' put it"
+            )
+        return list(allowed)
+
+    def _start_problem(self, runbook: Runbook, state: RunState, created: Event) -> str | None:
+        """Why a live run of a runbook with ``start:`` may not go on: its recorded start is
+        not an allowed initiator's signed statement (checked against irctl.yaml)."""
+        if runbook.start is None or state.mode != "live":
+            return None
+        from irctl.approvals import start_problem
+
+        operator = self.config.operators.get(state.initiator)
+        pinned = state.operators.get(state.initiator) or {}
+        roles = [r for r in (operator.roles if operator else []) if r in pinned.get("roles", [])]
+        return start_problem(
+            created.data.get("start"), created.data, state.run_id, runbook.start.roles, roles,
+            operator.key if operator is not None else None,
+        )  # fmt: skip
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         """Append one event from outside an execution (answers, marks, notes), sealed."""
@@ -395,6 +458,9 @@ class Engine:
                 return self.state(run_id)
             raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
         runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook", registry=self.registry)
+        problem = self._start_problem(runbook, state, events[0])
+        if problem is not None:
+            return self._refuse(run_id, state, guard, Tampering(1, problem))
         resolved = self._resolve_secrets(runbook, state.mode)
         live = _Live(state, runbook, resolved, Redactor(resolved.values()), guard=guard)
         for event in events:

@@ -224,6 +224,13 @@ class Step(_Model):
         return found
 
 
+class Start(_Model):
+    """Who may start a live run of a runbook: an operator holding one of ``roles``, proven
+    by a statement signed with their own key (tabletop drills stay open to every operator)."""
+
+    roles: list[str] = Field(min_length=1, description="any of these roles may start a live run")
+
+
 class Runbook(_Model):
     """A breach response, step by step."""
 
@@ -240,6 +247,9 @@ class Runbook(_Model):
     params: dict[str, Param] = Field(default_factory=dict)
     secrets: dict[str, SecretRef] = Field(default_factory=dict)
     approvals: dict[str, Policy] = Field(default_factory=dict)
+    start: Start | None = Field(
+        default=None, description="who may start a live run (default: any operator)"
+    )
     steps: list[Step] = Field(min_length=1)
     on_failure: list[Step] = Field(default_factory=list)
 

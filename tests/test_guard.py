@@ -67,11 +67,12 @@ class Team:
     def __init__(self, tmp_path: Path, extra: dict[str, Any] | None = None) -> None:
         self.installation = generate_private_key(tmp_path / "installation.key")
         self.keys = {n: generate_private_key(tmp_path / "keys" / f"{n}.key") for n in TREASURY}
+        self.oncall = generate_private_key(tmp_path / "keys" / "oncall.key")
         self.out = tmp_path / "effects.txt"
         self.config = Config.model_validate({
             "installation_key": public_key_text(self.installation),
             "operators": {
-                "oncall": {"roles": ["security-oncall"]},
+                "oncall": {"roles": ["security-oncall"], "key": public_key_text(self.oncall)},
                 **{n: {"roles": ["treasury"], "key": public_key_text(k)}
                    for n, k in self.keys.items()},
             },
@@ -404,3 +405,96 @@ def test_resume_of_a_forged_store_exits_1_and_status_says_why(tmp_path: Path) ->
     again = irctl("resume", run_id, "--unattended", "--no-wait", "--as", "oncall", cwd=ws)
     assert again.returncode == 1  # a resume never mends it
     assert recorded_keys(str(out)) == ["halt"]
+
+
+# -- who may start what ----------------------------------------------------------------------
+
+GUARDED = RUNBOOK.replace("steps:\n", "start: {roles: [security-oncall]}\nsteps:\n", 1)
+
+
+def _create(team: Team, store: Store, **kwargs: Any) -> str:
+    model = load_runbook_text(GUARDED, "sweep.yaml")
+    args: dict[str, Any] = {"initiator": "oncall", **kwargs}
+    return team.engine(store).create_run(model, GUARDED, {"out": str(team.out)}, **args)
+
+
+def test_a_live_start_needs_an_allowed_role_and_that_operators_own_key(
+    store: Store, tmp_path: Path
+) -> None:
+    from irctl.errors import UsageError
+
+    team = Team(tmp_path)
+    with pytest.raises(UsageError, match="needs oncall's own private key"):
+        _create(team, store)  # a name is a claim, not a proof
+    with pytest.raises(UsageError, match="needs oncall's own private key"):
+        _create(team, store, starter_key=team.keys["t1"])  # someone else's key
+    with pytest.raises(UsageError, match=r"t1 .roles: treasury. may not start a live run"):
+        _create(team, store, initiator="t1", starter_key=team.keys["t1"])
+    assert not store.runs()
+    # A tabletop drill stays open to any operator, key or not.
+    drill = _create(team, store, initiator="t1", mode="tabletop")
+    assert team.engine(store).execute(drill).status == "waiting"
+    run_id = _create(team, store, starter_key=team.oncall)
+    state = team.engine(store).execute(run_id)
+    assert state.status == "waiting", state.reason
+    assert team.effects() == ["halt"]
+    assert store.events(run_id)[0].data["start"]["key"] == public_key_text(team.oncall)
+
+
+def test_a_start_rewritten_with_other_params_stops_the_run(
+    store: Store, tmp_path: Path
+) -> None:
+    """An insider holding the installation key rewrites what a run was started with and
+    re-seals it: the initiator's signed start no longer matches, so the run stops."""
+    team = Team(tmp_path)
+    run_id = _create(team, store, starter_key=team.oncall)
+    events = store.events(run_id)
+    events[0].data["params"] = {"out": str(tmp_path / "elsewhere.txt")}
+    events.append(Event.make(run_id, 2, ev.CHECKPOINT, {}, ""))
+    _rebuild(store, run_id, events, team)
+    assert irctl_verify(store, run_id, team)  # hashes and seals all hold
+    state = team.engine(store).execute(run_id)
+    assert state.status == "tampered"
+    assert "is not signed by oncall's key" in str(state.reason)
+    assert not (tmp_path / "elsewhere.txt").exists()
+    assert team.effects() == []
+
+
+def test_validate_refuses_a_start_nobody_could_make_and_run_needs_the_key(tmp_path: Path) -> None:
+    oncall = generate_private_key(tmp_path / "keys" / "oncall.key")
+    t1 = generate_private_key(tmp_path / "keys" / "t1.key")
+    t2 = generate_private_key(tmp_path / "t2.key")
+    operators = (
+        "operators:\n"
+        f'  oncall: {{roles: [security-oncall], key: "{public_key_text(oncall)}"}}\n'
+        f'  t1: {{roles: [treasury], key: "{public_key_text(t1)}"}}\n'
+        f'  t2: {{roles: [treasury], key: "{public_key_text(t2)}"}}\n'
+    )
+    nobody = GUARDED.replace("[security-oncall]}", "[ciso]}").replace("id: sweep", "id: nobody")
+    ws = make_workspace(tmp_path / "ws", {"sweep": GUARDED, "nobody": nobody}, extra=operators)
+    checked = irctl("validate", cwd=ws)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    report = checked.stdout + checked.stderr
+    assert "nobody.yaml:" in report
+    assert "start.roles" in report
+    assert "no operator holds one of these roles" in report
+    assert "sweep.yaml" not in report
+    out = tmp_path / "effects.txt"
+    env = {"IRCTL_KEY_DIR": str(tmp_path / "keys")}
+    argv = ["run", "sweep", "-p", f"out={out}", "--yes", "--unattended", "--no-wait"]
+    refused = irctl(*argv, "--as", "t1", cwd=ws, env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert "may not start a live run of 'sweep'" in refused.stderr
+    wrong = irctl(*argv, "--as", "oncall", "--key", str(tmp_path / "keys" / "t1.key"), cwd=ws)
+    assert wrong.returncode == 2, wrong.stderr
+    assert "needs oncall's own private key" in wrong.stderr
+    missing = irctl(*argv, "--as", "oncall", cwd=ws, env={"IRCTL_KEY_DIR": str(tmp_path / "none")})
+    assert missing.returncode == 2
+    assert "no key for oncall" in missing.stderr
+    assert not out.exists()
+    started = irctl(*argv, "--as", "oncall", cwd=ws, env=env)
+    assert started.returncode == 3, started.stderr
+    assert recorded_keys(str(out)) == ["halt"]
+    drill = irctl("run", "sweep", "-p", f"out={out}", "--mode", "tabletop", "--as", "t1",
+                  "--unattended", "--no-wait", cwd=ws)  # fmt: skip
+    assert drill.returncode == 3, drill.stderr  # a tabletop run is open to every operator

@@ -16,6 +16,8 @@ from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json, runs_
 from irctl.errors import IrctlError, NoStore, SecretError, UsageError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from irctl.engine import Engine
     from irctl.model import Runbook
     from irctl.state import RunState
@@ -206,6 +208,12 @@ def run_command(
         "live", help="live; tabletop (every action simulated); sandbox (sandbox endpoints)."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before starting a live run."),
+    key: Path | None = typer.Option(
+        None,
+        "--key",
+        help="Your private key, for a runbook whose start: names the roles that may start it "
+        "(default: where 'irctl keys generate' put it).",
+    ),
     detach: bool = typer.Option(False, help="Start the run in the background and return its id."),
     wait: bool | None = typer.Option(
         None,
@@ -244,19 +252,43 @@ def run_command(
                 "[yellow]warning:[/yellow] this workspace has no installation key, so the "
                 "transcript will not be signed; run 'irctl init' to create one"
             )
+    starter = _starter_key(model, mode, who, key)
     if mode == "live" and not yes and not detach and sys.stdin.isatty():
         typer.confirm(f"Start a LIVE run of '{model.id}'?", abort=True)
     if detach:
         engine = _engine(ws)
-        run_id = engine.create_run(model, text, params, initiator=who, mode=mode, incident=incident)
+        run_id = engine.create_run(
+            model, text, params, initiator=who, mode=mode, incident=incident, starter_key=starter
+        )
         _detach(ws, run_id)
         if as_json:
             print_json({"run_id": run_id, "detached": True})
         else:
             out.print(run_id)
         return
-    create = (model, text, params, who, mode, incident)
+    create = (model, text, params, who, mode, incident, starter)
     _execute(ws, model.title, interactive, as_json, who=who, create=create, wait=wait)
+
+
+def _starter_key(
+    model: "Runbook", mode: str, who: str, given: Path | None
+) -> "Ed25519PrivateKey | None":
+    """The initiator's private key, when the runbook's ``start:`` needs a signed start."""
+    if model.start is None or mode != "live":
+        return None
+    from irctl.identity import load_private_key, operator_key_path
+
+    path = given or operator_key_path(who)
+    if not path.is_file():
+        where = f"--key {given}: no such key file" if given else f"no key for {who} at {path}"
+        raise UsageError(
+            f"a live run of '{model.id}' is started with the initiator's own key "
+            f"(start.roles: {', '.join(model.start.roles)}): {where}; give --key FILE"
+        )
+    try:
+        return load_private_key(path)
+    except IrctlError as exc:
+        raise UsageError(f"{exc.message}; give {who}'s Ed25519 private key file") from None
 
 
 def _execute(
@@ -266,7 +298,7 @@ def _execute(
     as_json: bool,
     *,
     who: str,
-    create: "tuple[Runbook, str, dict[str, Any], str, str, str | None] | None" = None,
+    create: "tuple[Runbook, str, dict[str, Any], str, str, str | None, Any] | None" = None,
     run_id: str | None = None,
     wait: bool | None = None,
 ) -> None:
@@ -282,10 +314,11 @@ def _execute(
         operator=who, attach=attach,
     )  # fmt: skip
     if create is not None:
-        model, text, params, initiator, mode, incident = create
+        model, text, params, initiator, mode, incident, starter = create
         run_id = engine.create_run(
-            model, text, params, initiator=initiator, mode=mode, incident=incident
-        )
+            model, text, params, initiator=initiator, mode=mode, incident=incident,
+            starter_key=starter,
+        )  # fmt: skip
         err.print(f"run [bold]{run_id}[/bold] of {escape(model.id)} ({mode})")
     if run_id is None:  # pragma: no cover - callers pass one of the two
         raise UsageError("no run to execute")
