@@ -240,7 +240,9 @@ class Engine:
         return run_id
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
-        """Append one event from outside an execution (answers, marks, notes), sealed."""
+        """Append one event from outside an execution (answers, marks, notes), sealed; a
+        secret the run resolved is masked in its text, answer or reason."""
+        data = self._masked(run_id, data)
         made = self.store.append(run_id, [(kind, data)], seal=self._sealer())
         self.anchor(made)
         return made[0]
@@ -263,6 +265,8 @@ class Engine:
         checks it), sealed and anchored like any other event from outside an execution."""
         from irctl.approvals import decision
 
+        if reason is not None:  # masked before it is signed: the signature covers what is kept
+            reason = self._masked(run_id, {"reason": reason})["reason"]
         kind, data = decision(
             self.store, run_id, key, operator=operator, approve=approve, reason=reason,
             private_key=private_key, break_glass=break_glass, channel=channel,
@@ -323,10 +327,26 @@ class Engine:
         if state.finished:
             raise UsageError(f"run {run_id} has already {state.status}")
         with self._lock:
-            data = {"reason": reason, "by": operator}
+            data = self._masked(run_id, {"reason": reason, "by": operator})
             made = self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
         self.anchor(made)
         return self.state(run_id)
+
+    def _masked(self, run_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with a person's words (``text``, ``answer``, ``reason``) masked wherever
+        they hold a secret value the run resolved, recognised by the run's commitments
+        (:func:`irctl.secrets.recogniser`): this process need not have resolved them."""
+        words = [k for k in ("text", "answer", "reason") if isinstance(data.get(k), str)]
+        if not words:
+            return data
+        from irctl.secrets import recogniser
+
+        mask = recogniser(self.store, run_id, self.store.events(run_id))
+        live = self._live if self._live is not None and self._live.state.run_id == run_id else None
+        masked = dict(data)
+        for k in words:
+            masked[k] = mask(live.redactor.text(data[k]) if live is not None else data[k])
+        return masked
 
     def _sealer(self) -> Seal | None:
         if self.signing_key is None:

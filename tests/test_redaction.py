@@ -7,6 +7,7 @@ masked; and a short or common secret value never rewrites the names a record is 
 
 from __future__ import annotations
 
+import base64
 import json
 import zipfile
 from pathlib import Path
@@ -165,6 +166,57 @@ def test_a_template_error_of_a_field_that_reads_a_secret_quotes_no_value(tmp_pat
     assert "it reads secrets" in run.stderr
     data = b"".join(p.read_bytes() for p in (ws / ".irctl").rglob("*") if p.is_file())
     assert not leaked(data + (run.stdout + run.stderr).encode())
+
+
+def test_notes_reasons_and_answers_are_stored_with_the_secret_masked(tmp_path: Path) -> None:
+    runbook = RUNBOOK.split("steps:\n", 1)[0] + (
+        "steps:\n  - id: ask\n    action: manual.confirm\n    with: {prompt: call custody}\n"
+        "  - id: gated\n    action: notify.console\n    approval: one\n"
+        "    with: {message: \"{{ secrets.tok | length }} characters\"}\n"
+    )
+    ws, env = _workspace(tmp_path, runbook)
+    env["REDACTION_TOKEN"] = SECRET
+    run = irctl("run", "filters", "--yes", cwd=ws, env=env)
+    assert run.returncode == 3, run.stderr
+    run_id = run_id_from(run)
+    basic = base64.b64encode(f"oncall:{SECRET}".encode()).decode()
+    quoted = SECRET.replace("/", "%2F").replace("+", "%2B").replace("&", "%26")
+    # The note and the others come from processes that never resolved the secret (no env).
+    words = {k: v for k, v in env.items() if k != "REDACTION_TOKEN"}
+    text = f"pasted {SECRET} by mistake, and Basic {basic}"
+    note = irctl("note", run_id, text, cwd=ws, env=words)
+    assert note.returncode == 0, note.stderr
+    answered = irctl("answer", run_id, "ask", "done", "--no-resume", cwd=ws, env=words)
+    assert answered.returncode == 0, answered.stderr
+    resumed = irctl("resume", run_id, cwd=ws, env=env)
+    assert resumed.returncode == 3, resumed.stderr  # now at the approval
+    reason = f"checked the token ({quoted}) with '{SECRET[::-1]}'"
+    approved = irctl(
+        "approve", run_id, "gated", "--as", "bob", "--reason", reason, cwd=ws, env=words
+    )
+    assert approved.returncode == 0, approved.stderr
+    done = irctl("resume", run_id, cwd=ws, env=env)
+    assert done.returncode == 0, done.stderr
+    aborted_run = irctl("run", "filters", "--yes", cwd=ws, env=env)
+    other = run_id_from(aborted_run)
+    aborted = irctl("abort", other, "--reason", f"wrong token {SECRET}", cwd=ws, env=words)
+    assert aborted.returncode == 0, aborted.stderr
+
+    data = b"".join(p.read_bytes() for p in (ws / ".irctl").rglob("*") if p.is_file())
+    assert not leaked(data), leaked(data)
+    assert basic.encode() not in data
+    lines = irctl("transcript", "export", run_id, "--format", "jsonl", cwd=ws).stdout
+    events = [json.loads(line) for line in lines.splitlines()]
+    notes = [e["data"]["text"] for e in events if e["type"] == "run.note"]
+    assert notes == ["pasted •••• by mistake, and Basic ••••"]
+    (granted,) = [e["data"] for e in events if e["type"] == "approval.granted"]
+    assert granted["reason"] == "checked the token (••••) with '••••'"
+    assert [e["data"]["answer"] for e in events if e["type"] == "step.answered"] == ["done"]
+    verified = irctl("transcript", "verify", run_id, cwd=ws)  # the signed reason still verifies
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "1 approval verified" in verified.stdout
+    reasons = irctl("transcript", "export", other, "--format", "jsonl", cwd=ws).stdout
+    assert '"reason":"wrong token ••••"' in reasons
 
 
 SHORT = """\
