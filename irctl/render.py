@@ -22,6 +22,7 @@ and only for values of at least :data:`MIN_SCANNED` characters.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
@@ -335,15 +336,19 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()  # the items of a for_each add values from their threads
         self.add(*secrets)
 
     def add(self, *values: str) -> None:
         new = {v for v in values if isinstance(v, str) and len(v) >= MIN_SCANNED}
+        if not new or new <= self._values:
+            return
         new |= {form for v in new for form in encoded_forms(v)}
-        if new - self._values:
-            self._values |= new
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        with self._lock:
+            if new - self._values:
+                self._values |= new
+                ordered = sorted(self._values, key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
     def __bool__(self) -> bool:
         return bool(self._values)
