@@ -168,6 +168,25 @@ def test_a_template_error_of_a_field_that_reads_a_secret_quotes_no_value(tmp_pat
     assert not leaked(data + (run.stdout + run.stderr).encode())
 
 
+def test_the_items_of_a_for_each_made_from_a_secret_are_secret_too(tmp_path: Path) -> None:
+    runbook = RUNBOOK.split("steps:\n", 1)[0] + (
+        "steps:\n  - id: each\n    for_each: \"{{ (secrets.tok | reverse | join ~ ',plain')"
+        ".split(',') }}\"\n    max_parallel: 2\n    action: notify.console\n"
+        "    with: {message: \"part {{ item }}\", level: info}\n"
+    )
+    ws, env = _workspace(tmp_path, runbook)
+    env["REDACTION_TOKEN"] = SECRET
+    plan = irctl("plan", "filters", "--json", cwd=ws, env=env)
+    assert plan.returncode == 0, plan.stderr
+    (step,) = json.loads(plan.stdout)["steps"]
+    assert step["for_each"] == ["••••", "••••"]
+    assert step["inputs"] == [{"message": "••••", "level": "info"}] * 2
+    run = irctl("run", "filters", "--yes", cwd=ws, env=env)
+    assert run.returncode == 0, run.stderr
+    data = b"".join(p.read_bytes() for p in (ws / ".irctl").rglob("*") if p.is_file())
+    assert not leaked(data + (plan.stdout + run.stdout + run.stderr).encode())
+
+
 def test_notes_reasons_and_answers_are_stored_with_the_secret_masked(tmp_path: Path) -> None:
     runbook = RUNBOOK.split("steps:\n", 1)[0] + (
         "steps:\n  - id: ask\n    action: manual.confirm\n    with: {prompt: call custody}\n"
