@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -108,10 +109,21 @@ def test_a_secret_through_any_filter_is_never_recorded_or_shown(tmp_path: Path, 
     run = irctl("run", "filters", "--yes", cwd=ws, env=env)
     assert run.returncode == 3, run.stderr  # waits for the approval
     run_id = run_id_from(run)
-    approved = irctl("approve", run_id, "gated", "--as", "bob", "--reason", "ok", cwd=ws, env=env)
-    assert approved.returncode == 0, approved.stderr
-    done = irctl("resume", run_id, cwd=ws, env=env)
-    assert done.returncode == 0, done.stderr
+    # Held open (as a long run or irctl serve would), the store keeps what follows in its -wal.
+    holder = sqlite3.connect(ws / ".irctl" / "irctl.db")
+    try:
+        holder.execute("SELECT count(*) FROM irctl_events").fetchone()
+        approved = irctl(
+            "approve", run_id, "gated", "--as", "bob", "--reason", "ok", cwd=ws, env=env
+        )
+        assert approved.returncode == 0, approved.stderr
+        done = irctl("resume", run_id, cwd=ws, env=env)
+        assert done.returncode == 0, done.stderr
+        wal = (ws / ".irctl" / "irctl.db-wal").read_bytes()
+        assert b"step.succeeded" in wal  # the resumed run's events are in the log
+        assert not leaked(wal), leaked(wal)
+    finally:
+        holder.close()
     status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
     recorded = {s["step"]: s for s in status["steps"]}
     assert recorded["gated"]["digest"] == steps["gated"]["digest"]  # the plan is the contract
