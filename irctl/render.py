@@ -125,7 +125,7 @@ class SecretValues(Mapping[str, str]):
 
 @lru_cache(maxsize=4096)
 def _names(source: str) -> frozenset[str]:
-    """The top-level names a template reads (``item`` in ``{{ item.x }}``)."""
+    """The names a template uses (``item`` in ``{{ item.x }}``)."""
     try:
         single, _ = _compile(source)
         match = _SINGLE.match(source)
@@ -142,9 +142,14 @@ def mentions(source: Any, name: str) -> bool:
 
 
 def render_string(source: str, context: dict[str, Any]) -> Any:
-    """One field, rendered; an error of a field that read a secret never quotes a value."""
     if not is_template(source):
         return source
+    return _field(source, context)[0]
+
+
+def _field(source: str, context: dict[str, Any]) -> tuple[Any, bool]:
+    """One template string rendered, and whether the rendering read ``secrets``; the error of
+    a field that read a secret never quotes a value."""
     flag = [False]
     token = _READ.set(flag)
     try:
@@ -158,12 +163,9 @@ def render_string(source: str, context: dict[str, Any]) -> Any:
         ) from None
     finally:
         _READ.reset(token)
-    outer = _READ.get()
-    if outer is not None and flag[0]:
-        outer[0] = True
     if isinstance(value, SecretValues):  # `{{ secrets }}`: the action gets a plain mapping
         value = dict(value._values)
-    return value
+    return value, flag[0]
 
 
 def _render_string(source: str, context: dict[str, Any]) -> Any:
@@ -216,13 +218,8 @@ def render_shown(
         if isinstance(part, str):
             if not is_template(part):
                 return part, part
-            flag = [False]
-            token = _READ.set(flag)
-            try:
-                rendered = render_string(part, context)
-            finally:
-                _READ.reset(token)
-            if flag[0] or (tainted and tainted & _names(part)):
+            rendered, read = _field(part, context)
+            if read or (tainted and tainted & _names(part)):
                 hidden.append(rendered)
                 return rendered, REDACTED
             return rendered, rendered
