@@ -52,8 +52,18 @@ from irctl.errors import (
 from irctl.events import Event, utcnow
 from irctl.guard import RUN_TAMPERED, JournalGuard, Tampering
 from irctl.model import Config, Policy, Runbook, Step
-from irctl.plan import resolve_policy, step_digest, template_context
-from irctl.render import Redactor, RenderError, render, sha256_hex, template_strings
+from irctl.plan import SECRET_ITEM, resolve_policy, step_digest, template_context
+from irctl.render import (
+    REDACTED,
+    Redactor,
+    RenderError,
+    mentions,
+    render,
+    render_shown,
+    sha256_hex,
+    template_strings,
+    texts,
+)
 from irctl.render import digest as digest_of
 from irctl.state import (
     FAILED,
@@ -309,7 +319,9 @@ class Engine:
         )  # fmt: skip
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
-        """Append one event from outside an execution (answers, marks, notes), sealed."""
+        """Append one event from outside an execution (answers, marks, notes), sealed; a
+        secret the run resolved is masked in its text, answer or reason."""
+        data = self._masked(run_id, data)
         made = self.store.append(run_id, [(kind, data)], seal=self._sealer())
         self.anchor(made)
         return made[0]
@@ -332,6 +344,8 @@ class Engine:
         checks it), sealed and anchored like any other event from outside an execution."""
         from irctl.approvals import decision
 
+        if reason is not None:  # masked before it is signed: the signature covers what is kept
+            reason = self._masked(run_id, {"reason": reason})["reason"]
         kind, data = decision(
             self.store, run_id, key, operator=operator, approve=approve, reason=reason,
             private_key=private_key, break_glass=break_glass, channel=channel,
@@ -392,10 +406,26 @@ class Engine:
         if state.finished:
             raise UsageError(f"run {run_id} has already {state.status}")
         with self._lock:
-            data = {"reason": reason, "by": operator}
+            data = self._masked(run_id, {"reason": reason, "by": operator})
             made = self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
         self.anchor(made)
         return self.state(run_id)
+
+    def _masked(self, run_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with a person's words (``text``, ``answer``, ``reason``) masked wherever
+        they hold a secret value the run resolved, recognised by the run's commitments
+        (:func:`irctl.secrets.recogniser`): this process need not have resolved them."""
+        words = [k for k in ("text", "answer", "reason") if isinstance(data.get(k), str)]
+        if not words:
+            return data
+        from irctl.secrets import recogniser
+
+        mask = recogniser(self.store, run_id, self.store.events(run_id))
+        live = self._live if self._live is not None and self._live.state.run_id == run_id else None
+        masked = dict(data)
+        for k in words:
+            masked[k] = mask(live.redactor.text(data[k]) if live is not None else data[k])
+        return masked
 
     def _sealer(self) -> Seal | None:
         if self.signing_key is None:
@@ -684,7 +714,7 @@ class Engine:
         run_id = live.state.run_id
 
         def record(kind: str, data: dict[str, Any]) -> None:
-            body = live.redactor(data)
+            body = live.redactor.event(data)
             if self._live is live:
                 self._append(run_id, [(kind, body)])
             else:
@@ -756,7 +786,7 @@ class Engine:
 
     def _emit(self, kind: str, data: dict[str, Any], *, defer: bool = False) -> None:
         live = self._require_live()
-        self._append(live.state.run_id, [(kind, live.redactor(data))], defer=defer)
+        self._append(live.state.run_id, [(kind, live.redactor.event(data))], defer=defer)
 
     def _emit_step(self, kind: str, key: str, data: dict[str, Any], *, defer: bool = False) -> None:
         step_id, item = _split_key(key)
@@ -879,14 +909,18 @@ class Engine:
         name, policy = resolve_policy(live.runbook, step)
         if policy is not None:
             # One approval covers every item: the digest of all the items' digests.
+            tainted = SECRET_ITEM if mentions(step.for_each, "secrets") else frozenset()
             try:
-                rendered = [
-                    render(step.with_, self._context(value, has_item=True)) for value in items
-                ]
+                shown = []
+                for value in items:
+                    context = self._context(value, has_item=True)
+                    _, masked, hidden = render_shown(step.with_, context, tainted=tainted)
+                    live.redactor.add(*texts(hidden))
+                    shown.append(masked)
             except RenderError as exc:
                 self._emit_step(ev.STEP_FAILED, step.id, {"error": str(exc), "attempt": 0})
                 return give_up
-            recorded = live.redactor(rendered)
+            recorded = live.redactor(shown)
             combined = digest_of(
                 [step_digest(step.id, step.action, inputs, i) for i, inputs in enumerate(recorded)]
             )
@@ -949,16 +983,18 @@ class Engine:
             if static is None:  # inputs with no template are the same every time: hash once
                 static = live.static[step.id] = not any(template_strings(step.with_))
             if static:
-                inputs = step.with_
-            else:
+                inputs = shown = step.with_
+            else:  # a field rendered from a secret is recorded as •••• (irctl.render)
                 context = self._context(item, has_item=step.for_each is not None)
-                inputs = render(step.with_, context)
+                tainted = SECRET_ITEM if mentions(step.for_each, "secrets") else frozenset()
+                inputs, shown, hidden = render_shown(step.with_, context, tainted=tainted)
+                live.redactor.add(*texts(hidden))
         except (IntegrationError, RenderError) as exc:
             self._emit_step(ev.STEP_FAILED, key, {"error": str(exc), "attempt": 0})
             return give_up
         if not isinstance(inputs, dict):
-            inputs = {}
-        recorded = live.redactor(inputs)
+            inputs = shown = {}
+        recorded = live.redactor(shown)
         cached = live.digests.get(key) if static else None
         digest = cached or step_digest(step.id, step.action, recorded, index)
         if static:
@@ -1065,9 +1101,11 @@ class Engine:
                     error = f"{act.name} returned outputs that cannot be recorded: {exc}"
                     self._emit_step(ev.STEP_FAILED, key, {"error": error, "attempt": attempt})
                     return give_up
-            if act.secret_outputs:
-                live.redactor.add(*(str(outputs[k]) for k in act.secret_outputs if k in outputs))
             live.outputs[key] = outputs
+            if act.secret_outputs:  # masked whole, and searched for in what comes later
+                live.redactor.add(*(str(outputs[k]) for k in act.secret_outputs if k in outputs))
+                hide = act.secret_outputs
+                outputs = {k: REDACTED if k in hide else v for k, v in outputs.items()}
             self._emit_step(
                 ev.STEP_SUCCEEDED, key, {"outputs": outputs, "attempt": attempt}, defer=True
             )

@@ -2,7 +2,8 @@
 
 Each step's inputs are rendered into their fully resolved form and hashed; that
 digest is what an approver approves and what the transcript records.  Secrets
-are never resolved for a plan: they show as ``••••``.  Inputs that read an
+are never resolved for a plan, and a field rendered from a secret shows as ``••••``
+as a whole, as the run records it (:func:`irctl.render.render_shown`).  Inputs that read an
 earlier step's outputs can only be resolved when that step has run: the plan
 says which steps they wait for.
 """
@@ -17,7 +18,21 @@ from irctl.actions import Registry, default_registry
 from irctl.canonical import step_digest as step_digest  # noqa: PLC0414 - re-exported
 from irctl.errors import IntegrationError, IrctlError
 from irctl.model import Config, Policy, Runbook, Step, format_duration
-from irctl.render import REDACTED, RenderError, digest, referenced, render, template_strings
+from irctl.render import (
+    REDACTED,
+    RenderError,
+    SecretValues,
+    digest,
+    mentions,
+    referenced,
+    render,
+    render_shown,
+    template_strings,
+)
+
+#: What a field may name besides ``secrets`` that makes it secret: the item of a for_each built
+#: from secrets.
+SECRET_ITEM = frozenset({"item"})
 
 # Values that only exist once a run is created: a plan shows placeholders for them.
 RUN_SPECIFIC = {"id", "initiator", "started_at", "failed_step"}
@@ -33,7 +48,10 @@ def template_context(
     item: Any = None,
     has_item: bool = False,
 ) -> dict[str, Any]:
-    context = {"params": params, "secrets": secrets, "vars": vars, "run": run, "steps": steps}
+    context = {
+        "params": params, "secrets": SecretValues(secrets), "vars": vars, "run": run,
+        "steps": steps,
+    }  # fmt: skip
     if has_item:
         context["item"] = item
     return context
@@ -171,17 +189,21 @@ def make_plan(
                     item.will_run = bool(render(step.when, base))
                 elif isinstance(step.when, bool):
                     item.will_run = step.when
+                items: Any = None
+                secret_items = mentions(step.for_each, "secrets")
                 if step.for_each is not None:
                     items = render(step.for_each, base)
                     if not isinstance(items, list):
                         raise RenderError(f"for_each must give a list, got {type(items).__name__}")
-                    item.for_each = items
+                    item.for_each = [REDACTED] * len(items) if secret_items else items
                 if step.action is not None and step.for_each is None:
-                    item.inputs = render(step.with_, base)
+                    item.inputs = render_shown(step.with_, base)[1]
                     item.digest = step_digest(step.id, step.action, item.inputs)
-                elif step.action is not None and isinstance(item.for_each, list):
+                elif step.action is not None and isinstance(items, list):
+                    tainted = SECRET_ITEM if secret_items else frozenset()
                     rendered = [
-                        render(step.with_, {**base, "item": value}) for value in item.for_each
+                        render_shown(step.with_, {**base, "item": value}, tainted=tainted)[1]
+                        for value in items
                     ]
                     item.inputs = rendered
                     item.digest = digest(

@@ -68,7 +68,7 @@ def test_plan_digest_is_what_the_run_records(ws: Path) -> None:
     assert plan.returncode == 0, plan.stderr
     steps = {s["id"]: s for s in json.loads(plan.stdout)["steps"]}
     halt = steps["halt-withdrawals"]
-    assert halt["inputs"]["headers"]["Authorization"] == "Bearer ••••"
+    assert halt["inputs"]["headers"]["Authorization"] == "••••"  # read a secret: masked whole
     assert halt["approval"] is None
     assert halt["integration"] == "http"
     assert "run.id" in halt["note"]  # its reason reads the run id: final at run start

@@ -528,7 +528,8 @@ def test_secrets_never_reach_the_journal(store: Store, monkeypatch: pytest.Monke
     assert state.status == "failed"
     lines = list(store.lines(run_id))
     assert not [line for line in lines if secret in line]
-    assert state.steps["use"].outputs["echo"] == "Bearer ••••"
+    # the field read a secret: its value is masked whole, in the inputs and wherever it recurs
+    assert state.steps["use"].outputs["echo"] == "••••"
     assert state.steps["fail"].error == "server said no to token ••••"
 
 
@@ -573,7 +574,7 @@ def test_encoded_secrets_never_reach_the_journal(
         json.dumps(secret)[1:-1], encoded[8:-4],
     ):  # fmt: skip
         assert form not in journal
-    assert state.steps["url"].outputs["echo"] == "https://x.test/?t=••••"
+    assert state.steps["url"].outputs["echo"] == "••••"
     assert state.steps["loud"].outputs["echo"] == "••••"
     header = state.steps["header"].outputs["header"]
     assert header.startswith("Basic b25jYWxsO")

@@ -175,7 +175,9 @@ def test_no_artefact_holds_the_secret(run: EvidenceRun, exported: dict[str, Path
 
 def test_a_tampered_transcript_says_not_verified(exported: dict[str, Path]) -> None:
     lines = exported["jsonl"].read_text().splitlines()
-    lines[3] = lines[3].replace("halting", "HALTING")
+    edited = lines[3].replace('"text":"••••"', '"text":"halting"')  # the note of the halt
+    assert edited != lines[3]
+    lines[3] = edited
     events = [Event.from_line(line) for line in lines]
     page = export_html(events, verify_lines(lines, public_keys=None))
     assert "NOT VERIFIED" in page

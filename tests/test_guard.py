@@ -469,6 +469,7 @@ def test_validate_refuses_a_start_nobody_could_make_and_run_needs_the_key(tmp_pa
         f'  oncall: {{roles: [security-oncall], key: "{public_key_text(oncall)}"}}\n'
         f'  t1: {{roles: [treasury], key: "{public_key_text(t1)}"}}\n'
         f'  t2: {{roles: [treasury], key: "{public_key_text(t2)}"}}\n'
+        f'  t3: {{roles: [treasury], key: "{public_key_text(t2)}"}}\n'
     )
     nobody = GUARDED.replace("[security-oncall]}", "[ciso]}").replace("id: sweep", "id: nobody")
     ws = make_workspace(tmp_path / "ws", {"sweep": GUARDED, "nobody": nobody}, extra=operators)

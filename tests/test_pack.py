@@ -255,7 +255,9 @@ def test_a_pack_forged_with_another_key_is_caught_by_the_trusted_key(
 
     def forge(files: Files) -> None:
         lines = files["events.jsonl"].decode().splitlines()
-        lines[3] = lines[3].replace("halting", "not halting")
+        edited = lines[3].replace('"text":"••••"', '"text":"not halting"')  # the halt's note
+        assert edited != lines[3]
+        lines[3] = edited
         files["events.jsonl"] = "".join(x + "\n" for x in reseal(lines, forger)).encode()
         files["keys/installation.pub"] = (public_key_text(forger) + "\n").encode()
         manifest = json.loads(files["manifest.json"])
@@ -335,7 +337,9 @@ def test_a_repeated_name_is_caught_whichever_copy_a_tool_shows(
 ) -> None:
     with zipfile.ZipFile(pack) as archive:
         lines = archive.read("events.jsonl").decode().splitlines()
-    forged = "".join(x.replace("halting", "not halting") + "\n" for x in lines).encode()
+    edited = [x.replace('"text":"••••"', '"text":"not halting"') for x in lines]
+    assert edited != lines
+    forged = "".join(x + "\n" for x in edited).encode()
     # the forged copy comes first (what many zip tools show); the genuine one last
     path = rezipped(pack, tmp_path, [("events.jsonl", forged)])
     found = " | ".join(problems(path, key))
