@@ -44,6 +44,7 @@ from irctl.canonical import canonical_json
 from irctl.errors import (
     ActionError,
     ActionTimeout,
+    CorruptEvent,
     IntegrationError,
     IrctlError,
     StoreError,
@@ -265,6 +266,10 @@ class Engine:
                 "roles": list(start), "key": public_key_text(starter_key),
                 "sig": sign(starter_key, start_statement(body)),
             }  # fmt: skip
+        if self.signing_key is not None:  # a row nobody can forge without the key
+            from irctl.guard import seal_created
+
+            data["sealed_by"] = seal_created(run_id, data, self.signing_key)
         first = self.store.create_run(
             run_id, runbook=runbook.id, initiator=initiator, mode=mode, incident=incident, data=data
         )
@@ -322,9 +327,39 @@ class Engine:
         """Append one event from outside an execution (answers, marks, notes), sealed; a
         secret the run resolved is masked in its text, answer or reason."""
         data = self._masked(run_id, data)
-        made = self.store.append(run_id, [(kind, data)], seal=self._sealer())
+        made = self._record_outside(run_id, [(kind, data)])
         self.anchor(made)
         return made[0]
+
+    def _record_outside(self, run_id: str, items: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+        """Append from outside an execution, sealed with the installation key, only onto a
+        journal this process has just verified: a checkpoint signed here never vouches for a
+        row nobody checked (someone's forgery sealed by an honest ``irctl note``, say)."""
+        from irctl.guard import RunTampered, describe
+        from irctl.store import HeadMoved
+
+        if self.signing_key is None:
+            if self.config.installation_key:
+                raise UsageError(
+                    f"irctl.yaml names the installation key {self.config.installation_key}, but "
+                    "this workspace has no key file (.irctl/installation.key): what it recorded "
+                    "could not be sealed, and a run refuses unsealed events as tampering; copy "
+                    "the installation key here first"
+                )
+            return self.store.append(run_id, items)
+        for _ in range(20):  # others appending meanwhile: check their events, then again
+            events = self.store.events(run_id)
+            guard = JournalGuard(run_id, self._trusted_keys())
+            opened = guard.open(events, pinned=_pinned(events), configured=self._configured_keys())
+            if opened.tampering is not None:
+                raise RunTampered(describe(opened.tampering, run_id))
+            try:
+                return self.store.append(
+                    run_id, items, seal=self._sealer(), expect=(guard.seq, guard.head)
+                )
+            except HeadMoved:
+                continue
+        raise StoreError(f"cannot append to run {run_id}: other writers kept winning")
 
     def decide(
         self,
@@ -405,9 +440,12 @@ class Engine:
         state = self.state(run_id)
         if state.finished:
             raise UsageError(f"run {run_id} has already {state.status}")
-        with self._lock:
-            data = self._masked(run_id, {"reason": reason, "by": operator})
-            made = self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
+        data = self._masked(run_id, {"reason": reason, "by": operator})
+        if self._live is not None and self._live.state.run_id == run_id:
+            with self._lock:
+                made = self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
+        else:
+            made = self._record_outside(run_id, [(ev.RUN_ABORTED, data)])
         self.anchor(made)
         return self.state(run_id)
 
@@ -474,15 +512,18 @@ class Engine:
         from irctl.loader import load_runbook_text
 
         events = self.store.events(run_id)
-        state = fold(events)
-        if state.finished and events[-1].type == ev.CHECKPOINT:
-            raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
         guard = JournalGuard(run_id, self._trusted_keys())
-        opened = guard.open(events, pinned=state.operators, configured=self._configured_keys())
+        # Verified before it is folded: a crafted row is named as tampering, not a crash.
+        opened = guard.open(events, pinned=_pinned(events), configured=self._configured_keys())
         if opened.tampering is not None:
+            try:
+                state = fold(events)
+            except CorruptEvent:
+                state = RunState(run_id=run_id)
             return self._refuse(run_id, state, guard, opened.tampering)
+        state = fold(events)
         if state.finished:
-            if self.signing_key is not None:
+            if self.signing_key is not None and events[-1].type in ev.TERMINAL:
                 # It ended but died before its final checkpoint: seal it now (verified above).
                 self._checkpoint(run_id)
                 return self.state(run_id)
@@ -675,7 +716,11 @@ class Engine:
         batch: list[Item] = [*self._deferred, *items]
         self._deferred = []
         expected = live.state.last_seq + 1 if live is not None else 0
-        made = self.store.append(run_id, batch, seal=self._sealer() if seal else None)
+        guarded = live is not None and live.guard is not None and live.state.run_id == run_id
+        if guarded and live is not None and live.guard is not None:
+            made = self._append_verified(live, live.guard, run_id, batch, seal)
+        else:
+            made = self.store.append(run_id, batch, seal=self._sealer() if seal else None)
         if live is not None and live.state.run_id == run_id:
             if made and made[0].seq > expected:
                 self._fold_foreign(live, expected, made[0].seq)
@@ -698,6 +743,24 @@ class Engine:
                 for _, started in live.notifiers:
                     _quietly(started.notify, event, summary)
         return made
+
+    def _append_verified(
+        self, live: _Live, guard: JournalGuard, run_id: str, batch: list[Item], seal: bool
+    ) -> list[Event]:
+        """Chain onto the last event this process verified; if others appended since, check
+        their events first (a checkpoint signed here covers nothing unchecked)."""
+        from irctl.store import HeadMoved
+
+        while live.tampered is None:
+            try:
+                return self.store.append(
+                    run_id, batch, seal=self._sealer() if seal else None,
+                    expect=(guard.seq, guard.head),
+                )  # fmt: skip
+            except HeadMoved:
+                self._fold_foreign(live, guard.seq + 1)
+        # Tampered with: what is recorded from now on is evidence, never sealed.
+        return self.store.append(run_id, batch)
 
     # -- notifications -----------------------------------------------------------------
 
@@ -762,16 +825,30 @@ class Engine:
         """Fold events other processes appended (approvals, notes, an abort) into the state,
         and tell the view and the notifiers about them."""
         guard = live.guard
-        for event in self.store.events(live.state.run_id, after=first - 1):
-            if upto is not None and event.seq >= upto:
-                break
-            if live.tampered is not None:
-                return
+        if live.tampered is not None:
+            return
+        try:
+            found = self.store.events(live.state.run_id, after=first - 1)
+        except CorruptEvent as exc:
+            self._tamper(live, Tampering(None, exc.message))
+            return
+        batch = [e for e in found if upto is None or e.seq < upto]
+        # Checked whole before any of it is folded in, shown or sent to Slack.
+        for event in batch:
             if guard is not None and (problem := guard.foreign(event)) is not None:
                 self._tamper(live, problem)
                 return
+        if guard is not None and (problem := guard.settled()) is not None:
+            self._tamper(live, problem)
+            return
+        for event in batch:
             live.refold = True
-            live.state.apply(event)
+            try:
+                live.state.apply(event)
+            except Exception as exc:  # a sealed event irctl cannot fold: never act on it
+                self._tamper(live, Tampering(event.seq, f"event {event.seq} ({event.type}) "
+                                             f"does not make sense: {type(exc).__name__}"))
+                return
             live.index(event)
             if self.listener:
                 self.listener(event)
@@ -781,8 +858,6 @@ class Engine:
                     _quietly(started.notify, event, summary)
             if event.type == ev.RUN_ABORTED:
                 live.cancelled.set()  # no new step starts; steps in flight finish
-        if guard is not None and (problem := guard.settled()) is not None:
-            self._tamper(live, problem)
 
     def _emit(self, kind: str, data: dict[str, Any], *, defer: bool = False) -> None:
         live = self._require_live()
@@ -1029,7 +1104,7 @@ class Engine:
                 {"action": step.action, "inputs": recorded, "digest": digest,
                  "attempt": attempt, "idempotent": idempotent},
             )  # fmt: skip
-            if live.tampered is not None:
+            if live.tampered is not None or live.cancelled.is_set():
                 return STOP  # found while recording the start: the action is not called
             # A step with a timeout gets its own cancel flag; the others share the run's.
             flag = threading.Event() if step.timeout is not None else live.cancelled
@@ -1535,6 +1610,14 @@ def _plain(value: object) -> bool:
     if kind is int and isinstance(value, int):
         return -(2**63) <= value < 2**63
     return False
+
+
+def _pinned(events: list[Event]) -> dict[str, Any]:
+    """The operators ``run.created`` recorded (as read: the guard checks them)."""
+    found = events[0].data.get("operators") if events else None
+    if not isinstance(found, dict):
+        return {}
+    return {n: o for n, o in found.items() if isinstance(o, dict)}
 
 
 def _gate_key(data: Mapping[str, Any]) -> tuple[str, int | None]:

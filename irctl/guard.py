@@ -38,7 +38,10 @@ from irctl.errors import IrctlError
 from irctl.events import GENESIS, Event, checkpoint_message
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 RUN_TAMPERED = "run.tampered"
 
@@ -87,6 +90,7 @@ class JournalGuard:
     head: str = GENESIS
     _keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     _unsealed: list[Event] = field(default_factory=list)  # foreign, no checkpoint yet
+    _pinned: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from irctl.identity import load_public_key
@@ -110,10 +114,21 @@ class JournalGuard:
         """
         from irctl.transcript import verify_lines
 
+        self._pinned = pinned
         report = verify_lines([e.line for e in events], public_keys=self.trusted)
         if events:
             self.seq, self.head = events[-1].seq, events[-1].hash
         found = OpenReport()
+        stopped = next((e for e in events if e.type == RUN_TAMPERED), None)
+        if stopped is not None:  # once found, for good: a resume never takes it as a crash tail
+            problem = stopped.data.get("problem")
+            found.tampering = Tampering(
+                stopped.data.get("first_bad") if isinstance(stopped.data.get("first_bad"), int)
+                else stopped.seq,
+                f"the run was stopped at event {stopped.seq} because its journal did not "
+                f"verify ({str(problem)[:300]}); it is never resumed",
+            )  # fmt: skip
+            return found
         tail = report.unsealed
         only_tail = tail > 0 and len(report.problems) == 1
         if report.problems and not only_tail:
@@ -121,6 +136,13 @@ class JournalGuard:
             return found
         if tail:
             unsealed = [e for e in events if e.seq > report.sealed_seq]
+            created = events[0] if events else None
+            if self.trusted and created in unsealed and not self._created_ok(created):
+                found.tampering = Tampering(
+                    1, "run.created is sealed neither by a checkpoint nor by its own signature "
+                    "of the installation key: irctl did not create this run as it reads",
+                )  # fmt: skip
+                return found
             if self.trusted:
                 for event in unsealed:
                     if event.type in _SEALED_WHEN_RECORDED and not _engines_own(event):
@@ -137,6 +159,19 @@ class JournalGuard:
         if problem is not None:
             found.tampering = Tampering(1, problem)
         return found
+
+    def _created_ok(self, event: Event) -> bool:
+        seal = event.data.get("sealed_by")
+        if event.type != ev.RUN_CREATED or not isinstance(seal, dict):
+            return False
+        named = seal.get("key")
+        key = self._keys.get(named) if isinstance(named, str) else None
+        signature = seal.get("sig")
+        if key is None or not isinstance(signature, str):
+            return False
+        from irctl.identity import verify
+
+        return verify(key, created_message(self.run_id, event.data), signature)
 
     # -- following -------------------------------------------------------------------------
 
@@ -155,9 +190,28 @@ class JournalGuard:
             return problem
         if event.type == ev.CHECKPOINT:
             return self._seal(event)
-        if self.trusted:
+        if self.trusted and not self._signed_decision(event):
             self._unsealed.append(event)
         return None
+
+    def _signed_decision(self, event: Event) -> bool:
+        """An approval or denial that proves itself: signed by the operator's key the run
+        pinned, or (from Slack) attested by the installation key.  It needs no seal (the gate
+        checks it again, against irctl.yaml too, before it counts)."""
+        from irctl.approvals import DECISIONS, signature_ok
+
+        if event.type not in DECISIONS:
+            return False
+        data = event.data
+        operator = self._pinned.get(str(data.get("operator")))
+        if not isinstance(operator, Mapping) or data.get("run") != self.run_id:
+            return False
+        if data.get("assurance") == "key":
+            recorded = operator.get("key")
+            return isinstance(recorded, str) and signature_ok(data, recorded)
+        if data.get("assurance") == "slack":
+            return any(signature_ok(data, key) for key in self.trusted or ())
+        return False
 
     def settled(self) -> Tampering | None:
         """After reading what others appended: every foreign event must be sealed by now
@@ -210,6 +264,22 @@ class JournalGuard:
             )  # fmt: skip
         self._unsealed.clear()
         return None
+
+
+def created_message(run_id: str, data: Mapping[str, Any]) -> bytes:
+    """The bytes the installation key signs in ``run.created`` (all of it but the seal)."""
+    from irctl.canonical import canonical_json
+
+    body = {k: v for k, v in data.items() if k != "sealed_by"}
+    return f"irctl-created:v1:{run_id}:".encode() + canonical_json(body).encode("utf-8")
+
+
+def seal_created(run_id: str, data: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, str]:
+    """``run.created``'s own seal: a run is created before any checkpoint can cover it, and
+    a run nobody executed yet must still prove that irctl created it."""
+    from irctl.identity import public_key_text, sign
+
+    return {"key": public_key_text(key), "sig": sign(key, created_message(run_id, data))}
 
 
 def _engines_own(event: Event) -> bool:

@@ -245,7 +245,7 @@ def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
     for event in events:
         try:
             state.apply(event)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CorruptEvent(
                 f"run {event.run}: stored event {event.seq} ({event.type}) does not make sense "
                 f"({type(exc).__name__}: {exc}); 'irctl transcript verify {event.run}' shows "

@@ -77,6 +77,11 @@ def _insert_pg(count: int) -> str:
     return f"INSERT INTO irctl_events {_COLUMNS} VALUES {values}"  # noqa: S608 - fixed text
 
 
+class HeadMoved(Exception):  # a signal to the engine, never shown to a user
+    """Someone appended after the head the caller verified: read and check their events,
+    then append again (the store never chains the caller's events onto rows it has not seen)."""
+
+
 @dataclass(frozen=True)
 class RunRow:
     id: str
@@ -517,22 +522,27 @@ class Store:
         items: Sequence[Item],
         *,
         seal: Seal | None = None,
+        expect: tuple[int, str] | None = None,
     ) -> list[Event]:
         """Append events to a run, durably, in one transaction; returns them hashed.
 
         With ``seal``, a ``checkpoint`` event is added in the same transaction:
         ``seal(run_id, seq, hash)`` of the event it follows gives its data, so a
         checkpoint always seals the true head even while others append.
+
+        With ``expect`` (the seq and hash of the last event the caller verified), the events
+        are chained onto exactly that event: if someone appended after it, nothing is written
+        and :class:`HeadMoved` is raised, so a caller never signs rows it has not checked.
         """
         if not items and seal is None:
             return []
         with self._lock:
             if self.dialect == "sqlite":
-                return self._append_sqlite(run_id, items, seal)
-            return self._append_pg(run_id, items, seal)
+                return self._append_sqlite(run_id, items, seal, expect)
+            return self._append_pg(run_id, items, seal, expect)
 
     def _append_sqlite(
-        self, run_id: str, items: Sequence[Item], seal: Seal | None
+        self, run_id: str, items: Sequence[Item], seal: Seal | None, expect: tuple[int, str] | None
     ) -> list[Event]:
         """One INSERT statement, committed on its own (autocommit), from the head last seen.
 
@@ -547,7 +557,7 @@ class Store:
         try:
             conn = self._driver()
             while True:
-                head = self._known_head(conn, run_id)
+                head = expect or self._known_head(conn, run_id)
                 made = _chain(run_id, head[0], head[1], items, seal)
                 try:
                     if len(made) <= _SQLITE_ROWS_PER_STATEMENT:
@@ -559,6 +569,9 @@ class Store:
                             conn.execute("BEGIN IMMEDIATE")
                             conn.executemany(_INSERT_SQLITE, [_values(e) for e in made])
                 except sqlite3.IntegrityError:
+                    if expect is not None:
+                        self._heads.pop(run_id, None)
+                        raise HeadMoved(run_id) from None
                     conflicts, deadline = self._lost_race(run_id, conflicts, deadline)
                     continue
                 self._remember(run_id, made[-1])
@@ -606,7 +619,7 @@ class Store:
         return conflicts, deadline
 
     def _append_pg(
-        self, run_id: str, items: Sequence[Item], seal: Seal | None
+        self, run_id: str, items: Sequence[Item], seal: Seal | None, expect: tuple[int, str] | None
     ) -> list[Event]:
         import psycopg
         from psycopg import errors
@@ -616,12 +629,15 @@ class Store:
         try:
             conn = self._driver()
             while True:
-                head = self._known_head(conn, run_id)
+                head = expect or self._known_head(conn, run_id)
                 made = _chain(run_id, head[0], head[1], items, seal)
                 try:
                     # Autocommit: this one statement is the transaction, committed on return.
                     conn.execute(_insert_pg(len(made)), [v for e in made for v in _values(e)])
                 except errors.UniqueViolation:
+                    if expect is not None:
+                        self._heads.pop(run_id, None)
+                        raise HeadMoved(run_id) from None
                     conflicts, deadline = self._lost_race(run_id, conflicts, deadline)
                     continue
                 self._remember(run_id, made[-1])

@@ -165,7 +165,8 @@ class People:
             raise
 
     def _answer_all(self) -> None:
-        engine = Engine(self.ws.store, config=self.ws.config)
+        # As `irctl answer` records it: sealed with the workspace's installation key.
+        engine = Engine(self.ws.store, config=self.ws.config, signing_key=self.ws.signing_key())
         while not self.stop.wait(0.1):
             state = fold(self.ws.store.events(self.run_id))
             if state.finished:

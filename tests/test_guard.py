@@ -499,3 +499,102 @@ def test_validate_refuses_a_start_nobody_could_make_and_run_needs_the_key(tmp_pa
     drill = irctl("run", "sweep", "-p", f"out={out}", "--mode", "tabletop", "--as", "t1",
                   "--unattended", "--no-wait", cwd=ws)  # fmt: skip
     assert drill.returncode == 3, drill.stderr  # a tabletop run is open to every operator
+
+
+# -- what a review of the attacks above found --------------------------------------------------
+
+
+def test_a_run_rewritten_from_its_first_row_without_the_gate_is_refused(
+    store: Store, tmp_path: Path
+) -> None:
+    """Every row deleted, and run.created written again with the approval taken out of the
+    recorded runbook: a journal with no checkpoint at all, which must not pass for a crash."""
+    team = Team(tmp_path)
+    _, run_id = team.start(store)
+    created = store.events(run_id)[0].data
+    text = created["runbook_text"].replace("    approval: treasury\n", "")
+    from irctl.render import sha256_hex
+
+    data = {**created, "runbook_text": text, "runbook_digest": "sha256:" + sha256_hex(text)}
+    data.pop("sealed_by", None)
+    with store.engine.begin() as conn:
+        table = store._events
+        conn.execute(table.delete().where(table.c.run_id == run_id))
+    insert(store, Event.make(run_id, 1, ev.RUN_CREATED, data, GENESIS))
+    state = team.engine(store).execute(run_id)
+    assert state.status == "tampered", state.status
+    assert "run.created is sealed neither" in str(state.reason)
+    assert team.effects() == ["halt"]
+
+
+def test_an_honest_write_never_seals_a_forged_row(store: Store, tmp_path: Path) -> None:
+    """A forged mark lands in the store; the next honest approval must not vouch for it."""
+    team = Team(tmp_path)
+    _, run_id = team.start(store)
+    row = forge(store, run_id, ev.STEP_RESOLVED, {"step": "sweep", "mark": "retry", "by": "t1"})
+    from irctl.guard import RunTampered
+
+    with pytest.raises(RunTampered, match=f"event {row.seq}"):
+        team.decide(store, run_id, "t1")
+    assert not [e for e in store.events(run_id) if e.seq > row.seq]
+    state = team.engine(store).execute(run_id)
+    assert state.status == "tampered"
+    assert not [e for e in store.events(run_id) if e.type == ev.CHECKPOINT and e.seq > row.seq]
+    assert team.effects() == ["halt"]
+
+
+def test_a_row_forged_while_attached_is_never_sealed_and_the_run_stays_stopped(
+    store: Store, tmp_path: Path
+) -> None:
+    team = Team(tmp_path)
+    _, run_id = team.start(store)
+    attached = team.engine(store, attach=True, poll=0.05)
+    result: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: result.update(state=attached.execute(run_id)))
+    waiter.start()
+    try:
+        time.sleep(0.4)
+        row = forge(store, run_id, "run.note", {"text": "nothing to see", "by": "t2"})
+    finally:
+        waiter.join(30)
+    assert result["state"].status == "tampered"
+    assert not [e for e in store.events(run_id) if e.type == ev.CHECKPOINT and e.seq > row.seq]
+    again = team.engine(store).execute(run_id)  # the stop is for good
+    assert again.status == "tampered"
+    assert team.effects() == ["halt"]
+
+
+def test_a_row_that_is_not_canonical_json_is_tampering_not_a_crash(
+    store: Store, tmp_path: Path
+) -> None:
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    head = store.events(run_id)[-1]
+    line = (
+        '{"data":{"attempt":Infinity,"step":"sweep"},"prev":"' + head.hash + '","run":"'
+        + run_id + f'","seq":{head.seq + 1},"ts":"2026-12-07T00:00:00.000000Z",'
+        '"type":"step.started"}'
+    )  # fmt: skip
+    from irctl.render import sha256_hex
+
+    insert(store, Event(run_id, head.seq + 1, "2026-12-07T00:00:00.000000Z", "step.started",
+                        {}, head.hash, line, sha256_hex(line)))  # fmt: skip
+    state = engine.execute(run_id)
+    assert state.status == "tampered"
+    assert team.effects() == ["halt"]
+
+
+def test_rows_added_after_a_sealed_end_are_not_sealed_by_a_resume(
+    store: Store, tmp_path: Path
+) -> None:
+    from irctl.errors import UsageError
+
+    team = Team(tmp_path)
+    engine, run_id = team.start(store)
+    team.decide(store, run_id, "t1")
+    team.decide(store, run_id, "t2")
+    assert engine.execute(run_id).status == "succeeded"
+    row = forge(store, run_id, "run.note", {"text": "added afterwards", "by": "t3"})
+    with pytest.raises(UsageError, match="nothing to resume"):
+        engine.execute(run_id)
+    assert store.events(run_id)[-1].seq == row.seq  # nothing sealed it
