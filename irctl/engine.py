@@ -722,7 +722,7 @@ class Engine:
         else:
             made = self.store.append(run_id, batch, seal=self._sealer() if seal else None)
         if live is not None and live.state.run_id == run_id:
-            if made and made[0].seq > expected:
+            if made and made[0].seq > expected and not guarded:
                 self._fold_foreign(live, expected, made[0].seq)
             if live.guard is not None and live.tampered is None:
                 problem = live.guard.own(made)
