@@ -113,8 +113,12 @@ def test_an_installation_key_missing_or_not_the_one_irctl_yaml_names_is_reported
                    "file from its backup",
     }]  # fmt: skip
     ran = irctl("run", "note", "--yes", cwd=ws, env={"COLUMNS": "1000"})
-    assert ran.returncode == 0, ran.stderr
+    assert ran.returncode == 2, ran.stdout + ran.stderr
     assert (
-        f"warning: irctl.yaml names the installation key {named}, but {key} does not exist: this "
-        "run's transcript will not be signed; restore the key file"
-    ) in ran.stderr
+        f"irctl.yaml names the installation key {named}, but {key} does not exist: a run started "
+        "here could not be sealed"
+    ) in " ".join(ran.stderr.split())
+    assert "restore the key file from its backup" in " ".join(ran.stderr.split())
+    listed = irctl("runs", "list", "--json", cwd=ws)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []  # refused before anything was recorded

@@ -241,17 +241,16 @@ def run_command(
     who = _operator(ws, operator)
     if ws.signing_key() is None:
         if ws.config.installation_key:  # named in irctl.yaml, its file lost
-            err.print(
-                f"[yellow]warning:[/yellow] irctl.yaml names the installation key "
-                f"{ws.config.installation_key}, but {escape(str(ws.installation_key_path))} does "
-                "not exist: this run's transcript will not be signed; restore the key file",
-                highlight=False,
+            raise UsageError(
+                f"irctl.yaml names the installation key {ws.config.installation_key}, but "
+                f"{ws.installation_key_path} does not exist: a run started here could not be "
+                "sealed, and every irctl that trusts irctl.yaml would stop it as tampered; "
+                "restore the key file from its backup (or copy it from the machine that holds it)"
             )
-        else:
-            err.print(
-                "[yellow]warning:[/yellow] this workspace has no installation key, so the "
-                "transcript will not be signed; run 'irctl init' to create one"
-            )
+        err.print(
+            "[yellow]warning:[/yellow] this workspace has no installation key, so the "
+            "transcript will not be signed; run 'irctl init' to create one"
+        )
     starter = _starter_key(model, mode, who, key)
     if mode == "live" and not yes and not detach and sys.stdin.isatty():
         typer.confirm(f"Start a LIVE run of '{model.id}'?", abort=True)
