@@ -104,6 +104,104 @@ def start_problem(
     return None
 
 
+# -- a person's acts in a live run: answers, marks and aborts --------------------------------
+
+#: The events that record a person's act, and the name each act has in its statement.
+ACTS = {"step.answered": "answer", "step.resolved": "mark", "run.aborted": "abort"}
+ACT_FIELDS = ("run", "act", "step", "item", "value", "by", "time", "reason")
+#: ``run.created`` records ``acts: "signed"``: in a live run with operators, each answer,
+#: mark and abort is then signed with the key of the operator who made it.
+SIGNED_ACTS = "signed"
+#: Resolutions the engine records itself (a probe's finding, an idempotent re-run).
+ENGINES_OWN = ("probe", "idempotent")
+
+
+def act_statement(run_id: str, kind: str, data: Mapping[str, Any]) -> bytes:
+    """The exact bytes an operator signs for an answer, a mark or an abort."""
+    value = data.get("answer") if kind == "step.answered" else data.get("mark")
+    body = {
+        "run": run_id, "act": ACTS[kind], "step": data.get("step"), "item": data.get("item"),
+        "value": value, "by": data.get("by"), "time": data.get("time"),
+        "reason": data.get("reason"),
+    }  # fmt: skip
+    return ("irctl-act:v1:" + canonical_json(body)).encode("utf-8")
+
+
+def sign_act(
+    key: Ed25519PrivateKey, run_id: str, kind: str, data: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``data`` (already masked: the signature covers what is kept) signed by ``key``."""
+    from irctl.events import utcnow
+    from irctl.identity import public_key_text, sign
+
+    signed = {**data, "time": data.get("time") or utcnow()}
+    signed["key"] = public_key_text(key)
+    signed["sig"] = sign(key, act_statement(run_id, kind, signed))
+    return signed
+
+
+def acts_must_be_signed(created: Mapping[str, Any]) -> bool:
+    """Does the run (its ``run.created`` data) demand signed answers, marks and aborts?
+
+    A live run started with operators configured: a person's word there lets a step go on
+    (or stops the run), so it must prove who gave it.  Tabletop and sandbox runs stay open
+    to anyone listed as an operator; a workspace without operators has nobody's key to
+    check (its acts are sealed by the installation key, as every event is).
+    """
+    return (
+        created.get("acts") == SIGNED_ACTS
+        and created.get("mode") == "live"
+        and isinstance(created.get("operators"), Mapping)
+        and bool(created.get("operators"))
+    )
+
+
+def act_problem(
+    run_id: str,
+    kind: str,
+    data: Mapping[str, Any],
+    operators: Mapping[str, Any],
+    *,
+    required: bool,
+) -> str | None:
+    """Why a recorded answer, mark or abort is not the signed act of the operator it names
+    (checked against their key as ``operators`` — the run's pinned operators — hold it)."""
+    from irctl.identity import load_public_key, verify
+
+    if kind == "step.resolved" and data.get("by") in ENGINES_OWN:
+        return None
+    who = data.get("by")
+    what = ACTS[kind]
+    if "sig" not in data and "key" not in data:
+        if not required:
+            return None
+        return (
+            f"the {what} by {who} is not signed: in a live run each answer, mark and abort is "
+            "signed with the key of the operator who gave it"
+        )
+    operator = operators.get(who) if isinstance(who, str) else None
+    if not isinstance(operator, Mapping):
+        return f"the {what} is by {who!r}, who is not one of the operators recorded at run start"
+    recorded = operator.get("key")
+    if not isinstance(recorded, str):
+        return f"the {what} claims {who}'s signature, but {who} had no key recorded at run start"
+    if data.get("key") != recorded:
+        return f"the {what} by {who} is signed with a key other than {who}'s at run start"
+    signature = data.get("sig")
+    try:
+        public = load_public_key(recorded)
+    except IrctlError:
+        return f"{who}'s key recorded at run start is not a valid Ed25519 public key"
+    if not isinstance(signature, str) or not verify(
+        public, act_statement(run_id, kind, data), signature
+    ):
+        return (
+            f"the {what} by {who} does not verify with {who}'s key (the signed statement was "
+            "altered, or the signature forged)"
+        )
+    return None
+
+
 def sign_decision(key: Ed25519PrivateKey, fields: Mapping[str, Any]) -> dict[str, Any]:
     """The event data of a decision signed with the operator's key (assurance ``key``)."""
     from irctl.identity import public_key_text, sign

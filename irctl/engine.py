@@ -40,6 +40,7 @@ from irctl.actions import (
     WaitForOperator,
     default_registry,
 )
+from irctl.approvals import SIGNED_ACTS, acts_must_be_signed, sign_act
 from irctl.canonical import canonical_json
 from irctl.errors import (
     ActionError,
@@ -148,6 +149,7 @@ class _Live:
     approvals: dict[tuple[str, int | None], list[Event]] = field(default_factory=dict)
     # The facts each step's attempts recorded (ActionContext.record), as verified.
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    acts_signed: bool = False  # answers, marks and aborts carry their operator's signature
 
     def index(self, event: Event) -> None:
         """Keep what the engine reads back of a verified event: approvals and facts."""
@@ -173,6 +175,7 @@ class Engine:
         interactive: Asker | None = None,
         display: Display | None = None,
         operator: str | None = None,
+        operator_key: Ed25519PrivateKey | None = None,
         workspace: Path | None = None,
         sleep: Callable[[float], None] | None = None,
         cancel_grace: float = 10.0,
@@ -189,6 +192,7 @@ class Engine:
         self.interactive = interactive
         self.display = display  # the operator's terminal (ActionContext.show), never recorded
         self.operator = operator
+        self.operator_key = operator_key  # signs the answers given at this terminal
         self.workspace = workspace
         self.cancel_grace = cancel_grace
         self.attach = attach  # wait for approvals in this process instead of stopping (exit 3)
@@ -256,6 +260,7 @@ class Engine:
                 for name, op in sorted(self.config.operators.items())
             },
             "break_glass_roles": list(self.config.break_glass.roles),
+            "acts": SIGNED_ACTS,  # a live run's answers, marks and aborts are signed
         }
         if start is not None and starter_key is not None:  # _signed_start demands the key
             from irctl.approvals import start_statement
@@ -391,9 +396,19 @@ class Engine:
     def state(self, run_id: str) -> RunState:
         return fold(self.store.events(run_id))
 
-    def answer(self, run_id: str, key: str, answer: str, *, operator: str) -> None:
-        """Record a person's answer to a manual step that waits for one."""
-        state = self.state(run_id)
+    def answer(
+        self,
+        run_id: str,
+        key: str,
+        answer: str,
+        *,
+        operator: str,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        """Record a person's answer to a manual step that waits for one (signed with their
+        ``private_key``, which a live run with operators demands: :meth:`act_key`)."""
+        events = self.store.events(run_id)
+        state = fold(events)
         step = state.steps.get(key)
         if step is None or step.status != WAITING or step.waiting_for != "answer":
             waiting = [s.key for s in state.waiting() if s.waiting_for == "answer"]
@@ -410,17 +425,28 @@ class Engine:
                 f"{step.answered_by or 'someone'}, used when the run goes on "
                 f"(irctl resume {run_id}); if the step asks again, answer then"
             )
+        signer = self._act_signer(events, state, operator, private_key, "answer")
         step_id, item = _split_key(key)
         data: dict[str, Any] = {"step": step_id, "answer": answer, "by": operator}
         if item is not None:
             data["item"] = item
-        self.record(run_id, ev.STEP_ANSWERED, data)
+        self._record_act(run_id, ev.STEP_ANSWERED, data, signer)
 
-    def mark(self, run_id: str, key: str, mark: str, *, operator: str, reason: str | None) -> None:
+    def mark(
+        self,
+        run_id: str,
+        key: str,
+        mark: str,
+        *,
+        operator: str,
+        reason: str | None,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> None:
         """Record an operator's decision on an in-doubt step: done, retry or failed."""
         if mark not in MARKS:
             raise UsageError(f"--mark must be one of {', '.join(MARKS)}, not {mark!r}")
-        state = self.state(run_id)
+        events = self.store.events(run_id)
+        state = fold(events)
         if state.finished:
             raise UsageError(f"run {run_id} has already {state.status}")
         step = state.steps.get(key)
@@ -428,19 +454,31 @@ class Engine:
             doubtful = [s.key for s in state.unresolved() + state.waiting()]
             hint = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
             raise UsageError(f"step '{key}' of run {run_id} is not in doubt{hint}")
+        signer = self._act_signer(events, state, operator, private_key, "mark")
         step_id, item = _split_key(key)
         data: dict[str, Any] = {"step": step_id, "mark": mark, "by": operator}
         if item is not None:
             data["item"] = item
         if reason:
             data["reason"] = reason
-        self.record(run_id, ev.STEP_RESOLVED, data)
+        self._record_act(run_id, ev.STEP_RESOLVED, data, signer)
 
-    def abort(self, run_id: str, *, reason: str, operator: str) -> RunState:
-        state = self.state(run_id)
+    def abort(
+        self,
+        run_id: str,
+        *,
+        reason: str,
+        operator: str,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> RunState:
+        events = self.store.events(run_id)
+        state = fold(events)
         if state.finished:
             raise UsageError(f"run {run_id} has already {state.status}")
+        signer = self._act_signer(events, state, operator, private_key, "abort")
         data = self._masked(run_id, {"reason": reason, "by": operator})
+        if signer is not None:
+            data = sign_act(signer, run_id, ev.RUN_ABORTED, data)
         if self._live is not None and self._live.state.run_id == run_id:
             with self._lock:
                 made = self._append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
@@ -448,6 +486,63 @@ class Engine:
             made = self._record_outside(run_id, [(ev.RUN_ABORTED, data)])
         self.anchor(made)
         return self.state(run_id)
+
+    @staticmethod
+    def act_key_needed(events: list[Event]) -> bool:
+        """Must answers, marks and aborts in this run be signed (a live run with operators)?"""
+        return bool(events) and acts_must_be_signed(events[0].data)
+
+    def _act_signer(
+        self,
+        events: list[Event],
+        state: RunState,
+        operator: str,
+        private_key: Ed25519PrivateKey | None,
+        what: str,
+    ) -> Ed25519PrivateKey | None:
+        """The key that signs ``operator``'s act, checked against the key the run pinned for
+        them and the one irctl.yaml lists now; None where the run asks for no signature."""
+        required = self.act_key_needed(events)
+        if private_key is None and not required:
+            return None
+        pinned = state.operators.get(operator)
+        configured = self.config.operators.get(operator)
+        recorded = pinned.get("key") if isinstance(pinned, dict) else None
+        if pinned is None:
+            known = ", ".join(sorted(state.operators)) or "none configured"
+            raise UsageError(
+                f"'{operator}' was not an operator when run {state.run_id} started "
+                f"(operators: {known}): only they may {what} in it"
+            )
+        if not recorded:
+            raise UsageError(
+                f"{operator} had no public key in irctl.yaml when run {state.run_id} started, "
+                f"and to {what} in a live run is signed with the operator's own key"
+            )
+        if private_key is None:
+            raise UsageError(
+                f"to {what} in live run {state.run_id} is signed with {operator}'s own key: "
+                f"give --key FILE, or keep it where 'irctl keys generate {operator}' put it"
+            )
+        from irctl.identity import public_key_text
+
+        given = public_key_text(private_key)
+        if given != recorded or (configured is not None and configured.key != given):
+            raise UsageError(
+                f"the private key given is not {operator}'s key as irctl.yaml lists it and as "
+                f"run {state.run_id} recorded it at its start"
+            )
+        return private_key
+
+    def _record_act(
+        self, run_id: str, kind: str, data: dict[str, Any], signer: Ed25519PrivateKey | None
+    ) -> None:
+        """Record a person's answer or mark: masked, then signed (the signature covers what
+        is kept), sealed and anchored."""
+        data = self._masked(run_id, data)
+        if signer is not None:
+            data = sign_act(signer, run_id, kind, data)
+        self.anchor(self._record_outside(run_id, [(kind, data)]))
 
     def _masked(self, run_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """``data`` with a person's words (``text``, ``answer``, ``reason``) masked wherever
@@ -534,6 +629,7 @@ class Engine:
             return self._refuse(run_id, state, guard, Tampering(1, problem))
         resolved = self._resolve_secrets(runbook, state.mode)
         live = _Live(state, runbook, resolved, Redactor(resolved.values()), guard=guard)
+        live.acts_signed = self.act_key_needed(events)
         for event in events:
             live.index(event)
         self._live = live
@@ -1377,24 +1473,45 @@ class Engine:
             return None
 
         def ask(prompt: str, kind: str, choices: list[str] | None) -> str | None:
+            live = self._require_live()
+            who = self.operator or live.state.initiator
+            can_sign, signer = self._terminal_signer(live, who)
+            if not can_sign:  # the answer must be signed, and this terminal has no key
+                return None  # the step waits for 'irctl answer' (which asks for the key)
             answer = interactive(prompt, kind, choices)
             if answer is not None:
-                live = self._require_live()
-                who = self.operator or live.state.initiator
                 step_id, item = _split_key(key)
                 data: dict[str, Any] = {"step": step_id, "answer": answer, "by": who}
                 if item is not None:
                     data["item"] = item
+                data = live.redactor(data)
+                if signer is not None:
+                    data = sign_act(signer, live.state.run_id, ev.STEP_ANSWERED, data)
                 # Sealed at once, as irctl answer seals one: an answer in an unsealed tail is
                 # not irctl's (irctl.guard).
                 made = self._append(
-                    live.state.run_id, [(ev.STEP_ANSWERED, live.redactor(data))],
+                    live.state.run_id, [(ev.STEP_ANSWERED, data)],
                     seal=self.signing_key is not None,
                 )  # fmt: skip
                 self.anchor(made)
             return answer
 
         return ask
+
+    def _terminal_signer(self, live: _Live, who: str) -> tuple[bool, Ed25519PrivateKey | None]:
+        """Can an answer given at this terminal be recorded, and the key that signs it
+        (None: the run needs no signature).  It cannot when the run needs a signature this
+        terminal cannot give: no key, or not the key the run pinned for ``who``."""
+        from irctl.identity import public_key_text
+
+        if not live.acts_signed:
+            return True, None
+        pinned = live.state.operators.get(who)
+        recorded = pinned.get("key") if isinstance(pinned, dict) else None
+        key = self.operator_key
+        if key is None or not recorded or public_key_text(key) != recorded:
+            return False, None
+        return True, key
 
     def _pause(self, seconds: float, live: _Live) -> bool:
         """Sleep between retries; True if the run was cancelled meanwhile."""

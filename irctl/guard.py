@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from irctl import events as ev
+from irctl.approvals import ACTS
 from irctl.errors import IrctlError
 from irctl.events import GENESIS, Event, checkpoint_message
 
@@ -91,6 +92,7 @@ class JournalGuard:
     _keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     _unsealed: list[Event] = field(default_factory=list)  # foreign, no checkpoint yet
     _pinned: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    _acts_signed: bool = False  # answers, marks and aborts must carry their signature
 
     def __post_init__(self) -> None:
         from irctl.identity import load_public_key
@@ -112,9 +114,11 @@ class JournalGuard:
         ``pinned`` are the operators ``run.created`` recorded; ``configured`` the
         operator keys irctl.yaml lists now (None: no operators configured).
         """
+        from irctl.approvals import acts_must_be_signed
         from irctl.transcript import verify_lines
 
         self._pinned = pinned
+        self._acts_signed = bool(events) and acts_must_be_signed(events[0].data)
         report = verify_lines([e.line for e in events], public_keys=self.trusted)
         if events:
             self.seq, self.head = events[-1].seq, events[-1].hash
@@ -190,6 +194,14 @@ class JournalGuard:
             return problem
         if event.type == ev.CHECKPOINT:
             return self._seal(event)
+        if event.type in ACTS:  # a person's word: theirs only if their key signed it
+            from irctl.approvals import act_problem
+
+            unsigned = act_problem(
+                self.run_id, event.type, event.data, self._pinned, required=self._acts_signed
+            )
+            if unsigned is not None:
+                return Tampering(event.seq, f"event {event.seq} ({event.type}): {unsigned}")
         if self.trusted and not self._signed_decision(event):
             self._unsealed.append(event)
         return None

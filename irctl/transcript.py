@@ -219,6 +219,7 @@ class VerifyReport:
     head: str | None
     notes: list[str] = field(default_factory=list)
     approvals: int = 0
+    signed_acts: int = 0  # answers, marks and aborts signed by their operator, verified
     slack_approvals: int = 0
     unchecked_approvals: int = 0
     break_glass: list[str] = field(default_factory=list)
@@ -241,6 +242,9 @@ class VerifyReport:
                     f" (+{self.slack_approvals} on a Slack identity, not signed by the operator)"
                 )
             parts.append(text)
+        if self.signed_acts:
+            n = self.signed_acts
+            parts.append(f"{n} signed answer/mark/abort{'s' if n != 1 else ''} verified")
         if self.break_glass:
             parts.append("BREAK-GLASS used by " + ", ".join(self.break_glass))
         return "; ".join(parts)
@@ -420,6 +424,8 @@ class _Verifier:
                 kind == ev.STEP_STARTED and (self.approvals.gates or self.approvals.required)
             ):
                 self.approvals.event(n, seq, kind, obj["data"])
+            if kind in ACT_EVENTS:
+                self.approvals.act(n, seq, kind, obj["data"])
             if kind in ev.TERMINAL:
                 self.outcome = kind
             elif kind == ev.RUN_CREATED and n != 1:
@@ -664,6 +670,7 @@ class _Verifier:
             head=self.hashes[-1] if self.hashes else None,
             notes=notes,
             approvals=approvals.signed,
+            signed_acts=approvals.signed_acts,
             slack_approvals=approvals.slack,
             unchecked_approvals=approvals.unchecked,
             break_glass=list(approvals.break_glass),
@@ -690,7 +697,11 @@ class _Verifier:
 
 
 # Event types that always take the general path (they are checked beyond the chain).
-_SPECIAL = frozenset({ev.CHECKPOINT, ev.RUN_CREATED, *ev.TERMINAL, *APPROVAL_EVENTS})
+# A person's acts (answers, marks, aborts): signed in a live run (irctl.approvals.ACTS).
+ACT_EVENTS = frozenset({ev.STEP_ANSWERED, ev.STEP_RESOLVED, ev.RUN_ABORTED})
+_SPECIAL = frozenset(
+    {ev.CHECKPOINT, ev.RUN_CREATED, *ev.TERMINAL, *APPROVAL_EVENTS, *ACT_EVENTS}
+)
 
 _GateKey = tuple[str, Any]  # (step, item)
 
@@ -737,6 +748,8 @@ class _Approvals:
         self.keys: dict[str, Ed25519PublicKey | None] = {}
         self.checks: list[ApprovalCheck] = []
         self.signed = 0
+        self.signed_acts = 0  # answers, marks and aborts whose operator's signature verified
+        self.acts_required = False  # a live run with operators: every act must be signed
         self.slack = 0
         self.unchecked = 0
         self.break_glass: list[str] = []
@@ -790,6 +803,9 @@ class _Approvals:
             operators = {}
         self.operators = operators
         self.glass_roles = list(roles) if isinstance(roles, list) else []
+        from irctl.approvals import acts_must_be_signed
+
+        self.acts_required = acts_must_be_signed(data)
         if self.v.trust is not None:
             self.check_trust(self.v.trust)
 
@@ -815,6 +831,30 @@ class _Approvals:
             self.closed(n, seq, me, kind, key, data)
         elif kind == ev.STEP_STARTED:
             self.started(n, seq, me, key, data)
+
+    def act(self, n: int, seq: int, kind: str, data: dict[str, Any]) -> None:
+        """A person's answer, mark or abort: signed by the operator it names, with their key
+        as recorded at run start (and trusted by the trust root, when one is given)."""
+        from irctl.approvals import ENGINES_OWN, act_problem
+
+        if not isinstance(data, dict):
+            return
+        me = self.v.name(n, seq)
+        who = data.get("by")
+        if kind == ev.STEP_RESOLVED and who in ENGINES_OWN:
+            return
+        problem = act_problem(
+            str(self.v.run), kind, data, self.operators or {}, required=self.acts_required
+        )
+        untrusted = self.untrusted.get(who) if isinstance(who, str) else None
+        if problem is None and untrusted is not None and self.v.trust is not None and (
+            "sig" in data
+        ):
+            problem = f"the act of {who} does not count: {untrusted.why(self.v.trust.source)}"
+        if problem is not None:
+            self.v.problem(n, f"{me}: {problem}", seq)
+        elif "sig" in data:
+            self.signed_acts += 1
 
     def requested(self, n: int, seq: int, me: str, key: _GateKey, data: dict[str, Any]) -> None:
         from irctl.canonical import step_digest

@@ -79,7 +79,7 @@ class Responders:
         approve_as(self.store, run_id, key, self.keys, *operators)
 
     def answer(self, run_id: str, key: str) -> None:
-        self.engine.answer(run_id, key, "done", operator="oncall")
+        self.engine.answer(run_id, key, "done", operator="oncall", private_key=self.keys["oncall"])
 
 
 def _statuses(iam: Any, user: str) -> dict[str, str]:
@@ -422,4 +422,3 @@ def test_withdrawal_halt_and_resume(
         resumed = [r.json for r in exchange.requests_to("/withdrawals/resume")]
         assert sorted(r["chain"] for r in resumed) == ["ethereum", "tron"]
     team.store.close()
-

@@ -111,7 +111,7 @@ class Team:
         )  # fmt: skip
 
     def answer(self, run_id: str, key: str, answer: str = "done") -> None:
-        self.engine.answer(run_id, key, answer, operator="oncall")
+        self.engine.answer(run_id, key, answer, operator="oncall", private_key=self.keys["oncall"])
 
     def walk(self, run_id: str, expected: list[tuple[str, str]]) -> RunState:
         """Answer or approve each stop in order, checking it is the one expected."""

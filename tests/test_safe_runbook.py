@@ -56,7 +56,7 @@ class Team:
         return state, step.key, str(step.waiting_for)
 
     def answer(self, run_id: str, key: str) -> None:
-        self.engine.answer(run_id, key, "done", operator="oncall")
+        self.engine.answer(run_id, key, "done", operator="oncall", private_key=self.keys["oncall"])
 
     def approve(self, run_id: str, key: str) -> None:
         for who in ("sam", "sue"):

@@ -34,6 +34,37 @@ PARAM_OPTION = typer.Option(
 AS_OPTION = typer.Option(
     None, "--as", help="The operator acting (default: $IRCTL_OPERATOR or your login name)."
 )
+KEY_OPTION = typer.Option(
+    None,
+    "--key",
+    help="Your private key: in a live run your answers, marks and aborts are signed with it "
+    "(default: $IRCTL_KEY, or where 'irctl keys generate' put it).",
+)
+
+
+def _own_key(who: str, given: Path | None, *, needed: bool) -> "Ed25519PrivateKey | None":
+    """``who``'s private key: ``--key FILE``, else the default place.  Looked for only when
+    given or ``needed``; None when needed but not found (the engine then says what to do)."""
+    if given is None and not needed:
+        return None
+    from irctl.identity import load_private_key, operator_key_path
+
+    path = given or operator_key_path(who)
+    if not path.is_file():
+        if given is not None:
+            raise UsageError(f"--key {given}: no such key file")
+        return None
+    try:
+        return load_private_key(path)
+    except IrctlError as exc:
+        raise UsageError(f"{exc.message}; give {who}'s Ed25519 private key file") from None
+
+
+def _acts_signed(ws: "Workspace", run_id: str) -> bool:
+    """Does the run ask for its answers, marks and aborts to be signed (live, operators)?"""
+    from irctl.engine import Engine
+
+    return Engine.act_key_needed(ws.store.events(run_id))
 
 
 def _workspace() -> "Workspace":
@@ -211,8 +242,9 @@ def run_command(
     key: Path | None = typer.Option(
         None,
         "--key",
-        help="Your private key, for a runbook whose start: names the roles that may start it "
-        "(default: where 'irctl keys generate' put it).",
+        help="Your private key: it signs the start of a runbook whose start: names the roles "
+        "that may start it, and your answers in a live run "
+        "(default: $IRCTL_KEY, or where 'irctl keys generate' put it).",
     ),
     detach: bool = typer.Option(False, help="Start the run in the background and return its id."),
     wait: bool | None = typer.Option(
@@ -266,7 +298,12 @@ def run_command(
             out.print(run_id)
         return
     create = (model, text, params, who, mode, incident, starter)
-    _execute(ws, model.title, interactive, as_json, who=who, create=create, wait=wait)
+    signs = mode == "live" and bool(ws.config.operators)
+    own = starter or _own_key(who, key, needed=signs)
+    _execute(
+        ws, model.title, interactive, as_json, who=who, create=create, wait=wait, key=own,
+        signs=signs,
+    )  # fmt: skip
 
 
 def _starter_key(
@@ -300,17 +337,26 @@ def _execute(
     create: "tuple[Runbook, str, dict[str, Any], str, str, str | None, Any] | None" = None,
     run_id: str | None = None,
     wait: bool | None = None,
+    key: "Ed25519PrivateKey | None" = None,
+    signs: bool = False,
 ) -> None:
     from irctl.cli.view import RunView
 
     view = RunView(err, title=title, live=False if as_json else None)
     ask = interactive if interactive is not None else (sys.stdin.isatty() and not as_json)
+    if ask and signs and key is None:
+        err.print(
+            f"[yellow]note:[/yellow] answers in a live run are signed with {escape(who)}'s own "
+            "key, and none was found (give --key FILE): the run waits at manual steps for "
+            "'irctl answer RUN STEP VALUE --key FILE'",
+            highlight=False,
+        )
     attach = wait if wait is not None else (sys.stdin.isatty() and not as_json)
     # Shown only on a real terminal: never into a pipe, a log file or a detached run's log.
     display = _display(view) if ask and sys.stderr.isatty() else None
     engine = _engine(
         ws, listener=view, interactive=_asker(view) if ask else None, display=display,
-        operator=who, attach=attach,
+        operator=who, attach=attach, operator_key=key,
     )  # fmt: skip
     if create is not None:
         model, text, params, initiator, mode, incident, starter = create
@@ -360,6 +406,7 @@ def resume_command(
     ),
     reason: str | None = typer.Option(None, help="Why, for the transcript."),
     operator: str | None = AS_OPTION,
+    key: Path | None = KEY_OPTION,
     interactive: bool | None = typer.Option(
         None, "--interactive/--unattended", help="Ask at manual steps."
     ),
@@ -382,9 +429,16 @@ def resume_command(
     found = ws.store.find_run(run_id)
     engine = _engine(ws)
     who = _operator(ws, operator)
+    signs = _acts_signed(ws, found.id)
+    own = _own_key(who, key, needed=signs)
     if step is not None and mark is not None:
-        engine.mark(found.id, step, mark, operator=who, reason=reason)
-    _execute(ws, found.runbook, interactive, as_json, who=who, run_id=found.id, wait=wait)
+        if reason is not None:
+            reason = _words(reason, "--reason")
+        engine.mark(found.id, step, mark, operator=who, reason=reason, private_key=own)
+    _execute(
+        ws, found.runbook, interactive, as_json, who=who, run_id=found.id, wait=wait, key=own,
+        signs=signs,
+    )  # fmt: skip
 
 
 @app.command("answer")
@@ -393,6 +447,7 @@ def answer_command(
     step: str = typer.Argument(..., help="The manual step waiting for an answer."),
     value: str = typer.Argument(..., help="The answer: done / failed for a confirmation."),
     operator: str | None = AS_OPTION,
+    key: Path | None = KEY_OPTION,
     resume: bool = typer.Option(True, help="Continue the run after recording the answer."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -404,11 +459,13 @@ def answer_command(
     found = ws.store.find_run(run_id)
     engine = _engine(ws)
     who = _operator(ws, operator)
-    engine.answer(found.id, step, value, operator=who)
+    signs = _acts_signed(ws, found.id)
+    own = _own_key(who, key, needed=signs)
+    engine.answer(found.id, step, value, operator=who, private_key=own)
     if not resume:
         err.print(f"answer recorded; continue with: irctl resume {found.id}")
         return
-    _execute(ws, found.runbook, False, as_json, who=who, run_id=found.id)
+    _execute(ws, found.runbook, False, as_json, who=who, run_id=found.id, key=own, signs=signs)
 
 
 @app.command("abort")
@@ -416,12 +473,18 @@ def abort_command(
     run_id: str = typer.Argument(..., help="The run to abort."),
     reason: str = typer.Option(..., help="Why, for the transcript."),
     operator: str | None = AS_OPTION,
+    key: Path | None = KEY_OPTION,
 ) -> None:
-    """End a run that is waiting or interrupted; it can no longer be resumed."""
+    """End a run that is waiting or interrupted; it can no longer be resumed.
+
+    In a live run the abort is signed with your own key, like an approval.
+    """
     ws = _workspace()
     found = ws.store.find_run(run_id)
     reason = _words(reason, "--reason")
-    state = _engine(ws).abort(found.id, reason=reason, operator=_operator(ws, operator))
+    who = _operator(ws, operator)
+    own = _own_key(who, key, needed=_acts_signed(ws, found.id))
+    state = _engine(ws).abort(found.id, reason=reason, operator=who, private_key=own)
     err.print(f"run {state.run_id} aborted")
 
 
