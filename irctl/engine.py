@@ -313,6 +313,23 @@ class Engine:
             )
         return list(allowed)
 
+    def _acts_problem(self, state: RunState, created: Event) -> str | None:
+        """Why a live run may not go on in a workspace with operators: its ``run.created``
+        does not ask for signed answers, marks and aborts (or names no operators), so a
+        person's word in it would be taken unsigned.  A record without the request was
+        rewritten (the installation key's holder can re-seal it) or made by an older irctl."""
+        if state.mode != "live" or not self.config.operators:
+            return None
+        if acts_must_be_signed(created.data):
+            return None
+        return (
+            "run.created does not ask for the answers, marks and aborts of this live run to be "
+            "signed by their operators (or records no operators), although irctl.yaml lists "
+            "operators: its record was rewritten to take a person's word unsigned, or the run "
+            "was started by an older irctl or before operators were configured; finish it with "
+            "that irctl, or start a new run"
+        )
+
     def _start_problem(self, runbook: Runbook, state: RunState, created: Event) -> str | None:
         """Why a live run of a runbook with ``start:`` may not go on: its recorded start is
         not an allowed initiator's signed statement (checked against irctl.yaml)."""
@@ -624,7 +641,9 @@ class Engine:
                 return self.state(run_id)
             raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
         runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook", registry=self.registry)
-        problem = self._start_problem(runbook, state, events[0])
+        problem = self._start_problem(runbook, state, events[0]) or self._acts_problem(
+            state, events[0]
+        )
         if problem is not None:
             return self._refuse(run_id, state, guard, Tampering(1, problem))
         resolved = self._resolve_secrets(runbook, state.mode)

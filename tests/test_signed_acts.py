@@ -500,3 +500,30 @@ def test_an_unsigned_act_written_while_an_attached_run_waits_stops_it(
     assert team.effects() == ["halt"]
     (record,) = _of(store, run_id, "run.tampered")
     assert record.data["first_bad"] == bad.seq
+
+
+@pytest.mark.parametrize("strip", ["acts", "operators"])
+def test_a_run_created_rewritten_to_take_answers_unsigned_is_refused(
+    store: Store, tmp_path: Path, strip: str
+) -> None:
+    """The insider rewrites run.created so the run no longer asks for signed acts (or
+    pins no operators), re-seals the chain and answers unsigned: the journal verifies on
+    its own word, but irctl.yaml lists operators, so the engine refuses the run."""
+    team = Team(tmp_path)
+    run_id = team.start(store)
+    events = store.events(run_id)
+    if strip == "acts":
+        del events[0].data["acts"]
+    else:
+        events[0].data["operators"] = {}
+    events[0].data.pop("sealed_by", None)
+    last = events[-1]
+    unsigned = {"step": "custody", "answer": "done", "by": "oncall"}
+    events.append(Event.make(run_id, last.seq + 1, ev.STEP_ANSWERED, unsigned, last.hash))
+    events.append(Event.make(run_id, last.seq + 2, ev.CHECKPOINT, {}, ""))
+    _rebuild(store, run_id, events, team)
+    assert verify_run(store, run_id, [public_key_text(team.installation)]).ok
+    state = team.engine(store).execute(run_id)
+    assert state.status == "tampered", (state.status, state.reason)
+    assert "does not ask for the answers, marks and aborts" in str(state.reason)
+    assert team.effects() == ["halt"]
