@@ -132,7 +132,9 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
         engine = Engine(
             ws.store, config=ws.config, signing_key=key, listener=view,
             interactive=_asker(view, console, interactive), workspace=root,
-            operator="demo-oncall" if interactive else "demo (confirmed automatically)",
+            # The on-call engineer answers the manual step, signed with their key as every
+            # answer in a live run is (the demo plays them unless --interactive).
+            operator="demo-oncall", operator_key=keys["demo-oncall"],
         )  # fmt: skip
         run_id = engine.create_run(
             runbook, text, params, initiator="demo-oncall", mode="live", incident="INC-DEMO-1"
