@@ -30,6 +30,10 @@ from irctl.errors import CorruptEvent, IrctlError
 from irctl.events import parse_ts
 from irctl.model import Policy
 
+# re-exported: they live beside Policy, where the runbook checks use them too
+from irctl.model import eligible as eligible  # noqa: PLC0414
+from irctl.model import impossible as impossible  # noqa: PLC0414
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -250,53 +254,6 @@ class Verdict:
     deniers: list[str] = field(default_factory=list)
     break_glass: bool = False
     missing: str = ""  # what is still needed, in words
-
-
-def eligible(
-    policy: Policy, roles_of: Mapping[str, Iterable[str]], initiator: str | None
-) -> list[str]:
-    """Operators who may approve under ``policy`` (the initiator left out when excluded)."""
-    allowed = policy.allowed_roles()
-    names = []
-    for name, roles in roles_of.items():
-        if policy.exclude_initiator and name == initiator:
-            continue
-        if allowed is None or allowed & set(roles):
-            names.append(name)
-    return sorted(names)
-
-
-def impossible(
-    policy: Policy,
-    roles_of: Mapping[str, Iterable[str]],
-    initiator: str | None,
-    *,
-    keyed: Iterable[str] | None = None,
-) -> str | None:
-    """Why no set of operators could ever satisfy ``policy``, or None if some could.
-
-    ``keyed`` names the operators with a public key: when the policy needs
-    signed approvals, only they can count.
-    """
-    if keyed is not None and policy.min_assurance == "key":
-        with_key = set(keyed)
-        roles_of = {name: roles for name, roles in roles_of.items() if name in with_key}
-    who = eligible(policy, roles_of, initiator)
-    if len(who) < policy.quorum:
-        excluded = " with the initiator excluded" if policy.exclude_initiator and initiator else ""
-        keys = " with a key" if keyed is not None and policy.min_assurance == "key" else ""
-        return (
-            f"quorum {policy.quorum} cannot be reached: only {len(who)} operator(s){keys} may "
-            f"approve{excluded} ({', '.join(who) or 'none'})"
-        )
-    for group in policy.groups:
-        members = [n for n in who if set(roles_of[n]) & set(group.roles)]
-        if len(members) < group.min:
-            return (
-                f"the group {'/'.join(group.roles)} needs {group.min} approver(s) but only "
-                f"{len(members)} operator(s) hold those roles"
-            )
-    return None
 
 
 def evaluate(

@@ -682,7 +682,7 @@ def check_policies(
     doc: Document, runbook: Runbook, operators: Mapping[str, tuple[list[str], bool]]
 ) -> None:
     """Approval policies that the workspace's operators could never satisfy."""
-    from irctl.approvals import impossible
+    from irctl.model import impossible
 
     roles_of = {name: roles for name, (roles, _) in operators.items()}
     keyed = [name for name, (_, has_key) in operators.items() if has_key]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -176,6 +177,53 @@ class Policy(_Model):
         if self.groups:
             return {role for group in self.groups for role in group.roles}
         return None
+
+
+def eligible(
+    policy: Policy, roles_of: Mapping[str, Iterable[str]], initiator: str | None
+) -> list[str]:
+    """Operators who may approve under ``policy`` (the initiator left out when excluded)."""
+    allowed = policy.allowed_roles()
+    names = []
+    for name, roles in roles_of.items():
+        if policy.exclude_initiator and name == initiator:
+            continue
+        if allowed is None or allowed & set(roles):
+            names.append(name)
+    return sorted(names)
+
+
+def impossible(
+    policy: Policy,
+    roles_of: Mapping[str, Iterable[str]],
+    initiator: str | None,
+    *,
+    keyed: Iterable[str] | None = None,
+) -> str | None:
+    """Why no set of operators could ever satisfy ``policy``, or None if some could.
+
+    ``keyed`` names the operators with a public key: when the policy needs
+    signed approvals, only they can count.
+    """
+    if keyed is not None and policy.min_assurance == "key":
+        with_key = set(keyed)
+        roles_of = {name: roles for name, roles in roles_of.items() if name in with_key}
+    who = eligible(policy, roles_of, initiator)
+    if len(who) < policy.quorum:
+        excluded = " with the initiator excluded" if policy.exclude_initiator and initiator else ""
+        keys = " with a key" if keyed is not None and policy.min_assurance == "key" else ""
+        return (
+            f"quorum {policy.quorum} cannot be reached: only {len(who)} operator(s){keys} may "
+            f"approve{excluded} ({', '.join(who) or 'none'})"
+        )
+    for group in policy.groups:
+        members = [n for n in who if set(roles_of[n]) & set(group.roles)]
+        if len(members) < group.min:
+            return (
+                f"the group {'/'.join(group.roles)} needs {group.min} approver(s) but only "
+                f"{len(members)} operator(s) hold those roles"
+            )
+    return None
 
 
 class Retry(_Model):

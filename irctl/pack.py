@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from irctl.store import Store
     from irctl.transcript import VerifyReport
 
-__all__ = ["KIND", "PackReport", "build_pack", "verify_pack"]
+__all__ = ["KIND", "PackReport", "build_pack", "verify_file", "verify_pack"]
 
 KIND = "irctl-evidence-pack/v1"
 MANIFEST = "manifest.json"
@@ -516,3 +516,14 @@ def _check_head(manifest: dict[str, Any], lines: list[str]) -> list[str]:
 def manifest_digest(manifest: dict[str, Any]) -> str:
     """``sha256:<hex>`` of a manifest's canonical JSON (to quote it in a ticket)."""
     return "sha256:" + sha256_hex(canonical_json(manifest))
+
+
+def verify_file(
+    path: Path, public_keys: list[str] | None, trust: Trust | None = None
+) -> VerifyReport:
+    """Verify an exported transcript file (``.jsonl``) or an evidence pack (``.zip``)."""
+    if path.suffix.lower() == ".zip":
+        return verify_pack(path, public_keys, trust).combined()  # the pack's, then the journal's
+    from irctl.transcript import verify_export
+
+    return verify_export(path, public_keys, trust)

@@ -61,7 +61,7 @@ __all__ = [
     "VerifyReport",
     "checkpoint_data",
     "seal_fields",
-    "verify_file",
+    "verify_export",
     "verify_lines",
     "verify_run",
 ]
@@ -1458,14 +1458,13 @@ def verify_run(
     return _verify(_scan_lines(raws), public_keys, trust)
 
 
-def verify_file(
+def verify_export(
     path: Path, public_keys: list[str] | None, trust: Trust | None = None
 ) -> VerifyReport:
-    """Verify an exported transcript file (``.jsonl``) or an evidence pack (``.zip``)."""
-    if path.suffix.lower() == ".zip":
-        from irctl.pack import verify_pack  # the pack's own checks, then this journal's
+    """Verify an exported transcript file (``.jsonl``), line by line as it was written.
 
-        return verify_pack(path, public_keys, trust).combined()
+    :func:`irctl.pack.verify_file` takes either this or an evidence pack.
+    """
     try:
         content = path.read_bytes()
     except FileNotFoundError as exc:

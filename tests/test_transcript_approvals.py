@@ -29,9 +29,10 @@ from irctl.events import GENESIS, Event
 from irctl.exports import describe, export_jsonl, export_markdown, timeline
 from irctl.identity import public_key_text
 from irctl.model import Policy, RoleGroup
+from irctl.pack import verify_file
 from irctl.render import REDACTED, sha256_hex
 from irctl.store import Store
-from irctl.transcript import VerifyReport, seal_fields, verify_file, verify_lines, verify_run
+from irctl.transcript import VerifyReport, seal_fields, verify_lines, verify_run
 
 IRCTL = str(Path(sys.executable).parent / "irctl")
 RUN = "r-20261121-0300-cd34"

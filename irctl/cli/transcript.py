@@ -305,7 +305,8 @@ def verify(
 
       irctl transcript verify r-2026 --trust keyring.json --json
     """
-    from irctl.transcript import verify_file, verify_lines, verify_run
+    from irctl.pack import verify_file
+    from irctl.transcript import verify_lines, verify_run
 
     root = None
     if trust is not None:
