@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict  # noqa: E402
 
 from irctl.actions import ActionContext, Registry, action, default_registry  # noqa: E402
 from irctl.engine import Engine  # noqa: E402
-from irctl.loader import load_runbook_text  # noqa: E402
+from irctl.runbook.loader import load_runbook_text  # noqa: E402
 from irctl.store import Store  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def bench_guard(tmp: Path) -> tuple[float, float, float]:
     from irctl.events import GENESIS, Event
     from irctl.guard import JournalGuard
     from irctl.identity import generate_private_key, public_key_text
-    from irctl.model import Config
+    from irctl.runbook.model import Config
 
     chain: list[Event] = []
     prev = GENESIS
@@ -238,7 +238,7 @@ def bench_verify(tmp: Path) -> float:
     from irctl import events as ev
     from irctl.events import GENESIS, Event
     from irctl.identity import public_key_text
-    from irctl.render import sha256_hex
+    from irctl.runbook.render import sha256_hex
     from irctl.transcript import checkpoint_data
 
     key = Ed25519PrivateKey.generate()
@@ -298,7 +298,7 @@ def memory_child(tmp: Path) -> None:
 
 def bench_slack(tmp: Path) -> tuple[float, float]:
     """Wall time of a 200-step run with Slack answering, and with Slack not answering at all."""
-    from irctl.model import Config
+    from irctl.runbook.model import Config
     from irctl.testing import SlackStandIn
 
     os.environ["SLACK_BOT_TOKEN"] = "xoxb-bench"
@@ -335,7 +335,7 @@ def bench_rotation(tmp: Path) -> tuple[float, float]:
     import boto3
     from botocore.config import Config as BotoConfig
 
-    from irctl.model import Config
+    from irctl.runbook.model import Config
 
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"

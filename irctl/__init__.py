@@ -1,7 +1,7 @@
 """irctl: a security incident response runbook engine.
 
 The CLI is a thin shell over this library: load a runbook with
-:func:`irctl.loader.load_runbook`, plan it with :func:`irctl.plan.make_plan`,
+:func:`irctl.runbook.loader.load_runbook`, plan it with :func:`irctl.plan.make_plan`,
 execute it with :class:`irctl.engine.Engine` against an
 :class:`irctl.store.Store`, and check what happened with
 :mod:`irctl.transcript`.

@@ -41,7 +41,7 @@ from irctl.errors import IrctlError, UsageError
 if TYPE_CHECKING:
     from irctl.actions import Registry
     from irctl.events import Event
-    from irctl.model import Config
+    from irctl.runbook.model import Config
 
 __all__ = [
     "AnchorCheck",

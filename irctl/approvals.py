@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 from irctl.canonical import canonical_json
 from irctl.errors import CorruptEvent, IrctlError
 from irctl.events import parse_ts
-from irctl.model import Policy
+from irctl.runbook.model import Policy
 
 # re-exported: they live beside Policy, where the runbook checks use them too
-from irctl.model import eligible as eligible  # noqa: PLC0414
-from irctl.model import impossible as impossible  # noqa: PLC0414
+from irctl.runbook.model import eligible as eligible  # noqa: PLC0414
+from irctl.runbook.model import impossible as impossible  # noqa: PLC0414
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

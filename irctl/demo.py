@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape as _rich_escape
 
-from irctl.located import printable
+from irctl.runbook.located import printable
 
 if TYPE_CHECKING:
     from irctl.engine import Engine
@@ -51,7 +51,7 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     from irctl.cli.view import RunView
     from irctl.engine import Engine
     from irctl.identity import generate_private_key, public_key_text
-    from irctl.loader import load_runbook_text, parse_params
+    from irctl.runbook.loader import load_runbook_text, parse_params
     from irctl.testing import ExchangeAdminStub, SlackStandIn
     from irctl.transcript import verify_run
     from irctl.workspace import Workspace

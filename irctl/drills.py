@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from irctl import events as ev
 from irctl.errors import IrctlError, RunBusy, UsageError
 from irctl.events import Event, parse_ts
-from irctl.model import Config, Drill, Runbook, format_duration, parse_duration
+from irctl.runbook.model import Config, Drill, Runbook, format_duration, parse_duration
 from irctl.state import FAILED, SKIPPED, SUCCEEDED, RunState, fold
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def drill_paths(folder: Path) -> list[Path]:
 
 def load_drills(folder: Path) -> dict[str, tuple[Drill, Path]]:
     """Every drill in ``folder`` by id; a file that does not load raises with its problems."""
-    from irctl.loader import load_drill
+    from irctl.runbook.loader import load_drill
 
     found: dict[str, tuple[Drill, Path]] = {}
     for path in drill_paths(folder):
@@ -69,7 +69,7 @@ def load_drills(folder: Path) -> dict[str, tuple[Drill, Path]]:
 
 def find_drill(folder: Path, drill_id: str) -> tuple[Drill, Path]:
     """The drill with this id (``drills/<id>.yaml`` first); a UsageError names the known ones."""
-    from irctl.loader import load_drill
+    from irctl.runbook.loader import load_drill
 
     for suffix in (".yaml", ".yml"):
         candidate = folder / f"{drill_id}{suffix}"
@@ -93,7 +93,7 @@ def find_drill(folder: Path, drill_id: str) -> tuple[Drill, Path]:
 
 def drill_params(runbook: Runbook, given: dict[str, Any]) -> dict[str, Any]:
     """A drill's params (typed YAML values) checked against its runbook, defaults filled in."""
-    from irctl.params import check_param_value
+    from irctl.runbook.params import check_param_value
 
     problems: list[str] = []
     values: dict[str, Any] = {}
@@ -456,7 +456,7 @@ def _union(spans: list[tuple[float, float]]) -> float:
 
 
 def _runbook_of(state: RunState) -> Runbook | None:
-    from irctl.loader import load_runbook_text
+    from irctl.runbook.loader import load_runbook_text
 
     try:
         return load_runbook_text(state.runbook_text, f"{state.run_id}:runbook",

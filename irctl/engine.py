@@ -53,9 +53,9 @@ from irctl.errors import (
 )
 from irctl.events import Event, utcnow
 from irctl.guard import RUN_TAMPERED, JournalGuard, Tampering
-from irctl.model import Config, Policy, Runbook, Step
 from irctl.plan import SECRET_ITEM, resolve_policy, step_digest, template_context
-from irctl.render import (
+from irctl.runbook.model import Config, Policy, Runbook, Step
+from irctl.runbook.render import (
     REDACTED,
     Redactor,
     RenderError,
@@ -66,7 +66,7 @@ from irctl.render import (
     template_strings,
     texts,
 )
-from irctl.render import digest as digest_of
+from irctl.runbook.render import digest as digest_of
 from irctl.state import (
     FAILED,
     FINISHED,
@@ -621,7 +621,7 @@ class Engine:
             return self._execute(run_id)
 
     def _execute(self, run_id: str) -> RunState:
-        from irctl.loader import load_runbook_text
+        from irctl.runbook.loader import load_runbook_text
 
         events = self.store.events(run_id)
         guard = JournalGuard(run_id, self._trusted_keys())
@@ -1174,7 +1174,7 @@ class Engine:
                 static = live.static[step.id] = not any(template_strings(step.with_))
             if static:
                 inputs = shown = step.with_
-            else:  # a field rendered from a secret is recorded as •••• (irctl.render)
+            else:  # a field rendered from a secret is recorded as •••• (irctl.runbook.render)
                 context = self._context(item, has_item=step.for_each is not None)
                 tainted = SECRET_ITEM if mentions(step.for_each, "secrets") else frozenset()
                 inputs, shown, hidden = render_shown(step.with_, context, tainted=tainted)
@@ -1720,7 +1720,7 @@ def _checked_outputs(act: Action[Any], outputs: Any) -> dict[str, Any]:
         raise ActionError(f"{act.name} returned {type(outputs).__name__}, not a dict of outputs")
     if all(type(k) is str and k.isascii() and _plain(v) for k, v in outputs.items()):
         return outputs  # recorded exactly as they are
-    from irctl.render import canonical_json
+    from irctl.runbook.render import canonical_json
 
     try:
         text = canonical_json(outputs)

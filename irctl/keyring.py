@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from irctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from irctl.model import Config
+    from irctl.runbook.model import Config
 
 __all__ = ["KIND", "KeyFinding", "Trust", "keyring_text", "load_trust"]
 

@@ -3,7 +3,7 @@
 Each step's inputs are rendered into their fully resolved form and hashed; that
 digest is what an approver approves and what the transcript records.  Secrets
 are never resolved for a plan, and a field rendered from a secret shows as ``••••``
-as a whole, as the run records it (:func:`irctl.render.render_shown`).  Inputs that read an
+as a whole, as the run records it (:func:`irctl.runbook.render.render_shown`).  Inputs that read an
 earlier step's outputs can only be resolved when that step has run: the plan
 says which steps they wait for.
 """
@@ -17,8 +17,8 @@ from typing import Any
 from irctl.actions import Registry, default_registry
 from irctl.canonical import step_digest as step_digest  # noqa: PLC0414 - re-exported
 from irctl.errors import IntegrationError, IrctlError
-from irctl.model import Config, Policy, Runbook, Step, format_duration
-from irctl.render import (
+from irctl.runbook.model import Config, Policy, Runbook, Step, format_duration
+from irctl.runbook.render import (
     REDACTED,
     RenderError,
     SecretValues,

@@ -125,7 +125,7 @@ def _step_tags(steps: Any, found: dict[str, list[str]]) -> dict[str, list[str]]:
 
 def objectives(events: Sequence[Event]) -> list[Objective]:
     """The runbook's ``objectives`` (tag: duration), each against when its steps finished."""
-    from irctl.model import parse_duration
+    from irctl.runbook.model import parse_duration
 
     if not events:
         return []

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irctl.errors import StoreError, UsageError
-from irctl.model import Drill, parse_duration
+from irctl.runbook.model import Drill, parse_duration
 
 if TYPE_CHECKING:
     from irctl.store import Store

@@ -1,7 +1,7 @@
 """Secrets by reference: ``env:VAR``, ``file:PATH``, ``aws-sm:NAME[#key]`` (with irctl[aws]).
 
 A resolved value lives only in memory while a step runs; everything recorded
-passes through :class:`irctl.render.Redactor` first.
+passes through :class:`irctl.runbook.render.Redactor` first.
 
 Verifiable redaction: each execution of a run records, for every secret it
 resolved, a salted commitment ``hmac-sha256:<hex>`` = HMAC-SHA256(salt, value)
@@ -198,10 +198,10 @@ def recogniser(store: Store, run_id: str, events: Iterable[Event]) -> Callable[[
     A part is a stretch of the text between separators (whitespace, quotes, brackets,
     ``=``, ``:``, ``/``, ``.``, ...), also read reversed and, where it looks encoded,
     URL-, JSON-, HTML-, hex- or base64-decoded (``Basic base64(user:secret)``).  Values
-    shorter than :data:`irctl.render.MIN_SCANNED` are not looked for; a re-cased value
+    shorter than :data:`irctl.runbook.render.MIN_SCANNED` are not looked for; a re-cased value
     cannot be recognised from a commitment.
     """
-    from irctl.render import MIN_SCANNED, REDACTED
+    from irctl.runbook.render import MIN_SCANNED, REDACTED
 
     recorded = run_commitments(events)
     salt = run_salt(store, run_id) if recorded else None

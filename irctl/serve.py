@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from slack_sdk.socket_mode.client import BaseSocketModeClient
     from slack_sdk.socket_mode.request import SocketModeRequest
 
-    from irctl.model import Config
+    from irctl.runbook.model import Config
     from irctl.store import Store
     from irctl.workspace import Workspace
 

@@ -78,7 +78,7 @@ CANCELLED = "approval.cancelled"
 LAPSED = "approval.lapsed"
 APPROVAL_EVENTS = frozenset({REQUESTED, GRANTED, DENIED, QUORUM, CANCELLED, LAPSED})
 
-# The serialisation of irctl.render.canonical_json, as one reusable encoder: building a
+# The serialisation of irctl.runbook.render.canonical_json, as one reusable encoder: building a
 # JSONEncoder per call costs more than encoding a small event.
 _encode = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -868,7 +868,7 @@ class _Approvals:
             inputs = data["inputs"]
             if isinstance(inputs, list) and key[1] is None:
                 # One request for every item of a for_each step: the digest of their digests.
-                from irctl.render import digest as digest_of
+                from irctl.runbook.render import digest as digest_of
 
                 items = tuple(step_digest(key[0], action, one, i) for i, one in enumerate(inputs))
                 expected = digest_of(list(items))
@@ -1072,7 +1072,7 @@ class _Approvals:
         from pydantic import ValidationError
 
         from irctl.approvals import decision_from, evaluate
-        from irctl.model import Policy
+        from irctl.runbook.model import Policy
 
         for name in approvers:
             first = gate.first.get(name)
@@ -1193,7 +1193,7 @@ def _rules(recorded: Any) -> dict[str, Any] | None:
     """Recorded approval rules as the policy model reads them (defaults filled in)."""
     from pydantic import ValidationError
 
-    from irctl.model import Policy
+    from irctl.runbook.model import Policy
 
     try:
         return Policy.model_validate(recorded or {}).model_dump(mode="json")

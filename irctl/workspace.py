@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from irctl.errors import UsageError
-from irctl.model import Config
+from irctl.runbook.model import Config
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -49,7 +49,7 @@ class Workspace:
     @classmethod
     def find(cls, start: Path | None = None) -> Workspace:
         """The workspace holding ``start`` (default: ``$IRCTL_WORKSPACE`` or the cwd)."""
-        from irctl.loader import load_config
+        from irctl.runbook.loader import load_config
 
         env = os.environ.get("IRCTL_WORKSPACE")
         if start is None and env and not Path(env).is_dir():

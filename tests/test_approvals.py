@@ -12,7 +12,7 @@ import pytest
 
 from irctl.approvals import Decision, evaluate
 from irctl.identity import generate_private_key, public_key_text
-from irctl.model import Policy, impossible
+from irctl.runbook.model import Policy, impossible
 from irctl.testing import recorded_keys
 from tests.helpers import IRCTL, irctl, make_workspace, run_id_from
 

@@ -10,8 +10,8 @@ import pytest
 
 from irctl.engine import Engine
 from irctl.errors import SecretError
-from irctl.loader import load_runbook_text
-from irctl.model import Config
+from irctl.runbook.loader import load_runbook_text
+from irctl.runbook.model import Config
 from irctl.secrets import resolve
 from irctl.store import Store
 from irctl.testing import ExchangeAdminStub

@@ -506,7 +506,7 @@ def test_templates_the_sandbox_refuses_are_refused_by_validate(workspace: Path) 
 
 
 def test_what_validate_refuses_the_sandbox_refuses_when_it_renders() -> None:
-    from irctl.render import RenderError, render_string
+    from irctl.runbook.render import RenderError, render_string
 
     values: dict[str, Any] = {
         "x": "a", "_private": 1, "__class__": 2, "__globals__": 3, "mro": 4, "gi_frame": 5,

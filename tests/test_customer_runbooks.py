@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from irctl.approvals import ApprovalRejected
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
-from irctl.loader import load_runbook_text
-from irctl.model import Config
-from irctl.params import parse_params
+from irctl.runbook.loader import load_runbook_text
+from irctl.runbook.model import Config
+from irctl.runbook.params import parse_params
 from irctl.state import RunState
 from irctl.store import Store
 from irctl.testing import ExchangeAdminStub, SlackStandIn

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from irctl.drills import drive_drill, find_drill, start_drill
-from irctl.loader import load_runbook_text
+from irctl.runbook.loader import load_runbook_text
 from irctl.testing import ExchangeAdminStub
 from tests.helpers import irctl
 from tests.test_drills import (

@@ -37,8 +37,14 @@ from irctl.drills import (
 from irctl.engine import Engine
 from irctl.errors import InvalidDocument, IrctlError, UsageError
 from irctl.identity import generate_private_key, public_key_text
-from irctl.loader import load_config, load_drill, load_runbook, load_runbook_text, validate_paths
-from irctl.model import Drill, Runbook
+from irctl.runbook.loader import (
+    load_config,
+    load_drill,
+    load_runbook,
+    load_runbook_text,
+    validate_paths,
+)
+from irctl.runbook.model import Drill, Runbook
 from irctl.state import fold
 from irctl.testing import ExchangeAdminStub, SlackStandIn, recorded_keys
 from irctl.transcript import verify_run
@@ -448,7 +454,7 @@ def test_a_drill_can_never_run_live(tmp_path: Path, exchange: ExchangeAdminStub)
 
 def test_a_sandbox_drill_needs_its_sandbox(tmp_path: Path, exchange: ExchangeAdminStub) -> None:
     from irctl.drills import sandbox_config
-    from irctl.model import Config
+    from irctl.runbook.model import Config
 
     ws, _ = make_drill_workspace(tmp_path / "ws", exchange_url=exchange.url)
     drill, _ = find_drill(ws.drills_dir, "quarterly-hot-wallet")

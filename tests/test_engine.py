@@ -17,8 +17,8 @@ from irctl import events as ev
 from irctl.actions import ActionContext, Probe, Registry, action
 from irctl.engine import Engine
 from irctl.errors import ActionError, UsageError
-from irctl.loader import load_runbook_text
-from irctl.model import Config
+from irctl.runbook.loader import load_runbook_text
+from irctl.runbook.model import Config
 from irctl.state import fold
 from irctl.store import Store
 
@@ -622,8 +622,8 @@ def test_missing_secret_is_a_clear_error_before_anything_runs(store: Store) -> N
 def _crash_after_start(store: Store, engine: Engine, run_id: str, step: str) -> None:
     """Leave the journal as a process killed right after ``step.started`` would."""
     state = engine.state(run_id)
-    from irctl.loader import load_runbook_text as load
     from irctl.plan import step_digest
+    from irctl.runbook.loader import load_runbook_text as load
 
     model = load(state.runbook_text, "x", registry=REGISTRY)
     found = next(s for s in model.steps if s.id == step)

@@ -22,8 +22,8 @@ from irctl.approvals import sign_decision
 from irctl.engine import Engine
 from irctl.events import GENESIS, Event
 from irctl.identity import generate_private_key, public_key_text
-from irctl.loader import load_runbook_text
-from irctl.model import Config
+from irctl.runbook.loader import load_runbook_text
+from irctl.runbook.model import Config
 from irctl.state import fold
 from irctl.store import Store
 from irctl.testing import SlackStandIn, recorded_keys
@@ -513,7 +513,7 @@ def test_a_run_rewritten_from_its_first_row_without_the_gate_is_refused(
     _, run_id = team.start(store)
     created = store.events(run_id)[0].data
     text = created["runbook_text"].replace("    approval: treasury\n", "")
-    from irctl.render import sha256_hex
+    from irctl.runbook.render import sha256_hex
 
     data = {**created, "runbook_text": text, "runbook_digest": "sha256:" + sha256_hex(text)}
     data.pop("sealed_by", None)
@@ -575,7 +575,7 @@ def test_a_row_that_is_not_canonical_json_is_tampering_not_a_crash(
         + run_id + f'","seq":{head.seq + 1},"ts":"2026-12-07T00:00:00.000000Z",'
         '"type":"step.started"}'
     )  # fmt: skip
-    from irctl.render import sha256_hex
+    from irctl.runbook.render import sha256_hex
 
     insert(store, Event(run_id, head.seq + 1, "2026-12-07T00:00:00.000000Z", "step.started",
                         {}, head.hash, line, sha256_hex(line)))  # fmt: skip

@@ -57,7 +57,7 @@ NEVER_BREAK_GLASS = {
 
 
 def test_policies_that_move_money_refuse_break_glass() -> None:
-    from irctl.loader import load_runbook
+    from irctl.runbook.loader import load_runbook
 
     for runbook_id, policy in sorted(NEVER_BREAK_GLASS):
         model = load_runbook(ROOT / "runbooks" / f"{runbook_id}.yaml")

@@ -17,7 +17,7 @@ import pytest
 
 from irctl.actions import Registry
 from irctl.errors import Diagnostic, InvalidDocument, UsageError
-from irctl.loader import (
+from irctl.runbook.loader import (
     check_param_value,
     json_schema,
     load_config,
@@ -28,7 +28,7 @@ from irctl.loader import (
     parse_params,
     validate_paths,
 )
-from irctl.model import Config, Drill, Param, Runbook
+from irctl.runbook.model import Config, Drill, Param, Runbook
 
 DATA = Path(__file__).parent / "data"
 BAD = DATA / "bad"
@@ -733,7 +733,7 @@ PLACEHOLDER_CASES = [
 @pytest.mark.parametrize("source", PLACEHOLDER_CASES + _library_templates())
 def test_placeholder_templates_read_as_jinja2_parses_them(source: str) -> None:
     """The reading of plain placeholders without Jinja2 agrees with Jinja2's parse."""
-    from irctl.checks import _parsed, _placeholders
+    from irctl.runbook.checks import _parsed, _placeholders
 
     direct = _placeholders(source)
     if direct is not None:
@@ -741,7 +741,7 @@ def test_placeholder_templates_read_as_jinja2_parses_them(source: str) -> None:
 
 
 def test_most_library_templates_are_read_without_jinja2() -> None:
-    from irctl.checks import _placeholders
+    from irctl.runbook.checks import _placeholders
 
     templates = _library_templates()
     direct = [t for t in templates if _placeholders(t) is not None]
@@ -786,7 +786,7 @@ def test_durations_are_finite_and_at_most_366_days(
 
 
 def test_durations_given_as_python_numbers_must_be_finite() -> None:
-    from irctl.model import parse_duration
+    from irctl.runbook.model import parse_duration
 
     for bad in (float("inf"), float("nan"), -1.0):
         with pytest.raises(ValueError, match=r"finite|negative"):

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from irctl.render import RenderError, render, render_string
+from irctl.runbook.render import RenderError, render, render_string
 from tests.helpers import irctl, make_workspace
 
 PARAMS: dict[str, Any] = {
@@ -340,7 +340,7 @@ def test_loops_that_build_nothing_are_still_limited(source: str) -> None:
 def test_loops_stop_when_the_rendering_has_taken_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from irctl import sandbox
+    from irctl.runbook import limits as sandbox
 
     monkeypatch.setattr(sandbox, "MAX_SECONDS", 0.5)  # instead of waiting 10 s
     # each iteration searches a long list: few iterations, much time, nothing built

@@ -19,7 +19,7 @@ import pytest
 
 from irctl.drills import drill_runs
 from irctl.errors import UsageError
-from irctl.model import Drill
+from irctl.runbook.model import Drill
 from irctl.scheduler import _PgLeader, leader_lock, schedule_drill, scheduled_jobs
 from irctl.state import fold
 from irctl.store import Store

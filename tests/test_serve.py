@@ -20,7 +20,7 @@ import pytest
 
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
-from irctl.loader import load_runbook_text
+from irctl.runbook.loader import load_runbook_text
 from irctl.serve import Server, make_server, response_url_allowed
 from irctl.testing import SlackStandIn, recorded_keys
 from irctl.workspace import Workspace

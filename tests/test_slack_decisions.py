@@ -14,8 +14,8 @@ from irctl.canonical import canonical_json
 from irctl.engine import Engine
 from irctl.events import Event
 from irctl.identity import generate_private_key, public_key_text
-from irctl.loader import load_runbook_text
-from irctl.model import Config
+from irctl.runbook.loader import load_runbook_text
+from irctl.runbook.model import Config
 from irctl.store import Store
 from irctl.testing import recorded_keys
 from irctl.transcript import verify_lines

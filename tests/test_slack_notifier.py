@@ -11,8 +11,8 @@ import pytest
 
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
-from irctl.loader import load_runbook_text
-from irctl.model import Config
+from irctl.runbook.loader import load_runbook_text
+from irctl.runbook.model import Config
 from irctl.store import Store
 from irctl.testing import SlackStandIn, recorded_keys
 

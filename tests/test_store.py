@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 from irctl.errors import StoreError, UsageError
 from irctl.events import GENESIS, RUN_CREATED, Event
-from irctl.render import sha256_hex
+from irctl.runbook.render import sha256_hex
 from irctl.store import SCHEMA_VERSION, Store
 from tests.postgres import PostgresServer, free_port
 

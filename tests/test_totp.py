@@ -29,9 +29,9 @@ from irctl.actions import ActionContext, default_registry
 from irctl.engine import Engine
 from irctl.errors import ActionError
 from irctl.identity import generate_private_key
-from irctl.loader import load_runbook_text
-from irctl.model import Config
-from irctl.params import parse_params
+from irctl.runbook.loader import load_runbook_text
+from irctl.runbook.model import Config
+from irctl.runbook.params import parse_params
 from irctl.store import Store
 from irctl.testing import SlackStandIn, run_action
 from tests.helpers import IRCTL, irctl, make_workspace, run_id_from

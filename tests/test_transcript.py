@@ -22,7 +22,7 @@ from irctl.events import GENESIS, Event, checkpoint_message
 from irctl.exports import export_jsonl, export_markdown, timeline
 from irctl.identity import load_public_key, public_key_text, verify
 from irctl.pack import verify_file
-from irctl.render import REDACTED, canonical_json, sha256_hex
+from irctl.runbook.render import REDACTED, canonical_json, sha256_hex
 from irctl.store import Store
 from irctl.transcript import (
     VerifyReport,

@@ -28,9 +28,9 @@ from irctl.canonical import step_digest
 from irctl.events import GENESIS, Event
 from irctl.exports import describe, export_jsonl, export_markdown, timeline
 from irctl.identity import public_key_text
-from irctl.model import Policy, RoleGroup
 from irctl.pack import verify_file
-from irctl.render import REDACTED, sha256_hex
+from irctl.runbook.model import Policy, RoleGroup
+from irctl.runbook.render import REDACTED, sha256_hex
 from irctl.store import Store
 from irctl.transcript import VerifyReport, seal_fields, verify_lines, verify_run
 
@@ -626,8 +626,8 @@ steps:
 def _fan_out_run(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> tuple[Store, str]:
     """A real engine run of a for_each step under one approval, decided by bob and dana."""
     from irctl.engine import Engine
-    from irctl.loader import load_runbook_text
-    from irctl.model import Config
+    from irctl.runbook.loader import load_runbook_text
+    from irctl.runbook.model import Config
 
     config = Config.model_validate({"operators": {
         "oncall": {"roles": ["security-oncall"]},

@@ -417,7 +417,7 @@ def test_the_commands_are_documented() -> None:
 
 def test_a_loaded_config_gives_the_same_trust_root(trial: Trial) -> None:
     from irctl.keyring import Trust, load_trust
-    from irctl.loader import load_config
+    from irctl.runbook.loader import load_config
 
     path = trial.ws / "irctl.yaml"
     assert Trust.of_config(load_config(path), str(path)) == load_trust(path)

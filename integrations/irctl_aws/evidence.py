@@ -30,7 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from irctl.actions import ActionContext, Probe, action
 from irctl.errors import ActionError
-from irctl.model import parse_duration
+from irctl.runbook.model import parse_duration
 from irctl_aws._client import call
 from irctl_aws.services import Inputs, Outputs, aws, simulated
 

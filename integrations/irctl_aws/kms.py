@@ -30,7 +30,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from irctl.actions import ActionContext, Probe, action
 from irctl.errors import ActionError, SecretError
-from irctl.render import REDACTED
+from irctl.runbook.render import REDACTED
 from irctl.secrets import resolve
 from irctl_aws._client import call
 from irctl_aws.services import Inputs, Outputs, aws, before_change, simulated

@@ -8,7 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 from irctl.actions import ActionContext
 from irctl.errors import ActionError, ActionTimeout
-from irctl.model import format_duration, parse_duration
+from irctl.runbook.model import format_duration, parse_duration
 
 #: Outputs that carry text (response bodies, stdout, stderr) keep at most this many bytes.
 OUTPUT_LIMIT = 64 * 1024

@@ -75,7 +75,7 @@ def escape(text: str) -> str:
     """Escape rich markup and control characters in text that came from a user or a run."""
     from rich.markup import escape as rich_escape
 
-    from irctl.located import printable
+    from irctl.runbook.located import printable
 
     return rich_escape(printable(text))
 

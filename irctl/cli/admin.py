@@ -81,7 +81,7 @@ def _named_installation_key(config: Path) -> str | None:
     if not config.is_file():
         return None
     from irctl.errors import IrctlError
-    from irctl.loader import load_config
+    from irctl.runbook.loader import load_config
 
     try:
         return load_config(config).installation_key

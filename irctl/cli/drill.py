@@ -10,7 +10,7 @@ from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json
 from irctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from irctl.model import Config
+    from irctl.runbook.model import Config
     from irctl.workspace import Workspace
 
 drill_app = typer.Typer(
@@ -36,7 +36,7 @@ SANDBOX_OPTION = typer.Option(
 def _sandbox(path: Path | None) -> "Config | None":
     if path is None:
         return None
-    from irctl.loader import load_config
+    from irctl.runbook.loader import load_config
 
     if not path.is_file():
         raise UsageError(f"no sandbox config {path}")
@@ -118,8 +118,8 @@ def run_command(
     from irctl.cli.runs import _asker, _finish, _operator, _workspace
     from irctl.cli.view import RunView
     from irctl.drills import drive_drill, sandbox_config, start_drill
-    from irctl.loader import load_runbook_text, read_document
-    from irctl.model import parse_duration
+    from irctl.runbook.loader import load_runbook_text, read_document
+    from irctl.runbook.model import parse_duration
 
     ws = _workspace()
     drill, _ = _drill(ws, drill_id)

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.panel import Panel
 
 from irctl.cli._app import escape
-from irctl.model import Policy, format_duration
 from irctl.plan import Plan
+from irctl.runbook.model import Policy, format_duration
 
 
 def describe_policy(policy: Policy) -> str:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.engine import Engine
-    from irctl.model import Runbook
+    from irctl.runbook.model import Runbook
     from irctl.state import RunState
     from irctl.workspace import Workspace
 
@@ -129,7 +129,7 @@ def _split_params(pairs: list[str] | None) -> dict[str, str]:
 def _load(
     ws: "Workspace", runbook: str, pairs: list[str] | None
 ) -> "tuple[Runbook, str, dict[str, Any]]":
-    from irctl.loader import load_runbook_text, parse_params, read_document
+    from irctl.runbook.loader import load_runbook_text, parse_params, read_document
 
     path = ws.resolve_runbook(runbook)
     text = read_document(path)
@@ -213,7 +213,7 @@ def plan_command(
     Example: irctl plan hot-wallet-compromise -p chain=ethereum -p wallet=0x...
     """
     from irctl.plan import make_plan
-    from irctl.render import sha256_hex
+    from irctl.runbook.render import sha256_hex
 
     _check_mode(mode)
     ws = _workspace()

@@ -95,7 +95,7 @@ def validate_command(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        from irctl.loader import validate_paths
+        from irctl.runbook.loader import validate_paths
 
         targets = list(paths) if paths else _default_paths()
         count, problems = validate_paths(targets, check_integrations=check_integrations)
@@ -130,8 +130,8 @@ def validate_command(
 
 def _readiness(targets: list[Path]) -> list[Any]:
     """What each integration's readiness check reports (credentials, reachability)."""
-    from irctl.loader import _expand
     from irctl.preflight import check_ready, installation_key_problems, namespaces_named
+    from irctl.runbook.loader import _expand
     from irctl.workspace import Workspace
 
     try:
@@ -172,7 +172,7 @@ def schema_command(
 
     Then, at the top of a runbook:  # yaml-language-server: $schema=irctl.schema.json
     """
-    from irctl.loader import json_schema
+    from irctl.runbook.loader import json_schema
 
     print_json(json_schema(kind.value if kind is not None else None))
 
@@ -188,7 +188,7 @@ def runbooks_list_command(as_json: bool = JSON_OPTION) -> None:
       irctl runbooks list
       irctl runbooks list --json | jq -r '.[].id'
     """
-    from irctl.loader import load_runbook
+    from irctl.runbook.loader import load_runbook
 
     workspace = _workspace()
     folder = workspace.runbooks_dir

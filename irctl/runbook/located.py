@@ -1,7 +1,7 @@
 """Problems located in a document, in plain words.
 
 A :class:`Document` is one file's data together with the ``line:column`` of
-each value and key in it (:mod:`irctl.loader` builds it from YAML), and the
+each value and key in it (:mod:`irctl.runbook.loader` builds it from YAML), and the
 problems found so far, each a :class:`irctl.errors.Diagnostic` that names the
 file, the place, the field path and the fix.  :func:`report_validation` turns
 pydantic's errors into such problems: located through the data (union member

@@ -4,7 +4,7 @@ A step's ``with`` values are Jinja2 templates rendered in a sandbox where an
 undefined name is an error.  A string that is exactly one ``{{ expression }}``
 renders to the expression's own value (a list stays a list, a number a
 number); any other string renders to a string.  What a template may build is
-limited (:mod:`irctl.sandbox`); a template past a limit is a :class:`RenderError`
+limited (:mod:`irctl.runbook.limits`); a template past a limit is a :class:`RenderError`
 naming it.  Everything that is hashed goes through :func:`canonical_json`: sorted
 keys, compact separators, UTF-8, and a value that cannot be serialised is an
 error, never silently dropped.
@@ -33,7 +33,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from irctl.canonical import canonical_json, digest, sha256_hex
 from irctl.errors import IrctlError
-from irctl.sandbox import Environment, check_written, limited
+from irctl.runbook.limits import Environment, check_written, limited
 
 REDACTED = "••••"
 

@@ -16,8 +16,8 @@ import re
 from typing import Any
 
 from irctl.errors import UsageError
-from irctl.located import plain, show, suggest
-from irctl.model import Param, Runbook
+from irctl.runbook.located import plain, show, suggest
+from irctl.runbook.model import Param, Runbook
 
 __all__ = ["check_param_value", "parse_params", "value_problems"]
 

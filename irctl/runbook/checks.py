@@ -1,6 +1,6 @@
 """Checks of runbooks and drills that pydantic cannot make.
 
-They run on a :class:`irctl.located.Document`'s raw data, so they report
+They run on a :class:`irctl.runbook.located.Document`'s raw data, so they report
 even when pydantic found problems, and every problem lands at its place:
 
 * step ids are unique;
@@ -37,7 +37,8 @@ from pydantic import ValidationError
 
 from irctl.actions import EXTRAS, Action, Registry
 from irctl.errors import IntegrationError
-from irctl.located import (
+from irctl.runbook.limits import refused_attribute, refused_key
+from irctl.runbook.located import (
     Document,
     Loc,
     field_names,
@@ -46,10 +47,9 @@ from irctl.located import (
     suggest,
     validate_model,
 )
-from irctl.model import Param, Policy, Runbook, Step
-from irctl.params import nested_repeat, value_problems
-from irctl.render import TOO_DEEP, check_syntax, is_template
-from irctl.sandbox import refused_attribute, refused_key
+from irctl.runbook.model import Param, Policy, Runbook, Step
+from irctl.runbook.params import nested_repeat, value_problems
+from irctl.runbook.render import TOO_DEEP, check_syntax, is_template
 
 __all__ = [
     "TEMPLATE_ROOTS",
@@ -227,7 +227,7 @@ def _template(source: str) -> _Template | str:
 def _parsed(source: str) -> _Template | str:
     """A template's reads, or its syntax error, from one parse.
 
-    Parsing catches what :func:`irctl.render.check_syntax` does at a fraction
+    Parsing catches what :func:`irctl.runbook.render.check_syntax` does at a fraction
     of its cost (it compiles); only a template using a filter or test unknown
     to plain Jinja2 is handed to ``check_syntax`` to settle.
     """
@@ -682,7 +682,7 @@ def check_policies(
     doc: Document, runbook: Runbook, operators: Mapping[str, tuple[list[str], bool]]
 ) -> None:
     """Approval policies that the workspace's operators could never satisfy."""
-    from irctl.model import impossible
+    from irctl.runbook.model import impossible
 
     roles_of = {name: roles for name, (roles, _) in operators.items()}
     keyed = [name for name, (_, has_key) in operators.items() if has_key]

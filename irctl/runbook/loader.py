@@ -5,12 +5,12 @@ three is reported at once (:class:`irctl.errors.InvalidDocument`):
 
 1. YAML is composed into nodes, which keep their marks, and built into plain
    data together with a map from each field path to its ``line:column`` (a
-   :class:`irctl.located.Document`).  Duplicate keys, which PyYAML silently
+   :class:`irctl.runbook.located.Document`).  Duplicate keys, which PyYAML silently
    accepts, are caught here.
-2. pydantic validates the data against :mod:`irctl.model`; its error
+2. pydantic validates the data against :mod:`irctl.runbook.model`; its error
    locations are mapped back to ``line:column`` and its messages made human
-   (:mod:`irctl.located`).
-3. Checks pydantic cannot make (:mod:`irctl.checks`): unique step ids, known
+   (:mod:`irctl.runbook.located`).
+3. Checks pydantic cannot make (:mod:`irctl.runbook.checks`): unique step ids, known
    actions and their inputs, approval policies, templates (syntax, and what
    they read: only earlier steps, declared params and secrets, ``item`` only
    in ``for_each``), and params whose own default breaks their rules.
@@ -19,7 +19,7 @@ three is reported at once (:class:`irctl.errors.InvalidDocument`):
 ``irctl validate``, and also checks each drill against the runbook it names.
 Loading imports only PyYAML, pydantic and Jinja2; integrations are imported
 only when a runbook names one of their actions.  :func:`parse_params` and
-:func:`check_param_value` live in :mod:`irctl.params` and are re-exported here.
+:func:`check_param_value` live in :mod:`irctl.runbook.params` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import yaml
 from pydantic import BaseModel
 
 from irctl.actions import Registry
-from irctl.checks import (
+from irctl.errors import Diagnostic, InvalidDocument, UsageError
+from irctl.runbook.checks import (
     Integrations,
     RunbookFacts,
     check_drill,
@@ -41,10 +42,9 @@ from irctl.checks import (
     check_runbook,
     runbook_facts,
 )
-from irctl.errors import Diagnostic, InvalidDocument, UsageError
-from irctl.located import Document, Loc, Pos, show, suggest, validate_model
-from irctl.model import Config, Drill, Runbook
-from irctl.params import check_param_value, parse_params
+from irctl.runbook.located import Document, Loc, Pos, show, suggest, validate_model
+from irctl.runbook.model import Config, Drill, Runbook
+from irctl.runbook.params import check_param_value, parse_params
 
 __all__ = [
     "check_param_value",

@@ -1,6 +1,6 @@
 """Typed, immutable models of runbooks, drills and the workspace config.
 
-YAML becomes these models once, in :mod:`irctl.loader`; nothing downstream
+YAML becomes these models once, in :mod:`irctl.runbook.loader`; nothing downstream
 touches raw dictionaries.  The models also give the JSON Schema
 (``irctl schema``) that editors use to check runbooks as people type.
 """
