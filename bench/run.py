@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict  # noqa: E402
 
 from irctl.actions import ActionContext, Registry, action, default_registry  # noqa: E402
 from irctl.engine import Engine  # noqa: E402
+from irctl.journal.store import Store  # noqa: E402
 from irctl.runbook.loader import load_runbook_text  # noqa: E402
-from irctl.store import Store  # noqa: E402
 
 
 class NoInputs(BaseModel):
@@ -79,9 +79,9 @@ def bench_guard(tmp: Path) -> tuple[float, float, float]:
     """What verifying before acting costs: the chain check per event the engine appends,
     the gate of a step reached after 10,000 events (all of it: the approval events read, the
     signed decisions checked, the quorum recorded), and the full check on opening such a run."""
-    from irctl.events import GENESIS, Event
     from irctl.guard import JournalGuard
     from irctl.identity import generate_private_key, public_key_text
+    from irctl.journal.events import GENESIS, Event
     from irctl.runbook.model import Config
 
     chain: list[Event] = []
@@ -235,11 +235,11 @@ def bench_fan_out(tmp: Path) -> float:
 def bench_verify(tmp: Path) -> float:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from irctl import events as ev
-    from irctl.events import GENESIS, Event
     from irctl.identity import public_key_text
+    from irctl.journal import events as ev
+    from irctl.journal.events import GENESIS, Event
+    from irctl.record.transcript import checkpoint_data
     from irctl.runbook.render import sha256_hex
-    from irctl.transcript import checkpoint_data
 
     key = Ed25519PrivateKey.generate()
     text = "irctl: 1\n"

@@ -51,9 +51,9 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
     from irctl.cli.view import RunView
     from irctl.engine import Engine
     from irctl.identity import generate_private_key, public_key_text
+    from irctl.record.transcript import verify_run
     from irctl.runbook.loader import load_runbook_text, parse_params
     from irctl.testing import ExchangeAdminStub, SlackStandIn
-    from irctl.transcript import verify_run
     from irctl.workspace import Workspace
 
     source = find_runbook()

@@ -28,15 +28,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irctl import events as ev
 from irctl.errors import IrctlError, RunBusy, UsageError
-from irctl.events import Event, parse_ts
+from irctl.journal import events as ev
+from irctl.journal.events import Event, parse_ts
+from irctl.journal.state import FAILED, SKIPPED, SUCCEEDED, RunState, fold
 from irctl.runbook.model import Config, Drill, Runbook, format_duration, parse_duration
-from irctl.state import FAILED, SKIPPED, SUCCEEDED, RunState, fold
 
 if TYPE_CHECKING:
     from irctl.engine import Engine
-    from irctl.store import Store
+    from irctl.journal.store import Store
 
 DRILL_STARTED = "drill.started"  # the scenario: drill id, injects, objectives, time scale
 DRILL_INJECT = "drill.inject"  # one scenario message delivered

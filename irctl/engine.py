@@ -2,7 +2,7 @@
 
 Every transition is an event appended (and committed) to the store: a step's
 ``step.started`` before its action runs, its outcome after.  The engine's view
-of a run is the fold of those events (:mod:`irctl.state`), so a run that died
+of a run is the fold of those events (:mod:`irctl.journal.state`), so a run that died
 at any instant continues with :meth:`Engine.execute`: finished steps are not
 repeated, and a step that started but has no outcome is *in doubt*.  An
 in-doubt step is settled by the action's ``probe``, by running it again if the
@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from irctl import __version__
-from irctl import events as ev
 from irctl.actions import (
     Action,
     ActionContext,
@@ -40,7 +39,7 @@ from irctl.actions import (
     WaitForOperator,
     default_registry,
 )
-from irctl.approvals import SIGNED_ACTS, acts_must_be_signed, sign_act
+from irctl.record.approvals import SIGNED_ACTS, acts_must_be_signed, sign_act
 from irctl.canonical import canonical_json
 from irctl.errors import (
     ActionError,
@@ -51,8 +50,22 @@ from irctl.errors import (
     StoreError,
     UsageError,
 )
-from irctl.events import Event, utcnow
 from irctl.guard import RUN_TAMPERED, JournalGuard, Tampering
+from irctl.journal import events as ev
+from irctl.journal.events import Event, utcnow
+from irctl.journal.state import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    WAITING,
+    RunState,
+    StepState,
+    fold,
+    step_key,
+)
 from irctl.plan import SECRET_ITEM, resolve_policy, step_digest, template_context
 from irctl.runbook.model import Config, Policy, Runbook, Step
 from irctl.runbook.render import (
@@ -67,24 +80,11 @@ from irctl.runbook.render import (
     texts,
 )
 from irctl.runbook.render import digest as digest_of
-from irctl.state import (
-    FAILED,
-    FINISHED,
-    INTERRUPTED,
-    RUNNING,
-    SKIPPED,
-    SUCCEEDED,
-    WAITING,
-    RunState,
-    StepState,
-    fold,
-    step_key,
-)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from irctl.store import Item, Seal, Store
+    from irctl.journal.store import Item, Seal, Store
 
 # Outcomes of executing a step or a sequence, in rising order of precedence.
 OK = "ok"
@@ -232,7 +232,7 @@ class Engine:
         """
         if mode not in ("live", "tabletop", "sandbox"):
             raise UsageError(f"mode must be live, tabletop or sandbox, not {mode!r}")
-        from irctl.approvals import impossible
+        from irctl.record.approvals import impossible
 
         roles_of = {name: op.roles for name, op in self.config.operators.items()}
         for step in runbook.all_steps():
@@ -263,8 +263,8 @@ class Engine:
             "acts": SIGNED_ACTS,  # a live run's answers, marks and aborts are signed
         }
         if start is not None and starter_key is not None:  # _signed_start demands the key
-            from irctl.approvals import start_statement
             from irctl.identity import public_key_text, sign
+            from irctl.record.approvals import start_statement
 
             body = {**data, "run": run_id}
             data["start"] = {
@@ -335,7 +335,7 @@ class Engine:
         not an allowed initiator's signed statement (checked against irctl.yaml)."""
         if runbook.start is None or state.mode != "live":
             return None
-        from irctl.approvals import start_problem
+        from irctl.record.approvals import start_problem
 
         operator = self.config.operators.get(state.initiator)
         pinned = state.operators.get(state.initiator) or {}
@@ -358,7 +358,7 @@ class Engine:
         journal this process has just verified: a checkpoint signed here never vouches for a
         row nobody checked (someone's forgery sealed by an honest ``irctl note``, say)."""
         from irctl.guard import RunTampered, describe
-        from irctl.store import HeadMoved
+        from irctl.journal.store import HeadMoved
 
         if self.signing_key is None:
             if self.config.installation_key:
@@ -397,9 +397,9 @@ class Engine:
         slack_user: str | None = None,
         digest: str | None = None,
     ) -> Event:
-        """Record an operator's signed decision on a step (:func:`irctl.approvals.decision`
+        """Record an operator's signed decision on a step (:func:`irctl.record.approvals.decision`
         checks it), sealed and anchored like any other event from outside an execution."""
-        from irctl.approvals import decision
+        from irctl.record.approvals import decision
 
         if reason is not None:  # masked before it is signed: the signature covers what is kept
             reason = self._masked(run_id, {"reason": reason})["reason"]
@@ -580,7 +580,7 @@ class Engine:
     def _sealer(self) -> Seal | None:
         if self.signing_key is None:
             return None
-        from irctl.transcript import sealer
+        from irctl.record.transcript import sealer
 
         return sealer(self.signing_key)
 
@@ -605,7 +605,7 @@ class Engine:
             row = self.store.get_run(made[-1].run)
             if row is not None and row.mode == "tabletop":
                 return
-            from irctl.anchor import anchor_quietly
+            from irctl.record.anchor import anchor_quietly
 
             anchor_quietly(made[-1], self.config, self.registry)
 
@@ -864,7 +864,7 @@ class Engine:
     ) -> list[Event]:
         """Chain onto the last event this process verified; if others appended since, check
         their events first (a checkpoint signed here covers nothing unchecked)."""
-        from irctl.store import HeadMoved
+        from irctl.journal.store import HeadMoved
 
         while live.tampered is None:
             try:
@@ -1322,7 +1322,7 @@ class Engine:
     def _gate_once(
         self, step: Step, key: str, name: str, policy: Policy, inputs: Any, digest: str
     ) -> str:
-        from irctl import approvals as ap
+        from irctl.record import approvals as ap
 
         live = self._require_live()
         state = live.state
@@ -1429,7 +1429,7 @@ class Engine:
         """The verdict of the signed decisions on one request, by operators as both the run
         recorded them and irctl.yaml lists them now (a role only one of them grants does not
         count)."""
-        from irctl import approvals as ap
+        from irctl.record import approvals as ap
 
         state = self._require_live().state
         configured = self.config.operators
@@ -1466,8 +1466,8 @@ class Engine:
         Assurance ``slack``: attested by this installation's key (``irctl serve``
         verified Slack's signed request) for the operator's recorded Slack id.
         """
-        from irctl.approvals import signature_ok
         from irctl.identity import public_key_text
+        from irctl.record.approvals import signature_ok
 
         live = self._require_live()
         name = str(data.get("operator"))

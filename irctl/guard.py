@@ -5,7 +5,7 @@ password) could insert, edit or delete rows.  The engine therefore acts only on
 what it can verify itself, at the moment it acts:
 
 * **On opening a run** (a first execution or a resume) the whole journal is
-  verified as ``irctl transcript verify`` would (:func:`irctl.transcript.verify_lines`):
+  verified as ``irctl transcript verify`` would (:func:`irctl.record.transcript.verify_lines`):
   the hash chain from ``run.created``, every checkpoint's signature against the
   installation key irctl.yaml names, and the recorded approvals against the
   runbook's own policies.  Events after the last valid checkpoint are accepted
@@ -33,10 +33,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from irctl import events as ev
-from irctl.approvals import ACTS
 from irctl.errors import IrctlError
-from irctl.events import GENESIS, Event, checkpoint_message
+from irctl.journal import events as ev
+from irctl.journal.events import GENESIS, Event, checkpoint_message
+from irctl.record.approvals import ACTS
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -114,8 +114,8 @@ class JournalGuard:
         ``pinned`` are the operators ``run.created`` recorded; ``configured`` the
         operator keys irctl.yaml lists now (None: no operators configured).
         """
-        from irctl.approvals import acts_must_be_signed
-        from irctl.transcript import verify_lines
+        from irctl.record.approvals import acts_must_be_signed
+        from irctl.record.transcript import verify_lines
 
         self._pinned = pinned
         self._acts_signed = bool(events) and acts_must_be_signed(events[0].data)
@@ -195,7 +195,7 @@ class JournalGuard:
         if event.type == ev.CHECKPOINT:
             return self._seal(event)
         if event.type in ACTS:  # a person's word: theirs only if their key signed it
-            from irctl.approvals import act_problem
+            from irctl.record.approvals import act_problem
 
             unsigned = act_problem(
                 self.run_id, event.type, event.data, self._pinned, required=self._acts_signed
@@ -210,7 +210,7 @@ class JournalGuard:
         """An approval or denial that proves itself: signed by the operator's key the run
         pinned, or (from Slack) attested by the installation key.  It needs no seal (the gate
         checks it again, against irctl.yaml too, before it counts)."""
-        from irctl.approvals import DECISIONS, signature_ok
+        from irctl.record.approvals import DECISIONS, signature_ok
 
         if event.type not in DECISIONS:
             return False

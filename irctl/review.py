@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from irctl import events as ev
+from irctl.journal import events as ev
 
 if TYPE_CHECKING:
     from http.server import BaseHTTPRequestHandler
 
-    from irctl.store import Store
+    from irctl.journal.store import Store
     from irctl.workspace import Workspace
 
 __all__ = ["Page", "ReviewView", "host_allowed"]
@@ -209,8 +209,8 @@ class ReviewView:
         return Page(HTTPStatus.OK, _document("irctl runs", f"<h1>Runs</h1>{table}"))
 
     def _transcript(self, run_id: str) -> Page:
-        from irctl.report_html import export_html
-        from irctl.transcript import verify_lines
+        from irctl.record.report_html import export_html
+        from irctl.record.transcript import verify_lines
 
         if self.store.get_run(run_id) is None:
             return self._not_found(f"no run {run_id}")

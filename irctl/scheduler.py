@@ -42,7 +42,7 @@ from irctl.errors import StoreError, UsageError
 from irctl.runbook.model import Drill, parse_duration
 
 if TYPE_CHECKING:
-    from irctl.store import Store
+    from irctl.journal.store import Store
 
 TABLE = "irctl_scheduler_jobs"
 MISFIRE_GRACE = 3600  # seconds a missed drill may still start late

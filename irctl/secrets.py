@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 from irctl.errors import SecretError, UsageError
 
 if TYPE_CHECKING:
-    from irctl.events import Event
-    from irctl.store import Store
+    from irctl.journal.events import Event
+    from irctl.journal.store import Store
 
 COMMITMENT = "hmac-sha256:"
 #: A `file:` secret is read up to this size: a key or token, not a disk image (or /dev/zero).

@@ -67,8 +67,8 @@ if TYPE_CHECKING:
     from slack_sdk.socket_mode.client import BaseSocketModeClient
     from slack_sdk.socket_mode.request import SocketModeRequest
 
+    from irctl.journal.store import Store
     from irctl.runbook.model import Config
-    from irctl.store import Store
     from irctl.workspace import Workspace
 
 PATH = "/slack/interactivity"
@@ -311,8 +311,8 @@ class SlackInteractivity:
 
     def decide(self, click: Click) -> tuple[bool, str]:
         """Record the decision; (recorded?, what to tell the clicker)."""
-        from irctl.approvals import outlook, what_next
-        from irctl.state import fold
+        from irctl.journal.state import fold
+        from irctl.record.approvals import outlook, what_next
 
         operator = self.operators_by_slack.get(click.slack_user)
         if operator is None:

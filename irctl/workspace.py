@@ -14,7 +14,7 @@ from irctl.runbook.model import Config
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from irctl.store import Store
+    from irctl.journal.store import Store
 
 CONFIG_NAME = "irctl.yaml"
 STATE_DIR = ".irctl"
@@ -98,7 +98,7 @@ class Workspace:
     @cached_property
     def store(self) -> Store:
         """The store, created if it does not exist yet: for commands that record."""
-        from irctl.store import Store
+        from irctl.journal.store import Store
 
         url, _, _ = self.store_source
         return _opened(Store.open(url, workspace=self.root))
@@ -111,7 +111,7 @@ class Workspace:
         """
         if "store" in self.__dict__:  # already open for writing in this process
             return self.store
-        from irctl.store import Store
+        from irctl.journal.store import Store
 
         url, origin, _ = self.store_source
         return _opened(Store.open(url, workspace=self.root, create=False, origin=origin))

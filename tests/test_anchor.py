@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irctl.anchor import check_anchor
 from irctl.canonical import canonical_json, sha256_hex
-from irctl.events import GENESIS
 from irctl.identity import load_private_key
-from irctl.transcript import seal_fields
+from irctl.journal.events import GENESIS
+from irctl.record.anchor import check_anchor
+from irctl.record.transcript import seal_fields
 from tests.evidence_run import SECRET, EvidenceRun, build, installation_key
 from tests.helpers import irctl
 from tests.moto_server import boto, moto_endpoint  # noqa: F401

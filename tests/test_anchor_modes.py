@@ -7,9 +7,9 @@ from typing import Any
 
 from irctl.engine import Engine
 from irctl.identity import generate_private_key
+from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
-from irctl.store import Store
 from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
 
 RUNBOOK = """\

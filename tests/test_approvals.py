@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from irctl.approvals import Decision, evaluate
 from irctl.identity import generate_private_key, public_key_text
+from irctl.record.approvals import Decision, evaluate
 from irctl.runbook.model import Policy, impossible
 from irctl.testing import recorded_keys
 from tests.helpers import IRCTL, irctl, make_workspace, run_id_from

@@ -12,9 +12,9 @@ import pytest
 from irctl.actions import ActionContext, Probe, default_registry
 from irctl.engine import Engine
 from irctl.errors import ActionError
+from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
-from irctl.store import Store
 from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
 
 

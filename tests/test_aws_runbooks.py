@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irctl.approvals import ApprovalRejected
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
+from irctl.journal.state import RunState
+from irctl.journal.store import Store
+from irctl.record.approvals import ApprovalRejected
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.runbook.params import parse_params
-from irctl.state import RunState
-from irctl.store import Store
 from tests.helpers import approve_as, until_waiting
 from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
 

@@ -10,10 +10,10 @@ import pytest
 
 from irctl.engine import Engine
 from irctl.errors import SecretError
+from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.secrets import resolve
-from irctl.store import Store
 from irctl.testing import ExchangeAdminStub
 from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
 

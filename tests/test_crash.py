@@ -12,8 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from irctl.state import fold
-from irctl.store import Store
+from irctl.journal.state import fold
+from irctl.journal.store import Store
 from irctl.testing import recorded_keys
 from tests.helpers import IRCTL, irctl, make_workspace
 

@@ -37,6 +37,8 @@ from irctl.drills import (
 from irctl.engine import Engine
 from irctl.errors import InvalidDocument, IrctlError, UsageError
 from irctl.identity import generate_private_key, public_key_text
+from irctl.journal.state import fold
+from irctl.record.transcript import verify_run
 from irctl.runbook.loader import (
     load_config,
     load_drill,
@@ -45,9 +47,7 @@ from irctl.runbook.loader import (
     validate_paths,
 )
 from irctl.runbook.model import Drill, Runbook
-from irctl.state import fold
 from irctl.testing import ExchangeAdminStub, SlackStandIn, recorded_keys
-from irctl.transcript import verify_run
 from irctl.workspace import Workspace
 from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401
 
@@ -376,7 +376,7 @@ steps:
 
 
 def test_tabletop_cannot_reach_an_integrations_run(tmp_path: Path) -> None:
-    from irctl.store import Store
+    from irctl.journal.store import Store
 
     registry = Registry()
     registry.register(touch)
@@ -401,7 +401,7 @@ def test_tabletop_cannot_reach_an_integrations_run(tmp_path: Path) -> None:
 
 
 def test_a_tabletop_run_reads_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from irctl.store import Store
+    from irctl.journal.store import Store
 
     monkeypatch.delenv("DRILL_NEVER_SET", raising=False)
     text = (

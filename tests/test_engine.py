@@ -13,14 +13,14 @@ from urllib.parse import quote
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from irctl import events as ev
 from irctl.actions import ActionContext, Probe, Registry, action
 from irctl.engine import Engine
 from irctl.errors import ActionError, UsageError
+from irctl.journal import events as ev
+from irctl.journal.state import fold
+from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
-from irctl.state import fold
-from irctl.store import Store
 
 
 class Echo(BaseModel):
@@ -705,7 +705,7 @@ def test_checkpoint_seals_every_pause_and_the_end(store: Store) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.identity import public_key_text
-    from irctl.transcript import verify_run
+    from irctl.record.transcript import verify_run
 
     key = Ed25519PrivateKey.generate()
     engine, run_id = start(

@@ -21,11 +21,11 @@ from irctl.actions import ActionContext, default_registry
 from irctl.engine import Engine
 from irctl.errors import ActionError
 from irctl.identity import generate_private_key, public_key_text
+from irctl.journal.state import RunState
+from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.runbook.params import parse_params
-from irctl.state import RunState
-from irctl.store import Store
 from tests.helpers import approve_as
 
 ETHER = 10**18

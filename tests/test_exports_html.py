@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from irctl import events as ev
-from irctl.events import Event
-from irctl.exports import chromium_command, find_chromium
-from irctl.report_html import CONTROLS, export_html
-from irctl.transcript import verify_lines
+from irctl.journal import events as ev
+from irctl.journal.events import Event
+from irctl.record.exports import chromium_command, find_chromium
+from irctl.record.report_html import CONTROLS, export_html
+from irctl.record.transcript import verify_lines
 from tests.evidence_run import SECRET, EvidenceRun, build, png_ink
 from tests.helpers import irctl
 

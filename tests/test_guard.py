@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
-from irctl import events as ev
-from irctl.approvals import sign_decision
 from irctl.engine import Engine
-from irctl.events import GENESIS, Event
 from irctl.identity import generate_private_key, public_key_text
+from irctl.journal import events as ev
+from irctl.journal.events import GENESIS, Event
+from irctl.journal.state import fold
+from irctl.journal.store import Store
+from irctl.record.approvals import sign_decision
+from irctl.record.transcript import seal_fields
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
-from irctl.state import fold
-from irctl.store import Store
 from irctl.testing import SlackStandIn, recorded_keys
-from irctl.transcript import seal_fields
 from tests.helpers import irctl, make_workspace, run_id_from
 
 RUNBOOK = """\
@@ -247,7 +247,7 @@ def test_untouched_decisions_still_run_the_step_and_a_denial_still_fails_it(
 
 
 def irctl_verify(store: Store, run_id: str, team: Team) -> bool:
-    from irctl.transcript import verify_run
+    from irctl.record.transcript import verify_run
 
     return verify_run(store, run_id, [public_key_text(team.installation)]).ok
 

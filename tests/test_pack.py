@@ -19,10 +19,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from irctl.canonical import canonical_json, sha256_hex
-from irctl.events import GENESIS
 from irctl.identity import public_key_text
-from irctl.pack import verify_pack
-from irctl.transcript import seal_fields
+from irctl.journal.events import GENESIS
+from irctl.record.pack import verify_pack
+from irctl.record.transcript import seal_fields
 from tests.evidence_run import SECRET, EvidenceRun, build, installation_key
 from tests.helpers import irctl
 
@@ -266,7 +266,7 @@ def test_a_pack_forged_with_another_key_is_caught_by_the_trusted_key(
         manifest["head"]["hash"] = sha256_hex(files["events.jsonl"].decode().splitlines()[-1])
         files["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
         from irctl.identity import sign
-        from irctl.pack import _signature_message
+        from irctl.record.pack import _signature_message
 
         signature = sign(forger, _signature_message(files["manifest.json"]))
         files["manifest.sig"] = (signature + "\n").encode()
@@ -479,7 +479,7 @@ def test_a_size_in_the_manifest_is_checked_too(
     run: EvidenceRun, pack: Path, key: str, tmp_path: Path
 ) -> None:
     from irctl.identity import load_private_key, sign
-    from irctl.pack import _signature_message
+    from irctl.record.pack import _signature_message
 
     signer = load_private_key(run.ws / ".irctl" / "installation.key")  # the key holder
 
@@ -917,8 +917,8 @@ def test_the_transcript_alone_reveals_nothing_about_the_secret(pack: Path) -> No
 
 
 def test_the_salt_lives_in_the_store_on_either_backend(store_url: str) -> None:
+    from irctl.journal.store import Store
     from irctl.secrets import check_commitment, commitments, run_salt, secret_salt
-    from irctl.store import Store
 
     store = Store.open(store_url)
     try:

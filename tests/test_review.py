@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from irctl.exports import chromium_command, find_chromium
+from irctl.record.exports import chromium_command, find_chromium
 from irctl.serve import Server, make_server
 from irctl.workspace import Workspace
 from tests.evidence_run import SECRET, EvidenceRun, build, png_ink

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from irctl.errors import RunBusy, StoreError
-from irctl.store import Store, _advisory_key
+from irctl.journal.store import Store, _advisory_key
 from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_run_ids_that_are_not_file_names_still_lock_separately(
 
 HOLDER = """
 import subprocess, sys, time
-from irctl.store import Store
+from irctl.journal.store import Store
 
 store = Store.open(sys.argv[1])
 with store.run_lock(sys.argv[2]):

@@ -14,11 +14,11 @@ from irctl_evm.testing import LocalChain
 
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
+from irctl.journal.state import RunState
+from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.runbook.params import parse_params
-from irctl.state import RunState
-from irctl.store import Store
 from tests.helpers import irctl
 from tests.test_safe_snapshot import Deployed, chain, deployed  # noqa: F401
 

@@ -19,10 +19,10 @@ import pytest
 
 from irctl.drills import drill_runs
 from irctl.errors import UsageError
+from irctl.journal.state import fold
+from irctl.journal.store import Store
 from irctl.runbook.model import Drill
 from irctl.scheduler import _PgLeader, leader_lock, schedule_drill, scheduled_jobs
-from irctl.state import fold
-from irctl.store import Store
 from irctl.testing import ExchangeAdminStub
 from irctl.workspace import Workspace
 from tests.helpers import IRCTL, irctl

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from irctl.approvals import ApprovalRejected
 from irctl.canonical import canonical_json
 from irctl.engine import Engine
-from irctl.events import Event
 from irctl.identity import generate_private_key, public_key_text
+from irctl.journal.events import Event
+from irctl.journal.store import Store
+from irctl.record.approvals import ApprovalRejected
+from irctl.record.transcript import verify_lines
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
-from irctl.store import Store
 from irctl.testing import recorded_keys
-from irctl.transcript import verify_lines
 
 RUNBOOK = """\
 irctl: 1

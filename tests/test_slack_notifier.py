@@ -11,9 +11,9 @@ import pytest
 
 from irctl.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
+from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
-from irctl.store import Store
 from irctl.testing import SlackStandIn, recorded_keys
 
 TOKEN = "xoxb-notifier-test-token"

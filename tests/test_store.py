@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from irctl.errors import StoreError, UsageError
-from irctl.events import GENESIS, RUN_CREATED, Event
+from irctl.journal.events import GENESIS, RUN_CREATED, Event
+from irctl.journal.store import SCHEMA_VERSION, Store
 from irctl.runbook.render import sha256_hex
-from irctl.store import SCHEMA_VERSION, Store
 from tests.postgres import PostgresServer, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,7 +295,7 @@ def test_threads_appending_to_one_run(store: Store) -> None:
 
 WORKER = """
 import sys
-from irctl.store import Store
+from irctl.journal.store import Store
 
 url, run_id, worker, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 store = Store.open(url)
@@ -351,7 +351,7 @@ def test_seal_adds_a_checkpoint_of_the_true_head_in_the_same_transaction(store_u
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.identity import public_key_text
-    from irctl.transcript import seal_fields, verify_run
+    from irctl.record.transcript import seal_fields, verify_run
 
     key = Ed25519PrivateKey.generate()
     store = Store.open(store_url)
@@ -388,7 +388,7 @@ def test_processes_opening_a_new_store_at_once_all_succeed(store_url: str) -> No
     import sys
 
     code = (
-        "import sys, time; from irctl.store import Store; import sqlalchemy, psycopg; "
+        "import sys, time; from irctl.journal.store import Store; import sqlalchemy, psycopg; "
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); Store.open(sys.argv[1]).close()"
     )
     at = str(time.time() + 3)  # every process imported and waiting: then all open at once

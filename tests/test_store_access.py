@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from irctl.errors import NoStore, StoreError
-from irctl.store import Store
+from irctl.journal.store import Store
 from tests.helpers import IRCTL, make_workspace, run_id_from
 
 NOTE = """\

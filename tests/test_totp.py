@@ -29,10 +29,10 @@ from irctl.actions import ActionContext, default_registry
 from irctl.engine import Engine
 from irctl.errors import ActionError
 from irctl.identity import generate_private_key
+from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.runbook.params import parse_params
-from irctl.store import Store
 from irctl.testing import SlackStandIn, run_action
 from tests.helpers import IRCTL, irctl, make_workspace, run_id_from
 from tests.moto_server import aws, boto, moto_endpoint  # noqa: F401

@@ -16,20 +16,20 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irctl import events as ev
 from irctl.errors import IrctlError, UsageError
-from irctl.events import GENESIS, Event, checkpoint_message
-from irctl.exports import export_jsonl, export_markdown, timeline
 from irctl.identity import load_public_key, public_key_text, verify
-from irctl.pack import verify_file
-from irctl.runbook.render import REDACTED, canonical_json, sha256_hex
-from irctl.store import Store
-from irctl.transcript import (
+from irctl.journal import events as ev
+from irctl.journal.events import GENESIS, Event, checkpoint_message
+from irctl.journal.store import Store
+from irctl.record.exports import export_jsonl, export_markdown, timeline
+from irctl.record.pack import verify_file
+from irctl.record.transcript import (
     VerifyReport,
     checkpoint_data,
     verify_lines,
     verify_run,
 )
+from irctl.runbook.render import REDACTED, canonical_json, sha256_hex
 
 IRCTL = str(Path(sys.executable).parent / "irctl")
 RUN = "r-20261121-0300-ab12"
@@ -509,7 +509,7 @@ def test_the_parallel_file_scan_agrees_with_the_serial_one(
     tmp_path: Path, lines: list[str], pub: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Big files are scanned by a forked child too; force it on small ones and compare."""
-    from irctl import transcript
+    from irctl.record import transcript
 
     monkeypatch.setattr(transcript, "PARALLEL_LINES", 2)
     monkeypatch.setattr(transcript, "_second_core_idle", lambda: True)  # however busy CI is
@@ -544,7 +544,7 @@ def test_a_big_transcript_tampered_in_the_child_half(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Above PARALLEL_LINES for real: 25,000 events, an edit near the end."""
-    from irctl import transcript
+    from irctl.record import transcript
 
     monkeypatch.setattr(transcript, "_second_core_idle", lambda: True)
     build_run(store, key)
@@ -565,7 +565,7 @@ def test_a_big_transcript_tampered_in_the_child_half(
 
 
 def test_the_fast_encoder_is_canonical_json() -> None:
-    from irctl.transcript import _encode_fast
+    from irctl.record.transcript import _encode_fast
 
     values = [
         {"b": 1, "a": [1.5, 1e16, 1e-07, -0.0, 2**70, None, True], "é": '\u2028 \x01 " \\ 😀'},

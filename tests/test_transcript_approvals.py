@@ -1,7 +1,7 @@
 """Transcript verification of approvals: signed decisions, digests, quorums, break-glass.
 
 Transcripts are built with the real store (SQLite under ``tmp_path``), real
-Ed25519 keys and real signed decisions (:func:`irctl.approvals.sign_decision`).
+Ed25519 keys and real signed decisions (:func:`irctl.record.approvals.sign_decision`).
 Tampering is done on the exported JSONL the way a forger holding the
 *installation* key would do it: edit, re-chain every hash and re-sign every
 checkpoint (:func:`reseal`), so that the chain and the seals verify and only
@@ -21,18 +21,18 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irctl import approvals as ap
-from irctl import events as ev
-from irctl import exports, transcript
 from irctl.canonical import step_digest
-from irctl.events import GENESIS, Event
-from irctl.exports import describe, export_jsonl, export_markdown, timeline
 from irctl.identity import public_key_text
-from irctl.pack import verify_file
+from irctl.journal import events as ev
+from irctl.journal.events import GENESIS, Event
+from irctl.journal.store import Store
+from irctl.record import approvals as ap
+from irctl.record import exports, transcript
+from irctl.record.exports import describe, export_jsonl, export_markdown, timeline
+from irctl.record.pack import verify_file
+from irctl.record.transcript import VerifyReport, seal_fields, verify_lines, verify_run
 from irctl.runbook.model import Policy, RoleGroup
 from irctl.runbook.render import REDACTED, sha256_hex
-from irctl.store import Store
-from irctl.transcript import VerifyReport, seal_fields, verify_lines, verify_run
 
 IRCTL = str(Path(sys.executable).parent / "irctl")
 RUN = "r-20261121-0300-cd34"

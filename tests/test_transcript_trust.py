@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irctl import events as ev
-from irctl import transcript
-from irctl.approvals import statement
-from irctl.events import GENESIS, Event
 from irctl.identity import generate_private_key, load_private_key, public_key_text, sign
+from irctl.journal import events as ev
+from irctl.journal.events import GENESIS, Event
+from irctl.record import transcript
+from irctl.record.approvals import statement
 from tests.helpers import irctl, make_workspace, run_id_from
 
 RUNBOOK = """\
@@ -390,7 +390,7 @@ def test_roles_the_trust_file_does_not_give(trial: Trial, tmp_path: Path) -> Non
 
 
 def test_the_library_reports_the_swap_with_a_trust_root(trial: Trial) -> None:
-    from irctl.keyring import load_trust
+    from irctl.record.keyring import load_trust
 
     root = load_trust(trial.ws / "irctl.yaml")
     assert root.operators["bob"] == trial.keys["bob"]
@@ -416,7 +416,7 @@ def test_the_commands_are_documented() -> None:
 
 
 def test_a_loaded_config_gives_the_same_trust_root(trial: Trial) -> None:
-    from irctl.keyring import Trust, load_trust
+    from irctl.record.keyring import Trust, load_trust
     from irctl.runbook.loader import load_config
 
     path = trial.ws / "irctl.yaml"

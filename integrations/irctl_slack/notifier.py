@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from irctl.actions import ActionError, NotifyContext, notifier
 
 if TYPE_CHECKING:
-    from irctl.events import Event
+    from irctl.journal.events import Event
 
 RETRIES = 3  # attempts per message, with backoff 0.5 s, 1 s, 2 s
 PAUSE_AFTER = 3  # consecutive failed deliveries before the notifier stops trying
@@ -260,7 +260,7 @@ def refresh_approval(config: Mapping[str, Any], events: Sequence[Event], key: st
     approve`` while no run is attached): nobody else would update the message.
     False when there is no such message to update (never posted, or superseded).
     """
-    from irctl.state import fold
+    from irctl.journal.state import fold
 
     request: dict[str, Any] | None = None
     where: dict[str, str] | None = None

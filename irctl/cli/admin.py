@@ -132,7 +132,7 @@ def keys_export_command(
 
       irctl keys export | sha256sum
     """
-    from irctl.keyring import fingerprint, keyring_text
+    from irctl.record.keyring import fingerprint, keyring_text
     from irctl.workspace import CONFIG_NAME, Workspace
 
     workspace = Workspace.find()

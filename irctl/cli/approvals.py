@@ -29,10 +29,10 @@ def _decide(
     yes: bool,
     as_json: bool,
 ) -> None:
-    from irctl.approvals import ApprovalRejected, open_request, outlook, what_next
     from irctl.cli.runs import _operator, _words, _workspace
     from irctl.identity import load_private_key, operator_key_path
-    from irctl.state import fold
+    from irctl.journal.state import fold
+    from irctl.record.approvals import ApprovalRejected, open_request, outlook, what_next
 
     if reason is not None:
         reason = _words(reason, "--reason")
@@ -175,8 +175,8 @@ def pending_command(as_json: bool = JSON_OPTION) -> None:
     """Steps waiting for approval, with what they will do and who may approve."""
     from rich.table import Table
 
-    from irctl.approvals import pending
     from irctl.cli.runs import _workspace
+    from irctl.record.approvals import pending
 
     unreadable: list[str] = []
     rows = pending(_workspace().reader, unreadable=unreadable)

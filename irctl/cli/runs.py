@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.engine import Engine
+    from irctl.journal.state import RunState
     from irctl.runbook.model import Runbook
-    from irctl.state import RunState
     from irctl.workspace import Workspace
 
 EXIT = {
@@ -495,7 +495,7 @@ def note_command(
     operator: str | None = AS_OPTION,
 ) -> None:
     """Add an operator's note to a run's transcript (during or after the run)."""
-    from irctl import events as ev
+    from irctl.journal import events as ev
 
     text = _words(text, "the note")
     ws = _workspace()
@@ -531,7 +531,7 @@ def status_command(
     """Where a run stands: each step's state, what it waits for."""
     from rich.table import Table
 
-    from irctl.state import fold
+    from irctl.journal.state import fold
 
     ws = _workspace()
     store = ws.reader
@@ -567,7 +567,7 @@ def runs_list_command(
     """The latest runs and how each stands."""
     from rich.table import Table
 
-    from irctl.state import fold
+    from irctl.journal.state import fold
 
     ws = _workspace()
     try:

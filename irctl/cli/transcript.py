@@ -1,6 +1,6 @@
 """``irctl transcript``: show, verify and export the tamper-evident record of a run.
 
-Thin: each command parses its arguments, calls :mod:`irctl.transcript`, and
+Thin: each command parses its arguments, calls :mod:`irctl.record.transcript`, and
 renders the result.  Library imports happen inside the commands so that
 ``irctl --help`` does not pay for them.
 """
@@ -16,9 +16,9 @@ from irctl.cli._app import JSON_OPTION, err, escape, out, print_json, transcript
 from irctl.errors import UsageError, VerificationFailed
 
 if TYPE_CHECKING:
-    from irctl.events import Event
-    from irctl.keyring import Trust
-    from irctl.transcript import VerifyReport
+    from irctl.journal.events import Event
+    from irctl.record.keyring import Trust
+    from irctl.record.transcript import VerifyReport
     from irctl.workspace import Workspace
 
 FORMATS = ("jsonl", "md", "html", "pdf")
@@ -98,8 +98,8 @@ def show(
 
       irctl transcript show r-2026 --json
     """
-    from irctl.exports import timeline
-    from irctl.transcript import verify_lines
+    from irctl.record.exports import timeline
+    from irctl.record.transcript import verify_lines
 
     workspace = _workspace()
     found, events = _events(workspace, run_id)
@@ -119,7 +119,7 @@ def show(
 
 
 def _header(events: "list[Event]") -> dict[str, Any]:
-    from irctl import events as ev
+    from irctl.journal import events as ev
 
     first = events[0]
     data = first.data
@@ -145,7 +145,7 @@ def _print_show(
 ) -> None:
     from rich.table import Table
 
-    from irctl.exports import format_seconds, format_values
+    from irctl.record.exports import format_seconds, format_values
 
     def field(name: str, value: Any) -> None:
         if value not in (None, "", {}):
@@ -305,12 +305,12 @@ def verify(
 
       irctl transcript verify r-2026 --trust keyring.json --json
     """
-    from irctl.pack import verify_file
-    from irctl.transcript import verify_lines, verify_run
+    from irctl.record.pack import verify_file
+    from irctl.record.transcript import verify_lines, verify_run
 
     root = None
     if trust is not None:
-        from irctl.keyring import load_trust
+        from irctl.record.keyring import load_trust
 
         if not trust.strip():
             raise UsageError("--trust needs a file: an irctl.yaml or a keyring")
@@ -329,7 +329,7 @@ def verify(
         if path.is_dir():
             raise UsageError(f"{target} is a directory; give a transcript file or a run id")
         if path.suffix.lower() == ".zip":
-            from irctl.pack import verify_pack
+            from irctl.record.pack import verify_pack
 
             found = verify_pack(path, _seal_keys(key, None, root), root)
             report = found.combined()
@@ -353,7 +353,7 @@ def verify(
     if anchor is not None:
         from dataclasses import replace
 
-        from irctl.anchor import check_anchor, read_anchors
+        from irctl.record.anchor import check_anchor, read_anchors
 
         run_id = report.run_id or (verify_lines(lines or [], public_keys=None).run_id)
         anchors = read_anchors(anchor, run_id or "", aws=_aws_settings())
@@ -382,7 +382,7 @@ def verify(
 def _pack_lines(path: Path, name: str) -> list[str]:
     import zipfile
 
-    from irctl.pack_zip import READ_ERRORS
+    from irctl.record.pack_zip import READ_ERRORS
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -494,8 +494,8 @@ def export(
 
       irctl transcript export r-2026 --format pdf -o incident-4411.pdf
     """
-    from irctl.exports import export_jsonl, export_markdown
-    from irctl.transcript import verify_lines
+    from irctl.record.exports import export_jsonl, export_markdown
+    from irctl.record.transcript import verify_lines
 
     kind = fmt.strip().lower()
     if kind == "markdown":
@@ -508,8 +508,8 @@ def export(
     run = workspace.reader.find_run(run_id)
     target = None if output == "-" else Path(output)
     if kind in ("html", "pdf"):
-        from irctl.exports import export_pdf
-        from irctl.report_html import export_html
+        from irctl.record.exports import export_pdf
+        from irctl.record.report_html import export_html
 
         events = workspace.reader.events(run.id)
         report = verify_lines([e.line for e in events], public_keys=_trusted_keys(None, workspace))
@@ -580,7 +580,7 @@ def pack(
 
       irctl transcript pack r-20261121-0300-ab12 -o incident-4411.zip
     """
-    from irctl.pack import build_pack
+    from irctl.record.pack import build_pack
 
     target = Path(output)
     if target.suffix.lower() != ".zip":
@@ -616,9 +616,9 @@ def anchor_command(
 
       irctl transcript anchor r-20261121-0300-ab12
     """
-    from irctl import events as ev
     from irctl.actions import default_registry
-    from irctl.anchor import AnchorSettings, anchor_checkpoint
+    from irctl.journal import events as ev
+    from irctl.record.anchor import AnchorSettings, anchor_checkpoint
 
     workspace = _workspace()
     raw = workspace.config.integrations.get("anchor")
@@ -704,7 +704,7 @@ def check_secret(
     path = Path(target)
     if path.is_file():
         if path.suffix.lower() == ".zip":
-            from irctl.pack import EVENTS
+            from irctl.record.pack import EVENTS
 
             lines = _pack_lines(path, EVENTS)
         else:

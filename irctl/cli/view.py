@@ -11,11 +11,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from irctl import events as ev
 from irctl.cli._app import escape
-from irctl.events import Event, parse_ts
-from irctl.exports import describe as words
-from irctl.state import RunState
+from irctl.journal import events as ev
+from irctl.journal.events import Event, parse_ts
+from irctl.journal.state import RunState
+from irctl.record.exports import describe as words
 
 ICONS = {
     "pending": ("·", "dim"),

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from irctl.canonical import canonical_json
 from irctl.errors import CorruptEvent, IrctlError
-from irctl.events import parse_ts
+from irctl.journal.events import parse_ts
 from irctl.runbook.model import Policy
 
 # re-exported: they live beside Policy, where the runbook checks use them too
@@ -37,9 +37,9 @@ from irctl.runbook.model import impossible as impossible  # noqa: PLC0414
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from irctl.events import Event
-    from irctl.state import RunState
-    from irctl.store import Store
+    from irctl.journal.events import Event
+    from irctl.journal.state import RunState
+    from irctl.journal.store import Store
 
 REQUESTED = "approval.requested"
 GRANTED = "approval.granted"
@@ -135,7 +135,7 @@ def sign_act(
     key: Ed25519PrivateKey, run_id: str, kind: str, data: Mapping[str, Any]
 ) -> dict[str, Any]:
     """``data`` (already masked: the signature covers what is kept) signed by ``key``."""
-    from irctl.events import utcnow
+    from irctl.journal.events import utcnow
     from irctl.identity import public_key_text, sign
 
     signed = {**data, "time": data.get("time") or utcnow()}
@@ -386,9 +386,9 @@ def decision(
     ``digest``, when given, is the digest the person saw: the decision is
     refused if the request has changed since.
     """
-    from irctl.events import utcnow
     from irctl.identity import public_key_text
-    from irctl.state import fold
+    from irctl.journal.events import utcnow
+    from irctl.journal.state import fold
 
     state = fold(store.events(run_id))
     request = open_request(state, key)
@@ -480,7 +480,7 @@ def outlook(events: Iterable[Event], key: str) -> Verdict | None:
     For telling the person who just decided what happens next.  The engine
     counts again, with its own signature checks, before the step runs.
     """
-    from irctl.state import fold
+    from irctl.journal.state import fold
 
     events = list(events)
     state = fold(events)
@@ -538,8 +538,8 @@ def pending(
     A run whose journal cannot be read is left out (its error added to ``unreadable``), so one
     damaged run never hides the approvals others wait for.
     """
-    from irctl.events import utcnow
-    from irctl.state import fold
+    from irctl.journal.events import utcnow
+    from irctl.journal.state import fold
 
     now = utcnow()
     found: list[dict[str, Any]] = []

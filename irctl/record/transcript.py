@@ -1,6 +1,6 @@
 """The transcript: checkpoints, offline verification and exports of a run's journal.
 
-A run's journal (see :mod:`irctl.events`) is a hash chain of canonical JSON
+A run's journal (see :mod:`irctl.journal.events`) is a hash chain of canonical JSON
 lines.  The engine seals it at every pause and at the end with a *checkpoint*
 event signed by the installation key (:func:`checkpoint_data`).  Verification
 (:func:`verify_lines`) needs only the lines and public keys, and checks in one
@@ -8,7 +8,7 @@ pass that:
 
 * every line is canonical JSON of one event of one run, seq 1, 2, 3, ...;
 * every event's ``prev`` is the SHA-256 of the line before it (the first
-  event's is :data:`~irctl.events.GENESIS`), and the first event is
+  event's is :data:`~irctl.journal.events.GENESIS`), and the first event is
   ``run.created`` whose ``runbook_digest`` is the hash of its ``runbook_text``;
 * every checkpoint's signature verifies with a trusted key over the seq and
   hash of the event it seals;
@@ -18,7 +18,7 @@ pass that:
   the digest of the inputs it records; each decision is for this run, by an
   operator recorded at run start, for the digest of the step's latest request,
   and (assurance ``key``) signed by that operator's key *as recorded at run
-  start* (with a trust root, :class:`~irctl.keyring.Trust`, that recorded key
+  start* (with a trust root, :class:`~irctl.record.keyring.Trust`, that recorded key
   must also be the key the reviewer trusts, or the decision does not count);
   each ``approval.quorum`` names operators whose first valid decision for that
   digest was an approval and who satisfy the recorded policy; and a
@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import from_json
 
-from irctl import events as ev
 from irctl.errors import IrctlError, UsageError
-from irctl.events import GENESIS, Event, checkpoint_message
 from irctl.identity import load_public_key, public_key_text, sign, verify
-from irctl.keyring import KeyFinding, Trust
+from irctl.journal import events as ev
+from irctl.journal.events import GENESIS, Event, checkpoint_message
+from irctl.record.keyring import KeyFinding, Trust
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-    from irctl.store import Store
+    from irctl.journal.store import Store
 
 __all__ = [
     "ApprovalCheck",
@@ -69,7 +69,7 @@ __all__ = [
 _FIELDS = ("data", "prev", "run", "seq", "ts", "type")
 _MAX_PROBLEMS = 50
 
-# The approval events (irctl.approvals names them too; importing it costs the models).
+# The approval events (irctl.record.approvals names them too; importing it costs the models).
 REQUESTED = "approval.requested"
 GRANTED = "approval.granted"
 DENIED = "approval.denied"
@@ -121,7 +121,7 @@ def checkpoint_data(run_id: str, last: Event, key: Ed25519PrivateKey) -> dict[st
 
 
 def sealer(key: Ed25519PrivateKey | None) -> Callable[[str, int, str], dict[str, Any]] | None:
-    """The ``seal`` for :meth:`irctl.store.Store.append`: a checkpoint signed with ``key``.
+    """The ``seal`` for :meth:`irctl.journal.store.Store.append`: a checkpoint signed with ``key``.
 
     Events added from outside an execution (a note, an answer, an approval) are sealed in the
     same transaction, so a transcript that nobody edited always verifies.
@@ -803,7 +803,7 @@ class _Approvals:
             operators = {}
         self.operators = operators
         self.glass_roles = list(roles) if isinstance(roles, list) else []
-        from irctl.approvals import acts_must_be_signed
+        from irctl.record.approvals import acts_must_be_signed
 
         self.acts_required = acts_must_be_signed(data)
         if self.v.trust is not None:
@@ -835,7 +835,7 @@ class _Approvals:
     def act(self, n: int, seq: int, kind: str, data: dict[str, Any]) -> None:
         """A person's answer, mark or abort: signed by the operator it names, with their key
         as recorded at run start (and trusted by the trust root, when one is given)."""
-        from irctl.approvals import ENGINES_OWN, act_problem
+        from irctl.record.approvals import ENGINES_OWN, act_problem
 
         if not isinstance(data, dict):
             return
@@ -959,7 +959,7 @@ class _Approvals:
         who: str,
         operators: dict[str, Any],
     ) -> str | None:
-        from irctl.approvals import statement
+        from irctl.record.approvals import statement
 
         decision = "approve" if kind == GRANTED else "deny"
         if data.get("decision") != decision:
@@ -1071,7 +1071,7 @@ class _Approvals:
     ) -> str:
         from pydantic import ValidationError
 
-        from irctl.approvals import decision_from, evaluate
+        from irctl.record.approvals import decision_from, evaluate
         from irctl.runbook.model import Policy
 
         for name in approvers:
@@ -1437,7 +1437,7 @@ def verify_lines(
 
     ``public_keys`` are the trusted ``ed25519:...`` keys; ``None`` accepts the key
     each checkpoint carries (reported as weaker).  ``trust`` is the reviewer's
-    trust root (:func:`irctl.keyring.load_trust`): the operator keys recorded at
+    trust root (:func:`irctl.record.keyring.load_trust`): the operator keys recorded at
     run start are checked against it, and a decision by an operator whose
     recorded key (or roles) is not the trusted one does not count, and its
     installation key, if it names one, is trusted for the seals as well.
@@ -1463,7 +1463,7 @@ def verify_export(
 ) -> VerifyReport:
     """Verify an exported transcript file (``.jsonl``), line by line as it was written.
 
-    :func:`irctl.pack.verify_file` takes either this or an evidence pack.
+    :func:`irctl.record.pack.verify_file` takes either this or an evidence pack.
     """
     try:
         content = path.read_bytes()

@@ -43,7 +43,7 @@ _CHUNK = 1 << 20
 
 def stamp(ts: str) -> DateTime:
     """The date every file of a pack carries: the run's creation, to the zip's 2 seconds."""
-    from irctl.events import parse_ts
+    from irctl.journal.events import parse_ts
 
     moment = parse_ts(ts)
     return (max(moment.year, 1980), moment.month, moment.day, moment.hour, moment.minute,

@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irctl import events as ev
 from irctl.canonical import canonical_json
 from irctl.errors import IrctlError, UsageError
+from irctl.journal import events as ev
 
 if TYPE_CHECKING:
     from irctl.actions import Registry
-    from irctl.events import Event
+    from irctl.journal.events import Event
     from irctl.runbook.model import Config
 
 __all__ = [
@@ -55,7 +55,7 @@ __all__ = [
 
 ACTION = "aws.s3.put_evidence"
 KIND = "irctl-anchor/v1"
-log = logging.getLogger("irctl.anchor")
+log = logging.getLogger("irctl.record.anchor")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irctl.errors import CorruptEvent, NoStore, RunBusy, StoreError, UsageError
-from irctl.events import CHECKPOINT, GENESIS, RUN_CREATED, Event
+from irctl.journal.events import CHECKPOINT, GENESIS, RUN_CREATED, Event
 
 # seal(run_id, seq, hash) -> the data of a checkpoint sealing that event
 Seal = Callable[[str, int, str], dict[str, Any]]

@@ -11,12 +11,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from irctl import events as ev
 from irctl.errors import UsageError
-from irctl.events import Event, parse_ts
+from irctl.journal import events as ev
+from irctl.journal.events import Event, parse_ts
 
 if TYPE_CHECKING:
-    from irctl.transcript import ApprovalCheck, VerifyReport
+    from irctl.record.transcript import ApprovalCheck, VerifyReport
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def format_values(value: Any, limit: int = 160) -> str:
     return _compact(", ".join(parts), limit)
 
 
-# The approval events (as irctl.approvals names them; importing it costs the models).
+# The approval events (as irctl.record.approvals names them; importing it costs the models).
 REQUESTED = "approval.requested"
 GRANTED = "approval.granted"
 DENIED = "approval.denied"
@@ -516,7 +516,7 @@ def chromium_command(browser: str, profile: str) -> list[str]:
 
 
 def export_pdf(html_text: str, *, timeout: float = 120.0) -> bytes:
-    """The PDF of an HTML transcript (see :mod:`irctl.report_html`), printed by Chromium."""
+    """The PDF of an HTML transcript (see :mod:`irctl.record.report_html`), printed by Chromium."""
     import subprocess
     import tempfile
     from pathlib import Path

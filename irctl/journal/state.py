@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from irctl import events as ev
 from irctl.errors import CorruptEvent
-from irctl.events import Event
+from irctl.journal import events as ev
+from irctl.journal.events import Event
 
 # Step statuses.
 PENDING = "pending"

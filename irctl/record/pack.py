@@ -19,8 +19,8 @@
 every file against the manifest (changed, deleted or added files are named; a
 name that appears twice, or any directory entry, fails the pack); the zip
 around the files (comments, extra fields, attributes, dates, and bytes that
-belong to no file: :mod:`irctl.pack_zip`); the journal (hash chain, order,
-checkpoints, approvals: :mod:`irctl.transcript`); that ``runbook.yaml`` is the
+belong to no file: :mod:`irctl.record.pack_zip`); the journal (hash chain, order,
+checkpoints, approvals: :mod:`irctl.record.transcript`); that ``runbook.yaml`` is the
 runbook the run recorded; and that the keys in the pack are the keys the run
 was sealed and approved with.  Give ``--key`` (the installation key you trust,
 obtained elsewhere) so that a pack whose keys were all swapped and re-signed is
@@ -48,15 +48,15 @@ from typing import TYPE_CHECKING, Any
 
 from irctl.canonical import canonical_json, sha256_hex
 from irctl.errors import IntegrationError, UsageError
-from irctl.pack_zip import READ_ERRORS, entry_problems, layout_problems, member, shown, stamp
+from irctl.record.pack_zip import READ_ERRORS, entry_problems, layout_problems, member, shown, stamp
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from irctl.events import Event
-    from irctl.keyring import Trust
-    from irctl.store import Store
-    from irctl.transcript import VerifyReport
+    from irctl.journal.events import Event
+    from irctl.journal.store import Store
+    from irctl.record.keyring import Trust
+    from irctl.record.transcript import VerifyReport
 
 __all__ = ["KIND", "PackReport", "build_pack", "verify_file", "verify_pack"]
 
@@ -89,10 +89,10 @@ def build_pack(
     ``pdf``: True requires the PDF, False leaves it out, None includes it when
     Chromium is available.
     """
-    from irctl.exports import export_markdown, export_pdf, find_chromium
     from irctl.identity import public_key_text, sign
-    from irctl.report_html import export_html
-    from irctl.transcript import verify_lines
+    from irctl.record.exports import export_markdown, export_pdf, find_chromium
+    from irctl.record.report_html import export_html
+    from irctl.record.transcript import verify_lines
 
     events = store.events(run_id)
     if not events:
@@ -249,7 +249,7 @@ def verify_pack(
     """Verify an evidence pack offline; ``public_keys`` are the trusted installation keys.
 
     ``trust`` (the reviewer's trust root) checks the operator keys the run
-    recorded, as :func:`irctl.transcript.verify_lines` does; its installation
+    recorded, as :func:`irctl.record.transcript.verify_lines` does; its installation
     key, if any, is trusted for the seals and the manifest too.
 
     A file that is not a zip, or a zip holding none of a pack's manifest,
@@ -257,7 +257,7 @@ def verify_pack(
     other change, a damaged or edited manifest included, is a problem in the
     report (the command exits 1).
     """
-    from irctl.transcript import verify_lines
+    from irctl.record.transcript import verify_lines
 
     try:
         archive = zipfile.ZipFile(path)
@@ -524,6 +524,6 @@ def verify_file(
     """Verify an exported transcript file (``.jsonl``) or an evidence pack (``.zip``)."""
     if path.suffix.lower() == ".zip":
         return verify_pack(path, public_keys, trust).combined()  # the pack's, then the journal's
-    from irctl.transcript import verify_export
+    from irctl.record.transcript import verify_export
 
     return verify_export(path, public_keys, trust)

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from irctl import events as ev
 from irctl.canonical import sha256_hex
-from irctl.events import Event, parse_ts
-from irctl.exports import (
+from irctl.journal import events as ev
+from irctl.journal.events import Event, parse_ts
+from irctl.record.exports import (
     APPROVAL_EVENTS,
     DENIED,
     GRANTED,
@@ -38,7 +38,7 @@ from irctl.exports import (
 )
 
 if TYPE_CHECKING:
-    from irctl.transcript import ApprovalCheck, VerifyReport
+    from irctl.record.transcript import ApprovalCheck, VerifyReport
 
 __all__ = ["CONTROLS", "Check", "checks", "export_html", "objectives"]
 

@@ -1,0 +1,8 @@
+"""The record: what a run proves afterwards, and the views of it that people read.
+
+Owns the approval rules and signed statements (:mod:`irctl.record.approvals`), the
+transcript's checkpoints and offline verification, the trust roots a reviewer brings
+(keyrings), the exports (JSONL, Markdown, HTML, PDF), evidence packs and their zip
+layout, and anchoring to WORM storage.  It may import the journal, the runbook and the
+public SDK; never the engine, the serve endpoints, the drills or the CLI.
+"""
