@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel, ConfigDict  # noqa: E402
 
 from irctl.actions import ActionContext, Registry, action, default_registry  # noqa: E402
-from irctl.engine import Engine  # noqa: E402
+from irctl.engine.engine import Engine  # noqa: E402
 from irctl.journal.store import Store  # noqa: E402
 from irctl.runbook.loader import load_runbook_text  # noqa: E402
 
@@ -79,7 +79,7 @@ def bench_guard(tmp: Path) -> tuple[float, float, float]:
     """What verifying before acting costs: the chain check per event the engine appends,
     the gate of a step reached after 10,000 events (all of it: the approval events read, the
     signed decisions checked, the quorum recorded), and the full check on opening such a run."""
-    from irctl.guard import JournalGuard
+    from irctl.engine.guard import JournalGuard
     from irctl.identity import generate_private_key, public_key_text
     from irctl.journal.events import GENESIS, Event
     from irctl.runbook.model import Config

@@ -70,7 +70,7 @@ def run_id_from(result: subprocess.CompletedProcess[str]) -> str:
 
 def approve_as(store: Any, run_id: str, key: str, keys: dict[str, Any], *operators: str) -> None:
     """Each operator approves step ``key`` with a statement signed by their own key."""
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
 
     for who in operators:
         Engine(store).decide(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key
 from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from irctl.actions import ActionContext, Probe, default_registry
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.errors import ActionError
 from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.errors import SecretError
 from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text

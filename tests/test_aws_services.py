@@ -665,7 +665,7 @@ steps:
 
 
 def test_halt_and_resume_through_the_engine(cloud: dict[str, Any], tmp_path: Path) -> None:
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
     from irctl.journal.store import Store
     from irctl.runbook.loader import load_runbook_text
     from irctl.runbook.model import Config

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.journal.state import RunState
 from irctl.journal.store import Store

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from irctl.drills import drive_drill, find_drill, start_drill
+from irctl.drills.drill import drive_drill, find_drill, start_drill
 from irctl.runbook.loader import load_runbook_text
 from irctl.testing import ExchangeAdminStub
 from tests.helpers import irctl
@@ -329,7 +329,8 @@ def test_help_stays_light() -> None:
     code = (
         "import sys; from irctl.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('apscheduler', 'sqlalchemy', 'irctl.drills', 'irctl.scheduler') "
+        "heavy = [m for m in ('apscheduler', 'sqlalchemy', "
+        "'irctl.drills.drill', 'irctl.drills.scheduler') "
         "if m in sys.modules]\nprint(heavy)"
     )
     env = {k: v for k, v in os.environ.items() if k != "IRCTL_DEBUG"}

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
 from irctl.actions import ActionContext, Registry, action
-from irctl.drills import (
+from irctl.drills.drill import (
     DRILL_INJECT,
     DRILL_STARTED,
     drill_paths,
@@ -34,7 +34,7 @@ from irctl.drills import (
     score,
     start_drill,
 )
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.errors import InvalidDocument, IrctlError, UsageError
 from irctl.identity import generate_private_key, public_key_text
 from irctl.journal.state import fold
@@ -453,7 +453,7 @@ def test_a_drill_can_never_run_live(tmp_path: Path, exchange: ExchangeAdminStub)
 
 
 def test_a_sandbox_drill_needs_its_sandbox(tmp_path: Path, exchange: ExchangeAdminStub) -> None:
-    from irctl.drills import sandbox_config
+    from irctl.drills.drill import sandbox_config
     from irctl.runbook.model import Config
 
     ws, _ = make_drill_workspace(tmp_path / "ws", exchange_url=exchange.url)

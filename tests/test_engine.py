@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from irctl.actions import ActionContext, Probe, Registry, action
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.errors import ActionError, UsageError
 from irctl.journal import events as ev
 from irctl.journal.state import fold
@@ -622,7 +622,7 @@ def test_missing_secret_is_a_clear_error_before_anything_runs(store: Store) -> N
 def _crash_after_start(store: Store, engine: Engine, run_id: str, step: str) -> None:
     """Leave the journal as a process killed right after ``step.started`` would."""
     state = engine.state(run_id)
-    from irctl.plan import step_digest
+    from irctl.engine.plan import step_digest
     from irctl.runbook.loader import load_runbook_text as load
 
     model = load(state.runbook_text, "x", registry=REGISTRY)

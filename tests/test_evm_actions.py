@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from irctl_evm.testing import Account, LocalChain, signed_allowlist
 
 from irctl.actions import ActionContext, default_registry
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.errors import ActionError
 from irctl.identity import generate_private_key, public_key_text
 from irctl.journal.state import RunState

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.journal import events as ev
 from irctl.journal.events import GENESIS, Event
@@ -532,7 +532,7 @@ def test_an_honest_write_never_seals_a_forged_row(store: Store, tmp_path: Path) 
     team = Team(tmp_path)
     _, run_id = team.start(store)
     row = forge(store, run_id, ev.STEP_RESOLVED, {"step": "sweep", "mark": "retry", "by": "t1"})
-    from irctl.guard import RunTampered
+    from irctl.engine.guard import RunTampered
 
     with pytest.raises(RunTampered, match=f"event {row.seq}"):
         team.decide(store, run_id, "t1")

@@ -1,6 +1,6 @@
 """The reviewer's read-only view in ``irctl serve``, browsed with headless Chromium.
 
-The server is the real one (:func:`irctl.serve.make_server`) on 127.0.0.1 over
+The server is the real one (:func:`irctl.serve.slack.make_server`) on 127.0.0.1 over
 the store of a real run; Chromium loads the pages over HTTP and its DOM and
 screenshot are checked.  Nothing a reviewer can send changes the store.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from irctl.record.exports import chromium_command, find_chromium
-from irctl.serve import Server, make_server
+from irctl.serve.slack import Server, make_server
 from irctl.workspace import Workspace
 from tests.evidence_run import SECRET, EvidenceRun, build, png_ink
 
@@ -148,7 +148,7 @@ def test_pages_answer_only_to_the_servers_own_host_name(run: EvidenceRun, server
 
 
 def test_host_allowed_names_the_bound_address_and_port() -> None:
-    from irctl.review import host_allowed
+    from irctl.serve.review import host_allowed
 
     assert host_allowed("127.0.0.1:8080", "127.0.0.1", 8080)
     assert host_allowed("[::1]:8080", "127.0.0.1", 8080)

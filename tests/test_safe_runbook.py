@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from irctl_evm.safe.tx import from_mapping
 from irctl_evm.testing import LocalChain
 
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.journal.state import RunState
 from irctl.journal.store import Store

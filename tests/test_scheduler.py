@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from irctl.drills import drill_runs
+from irctl.drills.drill import drill_runs
+from irctl.drills.scheduler import _PgLeader, leader_lock, schedule_drill, scheduled_jobs
 from irctl.errors import UsageError
 from irctl.journal.state import fold
 from irctl.journal.store import Store
 from irctl.runbook.model import Drill
-from irctl.scheduler import _PgLeader, leader_lock, schedule_drill, scheduled_jobs
 from irctl.testing import ExchangeAdminStub
 from irctl.workspace import Workspace
 from tests.helpers import IRCTL, irctl

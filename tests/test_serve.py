@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.runbook.loader import load_runbook_text
-from irctl.serve import Server, make_server, response_url_allowed
+from irctl.serve.slack import Server, make_server, response_url_allowed
 from irctl.testing import SlackStandIn, recorded_keys
 from irctl.workspace import Workspace
 from tests.helpers import irctl, make_workspace

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from irctl.canonical import canonical_json
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.journal.events import Event
 from irctl.journal.store import Store

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
 from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text

@@ -20,7 +20,7 @@ import pytest
 
 from irctl.errors import IrctlError
 from irctl.identity import public_key_text
-from irctl.serve import SocketMode, make_socket_mode
+from irctl.serve.slack import SocketMode, make_socket_mode
 from irctl.testing import SlackStandIn, recorded_keys
 from irctl.workspace import Workspace
 from tests.helpers import IRCTL, irctl

@@ -26,7 +26,7 @@ import pytest
 import segno
 
 from irctl.actions import ActionContext, default_registry
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
 from irctl.errors import ActionError
 from irctl.identity import generate_private_key
 from irctl.journal.store import Store

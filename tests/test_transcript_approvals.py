@@ -262,7 +262,7 @@ def test_the_statement_and_event_names_are_the_approvals_modules() -> None:
     assert names == transcript.APPROVAL_EVENTS
     assert set(exports.APPROVAL_EVENTS) == transcript.APPROVAL_EVENTS
     assert exports.REVIEW_ITEM == ap.REVIEW_ITEM
-    from irctl.plan import step_digest as planned
+    from irctl.engine.plan import step_digest as planned
 
     assert planned is step_digest
 
@@ -625,7 +625,7 @@ steps:
 
 def _fan_out_run(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> tuple[Store, str]:
     """A real engine run of a for_each step under one approval, decided by bob and dana."""
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
     from irctl.runbook.loader import load_runbook_text
     from irctl.runbook.model import Config
 

@@ -182,7 +182,7 @@ def demo_command(
     A local HTTP server stands in for the exchange's admin API; nothing leaves
     this machine.  Manual steps are confirmed automatically unless --interactive.
     """
-    from irctl.demo import run_demo
+    from irctl.cli.demo import run_demo
 
     code = run_demo(directory.resolve(), interactive=interactive, console=err, stdout=out)
     if code:

@@ -44,7 +44,7 @@ def _sandbox(path: Path | None) -> "Config | None":
 
 
 def _drill(ws: "Workspace", drill_id: str) -> Any:
-    from irctl.drills import find_drill
+    from irctl.drills.drill import find_drill
 
     return find_drill(ws.drills_dir, drill_id)
 
@@ -53,13 +53,13 @@ def _drill(ws: "Workspace", drill_id: str) -> Any:
 def list_command(as_json: bool = JSON_OPTION) -> None:
     """The drills in drills/: runbook, mode, schedule, and when each next fires if scheduled."""
     from irctl.cli.runs import _workspace
-    from irctl.drills import load_drills
+    from irctl.drills.drill import load_drills
 
     ws = _workspace()
     drills = load_drills(ws.drills_dir) if ws.drills_dir.is_dir() else {}
     jobs: dict[str, dict[str, Any]] = {}
     if drills:
-        from irctl.scheduler import scheduled_jobs
+        from irctl.drills.scheduler import scheduled_jobs
 
         jobs = {job["drill"]: job for job in scheduled_jobs(ws.store)}
     rows = []
@@ -117,7 +117,7 @@ def run_command(
     """
     from irctl.cli.runs import _asker, _finish, _operator, _workspace
     from irctl.cli.view import RunView
-    from irctl.drills import drive_drill, sandbox_config, start_drill
+    from irctl.drills.drill import drive_drill, sandbox_config, start_drill
     from irctl.runbook.loader import load_runbook_text, read_document
     from irctl.runbook.model import parse_duration
 
@@ -137,7 +137,7 @@ def run_command(
     runbook = load_runbook_text(text, str(path))
     view = RunView(err, title=f"drill {drill.id}", live=False if as_json else None)
     ask = interactive if interactive is not None else (sys.stdin.isatty() and not as_json)
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
 
     engine = Engine(
         ws.store, config=config, signing_key=ws.signing_key(), workspace=ws.root,
@@ -178,7 +178,7 @@ def schedule_command(
     One job per drill (and one for its --at run): scheduling again replaces it.
     """
     from irctl.cli.runs import _workspace
-    from irctl.scheduler import schedule_drill
+    from irctl.drills.scheduler import schedule_drill
 
     ws = _workspace()
     drill, _ = _drill(ws, drill_id)
@@ -206,7 +206,7 @@ def unschedule_command(
 ) -> None:
     """Remove a drill's scheduled jobs (its cron and any --at run) from the store."""
     from irctl.cli.runs import _workspace
-    from irctl.scheduler import unschedule_drill
+    from irctl.drills.scheduler import unschedule_drill
 
     ws = _workspace()
     removed = unschedule_drill(ws.store, drill_id)
@@ -233,8 +233,8 @@ def report_command(
     from dataclasses import asdict
 
     from irctl.cli.runs import _workspace
-    from irctl.drills import direction, score, short, trend
-    from irctl.scorecard import write_reports
+    from irctl.drills.drill import direction, score, short, trend
+    from irctl.drills.scorecard import write_reports
 
     if last < 1:
         raise UsageError("--last must be at least 1")
@@ -273,7 +273,7 @@ def scheduler_run_command(
     when the leader stops or dies.  Each fired drill runs as its own process.
     """
     from irctl.cli.runs import _workspace
-    from irctl.scheduler import run_scheduler
+    from irctl.drills.scheduler import run_scheduler
 
     if not poll > 0:
         raise UsageError("--poll must be above 0")

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from irctl.cli._app import escape
-from irctl.plan import Plan
+from irctl.engine.plan import Plan
 from irctl.runbook.model import Policy, format_duration
 
 

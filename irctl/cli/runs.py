@@ -18,7 +18,7 @@ from irctl.errors import IrctlError, NoStore, SecretError, UsageError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
     from irctl.journal.state import RunState
     from irctl.runbook.model import Runbook
     from irctl.workspace import Workspace
@@ -138,7 +138,7 @@ def _load(
 
 
 def _engine(ws: "Workspace", **kwargs: Any) -> "Engine":
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
 
     return Engine(
         ws.store, config=ws.config, signing_key=ws.signing_key(), workspace=ws.root, **kwargs
@@ -164,7 +164,7 @@ def _finish(state: "RunState") -> None:
     elif status == "aborted":
         err.print(f"[red]run {run_id} was aborted[/red]: {escape(str(state.reason))}")
     elif status == "tampered":
-        from irctl.guard import Tampering, describe
+        from irctl.engine.guard import Tampering, describe
 
         text = describe(Tampering(state.tampered_at, str(state.reason)), run_id)
         err.print(f"[bold red]STOPPED: {escape(text)}[/bold red]")
@@ -212,7 +212,7 @@ def plan_command(
 
     Example: irctl plan hot-wallet-compromise -p chain=ethereum -p wallet=0x...
     """
-    from irctl.plan import make_plan
+    from irctl.engine.plan import make_plan
     from irctl.runbook.render import sha256_hex
 
     _check_mode(mode)

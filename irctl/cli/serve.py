@@ -84,7 +84,7 @@ def serve_command(
         _serve_socket_mode(_workspace(), log)
         return
 
-    from irctl.serve import make_server
+    from irctl.serve.slack import make_server
 
     server = make_server(
         _workspace(), host=host, port=port, log=log, review_only=review_only,
@@ -108,7 +108,7 @@ def serve_command(
 
 
 def _serve_socket_mode(workspace: "Workspace", log: Callable[[str], None]) -> None:
-    from irctl.serve import make_socket_mode
+    from irctl.serve.slack import make_socket_mode
 
     connection = make_socket_mode(workspace, log=log)
     try:

@@ -130,7 +130,7 @@ def validate_command(
 
 def _readiness(targets: list[Path]) -> list[Any]:
     """What each integration's readiness check reports (credentials, reachability)."""
-    from irctl.preflight import check_ready, installation_key_problems, namespaces_named
+    from irctl.engine.preflight import check_ready, installation_key_problems, namespaces_named
     from irctl.runbook.loader import _expand
     from irctl.workspace import Workspace
 

@@ -183,7 +183,7 @@ class RunState:
         if kind == ev.RUN_WAITING:
             self.status = "waiting"
             return
-        if kind == "run.tampered":  # irctl.guard: stopped; a resume refuses it again
+        if kind == "run.tampered":  # irctl.engine.guard: stopped; a resume refuses it again
             self.status = "tampered"
             self.reason = str(data.get("problem"))
             self.tampered_at = data.get("first_bad")

@@ -372,7 +372,7 @@ def decision(
     digest: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """One operator's signed decision on a step waiting for approval: the event to record
-    (:meth:`irctl.engine.Engine.decide` records it, sealed and anchored).
+    (:meth:`irctl.engine.engine.Engine.decide` records it, sealed and anchored).
 
     Every check the engine makes again when it counts the decision is made
     here first, so a person learns at once why their approval would not count.

@@ -23,7 +23,7 @@ what it can verify itself, at the moment it acts:
 Anything that does not verify is a :class:`Tampering`: the engine records
 ``run.tampered`` naming the first bad event and stops before any side effect.
 Approval verdicts are never read from the journal (``approval.quorum`` is a
-summary, not evidence): :mod:`irctl.engine` derives them from the operators'
+summary, not evidence): :mod:`irctl.engine.engine` derives them from the operators'
 signed decisions each time.
 """
 

@@ -3,7 +3,7 @@
 The HTML page needs nothing from the network: its styles are inline and its
 timeline chart (steps, waits on people and injects against the objectives) and
 trend chart are inline SVG.  Both documents are views of a
-:class:`irctl.drills.Scorecard` and the trend of the same drill.
+:class:`irctl.drills.drill.Scorecard` and the trend of the same drill.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
-from irctl.drills import Scorecard, Segment, TrendRow, direction, short
+from irctl.drills.drill import Scorecard, Segment, TrendRow, direction, short
 from irctl.errors import UsageError
 
 COLOURS = {

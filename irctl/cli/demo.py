@@ -23,7 +23,7 @@ from rich.markup import escape as _rich_escape
 from irctl.runbook.located import printable
 
 if TYPE_CHECKING:
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
 
 RUNBOOK = "hot-wallet-compromise"
 WALLET = "0x00000000000000000000000000000000000000aa"
@@ -49,7 +49,7 @@ def find_runbook(name: str = RUNBOOK) -> Path:
 
 def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console) -> int:
     from irctl.cli.view import RunView
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
     from irctl.identity import generate_private_key, public_key_text
     from irctl.record.transcript import verify_run
     from irctl.runbook.loader import load_runbook_text, parse_params

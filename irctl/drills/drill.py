@@ -35,7 +35,7 @@ from irctl.journal.state import FAILED, SKIPPED, SUCCEEDED, RunState, fold
 from irctl.runbook.model import Config, Drill, Runbook, format_duration, parse_duration
 
 if TYPE_CHECKING:
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
     from irctl.journal.store import Store
 
 DRILL_STARTED = "drill.started"  # the scenario: drill id, injects, objectives, time scale
@@ -322,7 +322,7 @@ def _play(
     """Deliver each inject at its (scaled) offset from the drill's start, in order.
 
     Each is recorded sealed (:meth:`Engine.record`), as every event from outside the run's
-    execution is: the engine refuses unsealed events it did not write (:mod:`irctl.guard`).
+    execution is: the engine refuses unsealed events it did not write (:mod:`irctl.engine.guard`).
     """
     store = engine.store
     drill_id = str(scenario.get("drill"))

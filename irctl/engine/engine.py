@@ -41,6 +41,8 @@ from irctl.actions import (
 )
 from irctl.record.approvals import SIGNED_ACTS, acts_must_be_signed, sign_act
 from irctl.canonical import canonical_json
+from irctl.engine.guard import RUN_TAMPERED, JournalGuard, Tampering
+from irctl.engine.plan import SECRET_ITEM, resolve_policy, step_digest, template_context
 from irctl.errors import (
     ActionError,
     ActionTimeout,
@@ -50,7 +52,6 @@ from irctl.errors import (
     StoreError,
     UsageError,
 )
-from irctl.guard import RUN_TAMPERED, JournalGuard, Tampering
 from irctl.journal import events as ev
 from irctl.journal.events import Event, utcnow
 from irctl.journal.state import (
@@ -66,7 +67,6 @@ from irctl.journal.state import (
     fold,
     step_key,
 )
-from irctl.plan import SECRET_ITEM, resolve_policy, step_digest, template_context
 from irctl.runbook.model import Config, Policy, Runbook, Step
 from irctl.runbook.render import (
     REDACTED,
@@ -272,7 +272,7 @@ class Engine:
                 "sig": sign(starter_key, start_statement(body)),
             }  # fmt: skip
         if self.signing_key is not None:  # a row nobody can forge without the key
-            from irctl.guard import seal_created
+            from irctl.engine.guard import seal_created
 
             data["sealed_by"] = seal_created(run_id, data, self.signing_key)
         first = self.store.create_run(
@@ -357,7 +357,7 @@ class Engine:
         """Append from outside an execution, sealed with the installation key, only onto a
         journal this process has just verified: a checkpoint signed here never vouches for a
         row nobody checked (someone's forgery sealed by an honest ``irctl note``, say)."""
-        from irctl.guard import RunTampered, describe
+        from irctl.engine.guard import RunTampered, describe
         from irctl.journal.store import HeadMoved
 
         if self.signing_key is None:
@@ -711,7 +711,7 @@ class Engine:
         # it stands is the truth.
         return live.state if current else self.state(run_id)
 
-    # -- verifying before acting (irctl.guard) -------------------------------------------------
+    # -- verifying before acting (irctl.engine.guard) ------------------------------------------
 
     def _trusted_keys(self) -> list[str] | None:
         """The installation keys whose checkpoints this engine believes (None: no trust root,
@@ -1507,7 +1507,7 @@ class Engine:
                 if signer is not None:
                     data = sign_act(signer, live.state.run_id, ev.STEP_ANSWERED, data)
                 # Sealed at once, as irctl answer seals one: an answer in an unsealed tail is
-                # not irctl's (irctl.guard).
+                # not irctl's (irctl.engine.guard).
                 made = self._append(
                     live.state.run_id, [(ev.STEP_ANSWERED, data)],
                     seal=self.signing_key is not None,

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 TABLE = "irctl_scheduler_jobs"
 MISFIRE_GRACE = 3600  # seconds a missed drill may still start late
-FIRE = "irctl.scheduler:fire_drill"
+FIRE = "irctl.drills.scheduler:fire_drill"
 _HOST = socket.gethostname()
 _LEADER_KEY = int.from_bytes(
     hashlib.sha256(b"irctl scheduler leader").digest()[:8], "big", signed=True
@@ -200,7 +200,7 @@ def fire_drill(
 ) -> int:
     """Start ``irctl drill run`` for a drill as a process of its own; its pid.
 
-    The job APScheduler stores (``irctl.scheduler:fire_drill``).
+    The job APScheduler stores (``irctl.drills.scheduler:fire_drill``).
     """
     root = Path(workspace)
     logs = root / ".irctl" / "logs"

@@ -5,7 +5,7 @@ message or submits a modal.  This module checks that Slack sent it (HMAC-SHA256
 signature over the raw body with the app's signing secret, timestamp no more
 than 5 minutes away, never seen before), maps the Slack user to an operator by
 the ``slack:`` id in ``irctl.yaml``, and records the decision with
-:meth:`irctl.engine.Engine.decide` attested by the installation key (assurance
+:meth:`irctl.engine.engine.Engine.decide` attested by the installation key (assurance
 ``slack``, channel ``slack``).  A policy with ``min_assurance: key`` refuses such
 a decision, and the reply tells the clicker to use ``irctl approve``.
 
@@ -143,7 +143,7 @@ class SlackInteractivity:
     ) -> None:
         from slack_sdk.signature import Clock, SignatureVerifier
 
-        from irctl.engine import Engine
+        from irctl.engine.engine import Engine
 
         class _Clock(Clock):
             def now(self) -> float:
@@ -451,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             self._send(Reply.text(HTTPStatus.OK, "ok"))
         elif self.server.review is not None and self.server.review.handles(self.path):
-            self.server.review.answer(self)  # the reviewer's read-only pages (irctl.review)
+            self.server.review.answer(self)  # the reviewer's read-only pages (irctl.serve.review)
         else:
             self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
 
@@ -502,7 +502,7 @@ class Server(ThreadingHTTPServer):
     """The interactivity endpoint; ``serve_forever()`` until ``shutdown()``."""
 
     daemon_threads = True
-    review: Any = None  # irctl.review.ReviewView, mounted by make_server
+    review: Any = None  # irctl.serve.review.ReviewView, mounted by make_server
 
     def __init__(
         self,
@@ -515,7 +515,7 @@ class Server(ThreadingHTTPServer):
         self.interactivity = interactivity  # None: the reviewer's pages only
         self.log: Log = interactivity.log if interactivity is not None else (log or _quiet)
         # the host as given (--host), not as resolved: the reviewer's pages answer only to it,
-        # to the loopback names and to allowed_hosts (irctl.review.host_allowed)
+        # to the loopback names and to allowed_hosts (irctl.serve.review.host_allowed)
         self.bind_host = address[0]
         self.allowed_hosts = allowed_hosts
         super().__init__(address, _Handler)
@@ -601,8 +601,8 @@ def make_server(
 ) -> Server:
     """The Slack interactivity endpoint for ``workspace``, bound and ready to serve; with
     ``review_only`` just the reviewer's read-only pages (no Slack settings needed)."""
-    from irctl.review import ReviewView
     from irctl.secrets import resolve
+    from irctl.serve.review import ReviewView
 
     if review_only:
         server = _bind(host, port, None, allowed_hosts, log)
@@ -673,7 +673,7 @@ class SocketMode:
         # slack-sdk's warnings (a dropped connection, a failed reconnect) go to our log; while
         # connect() runs they are kept for its error message instead.
         self._connecting: list[str] | None = None
-        logger = logging.Logger("irctl.serve.socket_mode", logging.WARNING)  # not registered
+        logger = logging.Logger("irctl.serve.slack.socket_mode", logging.WARNING)  # not registered
         logger.addHandler(_Forward(self._sdk_log))
         self.client: SocketModeClient = SocketModeClient(
             app_token=app_token,

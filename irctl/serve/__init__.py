@@ -1,0 +1,7 @@
+"""``irctl serve``: Slack's interactivity endpoint and the reviewer's read-only views.
+
+Owns the verification of Slack's signed requests and Socket Mode
+(:mod:`irctl.serve.slack`) and the read-only HTML pages of runs and transcripts
+(:mod:`irctl.serve.review`).  It may import the engine, the record, the workspace, the
+journal, the runbook and the public SDK; never the drills or the CLI.
+"""
