@@ -1,12 +1,12 @@
 # make demo   create .venv, install, run a complete incident in a local sandbox
-# make test   create .venv, install, lint, type-check and run the whole suite
+# make test   create .venv, install, lint, type-check, check the import layers, run the suite
 # make bench  the performance table
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test check lint typecheck pytest bench clean
+.PHONY: install demo test check lint typecheck imports pytest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,13 +25,17 @@ test: $(STAMP) check
 	scripts/ensure-chromium
 	$(PY) -m pytest -q
 
-check: lint typecheck
+check: lint typecheck imports
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+
+# the layers and who may import whom: [tool.importlinter] in pyproject.toml
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q
