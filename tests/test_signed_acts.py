@@ -17,18 +17,18 @@ from typing import Any
 
 import pytest
 
-from irctl import events as ev
-from irctl.approvals import sign_act
-from irctl.engine import Engine
+from irctl.engine.engine import Engine
+from irctl.engine.guard import RunTampered
 from irctl.errors import UsageError
-from irctl.events import GENESIS, Event
-from irctl.guard import RunTampered
 from irctl.identity import generate_private_key, public_key_text
-from irctl.loader import load_runbook_text
-from irctl.model import Config
-from irctl.store import Store
+from irctl.journal import events as ev
+from irctl.journal.events import GENESIS, Event
+from irctl.journal.store import Store
+from irctl.record.approvals import sign_act
+from irctl.record.transcript import checkpoint_data, seal_fields, verify_run
+from irctl.runbook.loader import load_runbook_text
+from irctl.runbook.model import Config
 from irctl.testing import recorded_keys
-from irctl.transcript import checkpoint_data, seal_fields, verify_run
 from tests.helpers import irctl, make_workspace, run_id_from
 
 RUNBOOK = """\

@@ -62,7 +62,7 @@ def _own_key(who: str, given: Path | None, *, needed: bool) -> "Ed25519PrivateKe
 
 def _acts_signed(ws: "Workspace", run_id: str) -> bool:
     """Does the run ask for its answers, marks and aborts to be signed (live, operators)?"""
-    from irctl.engine import Engine
+    from irctl.engine.engine import Engine
 
     return Engine.act_key_needed(ws.store.events(run_id))
 

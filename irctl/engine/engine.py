@@ -39,7 +39,6 @@ from irctl.actions import (
     WaitForOperator,
     default_registry,
 )
-from irctl.record.approvals import SIGNED_ACTS, acts_must_be_signed, sign_act
 from irctl.canonical import canonical_json
 from irctl.engine.guard import RUN_TAMPERED, JournalGuard, Tampering
 from irctl.engine.plan import SECRET_ITEM, resolve_policy, step_digest, template_context
@@ -67,6 +66,7 @@ from irctl.journal.state import (
     fold,
     step_key,
 )
+from irctl.record.approvals import SIGNED_ACTS, acts_must_be_signed, sign_act
 from irctl.runbook.model import Config, Policy, Runbook, Step
 from irctl.runbook.render import (
     REDACTED,

@@ -135,8 +135,8 @@ def sign_act(
     key: Ed25519PrivateKey, run_id: str, kind: str, data: Mapping[str, Any]
 ) -> dict[str, Any]:
     """``data`` (already masked: the signature covers what is kept) signed by ``key``."""
-    from irctl.journal.events import utcnow
     from irctl.identity import public_key_text, sign
+    from irctl.journal.events import utcnow
 
     signed = {**data, "time": data.get("time") or utcnow()}
     signed["key"] = public_key_text(key)
