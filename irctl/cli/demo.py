@@ -37,7 +37,7 @@ def escape(text: str) -> str:
 
 def find_runbook(name: str = RUNBOOK) -> Path:
     """The shipped runbook: in the current workspace, else beside the irctl source tree."""
-    candidates = [Path.cwd() / "runbooks", Path(__file__).resolve().parents[1] / "runbooks"]
+    candidates = [Path.cwd() / "runbooks", Path(__file__).resolve().parents[2] / "runbooks"]
     for folder in candidates:
         path = folder / f"{name}.yaml"
         if path.is_file():
