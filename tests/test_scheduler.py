@@ -216,6 +216,34 @@ def test_schedule_stores_one_job_per_drill_with_its_time_zone(ws: Path) -> None:
     assert json.loads(irctl("drill", "list", "--json", cwd=ws).stdout)[1]["next_run"] is None
 
 
+def test_a_drill_scheduled_before_the_scheduler_moved_is_kept(any_ws: Path) -> None:
+    """A job stored while the scheduler was irctl.scheduler names irctl.scheduler:fire_drill;
+    APScheduler drops a job whose function it cannot import, so irctl points it at the new
+    name before reading the jobs, and the drill stays scheduled."""
+    import pickle
+
+    from sqlalchemy import MetaData, Table, select, update
+
+    from irctl.drills.scheduler import FIRE, TABLE
+
+    store = Workspace.find(any_ws).store
+    drill = Drill.model_validate(
+        {"irctl": 1, "kind": "drill", "id": "zurich", "title": "Z", "runbook": "quick",
+         "schedule": {"cron": "0 14 * * *", "timezone": "Europe/Zurich"}}
+    )  # fmt: skip
+    stored = schedule_drill(store, any_ws, drill)
+    table = Table(TABLE, MetaData(), autoload_with=store.engine)
+    with store.engine.begin() as conn:  # as an earlier irctl stored it
+        state = pickle.loads(conn.execute(select(table.c.job_state)).scalar_one())  # noqa: S301
+        assert state["func"] == FIRE
+        state["func"] = "irctl.scheduler:fire_drill"
+        conn.execute(update(table).values(job_state=pickle.dumps(state)))
+    assert scheduled_jobs(store) == [stored]
+    with store.engine.connect() as conn:
+        state = pickle.loads(conn.execute(select(table.c.job_state)).scalar_one())  # noqa: S301
+    assert state["func"] == FIRE
+
+
 def test_a_bad_cron_or_time_zone_is_a_clear_error(ws: Path) -> None:
     store = Workspace.find(ws).store
     base = {"irctl": 1, "kind": "drill", "id": "x", "title": "X", "runbook": "quick"}

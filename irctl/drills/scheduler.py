@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 TABLE = "irctl_scheduler_jobs"
 MISFIRE_GRACE = 3600  # seconds a missed drill may still start late
 FIRE = "irctl.drills.scheduler:fire_drill"
+#: The same function as jobs stored before the drill scheduler moved into irctl.drills name it.
+_FORMER_FIRE = "irctl.scheduler:fire_drill"
 _HOST = socket.gethostname()
 _LEADER_KEY = int.from_bytes(
     hashlib.sha256(b"irctl scheduler leader").digest()[:8], "big", signed=True
@@ -59,11 +61,50 @@ def job_id(drill_id: str, *, once: bool = False) -> str:
     return f"drill:{drill_id}:at" if once else f"drill:{drill_id}"
 
 
+def _carry_over(store: Store) -> None:
+    """Point jobs stored by an earlier irctl at :data:`FIRE`, before APScheduler reads them.
+
+    APScheduler stores the function a job fires by its import path, and removes a job whose
+    function it cannot import: without this, drills scheduled while the scheduler was
+    ``irctl.scheduler`` would be dropped, silently, the first time the jobs are read.
+    """
+    import pickle
+
+    from sqlalchemy import MetaData, Table, inspect, select, update
+    from sqlalchemy.exc import SQLAlchemyError
+
+    former = _FORMER_FIRE.encode()
+    try:
+        if not inspect(store.engine).has_table(TABLE):
+            return
+        table = Table(TABLE, MetaData(), autoload_with=store.engine)
+        with store.engine.connect() as conn:
+            rows = conn.execute(select(table.c.id, table.c.job_state)).all()
+        stale = [(row.id, data) for row in rows if former in (data := bytes(row.job_state))]
+        if not stale:
+            return
+        with store.engine.execution_options(irctl_write=True).begin() as conn:
+            for job, data in stale:
+                # the job store's own pickle (APScheduler reads it back the same way)
+                state = pickle.loads(data)  # noqa: S301
+                if state.get("func") != _FORMER_FIRE:
+                    continue
+                state["func"] = FIRE
+                conn.execute(
+                    update(table)
+                    .where(table.c.id == job)
+                    .values(job_state=pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
+                )
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot open the scheduler's jobs in the store: {exc}") from exc
+
+
 def _scheduler(store: Store, *, workers: int = 4) -> Any:
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
 
+    _carry_over(store)
     return BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename=TABLE)},
         executors={"default": ThreadPoolExecutor(workers)},
