@@ -55,7 +55,7 @@ __all__ = [
 
 ACTION = "aws.s3.put_evidence"
 KIND = "irctl-anchor/v1"
-log = logging.getLogger("irctl.record.anchor")
+log = logging.getLogger("irctl.anchor")  # the name it has always logged under
 
 
 @dataclass(frozen=True)
