@@ -18,6 +18,7 @@ Every mistake is an :class:`~irctl.errors.InvalidDocument` naming ``file:line:co
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import re
@@ -25,6 +26,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from irctl.errors import Diagnostic, InvalidDocument, UsageError
 from irctl.reserves.verify_proof import LIMIT, MAX_DECIMALS, MAX_ID_BYTES, leaf_hash
@@ -73,8 +75,8 @@ def read_header(path: Path, precisions: Mapping[str, int]) -> Header:
     """The header line, checked against the declared decimals."""
     name = str(path)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            for row in csv.reader(handle):
+        with path.open("rb") as handle:
+            for row in csv.reader(_text_lines(handle, [0]), strict=True):
                 if any(row):
                     break
             else:
@@ -82,8 +84,8 @@ def read_header(path: Path, precisions: Mapping[str, int]) -> Header:
                     name, 1, 1, "", "the file is empty: its first line names the columns, "
                     "account,BTC,ETH,... and each further line is one account"
                 )])  # fmt: skip
-    except UnicodeDecodeError as exc:
-        raise InvalidDocument([_problem(name, 1, 1, "", f"not UTF-8 text ({exc.reason})")]) from exc
+    except _NotUtf8 as exc:
+        raise InvalidDocument([_problem(name, exc.line, 1, "", str(exc))]) from exc
     except csv.Error as exc:
         raise InvalidDocument([_problem(name, 1, 1, "", f"not a CSV line: {exc}")]) from exc
     problems: list[Diagnostic] = []
@@ -128,17 +130,11 @@ def read_chunks(
     path: Path, rows_per_chunk: int, seen_bytes: list[int]
 ) -> Iterator[Chunk | Diagnostic]:
     """The rows after the header, ``rows_per_chunk`` at a time; ``seen_bytes[0]`` counts the
-    characters read so far (for progress).  A line that cannot be read ends the file with a
+    bytes read so far (for progress).  A line that cannot be read ends the file with a
     Diagnostic."""
     name = str(path)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-
-        def counted() -> Iterator[str]:
-            for text in handle:
-                seen_bytes[0] += len(text)
-                yield text
-
-        reader = csv.reader(counted())
+    with path.open("rb") as handle:
+        reader = csv.reader(_text_lines(handle, seen_bytes), strict=True)
         rows: list[list[str]] = []
         lines: list[int] = []
         header_done = False
@@ -156,12 +152,31 @@ def read_chunks(
                 if len(rows) >= rows_per_chunk:
                     yield Chunk(rows, lines)
                     rows, lines = [], []
-        except UnicodeDecodeError as exc:
-            yield _problem(name, reader.line_num + 1, 1, "", f"not UTF-8 text ({exc.reason})")
+        except _NotUtf8 as exc:
+            yield _problem(name, exc.line, 1, "", str(exc))
         except csv.Error as exc:
             yield _problem(name, reader.line_num, 1, "", f"not a CSV line: {exc}")
         if rows:
             yield Chunk(rows, lines)
+
+
+class _NotUtf8(Exception):
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"not UTF-8 text ({reason})")
+        self.line = line
+
+
+def _text_lines(handle: BinaryIO, seen_bytes: list[int]) -> Iterator[str]:
+    """The file's lines decoded one by one, so a byte that is not UTF-8 is found on its line;
+    ``seen_bytes[0]`` counts the bytes read."""
+    for number, line in enumerate(handle, start=1):
+        seen_bytes[0] += len(line)
+        bom = number == 1 and line.startswith(codecs.BOM_UTF8)
+        text = line[len(codecs.BOM_UTF8) :] if bom else line
+        try:
+            yield text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _NotUtf8(number, exc.reason) from exc
 
 
 def _column(row: list[str], index: int) -> int:
