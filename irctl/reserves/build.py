@@ -214,6 +214,7 @@ def _read(
             yield item, name, header, key
 
     files = [tree.bucket_path(work, b).open("wb") for b in range(liabilities.BUCKETS)]
+    report("reading liabilities", 0, size)
     buckets = [0] * liabilities.BUCKETS
     totals = [0] * len(header.assets)
     try:
@@ -251,6 +252,7 @@ def _order(
         firsts.append(index)
         index += rows
     problems: list[Diagnostic] = []
+    report("ordering leaves", 0, liabilities.BUCKETS)
     offsets: dict[int, int] = {}
     written = 0
     tasks = (
@@ -282,6 +284,7 @@ def _hash(
     inside = min(chunk_bits, height)
     chunks = (counts[0] + (1 << chunk_bits) - 1) >> chunk_bits
     tasks = ((work, c, chunk_bits, counts, size, inside) for c in range(chunks))
+    report("hashing the tree", 0, chunks)
     for level in range(1, height + 1):
         tree.level_path(work, level).touch()
     for number, above in enumerate(pool.map(tree.hash_chunk_task, tasks)):
@@ -308,6 +311,7 @@ def _write_proofs(
         for c, span in enumerate(starts)
     )
     written = 0
+    report("writing proofs", 0, counts[0])
     with (staging / "proofs.sha256").open("wb") as listing:
         for number, lines in enumerate(pool.map(proofs.write_proofs_task, tasks)):
             listing.write(lines)
