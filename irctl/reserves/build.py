@@ -166,9 +166,10 @@ def build(
     report = progress or (lambda what, done, total: None)
     staging = _staging(output)
     work = staging / ".work"
-    pool = _Workers(workers)
+    pool: _Workers | None = None
     failed = True
     try:
+        pool = _Workers(workers)
         (work / "buckets").mkdir(parents=True)
         buckets, totals = _read(source, header, key, work, pool, report)
         leaves = sum(buckets)
@@ -191,7 +192,8 @@ def build(
         failed = False
         return result
     finally:
-        pool.close(failed=failed)
+        if pool is not None:
+            pool.close(failed=failed)
         if failed:
             tree.remove_tree(staging)
 
