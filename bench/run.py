@@ -478,6 +478,13 @@ def main() -> None:
         row("transcript verify, 100,000 events", f"{verify:.2f} s", "≤ 1.5 s", verify <= 1.5)
         rss = bench_memory(tmp)
         row("10,000-step run, peak RSS", f"{rss:.0f} MB", "≤ 150 MB", rss <= 150)
+        from bench.reserves import bench_reserves
+
+        built, peak, writing = bench_reserves(tmp)
+        row("reserves build, 1,000,000 accounts × 5 assets", f"{built:.1f} s", "≤ 20 s",
+            built <= 20)  # fmt: skip
+        row("  of which writing the 1,000,000 proof files", f"{writing:.1f} s", "—", True)
+        row("  peak RSS, all its processes", f"{peak:.0f} MB", "≤ 2 GB", peak <= 2048)
         startup, cpu, fsync = bench_machine(tmp)
         row("machine: python -c pass", f"{startup * 1000:.0f} ms", "—", True)
         row("machine: pure-Python loop of 10^6 additions", f"{cpu * 1000:.0f} ms", "—", True)

@@ -22,6 +22,7 @@ EXIT_IO = 74
 
 COMMAND_MODULES = (
     "validate", "runs", "approvals", "transcript", "admin", "serve", "drill", "safe", "allowlist",
+    "reserves",
 )  # fmt: skip
 
 #: The module that defines each top-level command and group.  ``irctl NAME ...`` imports only
@@ -35,6 +36,7 @@ COMMANDS = {
     "init": "admin", "demo": "admin", "keys": "admin",
     "serve": "serve", "transcript": "transcript",
     "drill": "drill", "scheduler": "drill", "safe": "safe", "allowlist": "allowlist",
+    "reserves": "reserves",
 }  # fmt: skip
 
 
