@@ -8,7 +8,8 @@ customers) checks one proof against a published root.
 
 Modules: ``liabilities`` (the CSV), ``tree`` (the levels on disk), ``proofs`` (the proof files),
 ``manifest`` (the signed manifest), ``build`` (the passes), ``verify_proof`` (the customer's
-check).
+check).  It may import only ``irctl.errors``, ``irctl.canonical`` and ``irctl.identity``
+(``verify_proof`` nothing but the standard library); only the CLI imports it.
 """
 
 from irctl.reserves.build import BuildResult, build
