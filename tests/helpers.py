@@ -88,3 +88,28 @@ def until_waiting(engine: Any, run_id: str) -> tuple[Any, str, str]:
     (step,) = [s for s in state.steps.values() if s.status == "waiting"]
     assert step.waiting_for is not None
     return state, step.key, step.waiting_for
+
+
+def rebuild_run(store: Any, run_id: str, events: list[Any], installation: Any) -> None:
+    """Rewrite a whole run as the holder of the installation key can, with SQL against the
+    real store: every row deleted, ``events`` written again re-chained, each checkpoint
+    re-signed with ``installation``."""
+    from irctl.journal import events as ev
+    from irctl.journal.events import GENESIS, Event
+    from irctl.record.transcript import seal_fields
+
+    table = store._events  # the attacker's way in
+    with store.engine.begin() as conn:
+        conn.execute(table.delete().where(table.c.run_id == run_id))
+    prev = GENESIS
+    for old in events:
+        data = old.data
+        if old.type == ev.CHECKPOINT:
+            data = seal_fields(run_id, old.seq - 1, prev, installation)
+        event = Event.make(run_id, old.seq, old.type, data, prev, old.ts)
+        with store.engine.begin() as conn:
+            conn.execute(table.insert().values(
+                run_id=event.run, seq=event.seq, ts=event.ts, type=event.type, line=event.line,
+                hash=event.hash,
+            ))  # fmt: skip
+        prev = event.hash

@@ -24,11 +24,10 @@ from irctl.journal.events import GENESIS, Event
 from irctl.journal.state import fold
 from irctl.journal.store import Store
 from irctl.record.approvals import sign_decision
-from irctl.record.transcript import seal_fields
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.testing import SlackStandIn, recorded_keys
-from tests.helpers import irctl, make_workspace, run_id_from
+from tests.helpers import irctl, make_workspace, rebuild_run, run_id_from
 
 RUNBOOK = """\
 irctl: 1
@@ -252,21 +251,6 @@ def irctl_verify(store: Store, run_id: str, team: Team) -> bool:
     return verify_run(store, run_id, [public_key_text(team.installation)]).ok
 
 
-def _rebuild(store: Store, run_id: str, events: list[Event], team: Team) -> None:
-    """Rewrite the whole run as the holder of the installation key can: re-chain, re-seal."""
-    with store.engine.begin() as conn:
-        table = store._events
-        conn.execute(table.delete().where(table.c.run_id == run_id))
-    prev = GENESIS
-    for old in events:
-        data = old.data
-        if old.type == ev.CHECKPOINT:
-            data = seal_fields(run_id, old.seq - 1, prev, team.installation)
-        event = Event.make(run_id, old.seq, old.type, data, prev, old.ts)
-        insert(store, event)
-        prev = event.hash
-
-
 def test_a_swapped_operator_key_stops_the_run(store: Store, tmp_path: Path) -> None:
     """An insider with the database and the installation key swaps t1's recorded key for
     their own, approves as t1 with it, and rebuilds and re-seals the chain: every hash and
@@ -286,7 +270,7 @@ def test_a_swapped_operator_key_stops_the_run(store: Store, tmp_path: Path) -> N
     last = events[-1]
     events.append(Event.make(run_id, last.seq + 1, "approval.granted", forged, last.hash))
     events.append(Event.make(run_id, last.seq + 2, ev.CHECKPOINT, {}, ""))
-    _rebuild(store, run_id, events, team)
+    rebuild_run(store, run_id, events, team.installation)
     assert irctl_verify(store, run_id, team)  # the journal alone proves nothing wrong
     state = engine.execute(run_id)
     assert_stopped(team, store, run_id, state, 1)
@@ -451,7 +435,7 @@ def test_a_start_rewritten_with_other_params_stops_the_run(
     events = store.events(run_id)
     events[0].data["params"] = {"out": str(tmp_path / "elsewhere.txt")}
     events.append(Event.make(run_id, 2, ev.CHECKPOINT, {}, ""))
-    _rebuild(store, run_id, events, team)
+    rebuild_run(store, run_id, events, team.installation)
     assert irctl_verify(store, run_id, team)  # hashes and seals all hold
     state = team.engine(store).execute(run_id)
     assert state.status == "tampered"

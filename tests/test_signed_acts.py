@@ -25,11 +25,11 @@ from irctl.journal import events as ev
 from irctl.journal.events import GENESIS, Event
 from irctl.journal.store import Store
 from irctl.record.approvals import sign_act
-from irctl.record.transcript import checkpoint_data, seal_fields, verify_run
+from irctl.record.transcript import checkpoint_data, verify_run
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.testing import recorded_keys
-from tests.helpers import irctl, make_workspace, run_id_from
+from tests.helpers import irctl, make_workspace, rebuild_run, run_id_from
 
 RUNBOOK = """\
 irctl: 1
@@ -192,25 +192,6 @@ def test_a_signed_answer_altered_afterwards_stops_the_run(store: Store, tmp_path
     assert "does not verify with oncall's key" in reason
 
 
-def _rebuild(store: Store, run_id: str, events: list[Event], team: Team) -> None:
-    """Rewrite the whole run as the holder of the installation key can: re-chain, re-seal."""
-    with store.engine.begin() as conn:
-        table = store._events
-        conn.execute(table.delete().where(table.c.run_id == run_id))
-    prev = GENESIS
-    for old in events:
-        data = old.data
-        if old.type == ev.CHECKPOINT:
-            data = seal_fields(run_id, old.seq - 1, prev, team.installation)
-        event = Event.make(run_id, old.seq, old.type, data, prev, old.ts)
-        with store.engine.begin() as conn:
-            conn.execute(store._events.insert().values(
-                run_id=event.run, seq=event.seq, ts=event.ts, type=event.type,
-                line=event.line, hash=event.hash,
-            ))  # fmt: skip
-        prev = event.hash
-
-
 def test_an_answer_re_signed_after_swapping_the_operators_key_stops_the_run(
     store: Store, tmp_path: Path
 ) -> None:
@@ -225,7 +206,7 @@ def test_an_answer_re_signed_after_swapping_the_operators_key_stops_the_run(
     last = events[-1]
     events.append(Event.make(run_id, last.seq + 1, ev.STEP_ANSWERED, forged, last.hash))
     events.append(Event.make(run_id, last.seq + 2, ev.CHECKPOINT, {}, ""))
-    _rebuild(store, run_id, events, team)
+    rebuild_run(store, run_id, events, team.installation)
     report = verify_run(store, run_id, [public_key_text(team.installation)])
     assert report.ok, report.problems  # the journal alone proves nothing wrong
     state = team.engine(store).execute(run_id)
@@ -521,7 +502,7 @@ def test_a_run_created_rewritten_to_take_answers_unsigned_is_refused(
     unsigned = {"step": "custody", "answer": "done", "by": "oncall"}
     events.append(Event.make(run_id, last.seq + 1, ev.STEP_ANSWERED, unsigned, last.hash))
     events.append(Event.make(run_id, last.seq + 2, ev.CHECKPOINT, {}, ""))
-    _rebuild(store, run_id, events, team)
+    rebuild_run(store, run_id, events, team.installation)
     assert verify_run(store, run_id, [public_key_text(team.installation)]).ok
     state = team.engine(store).execute(run_id)
     assert state.status == "tampered", (state.status, state.reason)

@@ -1611,7 +1611,7 @@ class Engine:
     ) -> str | None:
         """Resolve an in-doubt step; None means: run it (again)."""
         live = self._require_live()
-        if known.mark is not None and known.resolved_by not in (None, "probe", "idempotent"):
+        if known.mark is not None and known.resolved_by not in (None, *ev.ENGINES_OWN):
             mark = known.mark
             if mark == "done":
                 self._emit_step(

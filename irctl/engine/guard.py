@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 from irctl.errors import IrctlError
 from irctl.journal import events as ev
 from irctl.journal.events import GENESIS, Event, checkpoint_message
-from irctl.record.approvals import ACTS
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -194,7 +193,7 @@ class JournalGuard:
             return problem
         if event.type == ev.CHECKPOINT:
             return self._seal(event)
-        if event.type in ACTS:  # a person's word: theirs only if their key signed it
+        if event.type in ev.ACTS:  # a person's word: theirs only if their key signed it
             from irctl.record.approvals import act_problem
 
             unsigned = act_problem(
@@ -296,7 +295,7 @@ def seal_created(run_id: str, data: Mapping[str, Any], key: Ed25519PrivateKey) -
 
 def _engines_own(event: Event) -> bool:
     """A resolution the engine itself recorded (a probe's finding, an idempotent re-run)."""
-    return event.type == ev.STEP_RESOLVED and event.data.get("by") in ("probe", "idempotent")
+    return event.type == ev.STEP_RESOLVED and event.data.get("by") in ev.ENGINES_OWN
 
 
 def pinned_key_problem(

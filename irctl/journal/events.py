@@ -47,6 +47,10 @@ RUN_FAILED = "run.failed"
 CHECKPOINT = "checkpoint"  # head hash signed with the installation key
 
 TERMINAL = {RUN_SUCCEEDED, RUN_FAILED, RUN_ABORTED}
+#: A person's acts: signed by their operator in a live run (irctl.record.approvals).
+ACTS = frozenset({STEP_ANSWERED, STEP_RESOLVED, RUN_ABORTED})
+#: The resolutions the engine records itself (a probe's finding, an idempotent re-run).
+ENGINES_OWN = ("probe", "idempotent")
 
 
 _second: list[Any] = [None, ""]  # the last whole second formatted, reused (strftime is slow)

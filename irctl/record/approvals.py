@@ -111,13 +111,11 @@ def start_problem(
 # -- a person's acts in a live run: answers, marks and aborts --------------------------------
 
 #: The events that record a person's act, and the name each act has in its statement.
-ACTS = {"step.answered": "answer", "step.resolved": "mark", "run.aborted": "abort"}
+ACTS = {"step.answered": "answer", "step.resolved": "mark", "run.aborted": "abort"}  # ev.ACTS
 ACT_FIELDS = ("run", "act", "step", "item", "value", "by", "time", "reason")
 #: ``run.created`` records ``acts: "signed"``: in a live run with operators, each answer,
 #: mark and abort is then signed with the key of the operator who made it.
 SIGNED_ACTS = "signed"
-#: Resolutions the engine records itself (a probe's finding, an idempotent re-run).
-ENGINES_OWN = ("probe", "idempotent")
 
 
 def act_statement(run_id: str, kind: str, data: Mapping[str, Any]) -> bytes:
@@ -171,6 +169,7 @@ def act_problem(
     """Why a recorded answer, mark or abort is not the signed act of the operator it names
     (checked against their key as ``operators`` — the run's pinned operators — hold it)."""
     from irctl.identity import load_public_key, verify
+    from irctl.journal.events import ENGINES_OWN
 
     if kind == "step.resolved" and data.get("by") in ENGINES_OWN:
         return None

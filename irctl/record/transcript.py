@@ -424,7 +424,7 @@ class _Verifier:
                 kind == ev.STEP_STARTED and (self.approvals.gates or self.approvals.required)
             ):
                 self.approvals.event(n, seq, kind, obj["data"])
-            if kind in ACT_EVENTS:
+            if kind in ev.ACTS:
                 self.approvals.act(n, seq, kind, obj["data"])
             if kind in ev.TERMINAL:
                 self.outcome = kind
@@ -697,10 +697,8 @@ class _Verifier:
 
 
 # Event types that always take the general path (they are checked beyond the chain).
-# A person's acts (answers, marks, aborts): signed in a live run (irctl.approvals.ACTS).
-ACT_EVENTS = frozenset({ev.STEP_ANSWERED, ev.STEP_RESOLVED, ev.RUN_ABORTED})
 _SPECIAL = frozenset(
-    {ev.CHECKPOINT, ev.RUN_CREATED, *ev.TERMINAL, *APPROVAL_EVENTS, *ACT_EVENTS}
+    {ev.CHECKPOINT, ev.RUN_CREATED, *ev.TERMINAL, *APPROVAL_EVENTS, *ev.ACTS}
 )
 
 _GateKey = tuple[str, Any]  # (step, item)
@@ -835,14 +833,12 @@ class _Approvals:
     def act(self, n: int, seq: int, kind: str, data: dict[str, Any]) -> None:
         """A person's answer, mark or abort: signed by the operator it names, with their key
         as recorded at run start (and trusted by the trust root, when one is given)."""
-        from irctl.record.approvals import ENGINES_OWN, act_problem
+        from irctl.record.approvals import act_problem
 
         if not isinstance(data, dict):
             return
         me = self.v.name(n, seq)
         who = data.get("by")
-        if kind == ev.STEP_RESOLVED and who in ENGINES_OWN:
-            return
         problem = act_problem(
             str(self.v.run), kind, data, self.operators or {}, required=self.acts_required
         )
