@@ -99,9 +99,10 @@ def bench_guard(tmp: Path) -> tuple[float, float, float]:
 
     installation = generate_private_key(tmp / "installation.key")
     approver = generate_private_key(tmp / "t1.key")
+    starter = generate_private_key(tmp / "oncall.key")
     config = Config.model_validate({
         "installation_key": public_key_text(installation),
-        "operators": {"oncall": {"roles": ["oncall"]},
+        "operators": {"oncall": {"roles": ["oncall"], "key": public_key_text(starter)},
                       "t1": {"roles": ["treasury"], "key": public_key_text(approver)}},
     })  # fmt: skip
     steps = [f"  - {{id: s{i}, action: bench.noop}}\n" for i in range(5000)]
@@ -117,7 +118,7 @@ def bench_guard(tmp: Path) -> tuple[float, float, float]:
         store = Store.open(f"sqlite:///{tmp / f'g{time.monotonic_ns()}.db'}")
         model = load_runbook_text(text, "bench.yaml", registry=REGISTRY)
         engine = Engine(store, registry=REGISTRY, config=config, signing_key=installation)
-        run_id = engine.create_run(model, text, {}, initiator="oncall")
+        run_id = engine.create_run(model, text, {}, initiator="oncall", starter_key=starter)
         engine.execute(run_id)  # waits at the gate
         engine.decide(run_id, "last", operator="t1", approve=True, reason=None,
                       private_key=approver)  # fmt: skip

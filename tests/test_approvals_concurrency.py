@@ -41,7 +41,8 @@ steps:
 
 def _workspace(tmp_path: Path, store: str) -> tuple[Path, dict[str, str]]:
     keys = tmp_path / "keys"
-    lines = ["operators:", "  starter: {roles: [oncall]}"]
+    starter = public_key_text(generate_private_key(keys / "starter.key"))
+    lines = ["operators:", f'  starter: {{roles: [oncall], key: "{starter}"}}']
     for name in APPROVERS:
         public = public_key_text(generate_private_key(keys / f"{name}.key"))
         lines.append(f'  {name}: {{roles: [treasury], key: "{public}"}}')

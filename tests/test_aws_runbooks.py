@@ -68,7 +68,8 @@ class Responders:
         text = (ROOT / "runbooks" / f"{runbook}.yaml").read_text(encoding="utf-8")
         parsed = load_runbook_text(text, f"{runbook}.yaml")
         return self.engine.create_run(
-            parsed, text, parse_params(parsed, params), initiator="oncall"
+            parsed, text, parse_params(parsed, params), initiator="oncall",
+            starter_key=self.keys["oncall"],
         )
 
     def until_waiting(self, run_id: str) -> tuple[RunState, str, str]:

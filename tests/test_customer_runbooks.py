@@ -94,7 +94,8 @@ class Team:
         }
         typed = parse_params(parsed, given)
         return self.engine.create_run(
-            parsed, text, typed, initiator="oncall", incident=incident, mode=self.mode
+            parsed, text, typed, initiator="oncall", incident=incident, mode=self.mode,
+            starter_key=self.keys["oncall"],
         )
 
     def until_waiting(self, run_id: str) -> tuple[RunState, str, str]:

@@ -80,11 +80,18 @@ class Team:
 
     keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    initiator: Ed25519PrivateKey | None = None  # the on-call engineer's own key
 
 
 def make_team(folder: Path, roles: set[str]) -> Team:
-    team = Team()
-    operators: dict[str, Any] = {INITIATOR: {"roles": ["security-oncall"], "slack": "U0ONCALL"}}
+    team = Team(initiator=generate_private_key(folder / f"{INITIATOR}.key"))
+    assert team.initiator is not None
+    operators: dict[str, Any] = {
+        INITIATOR: {
+            "roles": ["security-oncall"], "key": public_key_text(team.initiator),
+            "slack": "U0ONCALL",
+        },
+    }  # fmt: skip
     for r_index, role in enumerate(sorted(roles)):
         for n in range(3):
             name = f"{role}-{n}".lower()
@@ -431,7 +438,7 @@ def test_a_drill_can_never_run_live(tmp_path: Path, exchange: ExchangeAdminStub)
     )
     with pytest.raises(InvalidDocument, match="mode"):
         load_drill(bad)
-    ws, _ = make_drill_workspace(tmp_path / "ws", exchange_url=exchange.url)
+    ws, team = make_drill_workspace(tmp_path / "ws", exchange_url=exchange.url)
     drill, _ = find_drill(ws.drills_dir, "quarterly-hot-wallet")
     forced = drill.model_copy(update={"mode": "live"})  # built by hand, past validation
     path = ws.resolve_runbook(drill.runbook)
@@ -444,7 +451,7 @@ def test_a_drill_can_never_run_live(tmp_path: Path, exchange: ExchangeAdminStub)
     run_id = engine.create_run(
         load_runbook_text(text, str(path)), text,
         {"chain": "ethereum", "wallet": "0x00000000000000000000000000000000000000aa"},
-        initiator=INITIATOR,
+        initiator=INITIATOR, starter_key=team.initiator,
     )  # fmt: skip
     engine.record(run_id, DRILL_STARTED, {"drill": "x", "injects": [], "objectives": []})
     with pytest.raises(UsageError, match="never live"):

@@ -11,11 +11,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict
 
 from irctl.actions import ActionContext, Probe, Registry, action
 from irctl.engine.engine import Engine
 from irctl.errors import ActionError, UsageError
+from irctl.identity import public_key_text
 from irctl.journal import events as ev
 from irctl.journal.state import fold
 from irctl.journal.store import Store
@@ -168,6 +170,9 @@ def runbook_text(steps: str, extra: str = "") -> str:
     )
 
 
+TESTER = Ed25519PrivateKey.generate()  # the initiator's own key, in TEAM
+
+
 def start(
     store: Store,
     steps: str,
@@ -180,7 +185,9 @@ def start(
     text = runbook_text(steps, extra)
     model = load_runbook_text(text, "test.yaml", registry=REGISTRY)
     engine = Engine(store, registry=REGISTRY, **engine_args)
-    run_id = engine.create_run(model, text, params or {}, initiator="tester", mode=mode)
+    run_id = engine.create_run(
+        model, text, params or {}, initiator="tester", mode=mode, starter_key=TESTER
+    )  # signed when the config lists operators (TEAM)
     return engine, run_id
 
 
@@ -460,6 +467,7 @@ def _public() -> str:
 TEAM = Config.model_validate(
     {
         "operators": {
+            "tester": {"roles": ["security-oncall"], "key": public_key_text(TESTER)},
             "t1": {"roles": ["treasury"], "key": _public()},
             "t2": {"roles": ["treasury"], "key": _public()},
         }

@@ -51,9 +51,10 @@ def _workspace(tmp_path: Path, chain: LocalChain) -> tuple[Path, list[str]]:
     keys = {
         name: generate_private_key(tmp_path / "keys" / f"{name}.key") for name in ("bob", "carol")
     }
+    oncall = generate_private_key(tmp_path / "keys" / "oncall.key")  # signs the run's start
     config = f"""\
 operators:
-  oncall: {{roles: [security-oncall]}}
+  oncall: {{roles: [security-oncall], key: "{public_key_text(oncall)}"}}
   bob: {{roles: [treasury], key: "{public_key_text(keys["bob"])}"}}
   carol: {{roles: [treasury], key: "{public_key_text(keys["carol"])}"}}
 integrations:
@@ -96,7 +97,8 @@ def test_sigkill_around_the_broadcast_never_sends_twice(
     env = {**os.environ, "IRCTL_WORKSPACE": str(ws)}
     env.pop("IRCTL_DEBUG", None)
     proc = subprocess.Popen(
-        [IRCTL, "run", "sweep", *params, "--as", "oncall", "--yes", "--unattended"],
+        [IRCTL, "run", "sweep", *params, "--as", "oncall", "--yes", "--unattended",
+         "--key", str(tmp_path / "keys" / "oncall.key")],
         cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -165,7 +167,8 @@ def test_sigkill_at_many_journal_points_then_resume_sends_each_sweep_once(
     hot, cold = params[1].split("=", 1)[1], params[3].split("=", 1)[1]
     env = {**os.environ, "IRCTL_WORKSPACE": str(ws)}
     env.pop("IRCTL_DEBUG", None)
-    argv = [IRCTL, "run", "sweep", *params, "--as", "oncall", "--yes", "--unattended"]
+    argv = [IRCTL, "run", "sweep", *params, "--as", "oncall", "--yes", "--unattended",
+            "--key", str(tmp_path / "keys" / "oncall.key")]  # fmt: skip
     kills, points = 0, set()
     for _cycle in range(40):
         target = _count(ws) + rng.randint(1, 4)  # a few events further into the journal

@@ -84,7 +84,9 @@ class Team:
     def start(self, store: Store, **kwargs: Any) -> tuple[Engine, str]:
         engine = self.engine(store, **kwargs)
         model = load_runbook_text(RUNBOOK, "sweep.yaml")
-        run_id = engine.create_run(model, RUNBOOK, {"out": str(self.out)}, initiator="oncall")
+        run_id = engine.create_run(
+            model, RUNBOOK, {"out": str(self.out)}, initiator="oncall", starter_key=self.oncall
+        )
         state = engine.execute(run_id)
         assert state.status == "waiting", state
         assert state.steps["sweep"].waiting_for == "approval"
@@ -362,13 +364,17 @@ def test_a_tampered_run_is_announced_loudly_in_slack(
 
 def test_resume_of_a_forged_store_exits_1_and_status_says_why(tmp_path: Path) -> None:
     keys = {n: generate_private_key(tmp_path / "keys" / f"{n}.key") for n in TREASURY}
-    operators = "operators:\n  oncall: {roles: [security-oncall]}\n" + "".join(
+    oncall = generate_private_key(tmp_path / "keys" / "oncall.key")
+    operators = (
+        f'operators:\n  oncall: {{roles: [security-oncall], key: "{public_key_text(oncall)}"}}\n'
+    ) + "".join(
         f'  {n}: {{roles: [treasury], key: "{public_key_text(k)}"}}\n' for n, k in keys.items()
     )
     ws = make_workspace(tmp_path / "ws", {"sweep": RUNBOOK}, extra=operators)
     out = tmp_path / "effects.txt"
     started = irctl("run", "sweep", "-p", f"out={out}", "--as", "oncall", "--yes",
-                    "--unattended", "--no-wait", cwd=ws)  # fmt: skip
+                    "--unattended", "--no-wait", cwd=ws,
+                    env={"IRCTL_KEY_DIR": str(tmp_path / "keys")})  # fmt: skip
     assert started.returncode == 3, started.stderr
     run_id = run_id_from(started)
     store = Store.open(f"sqlite:///{ws / '.irctl' / 'irctl.db'}")
@@ -483,6 +489,100 @@ def test_validate_refuses_a_start_nobody_could_make_and_run_needs_the_key(tmp_pa
     drill = irctl("run", "sweep", "-p", f"out={out}", "--mode", "tabletop", "--as", "t1",
                   "--unattended", "--no-wait", cwd=ws)  # fmt: skip
     assert drill.returncode == 3, drill.stderr  # a tabletop run is open to every operator
+
+
+def test_every_live_run_with_operators_is_started_with_the_initiators_own_key(
+    store: Store, tmp_path: Path
+) -> None:
+    """No ``start:`` in the runbook: any operator may start it, but only as themselves."""
+    from irctl.errors import UsageError
+
+    team = Team(tmp_path)
+    model = load_runbook_text(RUNBOOK, "sweep.yaml")
+    engine = team.engine(store)
+    params = {"out": str(team.out)}
+    with pytest.raises(UsageError, match="needs oncall's own private key"):
+        engine.create_run(model, RUNBOOK, params, initiator="oncall")  # a name alone
+    with pytest.raises(UsageError, match="needs oncall's own private key"):
+        engine.create_run(model, RUNBOOK, params, initiator="oncall", starter_key=team.keys["t1"])
+    with pytest.raises(UsageError, match="mallory is not an operator"):
+        engine.create_run(model, RUNBOOK, params, initiator="mallory", starter_key=team.oncall)
+    assert not store.runs()  # nothing recorded
+    run_id = engine.create_run(model, RUNBOOK, params, initiator="t1", starter_key=team.keys["t1"])
+    start = store.events(run_id)[0].data["start"]
+    assert start["key"] == public_key_text(team.keys["t1"])
+    assert start["roles"] == []
+    assert team.engine(store).execute(run_id).status == "waiting"
+    assert team.effects() == ["halt"]
+
+
+@pytest.mark.parametrize("rewrite", ["start removed", "initiator renamed"])
+def test_a_run_created_re_sealed_without_its_signed_start_stops_the_run(
+    store: Store, tmp_path: Path, rewrite: str
+) -> None:
+    """The holder of the installation key rewrites ``run.created`` so that the run seems
+    started by someone else, or by nobody's key, and re-seals it: the run stops before
+    its first step."""
+    team = Team(tmp_path)
+    model = load_runbook_text(RUNBOOK, "sweep.yaml")
+    run_id = team.engine(store).create_run(
+        model, RUNBOOK, {"out": str(team.out)}, initiator="oncall", starter_key=team.oncall
+    )
+    events = store.events(run_id)
+    if rewrite == "start removed":
+        del events[0].data["start"]
+    else:
+        events[0].data["initiator"] = "t1"
+    events.append(Event.make(run_id, 2, ev.CHECKPOINT, {}, ""))  # re-sealed
+    rebuild_run(store, run_id, events, team.installation)
+    assert irctl_verify(store, run_id, team)  # hashes and seals all hold
+    state = team.engine(store).execute(run_id)
+    assert state.status == "tampered", state.reason
+    assert "is not signed by" in str(state.reason)
+    assert team.effects() == []  # not even the halt ran
+
+
+def test_irctl_run_as_someone_else_is_refused_and_detach_keeps_who_started(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    oncall = generate_private_key(keys / "oncall.key")
+    t1 = generate_private_key(keys / "t1.key")
+    operators = (
+        "operators:\n"
+        f'  oncall: {{roles: [security-oncall], key: "{public_key_text(oncall)}"}}\n'
+        f'  t1: {{roles: [treasury], key: "{public_key_text(t1)}"}}\n'
+    )
+    one = (
+        "irctl: 1\nkind: runbook\nid: halt\ntitle: Halt\nparams:\n  out: {type: string}\n"
+        'steps:\n  - {id: halt, action: testing.record, with: {path: "{{ params.out }}", '
+        "key: halt}}\n"
+    )
+    ws = make_workspace(tmp_path / "ws", {"halt": one}, extra=operators)
+    out = tmp_path / "effects.txt"
+    argv = ["run", "halt", "-p", f"out={out}", "--yes", "--unattended"]
+    claimed = irctl(*argv, "--as", "t1", "--key", str(keys / "oncall.key"), cwd=ws)
+    assert claimed.returncode == 2, claimed.stderr
+    assert "needs t1's own private key" in claimed.stderr
+    assert "Traceback" not in claimed.stderr
+    listed = irctl("runs", "list", "--json", cwd=ws)
+    assert json.loads(listed.stdout) == []  # nothing recorded
+    assert not out.exists()
+    detached = irctl(*argv, "--as", "t1", "--key", str(keys / "t1.key"), "--detach", "--json",
+                     cwd=ws, env={"IRCTL_OPERATOR": "nobody"})  # fmt: skip
+    assert detached.returncode == 0, detached.stderr
+    run_id = json.loads(detached.stdout)["run_id"]
+    deadline = time.monotonic() + 60
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
+        if status["status"] not in ("created", "running"):
+            break
+        time.sleep(0.2)
+    log = (ws / ".irctl" / "logs" / f"{run_id}.log").read_text(encoding="utf-8")
+    assert status["status"] == "succeeded", (status, log)
+    assert recorded_keys(str(out)) == ["halt"]
+    assert status["initiator"] == "t1", status
 
 
 # -- what a review of the attacks above found --------------------------------------------------

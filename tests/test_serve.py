@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from irctl.engine.engine import Engine
-from irctl.identity import generate_private_key, public_key_text
+from irctl.identity import generate_private_key, load_private_key, public_key_text
 from irctl.runbook.loader import load_runbook_text
 from irctl.serve.slack import Server, make_server, response_url_allowed
 from irctl.testing import SlackStandIn, recorded_keys
@@ -147,9 +147,11 @@ class Env:
         """A run waiting for approval of sweep-to-cold; (run id, digest)."""
         text = RUNBOOK.replace("ASSURANCE", assurance)
         engine = self.engine()
+        starter = load_private_key(self.ws.root.parent / "keys" / "oncall.key")
         run_id = engine.create_run(
-            load_runbook_text(text, "sweep.yaml"), text, {"out": str(self.out)}, initiator="oncall"
-        )
+            load_runbook_text(text, "sweep.yaml"), text, {"out": str(self.out)},
+            initiator="oncall", starter_key=starter,
+        )  # fmt: skip
         state = engine.execute(run_id)
         assert state.status == "waiting"
         request = state.steps["sweep-to-cold"].approval

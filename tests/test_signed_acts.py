@@ -102,7 +102,8 @@ class Team:
         model = load_runbook_text(text, "runbook.yaml")
         engine = self.engine(store, **kw)
         run_id = engine.create_run(
-            model, text, {"out": str(self.out)}, initiator="oncall", mode=mode
+            model, text, {"out": str(self.out)}, initiator="oncall", mode=mode,
+            starter_key=self.oncall,
         )
         state = engine.execute(run_id)
         assert state.status == "waiting", (state.status, state.reason)
@@ -231,7 +232,9 @@ def test_an_answer_at_the_terminal_is_signed_or_not_asked(store: Store, tmp_path
         assert not _of(store, run_id, ev.STEP_ANSWERED)
     model = load_runbook_text(RUNBOOK, "runbook.yaml")
     right = team.engine(store, interactive=terminal, operator="oncall", operator_key=team.oncall)
-    run_id = right.create_run(model, RUNBOOK, {"out": str(team.out)}, initiator="oncall")
+    run_id = right.create_run(
+        model, RUNBOOK, {"out": str(team.out)}, initiator="oncall", starter_key=team.oncall
+    )
     state = right.execute(run_id)
     assert state.status == "succeeded", state.reason
     assert len(asked) == 1
@@ -339,7 +342,8 @@ def test_irctl_answer_signs_with_the_key_and_verify_trust_catches_a_swapped_one(
     out = tmp_path / "effects.txt"
     nowhere = {"IRCTL_KEY_DIR": str(tmp_path / "no-keys")}
     started = irctl("run", "confirm-sweep", "-p", f"out={out}", "--as", "oncall", "--yes",
-                    "--unattended", cwd=ws, env=nowhere)  # fmt: skip
+                    "--key", str(keys / "oncall.key"), "--unattended", cwd=ws,
+                    env=nowhere)  # fmt: skip
     assert started.returncode == 3, started.stderr
     run_id = run_id_from(started)
 
@@ -415,7 +419,8 @@ def test_irctl_abort_in_a_live_run_needs_the_key(tmp_path: Path) -> None:
     out = tmp_path / "effects.txt"
     nowhere = {"IRCTL_KEY_DIR": str(tmp_path / "no-keys")}
     started = irctl("run", "confirm-sweep", "-p", f"out={out}", "--as", "oncall", "--yes",
-                    "--unattended", cwd=ws, env=nowhere)  # fmt: skip
+                    "--key", str(keys / "oncall.key"), "--unattended", cwd=ws,
+                    env=nowhere)  # fmt: skip
     run_id = run_id_from(started)
     refused = irctl("abort", run_id, "--reason", "drill over", "--as", "oncall", cwd=ws,
                     env=nowhere)  # fmt: skip

@@ -39,9 +39,9 @@ steps:
 
 def _run(tmp_path: Path, min_assurance: str) -> tuple[Store, Engine, str, Any]:
     installation = generate_private_key(tmp_path / "installation.key")
-    keys = {n: generate_private_key(tmp_path / f"{n}.key") for n in ("alice", "bob")}
+    keys = {n: generate_private_key(tmp_path / f"{n}.key") for n in ("oncall", "alice", "bob")}
     config = Config.model_validate({"operators": {
-        "oncall": {"roles": ["security-oncall"]},
+        "oncall": {"roles": ["security-oncall"], "key": public_key_text(keys["oncall"])},
         "alice": {"roles": ["security-lead"], "slack": "U0ALICE",
                   "key": public_key_text(keys["alice"])},
         "bob": {"roles": ["treasury"], "slack": "U0BOB", "key": public_key_text(keys["bob"])},
@@ -51,7 +51,7 @@ def _run(tmp_path: Path, min_assurance: str) -> tuple[Store, Engine, str, Any]:
     engine = Engine(store, config=config, signing_key=installation)
     run_id = engine.create_run(
         load_runbook_text(text, "gated.yaml"), text, {"out": str(tmp_path / "out.txt")},
-        initiator="oncall",
+        initiator="oncall", starter_key=keys["oncall"],
     )  # fmt: skip
     assert engine.execute(run_id).status == "waiting"
     return store, engine, run_id, installation

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from irctl.engine.engine import Engine
-from irctl.identity import generate_private_key, public_key_text
+from irctl.identity import generate_private_key, load_private_key, public_key_text
 from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
@@ -63,10 +63,12 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def _config(slack: Any, tmp_path: Path) -> tuple[Config, dict[str, Any]]:
-    keys = {n: generate_private_key(tmp_path / "keys" / f"{n}.key") for n in ("alice", "bob")}
+    keys = {
+        n: generate_private_key(tmp_path / "keys" / f"{n}.key") for n in ("oncall", "alice", "bob")
+    }
     config = Config.model_validate({
         "operators": {
-            "oncall": {"roles": ["security-oncall"]},
+            "oncall": {"roles": ["security-oncall"], "key": public_key_text(keys["oncall"])},
             "alice": {"roles": ["security-lead"], "slack": "U0ALICE",
                       "key": public_key_text(keys["alice"])},
             "bob": {"roles": ["treasury"], "slack": "U0BOB", "key": public_key_text(keys["bob"])},
@@ -86,7 +88,7 @@ def _start(store: Store, config: Config, tmp_path: Path, *, min_assurance: str =
     made = Engine(store, config=config, signing_key=installation, **engine)
     run_id = made.create_run(
         model, text, {"out": str(tmp_path / "out.txt")}, initiator="oncall", mode=mode,
-        incident="INC-42",
+        incident="INC-42", starter_key=load_private_key(tmp_path / "keys" / "oncall.key"),
     )  # fmt: skip
     return made, run_id
 
@@ -181,7 +183,10 @@ def test_slack_down_never_slows_or_fails_a_run(slack: Any, tmp_path: Path) -> No
     )
     model = load_runbook_text(text, "quick.yaml")
     engine = Engine(store, config=config, notify_grace=0.5)
-    run_id = engine.create_run(model, text, {"out": str(tmp_path / "o.txt")}, initiator="oncall")
+    run_id = engine.create_run(
+        model, text, {"out": str(tmp_path / "o.txt")}, initiator="oncall",
+        starter_key=load_private_key(tmp_path / "keys" / "oncall.key"),
+    )  # fmt: skip
     slack.down("hang")  # accepts nothing: every call waits for its timeout
     began = time.monotonic()
     state = engine.execute(run_id)
@@ -203,7 +208,10 @@ def test_a_bad_token_is_recorded_never_a_failed_run(slack: Any, tmp_path: Path) 
         "steps:\n  - {id: a, action: wait.sleep, with: {seconds: 0}}\n"
     )
     engine = Engine(store, config=bad, notify_grace=10)
-    run_id = engine.create_run(load_runbook_text(text, "one.yaml"), text, {}, initiator="oncall")
+    run_id = engine.create_run(
+        load_runbook_text(text, "one.yaml"), text, {}, initiator="oncall",
+        starter_key=load_private_key(tmp_path / "keys" / "oncall.key"),
+    )  # fmt: skip
     state = engine.execute(run_id)
     assert state.status == "succeeded"
     failed = [e.data for e in store.events(run_id) if e.type == "notify.failed"]

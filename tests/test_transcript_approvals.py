@@ -629,8 +629,9 @@ def _fan_out_run(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> tuple[St
     from irctl.runbook.loader import load_runbook_text
     from irctl.runbook.model import Config
 
+    oncall = Ed25519PrivateKey.generate()  # signs the run's start
     config = Config.model_validate({"operators": {
-        "oncall": {"roles": ["security-oncall"]},
+        "oncall": {"roles": ["security-oncall"], "key": public_key_text(oncall)},
         "bob": {"roles": ["treasury"], "key": public_key_text(keys["bob"])},
         "dana": {"roles": ["security-lead"], "key": public_key_text(keys["dana"])},
     }})  # fmt: skip
@@ -638,7 +639,7 @@ def _fan_out_run(tmp_path: Path, keys: dict[str, Ed25519PrivateKey]) -> tuple[St
     engine = Engine(store, config=config, signing_key=keys["install"])
     model = load_runbook_text(FAN_OUT, "fan.yaml")
     run_id = engine.create_run(model, FAN_OUT, {"out": str(tmp_path / "sent.txt")},
-                               initiator="oncall")  # fmt: skip
+                               initiator="oncall", starter_key=oncall)  # fmt: skip
     assert engine.execute(run_id).status == "waiting"
     for who in ("bob", "dana"):
         Engine(store).decide(

@@ -137,7 +137,8 @@ def run_demo(root: Path, *, interactive: bool, console: Console, stdout: Console
             operator="demo-oncall", operator_key=keys["demo-oncall"],
         )  # fmt: skip
         run_id = engine.create_run(
-            runbook, text, params, initiator="demo-oncall", mode="live", incident="INC-DEMO-1"
+            runbook, text, params, initiator="demo-oncall", mode="live", incident="INC-DEMO-1",
+            starter_key=keys["demo-oncall"],  # a live run's start is signed by its initiator
         )
         console.print(f"run [bold]{run_id}[/bold] started\n")
         with view:

@@ -242,8 +242,8 @@ def run_command(
     key: Path | None = typer.Option(
         None,
         "--key",
-        help="Your private key: it signs the start of a runbook whose start: names the roles "
-        "that may start it, and your answers in a live run "
+        help="Your private key: in a workspace with operators it signs the start of a live "
+        "run, and your answers, marks and aborts in it "
         "(default: $IRCTL_KEY, or where 'irctl keys generate' put it).",
     ),
     detach: bool = typer.Option(False, help="Start the run in the background and return its id."),
@@ -283,15 +283,15 @@ def run_command(
             "[yellow]warning:[/yellow] this workspace has no installation key, so the "
             "transcript will not be signed; run 'irctl init' to create one"
         )
-    starter = _starter_key(model, mode, who, key)
-    if mode == "live" and not yes and not detach and sys.stdin.isatty():
+    starter = _starter_key(ws, model, mode, who, key)
+    if mode == "live" and not yes and sys.stdin.isatty():
         typer.confirm(f"Start a LIVE run of '{model.id}'?", abort=True)
     if detach:
         engine = _engine(ws)
         run_id = engine.create_run(
             model, text, params, initiator=who, mode=mode, incident=incident, starter_key=starter
         )
-        _detach(ws, run_id)
+        _detach(ws, run_id, who, key)
         if as_json:
             print_json({"run_id": run_id, "detached": True})
         else:
@@ -307,19 +307,21 @@ def run_command(
 
 
 def _starter_key(
-    model: "Runbook", mode: str, who: str, given: Path | None
+    ws: "Workspace", model: "Runbook", mode: str, who: str, given: Path | None
 ) -> "Ed25519PrivateKey | None":
-    """The initiator's private key, when the runbook's ``start:`` needs a signed start."""
-    if model.start is None or mode != "live":
+    """The initiator's private key: a live run in a workspace with operators is started with
+    it (and a runbook's ``start:`` may name the roles allowed to start it)."""
+    if mode != "live" or not ws.config.operators:
         return None
     from irctl.identity import load_private_key, operator_key_path
 
     path = given or operator_key_path(who)
     if not path.is_file():
         where = f"--key {given}: no such key file" if given else f"no key for {who} at {path}"
+        roles = f" (start.roles: {', '.join(model.start.roles)})" if model.start else ""
         raise UsageError(
-            f"a live run of '{model.id}' is started with the initiator's own key "
-            f"(start.roles: {', '.join(model.start.roles)}): {where}; give --key FILE"
+            f"a live run of '{model.id}' is started with the initiator's own key{roles}: "
+            f"{where}; give --key FILE (or set $IRCTL_KEY)"
         )
     try:
         return load_private_key(path)
@@ -380,7 +382,8 @@ def _execute(
     _finish(state)
 
 
-def _detach(ws: "Workspace", run_id: str) -> None:
+def _detach(ws: "Workspace", run_id: str, who: str, key: Path | None) -> None:
+    """Continue the run in a background ``irctl resume``, as ``who`` (with their key file)."""
     import subprocess
 
     logs = ws.state_dir / "logs"
@@ -389,7 +392,8 @@ def _detach(ws: "Workspace", run_id: str) -> None:
     argv = [str(exe)] if exe else [sys.executable, "-c", "from irctl.cli import main; main()"]
     with (logs / f"{run_id}.log").open("ab") as log:
         subprocess.Popen(
-            [*argv, "resume", run_id, "--unattended", "--wait"],
+            [*argv, "resume", run_id, "--unattended", "--wait", "--as", who,
+             *(["--key", str(key.expanduser().resolve())] if key is not None else [])],
             cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, env={**os.environ, "IRCTL_WORKSPACE": str(ws.root)},
         )  # fmt: skip

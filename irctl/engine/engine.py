@@ -225,10 +225,10 @@ class Engine:
     ) -> str:
         """Record a new run (``run.created``) with the exact runbook text; runs nothing.
 
-        A live run of a runbook with ``start:`` is started only by an operator holding one of
-        its roles, with ``starter_key`` their own key (the key irctl.yaml lists for them):
-        ``run.created`` carries their signed statement, which the engine checks again each
-        time it opens the run.
+        In a workspace with operators, a live run is started only by an operator, with
+        ``starter_key`` their own key (the key irctl.yaml lists for them), and, for a runbook
+        with ``start:``, only by one holding one of its roles: ``run.created`` carries their
+        signed statement, which the engine checks again each time it opens the run.
         """
         if mode not in ("live", "tabletop", "sandbox"):
             raise UsageError(f"mode must be live, tabletop or sandbox, not {mode!r}")
@@ -285,25 +285,29 @@ class Engine:
     def _signed_start(
         self, runbook: Runbook, initiator: str, mode: str, key: Ed25519PrivateKey | None
     ) -> list[str] | None:
-        """The roles a live run of ``runbook`` needs its initiator to hold (None: no ``start:``
-        or not live); UsageError when the initiator or their key does not meet them."""
-        if runbook.start is None or mode != "live":
+        """The roles allowed to start a live run of ``runbook`` (``[]``: any operator), or None
+        when its start is not signed (not live, or no operators configured); UsageError when
+        the initiator is not allowed or does not hold their own key."""
+        if mode != "live" or not self.config.operators:
             return None
         from irctl.identity import public_key_text
 
-        allowed = runbook.start.roles
+        allowed = runbook.start.roles if runbook.start is not None else []
         operator = self.config.operators.get(initiator)
         roles = operator.roles if operator is not None else []
-        if operator is None or not set(roles) & set(allowed):
+        if operator is None:
+            raise UsageError(
+                f"{initiator} is not an operator in irctl.yaml, and a live run is started by one"
+            )
+        if allowed and not set(roles) & set(allowed):
             raise UsageError(
                 f"{initiator} (roles: {', '.join(sorted(roles)) or 'none'}) may not start a live "
                 f"run of '{runbook.id}': its start.roles allows {', '.join(sorted(allowed))}"
             )
         if not operator.key:
             raise UsageError(
-                f"starting a live run of '{runbook.id}' is signed with the initiator's own key, "
-                f"and irctl.yaml has none for {initiator}: run 'irctl keys generate {initiator}' "
-                "and add the line it prints"
+                f"a live run is started with the initiator's own key, and irctl.yaml has none "
+                f"for {initiator}: run 'irctl keys generate {initiator}' and add the line it prints"
             )
         if key is None or public_key_text(key) != operator.key:
             raise UsageError(
@@ -331,19 +335,23 @@ class Engine:
         )
 
     def _start_problem(self, runbook: Runbook, state: RunState, created: Event) -> str | None:
-        """Why a live run of a runbook with ``start:`` may not go on: its recorded start is
-        not an allowed initiator's signed statement (checked against irctl.yaml)."""
-        if runbook.start is None or state.mode != "live":
+        """Why a live run may not go on in a workspace with operators: its recorded start is
+        not the signed statement of its initiator, an operator irctl.yaml lists (holding one
+        of the runbook's ``start.roles``, when it names them).  A run started by an irctl
+        older than signed starts has none."""
+        if state.mode != "live" or not self.config.operators:
             return None
         from irctl.record.approvals import start_problem
 
         operator = self.config.operators.get(state.initiator)
         pinned = state.operators.get(state.initiator) or {}
         roles = [r for r in (operator.roles if operator else []) if r in pinned.get("roles", [])]
+        allowed = runbook.start.roles if runbook.start is not None else None
+        if operator is None:
+            return f"{state.initiator}, who started run {state.run_id}, is not in irctl.yaml"
         return start_problem(
-            created.data.get("start"), created.data, state.run_id, runbook.start.roles, roles,
-            operator.key if operator is not None else None,
-        )  # fmt: skip
+            created.data.get("start"), created.data, state.run_id, allowed, roles, operator.key
+        )
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
         """Append one event from outside an execution (answers, marks, notes), sealed; a

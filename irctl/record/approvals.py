@@ -70,7 +70,7 @@ def statement(data: Mapping[str, Any]) -> bytes:
 
 
 def start_statement(data: Mapping[str, Any]) -> bytes:
-    """The exact bytes the initiator signs to start a live run of a runbook with ``start:``."""
+    """The exact bytes the initiator signs to start a live run (in a workspace with operators)."""
     body = {name: data.get(name) for name in START_FIELDS}
     return ("irctl-start:v1:" + canonical_json(body)).encode("utf-8")
 
@@ -79,23 +79,29 @@ def start_problem(
     start: Mapping[str, Any] | None,
     created: Mapping[str, Any],
     run_id: str,
-    allowed: Iterable[str],
+    allowed: Iterable[str] | None,
     roles: Iterable[str],
     key: str | None,
 ) -> str | None:
     """Why a run's recorded start does not prove that its initiator, holding ``key`` (as
-    irctl.yaml lists it) and ``roles``, started it under a ``start:`` that ``allowed`` them."""
+    irctl.yaml lists it) and ``roles``, started it under a ``start:`` that ``allowed`` them
+    (``allowed`` None: the runbook names no roles, and any operator may start it)."""
     from irctl.identity import load_public_key, verify
 
     who = created.get("initiator")
-    if not set(roles) & set(allowed):
+    if allowed is not None and not set(roles) & set(allowed):
         return (
             f"{who} (roles: {', '.join(sorted(roles)) or 'none'}) may not start this runbook: "
             f"start.roles allows {', '.join(sorted(allowed))}"
         )
     if not key:
         return f"{who} has no key in irctl.yaml, and starting this runbook needs one"
-    if not isinstance(start, Mapping) or start.get("key") != key:
+    if not isinstance(start, Mapping):
+        return (
+            f"the start of run {run_id} is not signed by {who}'s key: its record was rewritten, "
+            "or the run was started by an older irctl, before starts were signed"
+        )
+    if start.get("key") != key:
         return f"the start of run {run_id} is not signed by {who}'s key"
     signature = start.get("sig")
     body = {**{name: created.get(name) for name in START_FIELDS}, "run": run_id}
