@@ -42,7 +42,7 @@ from typing import Any, Generic, Protocol, TypeVar, get_type_hints
 
 from pydantic import BaseModel
 
-from irctl.errors import ActionError, IntegrationError
+from irctl.errors import ActionError, ForeignDefinition, IntegrationError
 
 __all__ = [
     "Action",
@@ -84,6 +84,7 @@ FIRST_PARTY = {
 }
 
 Inputs = TypeVar("Inputs", bound=BaseModel)
+T = TypeVar("T")
 Outputs = dict[str, Any]
 
 
@@ -264,7 +265,15 @@ class Action(Generic[Inputs]):
         return f"<Action {self.name}>"
 
 
-_DEFINED: dict[str, Action[Any]] = {}
+#: Every definition, by name and by the top-level package whose code made it: the registry
+#: takes a name only from the package that provides its namespace, so a package loaded for
+#: ``vaultline.*`` cannot, by defining ``notify.console`` or ``evm.sweep``, replace it.
+_DEFINED: dict[str, dict[str, Action[Any]]] = {}
+
+
+def _package(made: Any) -> str:
+    """The top-level package of the code that made ``made`` (a function, a factory)."""
+    return str(getattr(made, "__module__", None) or "").split(".", 1)[0]
 
 
 class Notifier(Protocol):
@@ -295,21 +304,21 @@ class NotifyContext:
 
 
 NotifierFactory = Callable[[NotifyContext], "Notifier | None"]
-_NOTIFIERS: dict[str, NotifierFactory] = {}
+_NOTIFIERS: dict[str, dict[str, NotifierFactory]] = {}  # namespace -> package -> factory
 
 
 def notifier(namespace: str) -> Callable[[NotifierFactory], NotifierFactory]:
     """Register a notifier factory for an integration; used when irctl.yaml configures it."""
 
     def decorate(factory: NotifierFactory) -> NotifierFactory:
-        _NOTIFIERS[namespace] = factory
+        _NOTIFIERS.setdefault(namespace, {})[_package(factory)] = factory
         return factory
 
     return decorate
 
 
 Preflight = Callable[[dict[str, Any]], "list[str]"]
-_PREFLIGHTS: dict[str, Preflight] = {}
+_PREFLIGHTS: dict[str, dict[str, Preflight]] = {}  # namespace -> package -> check
 
 
 def preflight(namespace: str) -> Callable[[Preflight], Preflight]:
@@ -321,7 +330,7 @@ def preflight(namespace: str) -> Callable[[Preflight], Preflight]:
     """
 
     def decorate(check: Preflight) -> Preflight:
-        _PREFLIGHTS[namespace] = check
+        _PREFLIGHTS.setdefault(namespace, {})[_package(check)] = check
         return check
 
     return decorate
@@ -362,7 +371,7 @@ def action(
             name, model, fn,
             idempotent=idempotent, secret_outputs=secret_outputs, drill_safe=drill_safe,
         )  # fmt: skip
-        _DEFINED[name] = defined
+        _DEFINED.setdefault(name, {})[_package(fn)] = defined
         return defined
 
     return decorate
@@ -441,13 +450,32 @@ class Registry:
                 return f"the '{namespace}' integration failed to load: {type(exc).__name__}: {exc}"
         return None
 
+    def owners(self, namespace: str) -> list[str]:
+        """The top-level packages that provide ``namespace`` (whose definitions count)."""
+        return list(dict.fromkeys(module.split(".", 1)[0] for module in self.modules(namespace)))
+
+    def _owned(self, namespace: str, made: dict[str, T], what: str) -> T | None:
+        """The definition ``namespace``'s own package made; IntegrationError when only
+        other packages made one (a package may define only in its own namespace)."""
+        for owner in self.owners(namespace):
+            if owner in made:
+                return made[owner]
+        if made:
+            raise ForeignDefinition(
+                f"{what} is defined by {', '.join(sorted(made))}, which does not provide "
+                f"'{namespace}.*': a package defines actions, notifiers and checks only in "
+                "the namespace of its own entry point; irctl uses none of these"
+            )
+        return None
+
     def get(self, name: str) -> Action[Any]:
         if name in self._extra:
             return self._extra[name]
         namespace = name.split(".", 1)[0]
         self.load_namespace(namespace)
-        if name in _DEFINED:
-            return _DEFINED[name]
+        found = self._owned(namespace, _DEFINED.get(name, {}), f"action '{name}'")
+        if found is not None:
+            return found
         raise IntegrationError(f"unknown action '{name}'")
 
     def notifiers(self, configured: Iterable[str]) -> list[tuple[str, NotifierFactory]]:
@@ -457,7 +485,8 @@ class Registry:
             if not self.modules(namespace):
                 continue
             self.load_namespace(namespace)
-            factory = _NOTIFIERS.get(namespace)
+            made = _NOTIFIERS.get(namespace, {})
+            factory = self._owned(namespace, made, f"the '{namespace}' notifier")
             if factory is not None:
                 found.append((namespace, factory))
         return found
@@ -467,11 +496,12 @@ class Registry:
         if not self.modules(namespace):
             return None
         self.load_namespace(namespace)
-        return _PREFLIGHTS.get(namespace)
+        return self._owned(namespace, _PREFLIGHTS.get(namespace, {}), f"the '{namespace}' check")
 
     def known(self, namespace: str | None = None) -> list[str]:
         """Names of the actions defined so far (load namespaces first to see theirs)."""
-        names = set(_DEFINED) | set(self._extra)
+        owned = {n for n, made in _DEFINED.items() if set(made) & set(self.owners(n.split(".")[0]))}
+        names = owned | set(self._extra)
         if namespace is not None:
             names = {n for n in names if n.split(".", 1)[0] == namespace}
         return sorted(names)

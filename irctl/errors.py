@@ -92,6 +92,10 @@ class IntegrationError(IrctlError):
     exit_code = 2
 
 
+class ForeignDefinition(IntegrationError):
+    """An action, notifier or check defined by a package that does not provide its namespace."""
+
+
 class SecretError(IrctlError):
     """A secret reference cannot be resolved (unset variable, unreadable file)."""
 

@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from irctl.actions import EXTRAS, Action, Registry
-from irctl.errors import IntegrationError
+from irctl.errors import ForeignDefinition, IntegrationError
 from irctl.runbook.limits import refused_attribute, refused_key
 from irctl.runbook.located import (
     Document,
@@ -525,6 +525,9 @@ class _RunbookChecks:
             return
         try:
             defined = registry.get(name)
+        except ForeignDefinition as exc:
+            self.doc.add((*loc, "action"), exc.message)
+            return
         except IntegrationError:
             known = registry.known(namespace)
             hint = suggest(name, known)
