@@ -20,10 +20,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/irctl demo
 
+# the suite across every core (pytest-xdist); each worker starts its own PostgreSQL and moto
 test: $(STAMP) check
 	scripts/ensure-postgres
 	scripts/ensure-chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 check: lint typecheck imports
 
@@ -38,7 +39,7 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 pytest: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -424,8 +424,12 @@ class Registry:
         if problem is not None:
             raise IntegrationError(problem)
 
+    def _embedded(self, namespace: str) -> bool:
+        """Whether ``namespace`` holds actions added directly (register), not by a package."""
+        return any(name.startswith(namespace + ".") for name in self._extra)
+
     def _import(self, namespace: str) -> str | None:
-        if any(name.startswith(namespace + ".") for name in self._extra):
+        if self._embedded(namespace):
             return None
         found = self.modules(namespace)
         if not found:
@@ -457,9 +461,12 @@ class Registry:
     def _owned(self, namespace: str, made: dict[str, T], what: str) -> T | None:
         """The definition ``namespace``'s own package made; IntegrationError when only
         other packages made one (a package may define only in its own namespace)."""
-        for owner in self.owners(namespace):
+        owners = self.owners(namespace)
+        for owner in owners:
             if owner in made:
                 return made[owner]
+        if made and not owners and self._embedded(namespace):
+            return next(iter(made.values()))  # a program embedding irctl vouches for its own
         if made:
             raise ForeignDefinition(
                 f"{what} is defined by {', '.join(sorted(made))}, which does not provide "
