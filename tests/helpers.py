@@ -113,3 +113,15 @@ def rebuild_run(store: Any, run_id: str, events: list[Any], installation: Any) -
                 hash=event.hash,
             ))  # fmt: skip
         prev = event.hash
+
+
+def resign_start(created: dict[str, Any], run_id: str, key: Any) -> None:
+    """Sign ``run.created``'s start again with ``key``, as an insider who swapped the
+    initiator's recorded key for their own would."""
+    from irctl.identity import sign
+    from irctl.record.approvals import start_statement
+
+    created["start"] = {
+        "roles": created.get("start", {}).get("roles", []), "key": public_key_text(key),
+        "sig": sign(key, start_statement({**created, "run": run_id})),
+    }  # fmt: skip

@@ -24,10 +24,11 @@ from irctl.journal.events import GENESIS, Event
 from irctl.journal.state import fold
 from irctl.journal.store import Store
 from irctl.record.approvals import sign_decision
+from irctl.record.transcript import verify_run
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.testing import SlackStandIn, recorded_keys
-from tests.helpers import irctl, make_workspace, rebuild_run, run_id_from
+from tests.helpers import irctl, make_workspace, rebuild_run, resign_start, run_id_from
 
 RUNBOOK = """\
 irctl: 1
@@ -442,7 +443,9 @@ def test_a_start_rewritten_with_other_params_stops_the_run(
     events[0].data["params"] = {"out": str(tmp_path / "elsewhere.txt")}
     events.append(Event.make(run_id, 2, ev.CHECKPOINT, {}, ""))
     rebuild_run(store, run_id, events, team.installation)
-    assert irctl_verify(store, run_id, team)  # hashes and seals all hold
+    report = verify_run(store, run_id, [public_key_text(team.installation)])
+    assert [p for p in report.problems if "is not signed by oncall's key" in p], report.problems
+    assert len(report.problems) == 1  # hashes and seals hold: only the start gives it away
     state = team.engine(store).execute(run_id)
     assert state.status == "tampered"
     assert "is not signed by oncall's key" in str(state.reason)
@@ -535,11 +538,47 @@ def test_a_run_created_re_sealed_without_its_signed_start_stops_the_run(
         events[0].data["initiator"] = "t1"
     events.append(Event.make(run_id, 2, ev.CHECKPOINT, {}, ""))  # re-sealed
     rebuild_run(store, run_id, events, team.installation)
-    assert irctl_verify(store, run_id, team)  # hashes and seals all hold
+    report = verify_run(store, run_id, [public_key_text(team.installation)])
+    assert [p for p in report.problems if "is not signed by" in p], report.problems
+    assert len(report.problems) == 1  # hashes and seals hold: only the start gives it away
     state = team.engine(store).execute(run_id)
     assert state.status == "tampered", state.reason
     assert "is not signed by" in str(state.reason)
     assert team.effects() == []  # not even the halt ran
+
+
+def test_verify_trust_catches_a_start_re_signed_with_a_swapped_initiator_key(
+    store: Store, tmp_path: Path
+) -> None:
+    """The installation key's holder swaps oncall's recorded key for their own and re-signs
+    the start with it: the journal is consistent on its own word, but not against the keys
+    irctl.yaml lists; the engine stops the run, and verify --trust names the start."""
+    from irctl.record.keyring import Trust
+
+    team = Team(tmp_path)
+    model = load_runbook_text(RUNBOOK, "sweep.yaml")
+    run_id = team.engine(store).create_run(
+        model, RUNBOOK, {"out": str(team.out)}, initiator="oncall", starter_key=team.oncall
+    )
+    mallory = generate_private_key(tmp_path / "mallory.key")
+    events = store.events(run_id)
+    created = events[0].data
+    created["operators"]["oncall"]["key"] = public_key_text(mallory)
+    resign_start(created, run_id, mallory)
+    events.append(Event.make(run_id, 2, ev.CHECKPOINT, {}, ""))
+    rebuild_run(store, run_id, events, team.installation)
+    own_word = verify_run(store, run_id, [public_key_text(team.installation)])
+    assert own_word.ok, own_word.problems
+    assert own_word.signed_start == "oncall"
+    trusted = verify_run(
+        store, run_id, [public_key_text(team.installation)],
+        trust=Trust.of_config(team.config, "irctl.yaml"),
+    )  # fmt: skip
+    assert not trusted.ok
+    assert [p for p in trusted.problems if "the start does not count" in p], trusted.problems
+    state = team.engine(store).execute(run_id)
+    assert state.status == "tampered", state.reason
+    assert team.effects() == []
 
 
 def test_irctl_run_as_someone_else_is_refused_and_detach_keeps_who_started(

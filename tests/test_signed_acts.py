@@ -29,7 +29,7 @@ from irctl.record.transcript import checkpoint_data, verify_run
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.testing import recorded_keys
-from tests.helpers import irctl, make_workspace, rebuild_run, run_id_from
+from tests.helpers import irctl, make_workspace, rebuild_run, resign_start, run_id_from
 
 RUNBOOK = """\
 irctl: 1
@@ -202,6 +202,7 @@ def test_an_answer_re_signed_after_swapping_the_operators_key_stops_the_run(
     run_id = team.start(store)
     events = store.events(run_id)
     events[0].data["operators"]["oncall"]["key"] = public_key_text(team.mallory)
+    resign_start(events[0].data, run_id, team.mallory)
     forged = sign_act(team.mallory, run_id, ev.STEP_ANSWERED,
                       {"step": "custody", "answer": "done", "by": "oncall"})  # fmt: skip
     last = events[-1]
@@ -379,6 +380,7 @@ def test_irctl_answer_signs_with_the_key_and_verify_trust_catches_a_swapped_one(
     mallory = generate_private_key(tmp_path / "mallory.key")
     items = [json.loads(line) for line in lines]
     items[0]["data"]["operators"]["oncall"]["key"] = public_key_text(mallory)
+    resign_start(items[0]["data"], run_id, mallory)
     rewritten, prev, last = [], GENESIS, None
     for seq, item in enumerate(items, 1):
         data = item["data"]

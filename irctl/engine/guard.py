@@ -133,19 +133,19 @@ class JournalGuard:
             )  # fmt: skip
             return found
         tail = report.unsealed
+        unsealed = [e for e in events if e.seq > report.sealed_seq] if tail else []
+        created = events[0] if events else None
+        if self.trusted and created in unsealed and not self._created_ok(created):
+            found.tampering = Tampering(  # before what it says: irctl never wrote it so
+                1, "run.created is sealed neither by a checkpoint nor by its own signature "
+                "of the installation key: irctl did not create this run as it reads",
+            )  # fmt: skip
+            return found
         only_tail = tail > 0 and len(report.problems) == 1
         if report.problems and not only_tail:
             found.tampering = Tampering(report.first_bad, report.problems[0])
             return found
         if tail:
-            unsealed = [e for e in events if e.seq > report.sealed_seq]
-            created = events[0] if events else None
-            if self.trusted and created in unsealed and not self._created_ok(created):
-                found.tampering = Tampering(
-                    1, "run.created is sealed neither by a checkpoint nor by its own signature "
-                    "of the installation key: irctl did not create this run as it reads",
-                )  # fmt: skip
-                return found
             if self.trusted:
                 for event in unsealed:
                     if event.type in _SEALED_WHEN_RECORDED and not _engines_own(event):

@@ -220,6 +220,7 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     approvals: int = 0
     signed_acts: int = 0  # answers, marks and aborts signed by their operator, verified
+    signed_start: str | None = None  # the initiator whose signed start verified
     slack_approvals: int = 0
     unchecked_approvals: int = 0
     break_glass: list[str] = field(default_factory=list)
@@ -235,6 +236,8 @@ class VerifyReport:
     def approvals_summary(self) -> str:
         """``3 approvals verified; BREAK-GLASS used by carol on sweep`` (empty if none)."""
         parts: list[str] = []
+        if self.signed_start:
+            parts.append(f"started by {self.signed_start} (signed)")
         if self.approvals or self.slack_approvals:
             text = f"{self.approvals} approval{'s' if self.approvals != 1 else ''} verified"
             if self.slack_approvals:
@@ -671,6 +674,7 @@ class _Verifier:
             notes=notes,
             approvals=approvals.signed,
             signed_acts=approvals.signed_acts,
+            signed_start=str(approvals.initiator) if approvals.signed_start else None,
             slack_approvals=approvals.slack,
             unchecked_approvals=approvals.unchecked,
             break_glass=list(approvals.break_glass),
@@ -748,6 +752,7 @@ class _Approvals:
         self.signed = 0
         self.signed_acts = 0  # answers, marks and aborts whose operator's signature verified
         self.acts_required = False  # a live run with operators: every act must be signed
+        self.signed_start = False  # its start verified against the initiator's key
         self.slack = 0
         self.unchecked = 0
         self.break_glass: list[str] = []
@@ -806,6 +811,29 @@ class _Approvals:
         self.acts_required = acts_must_be_signed(data)
         if self.v.trust is not None:
             self.check_trust(self.v.trust)
+        if self.acts_required:
+            self.check_start(data)
+
+    def check_start(self, data: dict[str, Any]) -> None:
+        """A live run with operators is started by one of them, signed with their key as
+        recorded at run start (and trusted by the trust root, when one is given)."""
+        from irctl.record.approvals import start_problem
+
+        who = self.initiator
+        operator = (self.operators or {}).get(who) if isinstance(who, str) else None
+        if not isinstance(operator, dict):
+            self.v.problem(1, f"event 1 (line 1): the run's initiator {who!r} is not one of "
+                              "the operators recorded at run start")  # fmt: skip
+            return
+        key = operator.get("key") if isinstance(operator.get("key"), str) else None
+        problem = start_problem(data.get("start"), data, str(self.v.run), None, [], key)
+        untrusted = self.untrusted.get(who) if isinstance(who, str) else None
+        if problem is None and untrusted is not None and self.v.trust is not None:
+            problem = f"the start does not count: {untrusted.why(self.v.trust.source)}"
+        if problem is not None:
+            self.v.problem(1, f"event 1 (line 1): {problem}")
+        else:
+            self.signed_start = True
 
     def event(self, n: int, seq: int, kind: str, data: dict[str, Any]) -> None:
         while self.deferred:
