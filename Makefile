@@ -1,12 +1,18 @@
 # make demo   create .venv, install, run a complete incident in a local sandbox
 # make test   create .venv, install, lint, type-check, check the import layers, run the suite
 # make bench  the performance table
+# make bench-peers  the same workloads under irctl, Chaos Toolkit and ansible-core: the ratios
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# bench-peers: the peers in a venv of their own, so their dependencies never meet irctl's;
+# BENCH_PEERS_ARGS passes options on (bench/peers.py --help)
+PEERS_VENV  ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+BENCH_PEERS_ARGS ?=
 
-.PHONY: install demo test check lint typecheck imports pytest bench clean
+.PHONY: install demo test check lint typecheck imports pytest bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,5 +50,14 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
+$(PEERS_STAMP): bench/peers-requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r bench/peers-requirements.txt \
+		|| { echo "bench-peers: cannot install bench/peers-requirements.txt into $(PEERS_VENV) (pip's error above)" >&2; exit 1; }
+	touch $(PEERS_STAMP)
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(PY) bench/peers.py --peers $(PEERS_VENV) $(BENCH_PEERS_ARGS)
+
 clean:
-	rm -rf $(VENV) .irctl-demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PEERS_VENV) .irctl-demo .mypy_cache .ruff_cache .pytest_cache
