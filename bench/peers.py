@@ -287,7 +287,10 @@ class Figures:
         if base is None:
             return texts
         refs = (base.startup, base.noop, base.true, base.rss)
-        return [f"{t} ({v / r:.2f}×)" for t, v, r in zip(texts, values, refs, strict=True)]
+        return [
+            f"{t} ({v / r:.2f}×)" if v > 0 and r > 0 else f"{t} (n/a)"
+            for t, v, r in zip(texts, values, refs, strict=True)
+        ]
 
 
 def measure(
@@ -332,8 +335,12 @@ def measure(
         rss = statistics.median(peaks[tool.name]) / 1024
         figures[tool.name] = Figures(med(tool.name, "no-op", 1), slope["no-op"], slope["true"], rss)
         for kind, n in plan:
-            median = med(tool.name, kind, n)
-            print(f"  measured: {tool.name} {kind} × {n}: {median:.3f} s", file=sys.stderr)
+            runs = seconds[(tool.name, kind, n)]
+            print(
+                f"  measured: {tool.name} {kind} × {n}: median {statistics.median(runs):.3f} s "
+                f"(from {min(runs):.3f} to {max(runs):.3f})",
+                file=sys.stderr,
+            )
     return figures
 
 
@@ -390,17 +397,18 @@ def main() -> int:
         "--no-op",
         type=int,
         nargs=2,
-        default=(20, 200),
+        default=(20, 500),
         metavar=("N1", "N2"),
-        help="the two sizes of the no-op workload that the per-step slope is taken between",
+        help="the two sizes of the no-op workload that the per-step slope is taken between "
+        "(the wider apart, the less the noise of startup weighs on the slope)",
     )
     parser.add_argument(
         "--true",
         type=int,
         nargs=2,
-        default=(20, 100),
+        default=(10, 100),
         metavar=("N1", "N2"),
-        help="the two sizes of the `true` workload",
+        help="the two sizes of the `true` workload (ansible takes ~0.5 s a step here)",
     )
     args = parser.parse_args()
     sizes = {"no-op": sorted(set(args.no_op)), "true": sorted(set(args.true))}
@@ -417,8 +425,17 @@ def main() -> int:
         figures = measure(tools, sizes, args.repeat, began)
     print()
     print(table(figures, versions))
+    if any(row.noop <= 0 or row.true <= 0 for row in figures.values()):
+        print(
+            "\nA slope at or below zero is noise, not a cost: this machine was too busy for "
+            "these sizes.\nWiden them (--no-op, --true) or repeat more (--repeat)."
+        )
     print()
-    print(NOTES.format(repeat=args.repeat, floor=own_peak_kb() / 1024, **sizes))
+    print(
+        NOTES.format(
+            repeat=args.repeat, floor=own_peak_kb() / 1024, noop=sizes["no-op"], true=sizes["true"]
+        )
+    )
     print(
         f"{os.cpu_count()} cores · Python {sys.version.split()[0]} · chaostoolkit-lib "
         f"{versions['chaostoolkit-lib']} · bench-peers took {time.perf_counter() - began:.0f} s"
