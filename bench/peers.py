@@ -52,6 +52,7 @@ class BenchError(Exception):
 @dataclass
 class Outcome:
     seconds: float
+    cpu: float  # user + system seconds of the whole tree
     peak_kb: int
     returncode: int
     stdout: str
@@ -77,6 +78,7 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str]) -> Outcome:
         err.seek(0)
         return Outcome(
             seconds,
+            usage.ru_utime + usage.ru_stime,
             usage.ru_maxrss,
             process.returncode,
             out.read().decode("utf-8", "replace"),
@@ -274,16 +276,21 @@ def fmt_time(seconds: float) -> str:
 
 @dataclass
 class Figures:
-    """A tool's medians: startup and per-step seconds, peak RSS in MB."""
+    """A tool's medians: startup and per-step seconds, peak RSS in MB; which are unsure."""
 
     startup: float
     noop: float
     true: float
     rss: float
+    unsure: frozenset[str] = frozenset()  # "noop", "true": the repetitions disagree
 
     def cells(self, base: Figures | None) -> list[str]:
         values = (self.startup, self.noop, self.true, self.rss)
         texts = [fmt_time(v) for v in values[:3]] + [f"{self.rss:.0f} MB"]
+        texts = [
+            f"~{t}" if name in self.unsure else t
+            for name, t in zip(("startup", "noop", "true", "rss"), texts, strict=True)
+        ]
         if base is None:
             return texts
         refs = (base.startup, base.noop, base.true, base.rss)
@@ -293,28 +300,46 @@ class Figures:
         ]
 
 
+def unsure(slopes: list[float]) -> bool:
+    """Whether the slopes of the repetitions spread (median absolute deviation) by more than
+    a third of their median: a figure then tells an order of magnitude, no more."""
+    middle = statistics.median(slopes)
+    spread = statistics.median(abs(x - middle) for x in slopes)
+    return middle <= 0 or spread > middle / 3
+
+
 def measure(
     tools: list[Tool], sizes: dict[str, list[int]], repeat: int, began: float
 ) -> dict[str, Figures]:
-    """Every run of every tool interleaved, ``repeat`` times; the medians of each tool."""
-    # one repetition: the startup run, then each workload at each of its sizes
-    plan = [("no-op", 1), *((kind, n) for kind, pair in sizes.items() for n in pair)]
+    """Every run of every tool interleaved, ``repeat`` times; the medians of each tool.
+
+    A tool's two sizes of a workload run back to back, so that both meet the same load on a
+    shared machine, and the slope is taken in each repetition: the figure is their median.
+    """
+    # one repetition: the startup run, then each workload at its two sizes
+    plan = [("no-op", [1]), *sizes.items()]
     for tool in tools:
-        for kind, n in {*plan, ("true", 1)}:
-            tool.write(kind, n)
+        for kind, ns in [*plan, ("true", [1])]:
+            for n in ns:
+                tool.write(kind, n)
     for tool in tools:  # warm the file cache and each tool's own caches; not counted
         tool.run("no-op", 1)
         tool.run("true", 1)
-    seconds: dict[tuple[str, str, int], list[float]] = {}
+    runs: dict[tuple[str, str, int], list[Outcome]] = {}
+    slopes: dict[tuple[str, str], list[float]] = {}
     peaks: dict[str, list[int]] = {tool.name: [] for tool in tools}
     for rep in range(repeat):
         order = tools[rep % len(tools) :] + tools[: rep % len(tools)]  # who goes first rotates
         peak = dict.fromkeys(peaks, 0)
-        for kind, n in plan:
+        for kind, ns in plan:
             for tool in order:
-                outcome = tool.run(kind, n)
-                seconds.setdefault((tool.name, kind, n), []).append(outcome.seconds)
-                peak[tool.name] = max(peak[tool.name], outcome.peak_kb)
+                done = [tool.run(kind, n) for n in ns]
+                for n, outcome in zip(ns, done, strict=True):
+                    runs.setdefault((tool.name, kind, n), []).append(outcome)
+                    peak[tool.name] = max(peak[tool.name], outcome.peak_kb)
+                if len(ns) == 2:
+                    slope = (done[1].seconds - done[0].seconds) / (ns[1] - ns[0])
+                    slopes.setdefault((tool.name, kind), []).append(slope)
         for name, kb in peak.items():
             peaks[name].append(kb)
         print(
@@ -322,25 +347,30 @@ def measure(
             file=sys.stderr,
             flush=True,
         )
-
-    def med(name: str, kind: str, n: int) -> float:
-        return statistics.median(seconds[(name, kind, n)])
-
     figures: dict[str, Figures] = {}
     for tool in tools:
-        slope = {
-            kind: (med(tool.name, kind, hi) - med(tool.name, kind, lo)) / (hi - lo)
-            for kind, (lo, hi) in sizes.items()
-        }
+        startup = statistics.median(o.seconds for o in runs[(tool.name, "no-op", 1)])
+        noop, true = (statistics.median(slopes[(tool.name, kind)]) for kind in ("no-op", "true"))
         rss = statistics.median(peaks[tool.name]) / 1024
-        figures[tool.name] = Figures(med(tool.name, "no-op", 1), slope["no-op"], slope["true"], rss)
-        for kind, n in plan:
-            runs = seconds[(tool.name, kind, n)]
-            print(
-                f"  measured: {tool.name} {kind} × {n}: median {statistics.median(runs):.3f} s "
-                f"(from {min(runs):.3f} to {max(runs):.3f})",
-                file=sys.stderr,
-            )
+        doubtful = frozenset(
+            name
+            for name, kind in (("noop", "no-op"), ("true", "true"))
+            if unsure(slopes[(tool.name, kind)])
+        )
+        figures[tool.name] = Figures(startup, noop, true, rss, doubtful)
+        for kind, ns in plan:
+            for n in ns:
+                wall = [o.seconds for o in runs[(tool.name, kind, n)]]
+                cpu = [o.cpu for o in runs[(tool.name, kind, n)]]
+                print(
+                    f"  measured: {tool.name} {kind} × {n}: wall {statistics.median(wall):.3f} s "
+                    f"(from {min(wall):.3f} to {max(wall):.3f}), "
+                    f"CPU {statistics.median(cpu):.3f} s",
+                    file=sys.stderr,
+                )
+            if len(ns) == 2:
+                each = ", ".join(f"{x * 1000:.2f}" for x in slopes[(tool.name, kind)])
+                print(f"  measured: {tool.name} {kind}, ms per step: {each}", file=sys.stderr)
     return figures
 
 
@@ -362,8 +392,9 @@ def table(figures: dict[str, Figures], versions: dict[str, str]) -> str:
 
 NOTES = """\
 (×) a peer's figure over irctl's: above 1 the peer costs more.  Medians of {repeat} interleaved
-repetitions.  Startup: a 1-step no-op run, wall time of the whole command.  Per step: the slope
-between {noop[0]} and {noop[1]} no-op steps, and between {true[0]} and {true[1]} `true` steps.
+repetitions.  Startup: a 1-step no-op run, wall time of the whole command.  Per step: the
+slope between {noop[0]} and {noop[1]} no-op steps, and between {true[0]} and {true[1]} `true` steps;
+each pair runs back to back and its slope is taken in each repetition (stderr lists them).
 Peak RSS: the largest resident set of any one process of the tool's tree (processes running at
 once are not added), the largest over a repetition's runs; this bench's own peak, a floor under
 every figure: {floor:.0f} MB.
@@ -425,10 +456,12 @@ def main() -> int:
         figures = measure(tools, sizes, args.repeat, began)
     print()
     print(table(figures, versions))
-    if any(row.noop <= 0 or row.true <= 0 for row in figures.values()):
+    if any(row.unsure for row in figures.values()):
         print(
-            "\nA slope at or below zero is noise, not a cost: this machine was too busy for "
-            "these sizes.\nWiden them (--no-op, --true) or repeat more (--repeat)."
+            "\n~ the repetitions' slopes disagree (they spread by more than a third of the "
+            "figure, or it is\n  not above zero): the machine was busy, the figure tells an "
+            "order of magnitude at most.\n  Widen the sizes (--no-op, --true) or repeat more "
+            "(--repeat)."
         )
     print()
     print(
