@@ -16,6 +16,7 @@ from irctl.journal import events as ev
 from irctl.journal.events import Event, parse_ts
 from irctl.journal.state import RunState
 from irctl.record.exports import describe as words
+from irctl.runbook.located import printable
 
 ICONS = {
     "pending": ("·", "dim"),
@@ -79,9 +80,18 @@ class RunView:
                 elif event.type in (ev.STEP_SUCCEEDED, ev.STEP_FAILED, ev.STEP_SKIPPED):
                     self.ended[key] = moment
             if not self.use_live and event.type != ev.RUN_CREATED:
-                self.console.print(f"[dim]{event.ts[11:19]}[/dim] {escape(describe(event))}")
+                self._line(event)
             elif event.type == ev.STEP_NOTE:
                 self.last_note = describe(event)
+
+    def _line(self, event: Event) -> None:
+        """One plain line per event.  Into a pipe or a log file (no colour) it is written
+        as is, whole and unwrapped: rich's markup and wrapping cost more per step than the
+        engine's durable step does."""
+        if self.console.is_terminal or self.console.color_system is not None:
+            self.console.print(f"[dim]{event.ts[11:19]}[/dim] {escape(describe(event))}")
+            return
+        self.console.file.write(f"{event.ts[11:19]} {printable(describe(event))}\n")
 
     def __enter__(self) -> RunView:
         if self.use_live:

@@ -67,6 +67,12 @@ def utcnow() -> str:
 
 
 def parse_ts(ts: str) -> datetime:
+    """A recorded time, exactly as :func:`utcnow` writes it (ValueError otherwise)."""
+    if len(ts) == 27 and ts[10] == "T" and ts[19] == "." and ts[26] == "Z" and ts.isascii():
+        try:  # the C parser, ~20x faster than strptime, for the one shape utcnow writes
+            return datetime.fromisoformat(ts[:26]).replace(tzinfo=UTC)
+        except ValueError:
+            pass
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
