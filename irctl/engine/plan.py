@@ -154,76 +154,7 @@ def make_plan(
     planned: list[PlannedStep] = []
 
     def visit(step: Step, depth: int, section: str) -> None:
-        name, policy = resolve_policy(runbook, step)
-        item = PlannedStep(
-            id=step.id, title=step.title, depth=depth, section=section, action=step.action,
-            when=step.when, max_parallel=step.max_parallel, approval_name=name,
-            approval=policy, timeout=step.timeout, on_failure=step.on_failure,
-            tags=list(step.tags),
-        )  # fmt: skip
-        if step.retry is not None:
-            item.retry = (
-                f"{step.retry.attempts} attempts, backoff {format_duration(step.retry.backoff)}"
-            )
-        sources = [
-            *template_strings(step.with_),
-            *template_strings(step.when if isinstance(step.when, str) else None),
-            *template_strings(step.for_each if isinstance(step.for_each, str) else None),
-        ]
-        item.waits_for = sorted({ref for src in sources for ref in referenced(src, "steps")})
-        per_run = sorted(
-            {ref for src in sources for ref in referenced(src, "run")} & RUN_SPECIFIC
-        )
-        if step.action is not None:
-            item.integration = step.action.split(".", 1)[0]
-            try:
-                act = registry.get(step.action)
-                item.idempotent = step.idempotent if step.idempotent is not None else act.idempotent
-                item.probe = act.has_probe
-            except IntegrationError as exc:
-                item.note = str(exc)
-                item.idempotent = step.idempotent
-        if not item.waits_for:
-            try:
-                if isinstance(step.when, str):
-                    item.will_run = bool(render(step.when, base))
-                elif isinstance(step.when, bool):
-                    item.will_run = step.when
-                items: Any = None
-                secret_items = mentions(step.for_each, "secrets")
-                if step.for_each is not None:
-                    items = render(step.for_each, base)
-                    if not isinstance(items, list):
-                        raise RenderError(f"for_each must give a list, got {type(items).__name__}")
-                    item.for_each = [REDACTED] * len(items) if secret_items else items
-                if step.action is not None and step.for_each is None:
-                    item.inputs = render_shown(step.with_, base)[1]
-                    item.digest = step_digest(step.id, step.action, item.inputs)
-                elif step.action is not None and isinstance(items, list):
-                    tainted = SECRET_ITEM if secret_items else frozenset()
-                    rendered = [
-                        render_shown(step.with_, {**base, "item": value}, tainted=tainted)[1]
-                        for value in items
-                    ]
-                    item.inputs = rendered
-                    item.digest = digest(
-                        [
-                            step_digest(step.id, step.action, inputs, index)
-                            for index, inputs in enumerate(rendered)
-                        ]
-                    )
-            except RenderError as exc:
-                item.note = str(exc)
-                item.will_run = None
-        else:
-            item.will_run = None
-            item.inputs = step.with_
-            if isinstance(step.for_each, str):
-                item.for_each = step.for_each
-        if per_run and item.digest is not None:
-            fields = ", ".join(f"run.{name}" for name in per_run)
-            item.note = f"inputs read {fields}: the digest is final when the run starts"
-        planned.append(item)
+        planned.append(_planned(runbook, registry, base, step, depth, section))
         for child in step.parallel or []:
             visit(child, depth + 1, section)
 
@@ -232,3 +163,87 @@ def make_plan(
     for step in runbook.on_failure:
         visit(step, 0, "on_failure")
     return Plan(runbook, runbook_digest, shown, mode, planned)
+
+
+def _planned(
+    runbook: Runbook,
+    registry: Registry,
+    base: dict[str, Any],
+    step: Step,
+    depth: int,
+    section: str,
+) -> PlannedStep:
+    """One step of the plan, resolved as far as it can be before the run."""
+    name, policy = resolve_policy(runbook, step)
+    item = PlannedStep(
+        id=step.id, title=step.title, depth=depth, section=section, action=step.action,
+        when=step.when, max_parallel=step.max_parallel, approval_name=name,
+        approval=policy, timeout=step.timeout, on_failure=step.on_failure,
+        tags=list(step.tags),
+    )  # fmt: skip
+    if step.retry is not None:
+        backoff = format_duration(step.retry.backoff)
+        item.retry = f"{step.retry.attempts} attempts, backoff {backoff}"
+    sources = [
+        *template_strings(step.with_),
+        *template_strings(step.when if isinstance(step.when, str) else None),
+        *template_strings(step.for_each if isinstance(step.for_each, str) else None),
+    ]
+    item.waits_for = sorted({ref for src in sources for ref in referenced(src, "steps")})
+    per_run = sorted({ref for src in sources for ref in referenced(src, "run")} & RUN_SPECIFIC)
+    if step.action is not None:
+        item.integration = step.action.split(".", 1)[0]
+        try:
+            act = registry.get(step.action)
+            item.idempotent = step.idempotent if step.idempotent is not None else act.idempotent
+            item.probe = act.has_probe
+        except IntegrationError as exc:
+            item.note = str(exc)
+            item.idempotent = step.idempotent
+    if not item.waits_for:
+        _resolve_now(item, step, base)
+    else:
+        item.will_run = None
+        item.inputs = step.with_
+        if isinstance(step.for_each, str):
+            item.for_each = step.for_each
+    if per_run and item.digest is not None:
+        fields = ", ".join(f"run.{name}" for name in per_run)
+        item.note = f"inputs read {fields}: the digest is final when the run starts"
+    return item
+
+
+def _resolve_now(item: PlannedStep, step: Step, base: dict[str, Any]) -> None:
+    """Render a step that reads no earlier step's outputs: whether it will run, its items,
+    its inputs and their digest (a template that fails is noted, decided at run time)."""
+    try:
+        if isinstance(step.when, str):
+            item.will_run = bool(render(step.when, base))
+        elif isinstance(step.when, bool):
+            item.will_run = step.when
+        items: Any = None
+        secret_items = mentions(step.for_each, "secrets")
+        if step.for_each is not None:
+            items = render(step.for_each, base)
+            if not isinstance(items, list):
+                raise RenderError(f"for_each must give a list, got {type(items).__name__}")
+            item.for_each = [REDACTED] * len(items) if secret_items else items
+        if step.action is not None and step.for_each is None:
+            item.inputs = render_shown(step.with_, base)[1]
+            item.digest = step_digest(step.id, step.action, item.inputs)
+        elif step.action is not None and isinstance(items, list):
+            tainted = SECRET_ITEM if secret_items else frozenset()
+            rendered = [
+                render_shown(step.with_, {**base, "item": value}, tainted=tainted)[1]
+                for value in items
+            ]
+            item.inputs = rendered
+            item.digest = digest(
+                [
+                    step_digest(step.id, step.action, inputs, index)
+                    for index, inputs in enumerate(rendered)
+                ]
+            )
+    except RenderError as exc:
+        item.note = str(exc)
+        item.will_run = None

@@ -1,0 +1,279 @@
+"""Operator acts: what a person records in a run — decisions, answers, marks and aborts.
+
+Owns :class:`OperatorActs`.  Each act is checked against the run as the journal has it (is
+the step waiting for an answer? is it in doubt?), masked where a person's words hold a
+secret, and, in a live run with operators, signed with the key the run pinned for the
+operator at its start and irctl.yaml lists now (:func:`act_key_needed`), then sealed and
+anchored.  An answer given at the terminal of an attached run (the interactive prompt) is
+recorded the same way, at once.  Decisions on approvals are checked by
+:func:`irctl.record.approvals.decision` here and counted by :mod:`irctl.engine.gate`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from irctl.actions import Asker
+from irctl.engine.live import Live, split_key
+from irctl.errors import UsageError
+from irctl.journal import events as ev
+from irctl.journal.events import Event
+from irctl.journal.state import INTERRUPTED, RUNNING, WAITING, RunState, fold
+from irctl.record.approvals import acts_must_be_signed, sign_act
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from irctl.engine.writer import JournalWriter
+    from irctl.journal.store import Store
+    from irctl.runbook.model import Config
+
+MARKS = ("done", "retry", "failed")
+MAX_ANSWER = 16 * 1024  # bytes of a person's answer to a manual step
+
+
+def act_key_needed(events: list[Event]) -> bool:
+    """Must answers, marks and aborts in this run be signed (a live run with operators)?"""
+    return bool(events) and acts_must_be_signed(events[0].data)
+
+
+class OperatorActs:
+    """Records a person's acts in a run, checked and signed."""
+
+    def __init__(
+        self,
+        writer: JournalWriter,
+        *,
+        store: Store,
+        config: Config,
+        interactive: Asker | None,
+        operator: str | None,
+        operator_key: Ed25519PrivateKey | None,
+    ) -> None:
+        self._writer = writer
+        self._store = store
+        self._config = config
+        self._interactive = interactive
+        self._operator = operator  # who answers at this terminal
+        self._operator_key = operator_key  # signs the answers given at this terminal
+
+    def decide(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        operator: str,
+        approve: bool,
+        reason: str | None,
+        private_key: Ed25519PrivateKey,
+        break_glass: bool = False,
+        channel: str = "cli",
+        slack_user: str | None = None,
+        digest: str | None = None,
+    ) -> Event:
+        """Record an operator's signed decision on a step (:func:`irctl.record.approvals.decision`
+        checks it), sealed and anchored like any other event from outside an execution."""
+        from irctl.record.approvals import decision
+
+        if reason is not None:  # masked before it is signed: the signature covers what is kept
+            reason = self._writer.masked(run_id, {"reason": reason})["reason"]
+        kind, data = decision(
+            self._store, run_id, key, operator=operator, approve=approve, reason=reason,
+            private_key=private_key, break_glass=break_glass, channel=channel,
+            slack_user=slack_user, digest=digest,
+        )  # fmt: skip
+        return self._writer.record(run_id, kind, data)
+
+    def answer(
+        self,
+        run_id: str,
+        key: str,
+        answer: str,
+        *,
+        operator: str,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        """Record a person's answer to a manual step that waits for one."""
+        events = self._store.events(run_id)
+        state = fold(events)
+        step = state.steps.get(key)
+        if step is None or step.status != WAITING or step.waiting_for != "answer":
+            waiting = [s.key for s in state.waiting() if s.waiting_for == "answer"]
+            hint = f"; waiting for an answer: {', '.join(waiting)}" if waiting else ""
+            raise UsageError(f"step '{key}' of run {run_id} is not waiting for an answer{hint}")
+        if len(answer.encode("utf-8", "surrogateescape")) > MAX_ANSWER:
+            raise UsageError(
+                f"the answer to '{key}' is longer than {MAX_ANSWER // 1024} KiB; an answer is a "
+                "value for the step, not a document: put the detail in a ticket and refer to it"
+            )
+        if step.answer is not None:  # two people answering at once: the first answer stands
+            raise UsageError(
+                f"step '{key}' of run {run_id} already has an answer from "
+                f"{step.answered_by or 'someone'}, used when the run goes on "
+                f"(irctl resume {run_id}); if the step asks again, answer then"
+            )
+        signer = self._act_signer(events, state, operator, private_key, "answer")
+        step_id, item = split_key(key)
+        data: dict[str, Any] = {"step": step_id, "answer": answer, "by": operator}
+        if item is not None:
+            data["item"] = item
+        self._record_act(run_id, ev.STEP_ANSWERED, data, signer)
+
+    def mark(
+        self,
+        run_id: str,
+        key: str,
+        mark: str,
+        *,
+        operator: str,
+        reason: str | None,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        """Record an operator's decision on an in-doubt step: done, retry or failed."""
+        if mark not in MARKS:
+            raise UsageError(f"--mark must be one of {', '.join(MARKS)}, not {mark!r}")
+        events = self._store.events(run_id)
+        state = fold(events)
+        if state.finished:
+            raise UsageError(f"run {run_id} has already {state.status}")
+        step = state.steps.get(key)
+        if step is None or step.status not in (RUNNING, INTERRUPTED, WAITING):
+            doubtful = [s.key for s in state.unresolved() + state.waiting()]
+            hint = f"; in doubt: {', '.join(doubtful)}" if doubtful else ""
+            raise UsageError(f"step '{key}' of run {run_id} is not in doubt{hint}")
+        signer = self._act_signer(events, state, operator, private_key, "mark")
+        step_id, item = split_key(key)
+        data: dict[str, Any] = {"step": step_id, "mark": mark, "by": operator}
+        if item is not None:
+            data["item"] = item
+        if reason:
+            data["reason"] = reason
+        self._record_act(run_id, ev.STEP_RESOLVED, data, signer)
+
+    def abort(
+        self,
+        run_id: str,
+        *,
+        reason: str,
+        operator: str,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> RunState:
+        """Record that ``operator`` stopped the run; the run as it stands then."""
+        writer = self._writer
+        events = self._store.events(run_id)
+        state = fold(events)
+        if state.finished:
+            raise UsageError(f"run {run_id} has already {state.status}")
+        signer = self._act_signer(events, state, operator, private_key, "abort")
+        data = writer.masked(run_id, {"reason": reason, "by": operator})
+        if signer is not None:
+            data = sign_act(signer, run_id, ev.RUN_ABORTED, data)
+        if writer.live_for(run_id) is not None:
+            with writer.lock:
+                made = writer.append(run_id, [(ev.RUN_ABORTED, data)], locked=True, seal=True)
+        else:
+            made = writer.record_outside(run_id, [(ev.RUN_ABORTED, data)])
+        writer.anchor(made)
+        return fold(self._store.events(run_id))
+
+    def _act_signer(
+        self,
+        events: list[Event],
+        state: RunState,
+        operator: str,
+        private_key: Ed25519PrivateKey | None,
+        what: str,
+    ) -> Ed25519PrivateKey | None:
+        """The key that signs ``operator``'s act, checked against the key the run pinned for
+        them and the one irctl.yaml lists now; None where the run asks for no signature."""
+        required = act_key_needed(events)
+        if private_key is None and not required:
+            return None
+        pinned = state.operators.get(operator)
+        configured = self._config.operators.get(operator)
+        recorded = pinned.get("key") if isinstance(pinned, dict) else None
+        if pinned is None:
+            known = ", ".join(sorted(state.operators)) or "none configured"
+            raise UsageError(
+                f"'{operator}' was not an operator when run {state.run_id} started "
+                f"(operators: {known}): only they may {what} in it"
+            )
+        if not recorded:
+            raise UsageError(
+                f"{operator} had no public key in irctl.yaml when run {state.run_id} started, "
+                f"and to {what} in a live run is signed with the operator's own key"
+            )
+        if private_key is None:
+            raise UsageError(
+                f"to {what} in live run {state.run_id} is signed with {operator}'s own key: "
+                f"give --key FILE, or keep it where 'irctl keys generate {operator}' put it"
+            )
+        from irctl.identity import public_key_text
+
+        given = public_key_text(private_key)
+        if given != recorded or (configured is not None and configured.key != given):
+            raise UsageError(
+                f"the private key given is not {operator}'s key as irctl.yaml lists it and as "
+                f"run {state.run_id} recorded it at its start"
+            )
+        return private_key
+
+    def _record_act(
+        self, run_id: str, kind: str, data: dict[str, Any], signer: Ed25519PrivateKey | None
+    ) -> None:
+        """Record a person's answer or mark: masked, then signed (the signature covers what
+        is kept), sealed and anchored."""
+        data = self._writer.masked(run_id, data)
+        if signer is not None:
+            data = sign_act(signer, run_id, kind, data)
+        self._writer.anchor(self._writer.record_outside(run_id, [(kind, data)]))
+
+    # -- at the terminal of an attached run -------------------------------------------------
+
+    def asker(self, key: str) -> Asker | None:
+        """The interactive prompt, recording who answered what (a person's word is evidence)."""
+        interactive = self._interactive
+        if interactive is None:
+            return None
+        writer = self._writer
+
+        def ask(prompt: str, kind: str, choices: list[str] | None) -> str | None:
+            live = writer.require_live()
+            who = self._operator or live.state.initiator
+            can_sign, signer = self._terminal_signer(live, who)
+            if not can_sign:  # the answer must be signed, and this terminal has no key
+                return None  # the step waits for 'irctl answer' (which asks for the key)
+            answer = interactive(prompt, kind, choices)
+            if answer is not None:
+                step_id, item = split_key(key)
+                data: dict[str, Any] = {"step": step_id, "answer": answer, "by": who}
+                if item is not None:
+                    data["item"] = item
+                data = live.redactor(data)
+                if signer is not None:
+                    data = sign_act(signer, live.state.run_id, ev.STEP_ANSWERED, data)
+                # Sealed at once, as irctl answer seals one: an answer in an unsealed tail is
+                # not irctl's (irctl.engine.guard).
+                made = writer.append(
+                    live.state.run_id, [(ev.STEP_ANSWERED, data)],
+                    seal=writer.signing_key is not None,
+                )  # fmt: skip
+                writer.anchor(made)
+            return answer
+
+        return ask
+
+    def _terminal_signer(self, live: Live, who: str) -> tuple[bool, Ed25519PrivateKey | None]:
+        """Can an answer given at this terminal be recorded, and the key that signs it
+        (None: the run needs no signature).  It cannot when the run needs a signature this
+        terminal cannot give: no key, or not the key the run pinned for ``who``."""
+        from irctl.identity import public_key_text
+
+        if not live.acts_signed:
+            return True, None
+        pinned = live.state.operators.get(who)
+        recorded = pinned.get("key") if isinstance(pinned, dict) else None
+        key = self._operator_key
+        if key is None or not recorded or public_key_text(key) != recorded:
+            return False, None
+        return True, key
