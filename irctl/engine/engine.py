@@ -278,7 +278,9 @@ class Engine:
                 writer.checkpoint(run_id)
                 return self.state(run_id)
             raise UsageError(f"run {run_id} has already {state.status}; nothing to resume")
-        runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook", registry=self.registry)
+        runbook = self._start.model(run_id, state.runbook_text) or load_runbook_text(
+            state.runbook_text, f"{run_id}:runbook", registry=self.registry
+        )
         problem = self._start.problem(runbook, state, events[0])
         if problem is not None:
             return self._refuse(run_id, state, guard, Tampering(1, problem))

@@ -55,6 +55,9 @@ class RunStart:
         self._signing_key = signing_key
         self._listener = listener
         self._workspace = workspace
+        # The model of each run this process created, with the exact text it was parsed
+        # from: the first execution takes it instead of parsing the same bytes again.
+        self._made: dict[str, tuple[str, Runbook]] = {}
 
     def create_run(
         self,
@@ -94,7 +97,14 @@ class RunStart:
         )
         if self._listener:
             self._listener(first)
+        self._made[run_id] = (runbook_text, runbook)
         return run_id
+
+    def model(self, run_id: str, recorded_text: str) -> Runbook | None:
+        """The model this process parsed for ``run_id``, if it was parsed from exactly the
+        text the run recorded (as read back and verified); None otherwise.  Taken once."""
+        made = self._made.pop(run_id, None)
+        return made[1] if made is not None and made[0] == recorded_text else None
 
     def _approvable(self, runbook: Runbook, initiator: str) -> None:
         """UsageError if a step's approval policy could never be met by the operators."""
