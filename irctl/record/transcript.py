@@ -507,7 +507,7 @@ class _Verifier:
             return
         # The runbook (bound by its digest) says which steps need approval and under which
         # rules: the journal cannot leave a request out or record laxer rules.
-        required, problem = _required_approvals(text)
+        required, problem = _approvals_of(digest, text)
         if problem:  # it matters once the journal holds an approval
             self.approvals.deferred.append(f"event 1 (line 1): {problem}")
         self.approvals.required = required
@@ -1225,9 +1225,25 @@ def _rules(recorded: Any) -> dict[str, Any] | None:
         return None
 
 
-def _required_approvals(
-    text: str,
-) -> tuple[dict[str, tuple[str, dict[str, Any] | None]], str | None]:
+_Required = tuple[dict[str, tuple[str, dict[str, Any] | None]], str | None]
+_REQUIRED: dict[str, _Required] = {}  # by runbook digest, checked against the text first
+
+
+def _approvals_of(digest: str, text: str) -> _Required:
+    """:func:`_required_approvals` of a runbook whose ``digest`` was just checked to be the
+    hash of ``text``: a process that opens runs of one runbook again and again (``serve`` on
+    every click, an attached run after each approval) reads its YAML once.  The result is
+    only read, never changed."""
+    found = _REQUIRED.get(digest)
+    if found is None:
+        found = _required_approvals(text)
+        if len(_REQUIRED) >= 16:
+            _REQUIRED.pop(next(iter(_REQUIRED)))
+        _REQUIRED[digest] = found
+    return found
+
+
+def _required_approvals(text: str) -> _Required:
     """Which steps of a runbook need approval, by which policy and rules; and a problem."""
     import yaml
 
