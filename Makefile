@@ -26,11 +26,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/irctl demo
 
-# the suite across every core (pytest-xdist); each worker starts its own PostgreSQL and moto
+# the suite across every core (pytest-xdist), one worker more than there are cores: many
+# tests wait on the processes and servers they start (5 min 37 s on 2 cores, against 7 min 4 s
+# with one worker per core); each worker starts its own PostgreSQL and moto
+WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 test: $(STAMP) check
 	scripts/ensure-postgres
 	scripts/ensure-chromium
-	$(PY) -m pytest -q -n auto --dist worksteal
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal
 
 check: lint typecheck imports
 
@@ -45,7 +48,7 @@ imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 pytest: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist worksteal
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(PY) bench/run.py
