@@ -242,6 +242,23 @@ def test_abort_ends_a_waiting_run(ws: Path) -> None:
     assert listed[0]["status"] == "aborted"
 
 
+def test_a_live_run_without_a_terminal_needs_yes(tmp_path: Path) -> None:
+    """Nobody can answer 'Start a LIVE run?' from a script: without --yes nothing starts."""
+    ws = make_workspace(tmp_path / "ws", {"sleepy": SLEEPY.replace("seconds: 1", "seconds: 0")})
+    refused = irctl("run", "sleepy", "--unattended", cwd=ws)  # stdin is not a terminal
+    assert refused.returncode == 2, refused.stderr
+    assert "pass --yes to start it from a script" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert _events(ws) == []  # nothing recorded
+    detached = irctl("run", "sleepy", "--detach", cwd=ws)
+    assert detached.returncode == 2, detached.stderr
+    assert _events(ws) == []
+    drill = irctl("run", "sleepy", "--mode", "tabletop", "--unattended", cwd=ws)
+    assert drill.returncode == 0, drill.stderr  # a tabletop run changes nothing: not asked
+    started = irctl("run", "sleepy", "--yes", "--unattended", cwd=ws)
+    assert started.returncode == 0, started.stderr
+
+
 def test_operator_must_be_configured_when_operators_exist(tmp_path: Path) -> None:
     ws = make_workspace(
         tmp_path / "ws", {"sleepy": SLEEPY}, extra="operators:\n  alice: {roles: [security-lead]}\n"

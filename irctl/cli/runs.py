@@ -238,7 +238,12 @@ def run_command(
     mode: str = typer.Option(
         "live", help="live; tabletop (every action simulated); sandbox (sandbox endpoints)."
     ),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before starting a live run."),
+    yes: bool = typer.Option(
+        False,
+        "--yes",
+        "-y",
+        help="Do not ask before starting a live run (needed when not at a terminal).",
+    ),
     key: Path | None = typer.Option(
         None,
         "--key",
@@ -284,7 +289,12 @@ def run_command(
             "transcript will not be signed; run 'irctl init' to create one"
         )
     starter = _starter_key(ws, model, mode, who, key)
-    if mode == "live" and not yes and sys.stdin.isatty():
+    if mode == "live" and not yes:
+        if not sys.stdin.isatty():  # a script, a pipe, cron: nobody to ask, so nothing starts
+            raise UsageError(
+                f"a live run of '{model.id}' asks 'Start a LIVE run?' first, and there is no "
+                "terminal to ask at: pass --yes to start it from a script"
+            )
         typer.confirm(f"Start a LIVE run of '{model.id}'?", abort=True)
     if detach:
         engine = _engine(ws)
