@@ -45,6 +45,18 @@ RUN_ABORTED = "run.aborted"
 RUN_SUCCEEDED = "run.succeeded"
 RUN_FAILED = "run.failed"
 CHECKPOINT = "checkpoint"  # head hash signed with the installation key
+# The approval events (irctl.record.approvals signs and counts them).
+APPROVAL_REQUESTED = "approval.requested"
+APPROVAL_GRANTED = "approval.granted"
+APPROVAL_DENIED = "approval.denied"
+APPROVAL_QUORUM = "approval.quorum"  # a summary: neither the engine nor verify trusts it
+APPROVAL_CANCELLED = "approval.cancelled"
+APPROVAL_LAPSED = "approval.lapsed"
+REVIEW_ITEM = "run.review_item"
+APPROVAL_EVENTS = frozenset({
+    APPROVAL_REQUESTED, APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_QUORUM, APPROVAL_CANCELLED,
+    APPROVAL_LAPSED,
+})  # fmt: skip
 
 TERMINAL = {RUN_SUCCEEDED, RUN_FAILED, RUN_ABORTED}
 #: A person's acts: signed by their operator in a live run (irctl.record.approvals).

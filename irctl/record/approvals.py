@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from irctl.canonical import canonical_json
 from irctl.errors import CorruptEvent, IrctlError
+from irctl.journal import events as ev
 from irctl.journal.events import parse_ts
 from irctl.runbook.model import Policy
 
@@ -41,13 +42,14 @@ if TYPE_CHECKING:
     from irctl.journal.state import RunState
     from irctl.journal.store import Store
 
-REQUESTED = "approval.requested"
-GRANTED = "approval.granted"
-DENIED = "approval.denied"
-QUORUM = "approval.quorum"
-CANCELLED = "approval.cancelled"
-LAPSED = "approval.lapsed"
-REVIEW_ITEM = "run.review_item"
+# The approval events, as the journal names them.
+REQUESTED = ev.APPROVAL_REQUESTED
+GRANTED = ev.APPROVAL_GRANTED
+DENIED = ev.APPROVAL_DENIED
+QUORUM = ev.APPROVAL_QUORUM
+CANCELLED = ev.APPROVAL_CANCELLED
+LAPSED = ev.APPROVAL_LAPSED
+REVIEW_ITEM = ev.REVIEW_ITEM
 DECISIONS = (GRANTED, DENIED)
 
 STATEMENT_FIELDS = (

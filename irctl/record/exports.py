@@ -38,6 +38,17 @@ class TimelineRow:
         return asdict(self)
 
 
+# The approval events, as the journal names them.
+REQUESTED = ev.APPROVAL_REQUESTED
+GRANTED = ev.APPROVAL_GRANTED
+DENIED = ev.APPROVAL_DENIED
+QUORUM = ev.APPROVAL_QUORUM
+CANCELLED = ev.APPROVAL_CANCELLED
+LAPSED = ev.APPROVAL_LAPSED
+REVIEW_ITEM = ev.REVIEW_ITEM
+APPROVAL_EVENTS = ev.APPROVAL_EVENTS
+
+
 def _compact(value: Any, limit: int = 160) -> str:
     if value is None or value in ({}, []):
         return ""
@@ -70,16 +81,6 @@ def format_values(value: Any, limit: int = 160) -> str:
     ]
     return _compact(", ".join(parts), limit)
 
-
-# The approval events (as irctl.record.approvals names them; importing it costs the models).
-REQUESTED = "approval.requested"
-GRANTED = "approval.granted"
-DENIED = "approval.denied"
-QUORUM = "approval.quorum"
-CANCELLED = "approval.cancelled"
-LAPSED = "approval.lapsed"
-REVIEW_ITEM = "run.review_item"
-APPROVAL_EVENTS = (REQUESTED, GRANTED, DENIED, QUORUM, CANCELLED, LAPSED)
 
 
 def _clock(ts: Any) -> str:

@@ -66,17 +66,17 @@ __all__ = [
     "verify_run",
 ]
 
+# The approval events, as the journal names them.
+REQUESTED = ev.APPROVAL_REQUESTED
+GRANTED = ev.APPROVAL_GRANTED
+DENIED = ev.APPROVAL_DENIED
+QUORUM = ev.APPROVAL_QUORUM
+CANCELLED = ev.APPROVAL_CANCELLED
+LAPSED = ev.APPROVAL_LAPSED
+APPROVAL_EVENTS = ev.APPROVAL_EVENTS
+
 _FIELDS = ("data", "prev", "run", "seq", "ts", "type")
 _MAX_PROBLEMS = 50
-
-# The approval events (irctl.record.approvals names them too; importing it costs the models).
-REQUESTED = "approval.requested"
-GRANTED = "approval.granted"
-DENIED = "approval.denied"
-QUORUM = "approval.quorum"
-CANCELLED = "approval.cancelled"
-LAPSED = "approval.lapsed"
-APPROVAL_EVENTS = frozenset({REQUESTED, GRANTED, DENIED, QUORUM, CANCELLED, LAPSED})
 
 # The serialisation of irctl.runbook.render.canonical_json, as one reusable encoder: building a
 # JSONEncoder per call costs more than encoding a small event.
