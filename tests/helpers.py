@@ -39,6 +39,16 @@ def make_workspace(
     return root
 
 
+def keyed_operators(keys: Path, roles: dict[str, str]) -> str:
+    """irctl.yaml's ``operators:`` for ``{name: role}``, each with a new key written to
+    ``keys/<name>.key`` (where ``IRCTL_KEY_DIR=keys`` finds it)."""
+    lines = ["operators:"]
+    for name, role in roles.items():
+        public = public_key_text(generate_private_key(keys / f"{name}.key"))
+        lines.append(f'  {name}: {{roles: [{role}], key: "{public}"}}')
+    return "\n".join(lines) + "\n"
+
+
 def irctl(
     *args: str,
     cwd: Path,

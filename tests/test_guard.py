@@ -28,7 +28,14 @@ from irctl.record.transcript import verify_run
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.testing import SlackStandIn, recorded_keys
-from tests.helpers import irctl, make_workspace, rebuild_run, resign_start, run_id_from
+from tests.helpers import (
+    irctl,
+    keyed_operators,
+    make_workspace,
+    rebuild_run,
+    resign_start,
+    run_id_from,
+)
 
 RUNBOOK = """\
 irctl: 1
@@ -585,13 +592,7 @@ def test_irctl_run_as_someone_else_is_refused_and_detach_keeps_who_started(
     tmp_path: Path,
 ) -> None:
     keys = tmp_path / "keys"
-    oncall = generate_private_key(keys / "oncall.key")
-    t1 = generate_private_key(keys / "t1.key")
-    operators = (
-        "operators:\n"
-        f'  oncall: {{roles: [security-oncall], key: "{public_key_text(oncall)}"}}\n'
-        f'  t1: {{roles: [treasury], key: "{public_key_text(t1)}"}}\n'
-    )
+    operators = keyed_operators(keys, {"oncall": "security-oncall", "t1": "treasury"})
     one = (
         "irctl: 1\nkind: runbook\nid: halt\ntitle: Halt\nparams:\n  out: {type: string}\n"
         'steps:\n  - {id: halt, action: testing.record, with: {path: "{{ params.out }}", '

@@ -29,7 +29,14 @@ from irctl.record.transcript import checkpoint_data, verify_run
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.testing import recorded_keys
-from tests.helpers import irctl, make_workspace, rebuild_run, resign_start, run_id_from
+from tests.helpers import (
+    irctl,
+    keyed_operators,
+    make_workspace,
+    rebuild_run,
+    resign_start,
+    run_id_from,
+)
 
 RUNBOOK = """\
 irctl: 1
@@ -332,13 +339,7 @@ def test_irctl_answer_signs_with_the_key_and_verify_trust_catches_a_swapped_one(
     tmp_path: Path,
 ) -> None:
     keys = tmp_path / "keys"
-    oncall = generate_private_key(keys / "oncall.key")
-    t1 = generate_private_key(keys / "t1.key")
-    operators = (
-        "operators:\n"
-        f'  oncall: {{roles: [security-oncall], key: "{public_key_text(oncall)}"}}\n'
-        f'  t1: {{roles: [treasury], key: "{public_key_text(t1)}"}}\n'
-    )
+    operators = keyed_operators(keys, {"oncall": "security-oncall", "t1": "treasury"})
     ws = make_workspace(tmp_path / "ws", {"confirm-sweep": RUNBOOK}, extra=operators)
     out = tmp_path / "effects.txt"
     nowhere = {"IRCTL_KEY_DIR": str(tmp_path / "no-keys")}

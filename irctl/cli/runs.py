@@ -323,20 +323,16 @@ def _starter_key(
     it (and a runbook's ``start:`` may name the roles allowed to start it)."""
     if mode != "live" or not ws.config.operators:
         return None
-    from irctl.identity import load_private_key, operator_key_path
+    key = _own_key(who, given, needed=True)
+    if key is None:
+        from irctl.identity import operator_key_path
 
-    path = given or operator_key_path(who)
-    if not path.is_file():
-        where = f"--key {given}: no such key file" if given else f"no key for {who} at {path}"
         roles = f" (start.roles: {', '.join(model.start.roles)})" if model.start else ""
         raise UsageError(
             f"a live run of '{model.id}' is started with the initiator's own key{roles}: "
-            f"{where}; give --key FILE (or set $IRCTL_KEY)"
+            f"no key for {who} at {operator_key_path(who)}; give --key FILE (or set $IRCTL_KEY)"
         )
-    try:
-        return load_private_key(path)
-    except IrctlError as exc:
-        raise UsageError(f"{exc.message}; give {who}'s Ed25519 private key file") from None
+    return key
 
 
 def _execute(
