@@ -527,6 +527,7 @@ def _state_json(state: "RunState") -> dict[str, Any]:
                 "digest": s.digest, "error": s.error, "outputs": s.outputs,
                 "started_at": s.started_at, "finished_at": s.finished_at,
                 "waiting_for": s.waiting_for, "in_doubt": s.in_doubt,
+                **({"round": s.round, "next_at": s.next_at} if s.round else {}),
             }
             for s in state.steps.values()
         ],
@@ -565,6 +566,8 @@ def status_command(
     for step in state.steps.values():
         # what it waits for while it waits; a finished step's old prompt would mislead
         detail = step.error or (step.prompt if step.status == "waiting" else None) or ""
+        if step.status == "repeating":
+            detail = f"round {step.round} done; the next is due at {step.next_at}"
         table.add_row(escape(step.key), step.status, str(step.attempt), escape(detail[:100]))
     out.print(table)
 

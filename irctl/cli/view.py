@@ -22,6 +22,7 @@ ICONS = {
     "pending": ("·", "dim"),
     "running": ("▶", "cyan"),
     "retrying": ("↻", "yellow"),
+    "repeating": ("↻", "cyan"),
     "succeeded": ("✔", "green"),
     "failed": ("✘", "red"),
     "skipped": ("⤼", "dim"),
@@ -137,6 +138,8 @@ class RunView:
                     detail = f"failed: {step.error[:80]}"
                 if step is not None and status == "waiting":
                     detail = f"waiting for {step.waiting_for}"
+                if step is not None and status == "repeating":
+                    detail = f"round {step.round} done; next at {(step.next_at or '?')[11:19]} UTC"
                 if step is not None and step.items is not None and status == "running":
                     done = sum(
                         1 for k, s in self.state.steps.items()

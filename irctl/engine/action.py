@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,17 @@ from irctl.engine.live import FAIL, OK, STOP, WAIT, Live, finished_outcome
 from irctl.engine.plan import SECRET_ITEM, resolve_policy, step_digest
 from irctl.errors import ActionError, ActionTimeout, IntegrationError, IrctlError
 from irctl.journal import events as ev
-from irctl.journal.state import INTERRUPTED, RUNNING, WAITING, StepState
-from irctl.runbook.render import REDACTED, RenderError, mentions, render_shown, template_strings
+from irctl.journal.events import parse_ts
+from irctl.journal.state import INTERRUPTED, REPEATING, RUNNING, WAITING, StepState
+from irctl.runbook.model import format_duration
+from irctl.runbook.render import (
+    REDACTED,
+    RenderError,
+    mentions,
+    render,
+    render_shown,
+    template_strings,
+)
 from irctl.runbook.render import texts as secret_texts
 
 if TYPE_CHECKING:
@@ -158,6 +168,12 @@ class ActionSteps:
         attempts = step.retry.attempts if step.retry else 1
         attempt = known.attempt if known is not None else 0
         shared = facts(live, key) if known is not None else {}  # shared by the attempts
+        # A `repeat` step: the rounds ended so far, and the attempt the last one ended on
+        # (retries count within a round).  Between rounds, the next is due at next_at.
+        rounds = known.round if known is not None else 0
+        base = known.round_attempt if known is not None else 0
+        if known is not None and known.status == REPEATING and self._until_due(live, known):
+            return STOP
         while True:
             attempt += 1
             writer.emit_step(
@@ -197,14 +213,94 @@ class ActionSteps:
                 raise
             except ActionError as exc:
                 failed = self._failed(
-                    live, step, key, act, ctx, exc, flag, attempt, attempts, idempotent
+                    live, step, key, act, ctx, exc, flag, attempt, attempt - base, attempts,
+                    idempotent,
                 )
                 if failed is not None:
                     return failed if failed != FAIL else give_up
                 continue  # retried
             finally:
                 live.active.discard(flag)
-            return self._succeeded(live, key, act, ctx, outputs, attempt, give_up)
+            if step.repeat is None:
+                return self._succeeded(live, key, act, ctx, outputs, attempt, give_up)
+            rounds += 1
+            ended = self._round(live, step, key, act, ctx, outputs, attempt, rounds, give_up)
+            if ended is not None:
+                return ended
+            base = attempt  # the next round's retries count from here
+
+    def _round(
+        self,
+        live: Live,
+        step: Step,
+        key: str,
+        act: Action[Any],
+        ctx: ActionContext,
+        outputs: dict[str, Any],
+        attempt: int,
+        rounds: int,
+        give_up: str,
+    ) -> str | None:
+        """A round of a ``repeat`` step ended well: its outcome, or None for another round
+        (recorded as ``step.repeating`` with the time it is due, then waited for)."""
+        repeat = step.repeat
+        if repeat is None:  # pragma: no cover - the caller checked
+            raise IrctlError(f"step '{step.id}' does not repeat")
+        problem = _unrecordable(act, outputs)
+        if problem is not None:
+            self._writer.emit_step(ev.STEP_FAILED, key, {"error": problem, "attempt": attempt})
+            return give_up
+        live.outputs[key] = outputs
+        met = False
+        if repeat.until is not None:
+            found = {**context(live, self._config), "outputs": outputs, "round": rounds}
+            try:
+                met = _truthy(render(repeat.until, found))
+            except RenderError as exc:
+                error = f"'until' of step '{step.id}' cannot be read: {exc}"
+                self._writer.emit_step(ev.STEP_FAILED, key, {"error": error, "attempt": attempt})
+                return give_up
+        if live.state.mode == "tabletop" and not met:
+            # Simulated outputs do not change from round to round: one round stands for all.
+            ctx.notes.append(
+                f"tabletop: one simulated round stands for the repeat (every "
+                f"{format_duration(repeat.every)}, at most {repeat.max} rounds)"
+            )
+            met = True
+        if met or (repeat.until is None and rounds >= repeat.max):
+            return self._succeeded(live, key, act, ctx, outputs, attempt, give_up, rounds=rounds)
+        if rounds >= repeat.max:
+            self._notes(key, ctx)
+            error = (
+                f"'until' was still false after {rounds} round(s), the most 'repeat' allows "
+                f"(every {format_duration(repeat.every)}): {repeat.until}"
+            )
+            self._writer.emit_step(
+                ev.STEP_FAILED, key, {"error": error, "attempt": attempt, "rounds": rounds},
+                defer=True,
+            )  # fmt: skip
+            return give_up
+        self._notes(key, ctx)
+        due = datetime.now(UTC) + timedelta(seconds=repeat.every)
+        self._writer.emit_step(
+            ev.STEP_REPEATING, key,
+            {"round": rounds, "of": repeat.max, "outputs": _shown(act, outputs),
+             "next_at": due.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},  # as the journal writes times
+        )  # fmt: skip
+        if self._pause(repeat.every, live):
+            return STOP  # the round is recorded: a resume waits out the rest, then goes on
+        return None
+
+    def _until_due(self, live: Live, known: StepState) -> bool:
+        """Wait until the next round of a ``repeat`` step is due (as recorded, so a resume
+        after a crash waits only what is left); True if the run was cancelled meanwhile."""
+        if known.next_at is None:
+            return False
+        try:
+            left = (parse_ts(known.next_at) - datetime.now(UTC)).total_seconds()
+        except ValueError:
+            return False  # unreadable: go on now rather than never
+        return left > 0 and self._pause(left, live)
 
     def _failed(
         self,
@@ -216,10 +312,13 @@ class ActionSteps:
         exc: ActionError,
         flag: threading.Event,
         attempt: int,
+        tries: int,
         attempts: int,
         idempotent: bool,
     ) -> str | None:
-        """Record what an attempt's ActionError means: STOP, WAIT, FAIL, or None to retry."""
+        """Record what an attempt's ActionError means: STOP, WAIT, FAIL, or None to retry.
+
+        ``tries`` counts the attempts of this round (of every attempt, without ``repeat``)."""
         writer = self._writer
         self._notes(key, ctx)
         if flag.is_set() and live.cancelled.is_set():
@@ -238,8 +337,8 @@ class ActionSteps:
                 )},
             )  # fmt: skip
             return WAIT
-        if exc.retryable and attempt < attempts and step.retry is not None:
-            delay = min(step.retry.backoff * 2 ** (attempt - 1), step.retry.max_backoff)
+        if exc.retryable and tries < attempts and step.retry is not None:
+            delay = min(step.retry.backoff * 2 ** (tries - 1), step.retry.max_backoff)
             writer.emit_step(
                 ev.STEP_RETRYING, key,
                 {"attempt": attempt, "error": str(exc), "delay": delay},
@@ -260,24 +359,22 @@ class ActionSteps:
         outputs: dict[str, Any],
         attempt: int,
         give_up: str,
+        *,
+        rounds: int | None = None,
     ) -> str:
         """Record the outputs of the attempt that succeeded (secret ones masked)."""
         self._notes(key, ctx)
-        if outputs:
-            try:
-                canonical_json(outputs)
-            except IrctlError as exc:  # an action's bug: record it, never wedge the run
-                error = f"{act.name} returned outputs that cannot be recorded: {exc}"
-                self._writer.emit_step(ev.STEP_FAILED, key, {"error": error, "attempt": attempt})
-                return give_up
+        problem = _unrecordable(act, outputs)
+        if problem is not None:  # an action's bug: record it, never wedge the run
+            self._writer.emit_step(ev.STEP_FAILED, key, {"error": problem, "attempt": attempt})
+            return give_up
         live.outputs[key] = outputs
         if act.secret_outputs:  # masked whole, and searched for in what comes later
             live.redactor.add(*(str(outputs[k]) for k in act.secret_outputs if k in outputs))
-            hide = act.secret_outputs
-            outputs = {k: REDACTED if k in hide else v for k, v in outputs.items()}
-        self._writer.emit_step(
-            ev.STEP_SUCCEEDED, key, {"outputs": outputs, "attempt": attempt}, defer=True
-        )
+        data: dict[str, Any] = {"outputs": _shown(act, outputs), "attempt": attempt}
+        if rounds is not None:
+            data["rounds"] = rounds
+        self._writer.emit_step(ev.STEP_SUCCEEDED, key, data, defer=True)
         return OK
 
     def _pause(self, seconds: float, live: Live) -> bool:
@@ -302,3 +399,29 @@ class ActionSteps:
         for note in ctx.notes:
             self._writer.emit_step(ev.STEP_NOTE, key, {"text": note})
         ctx.notes.clear()
+
+
+def _unrecordable(act: Action[Any], outputs: dict[str, Any]) -> str | None:
+    """Why ``outputs`` cannot be recorded (None: they can)."""
+    if not outputs:
+        return None
+    try:
+        canonical_json(outputs)
+    except IrctlError as exc:
+        return f"{act.name} returned outputs that cannot be recorded: {exc}"
+    return None
+
+
+def _shown(act: Action[Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """``outputs`` as recorded: an output the action declares secret is masked whole."""
+    hide = act.secret_outputs
+    if not hide:
+        return outputs
+    return {k: REDACTED if k in hide else v for k, v in outputs.items()}
+
+
+def _truthy(value: Any) -> bool:
+    """A rendered ``until`` as a yes or no (as ``when`` reads it)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "no", "0", "none")
+    return bool(value)

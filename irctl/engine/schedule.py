@@ -19,7 +19,7 @@ from irctl.engine.live import FAIL, OK, STOP, Live, finished_outcome, worst
 from irctl.engine.plan import SECRET_ITEM, resolve_policy, step_digest
 from irctl.errors import IrctlError
 from irctl.journal import events as ev
-from irctl.journal.state import FINISHED, INTERRUPTED, RUNNING, WAITING, step_key
+from irctl.journal.state import FINISHED, INTERRUPTED, REPEATING, RUNNING, WAITING, step_key
 from irctl.runbook.render import RenderError, mentions, render, render_shown, texts
 from irctl.runbook.render import digest as digest_of
 
@@ -58,7 +58,7 @@ class Schedule:
         known = live.state.steps.get(step.id)
         if known is not None and (done := finished_outcome(step, known)) is not None:
             return done
-        if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING):
+        if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING, REPEATING):
             try:
                 if not self._when(live, step):
                     reason = {"reason": "'when' is false"}

@@ -32,6 +32,7 @@ STEP_STARTED = "step.started"  # committed before the action runs
 STEP_SUCCEEDED = "step.succeeded"
 STEP_FAILED = "step.failed"
 STEP_RETRYING = "step.retrying"
+STEP_REPEATING = "step.repeating"  # a round of a `repeat` step ended; the next is due at next_at
 STEP_INTERRUPTED = "step.interrupted"
 STEP_IN_DOUBT = "step.in_doubt"  # started, no outcome, found on resume
 STEP_RESOLVED = "step.resolved"  # in-doubt step resolved by probe, re-run or operator

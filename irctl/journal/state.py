@@ -25,6 +25,7 @@ SKIPPED = "skipped"
 WAITING = "waiting"
 INTERRUPTED = "interrupted"
 RETRYING = "retrying"
+REPEATING = "repeating"  # between two rounds of a `repeat` step
 
 FINISHED = {SUCCEEDED, FAILED, SKIPPED}
 
@@ -58,6 +59,9 @@ class StepState:
     approvers: list[str] = field(default_factory=list)  # for the current request's digest
     deniers: list[str] = field(default_factory=list)
     approved: bool = False  # the gate opened for the current request
+    round: int = 0  # rounds of a `repeat` step ended so far
+    round_attempt: int = 0  # the attempt the last round ended on
+    next_at: str | None = None  # when the next round is due
 
     @property
     def in_doubt(self) -> bool:
@@ -220,6 +224,12 @@ class RunState:
             step.status = SKIPPED
             step.finished_at = event.ts
             step.error = data.get("reason")
+        elif kind == ev.STEP_REPEATING:
+            step.status = REPEATING
+            step.round = int(data.get("round", step.round + 1))
+            step.round_attempt = step.attempt
+            step.outputs = data.get("outputs", {})
+            step.next_at = data.get("next_at")
         elif kind == ev.STEP_RETRYING:
             step.status = RETRYING
             step.error = data.get("error")

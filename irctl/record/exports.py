@@ -197,6 +197,12 @@ def describe(event: Event) -> tuple[str, str, str | None]:
         return "failed", _compact(d.get("error")), actor
     if kind == ev.STEP_RETRYING:
         return "will retry", _compact(d.get("error")), actor
+    if kind == ev.STEP_REPEATING:
+        detail = "; ".join(
+            part for part in (f"next at {d['next_at']}" if d.get("next_at") else "",
+                              format_values(d.get("outputs"))) if part
+        )  # fmt: skip
+        return f"round {d.get('round', '?')} done, not yet finished", detail, actor
     if kind == ev.STEP_SKIPPED:
         return "skipped", _compact(d.get("reason")), actor
     if kind == ev.STEP_WAITING:

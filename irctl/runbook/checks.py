@@ -67,6 +67,10 @@ _ACTION_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 # -- templates -----------------------------------------------------------------------------------
 
 
+#: What a ``repeat``'s ``until`` reads besides the usual names: the round's outputs and number.
+_UNTIL_NAMES = frozenset({"outputs", "round"})
+
+
 @dataclass(frozen=True)
 class _Template:
     """What a template reads: names from its context, the keys read under each root, and the
@@ -508,6 +512,11 @@ class _RunbookChecks:
                 for where, text in _strings(raw[key], (*loc, key)):
                     if is_template(text):
                         self._check_template(text, where, info, item_ok=item_ok)
+        repeat = raw.get("repeat")
+        until = repeat.get("until") if isinstance(repeat, dict) else None
+        if isinstance(until, str) and is_template(until):
+            where = (*loc, "repeat", "until")
+            self._check_template(until, where, info, item_ok=False, own=_UNTIL_NAMES)
 
     def _check_action(self, name: str, raw: dict[str, Any], loc: Loc) -> None:
         if not _ACTION_NAME.fullmatch(name):
@@ -577,7 +586,11 @@ class _RunbookChecks:
                     skip=frozenset({"extra_forbidden"}),
                 )
 
-    def _check_template(self, text: str, loc: Loc, info: _StepInfo, *, item_ok: bool) -> None:
+    def _check_template(
+        self, text: str, loc: Loc, info: _StepInfo, *, item_ok: bool,
+        own: frozenset[str] = frozenset(),
+    ) -> None:  # fmt: skip
+        """Check one template; ``own`` names more it may read (``outputs`` in ``until``)."""
         parsed = _template(text)
         if isinstance(parsed, str):
             self.doc.add(loc, parsed)
@@ -609,7 +622,7 @@ class _RunbookChecks:
                 if loc[-1] != "for_each"
                 else "'item' is not defined in for_each itself: it is each value for_each gives",
             )
-        for name in sorted(parsed.free - set(TEMPLATE_ROOTS)):
+        for name in sorted(parsed.free - set(TEMPLATE_ROOTS) - own):
             hint = suggest(name, TEMPLATE_ROOTS) or (
                 "; templates read params, secrets, vars, steps, run and item"
             )

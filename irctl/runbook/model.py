@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -232,6 +233,30 @@ class Retry(_Model):
     max_backoff: Duration = 300.0
 
 
+class Repeat(_Model):
+    """Run the step again every ``every`` until ``until`` is true, at most ``max`` rounds.
+
+    Without ``until`` the step succeeds after ``max`` rounds (a periodic update); with it,
+    ``max`` rounds without ``until`` becoming true fail the step.  Each round is recorded
+    (``step.repeating``), so a crash neither repeats a round nor restarts the wait.
+    """
+
+    every: Duration = Field(description="the wait between the end of a round and the next")
+    until: str | None = Field(
+        default=None,
+        description="a template read after each round: 'outputs' is the round's outputs, "
+        "'round' its number (from 1); the step succeeds when it is true",
+    )
+    max: int = Field(ge=1, le=10_000, description="rounds at most, the first included")
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("'every' must be a positive duration, such as 15m")
+        return value
+
+
 class Step(_Model):
     """One step of a runbook: an action, or a ``parallel`` block of steps."""
 
@@ -249,6 +274,7 @@ class Step(_Model):
     approval: str | Policy | None = None
     timeout: Duration | None = None
     retry: Retry | None = None
+    repeat: Repeat | None = None
     on_failure: Literal["abort", "continue"] = "abort"
     tags: list[str] = Field(default_factory=list)
     idempotent: bool | None = None
@@ -262,6 +288,13 @@ class Step(_Model):
                 raise ValueError("'parallel' needs at least one step")
             if self.for_each is not None or self.with_:
                 raise ValueError("'for_each' and 'with' belong on an action step, not 'parallel'")
+        if self.repeat is not None:
+            if self.parallel is not None or self.for_each is not None:
+                raise ValueError("'repeat' belongs on a single action step, not on 'parallel' "
+                                 "or 'for_each'")
+            if self.approval is not None:
+                raise ValueError("a step with 'repeat' cannot carry an 'approval': each round "
+                                 "would act on one approval; approve a step of its own before it")
         return self
 
     def walk(self) -> list[Step]:
