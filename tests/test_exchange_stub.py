@@ -100,3 +100,54 @@ def test_freeze_requests_are_received_acknowledged_and_frozen(exchange: Exchange
         exchange.confirm_frozen("fr-9", "0x0")
     status, _ = send(exchange, "GET", "/freeze-requests/status?id=fr-0001", headers={})
     assert status == 401  # the same bearer token guards these endpoints
+
+
+def test_treasury_desk_reports_the_queue_and_the_ledger(exchange: ExchangeAdminStub) -> None:
+    exchange.set_queue(4200, oldest_seconds=310, amounts={"ETH": 10**21})
+    exchange.set_liabilities({"ETH": (5 * 10**21, 18), "USDT": (7 * 10**12, 6)})
+    assert send(exchange, "GET", "/withdrawals/queue")[1] == {
+        "pending": 4200, "oldest_seconds": 310, "amounts": {"ETH": str(10**21)},
+    }  # fmt: skip
+    owed = send(exchange, "GET", "/ledger/liabilities")[1]["assets"]
+    assert owed == {"ETH": {"total": str(5 * 10**21), "decimals": 18},
+                    "USDT": {"total": str(7 * 10**12), "decimals": 6}}  # fmt: skip
+    status, body = send(exchange, "POST", "/proof-of-reserves/publish",
+                        {"root": "ab" * 32, "accounts": 3, "statement": "1:1"})  # fmt: skip
+    assert status == 201
+    assert body["root"] == "ab" * 32
+    assert exchange.desks.published[0]["statement"] == "1:1"
+    assert send(exchange, "POST", "/proof-of-reserves/publish", {"root": "x"})[0] == 400
+
+
+def test_staff_desk_suspends_and_holds(exchange: ExchangeAdminStub) -> None:
+    exchange.add_staff("mallory", sessions=2, approved_pending=3,
+                       audit=[{"action": "withdrawal.approve", "amount_usd": 250000}])  # fmt: skip
+    assert send(exchange, "GET", "/admin/audit-log?staff=mallory")[1]["entries"][0][
+        "amount_usd"] == 250000  # fmt: skip
+    first = send(exchange, "POST", "/admin/staff/suspend", {"staff": "mallory"})[1]
+    assert first == {"staff": "mallory", "suspended": True, "ended_sessions": 2, "changed": True}
+    again = send(exchange, "POST", "/admin/staff/suspend", {"staff": "mallory"})[1]
+    assert again["changed"] is False
+    assert send(exchange, "GET", "/admin/staff/status?staff=mallory")[1]["sessions"] == 0
+    assert send(exchange, "POST", "/withdrawals/hold-by-staff", {"staff": "mallory"})[1] == {
+        "staff": "mallory", "held": 3}  # fmt: skip
+    assert send(exchange, "POST", "/admin/staff/suspend", {"staff": "nobody"})[0] == 404
+    assert send(exchange, "POST", "/withdrawals/four-eyes", {"threshold_usd": 10000})[1] == {
+        "active": True, "threshold_usd": 10000.0}  # fmt: skip
+    assert send(exchange, "POST", "/withdrawals/four-eyes", {"threshold_usd": -1})[0] == 400
+
+
+def test_traffic_desk_never_degrades_a_core_feature(exchange: ExchangeAdminStub) -> None:
+    exchange.set_traffic(9000, capacity_rps=5000, error_rate=0.2)
+    assert send(exchange, "GET", "/traffic")[1]["normal"] is False
+    status, body = send(exchange, "POST", "/features/degrade",
+                        {"features": ["charts", "withdrawals"]})  # fmt: skip
+    assert status == 400
+    assert "withdrawals cannot be degraded" in body["error"]
+    assert exchange.desks.degraded == []  # refused whole: nothing degraded
+    done = send(exchange, "POST", "/features/degrade", {"features": ["charts", "referrals"]})
+    assert done[1] == {"degraded": ["charts", "referrals"], "changed": True}
+    exchange.set_traffic(800, error_rate=0.0)
+    assert send(exchange, "GET", "/traffic")[1]["normal"] is True
+    assert send(exchange, "POST", "/features/restore", {})[1] == {
+        "degraded": [], "restored": ["charts", "referrals"]}  # fmt: skip

@@ -7,6 +7,7 @@ assert on.  Re-exported by :mod:`irctl.testing`, where integration authors find 
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import urllib.parse
@@ -14,6 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from irctl.standins import exchange_desks
+from irctl.standins.exchange_desks import BadRequest as _BadRequest
+from irctl.standins.exchange_desks import Desks, Staff
 
 __all__ = ["ExchangeAdminStub", "ExchangeUser", "FreezeRequest", "RecordedRequest"]
 
@@ -84,13 +89,7 @@ class _State:
     labels: dict[str, dict[str, str]] = field(default_factory=dict)  # address -> chain, label
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)  # incident -> hops, targets
     freeze_requests: list[FreezeRequest] = field(default_factory=list)
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    desks: Desks = field(default_factory=Desks)  # treasury, staff access, traffic
 
 
 Route = Callable[["ExchangeAdminStub", dict[str, Any], dict[str, list[str]]], tuple[int, Any]]
@@ -328,6 +327,13 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/freeze-requests"): _freeze_request,
     ("GET", "/freeze-requests/status"): _freeze_status,
 }
+
+
+def _desk_route(route: exchange_desks.Route) -> Route:
+    return lambda stub, body, query: route(stub._state.desks, body, query)
+
+
+ROUTES.update({key: _desk_route(route) for key, route in exchange_desks.ROUTES.items()})
 """Every authenticated endpoint; ``GET /health`` answers without a token."""
 
 
@@ -457,6 +463,9 @@ class ExchangeAdminStub:
     - ``POST /withdrawals/address-cooldown`` ``{hours}`` (1-168) and ``GET`` it ->
       ``{active, address_change_cooldown_hours}``
     - ``POST /withdrawals/limits`` ``{per_user_daily_usd}`` (null: normal limits)
+
+    The treasury, staff-access and traffic desks (the bank-run, insider-abuse and overload
+    runbooks): :mod:`irctl.standins.exchange_desks` lists their endpoints.
 
     Tracing stolen funds:
 
@@ -620,6 +629,55 @@ class ExchangeAdminStub:
         """Halt ``chain`` directly, as if another responder had."""
         with self._lock:
             self._state.halted.add(chain)
+
+    # the treasury, staff and traffic desks (irctl.standins.exchange_desks)
+
+    def set_queue(
+        self, pending: int, *, oldest_seconds: int = 0, amounts: dict[str, int] | None = None
+    ) -> None:
+        """The withdrawal queue ``GET /withdrawals/queue`` reports."""
+        with self._lock:
+            desks = self._state.desks
+            desks.pending, desks.oldest_seconds = pending, oldest_seconds
+            desks.amounts = {asset: str(units) for asset, units in (amounts or {}).items()}
+
+    def set_liabilities(self, assets: dict[str, tuple[int, int]]) -> None:
+        """What the ledger owes customers: ``{asset: (total in smallest units, decimals)}``."""
+        with self._lock:
+            self._state.desks.liabilities = {
+                asset: {"total": str(total), "decimals": places}
+                for asset, (total, places) in assets.items()
+            }
+
+    def add_staff(
+        self, staff: str, *, sessions: int = 1, approved_pending: int = 0,
+        audit: list[dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
+        """An employee with admin access, their open sessions, the withdrawals they approved
+        that have not left yet, and their entries in the admin audit log."""
+        with self._lock:
+            desks = self._state.desks
+            desks.staff[staff] = Staff(staff, sessions, approved_pending=approved_pending)
+            desks.audit[staff] = json.loads(json.dumps(audit or []))
+
+    def set_traffic(
+        self, requests_per_second: float, *, capacity_rps: float | None = None,
+        error_rate: float | None = None,
+    ) -> None:  # fmt: skip
+        """The load ``GET /traffic`` reports."""
+        with self._lock:
+            desks = self._state.desks
+            desks.requests_per_second = requests_per_second
+            if capacity_rps is not None:
+                desks.capacity_rps = capacity_rps
+            if error_rate is not None:
+                desks.error_rate = error_rate
+
+    @property
+    def desks(self) -> Desks:
+        """A copy of the treasury, staff and traffic desks as they are now."""
+        with self._lock:
+            return copy.deepcopy(self._state.desks)
 
     def fail_next(
         self, count: int = 1, status: int = 503, *, path: str | None = None, body: Any = None
