@@ -185,7 +185,16 @@ class OperatorActs:
         what: str,
     ) -> Ed25519PrivateKey | None:
         """The key that signs ``operator``'s act, checked against the key the run pinned for
-        them and the one irctl.yaml lists now; None where the run asks for no signature."""
+        them and the one irctl.yaml lists now; None where the run asks for no signature.
+        An operator the runbook excludes may not act at all."""
+        from irctl.record.approvals import ApprovalRejected, excluded_in, excluded_message
+
+        try:
+            barred = excluded_in(state)
+        except ApprovalRejected as exc:
+            raise UsageError(exc.message) from exc
+        if operator in barred:
+            raise UsageError(excluded_message(operator, state.run_id, what))
         required = act_key_needed(events)
         if private_key is None and not required:
             return None

@@ -284,7 +284,12 @@ class Engine:
         problem = self._start.problem(runbook, state, events[0])
         if problem is not None:
             return self._refuse(run_id, state, guard, Tampering(1, problem))
+        barred, problem = self._start.excluded(runbook, state, events)
+        if problem is not None:
+            return self._refuse(run_id, state, guard, Tampering(1, problem))
+        guard.excluded = barred  # and for every act another process records from now on
         live = self._begin(runbook, state, guard, events, opened)
+        live.excluded = barred
         try:
             self._conclude(live, self._schedule.sequence(runbook.steps))
         except KeyboardInterrupt:

@@ -195,7 +195,8 @@ class Gate:
         count)."""
         from irctl.record import approvals as ap
 
-        state = self._writer.require_live().state
+        live = self._writer.require_live()
+        state = live.state
         configured = self._config.operators
         roles_of: dict[str, list[str]] = {}
         for name, recorded in state.operators.items():
@@ -210,6 +211,7 @@ class Gate:
             roles_of=roles_of,
             initiator=state.initiator,
             break_glass_roles=glass,
+            excluded=live.excluded,
         )
 
     def _prompt(self, key: str, name: str, policy: Policy, missing: str = "") -> str:

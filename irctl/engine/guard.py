@@ -92,6 +92,7 @@ class JournalGuard:
     _unsealed: list[Event] = field(default_factory=list)  # foreign, no checkpoint yet
     _pinned: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     _acts_signed: bool = False  # answers, marks and aborts must carry their signature
+    excluded: frozenset[str] = frozenset()  # the runbook's exclude_operators: no act of theirs
 
     def __post_init__(self) -> None:
         from irctl.identity import load_public_key
@@ -201,6 +202,12 @@ class JournalGuard:
             )
             if unsigned is not None:
                 return Tampering(event.seq, f"event {event.seq} ({event.type}): {unsigned}")
+            if event.data.get("by") in self.excluded:
+                return Tampering(
+                    event.seq,
+                    f"event {event.seq} ({event.type}) is by {event.data.get('by')}, whom the "
+                    "runbook excludes (exclude_operators)",
+                )
         if self.trusted and not self._signed_decision(event):
             self._unsealed.append(event)
         return None

@@ -72,6 +72,7 @@ class Live:
     # The facts each step's attempts recorded (ActionContext.record), as verified.
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     acts_signed: bool = False  # answers, marks and aborts carry their operator's signature
+    excluded: frozenset[str] = frozenset()  # the runbook's exclude_operators, as derived
 
     def index(self, event: Event) -> None:
         """Keep what the engine reads back of a verified event: approvals and facts."""

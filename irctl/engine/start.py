@@ -20,6 +20,7 @@ from irctl import __version__
 from irctl.engine.live import Listener
 from irctl.engine.plan import resolve_policy
 from irctl.errors import UsageError
+from irctl.journal import events as ev
 from irctl.journal.events import Event
 from irctl.journal.state import RunState
 from irctl.record.approvals import SIGNED_ACTS, acts_must_be_signed
@@ -75,7 +76,8 @@ class RunStart:
         (:meth:`irctl.engine.engine.Engine.create_run`)."""
         if mode not in ("live", "tabletop", "sandbox"):
             raise UsageError(f"mode must be live, tabletop or sandbox, not {mode!r}")
-        self._approvable(runbook, initiator)
+        barred = self._barred(runbook, params, initiator)
+        self._approvable(runbook, initiator, barred)
         run_id = run_id or new_run_id()
         start = self._signed_start(runbook, initiator, mode, starter_key)
         data = self._created(runbook, runbook_text, params, initiator, mode, incident)
@@ -106,14 +108,37 @@ class RunStart:
         made = self._made.pop(run_id, None)
         return made[1] if made is not None and made[0] == recorded_text else None
 
-    def _approvable(self, runbook: Runbook, initiator: str) -> None:
-        """UsageError if a step's approval policy could never be met by the operators."""
+    @staticmethod
+    def _barred(runbook: Runbook, params: dict[str, Any], initiator: str) -> frozenset[str]:
+        """The operators the runbook excludes with these params; UsageError when they cannot
+        be read or include the initiator (nothing is recorded)."""
+        from irctl.runbook.params import excluded_operators
+        from irctl.runbook.render import RenderError
+
+        try:
+            barred = excluded_operators(runbook, params)
+        except RenderError as exc:
+            raise UsageError(f"exclude_operators of {runbook.id} cannot be read: {exc}") from exc
+        if initiator in barred:
+            raise UsageError(
+                f"{initiator} may not start this run: {runbook.id} excludes them "
+                "(exclude_operators), and someone else must lead it"
+            )
+        return barred
+
+    def _approvable(
+        self, runbook: Runbook, initiator: str, barred: frozenset[str] = frozenset()
+    ) -> None:
+        """UsageError if a step's approval policy could never be met by the operators (the
+        runbook's excluded operators left out)."""
         from irctl.record.approvals import impossible
 
-        roles_of = {name: op.roles for name, op in self._config.operators.items()}
+        roles_of = {
+            name: op.roles for name, op in self._config.operators.items() if name not in barred
+        }
         for step in runbook.all_steps():
             _, policy = resolve_policy(runbook, step)
-            keyed = [name for name, op in self._config.operators.items() if op.key]
+            keyed = [n for n, op in self._config.operators.items() if op.key and n not in barred]
             problem = (
                 impossible(policy, roles_of, initiator, keyed=keyed) if policy is not None else None
             )
@@ -189,6 +214,34 @@ class RunStart:
     def problem(self, runbook: Runbook, state: RunState, created: Event) -> str | None:
         """Why the run may not go on, as its ``run.created`` stands (None: it may)."""
         return self._start_problem(runbook, state, created) or self._acts_problem(state, created)
+
+    def excluded(
+        self, runbook: Runbook, state: RunState, events: list[Event]
+    ) -> tuple[frozenset[str], str | None]:
+        """The operators the runbook excludes, derived from its text and the params the
+        signed start covers; and why the run may not go on because of them: they cannot be
+        read, the initiator is one of them, or the journal holds an answer, mark or abort by
+        one of them (the CLI refuses each, so only a row written around irctl holds one)."""
+        from irctl.runbook.params import excluded_operators
+        from irctl.runbook.render import RenderError
+
+        try:
+            barred = excluded_operators(runbook, state.params)
+        except RenderError as exc:
+            return frozenset(), f"the runbook's exclude_operators cannot be read: {exc}"
+        if state.initiator in barred:
+            return barred, (
+                f"run {state.run_id} was started by {state.initiator}, whom its runbook "
+                "excludes (exclude_operators)"
+            )
+        for event in events:
+            if event.type in ev.ACTS and event.data.get("by") in barred:
+                return barred, (
+                    f"event {event.seq} ({event.type}) is by {event.data.get('by')}, whom the "
+                    "runbook excludes (exclude_operators): irctl refuses such an act, so the "
+                    "row was written around it"
+                )
+        return barred, None
 
     def _acts_problem(self, state: RunState, created: Event) -> str | None:
         """Why a live run may not go on in a workspace with operators: its ``run.created``

@@ -270,15 +270,18 @@ def evaluate(
     roles_of: Mapping[str, Iterable[str]],
     initiator: str | None,
     break_glass_roles: Iterable[str] = (),
+    excluded: Iterable[str] = (),
 ) -> Verdict:
     """Whether the decisions recorded for one digest open the gate, close it, or not yet.
 
     Decisions from people who may not decide are ignored (the CLI refuses them
-    first; this is the second check).  Each operator counts once: their first
-    decision stands.
+    first; this is the second check): among them the runbook's ``exclude_operators``
+    (``excluded``), whose approvals, denials and break-glass never count.  Each operator
+    counts once: their first decision stands.
     """
     allowed = policy.allowed_roles()
     glass = set(break_glass_roles)
+    barred = set(excluded)
     first: dict[str, Decision] = {}
     for decision in decisions:
         first.setdefault(decision.operator, decision)
@@ -288,6 +291,8 @@ def evaluate(
     for name, decision in first.items():
         roles = set(roles_of.get(name, ()))
         if name not in roles_of or (policy.exclude_initiator and name == initiator):
+            continue
+        if name in barred:
             continue
         if decision.approve and decision.break_glass:
             if policy.break_glass and roles & glass and decision.assurance == "key":
@@ -424,6 +429,8 @@ def decision(
             f"{operator} started run {run_id} and cannot approve or deny its steps "
             "(separation of duties: someone else must decide)"
         )
+    if operator in excluded_in(state):
+        raise ApprovalRejected(excluded_message(operator, run_id, "approve or deny its steps"))
     roles = set(recorded.get("roles") or [])
     if break_glass:
         if not approve:
@@ -516,6 +523,44 @@ def outlook(events: Iterable[Event], key: str) -> Verdict | None:
         roles_of={name: op.get("roles") or [] for name, op in state.operators.items()},
         initiator=state.initiator,
         break_glass_roles=state.break_glass_roles,
+        excluded=excluded_in(state, strict=False),
+    )
+
+
+def excluded_in(state: RunState, *, strict: bool = True) -> frozenset[str]:
+    """The operators the run's runbook excludes (``exclude_operators``), derived from the
+    runbook text and the params its ``run.created`` holds (those its signed start covers).
+
+    Exclusions that cannot be read are an :class:`ApprovalRejected` (``strict``: nobody acts
+    on a guess), or exclude nobody where the answer is only shown (the engine, which reads
+    them again before it acts, stops the run instead).
+    """
+    from irctl.errors import InvalidDocument
+    from irctl.runbook.loader import load_runbook_text
+    from irctl.runbook.params import excluded_operators
+    from irctl.runbook.render import RenderError
+
+    if "exclude_operators" not in state.runbook_text:
+        return frozenset()  # most runbooks: no parse
+    try:
+        runbook = load_runbook_text(
+            state.runbook_text, f"{state.run_id}:runbook", check_integrations=False
+        )
+        return excluded_operators(runbook, state.params)
+    except (InvalidDocument, RenderError) as exc:
+        if strict:
+            raise ApprovalRejected(
+                f"the operators run {state.run_id} excludes cannot be read ({exc}): "
+                "no one's act is taken in it"
+            ) from exc
+        return frozenset()
+
+
+def excluded_message(operator: str, run_id: str, what: str) -> str:
+    """Why ``operator`` may not ``what`` in run ``run_id``: the runbook excludes them."""
+    return (
+        f"{operator} may not {what} in run {run_id}: its runbook excludes them "
+        "(exclude_operators: a suspect in the incident it answers), even with break-glass"
     )
 
 

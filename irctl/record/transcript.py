@@ -746,6 +746,7 @@ class _Approvals:
         self.deferred: list[str] = []
         self.glass_roles: list[str] = []
         self.initiator: Any = None
+        self.excluded: frozenset[str] = frozenset()  # the runbook's exclude_operators
         self.gates: dict[_GateKey, _Gate] = {}
         self.keys: dict[str, Ed25519PublicKey | None] = {}
         self.checks: list[ApprovalCheck] = []
@@ -791,6 +792,7 @@ class _Approvals:
     def created(self, data: dict[str, Any]) -> None:
         """Take the operators snapshot from ``run.created`` (event 1)."""
         self.initiator = data.get("initiator")
+        self.excluded = self._excluded(data)
         if "operators" not in data:
             self.deferred.append(
                 "event 1 (line 1): run.created records no operators (every run records them, "
@@ -858,6 +860,28 @@ class _Approvals:
         elif kind == ev.STEP_STARTED:
             self.started(n, seq, me, key, data)
 
+    def _excluded(self, data: dict[str, Any]) -> frozenset[str]:
+        """The operators the recorded runbook excludes, with the recorded params."""
+        text, params = data.get("runbook_text"), data.get("params")
+        if not isinstance(text, str) or "exclude_operators" not in text:
+            return frozenset()
+        from irctl.errors import InvalidDocument
+        from irctl.runbook.loader import load_runbook_text
+        from irctl.runbook.params import excluded_operators
+        from irctl.runbook.render import RenderError
+
+        try:
+            runbook = load_runbook_text(text, "run.created", check_integrations=False)
+            barred = excluded_operators(runbook, params if isinstance(params, dict) else {})
+        except (InvalidDocument, RenderError) as exc:
+            self.v.problem(1, f"event 1 (line 1): the runbook's exclude_operators cannot be "
+                              f"read: {str(exc)[:200]}")  # fmt: skip
+            return frozenset()
+        if self.initiator in barred:
+            self.v.problem(1, f"event 1 (line 1): the run was started by {self.initiator}, "
+                              "whom its runbook excludes (exclude_operators)")  # fmt: skip
+        return barred
+
     def act(self, n: int, seq: int, kind: str, data: dict[str, Any]) -> None:
         """A person's answer, mark or abort: signed by the operator it names, with their key
         as recorded at run start (and trusted by the trust root, when one is given)."""
@@ -871,6 +895,8 @@ class _Approvals:
             str(self.v.run), kind, data, self.operators or {}, required=self.acts_required
         )
         untrusted = self.untrusted.get(who) if isinstance(who, str) else None
+        if problem is None and isinstance(who, str) and who in self.excluded:
+            problem = f"it is by {who}, whom the runbook excludes (exclude_operators)"
         if problem is None and untrusted is not None and self.v.trust is not None and (
             "sig" in data
         ):
@@ -1118,6 +1144,7 @@ class _Approvals:
             roles_of={name: list(op.get("roles") or []) for name, op in operators.items()},
             initiator=self.initiator if isinstance(self.initiator, str) else None,
             break_glass_roles=self.glass_roles,
+            excluded=self.excluded,
         )
         glass = data.get("break_glass") is True
         if verdict.state == "approved" and set(verdict.approvers) == set(approvers):

@@ -425,9 +425,33 @@ class _RunbookChecks:
 
     def run(self) -> None:
         self._check_params()
+        self._check_excluded()
         steps = self._collect()
         for info in steps:
             self._check_step(info)
+
+    def _check_excluded(self) -> None:
+        """``exclude_operators`` reads params alone: it is rendered before any step runs, and
+        again wherever a person's act is checked."""
+        entries = self.data.get("exclude_operators")
+        if not isinstance(entries, list):
+            return  # pydantic reports it
+        for index, text in enumerate(entries):
+            if not isinstance(text, str) or not is_template(text):
+                continue
+            loc: Loc = ("exclude_operators", index)
+            parsed = _template(text)
+            if isinstance(parsed, str):
+                self.doc.add(loc, parsed)
+                continue
+            for name in parsed.refused:
+                self.doc.add(loc, f"template uses '{name}', which the sandbox refuses")
+            others = sorted(parsed.free - {"params"})
+            if others:
+                self.doc.add(loc, f"exclude_operators reads only params, not {', '.join(others)}")
+            for name in _unknown(parsed.reads.get("params", frozenset()), self.param_set):
+                hint = suggest(name, self.param_names) or "; declare it under 'params:'"
+                self.doc.add(loc, f"unknown param '{name}' in template{hint}")
 
     # ids and order
 

@@ -331,6 +331,13 @@ class Runbook(_Model):
     start: Start | None = Field(
         default=None, description="who may start a live run (default: any operator)"
     )
+    exclude_operators: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="operators who may not start, approve, deny, answer, mark or abort a run of "
+        "this runbook, even with break-glass: names, or templates over params such as "
+        "'{{ params.suspect_operator }}' (a suspect in the incident the run answers)",
+    )
     steps: list[Step] = Field(min_length=1)
     on_failure: list[Step] = Field(default_factory=list)
 

@@ -19,7 +19,7 @@ from irctl.errors import UsageError
 from irctl.runbook.located import plain, show, suggest
 from irctl.runbook.model import Param, Runbook
 
-__all__ = ["check_param_value", "parse_params", "value_problems"]
+__all__ = ["check_param_value", "excluded_operators", "parse_params", "value_problems"]
 
 _TYPE_WORDS = {
     "string": "text",
@@ -261,3 +261,22 @@ def parse_params(runbook: Runbook, given: dict[str, str]) -> dict[str, Any]:
     if problems:
         raise UsageError("\n".join(problems))
     return values
+
+
+def excluded_operators(runbook: Runbook, params: dict[str, Any]) -> frozenset[str]:
+    """The operators a run of ``runbook`` with ``params`` must not let act (its
+    ``exclude_operators``, each rendered with the params alone; a blank one names nobody).
+
+    Derived again wherever it is acted on, from the runbook and the params the initiator's
+    signed start covers, never from a recorded list: whoever may write the database must not
+    be able to take a suspect off it.  A template that cannot be rendered is an error
+    (:class:`irctl.runbook.render.RenderError`): refusing to guess keeps the suspect out.
+    """
+    from irctl.runbook.render import render_string
+
+    found: set[str] = set()
+    for entry in runbook.exclude_operators:
+        value = render_string(entry, {"params": params})
+        names = value if isinstance(value, list) else [value]
+        found.update(str(name).strip() for name in names if str(name or "").strip())
+    return frozenset(found)
