@@ -64,7 +64,9 @@ __all__ = [
 GROUP = "irctl.integrations"
 
 # Namespaces whose integration ships as an extra of this distribution.
-EXTRAS = {"slack": "slack", "aws": "aws", "evm": "evm", "safe": "evm", "totp": "evm"}
+EXTRAS = {
+    "slack": "slack", "aws": "aws", "evm": "evm", "safe": "evm", "totp": "evm", "reserves": "evm",
+}  # fmt: skip
 
 #: The integrations that ship with irctl, as its entry points name them (a test keeps the two
 #: equal).  Finding these needs no scan of every installed package's entry points, which costs
@@ -81,6 +83,7 @@ FIRST_PARTY = {
     "evm": "irctl_evm",
     "safe": "irctl_evm.safe",
     "totp": "irctl_evm.totp",
+    "reserves": "irctl_evm.reserves",
 }
 
 Inputs = TypeVar("Inputs", bound=BaseModel)

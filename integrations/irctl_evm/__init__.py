@@ -2,6 +2,9 @@
 
 Install with ``pip install 'irctl[evm]'``.  Importing this package registers the
 ``evm.*`` actions; web3 and eth-account are imported only when an action runs.
+The ``safe.*``, ``totp.*`` and ``reserves.*`` namespaces are modules of their own
+(:mod:`irctl_evm.safe`, :mod:`irctl_evm.totp`, :mod:`irctl_evm.reserves`), each
+named by its own entry point.
 """
 
 from irctl_evm import actions as actions
