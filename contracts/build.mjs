@@ -47,6 +47,7 @@ const lines = [
 for (const file of Object.keys(result.contracts).sort()) {
   for (const name of Object.keys(result.contracts[file]).sort()) {
     const c = result.contracts[file][name];
+    if (!c.evm.bytecode.object) continue; // an abstract contract or an interface: nothing to deploy
     lines.push(`    ${JSON.stringify(name)}: {`);
     lines.push(`        "source": ${JSON.stringify(file)},`);
     lines.push('        "abi": (');

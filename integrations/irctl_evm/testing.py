@@ -9,6 +9,7 @@ it with the URL from :attr:`LocalChain.url`, exactly as it would talk to a node:
     with LocalChain() as chain:
         hot = chain.new_account(ether=10)          # a funded wallet with a key irctl may use
         token = chain.deploy_token(owner=hot.address, supply=1_000_000 * 10**6)
+        usdt = chain.deploy_stablecoin("tether")   # its issuer can freeze: chain.freeze(usdt, a)
         ...  # irctl.yaml: integrations.evm.rpc.local is chain.url
 
 Every transaction is mined at once into its own block; :meth:`LocalChain.mine`
@@ -34,7 +35,7 @@ from irctl_evm.compiled import CONTRACTS
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["Account", "Hold", "LocalChain", "abi", "main", "signed_allowlist"]
+__all__ = ["STABLECOINS", "Account", "Hold", "LocalChain", "abi", "main", "signed_allowlist"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class LocalChain:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.requests: list[str] = []  # the methods called over HTTP, in order
+        self._stablecoins: dict[str, str] = {}  # address -> issuer, of deploy_stablecoin's
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -265,6 +267,31 @@ class LocalChain:
             self.transact("PausableToken", address, "transferOwnership", owner)
         return address
 
+    def deploy_stablecoin(
+        self,
+        issuer: str = "tether",
+        *,
+        supply: int = 0,
+        holder: str | None = None,
+        decimals: int = 6,
+    ) -> str:
+        """Deploy a stablecoin whose issuer can freeze addresses (contracts/Stablecoins.sol):
+        ``tether`` answers ``isBlackListed``, ``circle`` ``isBlacklisted``, ``paxos``
+        ``isFrozen``.  The issuer is the chain's first pre-funded account; ``supply`` goes to
+        ``holder`` when given.  Its address; :meth:`freeze` freezes an address on it."""
+        contract, symbol, _, _ = STABLECOINS[issuer]
+        address = self.deploy(contract, f"{symbol} (local)", symbol, decimals, supply)
+        self._stablecoins[address] = issuer
+        if holder is not None and supply:
+            self.transact(contract, address, "transfer", holder, supply)
+        return address
+
+    def freeze(self, token: str, address: str, *, frozen: bool = True) -> str:
+        """The issuer of ``token`` (deployed by :meth:`deploy_stablecoin`) freezes ``address``,
+        or unfreezes it with ``frozen=False``; the transaction hash."""
+        contract, _, add, remove = STABLECOINS[self._stablecoins[token]]
+        return self.transact(contract, token, add if frozen else remove, address)
+
     def mine(self, blocks: int = 1) -> int:
         """Add empty blocks; the new head's number."""
         with self._lock:
@@ -290,6 +317,15 @@ class LocalChain:
                             }
                         )
         return found
+
+
+#: The stablecoins :meth:`LocalChain.deploy_stablecoin` deploys, by issuer: the contract, its
+#: symbol, and the issuer's functions that freeze and unfreeze an address.
+STABLECOINS = {
+    "tether": ("TetherLikeToken", "USDT", "addBlackList", "removeBlackList"),
+    "circle": ("CircleLikeToken", "USDC", "blacklist", "unBlacklist"),
+    "paxos": ("PaxosLikeToken", "USDP", "freeze", "unfreeze"),
+}
 
 
 def signed_allowlist(
