@@ -57,7 +57,9 @@ contract SafeLike {
     mapping(bytes32 => uint256) public signedMessages;
     mapping(address => mapping(bytes32 => uint256)) public approvedHashes;
 
-    event ExecutionSuccess(bytes32 txHash);
+    // As every Safe since 1.0.0 emits them (payment is always 0 here: no gas refunds)
+    event ExecutionSuccess(bytes32 txHash, uint256 payment);
+    event ExecutionFailure(bytes32 txHash, uint256 payment);
     event ApproveHash(bytes32 indexed approvedHash, address indexed owner);
 
     constructor() {
@@ -135,8 +137,11 @@ contract SafeLike {
         } else {
             (success, ) = to.call{value: value}(data);
         }
-        require(success, "GS013");
-        emit ExecutionSuccess(txHash);
+        // As Safe: a failed inner call reverts the whole transaction unless safeTxGas was set;
+        // then the nonce is used and ExecutionFailure says so.
+        require(success || safeTxGas != 0, "GS013");
+        if (success) emit ExecutionSuccess(txHash, 0);
+        else emit ExecutionFailure(txHash, 0);
     }
 
     // --- owners, threshold, modules, guard, fallback handler -----------------------------
