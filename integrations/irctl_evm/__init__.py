@@ -1,4 +1,5 @@
-"""Wallets for irctl: balances, pausing a token, sweeping a hot wallet to cold storage.
+"""Wallets for irctl: balances, pausing a token, sweeping a hot wallet to cold storage, reading
+a stablecoin issuer's freeze.
 
 Install with ``pip install 'irctl[evm]'``.  Importing this package registers the
 ``evm.*`` actions; web3 and eth-account are imported only when an action runs.
@@ -8,3 +9,4 @@ named by its own entry point.
 """
 
 from irctl_evm import actions as actions
+from irctl_evm import freezes as freezes
