@@ -138,9 +138,17 @@ def test_the_event_search_can_be_split_for_nodes_that_cap_ranges(
     receipt = deployed.execute(tx, deployed.owners[:2])
     chain.mine(5)
     digest = hashes(tx).safe_tx_hash
+    queries = chain.requests.count("eth_getLogs")
     found = _state(chain, safe=deployed.safe.address, safe_tx_hash=digest, blocks_per_query=2)
+    assert chain.requests.count("eth_getLogs") - queries == (found["block"] + 2) // 2
     assert found["execution_block"] == receipt["blockNumber"]
     assert found["execution_confirmations"] == found["block"] - receipt["blockNumber"] + 1
+    configured = run_action(
+        "safe.state", {"safe": deployed.safe.address, "chain_id": chain.chain_id,
+                       "safe_tx_hash": digest},
+        context(config={**_config(chain), "blocks_per_query": {str(chain.chain_id): 3}}),
+    )  # fmt: skip
+    assert configured["execution_tx"] == found["execution_tx"]
     later = _state(chain, safe=deployed.safe.address, safe_tx_hash=digest,
                    from_block=receipt["blockNumber"] + 1)  # fmt: skip
     assert (later["executed"], later["tx_state"]) == (False, "not_executed")  # searched after it

@@ -35,7 +35,8 @@ by a module (``execTransactionFromModule``) carry no safeTxHash and are not seen
 
 Events are looked for from ``from_block`` (default 0, the whole history, in one
 ``eth_getLogs`` filtered by the Safe's address and the two event topics) to the block read;
-for a node that caps the range of one query, give ``blocks_per_query``.
+for a node that caps the range of one query, give ``blocks_per_query``, or set it for the
+node in irctl.yaml (``integrations.safe.blocks_per_query``: a number, or one per chain id).
 
 Outputs: ``safe``, ``chain_id``, ``block``, ``version``, ``singleton``, ``guard``,
 ``fallback_handler``, ``owners``, ``threshold``, ``nonce``, ``modules``, ``calls_agree``,
@@ -103,7 +104,10 @@ class StateInputs(BaseModel):
     block: IntLike | None = Field(default=None, description="read at this block (default: head)")
     from_block: IntLike = Field(default=0, description="look for execution events from here")
     blocks_per_query: int | None = Field(
-        default=None, ge=1, description="split the event search for a node that caps ranges"
+        default=None,
+        ge=1,
+        description="split the event search for a node that caps ranges (default: "
+        "integrations.safe.blocks_per_query, else one query)",
     )
     wait: Duration = Field(
         default=0.0, description="poll until the transaction executed, at most this long"
@@ -232,6 +236,7 @@ def _run(inputs: StateInputs, ctx: ActionContext) -> Outputs:
         raise SafeInputError(
             f"the RPC endpoint for chain {chain_id} serves chain {served}: nothing was read"
         )
+    per_query = inputs.blocks_per_query or _blocks_per_query(ctx.config, chain_id)
     watch = None
     if inputs.safe_tx_hash is not None:
         watch = Watch(bytes.fromhex(inputs.safe_tx_hash[2:]), int(inputs.from_block))
@@ -244,7 +249,7 @@ def _run(inputs: StateInputs, ctx: ActionContext) -> Outputs:
         block = int(inputs.block) if inputs.block is not None else int(w3.eth.block_number)
         found = read(w3, inputs.safe, block)
         if watch is not None:
-            search(w3, inputs.safe, watch, block, inputs.blocks_per_query)
+            search(w3, inputs.safe, watch, block, per_query)
         outputs = {**found, **_execution(inputs, watch, found, block), "polls": polls}
         if outputs["tx_state"] in (None, "executed", "replaced"):
             break
@@ -257,6 +262,20 @@ def _run(inputs: StateInputs, ctx: ActionContext) -> Outputs:
     if inputs.require_executed and not outputs["executed"]:
         _refuse(inputs, outputs, wait)
     return outputs
+
+
+def _blocks_per_query(config: dict[str, Any], chain_id: int) -> int | None:
+    """``integrations.safe.blocks_per_query``: one number, or a mapping from chain id."""
+    given = config.get("blocks_per_query")
+    if isinstance(given, dict):
+        given = given.get(str(chain_id), given.get(chain_id))
+    if given is None:
+        return None
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        raise SafeInputError(
+            f"integrations.safe.blocks_per_query must be a positive number of blocks, not {given!r}"
+        )
+    return given
 
 
 def _refuse(inputs: StateInputs, outputs: Outputs, wait: float) -> None:
