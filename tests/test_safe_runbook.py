@@ -1,5 +1,7 @@
 """The multisig-signer-compromise runbook end to end in a sandbox (the Safe-like multisig on the
-in-process EVM), and the Bybit replay drill's proposal caught in a tabletop run."""
+in-process EVM): the cancellation and rotation, each read back on chain, and the branch for a
+proposal that has already executed; and the Bybit replay drill's proposal caught in a tabletop
+run."""
 
 from __future__ import annotations
 
@@ -95,6 +97,13 @@ def test_runbook_cancels_a_malicious_proposal_and_rotates_an_owner(
     found = state.steps["verify-proposal"].outputs
     assert found["flag_codes"] == ["delegatecall_untrusted"]
     assert "delegatecall_untrusted" in state.steps["independent-check"].prompt
+    read = state.steps["proposal-state"].outputs  # read on chain: not executed, still pending
+    assert (read["executed"], read["tx_state"]) == (False, "pending")
+    assert read["safe_tx_hash"] == found["safe_tx_hash"]
+    assert (read["owners"], read["threshold"], read["nonce"]) == (deployed.owners, 2, 0)
+    assert read["singleton"] == deployed.singleton
+    for skipped in ("already-executed", "executed-response"):
+        assert state.steps[skipped].status == "skipped"
     team.answer(run_id, key)
 
     state, key, why = team.until(run_id)
@@ -114,6 +123,9 @@ def test_runbook_cancels_a_malicious_proposal_and_rotates_an_owner(
 
     state, key, why = team.until(run_id)
     assert (key, why) == ("rotate-owner", "approval")
+    cancelled = state.steps["cancel-executed"].outputs  # the chain says so, not the answer
+    assert (cancelled["executed"], cancelled["execution"]) == (True, "success")
+    assert cancelled["safe_tx_hash"] == cancel["safe_tx_hash"]
     rotation = state.steps["verify-rotation"].outputs
     assert rotation["flag_codes"] == ["owner_change"]
     expected = {"prev_owner": deployed.owners[0], "old_owner": compromised, "new_owner": new_owner}
@@ -126,11 +138,106 @@ def test_runbook_cancels_a_malicious_proposal_and_rotates_an_owner(
     assert compromised not in deployed.safe.functions.getOwners().call()
     team.answer(run_id, key)
 
-    _, key, _ = team.until(run_id)
+    state, key, _ = team.until(run_id)
     assert key == "guard-siblings"
+    rotated = state.steps["rotation-executed"].outputs
+    assert rotated["executed"] is True
+    assert new_owner in rotated["owners"]
+    assert compromised not in rotated["owners"]
     team.answer(run_id, key)
     state = team.engine.execute(run_id)
     assert state.status == "succeeded", [(s.key, s.error) for s in state.steps.values()]
+    assert "is cancelled" in state.steps["all-clear"].outputs["message"]
+    team.store.close()
+
+
+def test_a_proposal_that_already_executed_takes_the_damage_branch(
+    deployed: Deployed,
+    chain: LocalChain,
+    tmp_path: Path,
+) -> None:
+    """Bybit: the disguised delegatecall executed and swapped slot 0 before anyone noticed."""
+    from tests.test_safe_snapshot import _call, _deploy
+
+    w3 = deployed.w3
+    backdoor = _deploy(w3, "SlotZeroBackdoor")
+    bad_data = _call("transfer(address,uint256)", ["address", "uint256"], [backdoor, 0])
+    malicious = deployed.tx(to=backdoor, data=bad_data, operation=1, safe_tx_gas=45746)
+    executed = deployed.execute(malicious, deployed.owners[:2])
+    assert deployed.w3.eth.get_storage_at(deployed.safe.address, 0)[-20:] == bytes.fromhex(
+        backdoor[2:]
+    )  # slot 0 is the attacker's contract
+    registry = deployed.registry(tmp_path / "safe-registry.yaml")
+    team = Team(tmp_path, {"rpc": {str(chain.chain_id): chain.url}, "registry": str(registry)})
+    run_id = team.start({
+        "safe": deployed.safe.address, "chain_id": chain.chain_id, "nonce": 0,
+        "proposal_to": backdoor, "proposal_data": bad_data, "proposal_operation": 1,
+        "proposal_safe_tx_gas": 45746, "compromised_owner": deployed.owners[1],
+        "prev_owner": deployed.owners[0], "new_owner": w3.eth.accounts[6],
+    })  # fmt: skip
+    _, key, _ = team.until(run_id)
+    team.answer(run_id, key)  # signers-acknowledge
+
+    state, key, why = team.until(run_id)
+    assert (key, why) == ("executed-response", "answer")
+    read = state.steps["proposal-state"].outputs
+    assert (read["executed"], read["execution"], read["tx_state"]) == (True, "success", "executed")
+    assert read["execution_tx"] == "0x" + bytes(executed["transactionHash"]).hex()
+    assert read["singleton"] == backdoor
+    assert read["owners"] == deployed.owners  # from storage: the attacker's code answers nothing
+    assert read["calls_agree"] is None
+    alarm = state.steps["already-executed"].outputs["message"]
+    assert "ALREADY EXECUTED" in alarm
+    assert read["execution_tx"] in alarm
+    assert backdoor in alarm
+    assert str(executed["blockNumber"]) in (state.steps["executed-response"].prompt or "")
+    team.answer(run_id, key)
+
+    state, key, _ = team.until(run_id)
+    assert key == "guard-siblings"
+    assert state.steps["snapshot-safes"].status == "failed"  # singleton_mismatch, and it goes on
+    assert "singleton_mismatch" in (state.steps["snapshot-safes"].error or "")
+    for skipped in ("independent-check", "verify-cancel", "sign-cancel", "cancel-executed",
+                    "verify-rotation", "rotate-owner", "rotation-executed"):  # fmt: skip
+        assert state.steps[skipped].status == "skipped", skipped
+    team.answer(run_id, key)
+    state = team.engine.execute(run_id)
+    assert state.status == "succeeded", [(s.key, s.error) for s in state.steps.values()]
+    assert "EXECUTED in " + read["execution_tx"] in state.steps["all-clear"].outputs["message"]
+    team.store.close()
+
+
+def test_a_cancel_that_lost_the_race_to_the_malicious_proposal_fails_the_run(
+    deployed: Deployed,
+    chain: LocalChain,
+    tmp_path: Path,
+) -> None:
+    """The proposal executes between the read and the cancel: the cancel can never execute."""
+    from tests.test_safe_snapshot import _call, _deploy
+
+    backdoor = _deploy(deployed.w3, "SlotZeroBackdoor")
+    bad_data = _call("transfer(address,uint256)", ["address", "uint256"], [backdoor, 0])
+    team = Team(tmp_path, {"rpc": {str(chain.chain_id): chain.url}})
+    run_id = team.start({
+        "safe": deployed.safe.address, "chain_id": chain.chain_id, "nonce": 0,
+        "safe_version": "1.3.0", "proposal_to": backdoor, "proposal_data": bad_data,
+        "proposal_operation": 1,
+    })  # fmt: skip
+    for expected in ("signers-acknowledge", "independent-check"):
+        _, key, _ = team.until(run_id)
+        assert key == expected
+        team.answer(run_id, key)
+    _, key, why = team.until(run_id)
+    assert (key, why) == ("sign-cancel", "approval")
+    team.approve(run_id, key)
+    _, key, why = team.until(run_id)
+    assert (key, why) == ("sign-cancel", "answer")
+    deployed.execute(deployed.tx(to=backdoor, data=bad_data, operation=1), deployed.owners[:2])
+    team.answer(run_id, key)
+    state = team.engine.execute(run_id)
+    assert state.status == "failed"
+    assert "can never execute" in (state.steps["cancel-executed"].error or "")
+    assert state.steps["page-leads"].status == "succeeded"
     team.store.close()
 
 
