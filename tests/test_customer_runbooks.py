@@ -1,9 +1,10 @@
 """customer-api-key-2fa-compromise and stolen-funds-tracing, end to end through the engine.
 
 The exchange admin API and the freeze desk are the ExchangeAdminStub, Slack is the
-Slack stand-in, both real servers on 127.0.0.1. Approvals are signed with the
-operators' own keys and manual steps answered as a person would; the outcome is read
-back from the stand-ins' recorded state.
+Slack stand-in, both real servers on 127.0.0.1; issuer freezes are read from stablecoins
+deployed on the in-process EVM (LocalChain, JSON-RPC on 127.0.0.1). Approvals are signed
+with the operators' own keys and manual steps answered as a person would; the outcome is
+read back from the stand-ins' recorded state.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from irctl_evm.testing import LocalChain
 
 from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
@@ -63,22 +65,33 @@ class Team:
     """The workspace's operators with their keys, an engine and a store in tmp_path."""
 
     def __init__(
-        self, tmp_path: Path, exchange: ExchangeAdminStub, slack: SlackStandIn, mode: str = "live"
+        self,
+        tmp_path: Path,
+        exchange: ExchangeAdminStub,
+        slack: SlackStandIn,
+        mode: str = "live",
+        *,
+        chain: LocalChain | None = None,
     ) -> None:
         self.mode = mode
         self.keys: dict[str, Ed25519PrivateKey] = {
             name: generate_private_key(tmp_path / f"{name}.key") for name in ROLES
         }
+        integrations: dict[str, Any] = {
+            "slack": {"token": "env:IRCTL_TEST_SLACK_TOKEN", "base_url": slack.url,
+                      "channel": "#incidents"},
+        }  # fmt: skip
+        variables: dict[str, Any] = {"exchange_admin_url": exchange.url}
+        if chain is not None:  # issuer freezes on "ethereum" are read from the local chain
+            integrations["evm"] = {"rpc": {"ethereum": chain.url}}
+            variables["onchain_freeze_checks"] = ["ethereum"]
         config = Config.model_validate({
             "operators": {
                 name: {"roles": roles, "key": public_key_text(self.keys[name])}
                 for name, roles in ROLES.items()
             },
-            "integrations": {
-                "slack": {"token": "env:IRCTL_TEST_SLACK_TOKEN", "base_url": slack.url,
-                          "channel": "#incidents"},
-            },
-            "vars": {"exchange_admin_url": exchange.url},
+            "integrations": integrations,
+            "vars": variables,
         })  # fmt: skip
         self.store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
         installation = generate_private_key(tmp_path / "installation.key")
@@ -345,6 +358,114 @@ def test_stolen_funds_tracing(
     team.store.close()
 
 
+@pytest.fixture(scope="module")
+def chain() -> Iterator[LocalChain]:
+    with LocalChain() as running:
+        yield running
+
+
+def onchain_targets(chain: LocalChain) -> list[dict[str, Any]]:
+    """TARGETS with the issuers' tokens deployed on the local chain, the addresses funded."""
+    found = []
+    for target in TARGETS:
+        found.append(dict(target))
+        if target["kind"] == "issuer":
+            holder = chain.new_account().address
+            token = chain.deploy_stablecoin(str(target["counterparty"]), supply=10**12,
+                                            holder=holder)  # fmt: skip
+            found[-1].update(token_contract=token, address=holder)
+    return found
+
+
+def issuers(exchange: ExchangeAdminStub, chain: LocalChain, targets: list[dict[str, Any]],
+            stop: threading.Event, *, freeze: bool = True) -> None:  # fmt: skip
+    """The counterparties: acknowledge, freeze on chain (the issuers), then report frozen."""
+    while not stop.is_set() and len(exchange.freeze_requests) < len(targets):
+        time.sleep(0.05)
+    if stop.is_set():
+        return
+    exchange.acknowledge()
+    if freeze:
+        for target in targets:
+            if target["kind"] == "issuer":
+                chain.freeze(target["token_contract"], target["address"])
+    for number, request in enumerate(exchange.freeze_requests, 1):
+        exchange.confirm_frozen(request.request_id, "0x" + f"{number:064x}")
+
+
+def _through_the_requests(
+    team: Team, run_id: str, exchange: ExchangeAdminStub, chain: LocalChain,
+    targets: list[dict[str, Any]],
+) -> tuple[RunState, str, str]:  # fmt: skip
+    team.walk(run_id, [("review-trace", "answer"), ("police-report", "answer")])
+    _, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("send-freeze-requests", "approval")
+    team.approve(run_id, key, "lena")
+    stop = threading.Event()
+    desk = threading.Thread(target=issuers, args=(exchange, chain, targets, stop), daemon=True)
+    desk.start()
+    try:
+        return team.until_waiting(run_id)
+    finally:
+        stop.set()
+        desk.join(5)
+
+
+def test_issuer_freezes_are_read_on_chain_and_only_the_rest_asked_of_a_person(
+    exchange: ExchangeAdminStub, slack: SlackStandIn, chain: LocalChain, tmp_path: Path
+) -> None:
+    targets = onchain_targets(chain)
+    exchange.set_case("INC-9", hops=HOPS, targets=targets)
+    team = Team(tmp_path, exchange, slack, chain=chain)
+    run_id = team.start("stolen-funds-tracing", CASE, incident="INC-9")
+    state, key, why = _through_the_requests(team, run_id, exchange, chain, targets)
+
+    assert (key, why) == ("verify-on-chain", "answer")  # for the exchange's freeze only
+    tether, circle = targets[0], targets[1]
+    read = state.steps["confirm-issuer-freezes"].outputs["items"]
+    assert [(r["token"], r["address"], r["frozen"], r["method"]) for r in read] == [
+        (tether["token_contract"], tether["address"], True, "isBlackListed"),
+        (circle["token_contract"], circle["address"], True, "isBlacklisted"),
+    ]  # fmt: skip
+    prompt = state.steps["verify-on-chain"].prompt or ""
+    assert "frozen on chain, isBlackListed true at block" in prompt
+    assert "frozen on chain, isBlacklisted true at block" in prompt
+    assert "call isBlack" not in prompt  # nobody is asked to check what the chain showed
+    assert f"the deposit address {'0x' + 'e' * 40} has sent nothing" in prompt
+    team.answer(run_id, key)
+
+    _, key, why = team.until_waiting(run_id)
+    assert (key, why) == ("bounty", "approval")
+    team.approve(run_id, key, "lena")
+    team.walk(run_id, [("bounty", "answer")])
+    state = team.engine.execute(run_id)
+    assert state.status == "succeeded", [(s.key, s.error) for s in state.steps.values()]
+    assert any("2 read frozen on chain by irctl, the others confirmed by hand" in t
+               for t in posted(slack))  # fmt: skip
+    team.store.close()
+
+
+def test_when_the_chain_shows_every_freeze_nobody_is_asked(
+    exchange: ExchangeAdminStub, slack: SlackStandIn, chain: LocalChain, tmp_path: Path
+) -> None:
+    targets = onchain_targets(chain)[:2]  # the two issuers
+    exchange.set_case("INC-10", hops=HOPS, targets=targets)
+    team = Team(tmp_path, exchange, slack, chain=chain)
+    run_id = team.start("stolen-funds-tracing", CASE, incident="INC-10")
+    state, key, why = _through_the_requests(team, run_id, exchange, chain, targets)
+    assert (key, why) == ("bounty", "approval")
+    assert state.steps["verify-on-chain"].status == "skipped"
+    assert [r["frozen"] for r in state.steps["confirm-issuer-freezes"].outputs["items"]] == [
+        True, True,
+    ]  # fmt: skip
+    team.approve(run_id, key, "lena")
+    team.walk(run_id, [("bounty", "answer")])
+    state = team.engine.execute(run_id)
+    assert state.status == "succeeded", [(s.key, s.error) for s in state.steps.values()]
+    assert any("2 read frozen on chain by irctl." in t for t in posted(slack))
+    team.store.close()
+
+
 def test_legal_denial_sends_no_freeze_request(
     exchange: ExchangeAdminStub, slack: SlackStandIn, tmp_path: Path
 ) -> None:
@@ -387,8 +508,9 @@ def _drill_params(drill: str) -> dict[str, Any]:
         (
             "quarterly-stolen-funds-tracing",
             "stolen-funds-tracing",
+            # the simulated trace has no targets: nothing to read, nothing to confirm by hand
             ["review-trace", "police-report", ("send-freeze-requests", ("lena",)),
-             "verify-on-chain", ("bounty", ("lena",)), "bounty"],
+             ("bounty", ("lena",)), "bounty"],
         ),
     ],
 )  # fmt: skip
