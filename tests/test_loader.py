@@ -848,3 +848,16 @@ def test_param_patterns_that_can_take_exponential_time_are_refused(
         "p.yaml:5:32: params.tag.pattern: a repeated group that itself repeats a varying number "
         "of times (like (a+)+) can take exponential time to check; rewrite it without the nesting"
     )
+
+
+def test_an_approval_on_a_parallel_block_is_refused(registry: Registry) -> None:
+    """A block has no inputs of its own: an approval there would gate nothing, so the steps
+    inside would run unapproved.  The approval goes on each action step."""
+    text = (
+        "irctl: 1\nid: p\ntitle: P\napprovals:\n  two: {quorum: 2}\nsteps:\n"
+        "  - id: block\n    approval: two\n    parallel:\n"
+        "      - id: a\n        action: t.echo\n        with: {value: 1}\n"
+    )
+    with pytest.raises(InvalidDocument) as caught:
+        load_runbook_text(text, "p.yaml", registry=registry)
+    assert "'approval' belongs on the action steps inside 'parallel'" in str(caught.value)

@@ -288,6 +288,9 @@ class Step(_Model):
                 raise ValueError("'parallel' needs at least one step")
             if self.for_each is not None or self.with_:
                 raise ValueError("'for_each' and 'with' belong on an action step, not 'parallel'")
+            if self.approval is not None:  # a block has no inputs to approve: never skip a gate
+                raise ValueError("'approval' belongs on the action steps inside 'parallel', "
+                                 "not on the block")
         if self.repeat is not None:
             if self.parallel is not None or self.for_each is not None:
                 raise ValueError("'repeat' belongs on a single action step, not on 'parallel' "
