@@ -380,6 +380,39 @@ def test_asg_halt_and_restore(cloud: dict[str, Any]) -> None:
     assert probe("aws.autoscaling.set_capacity", restore, ctx).state == "done"
 
 
+def test_asg_scale_up_records_what_a_rollback_restores(cloud: dict[str, Any]) -> None:
+    asg = _asg(cloud)
+    asg.suspend_processes(AutoScalingGroupName="signers", ScalingProcesses=["AZRebalance"])
+    ctx = context(cloud, "scale-api")
+    up = {"group": "signers", "min": 4, "max": 10, "desired": 6}
+    out = run("aws.autoscaling.set_capacity", up, ctx)
+    before = {"min": 1, "max": 3, "desired": 2, "suspended_processes": ["AZRebalance"]}
+    assert out["previous"] == before
+    assert ctx.facts["previous"] == before  # journaled before UpdateAutoScalingGroup was sent
+    assert _group(asg) == (4, 10, 6, ["AZRebalance"])
+
+    # the process died after the change: the probe reads the group and the journaled sizes
+    crashed = context(cloud, "scale-api")
+    crashed.facts.update(ctx.facts)
+    found = probe("aws.autoscaling.set_capacity", up, crashed)
+    assert found.state == "done"
+    assert found.outputs["previous"] == before
+    assert (found.outputs["min"], found.outputs["max"], found.outputs["desired"]) == (4, 10, 6)
+    # a retry of the same step finds the change made and still reports the sizes from before
+    assert run("aws.autoscaling.set_capacity", up, crashed)["previous"] == before
+
+    # a step that found the group already at its sizes (nothing journaled): what it found
+    fresh = probe("aws.autoscaling.set_capacity", up, context(cloud, "other"))
+    assert fresh.outputs["previous"] == {**before, "min": 4, "max": 10, "desired": 6}
+
+    previous = out["previous"]
+    rollback = {"group": "signers", "min": previous["min"], "max": previous["max"],
+                "desired": previous["desired"]}  # fmt: skip
+    back = run("aws.autoscaling.set_capacity", rollback, context(cloud, "rollback"))
+    assert back["previous"] == {**before, "min": 4, "max": 10, "desired": 6}
+    assert _group(asg) == (1, 3, 2, ["AZRebalance"])
+
+
 def test_asg_simulate_unknown_and_bad_inputs(cloud: dict[str, Any]) -> None:
     asg = _asg(cloud)
     halt = {"group": "signers", "min": 0, "max": 0, "desired": 0, "suspend_processes": ["Launch"]}

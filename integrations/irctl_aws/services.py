@@ -307,7 +307,11 @@ def _set_capacity_probe(inputs: SetCapacity, ctx: ActionContext) -> Probe:
         return Probe.not_done(f"suspended processes are {suspended}")
     if set(inputs.resume_processes or []) & set(suspended):
         return Probe.not_done(f"suspended processes are {suspended}")
-    return Probe.done({**_capacity(inputs, group, ctx.facts.get("previous")), "changed": None})
+    # Nothing journaled: no attempt got as far as changing the group, so the sizes found now
+    # are the ones from before the step, and a restore step can still read them.
+    current = {**sizes, "suspended_processes": suspended}
+    previous = ctx.facts.get("previous", current)
+    return Probe.done({**_capacity(inputs, group, previous), "changed": None})
 
 
 # --- Lambda ---------------------------------------------------------------------------------
