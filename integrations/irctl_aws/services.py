@@ -291,7 +291,11 @@ def _set_capacity_simulate(inputs: SetCapacity, ctx: ActionContext) -> Outputs:
         parts.append(f"resume {inputs.resume_processes}")
     return simulated(
         f"Auto Scaling group {inputs.group}: " + ", then ".join(parts),
-        group=inputs.group, previous=None, min=inputs.min, max=inputs.max,
+        # unknown without asking AWS, but with its fields: a restore step of a drill that
+        # reads previous.min gets null (its inputs are incomplete) instead of a failed render
+        group=inputs.group,
+        previous={"min": None, "max": None, "desired": None, "suspended_processes": None},
+        min=inputs.min, max=inputs.max,
         desired=inputs.desired, suspended_processes=None, changed=None,
     )  # fmt: skip
 
