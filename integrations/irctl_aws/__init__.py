@@ -1,4 +1,4 @@
-"""AWS containment for irctl: keys, 2FA, signing keys, workers, secrets, evidence.
+"""AWS containment for irctl: keys, 2FA, signing keys, workers, secrets, WAF, evidence.
 
 Install with ``pip install 'irctl[aws]'``.  Importing this package registers the
 ``aws.*`` actions; boto3 is imported only when an action runs.
@@ -8,3 +8,4 @@ from irctl_aws import evidence as evidence
 from irctl_aws import iam as iam
 from irctl_aws import kms as kms
 from irctl_aws import services as services
+from irctl_aws import wafv2 as wafv2

@@ -71,8 +71,11 @@ _CLIENTS: dict[str, tuple[float, Any]] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def action_client(service: str, ctx: ActionContext) -> Any:
+def action_client(service: str, ctx: ActionContext, *, region: str | None = None) -> Any:
     """The client an action uses for ``service``, reused for a few minutes.
+
+    ``region`` overrides ``integrations.aws.region`` for a service that must be called in
+    one region (WAF for CloudFront is managed in us-east-1 only).
 
     Making one costs ~80 ms of CPU: rotating keys for hundreds of users in parallel
     otherwise spends most of its time building clients under the GIL (200 rotations:
@@ -85,6 +88,8 @@ def action_client(service: str, ctx: ActionContext) -> Any:
     if left is not None and left <= 0:
         raise ActionError(f"AWS {service}: the step's timeout has already passed", retryable=True)
     settings = {k: v for k, v in ctx.config.items() if not k.startswith("_")}
+    if region is not None:
+        settings["region"] = region
     identity = hashlib.sha256(
         json.dumps([os.environ.get(name) for name in CREDENTIAL_ENV]).encode()
     ).hexdigest()
@@ -97,7 +102,7 @@ def action_client(service: str, ctx: ActionContext) -> Any:
         if cached is not None and now - cached[0] < CLIENT_TTL:
             return cached[1]
         made = call(  # assuming integrations.aws.role_arn happens here
-            lambda: client(service, ctx.config, timeout=ctx.timeout),
+            lambda: client(service, settings, timeout=ctx.timeout),
             f"creating the {service} client",
         )
         _CLIENTS[key] = (now, made)
