@@ -1,10 +1,15 @@
-"""Signing keys and secrets: KMS DisableKey/EnableKey, Secrets Manager PutSecretValue.
+"""Signing keys and secrets: KMS DisableKey/EnableKey and grants, Secrets Manager PutSecretValue.
 
 ::
 
     - id: freeze-signing-key
       action: aws.kms.disable_key
       with: {key_id: alias/hot-wallet-signer}
+    - id: revoke-insider-grants
+      action: aws.kms.revoke_grant
+      with:
+        key_id: alias/treasury-signer
+        grantee_principal: "arn:aws:iam::123456789012:role/{{ params.suspect_role }}"
     - id: rotate-admin-token
       action: aws.secretsmanager.put_secret_value
       with:
@@ -18,12 +23,18 @@ write carries a ``ClientRequestToken`` derived from the run, the step and the
 secret, which becomes the new version's id: a step that crashed and runs
 again finds its version instead of writing a second one, and its probe looks
 for that version.
+
+``revoke_grant`` journals the grants it is about to revoke (id, grantee, operations,
+constraints, retiring principal: what CreateGrant needs to make one again) before
+revoking any, and then reads ListGrants again: the step succeeds only when it shows none
+left.  AWS applies a revocation within about five minutes (eventual consistency).
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
@@ -139,6 +150,171 @@ def _enable_key_simulate(inputs: KeyRef, ctx: ActionContext) -> Outputs:
 @enable_key.probe
 def _enable_key_probe(inputs: KeyRef, ctx: ActionContext) -> Probe:
     return _key_probe(inputs, ctx, enable=True)
+
+
+# --- KMS grants -----------------------------------------------------------------------------
+
+
+class ListGrants(KeyRef):
+    """The grants on a KMS key, all or one grantee's."""
+
+    grantee_principal: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="only the grants to this principal (an IAM ARN or a service principal)",
+    )  # fmt: skip
+
+
+class RevokeGrant(KeyRef):
+    """Revoke every grant on a KMS key to one grantee, or one grant by its id."""
+
+    grantee_principal: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="revoke every grant on the key to this principal (an IAM role or user "
+        "ARN, or a service principal)",
+    )  # fmt: skip
+    grant_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9]{1,128}$", description="or revoke this one grant"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RevokeGrant:
+        if (self.grantee_principal is None) == (self.grant_id is None):
+            raise ValueError("give exactly one of grantee_principal or grant_id")
+        return self
+
+    def target(self) -> str:
+        if self.grant_id is not None:
+            return f"grant {self.grant_id}"
+        return f"the grants to {self.grantee_principal}"
+
+    def matches(self, grant: dict[str, Any]) -> bool:
+        if self.grant_id is not None:
+            return bool(grant["grant_id"] == self.grant_id)
+        return bool(grant["grantee_principal"] == self.grantee_principal)
+
+
+def _grant(found: dict[str, Any]) -> Outputs:
+    """A grant as JSON: everything CreateGrant would need to make it again."""
+    created = found.get("CreationDate")
+    return {
+        "grant_id": str(found["GrantId"]),
+        "name": found.get("Name"),
+        "grantee_principal": found.get("GranteePrincipal"),
+        "retiring_principal": found.get("RetiringPrincipal"),
+        "operations": sorted(found.get("Operations") or []),
+        "constraints": found.get("Constraints"),
+        "issuing_account": found.get("IssuingAccount"),
+        "created": created.isoformat() if isinstance(created, datetime) else None,
+    }
+
+
+def _grants(kms: Any, key_arn: str, key_id: str) -> list[Outputs]:
+    """Every grant on the key (filtered here: moto ignores ListGrants' GranteePrincipal)."""
+
+    def listed() -> list[Outputs]:
+        pages = kms.get_paginator("list_grants").paginate(KeyId=key_arn)
+        return [_grant(grant) for page in pages for grant in page.get("Grants", [])]
+
+    return call(listed, f"KMS ListGrants on key {key_id}")
+
+
+@action("aws.kms.list_grants", idempotent=True)
+def list_grants(inputs: ListGrants, ctx: ActionContext) -> Outputs:
+    """List the grants on a KMS key (all, or those to one grantee)."""
+    kms = aws("kms", ctx)
+    meta = _key(kms, inputs.key_id)
+    grants = _grants(kms, str(meta["Arn"]), inputs.key_id)
+    if inputs.grantee_principal is not None:
+        grants = [g for g in grants if g["grantee_principal"] == inputs.grantee_principal]
+    return {
+        "key_id": str(meta["KeyId"]), "key_arn": str(meta["Arn"]),
+        "grantee_principal": inputs.grantee_principal, "grants": grants, "count": len(grants),
+    }  # fmt: skip
+
+
+@list_grants.simulate
+def _list_grants_simulate(inputs: ListGrants, ctx: ActionContext) -> Outputs:
+    whose = f" to {inputs.grantee_principal}" if inputs.grantee_principal else ""
+    return simulated(
+        f"list the grants on KMS key {inputs.key_id}{whose}",
+        key_id=inputs.key_id, key_arn=None, grantee_principal=inputs.grantee_principal,
+        grants=None, count=None,
+    )  # fmt: skip
+
+
+def _revoked(inputs: RevokeGrant, meta: dict[str, Any], revoked: list[Outputs]) -> Outputs:
+    return {
+        "key_id": str(meta["KeyId"]), "key_arn": str(meta["Arn"]),
+        "grantee_principal": inputs.grantee_principal, "grant_id": inputs.grant_id,
+        "grants_revoked": revoked, "revoked_count": len(revoked), "remaining": 0,
+    }  # fmt: skip
+
+
+@action("aws.kms.revoke_grant", idempotent=True)
+def revoke_grant(inputs: RevokeGrant, ctx: ActionContext) -> Outputs:
+    """Revoke every grant on a KMS key to a grantee (or one grant): the grants are recorded."""
+    from botocore.exceptions import ClientError
+
+    kms = aws("kms", ctx)
+    meta = _key(kms, inputs.key_id)
+    key_arn = str(meta["Arn"])  # ListGrants and RevokeGrant take no alias
+    earlier: list[Outputs] = list(ctx.facts.get("grants_revoked", []))
+    found = [g for g in _grants(kms, key_arn, inputs.key_id) if inputs.matches(g)]
+    if not found:
+        if inputs.grant_id is not None and not earlier:
+            raise ActionError(
+                f"KMS key {inputs.key_id} has no grant {inputs.grant_id} (ListGrants); check "
+                "the grant id (aws.kms.list_grants)",
+                retryable=False,
+            )
+        ctx.note(f"KMS key {inputs.key_id}: no grant left to revoke ({inputs.target()})")
+        return {**_revoked(inputs, meta, earlier), "changed": False}
+    known = {g["grant_id"] for g in earlier}
+    revoked = earlier + [g for g in found if g["grant_id"] not in known]
+    ctx.record(grants_revoked=revoked)  # journaled before any grant is gone
+
+    for grant in found:
+        grant_id = grant["grant_id"]
+
+        def revoke(grant_id: str = grant_id) -> None:
+            try:
+                kms.revoke_grant(KeyId=key_arn, GrantId=grant_id)
+            except ClientError as exc:  # revoked or retired meanwhile: gone, as wanted
+                if exc.response.get("Error", {}).get("Code") != "NotFoundException":
+                    raise
+
+        call(revoke, f"KMS RevokeGrant {grant_id} on key {inputs.key_id}")
+    left = [g for g in _grants(kms, key_arn, inputs.key_id) if inputs.matches(g)]
+    if left:
+        raise ActionError(
+            f"KMS key {inputs.key_id}: ListGrants still shows {len(left)} of {inputs.target()} "
+            f"after revoking ({', '.join(g['grant_id'] for g in left)}); run the step again",
+            retryable=True,
+        )
+    return {**_revoked(inputs, meta, revoked), "changed": True}
+
+
+@revoke_grant.simulate
+def _revoke_grant_simulate(inputs: RevokeGrant, ctx: ActionContext) -> Outputs:
+    return simulated(
+        f"revoke {inputs.target()} on KMS key {inputs.key_id}",
+        key_id=inputs.key_id, key_arn=None, grantee_principal=inputs.grantee_principal,
+        grant_id=inputs.grant_id, grants_revoked=None, revoked_count=None, remaining=0,
+        changed=None,
+    )  # fmt: skip
+
+
+@revoke_grant.probe
+def _revoke_grant_probe(inputs: RevokeGrant, ctx: ActionContext) -> Probe:
+    kms = aws("kms", ctx)
+    meta = _key(kms, inputs.key_id)
+    left = [g for g in _grants(kms, str(meta["Arn"]), inputs.key_id) if inputs.matches(g)]
+    if left:
+        return Probe.not_done(f"ListGrants shows {len(left)} of {inputs.target()}")
+    revoked = list(ctx.facts.get("grants_revoked", []))
+    if inputs.grant_id is not None and not revoked:
+        return Probe.not_done(f"no attempt of this step revoked grant {inputs.grant_id}")
+    return Probe.done({**_revoked(inputs, meta, revoked), "changed": None})
 
 
 # --- Secrets Manager ------------------------------------------------------------------------
