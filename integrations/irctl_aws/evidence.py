@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -142,11 +143,34 @@ def _head(s3: Any, bucket: str, key: str, version: str | None = None) -> dict[st
     return call(fetch, f"S3 HeadObject on s3://{bucket}/{key}")
 
 
-def _evidence(inputs: PutEvidence, head: dict[str, Any], sha: str, size: int) -> Outputs:
+@dataclass(frozen=True)
+class Evidence:
+    """One object to keep: where, what, and under which retention."""
+
+    bucket: str
+    key: str
+    data: bytes
+    mode: str
+    until: datetime
+    #: The retention an object already at the key must have to count as this evidence: less
+    #: than ``until`` when that was computed from a duration when the step ran.
+    enough: datetime
+    content_type: str
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def _evidence(bucket: str, key: str, head: dict[str, Any], sha: str, size: int) -> Outputs:
     until = head.get("ObjectLockRetainUntilDate")
     return {
-        "bucket": inputs.bucket,
-        "key": inputs.key,
+        "bucket": bucket,
+        "key": key,
         "version_id": head.get("VersionId"),
         "mode": head.get("ObjectLockMode"),
         "retain_until": _iso(until) if isinstance(until, datetime) else None,
@@ -162,19 +186,21 @@ def _locked(head: dict[str, Any], mode: str, until: datetime | None) -> bool:
     return until is None or held >= until
 
 
-@action("aws.s3.put_evidence", idempotent=True)
-def put_evidence(inputs: PutEvidence, ctx: ActionContext) -> Outputs:
-    """Store evidence in S3 under Object Lock (COMPLIANCE by default) with its SHA-256."""
-    data = inputs.read()
-    digest = hashlib.sha256(data)
+def store(ctx: ActionContext, evidence: Evidence) -> Outputs:
+    """Write ``evidence`` under Object Lock, or find it written already; its outputs.
+
+    A key that holds other content is refused (write to a new key); after the write,
+    HeadObject must show the retention asked for.  Shared by every action that keeps
+    evidence (``aws.s3.put_evidence``, ``aws.cloudtrail.preserve_events``).
+    """
+    if evidence.until <= datetime.now(UTC):
+        raise ActionError(f"retain_until {_iso(evidence.until)} is in the past", retryable=False)
+    digest = hashlib.sha256(evidence.data)
     sha = digest.hexdigest()
-    until = inputs.until(datetime.now(UTC))
-    if until <= datetime.now(UTC):
-        raise ActionError(f"retain_until {inputs.retain_until} is in the past", retryable=False)
     checksum = base64.b64encode(digest.digest()).decode("ascii")  # AWS verifies it on upload
-    where = f"s3://{inputs.bucket}/{inputs.key}"
+    where, size = evidence.where, len(evidence.data)
     s3 = aws("s3", ctx)
-    existing = _head(s3, inputs.bucket, inputs.key)
+    existing = _head(s3, evidence.bucket, evidence.key)
     if existing is not None:
         held = existing.get("Metadata", {}).get("sha256")
         if held != sha:
@@ -183,28 +209,56 @@ def put_evidence(inputs: PutEvidence, ctx: ActionContext) -> Outputs:
                 f"{sha}): write it to a new key",
                 retryable=False,
             )
-        enough = until - RELATIVE_SLACK if inputs.relative else until
-        if _locked(existing, inputs.mode, enough):
-            ctx.note(f"{where} already holds this evidence under {inputs.mode} retention")
-            return {**_evidence(inputs, existing, sha, len(data)), "changed": False}
+        if _locked(existing, evidence.mode, evidence.enough):
+            ctx.note(f"{where} already holds this evidence under {evidence.mode} retention")
+            outputs = _evidence(evidence.bucket, evidence.key, existing, sha, size)
+            return {**outputs, "changed": False}
     put = call(
         lambda: s3.put_object(
-            Bucket=inputs.bucket, Key=inputs.key, Body=data, ContentType=inputs.media_type(),
-            ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
-            Metadata={"sha256": sha}, ObjectLockMode=inputs.mode, ObjectLockRetainUntilDate=until,
+            Bucket=evidence.bucket, Key=evidence.key, Body=evidence.data,
+            ContentType=evidence.content_type, ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum, Metadata={"sha256": sha}, ObjectLockMode=evidence.mode,
+            ObjectLockRetainUntilDate=evidence.until,
         ),
-        f"S3 PutObject with {inputs.mode} retention until {_iso(until)} on {where}",
+        f"S3 PutObject with {evidence.mode} retention until {_iso(evidence.until)} on {where}",
     )  # fmt: skip
     version = put.get("VersionId")
-    head = _head(s3, inputs.bucket, inputs.key, version)
-    if head is None or not _locked(head, inputs.mode, until):
+    head = _head(s3, evidence.bucket, evidence.key, version)
+    if head is None or not _locked(head, evidence.mode, evidence.until):
         found = "nothing" if head is None else f"mode {head.get('ObjectLockMode')}"
         raise ActionError(
             f"{where} (version {version}) was written but HeadObject shows {found}, not "
-            f"{inputs.mode} retention until {_iso(until)}: check the bucket's Object Lock",
+            f"{evidence.mode} retention until {_iso(evidence.until)}: check the bucket's "
+            "Object Lock",
             retryable=False,
         )
-    return {**_evidence(inputs, head, sha, len(data)), "changed": True}
+    return {**_evidence(evidence.bucket, evidence.key, head, sha, size), "changed": True}
+
+
+def stored(
+    ctx: ActionContext, bucket: str, key: str, sha: str, size: int, mode: str
+) -> tuple[Outputs | None, str]:
+    """For a probe: the outputs of evidence ``sha`` found at the key under ``mode``, or None
+    and why not."""
+    head = _head(aws("s3", ctx), bucket, key)
+    if head is None:
+        return None, "no object at the key"
+    if head.get("Metadata", {}).get("sha256") != sha:
+        return None, "the object at the key holds other content"
+    if not _locked(head, mode, None):
+        return None, f"the object is not under {mode} retention"
+    return {**_evidence(bucket, key, head, sha, size), "changed": None}, ""
+
+
+@action("aws.s3.put_evidence", idempotent=True)
+def put_evidence(inputs: PutEvidence, ctx: ActionContext) -> Outputs:
+    """Store evidence in S3 under Object Lock (COMPLIANCE by default) with its SHA-256."""
+    until = inputs.until(datetime.now(UTC))
+    return store(ctx, Evidence(
+        bucket=inputs.bucket, key=inputs.key, data=inputs.read(), mode=inputs.mode, until=until,
+        enough=until - RELATIVE_SLACK if inputs.relative else until,
+        content_type=inputs.media_type(),
+    ))  # fmt: skip
 
 
 @put_evidence.simulate
@@ -225,11 +279,5 @@ def _put_evidence_probe(inputs: PutEvidence, ctx: ActionContext) -> Probe:
     except ActionError as exc:
         return Probe.unknown(exc.message)
     sha = hashlib.sha256(data).hexdigest()
-    head = _head(aws("s3", ctx), inputs.bucket, inputs.key)
-    if head is None:
-        return Probe.not_done("no object at the key")
-    if head.get("Metadata", {}).get("sha256") != sha:
-        return Probe.not_done("the object at the key holds other content")
-    if not _locked(head, inputs.mode, None):
-        return Probe.not_done(f"the object is not under {inputs.mode} retention")
-    return Probe.done({**_evidence(inputs, head, sha, len(data)), "changed": None})
+    found, why = stored(ctx, inputs.bucket, inputs.key, sha, len(data), inputs.mode)
+    return Probe.not_done(why) if found is None else Probe.done(found)
