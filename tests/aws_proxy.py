@@ -9,10 +9,10 @@ Nothing listens beyond 127.0.0.1.
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,19 +26,35 @@ _HOP = {"connection", "transfer-encoding", "content-length", "keep-alive", "serv
 
 class AwsProxy:
     def __init__(self, upstream: str) -> None:
-        self.upstream = upstream.rstrip("/")
+        address = urllib.parse.urlsplit(upstream)
+        self.host, self.port = str(address.hostname), int(address.port or 80)
         self.before: dict[str, Before] = {}
         self.answer: dict[str, Answer] = {}
         self.seen: list[str] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # answers botocore's Expect: 100-continue at once
+
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                    size = int(self.headers.get("Content-Length") or 0)
+                    return self.rfile.read(size) if size else b""
+                body = b""
+                while True:  # an S3 upload with a trailing checksum comes in chunks
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline().strip():  # trailers
+                            pass
+                        return body
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+
             def _any(self) -> None:
-                size = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(size) if size else b""
+                body = self._body()
                 target = self.headers.get("X-Amz-Target", "")
                 proxy.seen.append(target)
                 parsed = json.loads(body or b"{}") if target else {}
@@ -49,16 +65,17 @@ class AwsProxy:
                     return
                 if target in proxy.before:
                     proxy.before[target](parsed)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host"}}
-                request = urllib.request.Request(
-                    proxy.upstream + self.path, data=body if body else None,
-                    method=self.command, headers=headers,
-                )  # fmt: skip
+                dropped = {"host", "expect", "transfer-encoding", "content-length"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+                # http.client, not urllib: urllib would add a form Content-Type to a body
+                # that has none, and moto would read an S3 upload as a form
+                upstream = http.client.HTTPConnection(proxy.host, proxy.port, timeout=30)
                 try:
-                    with urllib.request.urlopen(request, timeout=30) as response:
-                        self._reply(response.status, dict(response.headers), response.read())
-                except urllib.error.HTTPError as exc:
-                    self._reply(exc.code, dict(exc.headers), exc.read())
+                    upstream.request(self.command, self.path, body=body or None, headers=headers)
+                    response = upstream.getresponse()
+                    self._reply(response.status, dict(response.getheaders()), response.read())
+                finally:
+                    upstream.close()
 
             def _reply(self, status: int, headers: dict[str, str], data: bytes) -> None:
                 self.send_response(status)
