@@ -42,7 +42,8 @@ MAX_BODY = 512 * 1024 * 1024
 RELATIVE_SLACK = timedelta(days=1)
 
 
-def _parse_until(value: str) -> timedelta | datetime:
+def parse_moment(value: str) -> timedelta | datetime:
+    """A duration (365d, 12h) or a UTC moment (2032-12-31, 2032-12-31T00:00:00Z)."""
     text = value.strip()
     try:
         return timedelta(seconds=parse_duration(text))
@@ -82,7 +83,7 @@ class PutEvidence(Inputs):
     @field_validator("retain_until")
     @classmethod
     def _until(cls, value: str) -> str:
-        _parse_until(value)
+        parse_moment(value)
         return value
 
     @model_validator(mode="after")
@@ -93,10 +94,10 @@ class PutEvidence(Inputs):
 
     @property
     def relative(self) -> bool:
-        return isinstance(_parse_until(self.retain_until), timedelta)
+        return isinstance(parse_moment(self.retain_until), timedelta)
 
     def until(self, now: datetime) -> datetime:
-        parsed = _parse_until(self.retain_until)
+        parsed = parse_moment(self.retain_until)
         moment = now + parsed if isinstance(parsed, timedelta) else parsed
         return moment.replace(microsecond=0)
 
