@@ -53,6 +53,8 @@ NEVER_BREAK_GLASS = {
     ("customer-api-key-2fa-compromise", "loss-coverage"),
     ("customer-api-key-2fa-compromise", "resume-three-of-four"),
     ("withdrawal-halt-and-resume", "resume-three-of-four"),
+    ("bank-run-proof-of-reserves", "treasury-quorum"),
+    ("bank-run-proof-of-reserves", "ceo-and-cfo"),
 }
 
 
