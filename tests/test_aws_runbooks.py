@@ -57,7 +57,9 @@ class Responders:
                 name: {"roles": roles, "key": public_key_text(self.keys[name])}
                 for name, roles in ROLES.items()
             },
-            "integrations": {"aws": aws, **({"evm": evm} if evm else {})},
+            # reserves.assets reads the chains evm does (the same settings, as irctl.yaml's
+            # `reserves: *evm` alias gives them)
+            "integrations": {"aws": aws, **({"evm": evm, "reserves": evm} if evm else {})},
             "vars": variables or {},
         })  # fmt: skip
         self.store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
@@ -422,4 +424,79 @@ def test_withdrawal_halt_and_resume(
         assert mode() == "normal"
         resumed = [r.json for r in exchange.requests_to("/withdrawals/resume")]
         assert sorted(r["chain"] for r in resumed) == ["ethereum", "tron"]
+    team.store.close()
+
+
+@pytest.mark.parametrize(("owed", "asked"), [(80, False), (150, True)])
+def test_withdrawals_resume_only_after_the_chain_is_read_against_the_ledger(
+    aws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owed: int,
+    asked: bool,
+) -> None:  # fmt: skip
+    """The reconciliation before withdrawals resume is a read of every wallet at one block
+    against what the ledger owes: covered (100 ETH held, 80 owed), nobody is asked to confirm
+    it; short (150 owed), treasury is asked, told which asset is short."""
+    import yaml
+    from eth_account import Account as EthAccount
+    from eth_account.messages import encode_defunct
+    from irctl_evm.testing import LocalChain
+
+    from irctl.testing import ExchangeAdminStub
+
+    ssm, ecs, events = boto("ssm", aws), boto("ecs", aws), boto("events", aws)
+    ssm.put_parameter(Name="/exchange/withdrawals/mode", Value="normal", Type="String")
+    ecs.create_cluster(clusterName="payments")
+    ecs.register_task_definition(
+        family="withdrawal-workers",
+        containerDefinitions=[{"name": "worker", "image": "worker:1", "memory": 256}],
+    )
+    ecs.create_service(cluster="payments", serviceName="withdrawal-workers",
+                       taskDefinition="withdrawal-workers", desiredCount=3)  # fmt: skip
+    events.put_rule(Name="hot-wallet-sweep", ScheduleExpression="rate(5 minutes)")
+    monkeypatch.setenv("EXCHANGE_ADMIN_TOKEN", "stub-token-withdrawals")
+    with LocalChain() as chain, ExchangeAdminStub("stub-token-withdrawals") as exchange:
+        hot, cold = chain.new_account(ether=30), chain.new_account(ether=70)
+        (tmp_path / "hot.key").write_text(hot.keyfile_text(), encoding="utf-8")
+        message = f"Example Exchange controls {cold.address} (cold storage) on local."
+        signature = EthAccount.sign_message(encode_defunct(text=message), cold.private_key)
+        statements = tmp_path / "statements.yaml"
+        statements.write_text(yaml.safe_dump({"statements": [{
+            "address": cold.address, "chain": "local", "message": message,
+            "signature": "0x" + bytes(signature.signature).hex(),
+        }]}), encoding="utf-8")  # fmt: skip
+        exchange.set_liabilities({"ETH": (owed * 10**18, 18)})
+        evm = {"rpc": {"local": chain.url}, "chain_id": {"local": chain.chain_id},
+               "signer": {"local": {"kind": "keyfile", "path": str(tmp_path / "hot.key")}}}
+        team = Responders(tmp_path, aws, {
+            "exchange_admin_url": exchange.url,
+            "withdrawals": {"kill_switch": "/exchange/withdrawals/mode", "cluster": "payments",
+                            "worker_service": "withdrawal-workers",
+                            "sweep_rule": "hot-wallet-sweep"},
+            "reserves": {
+                "exchange": "Example Exchange", "assets": {"ETH": "native"},
+                "statements": str(statements),
+                "wallets": [{"chain": "local", "address": hot.address, "kind": "hot"},
+                            {"chain": "local", "address": cold.address, "kind": "cold"}],
+            },
+        }, evm=evm)  # fmt: skip
+        run_id = team.start("withdrawal-halt-and-resume", {"chains": "ethereum"})
+        _, key, why = team.until_waiting(run_id)
+        team.approve(run_id, "halt", "olga")
+        _, key, why = team.until_waiting(run_id)
+        assert (key, why) == ("attest-containment", "answer")
+        team.answer(run_id, key)
+        state, key, why = team.until_waiting(run_id)
+        read = state.steps["reconcile-on-chain"]
+        assert read.status == "succeeded", read.error
+        assert read.outputs["assets"]["ETH"]["reserves"] == str(
+            chain.balance(hot.address) + chain.balance(cold.address)
+        )
+        assert read.outputs["below_floor"] is asked
+        if asked:
+            assert (key, why) == ("reconcile", "answer")
+            assert "below the ledger for ETH" in " ".join(str(state.steps[key].prompt).split())
+            team.answer(run_id, key)
+            state, key, why = team.until_waiting(run_id)
+        else:
+            assert state.steps["reconcile"].status == "skipped"
+        assert (key, why) == ("check-allowlists", "answer")
     team.store.close()
