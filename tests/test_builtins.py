@@ -194,13 +194,20 @@ def test_inputs_forbid_unknown_fields_and_describe_every_field(name: str) -> Non
 # --- manual.* --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("answer", ["done", "yes", " Done ", "YES"])
-def test_confirm_accepts_a_recorded_yes(answer: str) -> None:
+@pytest.mark.parametrize("answer", ["done", " Done ", "DONE"])
+def test_confirm_accepts_a_recorded_done(answer: str) -> None:
     out = call("manual.confirm", {"prompt": "Call custody"}, ctx(answers={"s": answer}))
     assert out == {"confirmed": True, "answer": answer.strip()}
 
 
-@pytest.mark.parametrize("answer", ["failed", "no", "NO"])
+@pytest.mark.parametrize("answer", ["yes", "ok", "no", "y"])
+def test_confirm_takes_only_the_words_it_offers(answer: str) -> None:
+    with pytest.raises(WaitForOperator) as waiting:
+        call("manual.confirm", {"prompt": "Call custody"}, ctx(answers={"s": answer}))
+    assert "answer done or failed" in waiting.value.prompt
+
+
+@pytest.mark.parametrize("answer", ["failed", "Failed", "FAILED"])
 def test_confirm_fails_without_retry_on_no(answer: str) -> None:
     with pytest.raises(ActionError, match="Call custody") as err:
         call("manual.confirm", {"prompt": "Call custody"}, ctx(answers={"s": answer}))

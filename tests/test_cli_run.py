@@ -409,9 +409,14 @@ def test_notes_and_approvals_added_later_keep_the_transcript_verified(ws: Path) 
 
 def test_an_answer_the_step_cannot_take_leaves_it_waiting(ws: Path) -> None:
     run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    before = len(_events(ws))
     typo = irctl("answer", run_id, "custody-hotline", "dnoe", cwd=ws, env=ENV)
-    assert typo.returncode == 3, typo.stderr
-    assert "not accepted: 'dnoe' is not an answer: answer done or failed" in typo.stderr
+    assert typo.returncode == 2, typo.stderr  # refused, and said why
+    assert "'dnoe' is not an answer to 'custody-hotline': answer done or failed" in typo.stderr
+    assert "nothing was recorded" in typo.stderr
+    assert len(_events(ws)) == before  # never journaled as an answer
+    yes = irctl("answer", run_id, "custody-hotline", "yes", cwd=ws, env=ENV)
+    assert yes.returncode == 2, yes.stderr  # "yes" to "done or failed?" is no answer either
     status = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
     assert status["status"] == "waiting"
     step = next(s for s in status["steps"] if s["step"] == "custody-hotline")
@@ -488,3 +493,44 @@ def test_a_second_answer_before_the_run_goes_on_is_refused(ws: Path) -> None:
     assert step["status"] == "succeeded"  # alice's answer, not bob's
     kinds = [json.loads(line)["type"] for line in _events(ws)]
     assert kinds.count("step.answered") == 1
+
+
+ASK = """\
+irctl: 1
+id: ask
+title: Ask, then say
+steps:
+  - id: confirm
+    action: manual.confirm
+    with: {prompt: "Has custody cancelled the pending transactions?"}
+  - id: say
+    action: notify.console
+    with: {message: "custody confirmed"}
+"""
+
+
+def test_an_answer_to_a_run_another_process_executes_is_reported_as_recorded(
+    tmp_path: Path,
+) -> None:
+    """Another process (an attached `irctl run`, `irctl serve`) holds the run's executor lock:
+    `irctl answer` records the answer, says so and exits 0; the holder goes on with it."""
+    from irctl.journal.store import Store
+
+    ws = make_workspace(tmp_path / "ws", {"ask": ASK})
+    started = irctl("run", "ask", "--yes", "--unattended", cwd=ws)
+    assert started.returncode == 3, started.stderr
+    run_id = run_id_from(started)
+    store = Store.open(f"sqlite:///{ws / '.irctl' / 'irctl.db'}")
+    try:
+        with store.run_lock(run_id):  # as the other process holds it
+            answered = irctl("answer", run_id, "confirm", "done", cwd=ws)
+        assert answered.returncode == 0, answered.stderr
+        assert "answer recorded" in answered.stderr
+        assert "being executed by another process" in answered.stderr
+    finally:
+        store.close()
+    resumed = irctl("resume", run_id, cwd=ws)
+    assert resumed.returncode == 0, resumed.stderr
+    kinds = [json.loads(line)["type"] for line in _events(ws)]
+    assert kinds.count("step.answered") == 1
+    assert kinds.count("run.succeeded") == 1

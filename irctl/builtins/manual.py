@@ -19,8 +19,10 @@ from irctl.actions import ActionContext, WaitForOperator, action
 from irctl.builtins._common import Inputs
 from irctl.errors import ActionError
 
-YES = frozenset({"done", "yes", "y", "confirmed", "confirm", "ok"})
-NO = frozenset({"failed", "fail", "no", "n", "not done"})
+# A confirmation is answered with one of the words it offers, nothing else: "yes" to
+# "done or failed?" could mean either to a tired person at 03:00.
+YES = frozenset({"done"})
+NO = frozenset({"failed"})
 TRUE = frozenset({"true", "yes", "y", "1", "on"})
 FALSE = frozenset({"false", "no", "n", "0", "off"})
 

@@ -471,11 +471,19 @@ def answer_command(
     who = _operator(ws, operator)
     signs = _acts_signed(ws, found.id)
     own = _own_key(who, key, needed=signs)
+    from irctl.errors import RunBusy
+
     engine.answer(found.id, step, value, operator=who, private_key=own)
     if not resume:
         err.print(f"answer recorded; continue with: irctl resume {found.id}")
         return
-    _execute(ws, found.runbook, False, as_json, who=who, run_id=found.id, key=own, signs=signs)
+    try:
+        _execute(ws, found.runbook, False, as_json, who=who, run_id=found.id, key=own, signs=signs)
+    except RunBusy:  # an attached `irctl run` (or serve) holds the run: it takes the answer
+        err.print(
+            f"answer recorded; run {found.id} is being executed by another process, which "
+            "goes on with it (irctl status to follow)"
+        )
 
 
 @app.command("abort")

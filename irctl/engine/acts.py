@@ -106,6 +106,11 @@ class OperatorActs:
                 f"the answer to '{key}' is longer than {MAX_ANSWER // 1024} KiB; an answer is a "
                 "value for the step, not a document: put the detail in a ticket and refer to it"
             )
+        if step.choices and answer.strip().lower() not in {c.lower() for c in step.choices}:
+            raise UsageError(  # nothing recorded: a typo is not an answer
+                f"{answer.strip()!r} is not an answer to '{key}': answer "
+                f"{' or '.join(step.choices)} (nothing was recorded)"
+            )
         if step.answer is not None:  # two people answering at once: the first answer stands
             raise UsageError(
                 f"step '{key}' of run {run_id} already has an answer from "

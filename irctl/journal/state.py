@@ -50,6 +50,7 @@ class StepState:
     finished_at: str | None = None
     waiting_for: str | None = None  # "answer", "operator" (in doubt), "approval"
     prompt: str | None = None
+    choices: list[str] | None = None  # the answers a waiting manual step takes (None: any)
     answer: str | None = None  # given while the step waits; a new wait starts without one
     answered_by: str | None = None
     mark: str | None = None  # an operator's resolution of an in-doubt step
@@ -239,6 +240,8 @@ class RunState:
             step.status = WAITING
             step.waiting_for = data.get("for")
             step.prompt = data.get("prompt")
+            found = data.get("choices")
+            step.choices = [str(c) for c in found] if isinstance(found, list) and found else None
             step.answer = step.answered_by = None  # an answer it did not accept is used up
         elif kind == ev.STEP_ANSWERED:
             step.answer = data.get("answer")
