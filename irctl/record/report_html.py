@@ -137,8 +137,12 @@ def objectives(events: Sequence[Event]) -> list[Objective]:
     start = parse_ts(events[0].ts)
     finished: dict[str, float] = {}
     for event in events:
-        if event.type == ev.STEP_SUCCEEDED and isinstance(event.data.get("step"), str):
-            finished[event.data["step"]] = (parse_ts(event.ts) - start).total_seconds()
+        # A step skipped by its rule (`when` false: nothing to contain there) is as done as
+        # one that succeeded; the drill scorecard counts it the same way.
+        step = event.data.get("step")
+        done = event.type in (ev.STEP_SUCCEEDED, ev.STEP_SKIPPED) and "item" not in event.data
+        if done and isinstance(step, str):
+            finished[step] = (parse_ts(event.ts) - start).total_seconds()
     result: list[Objective] = []
     for tag, limit in wanted.items():
         try:
