@@ -148,8 +148,9 @@ def make_plan(
     shown = params
     run_info = run or {
         "id": "(new run)", "runbook": runbook.id, "mode": mode, "incident": None,
-        "initiator": None, "started_at": None, "failed_step": None,
-    }  # fmt: skip
+        "initiator": "(the initiator)", "started_at": "(its start)",
+        "failed_step": "(the failed step)",
+    }  # fmt: skip  # what a run fills in, named, never "None" in a planned text
     base = template_context(params=shown, secrets=secrets, vars=config.vars, run=run_info, steps={})
     planned: list[PlannedStep] = []
 
