@@ -622,6 +622,18 @@ def test_s3_evidence_from_file_with_date(cloud: dict[str, Any], tmp_path: Path) 
     assert head["Metadata"]["sha256"] == hashlib.sha256(export.read_bytes()).hexdigest()
 
 
+def test_s3_evidence_kept_for_seven_years(cloud: dict[str, Any]) -> None:
+    """Retention outlasts the 366d a timer may: 2555d (irctl.yaml's vars.evidence.retain)."""
+    s3 = _bucket(cloud)
+    inputs = {"bucket": "ir-evidence", "key": "k", "body": "x", "retain_until": "2555d"}
+    before = datetime.now(UTC)
+    run("aws.s3.put_evidence", inputs, context(cloud))
+    until = s3.head_object(Bucket="ir-evidence", Key="k")["ObjectLockRetainUntilDate"]
+    assert before + timedelta(days=2554) < until < before + timedelta(days=2556)
+    with pytest.raises(ValidationError, match="longer than a century"):
+        default_registry.get("aws.s3.put_evidence").parse({**inputs, "retain_until": "36501d"})
+
+
 def test_s3_evidence_refusals(cloud: dict[str, Any], tmp_path: Path) -> None:
     s3 = _bucket(cloud, "plain-bucket", locked=False)
     ctx = context(cloud)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -40,15 +41,22 @@ MAX_BODY = 512 * 1024 * 1024
 #: A relative ``retain_until`` (365d) is computed when the step runs; a re-run a little
 #: later still accepts the object written the first time.
 RELATIVE_SLACK = timedelta(days=1)
+#: The longest retention given as a duration: evidence is kept for years (2555d is seven),
+#: far past the 366d a runbook's timers may last; more than a century is a typo.
+LONGEST_RETENTION = 36500 * 86400.0
 
 
 def parse_moment(value: str) -> timedelta | datetime:
     """A duration (365d, 12h) or a UTC moment (2032-12-31, 2032-12-31T00:00:00Z)."""
     text = value.strip()
     try:
-        return timedelta(seconds=parse_duration(text))
+        seconds: float | None = parse_duration(text, longest=math.inf)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        if seconds > LONGEST_RETENTION:
+            raise ValueError(f"{value!r} is longer than a century: give a date instead")
+        return timedelta(seconds=seconds)
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)

@@ -34,8 +34,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_DURATION = 366 * 86400.0
 
 
-def parse_duration(value: object) -> float:
-    """``30s``, ``5m``, ``2h``, ``1d`` (or a plain number of seconds) as seconds."""
+def parse_duration(value: object, *, longest: float = MAX_DURATION) -> float:
+    """``30s``, ``5m``, ``2h``, ``1d`` (or a plain number of seconds) as seconds, at most
+    ``longest`` (a timer's 366d; a retention period may be given a longer one)."""
     if isinstance(value, bool):
         raise ValueError("a duration is written like 30s, 5m, 2h or 1d")
     seconds: float | None = None
@@ -51,8 +52,10 @@ def parse_duration(value: object) -> float:
             seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds is None:
         raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 2h or 1d")
-    if seconds > MAX_DURATION:
-        raise ValueError(f"{value!r} is longer than the longest allowed duration, 366d")
+    if seconds > longest:
+        raise ValueError(
+            f"{value!r} is longer than the longest allowed duration, {format_duration(longest)}"
+        )
     return seconds
 
 
