@@ -534,3 +534,23 @@ def test_an_answer_to_a_run_another_process_executes_is_reported_as_recorded(
     kinds = [json.loads(line)["type"] for line in _events(ws)]
     assert kinds.count("step.answered") == 1
     assert kinds.count("run.succeeded") == 1
+
+
+def test_a_waiting_run_says_for_what_who_and_the_command_then_that_it_is_ready(
+    ws: Path,
+) -> None:
+    run_id = run_id_from(irctl("run", *HOT, "--yes", cwd=ws, env=ENV))
+    asked = irctl("status", run_id, cwd=ws)
+    assert f"irctl answer {run_id} custody-hotline VALUE (done or failed) --as YOU" in (
+        " ".join(asked.stdout.split())
+    )
+    answered = irctl("answer", run_id, "custody-hotline", "done", cwd=ws, env=ENV)
+    assert answered.returncode == 3, answered.stderr
+    said = " ".join(answered.stderr.split())
+    assert "sweep-via-custody: waits for approval 'treasury-two-person' of digest sha256:" in said
+    assert "still needed: 2 more approval(s)" in said
+    assert "may approve: bob, alice" in said or "may approve: alice, bob" in said
+    assert f"approve with: irctl approve {run_id} sweep-via-custody --as YOU" in said
+    approve_sweep(ws, run_id)  # the quorum is reached by others; nobody resumed yet
+    status = " ".join(irctl("status", run_id, cwd=ws).stdout.split())
+    assert f"ready: irctl resume {run_id}" in status

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.engine.engine import Engine
+    from irctl.journal.events import Event
     from irctl.journal.state import RunState
     from irctl.runbook.model import Runbook
     from irctl.workspace import Workspace
@@ -145,6 +146,58 @@ def _engine(ws: "Workspace", **kwargs: Any) -> "Engine":
     )
 
 
+def waiting_detail(state: "RunState", events: "list[Event]") -> list[str]:
+    """For each step the run waits on: for what, who can act and what they still must do,
+    the digest an approval covers, and the exact command (plain text, one item per line)."""
+    from irctl.record.approvals import outlook
+
+    run_id = state.run_id
+    lines: list[str] = []
+    for step in state.waiting():
+        key = step.key
+        if step.waiting_for == "approval" and step.approval is not None:
+            request = step.approval
+            verdict = outlook(events, key)
+            eligible = [str(n) for n in request.get("eligible") or []]
+            who = [n for n in eligible if n not in step.approvers]
+            lines.append(f"{key}: waits for approval '{request.get('policy', 'inline')}' of "
+                         f"digest {request.get('digest')}")  # fmt: skip
+            if verdict is not None and verdict.state == "approved":
+                lines.append(f"  quorum reached ({', '.join(verdict.approvers)}); ready: "
+                             f"irctl resume {run_id}")  # fmt: skip
+                continue
+            if verdict is not None and verdict.state == "denied":
+                lines.append(f"  denied by {', '.join(verdict.deniers)}: the step fails when the "
+                             f"run goes on (irctl resume {run_id})")  # fmt: skip
+                continue
+            need = verdict.missing if verdict is not None else "approvals"
+            have = f"; approved so far by {', '.join(step.approvers)}" if step.approvers else ""
+            lines.append(f"  still needed: {need}{have}")
+            lines.append(f"  may approve: {', '.join(who) or 'nobody listed in irctl.yaml'}")
+            lines.append(f"  approve with: irctl approve {run_id} {key} --as YOU")
+        elif step.waiting_for == "answer":
+            lines.append(f"{key}: waits for an answer: {step.prompt or ''}".rstrip())
+            choices = f" ({' or '.join(step.choices)})" if step.choices else ""
+            lines.append(f"  answer with: irctl answer {run_id} {key} VALUE{choices} --as YOU")
+        elif step.waiting_for == "operator":
+            lines.append(f"{key}: in doubt (started, outcome unknown): {step.prompt or ''}")
+            lines.append(f"  settle with: irctl resume {run_id} --step {key} "
+                         "--mark done|retry|failed --reason TEXT")  # fmt: skip
+        else:
+            lines.append(f"{key}: waits for {step.waiting_for}: {step.prompt or ''}".rstrip())
+    return lines
+
+
+def _waiting_events(run_id: str) -> "list[Event]":
+    """The run's events, to say what it waits on (none if the store cannot be read now)."""
+    from irctl.errors import IrctlError
+
+    try:
+        return list(_workspace().reader.events(run_id))
+    except IrctlError:
+        return []
+
+
 def _finish(state: "RunState") -> None:
     """Say how the run ended and what to do next; exit with the run's code."""
     run_id = state.run_id
@@ -155,12 +208,12 @@ def _finish(state: "RunState") -> None:
         err.print(f"[red]run {run_id} failed[/red] at step {escape(str(state.failed_step))}")
     elif status == "waiting":
         err.print(f"[magenta]run {run_id} is waiting on people:[/magenta]")
-        for step in state.waiting():
-            err.print(f"  {escape(step.key)}: {escape(step.prompt or str(step.waiting_for))}")
-            if step.waiting_for == "answer":
-                err.print(
-                    f"    answer with: irctl answer {run_id} {escape(step.key)} VALUE --as YOU"
-                )
+        events = _waiting_events(run_id)
+        for line in waiting_detail(state, events) if events else []:
+            err.print(f"  {escape(line)}", soft_wrap=True)
+        if not events:
+            for step in state.waiting():
+                err.print(f"  {escape(step.key)}: {escape(step.prompt or str(step.waiting_for))}")
     elif status == "aborted":
         err.print(f"[red]run {run_id} was aborted[/red]: {escape(str(state.reason))}")
     elif status == "tampered":
@@ -578,6 +631,10 @@ def status_command(
             detail = f"round {step.round} done; the next is due at {step.next_at}"
         table.add_row(escape(step.key), step.status, str(step.attempt), escape(detail[:100]))
     out.print(table)
+    if state.waiting():
+        out.print("[bold]waiting on people:[/bold]")
+        for line in waiting_detail(state, list(store.events(found.id))):
+            out.print(f"  {escape(line)}", soft_wrap=True)
 
 
 @runs_app.command("list")

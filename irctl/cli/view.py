@@ -138,6 +138,17 @@ class RunView:
                     detail = f"failed: {step.error[:80]}"
                 if step is not None and status == "waiting":
                     detail = f"waiting for {step.waiting_for}"
+                    request = step.approval
+                    if step.waiting_for == "approval" and request is not None:
+                        rules = request.get("rules") or {}
+                        detail = (
+                            f"waiting for approval {request.get('policy', '')} "
+                            f"({len(step.approvers)}/{rules.get('quorum', '?')}, digest "
+                            f"{str(request.get('digest', ''))[7:19]}): irctl approve "
+                            f"{self.state.run_id} {key} --as YOU"
+                        )
+                    elif step.waiting_for == "answer":
+                        detail = f"waiting for an answer: irctl answer {self.state.run_id} {key}"
                 if step is not None and status == "repeating":
                     detail = f"round {step.round} done; next at {(step.next_at or '?')[11:19]} UTC"
                 if step is not None and step.items is not None and status == "running":

@@ -140,8 +140,8 @@ def objectives(events: Sequence[Event]) -> list[Objective]:
         # A step skipped by its rule (`when` false: nothing to contain there) is as done as
         # one that succeeded; the drill scorecard counts it the same way.
         step = event.data.get("step")
-        done = event.type in (ev.STEP_SUCCEEDED, ev.STEP_SKIPPED) and "item" not in event.data
-        if done and isinstance(step, str):
+        counts = event.type in (ev.STEP_SUCCEEDED, ev.STEP_SKIPPED) and "item" not in event.data
+        if counts and isinstance(step, str):
             finished[step] = (parse_ts(event.ts) - start).total_seconds()
     result: list[Objective] = []
     for tag, limit in wanted.items():
