@@ -559,6 +559,40 @@ def abort_command(
     err.print(f"run {state.run_id} aborted")
 
 
+@app.command("retry")
+def retry_command(
+    run_id: str = typer.Argument(..., help="The failed or aborted run."),
+    step: str | None = typer.Argument(
+        None, help="Only this failed step (default: every failed step that stopped the run)."
+    ),
+    reason: str | None = typer.Option(None, help="Why, for the transcript."),
+    operator: str | None = AS_OPTION,
+    key: Path | None = KEY_OPTION,
+    interactive: bool | None = typer.Option(
+        None, "--interactive/--unattended", help="Ask at manual steps."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Take a failed (or aborted) run up again at its failed steps, and continue it.
+
+    What succeeded stays done. An approval counts again for the digest it was given; a step
+    whose inputs changed since asks for approval again. In a live run the retry is signed with
+    your own key, like an abort.
+
+    Example: irctl retry r-20261121-030000-ab12cd halt --as alice --reason "admin API is back"
+    """
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
+    who = _operator(ws, operator)
+    signs = _acts_signed(ws, found.id)
+    own = _own_key(who, key, needed=signs)
+    why = _words(reason, "--reason") if reason else None
+    steps = _engine(ws).retry(found.id, step=step, reason=why, operator=who, private_key=own)
+    err.print(f"run {found.id} taken up again at {', '.join(steps) or 'its next step'}")
+    _execute(ws, found.runbook, interactive, as_json, who=who, run_id=found.id, key=own,
+             signs=signs)  # fmt: skip
+
+
 @app.command("note")
 def note_command(
     run_id: str = typer.Argument(..., help="The run."),

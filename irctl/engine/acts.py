@@ -18,7 +18,7 @@ from irctl.engine.live import Live, split_key
 from irctl.errors import UsageError
 from irctl.journal import events as ev
 from irctl.journal.events import Event
-from irctl.journal.state import INTERRUPTED, RUNNING, WAITING, RunState, fold
+from irctl.journal.state import FAILED, INTERRUPTED, RUNNING, WAITING, RunState, fold
 from irctl.record.approvals import acts_must_be_signed, sign_act
 
 if TYPE_CHECKING:
@@ -181,6 +181,45 @@ class OperatorActs:
         writer.anchor(made)
         return fold(self._store.events(run_id))
 
+    def retry(
+        self,
+        run_id: str,
+        *,
+        step: str | None,
+        reason: str | None,
+        operator: str,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> list[str]:
+        """Record that ``operator`` takes a failed or aborted run up again at its failed steps
+        (``step``: only that one, and the blocks around it); the steps to run again.
+
+        Nothing else is undone: what succeeded stays done, an approval counts again only for
+        the digest it was given, and a step whose inputs changed asks again."""
+        events = self._store.events(run_id)
+        state = fold(events)
+        if state.status not in ("failed", "aborted"):
+            hint = (
+                f"; continue it with irctl resume {run_id}"
+                if not state.finished
+                else ""
+            )
+            raise UsageError(f"run {run_id} is {state.status}, not failed or aborted: nothing "
+                             f"to retry{hint}")  # fmt: skip
+        failed = _stopping(state)
+        if step is not None:
+            if step not in failed:
+                shown = ", ".join(failed) or "none"
+                raise UsageError(f"step '{step}' of run {run_id} did not stop it (failed: {shown})")
+            failed = [k for k in failed if k == step or _encloses(state, k, step)]
+        if not failed and state.status == "failed":
+            raise UsageError(f"run {run_id} failed before any step did: start a new run")
+        signer = self._act_signer(events, state, operator, private_key, "retry")
+        data: dict[str, Any] = {"steps": failed, "by": operator}
+        if reason:
+            data["reason"] = reason
+        self._record_act(run_id, ev.RUN_RETRIED, data, signer)
+        return failed
+
     def _act_signer(
         self,
         events: list[Event],
@@ -291,3 +330,35 @@ class OperatorActs:
         if key is None or not recorded or public_key_text(key) != recorded:
             return False, None
         return True, key
+
+
+def _stopping(state: RunState) -> list[str]:
+    """The failed steps that stopped the run: not its on_failure (compensation) steps, nor a
+    step whose failure the runbook lets the run go on past (``on_failure: continue``).  With
+    the blocks (parallel, for_each) around them, which failed with them."""
+    from irctl.runbook.loader import load_runbook_text
+
+    runbook = load_runbook_text(state.runbook_text, f"{state.run_id}:runbook",
+                                check_integrations=False)  # fmt: skip
+    compensating = {s.id for top in runbook.on_failure for s in top.walk()}
+    going_on = {s.id for s in runbook.all_steps() if s.on_failure == "continue"}
+    return [
+        key for key, found in state.steps.items()
+        if found.status == FAILED and key.split("[", 1)[0] not in compensating | going_on
+    ]  # fmt: skip
+
+
+def _encloses(state: RunState, key: str, chosen: str) -> bool:
+    """Whether failed step ``key`` is a block around ``chosen`` (or ``chosen``'s for_each)."""
+    from irctl.runbook.loader import load_runbook_text
+
+    root = chosen.split("[", 1)[0]
+    if key == root:
+        return True
+    runbook = load_runbook_text(state.runbook_text, f"{state.run_id}:runbook",
+                                check_integrations=False)  # fmt: skip
+    for top in runbook.steps:
+        for block in top.walk():
+            if block.id == key and block.parallel is not None:
+                return any(inner.id == root for inner in block.walk()[1:])
+    return False

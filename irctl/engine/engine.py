@@ -226,6 +226,21 @@ class Engine:
             run_id, key, mark, operator=operator, reason=reason, private_key=private_key
         )
 
+    def retry(
+        self,
+        run_id: str,
+        *,
+        step: str | None = None,
+        reason: str | None = None,
+        operator: str,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> list[str]:
+        """Take a failed or aborted run up again at its failed steps; :meth:`execute` then
+        runs them (:meth:`irctl.engine.acts.OperatorActs.retry`)."""
+        return self._acts.retry(
+            run_id, step=step, reason=reason, operator=operator, private_key=private_key
+        )
+
     def abort(
         self,
         run_id: str,

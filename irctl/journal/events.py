@@ -43,6 +43,7 @@ RUN_NOTE = "run.note"
 RUN_WAITING = "run.waiting"
 RUN_INTERRUPTED = "run.interrupted"
 RUN_ABORTED = "run.aborted"
+RUN_RETRIED = "run.retried"  # a failed or aborted run taken up again at its failed steps
 RUN_SUCCEEDED = "run.succeeded"
 RUN_FAILED = "run.failed"
 CHECKPOINT = "checkpoint"  # head hash signed with the installation key
@@ -61,7 +62,7 @@ APPROVAL_EVENTS = frozenset({
 
 TERMINAL = {RUN_SUCCEEDED, RUN_FAILED, RUN_ABORTED}
 #: A person's acts: signed by their operator in a live run (irctl.record.approvals).
-ACTS = frozenset({STEP_ANSWERED, STEP_RESOLVED, RUN_ABORTED})
+ACTS = frozenset({STEP_ANSWERED, STEP_RESOLVED, RUN_ABORTED, RUN_RETRIED})
 #: The resolutions the engine records itself (a probe's finding, an idempotent re-run).
 ENGINES_OWN = ("probe", "idempotent")
 

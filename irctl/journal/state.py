@@ -188,6 +188,15 @@ class RunState:
         if kind == ev.RUN_WAITING:
             self.status = "waiting"
             return
+        if kind == ev.RUN_RETRIED:  # taken up again: its failed steps run anew when resumed
+            self.status = "interrupted"
+            self.finished_at = self.failed_step = self.reason = None
+            for key in data.get("steps") or []:
+                step = self.step(str(key))
+                step.status, step.error, step.finished_at = PENDING, None, None
+                step.round_attempt = step.attempt  # its retries count afresh
+                step.round = 0
+            return
         if kind == "run.tampered":  # irctl.engine.guard: stopped; a resume refuses it again
             self.status = "tampered"
             self.reason = str(data.get("problem"))

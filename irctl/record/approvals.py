@@ -119,7 +119,10 @@ def start_problem(
 # -- a person's acts in a live run: answers, marks and aborts --------------------------------
 
 #: The events that record a person's act, and the name each act has in its statement.
-ACTS = {"step.answered": "answer", "step.resolved": "mark", "run.aborted": "abort"}  # ev.ACTS
+ACTS = {  # ev.ACTS
+    "step.answered": "answer", "step.resolved": "mark", "run.aborted": "abort",
+    "run.retried": "retry",
+}  # fmt: skip
 ACT_FIELDS = ("run", "act", "step", "item", "value", "by", "time", "reason")
 #: ``run.created`` records ``acts: "signed"``: in a live run with operators, each answer,
 #: mark and abort is then signed with the key of the operator who made it.
@@ -128,7 +131,9 @@ SIGNED_ACTS = "signed"
 
 def act_statement(run_id: str, kind: str, data: Mapping[str, Any]) -> bytes:
     """The exact bytes an operator signs for an answer, a mark or an abort."""
-    value = data.get("answer") if kind == "step.answered" else data.get("mark")
+    value = {"step.answered": data.get("answer"), "run.retried": data.get("steps")}.get(
+        kind, data.get("mark")
+    )
     body = {
         "run": run_id, "act": ACTS[kind], "step": data.get("step"), "item": data.get("item"),
         "value": value, "by": data.get("by"), "time": data.get("time"),
