@@ -207,3 +207,79 @@ steps:
     assert "taken up again at halt" in shown.stdout
     verified = irctl("transcript", "verify", run_id, cwd=ws)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+# -- irctl skip --------------------------------------------------------------------------------
+
+SKIPPABLE = RUNBOOK.replace(
+    "approvals:\n", "skip: {roles: [security-lead]}\napprovals:\n"
+).replace(
+    "  - id: tell\n    action: notify.console\n",
+    "  - id: tell\n    action: notify.console\n    skip: never\n",
+)
+
+
+def _failed_skippable(team: Team, store: Store, exchange: ExchangeAdminStub) -> str:
+    model = load_runbook_text(SKIPPABLE, "halt.yaml")
+    engine = team.engine(store)
+    run_id = engine.create_run(model, SKIPPABLE, {"chain": "ethereum"}, initiator="oncall",
+                               starter_key=team.keys["oncall"])  # fmt: skip
+    _, key, _ = until_waiting(engine, run_id)
+    approve_as(store, run_id, key, team.keys, "alice")
+    exchange.fail_next(2, 503, path="/withdrawals/halt")
+    assert engine.execute(run_id).status == "failed"
+    return run_id
+
+
+def test_a_failed_step_is_skipped_by_a_role_the_runbook_allows_and_the_run_goes_on(
+    store: Store, tmp_path: Path, exchange: ExchangeAdminStub
+) -> None:
+    team = Team(tmp_path, exchange)
+    run_id = _failed_skippable(team, store, exchange)
+    engine = team.engine(store)
+    with pytest.raises(UsageError, match=r"oncall \(roles: security-oncall\) may not skip"):
+        engine.skip(run_id, "halt", reason="halted by hand", operator="oncall",
+                    private_key=team.keys["oncall"])  # fmt: skip
+    engine.skip(run_id, "halt", reason="halted by hand in the admin console", operator="alice",
+                private_key=team.keys["alice"])  # fmt: skip
+    state = team.engine(store).execute(run_id)
+    assert state.status == "succeeded"
+    assert state.steps["halt"].status == "skipped"
+    assert state.steps["halt"].error == "skipped by alice: halted by hand in the admin console"
+    assert state.steps["tell"].status == "succeeded"
+    assert exchange.halted == set()  # skipped: irctl did not halt it
+    report = verify_run(store, run_id, [public_key_text(team.installation)])
+    assert report.ok, report.problems
+
+
+def test_a_step_marked_never_and_a_runbook_without_skip_refuse_every_skip(
+    store: Store, tmp_path: Path, exchange: ExchangeAdminStub
+) -> None:
+    team = Team(tmp_path, exchange)
+    plain = team.failed_halt(store, exchange)  # its runbook names nobody under skip:
+    with pytest.raises(UsageError, match="names nobody who may skip a step"):
+        team.engine(store).skip(plain, "halt", reason="x", operator="alice",
+                                private_key=team.keys["alice"])  # fmt: skip
+    from irctl.engine.acts import skip_problem
+
+    model = load_runbook_text(SKIPPABLE, "halt.yaml")
+    operators = {"alice": {"roles": ["security-lead"]}}
+    assert "skip: never" in str(skip_problem(model, operators, "tell", "alice"))
+
+
+def test_a_skip_written_around_irctl_by_a_role_not_allowed_stops_the_run(
+    store: Store, tmp_path: Path, exchange: ExchangeAdminStub
+) -> None:
+    """oncall signs a skip with their own key, written with the installation key around the
+    CLI's role check: the engine re-checks the runbook's skip: rule and stops the run."""
+    from irctl.record.approvals import sign_act
+
+    team = Team(tmp_path, exchange)
+    run_id = _failed_skippable(team, store, exchange)
+    data = sign_act(team.keys["oncall"], run_id, ev.STEP_WAIVED,
+                    {"step": "halt", "by": "oncall", "reason": "nothing to see"})  # fmt: skip
+    team.engine(store).record(run_id, ev.STEP_WAIVED, data)
+    state = team.engine(store).execute(run_id)
+    assert state.status == "tampered", (state.status, state.reason)
+    assert "a skip irctl would refuse" in str(state.reason)
+    assert "tell" not in state.steps  # nothing past the forged skip ran

@@ -31,7 +31,7 @@ COMMAND_MODULES = (
 COMMANDS = {
     "validate": "validate", "schema": "validate", "runbooks": "validate",
     "plan": "runs", "run": "runs", "resume": "runs", "answer": "runs", "abort": "runs",
-    "note": "runs", "status": "runs", "runs": "runs", "retry": "runs",
+    "note": "runs", "status": "runs", "runs": "runs", "retry": "runs", "skip": "runs",
     "approve": "approvals", "deny": "approvals", "approvals": "approvals",
     "init": "admin", "demo": "admin", "keys": "admin",
     "serve": "serve", "transcript": "transcript",

@@ -593,6 +593,41 @@ def retry_command(
              signs=signs)  # fmt: skip
 
 
+@app.command("skip")
+def skip_command(
+    run_id: str = typer.Argument(..., help="The run."),
+    step: str = typer.Argument(..., help="The waiting, failed or in-doubt step to skip."),
+    reason: str = typer.Option(..., help="Why, for the transcript and every export."),
+    operator: str | None = AS_OPTION,
+    key: Path | None = KEY_OPTION,
+    resume: bool = typer.Option(True, help="Continue the run after recording the skip."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Skip a step by hand, with a reason, and continue the run past it.
+
+    Only operators holding a role the runbook names under skip: {roles: [...]} may, never for a
+    step marked skip: never; in a live run the skip is signed with your own key.
+
+    Example: irctl skip r-20261121-030000-ab12cd notify-partners --reason "called" --as alice
+    """
+    from irctl.errors import RunBusy
+
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
+    who = _operator(ws, operator)
+    signs = _acts_signed(ws, found.id)
+    own = _own_key(who, key, needed=signs)
+    why = _words(reason, "--reason")
+    _engine(ws).skip(found.id, step, reason=why, operator=who, private_key=own)
+    if not resume:
+        err.print(f"skip recorded; continue with: irctl resume {found.id}")
+        return
+    try:
+        _execute(ws, found.runbook, False, as_json, who=who, run_id=found.id, key=own, signs=signs)
+    except RunBusy:
+        err.print(f"skip recorded; run {found.id} is being executed by another process")
+
+
 @app.command("note")
 def note_command(
     run_id: str = typer.Argument(..., help="The run."),

@@ -220,6 +220,45 @@ class OperatorActs:
         self._record_act(run_id, ev.RUN_RETRIED, data, signer)
         return failed
 
+    def skip(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        reason: str,
+        operator: str,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        """Record that ``operator`` skips step ``key`` by hand (waiting, failed or in doubt),
+        as the runbook's ``skip:`` allows; the run goes on past it when resumed."""
+        events = self._store.events(run_id)
+        state = fold(events)
+        if state.status in ("succeeded", "aborted", "tampered"):
+            raise UsageError(f"run {run_id} has {state.status}: no step of it can be skipped")
+        found = state.steps.get(key)
+        stuck = found is not None and (
+            found.status in (WAITING, FAILED) or found.in_doubt
+        )
+        if not stuck:
+            raise UsageError(
+                f"step '{key}' of run {run_id} is not waiting, failed or in doubt: only such a "
+                "step can be skipped"
+            )
+        runbook = _runbook(state)
+        problem = skip_problem(runbook, state.operators, key, operator)
+        if problem is not None:
+            raise UsageError(problem)
+        signer = self._act_signer(events, state, operator, private_key, "skip")
+        step_id, item = split_key(key)
+        blocks = [k for k, s in state.steps.items() if s.status == FAILED and k != key
+                  and _encloses(state, k, key)]  # fmt: skip
+        data: dict[str, Any] = {"step": step_id, "by": operator, "reason": reason}
+        if item is not None:
+            data["item"] = item
+        if blocks:
+            data["blocks"] = blocks
+        self._record_act(run_id, ev.STEP_WAIVED, data, signer)
+
     def _act_signer(
         self,
         events: list[Event],
@@ -362,3 +401,31 @@ def _encloses(state: RunState, key: str, chosen: str) -> bool:
             if block.id == key and block.parallel is not None:
                 return any(inner.id == root for inner in block.walk()[1:])
     return False
+
+
+def _runbook(state: RunState) -> Any:
+    from irctl.runbook.loader import load_runbook_text
+
+    return load_runbook_text(state.runbook_text, f"{state.run_id}:runbook",
+                             check_integrations=False)  # fmt: skip
+
+
+def skip_problem(
+    runbook: Any, operators: dict[str, dict[str, Any]], key: str, operator: str
+) -> str | None:
+    """Why ``operator`` (with the roles the run recorded) may not skip step ``key`` by hand:
+    the runbook names no one who may (``skip:``), not them, or the step is ``skip: never``."""
+    step_id = key.split("[", 1)[0]
+    step = next((s for s in runbook.all_steps() if s.id == step_id), None)
+    if step is None:
+        return f"the runbook has no step '{step_id}'"
+    if step.skip == "never":
+        return f"step '{step_id}' is marked skip: never; it cannot be skipped by anyone"
+    if runbook.skip is None:
+        return (f"{runbook.id} names nobody who may skip a step (add skip: {{roles: [...]}} to "
+                "the runbook)")  # fmt: skip
+    roles = set((operators.get(operator) or {}).get("roles") or [])
+    if not roles & set(runbook.skip.roles):
+        return (f"{operator} (roles: {', '.join(sorted(roles)) or 'none'}) may not skip steps "
+                f"of {runbook.id}: skip.roles allows {', '.join(runbook.skip.roles)}")  # fmt: skip
+    return None

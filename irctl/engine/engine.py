@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from irctl.actions import Asker, Display, Notifier, Registry, default_registry
 from irctl.engine.action import ActionSteps
-from irctl.engine.acts import OperatorActs, act_key_needed
+from irctl.engine.acts import OperatorActs, act_key_needed, skip_problem
 from irctl.engine.doubt import InDoubt
 from irctl.engine.gate import Gate
 from irctl.engine.guard import RUN_TAMPERED, JournalGuard, Tampering
@@ -241,6 +241,19 @@ class Engine:
             run_id, step=step, reason=reason, operator=operator, private_key=private_key
         )
 
+    def skip(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        reason: str,
+        operator: str,
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        """Skip a waiting, failed or in-doubt step by hand, as the runbook's ``skip:`` allows
+        (:meth:`irctl.engine.acts.OperatorActs.skip`); :meth:`execute` then goes on past it."""
+        self._acts.skip(run_id, key, reason=reason, operator=operator, private_key=private_key)
+
     def abort(
         self,
         run_id: str,
@@ -302,6 +315,13 @@ class Engine:
         barred, problem = self._start.excluded(runbook, state, events)
         if problem is not None:
             return self._refuse(run_id, state, guard, Tampering(1, problem))
+        waived = _waiver_check(runbook, state)
+        for event in events:
+            refused = waived(event) if event.type == ev.STEP_WAIVED else None
+            if refused is not None:
+                problem = f"event {event.seq} ({event.type}): {refused}"
+                return self._refuse(run_id, state, guard, Tampering(event.seq, problem))
+        guard.waivers = waived
         guard.excluded = barred  # and for every act another process records from now on
         live = self._begin(runbook, state, guard, events, opened)
         live.excluded = barred
@@ -475,3 +495,18 @@ class Engine:
             if made is not None:
                 started.append((namespace, made))
         return started
+
+
+def _waiver_check(runbook: Runbook, state: RunState) -> Callable[[Event], str | None]:
+    """Why a recorded hand skip may not stand, checked against the runbook's ``skip:`` rule and
+    the roles the run recorded (irctl skip refuses each first; only a row written around it
+    can hold one)."""
+
+    def check(event: Event) -> str | None:
+        data = event.data
+        item = data.get("item")
+        key = f"{data.get('step')}" + (f"[{item}]" if item is not None else "")
+        problem = skip_problem(runbook, state.operators, key, str(data.get("by")))
+        return None if problem is None else f"a skip irctl would refuse: {problem}"
+
+    return check

@@ -29,7 +29,7 @@ signed decisions each time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +93,8 @@ class JournalGuard:
     _pinned: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     _acts_signed: bool = False  # answers, marks and aborts must carry their signature
     excluded: frozenset[str] = frozenset()  # the runbook's exclude_operators: no act of theirs
+    # Why a hand skip may not stand (the runbook's skip: rule), once the runbook is known.
+    waivers: Callable[[Event], str | None] | None = None
 
     def __post_init__(self) -> None:
         from irctl.identity import load_public_key
@@ -202,6 +204,9 @@ class JournalGuard:
             )
             if unsigned is not None:
                 return Tampering(event.seq, f"event {event.seq} ({event.type}): {unsigned}")
+            refused = self.waivers(event) if self.waivers and event.type == ev.STEP_WAIVED else None
+            if refused is not None:
+                return Tampering(event.seq, f"event {event.seq} ({event.type}): {refused}")
             if event.data.get("by") in self.excluded:
                 return Tampering(
                     event.seq,

@@ -28,6 +28,7 @@ RUN_CREATED = "run.created"  # runbook text + digest, params, initiator, mode, p
 RUN_STARTED = "run.started"  # an attempt to execute began (first run or resume)
 RUN_RESUMED = "run.resumed"
 STEP_SKIPPED = "step.skipped"  # `when` was false
+STEP_WAIVED = "step.waived"  # an operator skipped the step by hand (irctl skip), with a reason
 STEP_STARTED = "step.started"  # committed before the action runs
 STEP_SUCCEEDED = "step.succeeded"
 STEP_FAILED = "step.failed"
@@ -62,7 +63,7 @@ APPROVAL_EVENTS = frozenset({
 
 TERMINAL = {RUN_SUCCEEDED, RUN_FAILED, RUN_ABORTED}
 #: A person's acts: signed by their operator in a live run (irctl.record.approvals).
-ACTS = frozenset({STEP_ANSWERED, STEP_RESOLVED, RUN_ABORTED, RUN_RETRIED})
+ACTS = frozenset({STEP_ANSWERED, STEP_RESOLVED, RUN_ABORTED, RUN_RETRIED, STEP_WAIVED})
 #: The resolutions the engine records itself (a probe's finding, an idempotent re-run).
 ENGINES_OWN = ("probe", "idempotent")
 

@@ -234,6 +234,16 @@ class RunState:
             step.status = SKIPPED
             step.finished_at = event.ts
             step.error = data.get("reason")
+        elif kind == ev.STEP_WAIVED:  # a person chose: said so wherever the step is shown
+            step.status = SKIPPED
+            step.finished_at = event.ts
+            step.waiting_for = None
+            step.error = f"skipped by {data.get('by')}: {data.get('reason')}"
+            for block in data.get("blocks") or []:  # failed with it: decided again on resume
+                around = self.step(str(block))
+                around.status, around.error, around.finished_at = PENDING, None, None
+            if self.status == "failed":  # an aborted run stays ended: a person stopped it
+                self.status, self.finished_at, self.failed_step = "interrupted", None, None
         elif kind == ev.STEP_REPEATING:
             step.status = REPEATING
             step.round = int(data.get("round", step.round + 1))

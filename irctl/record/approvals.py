@@ -121,7 +121,7 @@ def start_problem(
 #: The events that record a person's act, and the name each act has in its statement.
 ACTS = {  # ev.ACTS
     "step.answered": "answer", "step.resolved": "mark", "run.aborted": "abort",
-    "run.retried": "retry",
+    "run.retried": "retry", "step.waived": "skip",
 }  # fmt: skip
 ACT_FIELDS = ("run", "act", "step", "item", "value", "by", "time", "reason")
 #: ``run.created`` records ``acts: "signed"``: in a live run with operators, each answer,

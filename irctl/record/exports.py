@@ -217,6 +217,8 @@ def describe(event: Event) -> tuple[str, str, str | None]:
         return "interrupted", _compact(d.get("reason")), actor
     if kind in (ev.STEP_NOTE, ev.RUN_NOTE):
         return "note", _compact(d.get("text")), actor
+    if kind == ev.STEP_WAIVED:
+        return f"skipped by {d.get('by', '?')}", _compact(d.get("reason")), actor
     if kind == ev.RUN_RETRIED:
         steps = ", ".join(str(k) for k in d.get("steps") or []) or "no step"
         why = f"; {_compact(d.get('reason'))}" if d.get("reason") else ""

@@ -281,6 +281,10 @@ class Step(_Model):
     on_failure: Literal["abort", "continue"] = "abort"
     tags: list[str] = Field(default_factory=list)
     idempotent: bool | None = None
+    skip: Literal["allowed", "never"] = Field(
+        default="allowed",
+        description="never: nobody may skip this step by hand (irctl skip), whatever their role",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -318,6 +322,13 @@ class Start(_Model):
     roles: list[str] = Field(min_length=1, description="any of these roles may start a live run")
 
 
+class SkipRule(_Model):
+    """Who may skip a step of a run by hand (``irctl skip``): an operator holding one of
+    ``roles``, signed with their own key; never a step marked ``skip: never``."""
+
+    roles: list[str] = Field(min_length=1, description="any of these roles may skip a step")
+
+
 class Runbook(_Model):
     """A breach response, step by step."""
 
@@ -336,6 +347,10 @@ class Runbook(_Model):
     approvals: dict[str, Policy] = Field(default_factory=dict)
     start: Start | None = Field(
         default=None, description="who may start a live run (default: any operator)"
+    )
+    skip: SkipRule | None = Field(
+        default=None,
+        description="who may skip a waiting, failed or in-doubt step by hand (default: nobody)",
     )
     exclude_operators: list[str] = Field(
         default_factory=list,
