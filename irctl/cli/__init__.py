@@ -33,7 +33,7 @@ COMMANDS = {
     "plan": "runs", "run": "runs", "resume": "runs", "answer": "runs", "abort": "runs",
     "note": "runs", "status": "runs", "runs": "runs", "retry": "runs", "skip": "runs",
     "approve": "approvals", "deny": "approvals", "approvals": "approvals",
-    "init": "admin", "demo": "admin", "keys": "admin",
+    "init": "admin", "demo": "admin", "keys": "admin", "doctor": "admin",
     "serve": "serve", "transcript": "transcript",
     "drill": "drill", "scheduler": "drill", "safe": "safe", "allowlist": "allowlist",
     "reserves": "reserves",

@@ -24,12 +24,21 @@ vars:
 @app.command("init")
 def init_command(
     directory: Path = typer.Argument(Path("."), help="Where to create the workspace."),
-) -> None:
+    library: bool = typer.Option(
+        False, "--library",
+        help="Copy the shipped runbooks and drills in, and write the vars they read and the "
+        "roles their approvals need into irctl.yaml, to fill in.",
+    ),
+) -> None:  # fmt: skip
     """Create a workspace: irctl.yaml, runbooks/, drills/ and the installation key.
 
     The installation key (Ed25519) signs every run's transcript checkpoints; it
     is written to .irctl/installation.key (mode 0600) and its public half to
     irctl.yaml, so anyone with the config can verify transcripts offline.
+
+    With --library, the shipped runbooks and drills are copied in (a file already there is
+    left as it is) and irctl.yaml gets their vars, with the example values to replace, and
+    the roles their approvals need; then 'irctl doctor' says what is left to fill in.
     """
     from irctl.identity import generate_private_key, public_key_text
     from irctl.workspace import CONFIG_NAME, INSTALLATION_KEY, STATE_DIR
@@ -62,17 +71,101 @@ def init_command(
     else:
         public = public_key_text(generate_private_key(key_path))
         err.print(f"created installation key {key_path} (mode 0600)")
+    copied = _copy_library(root) if library else None
     if config.exists():
         err.print(f"{config} exists; left as it is. Its installation_key should read:")
         out.print(f'installation_key: "{public}"')
     else:
-        config.write_text(CONFIG_TEMPLATE.format(key=public), encoding="utf-8")
+        text = CONFIG_TEMPLATE.format(key=public)
+        if copied is not None:
+            text = _library_config(public, copied)
+        config.write_text(text, encoding="utf-8")
         err.print(f"created {config}")
     ignore = root / ".gitignore"
     lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
     if ".irctl/" not in lines:
         ignore.write_text("\n".join([*lines, ".irctl/"]) + "\n", encoding="utf-8")
+    if copied is not None:
+        err.print(f"copied {len(copied)} runbook(s) and their drills; next: 'irctl doctor' "
+                  "lists what to fill in, in the order to do it")  # fmt: skip
+        return
     err.print("next: put runbooks in runbooks/, then 'irctl validate' and 'irctl plan RUNBOOK'")
+
+
+def _library_root() -> Path:
+    """The shipped runbooks, drills and example irctl.yaml (the irctl checkout)."""
+    found = Path(__file__).resolve().parents[2]
+    if not (found / "runbooks").is_dir() or not (found / "irctl.yaml").is_file():
+        raise UsageError(
+            f"the runbook library is not installed with this irctl (no runbooks/ beside "
+            f"{found}): install irctl from its checkout (pip install -e .), or copy runbooks/ "
+            "and drills/ from it"
+        )
+    return found
+
+
+def _copy_library(root: Path) -> list[Path]:
+    """Copy the shipped runbooks and drills into the workspace; the runbooks copied or kept."""
+    import shutil
+
+    source = _library_root()
+    runbooks: list[Path] = []
+    for folder in ("runbooks", "drills"):
+        for path in sorted((source / folder).glob("*.yaml")):
+            target = root / folder / path.name
+            if not target.exists():
+                shutil.copyfile(path, target)
+            if folder == "runbooks":
+                runbooks.append(target)
+    return runbooks
+
+
+def _library_config(public: str, runbooks: list[Path]) -> str:
+    """irctl.yaml for the library: its vars as shipped (example values to replace) and one
+    commented operator line per role its approvals and start rules name."""
+    import yaml
+
+    from irctl.runbook.loader import load_runbook
+
+    shipped = (_library_root() / "irctl.yaml").read_text(encoding="utf-8").splitlines()
+    start = next((n for n, line in enumerate(shipped) if line.startswith("vars:")), None)
+    block: list[str] = []
+    if start is not None:  # as shipped, its comments included: they say what each var is
+        block = [shipped[start]]
+        for line in shipped[start + 1:]:
+            if line and not line[0].isspace() and not line.startswith("#"):
+                break
+            block.append(line)
+    if not block or yaml.safe_load("\n".join(block)) is None:
+        block = ["vars: {}"]
+    roles: set[str] = set()
+    for path in runbooks:
+        model = load_runbook(path, check_integrations=False)
+        for policy in model.approvals.values():
+            roles.update(policy.roles)
+            roles.update(r for group in policy.groups for r in group.roles)
+        if model.start is not None:
+            roles.update(model.start.roles)
+        if model.skip is not None:
+            roles.update(model.skip.roles)
+    operators = [
+        f"  # {role.replace('-', '_')}_1: {{roles: [{role}], key: \"ed25519:...\"}}"
+        for role in sorted(roles)
+    ]
+    lines = [
+        "# irctl workspace config, made by 'irctl init --library'; the README has every field.",
+        "store: sqlite:///.irctl/irctl.db   # or postgresql+psycopg://user@host/db for a team",
+        f'installation_key: "{public}"   # signs transcript checkpoints',
+        "# The people who run and approve, each with the public half of their own key",
+        "# ('irctl keys generate NAME' prints the line). The shipped runbooks' approvals need:",
+        "#   " + ", ".join(sorted(roles)),
+        "operators: {}",
+        *operators,
+        "integrations: {}                          # slack, aws, evm, ...: see the README",
+        "# What the runbooks read: the example values below are not yours; replace each.",
+        *block,
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _named_installation_key(config: Path) -> str | None:
@@ -191,3 +284,83 @@ def demo_command(
 
 
 __all__ = ["escape"]
+
+
+@app.command("doctor")
+def doctor_command(
+    offline: bool = typer.Option(
+        False, "--offline", help="Skip the checks that call an integration (Slack, AWS, a node)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+) -> None:
+    """Is this workspace ready for an incident? What to fix, in the order to fix it.
+
+    Checks that every runbook, drill and irctl.yaml validates; that operators are listed,
+    each with a key, and enough of them hold every role an approval needs; that every env:
+    and file: secret the runbooks name resolves here (never printed); and, unless --offline,
+    that each configured integration's endpoint and credentials answer. Exit 0 when nothing
+    is left to fix, 1 otherwise.
+
+    Example: irctl init ws --library && cd ws && irctl doctor --offline
+    """
+    from irctl.cli._app import print_json
+
+    findings = _doctor(offline)
+    if as_json:
+        print_json([{"area": area, "fix": text} for area, text in findings])
+    else:
+        for number, (area, text) in enumerate(findings, 1):
+            out.print(f"{number}. [bold]{area}[/bold]: {escape(text)}", soft_wrap=True)
+        out.print("ready: nothing to fix" if not findings else f"{len(findings)} thing(s) to fix")
+    if findings:
+        raise typer.Exit(1)
+
+
+def _doctor(offline: bool) -> list[tuple[str, str]]:
+    """What stands between the workspace and an incident, most fundamental first."""
+    import os
+
+    from irctl.errors import IrctlError
+    from irctl.runbook.loader import load_runbook, validate_paths
+    from irctl.workspace import Workspace
+
+    workspace = Workspace.find()
+    config = workspace.config
+    findings: list[tuple[str, str]] = []
+    targets = [p for p in (workspace.runbooks_dir, workspace.drills_dir) if p.is_dir()]
+    if workspace.config_path is not None:
+        targets.append(workspace.config_path)
+    _, problems = validate_paths(targets)
+    findings += [("files", str(problem)) for problem in problems]
+    if not config.operators:
+        findings.append(("operators", "irctl.yaml lists no operators: add the people who run and "
+                         "approve, each with 'irctl keys generate NAME' (it prints the line)"))
+    for name, operator in sorted(config.operators.items()):
+        if not operator.key:
+            findings.append(("operators", f"{name} has no key: 'irctl keys generate {name}' on "
+                             "their machine, then paste the line it prints into irctl.yaml"))
+    runbooks = sorted([*workspace.runbooks_dir.glob("*.yaml")]) if targets else []
+    seen: set[str] = set()
+    for path in runbooks:
+        try:
+            model = load_runbook(path, check_integrations=False)
+        except IrctlError:
+            model = None  # its problems are listed under files already
+        for secret, ref in sorted(model.secrets.items()) if model is not None else []:
+            kind, _, where = ref.partition(":")
+            if ref in seen:
+                continue
+            seen.add(ref)
+            if kind == "env" and not os.environ.get(where):
+                findings.append(("secrets", f"{path.name}: secret {secret} reads ${where}, which "
+                                 "is not set here"))
+            elif kind == "file" and not (workspace.root / where).is_file():
+                findings.append(("secrets", f"{path.name}: secret {secret} reads {where}, which "
+                                 "does not exist"))
+    if not offline:
+        from irctl.engine.preflight import check_ready, namespaces_named
+
+        named = namespaces_named(runbooks)
+        ready = check_ready(dict(config.integrations), named, workspace.config_path)
+        findings += [("integrations", str(problem)) for problem in ready]
+    return findings
