@@ -151,3 +151,51 @@ def test_the_exchange_refuses_to_shed_a_core_feature_and_the_step_fails(
     assert state.steps["page-sre"].status == "succeeded"
     assert _sizes(asg) == (12, 40, 12)  # the scale-up stays: a person decides what to undo
     store.close()
+
+
+def test_the_sandbox_drill_rehearses_against_real_parts_and_scores(
+    aws: dict[str, Any], tmp_path: Path, exchange: ExchangeAdminStub,
+) -> None:  # fmt: skip
+    """drills/sandbox-ddos-overload.yaml through the drill runner, with a sandbox config (as
+    `irctl drill run --sandbox FILE` reads it): every action for real against moto and the
+    exchange stand-in, the participants approving, the objectives scored."""
+    from irctl.drills.drill import drive_drill, find_drill, sandbox_config, score, start_drill
+    from tests.test_drills import INITIATOR, People, make_drill_workspace
+
+    waf = make_acl(aws)
+    asg = _asg(aws)
+    before = web_acl(waf)["Rules"]
+    exchange.set_traffic(45_000, capacity_rps=5000, error_rate=0.22)
+    ws, team = make_drill_workspace(tmp_path / "ws", exchange_url=exchange.url, aws_config=aws)
+    drill, _ = find_drill(ws.drills_dir, "sandbox-ddos-overload")
+    library = load_config(ROOT / "irctl.yaml").vars
+    sandbox = Config.model_validate({
+        "integrations": {"aws": aws},
+        "secrets": {"admin_token": "env:SANDBOX_ADMIN_TOKEN"},
+        "vars": {"exchange_admin_url": exchange.url,
+                 "overload": {**library["overload"], "api_group": "api"}},
+    })  # fmt: skip
+    config = sandbox_config(ws.config, sandbox, drill)
+    engine = Engine(ws.store, config=config, signing_key=ws.signing_key(), workspace=ws.root,
+                    notify=False, sleep=lambda s: time.sleep(min(s, 0.1)))  # fmt: skip
+    text = (ws.root / "runbooks" / "ddos-overload.yaml").read_text(encoding="utf-8")
+    run_id = start_drill(engine, drill, load_runbook_text(text, "ddos-overload.yaml"), text,
+                         initiator=INITIATOR, time_scale=0.002)  # fmt: skip
+    stop = threading.Event()
+    calm = threading.Thread(target=_calm_after, args=(exchange, 3, stop), daemon=True)
+    calm.start()
+    try:
+        with People(ws, run_id, team):
+            state = drive_drill(engine, run_id, say=lambda _: None, time_limit=60, poll=0.1,
+                                slack=False)  # fmt: skip
+    finally:
+        stop.set()
+        calm.join(5)
+    assert state.status == "succeeded", [(k, s.error) for k, s in state.steps.items()]
+    assert state.mode == "sandbox"
+    assert web_acl(waf)["Rules"] == before  # rehearsed for real, and rolled back
+    assert _sizes(asg) == (2, 4, 2)
+    assert exchange.desks.degraded == []
+    card = score(ws.store.events(run_id))
+    drilled = {o.target: o.met for o in card.objectives if o.kind == "step"}
+    assert drilled == {"rate-limit": True, "scale-api-back": True}, card.objectives
