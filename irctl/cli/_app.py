@@ -85,3 +85,12 @@ JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON in
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def folding(table: Any) -> Any:
+    """``table`` with every column folding what does not fit onto the next line, never cut
+    with an ellipsis: a run id or a failure message is whole at 80 columns and in a pipe."""
+    for column in table.columns:
+        column.overflow = "fold"
+        column.no_wrap = False
+    return table

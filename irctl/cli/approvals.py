@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from irctl.cli._app import JSON_OPTION, app, approvals_app, err, escape, out, print_json
+from irctl.cli._app import JSON_OPTION, app, approvals_app, err, escape, folding, out, print_json
 from irctl.errors import IrctlError, UsageError
 
 KEY_OPTION = typer.Option(
@@ -193,7 +193,7 @@ def pending_command(as_json: bool = JSON_OPTION) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*(escape(str(v)) for v in _cells(row)))
-    out.print(table)
+    out.print(folding(table))
     for run_id in dict.fromkeys(row["run_id"] for row in rows if row.get("expired")):
         err.print(f"expired: nobody can decide on them now; irctl resume {run_id} asks again")
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json
+from irctl.cli._app import JSON_OPTION, app, err, escape, folding, out, print_json
 from irctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def list_command(as_json: bool = JSON_OPTION) -> None:
         table.add_row(*(escape(str(row[k] or "")) for k in (
             "drill", "runbook", "mode", "schedule", "next_run",
         )))  # fmt: skip
-    out.print(table)
+    out.print(folding(table))
 
 
 @drill_app.command("run")

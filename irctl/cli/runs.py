@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json, runs_app
+from irctl.cli._app import JSON_OPTION, app, err, escape, folding, out, print_json, runs_app
 from irctl.errors import IrctlError, NoStore, SecretError, UsageError
 
 if TYPE_CHECKING:
@@ -698,8 +698,8 @@ def status_command(
         detail = step.error or (step.prompt if step.status == "waiting" else None) or ""
         if step.status == "repeating":
             detail = f"round {step.round} done; the next is due at {step.next_at}"
-        table.add_row(escape(step.key), step.status, str(step.attempt), escape(detail[:100]))
-    out.print(table)
+        table.add_row(escape(step.key), step.status, str(step.attempt), escape(detail[:400]))
+    out.print(folding(table))
     if state.waiting():
         out.print("[bold]waiting on people:[/bold]")
         for line in waiting_detail(state, list(store.events(found.id))):
@@ -747,10 +747,11 @@ def runs_list_command(
     table = Table(box=None, header_style="bold")
     longest = max((len(str(row["run_id"])) for row in rows), default=3)
     table.add_column("run", no_wrap=True, min_width=longest)  # whole, to copy into a command
-    for column in ("runbook", "status", "mode", "by", "incident", "started"):
+    for column in ("runbook", "status", "mode", "by", "incident", "start"):
         table.add_column(column)
-    for row in rows:
+    for found in rows:
+        row = {**found, "started": str(found["created_at"] or "")[:16].replace("T", " ")}
         table.add_row(*(escape(str(row[k] or "")) for k in (
-            "run_id", "runbook", "status", "mode", "initiator", "incident", "created_at"
+            "run_id", "runbook", "status", "mode", "initiator", "incident", "started"
         )))  # fmt: skip
-    out.print(table)
+    out.print(folding(table))

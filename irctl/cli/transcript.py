@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from irctl.cli._app import JSON_OPTION, err, escape, out, print_json, transcript_app
+from irctl.cli._app import JSON_OPTION, err, escape, folding, out, print_json, transcript_app
 from irctl.errors import UsageError, VerificationFailed
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def _print_show(
             format_seconds(row.duration) if row.duration is not None else "",
         )
     out.print()
-    out.print(table)
+    out.print(folding(table))
     out.print()
     if report.ok:
         trust = "" if report.trusted else " (embedded key only; not checked against a trusted key)"
