@@ -370,3 +370,30 @@ def test_build_without_an_installation_key_says_how_to_get_one(tmp_path: Path) -
     assert done.returncode == 2
     assert "irctl init" in done.stderr
     assert not (tmp_path / "por").exists()
+
+
+def test_build_signs_with_the_workspace_key_or_the_key_given(tmp_path: Path) -> None:
+    from irctl.identity import generate_private_key, public_key_text
+
+    workspace = make_workspace(tmp_path / "ws")
+    source = write_csv(workspace / "l.csv", ledger(3))
+    named = (workspace / "irctl.yaml").read_text(encoding="utf-8")
+    done = irctl("reserves", "build", str(source), "-o", "own", *PRECISIONS, cwd=workspace)
+    assert done.returncode == 0, done.stderr
+    signer = json.loads((workspace / "own" / "manifest.json").read_text(encoding="utf-8"))
+    assert f'installation_key: "{signer["signed"]["key"]}"' in named
+    other = generate_private_key(tmp_path / "other.key")
+    done = irctl("reserves", "build", str(source), "-o", "given", *PRECISIONS, "--key",
+                 str(tmp_path / "other.key"), cwd=workspace)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    signer = json.loads((workspace / "given" / "manifest.json").read_text(encoding="utf-8"))
+    assert signer["signed"]["key"] == public_key_text(other)
+    # a key file that is not the one irctl.yaml names signs nothing
+    (workspace / ".irctl" / "installation.key").write_bytes(
+        (tmp_path / "other.key").read_bytes()
+    )
+    done = irctl("reserves", "build", str(source), "-o", "wrong", *PRECISIONS, cwd=workspace)
+    assert done.returncode == 2
+    assert "is not the one" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (workspace / "wrong").exists()

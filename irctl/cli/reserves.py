@@ -6,7 +6,6 @@ liabilities file, its precisions, a missing key or file).
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.reserves import Verified
+    from irctl.workspace import Workspace
 
 reserves_app = typer.Typer(
     help="Proof of reserves: a Merkle-sum tree of customer liabilities and its proofs.",
@@ -28,49 +28,30 @@ reserves_app = typer.Typer(
 app.add_typer(reserves_app, name="reserves")
 
 
-def _workspace_root() -> Path | None:
-    """The folder holding irctl.yaml, from ``$IRCTL_WORKSPACE`` or the current directory up."""
-    env = os.environ.get("IRCTL_WORKSPACE")
-    here = (Path(env) if env else Path.cwd()).resolve()
-    for folder in [here, *here.parents]:
-        if (folder / "irctl.yaml").is_file():
-            return folder
-    return None
+def _workspace() -> Workspace:
+    from irctl.workspace import Workspace
 
-
-def _named_key(root: Path) -> str | None:
-    """The installation_key line of the workspace's irctl.yaml, if it has one."""
-    import yaml
-
-    try:
-        config = yaml.safe_load((root / "irctl.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None  # `irctl validate` reports a broken irctl.yaml; here it only names no key
-    named = config.get("installation_key") if isinstance(config, dict) else None
-    return named if isinstance(named, str) else None
+    return Workspace.find()
 
 
 def _signing_key(explicit: Path | None) -> Ed25519PrivateKey:
-    from irctl.identity import load_private_key, public_key_text
+    """The key given by ``--key``, else the workspace's installation key (as every command
+    that signs loads it: checked against irctl.yaml's installation_key)."""
+    from irctl.identity import load_private_key
 
     if explicit is not None:
         return load_private_key(explicit)
-    root = _workspace_root()
-    if root is None:
+    workspace = _workspace()
+    key = workspace.signing_key()
+    if key is not None:
+        return key
+    if workspace.config_path is None:
         raise UsageError(
             "no irctl.yaml here or above, so no installation key to sign the manifest: run in "
             "a workspace (`irctl init`) or pass --key FILE"
         )
-    path = root / ".irctl" / "installation.key"
-    if not path.is_file():
-        raise UsageError(f"no installation key at {path} to sign the manifest: `irctl init` "
-                         "creates one, or pass --key FILE")  # fmt: skip
-    key = load_private_key(path)
-    named = _named_key(root)
-    if named is not None and public_key_text(key) != named:
-        raise UsageError(f"the installation key {path} is not the one {root / 'irctl.yaml'} "
-                         f"names ({named}): the manifest would not verify against it")  # fmt: skip
-    return key
+    raise UsageError(f"no installation key at {workspace.installation_key_path} to sign the "
+                     "manifest: `irctl init` creates one, or pass --key FILE")  # fmt: skip
 
 
 class _Display:
@@ -220,7 +201,7 @@ def verify(
     key: str | None = typer.Option(
         None, "--key",
         help="The public key (ed25519:…) that must have signed it (default: the workspace's "
-        "installation_key).",
+        "installation key, as irctl.yaml's installation_key names it).",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -229,8 +210,7 @@ def verify(
     from irctl.reserves import verify_manifest
 
     if key is None:
-        root = _workspace_root()
-        key = _named_key(root) if root is not None else None
+        key = _workspace().public_key()
     check = verify_manifest(folder, key)
     if as_json:
         print_json({"ok": True, "root": check.root, "accounts": check.accounts,
@@ -239,6 +219,6 @@ def verify(
     out.print(f"OK: {check.accounts} proofs and root {check.root}, as signed by {check.key}",
               soft_wrap=True)
     if not check.trusted:
-        err.print("note: no key to trust was given (--key) and the workspace names none: this "
+        err.print("note: no key to trust was given (--key) and the workspace has none: this "
                   "shows the folder is as its signer left it, not who the signer is",
                   soft_wrap=True)  # fmt: skip
