@@ -315,7 +315,7 @@ def _write_proofs(
     written = 0
     report("writing proofs", 0, counts[0])
     with (staging / "proofs.sha256").open("wb") as listing:
-        for number, lines in enumerate(pool.map(proofs.write_proofs_task, tasks)):
+        for number, lines in enumerate(pool.map(proofs.write_files_task, tasks)):
             listing.write(lines)
             written = min(counts[0], (number + 1) << chunk_bits)
             report("writing proofs", written, counts[0])

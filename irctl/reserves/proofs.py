@@ -1,7 +1,9 @@
-"""Inclusion proofs: one JSON file per account, written chunk by chunk from the level files.
+"""Inclusion proofs: one JSON document per account, made chunk by chunk from the level files.
 
-A proof is named by the SHA-256 of the account id (``proofs/ab/ab12….json``), never by the id,
-so a listing of the folder shows no account.  Its text::
+``chunk_proofs`` makes the proofs of one chunk of leaves; ``write_files_task`` writes them one
+file each (the ``files`` layout), named by the SHA-256 of the account id
+(``proofs/ab/ab12….json``), never by the id, so a listing of the folder shows no account;
+:mod:`irctl.reserves.bundle` writes the same bytes into a few large files.  A proof's text::
 
     {"format":"irctl-proof-of-liabilities/1","root":"…","assets":["BTC","ETH"],"decimals":[8,18],
     "account":"alice","salt":"…","balances":["150000000","0"],
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from irctl.reserves.tree import INFO_HEAD, read_records
@@ -50,11 +53,11 @@ def _step(record: bytes, left: bool, lanes: range) -> str:
     return f'{{"side":"{side}","hash":"{record[:32].hex()}","sums":["{sums}"]}}'
 
 
-def write_proofs_task(
-    work: Path, out: Path, head: str, chunk: int, chunk_bits: int, counts: list[int],
-    record_size: int, info: tuple[int, int],
-) -> bytes:  # fmt: skip
-    """Write the proofs of one chunk of leaves; return their ``proofs.sha256`` lines.
+def chunk_proofs(
+    work: Path, head: str, chunk: int, chunk_bits: int, counts: list[int], record_size: int,
+    info: tuple[int, int],
+) -> Iterator[tuple[bytes, bytes]]:  # fmt: skip
+    """The proofs of one chunk of leaves, in the tree's order: (account id, proof), both UTF-8.
 
     ``info`` is where the chunk's entries lie in ``leaves.bin`` (start and end offsets).
     """
@@ -78,11 +81,11 @@ def write_proofs_task(
     with (work / "leaves.bin").open("rb") as handle:
         handle.seek(info[0])
         entries = handle.read(info[1] - info[0])
-    cache: list[tuple[int, str]] = [(-1, "")] * inside
-    listing: list[str] = []
-    sha256 = hashlib.sha256
+    # tails[l]: the path from level l up, as written; rebuilt from the lowest level whose
+    # sibling changed, so a leaf costs one new step and one join, not a join of the whole path
+    above = ",\n".join(suffix)
+    tails = [""] * inside + [above]
     dumps = json.dumps
-    base = f"{out}{os.sep}"
     pos = 0
     leaves = levels[0] if inside else read_records(work, 0, first, size, record_size)
     for index in range(size):
@@ -92,19 +95,18 @@ def write_proofs_task(
         pos += 18 + length
         account = raw.decode("utf-8")
         record = leaves[index * record_size : (index + 1) * record_size]
-        steps: list[str] = []
-        for level in range(inside):
+        # the levels whose node changed from the previous leaf: those up to its lowest set bit
+        changed = inside if index == 0 else min(inside, (index & -index).bit_length())
+        for level in range(changed - 1, -1, -1):
             node = index >> level
             sibling = node ^ 1
+            tail = tails[level + 1]
             if sibling >= local[level]:
-                continue  # the last node of its level, carried up without a partner
-            known, text = cache[level]
-            if known != sibling:
-                at = sibling * record_size
-                text = _step(levels[level][at : at + record_size], sibling < node, lanes)
-                cache[level] = (sibling, text)
-            steps.append(text)
-        steps.extend(suffix)
+                tails[level] = tail  # the last node of its level, carried up without a partner
+                continue
+            at = sibling * record_size
+            text = _step(levels[level][at : at + record_size], sibling < node, lanes)
+            tails[level] = f"{text},\n{tail}" if tail else text
         balances = '","'.join([str(int.from_bytes(record[o : o + 16], "big")) for o in lanes])
         if account.isprintable() and '"' not in account and "\\" not in account:
             quoted = f'"{account}"'  # nothing to escape: most ids
@@ -112,9 +114,21 @@ def write_proofs_task(
             quoted = dumps(account, ensure_ascii=False)
         text = (
             f'{head}"account":{quoted},"salt":"{salt}",'
-            f'"balances":["{balances}"],\n"path":[\n' + ",\n".join(steps) + "\n]}\n"
+            f'"balances":["{balances}"],\n"path":[\n{tails[0]}\n]}}\n'
         )
-        data = text.encode("utf-8")
+        yield raw, text.encode("utf-8")
+
+
+def write_files_task(
+    work: Path, out: Path, head: str, chunk: int, chunk_bits: int, counts: list[int],
+    record_size: int, info: tuple[int, int],
+) -> bytes:  # fmt: skip
+    """Write the proofs of one chunk of leaves, a file each; return their ``proofs.sha256``
+    lines."""
+    listing: list[str] = []
+    sha256 = hashlib.sha256
+    base = f"{out}{os.sep}"
+    for raw, data in chunk_proofs(work, head, chunk, chunk_bits, counts, record_size, info):
         digest = sha256(raw).hexdigest()
         name = f"proofs/{digest[:2]}/{digest}.json"
         fd = os.open(base + name, _FLAGS, 0o644)
