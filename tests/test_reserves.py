@@ -1,6 +1,6 @@
-"""Proof of liabilities: a real build through the CLI, every proof checked by the customer's
-script, and the attacks the tree must catch (a moved unit, a dropped account, a negative
-sibling, an altered file)."""
+"""Proof of liabilities: a real build through the CLI in both layouts, every proof checked by
+the customer's script, and the attacks the tree must catch (a moved unit, a dropped account, a
+negative sibling, an altered file)."""
 
 from __future__ import annotations
 
@@ -62,32 +62,61 @@ def load_verifier(path: Path) -> ModuleType:
     return module
 
 
+def raw_proofs(folder: Path) -> dict[str, bytes]:
+    """Every proof of a built folder, either layout, as the bytes a customer is given."""
+    from irctl.reserves.bundle import iter_proofs
+
+    if (folder / "proofs.idx").is_file():
+        texts = list(iter_proofs(folder))
+    else:
+        texts = [path.read_bytes() for path in (folder / "proofs").glob("*/*.json")]
+    return {json.loads(text)["account"]: text for text in texts}
+
+
 def proofs_of(folder: Path) -> dict[str, dict[str, Any]]:
-    found = {}
-    for path in (folder / "proofs").glob("*/*.json"):
-        proof = json.loads(path.read_text(encoding="utf-8"))
-        found[proof["account"]] = proof
-    return found
+    return {name: json.loads(text) for name, text in raw_proofs(folder).items()}
+
+
+Built = tuple[Path, Path, dict[str, list[int]]]
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, list[int]]]:
-    """A workspace, and the folder `irctl reserves build` wrote for 10,000 accounts."""
+def workspace_ledger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[int]]]:
     workspace = make_workspace(tmp_path_factory.mktemp("reserves"))
     accounts = ledger(10_000)
-    source = write_csv(workspace / "liabilities.csv", accounts)
-    done = irctl("reserves", "build", str(source), "-o", "por", *PRECISIONS, "--json",
-                 cwd=workspace)  # fmt: skip
+    write_csv(workspace / "liabilities.csv", accounts)
+    return workspace, accounts
+
+
+@pytest.fixture(scope="module")
+def built(workspace_ledger: tuple[Path, dict[str, list[int]]]) -> Built:
+    """A workspace, and the folder `irctl reserves build --layout files` wrote for 10,000
+    accounts."""
+    workspace, accounts = workspace_ledger
+    done = irctl("reserves", "build", "liabilities.csv", "-o", "por-files", *PRECISIONS,
+                 "--layout", "files", "--json", cwd=workspace)  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert summary["accounts"] == 10_000
-    return workspace, workspace / "por", accounts
+    assert (summary["accounts"], summary["layout"]) == (10_000, "files")
+    return workspace, workspace / "por-files", accounts
 
 
+@pytest.fixture(scope="module")
+def bundled(workspace_ledger: tuple[Path, dict[str, list[int]]]) -> Built:
+    """The same 10,000 accounts built in the default layout, a bundle."""
+    workspace, accounts = workspace_ledger
+    done = irctl("reserves", "build", "liabilities.csv", "-o", "por-bundle", *PRECISIONS,
+                 cwd=workspace)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "irctl reserves proof por-bundle ACCOUNT" in done.stderr
+    return workspace, workspace / "por-bundle", accounts
+
+
+@pytest.mark.parametrize("layout", ["bundle", "files"])
 def test_every_account_proof_verifies_with_the_standalone_verifier(
-    built: tuple[Path, Path, dict[str, list[int]]],
+    layout: str, request: pytest.FixtureRequest
 ) -> None:
-    _, folder, accounts = built
+    _, folder, accounts = request.getfixturevalue("bundled" if layout == "bundle" else "built")
     root_doc = json.loads((folder / "root.json").read_text(encoding="utf-8"))
     verifier = load_verifier(folder / "verify_proof.py")
     proofs = proofs_of(folder)
@@ -104,7 +133,7 @@ def test_every_account_proof_verifies_with_the_standalone_verifier(
 
 
 def test_proof_files_are_named_by_a_hash_not_by_the_account(
-    built: tuple[Path, Path, dict[str, list[int]]],
+    built: Built,
 ) -> None:
     import hashlib
 
@@ -119,7 +148,7 @@ def test_proof_files_are_named_by_a_hash_not_by_the_account(
 
 
 def test_the_customer_script_runs_with_only_the_standard_library(
-    built: tuple[Path, Path, dict[str, list[int]]],
+    built: Built,
 ) -> None:
     _, folder, _ = built
     root = json.loads((folder / "root.json").read_text(encoding="utf-8"))["root"]
@@ -141,11 +170,11 @@ def test_the_customer_script_runs_with_only_the_standard_library(
     assert done.stdout.startswith("FAILED: the path leads to root ")
 
 
-def test_irctl_reserves_verify_proof(built: tuple[Path, Path, dict[str, list[int]]]) -> None:
+def test_irctl_reserves_verify_proof(built: Built) -> None:
     workspace, folder, accounts = built
     proof = next((folder / "proofs").glob("*/*.json"))
     account = json.loads(proof.read_text(encoding="utf-8"))["account"]
-    done = irctl("reserves", "verify-proof", str(proof), "--root", "por/root.json", "--json",
+    done = irctl("reserves", "verify-proof", str(proof), "--root", "por-files/root.json", "--json",
                  cwd=workspace)  # fmt: skip
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
@@ -157,17 +186,21 @@ def test_irctl_reserves_verify_proof(built: tuple[Path, Path, dict[str, list[int
 
 
 def test_the_signed_manifest_verifies_and_any_altered_file_fails(
-    built: tuple[Path, Path, dict[str, list[int]]], tmp_path: Path
+    built: Built, tmp_path: Path
 ) -> None:
     import shutil
 
     workspace, big, _ = built
+    done = irctl("reserves", "verify", str(big), "--json", cwd=workspace)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["layout"] == "files"
     done = irctl("reserves", "verify", str(big), cwd=workspace)
     assert done.returncode == 0, done.stderr
     assert "OK: 10000 proofs" in done.stdout
     source = write_csv(tmp_path / "small.csv", ledger(200))
     folder = tmp_path / "small"
-    made = irctl("reserves", "build", str(source), "-o", str(folder), *PRECISIONS, cwd=workspace)
+    made = irctl("reserves", "build", str(source), "-o", str(folder), *PRECISIONS, "--layout",
+                 "files", cwd=workspace)  # fmt: skip
     assert made.returncode == 0, made.stderr
 
     def altered(change: Any) -> subprocess.CompletedProcess[str]:
@@ -232,7 +265,10 @@ def root_of(folder: Path) -> str:
     return root
 
 
-def test_moving_one_unit_between_two_accounts_fails_verification(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["bundle", "files"])
+def test_moving_one_unit_between_two_accounts_fails_verification(
+    tmp_path: Path, layout: str
+) -> None:
     from irctl.reserves import ProofError, verify
 
     honest = ledger(1000, seed=3)
@@ -240,7 +276,8 @@ def test_moving_one_unit_between_two_accounts_fails_verification(tmp_path: Path)
     moved = {name: list(units) for name, units in honest.items()}
     moved["cust-00001"][0] -= 1
     moved["cust-00002"][0] += 1
-    good, bad = build_with(tmp_path, "good", honest), build_with(tmp_path, "bad", moved)
+    good = build_with(tmp_path, "good", honest, layout=layout)
+    bad = build_with(tmp_path, "bad", moved, layout=layout)
     good_doc = json.loads((good / "root.json").read_text(encoding="utf-8"))
     bad_doc = json.loads((bad / "root.json").read_text(encoding="utf-8"))
     assert good_doc["assets"] == bad_doc["assets"]  # the totals cannot tell
@@ -260,12 +297,14 @@ def test_moving_one_unit_between_two_accounts_fails_verification(tmp_path: Path)
     assert verify(honest_proofs["cust-00003"], root_of(good)).account == "cust-00003"
 
 
-def test_dropping_an_account_fails_verification(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["bundle", "files"])
+def test_dropping_an_account_fails_verification(tmp_path: Path, layout: str) -> None:
     from irctl.reserves import ProofError, verify
 
     honest = ledger(1000, seed=4)
     dropped = {name: units for name, units in honest.items() if name != "cust-00010"}
-    good, bad = build_with(tmp_path, "good", honest), build_with(tmp_path, "bad", dropped)
+    good = build_with(tmp_path, "good", honest, layout=layout)
+    bad = build_with(tmp_path, "bad", dropped, layout=layout)
     proofs = proofs_of(good)
     assert "cust-00010" not in proofs_of(bad)
     with pytest.raises(ProofError, match="the path leads to root"):
@@ -327,13 +366,14 @@ def test_a_negative_sibling_fails_verification(tmp_path: Path) -> None:
 
 
 def test_chunked_and_parallel_builds_give_the_same_tree(tmp_path: Path) -> None:
-    """The workers and the chunk boundaries change nothing: same salts, same root, same files."""
+    """The workers, the chunk boundaries and the layout change nothing: same salts, same root,
+    the same bytes in every proof."""
     for count in (1, 2, 3, 5, 1000):
         accounts = ledger(count, seed=count)
-        one = build_with(tmp_path, f"one{count}", accounts, workers=1)
+        one = build_with(tmp_path, f"one{count}", accounts, workers=1, layout="files")
         many = build_with(tmp_path, f"many{count}", accounts, workers=2, chunk_bits=2)
         assert root_of(one) == root_of(many), count
-        assert proofs_of(one) == proofs_of(many), count
+        assert raw_proofs(one) == raw_proofs(many), count
         for proof in proofs_of(many).values():
             from irctl.reserves import verify
 

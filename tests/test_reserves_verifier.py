@@ -107,7 +107,7 @@ def test_the_script_exit_codes(tmp_path: Path) -> None:
     assert "is not JSON" in broken.stdout
 
 
-@pytest.mark.parametrize("command", ["build", "verify-proof", "verify"])
+@pytest.mark.parametrize("command", ["build", "proof", "verify-proof", "verify"])
 def test_every_reserves_command_has_help_and_is_in_the_readme(
     command: str, tmp_path: Path
 ) -> None:

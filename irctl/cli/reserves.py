@@ -1,7 +1,8 @@
-"""``irctl reserves``: build a proof of liabilities, check a customer's proof, check a folder.
+"""``irctl reserves``: build a proof of liabilities, take out or check a customer's proof,
+check a folder.
 
-Exit codes: 0 built or verified; 1 a proof or a folder does not verify; 2 bad input (the
-liabilities file, its precisions, a missing key or file).
+Exit codes: 0 built, taken out or verified; 1 a proof or a folder does not verify (or is
+damaged); 2 bad input (the liabilities file, its precisions, a missing key, file or account).
 """
 
 from __future__ import annotations
@@ -96,33 +97,43 @@ def build(
     key: Path | None = typer.Option(
         None, "--key", help="Key that signs the manifest (default: the installation key)."
     ),
+    layout: str = typer.Option(
+        "bundle", "--layout",
+        help="bundle: every proof in a few large files under proofs/ and the index proofs.idx "
+        "(fast at any size; `irctl reserves proof` takes one out). files: one file per "
+        "account, proofs/ab/<sha256 of the id>.json, and proofs.sha256: a folder to publish "
+        "as it is, for a small exchange (each file costs the file system 40-160 µs).",
+    ),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Processes (default: 2 for a large file, else 1)."
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Build the Merkle-sum tree of LIABILITIES into a new folder: root.json (root hash,
-    totals per asset), one proof per account under proofs/ (named by the SHA-256 of its id),
-    proofs.sha256, verify_proof.py for customers, and manifest.json signed by the
-    installation key."""
+    totals per asset), every account's proof (--layout bundle, the default: in a few large
+    files with an index by the SHA-256 of the account id; --layout files: a file each, named
+    by that hash, listed in proofs.sha256), verify_proof.py for customers, and manifest.json
+    signed by the installation key."""
     import time
 
+    from irctl.reserves import LAYOUTS, parse_precisions
     from irctl.reserves import build as build_tree
-    from irctl.reserves import parse_precisions
 
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     precisions = parse_precisions(precision)
     signing_key = _signing_key(key)
     began = time.perf_counter()
     with ExitStack() as stack:
         result = build_tree(
             liabilities, output, precisions=precisions, signing_key=signing_key,
-            workers=workers, progress=_Display(stack),
+            layout=layout, workers=workers, progress=_Display(stack),
         )  # fmt: skip
     seconds = time.perf_counter() - began
     if as_json:
         print_json({
             "root": result.root, "accounts": result.accounts, "height": result.height,
-            "output": str(result.output), "seconds": round(seconds, 3),
+            "output": str(result.output), "layout": result.layout, "seconds": round(seconds, 3),
             "assets": [{"asset": a, "decimals": d, "total": str(t)} for a, d, t in
                        zip(result.assets, result.decimals, result.totals, strict=True)],
         })  # fmt: skip
@@ -133,12 +144,55 @@ def build(
     for asset, places, total in zip(result.assets, result.decimals, result.totals, strict=True):
         total_text = format_units(total, places)
         out.print(f"  {escape(asset)}  total liabilities {total_text}", soft_wrap=True)
+    folder = escape(str(result.output))
+    handing = (
+        f"`irctl reserves proof {folder} ACCOUNT` takes out a customer's proof"
+        if result.layout == "bundle" else "give each customer their own proof file"
+    )  # fmt: skip
     err.print(
         f"{result.accounts} accounts, tree height {result.height}, in {seconds:.1f} s: "
-        f"{escape(str(result.output))}/ (publish root.json and verify_proof.py; give each "
-        "customer their own proof file)",
+        f"{folder}/ (publish root.json and verify_proof.py; {handing})",
         soft_wrap=True,
     )
+
+
+@reserves_app.command("proof")
+def proof(
+    folder: Path = typer.Argument(..., help="The folder `irctl reserves build` wrote."),
+    account: str = typer.Argument(..., help="The account id, as the liabilities file has it."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the proof to FILE (default: standard output)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Take ACCOUNT's proof out of a built folder, byte for byte as the build wrote it, for
+    the customer to check with verify_proof.py.  It is found by a binary search of the
+    bundle's index (or by its file name, --layout files), checked against the hash the index
+    holds and verified against root.json before it is written.  Exit 2 if the folder has no
+    such account, 1 if the proof found is damaged."""
+    from irctl.reserves import extract
+
+    found = extract(folder, account)
+    if output is None:
+        if as_json:
+            raise UsageError("--json describes the proof written to --output FILE; without "
+                             "-o the proof itself is printed, as JSON already")  # fmt: skip
+        import sys
+
+        sys.stdout.buffer.write(found.data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        output.write_bytes(found.data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    if as_json:
+        print_json({**_describe(found.verified), "output": str(output),
+                    "bytes": len(found.data)})  # fmt: skip
+        return
+    err.print(f"{escape(str(output))}: the proof of {escape(repr(account))} "
+              f"({len(found.data)} bytes), verified against {escape(str(folder))}/root.json",
+              soft_wrap=True)  # fmt: skip
 
 
 def _describe(verified: Verified) -> dict[str, Any]:
@@ -205,8 +259,9 @@ def verify(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Check a built folder: the manifest's signature, the hash of root.json, proofs.sha256 and
-    verify_proof.py, and of every proof file, with none missing and none added."""
+    """Check a built folder: the manifest's signature, the hash of root.json, verify_proof.py
+    and the list of proofs (proofs.idx, or proofs.sha256 for --layout files), and of every
+    proof, with none missing and none added (for a bundle: every byte of it in some proof)."""
     from irctl.reserves import verify_manifest
 
     if key is None:
@@ -214,7 +269,8 @@ def verify(
     check = verify_manifest(folder, key)
     if as_json:
         print_json({"ok": True, "root": check.root, "accounts": check.accounts,
-                    "key": check.key, "trusted": check.trusted})  # fmt: skip
+                    "layout": check.layout, "key": check.key,
+                    "trusted": check.trusted})  # fmt: skip
         return
     out.print(f"OK: {check.accounts} proofs and root {check.root}, as signed by {check.key}",
               soft_wrap=True)

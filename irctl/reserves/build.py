@@ -8,7 +8,10 @@ Four passes, none holding more than a bucket or a chunk of leaves in memory:
    nothing about the file's), appending them to ``level-0.bin`` and ``leaves.bin``;
 3. per chunk of ``2**chunk_bits`` leaves, hash the levels above it; this process hashes the few
    levels above the chunks, up to the root;
-4. per chunk, write each account's proof and its line of ``proofs.sha256``.
+4. per chunk, write each account's proof: in the ``bundle`` layout (the default) into the
+   chunk's segment file, its index record sent to one of 256 buckets by the hash of its account
+   id, each bucket then sorted into ``proofs.idx``; in the ``files`` layout into a file of its
+   own, with its line of ``proofs.sha256``.
 
 The output appears all at once: everything is written to a hidden folder beside it, renamed
 into place when complete, so a failed build leaves nothing that looks like a proof.
@@ -29,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from irctl.errors import Diagnostic, InvalidDocument, UsageError
-from irctl.reserves import liabilities, proofs, tree
-from irctl.reserves.manifest import write_manifest
+from irctl.reserves import bundle, liabilities, proofs, tree
+from irctl.reserves.manifest import LAYOUTS, write_manifest
 from irctl.reserves.verify_proof import LIMIT, asset_descriptor, format_units, root_hash
 
 if TYPE_CHECKING:
@@ -59,6 +62,7 @@ class BuildResult:
     accounts: int
     height: int
     output: Path
+    layout: str
 
     def root_document(self, created: datetime) -> dict[str, Any]:
         return {
@@ -140,6 +144,7 @@ def build(
     *,
     precisions: Mapping[str, int],
     signing_key: Ed25519PrivateKey,
+    layout: str = "bundle",
     workers: int | None = None,
     chunk_bits: int = 16,
     salt_key: bytes | None = None,
@@ -147,13 +152,19 @@ def build(
     now: Callable[[], datetime] | None = None,
 ) -> BuildResult:
     """Build the proof of liabilities of ``source`` (see :mod:`irctl.reserves.liabilities`)
-    into the new folder ``output``: ``root.json``, ``proofs/``, ``proofs.sha256``,
-    ``verify_proof.py`` and ``manifest.json`` signed by ``signing_key``.
+    into the new folder ``output``: ``root.json``, the proofs, ``verify_proof.py`` and
+    ``manifest.json`` signed by ``signing_key``.
+
+    ``layout`` is where the proofs go: ``bundle``, a few large files under ``proofs/`` and the
+    index ``proofs.idx`` (see :mod:`irctl.reserves.bundle`); or ``files``, one file per account
+    under ``proofs/`` and their list ``proofs.sha256``.  A proof's bytes are the same in both.
 
     ``salt_key`` (tests, or an auditor who must rebuild the same root) derives every salt and
     the leaf order from a secret instead of fresh randomness.  ``chunk_bits`` is the log2 of
     the leaves a worker takes at a time.
     """
+    if layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     if not source.is_file():
         raise UsageError(f"no liabilities file {source}")
     header = liabilities.read_header(source, precisions)
@@ -178,14 +189,17 @@ def build(
         top = _hash(work, header, counts, chunk_bits, pool, report)
         root = root_hash(asset_descriptor(list(header.assets), list(header.decimals)), top).hex()
         result = BuildResult(root, header.assets, header.decimals, totals, leaves,
-                             len(counts) - 1, output)  # fmt: skip
-        _write_proofs(work, staging, header, counts, chunk_bits, starts, result, pool, report)
+                             len(counts) - 1, output, layout)  # fmt: skip
+        if layout == "bundle":
+            _write_bundle(work, staging, header, counts, chunk_bits, starts, result, pool, report)
+        else:
+            _write_files(work, staging, header, counts, chunk_bits, starts, result, pool, report)
         tree.remove_tree(work)
         created = (now or (lambda: datetime.now(UTC)))()
         document = json.dumps(result.root_document(created), indent=2, ensure_ascii=False)
         (staging / "root.json").write_text(document + "\n", encoding="utf-8")
         shutil.copyfile(Path(__file__).with_name("verify_proof.py"), staging / "verify_proof.py")
-        write_manifest(staging, root, leaves, signing_key, created)
+        write_manifest(staging, root, leaves, layout, signing_key, created)
         if output.exists():
             output.rmdir()  # empty, as _staging checked
         staging.rename(output)
@@ -300,11 +314,12 @@ def _hash(
     return level_data
 
 
-def _write_proofs(
+def _write_files(
     work: Path, staging: Path, header: liabilities.Header, counts: list[int], chunk_bits: int,
     starts: list[tuple[int, int]], result: BuildResult, pool: _Workers, report: Progress,
 ) -> None:  # fmt: skip
-    """Pass 4: every account's proof, and ``proofs.sha256`` listing them with their hashes."""
+    """Pass 4, ``files``: every account's proof, and ``proofs.sha256`` listing them with their
+    hashes."""
     for prefix in range(256):
         (staging / "proofs" / f"{prefix:02x}").mkdir(parents=True, exist_ok=True)
     head = proofs.proof_head(result.root, header.assets, header.decimals)
@@ -312,10 +327,41 @@ def _write_proofs(
         (work, staging, head, c, chunk_bits, counts, header.record_size, span)
         for c, span in enumerate(starts)
     )
-    written = 0
     report("writing proofs", 0, counts[0])
     with (staging / "proofs.sha256").open("wb") as listing:
         for number, lines in enumerate(pool.map(proofs.write_files_task, tasks)):
             listing.write(lines)
-            written = min(counts[0], (number + 1) << chunk_bits)
-            report("writing proofs", written, counts[0])
+            report("writing proofs", min(counts[0], (number + 1) << chunk_bits), counts[0])
+
+
+def _write_bundle(
+    work: Path, staging: Path, header: liabilities.Header, counts: list[int], chunk_bits: int,
+    starts: list[tuple[int, int]], result: BuildResult, pool: _Workers, report: Progress,
+) -> None:  # fmt: skip
+    """Pass 4, ``bundle``: every chunk's proofs in its segment, then ``proofs.idx``, their
+    index records sorted by the hash of the account id, one bucket of records at a time."""
+    (staging / "proofs").mkdir()
+    (work / "index").mkdir()
+    head = proofs.proof_head(result.root, header.assets, header.decimals)
+    tasks = (
+        (work, staging, head, c, chunk_bits, counts, header.record_size, span)
+        for c, span in enumerate(starts)
+    )
+    report("writing proofs", 0, counts[0])
+    buckets = [bundle.index_bucket(work, b).open("wb") for b in range(bundle.BUCKETS)]
+    try:
+        for number, parts in enumerate(pool.map(bundle.write_segment_task, tasks)):
+            for handle, part in zip(buckets, parts, strict=True):
+                if part:
+                    handle.write(part)
+            report("writing proofs", min(counts[0], (number + 1) << chunk_bits), counts[0])
+    finally:
+        for handle in buckets:
+            handle.close()
+    report("sorting the index", 0, bundle.BUCKETS)
+    with (staging / bundle.INDEX).open("wb") as index:
+        index.write(bundle.index_header(len(starts), counts[0]))
+        sorts = ((work, b) for b in range(bundle.BUCKETS))
+        for number, records in enumerate(pool.map(bundle.sort_bucket_task, sorts)):
+            index.write(records)
+            report("sorting the index", number + 1, bundle.BUCKETS)

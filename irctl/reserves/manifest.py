@@ -1,10 +1,12 @@
 """The signed manifest of a proof-of-liabilities folder, and its check.
 
-``manifest.json`` holds ``signed`` (the root, the number of accounts, the public key, and the
-SHA-256 of ``root.json``, ``proofs.sha256`` and ``verify_proof.py``) and ``signature``, the
-installation key's Ed25519 signature over the canonical JSON of ``signed``.  ``proofs.sha256``
-(the format ``sha256sum -c`` reads) lists every proof file with its hash, so the signature
-covers every file of the folder.
+``manifest.json`` holds ``signed`` (the root, the number of accounts, the layout, the public
+key, and the SHA-256 of ``root.json``, ``verify_proof.py`` and the list of proofs) and
+``signature``, the installation key's Ed25519 signature over the canonical JSON of ``signed``.
+The list of proofs is ``proofs.sha256`` in the ``files`` layout (the format ``sha256sum -c``
+reads: every proof file with its hash) and ``proofs.idx`` in the ``bundle`` layout (every
+proof's hash and place, see :mod:`irctl.reserves.bundle`), so the signature covers every proof.
+A manifest without a layout is of the ``files`` layout, the only one before there were two.
 """
 
 from __future__ import annotations
@@ -20,12 +22,18 @@ from typing import TYPE_CHECKING, Any
 from irctl.canonical import canonical_json
 from irctl.errors import UsageError, VerificationFailed
 from irctl.identity import load_public_key, public_key_text, sign, verify
+from irctl.reserves import bundle
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 MANIFEST_FORMAT = "irctl-proof-of-liabilities-manifest/1"
-COVERED = ("root.json", "proofs.sha256", "verify_proof.py")
+#: The files each layout's manifest has the hash of.
+COVERED = {
+    "bundle": ("root.json", bundle.INDEX, "verify_proof.py"),
+    "files": ("root.json", "proofs.sha256", "verify_proof.py"),
+}
+LAYOUTS = tuple(COVERED)
 _LISTED = re.compile(r"([0-9a-f]{64})  (proofs/([0-9a-f]{2})/\3[0-9a-f]{62}\.json)")
 
 
@@ -38,15 +46,17 @@ def file_digest(path: Path) -> str:
 
 
 def write_manifest(
-    folder: Path, root: str, accounts: int, key: Ed25519PrivateKey, created: datetime
-) -> None:
+    folder: Path, root: str, accounts: int, layout: str, key: Ed25519PrivateKey,
+    created: datetime,
+) -> None:  # fmt: skip
     signed = {
         "format": MANIFEST_FORMAT,
         "root": root,
         "accounts": accounts,
+        "layout": layout,
         "created": created.isoformat(timespec="seconds"),
         "key": public_key_text(key),
-        "files": {name: file_digest(folder / name) for name in COVERED},
+        "files": {name: file_digest(folder / name) for name in COVERED[layout]},
     }
     document = {"signed": signed, "signature": sign(key, canonical_json(signed).encode("utf-8"))}
     text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)
@@ -60,6 +70,7 @@ class ManifestCheck:
 
     root: str
     accounts: int
+    layout: str
     key: str
     trusted: bool
 
@@ -89,6 +100,11 @@ def verify_manifest(folder: Path, trusted_key: str | None) -> ManifestCheck:
         raise _fail(folder, f"manifest.json is not a manifest ({exc})") from exc
     if signed.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
         raise _fail(folder, f"manifest.json is not of the format {MANIFEST_FORMAT}")
+    layout = signed.get("layout", "files")
+    if layout not in COVERED:
+        raise _fail(folder, f"manifest.json names the layout {layout!r}, not one of "
+                    f"{', '.join(LAYOUTS)}")  # fmt: skip
+    covered = COVERED[layout]
     if trusted_key is not None and key_text != trusted_key:
         raise _fail(folder, f"the manifest is signed by {key_text}, not by the key you trust "
                     f"({trusted_key})")  # fmt: skip
@@ -101,9 +117,9 @@ def verify_manifest(folder: Path, trusted_key: str | None) -> ManifestCheck:
     ):
         raise _fail(folder, "the manifest's signature does not verify: manifest.json was "
                     "changed after it was signed")  # fmt: skip
-    if sorted(files) != sorted(COVERED):
-        raise _fail(folder, f"the manifest covers {sorted(files)}, expected {list(COVERED)}")
-    for name in COVERED:
+    if sorted(files) != sorted(covered):
+        raise _fail(folder, f"the manifest covers {sorted(files)}, expected {list(covered)}")
+    for name in covered:
         if not (folder / name).is_file():
             raise _fail(folder, f"{name} is missing")
         if file_digest(folder / name) != files[name]:
@@ -114,8 +130,11 @@ def verify_manifest(folder: Path, trusted_key: str | None) -> ManifestCheck:
         raise _fail(folder, f"root.json is not JSON: {exc}") from exc
     if not isinstance(stated, dict) or stated.get("root") != root:
         raise _fail(folder, "root.json names another root than the manifest")
-    _check_proofs(folder, accounts)
-    return ManifestCheck(root, accounts, key_text, trusted_key is not None)
+    if layout == "bundle":
+        bundle.check(folder, accounts, lambda message: _fail(folder, message))
+    else:
+        _check_proofs(folder, accounts)
+    return ManifestCheck(root, accounts, layout, key_text, trusted_key is not None)
 
 
 def _check_proofs(folder: Path, accounts: int) -> None:

@@ -47,10 +47,29 @@ def proof_head(root: str, assets: tuple[str, ...], decimals: tuple[int, ...]) ->
     )
 
 
-def _step(record: bytes, left: bool, lanes: range) -> str:
-    sums = '","'.join([str(int.from_bytes(record[o : o + 16], "big")) for o in lanes])
-    side = "left" if left else "right"
-    return f'{{"side":"{side}","hash":"{record[:32].hex()}","sums":["{sums}"]}}'
+def _sums(data: bytes, record_size: int) -> list[str]:
+    """The sums of every record of ``data`` as a proof writes them: ``1000","7``."""
+    lanes = range(32, record_size, 16)
+    from_bytes = int.from_bytes
+    return [
+        '","'.join([str(from_bytes(data[at + o : at + o + 16], "big")) for o in lanes])
+        for at in range(0, len(data), record_size)
+    ]
+
+
+def _steps(
+    data: bytes, record_size: int, first: int = 0, sums: list[str] | None = None
+) -> list[str]:
+    """Every record of ``data`` (nodes ``first``, ``first + 1``, … of a level) as the step of
+    the proofs whose path it is the sibling on: on the left when its number is even.
+    ``sums``: the records' sums, when already written."""
+    if sums is None:
+        sums = _sums(data, record_size)
+    return [
+        f'{{"side":"{"right" if (first + n) & 1 else "left"}",'
+        f'"hash":"{data[at : at + 32].hex()}","sums":["{sums[n]}"]}}'
+        for n, at in enumerate(range(0, len(data), record_size))
+    ]
 
 
 def chunk_proofs(
@@ -61,60 +80,57 @@ def chunk_proofs(
 
     ``info`` is where the chunk's entries lie in ``leaves.bin`` (start and end offsets).
     """
-    lanes = range(32, record_size, 16)
     first = chunk << chunk_bits
     size = min(1 << chunk_bits, counts[0] - first)
     height = len(counts) - 1
     inside = min(chunk_bits, height)  # the levels whose siblings lie inside this chunk
-    levels = [
-        read_records(work, level, first >> level, ((size - 1) >> level) + 1, record_size)
-        for level in range(inside)
-    ]
-    local = [len(data) // record_size for data in levels]
+    leaves = read_records(work, 0, first, size, record_size)
+    balances = _sums(leaves, record_size)
+    # steps[l][k]: node k of level l inside the chunk, as a sibling step (each is one exactly
+    # once); a chunk starts at an even node of every level inside it, so parity is the same
+    steps = [_steps(leaves, record_size, sums=balances)] if inside else []
+    for level in range(1, inside):
+        data = read_records(work, level, first >> level, ((size - 1) >> level) + 1, record_size)
+        steps.append(_steps(data, record_size))
     suffix: list[str] = []  # the steps above the chunk, the same for each of its leaves
     for level in range(inside, height):
-        node = first >> level
-        sibling = node ^ 1
+        sibling = (first >> level) ^ 1
         if sibling < counts[level]:
-            record = read_records(work, level, sibling, 1, record_size)
-            suffix.append(_step(record, sibling < node, lanes))
+            suffix.extend(_steps(read_records(work, level, sibling, 1, record_size),
+                                 record_size, sibling))  # fmt: skip
     with (work / "leaves.bin").open("rb") as handle:
         handle.seek(info[0])
         entries = handle.read(info[1] - info[0])
     # tails[l]: the path from level l up, as written; rebuilt from the lowest level whose
     # sibling changed, so a leaf costs one new step and one join, not a join of the whole path
-    above = ",\n".join(suffix)
-    tails = [""] * inside + [above]
+    tails = [""] * inside + [",\n".join(suffix)]
     dumps = json.dumps
+    unpack = INFO_HEAD.unpack_from
     pos = 0
-    leaves = levels[0] if inside else read_records(work, 0, first, size, record_size)
     for index in range(size):
-        (length,) = INFO_HEAD.unpack_from(entries, pos)
+        (length,) = unpack(entries, pos)
         raw = entries[pos + 2 : pos + 2 + length]
         salt = entries[pos + 2 + length : pos + 18 + length].hex()
         pos += 18 + length
-        account = raw.decode("utf-8")
-        record = leaves[index * record_size : (index + 1) * record_size]
         # the levels whose node changed from the previous leaf: those up to its lowest set bit
         changed = inside if index == 0 else min(inside, (index & -index).bit_length())
         for level in range(changed - 1, -1, -1):
-            node = index >> level
-            sibling = node ^ 1
+            sibling = (index >> level) ^ 1
             tail = tails[level + 1]
-            if sibling >= local[level]:
+            if sibling >= len(steps[level]):
                 tails[level] = tail  # the last node of its level, carried up without a partner
-                continue
-            at = sibling * record_size
-            text = _step(levels[level][at : at + record_size], sibling < node, lanes)
-            tails[level] = f"{text},\n{tail}" if tail else text
-        balances = '","'.join([str(int.from_bytes(record[o : o + 16], "big")) for o in lanes])
+            elif tail:
+                tails[level] = f"{steps[level][sibling]},\n{tail}"
+            else:
+                tails[level] = steps[level][sibling]
+        account = raw.decode("utf-8")
         if account.isprintable() and '"' not in account and "\\" not in account:
             quoted = f'"{account}"'  # nothing to escape: most ids
         else:
             quoted = dumps(account, ensure_ascii=False)
         text = (
             f'{head}"account":{quoted},"salt":"{salt}",'
-            f'"balances":["{balances}"],\n"path":[\n{tails[0]}\n]}}\n'
+            f'"balances":["{balances[index]}"],\n"path":[\n{tails[0]}\n]}}\n'
         )
         yield raw, text.encode("utf-8")
 
