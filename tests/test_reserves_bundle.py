@@ -218,3 +218,22 @@ def test_irctl_reserves_proof_of_a_damaged_bundle_says_so(workspace: Path) -> No
 def test_a_bundle_missing_an_account_is_a_usage_error_from_python(workspace: Path) -> None:
     with pytest.raises(UsageError, match="no proof for account 'nobody'"):
         extract(workspace / "bundle", "nobody")
+
+
+def test_a_segment_holds_exactly_what_was_written_across_its_buffer(tmp_path: Path) -> None:
+    """Written in whole aligned blocks where the file system takes O_DIRECT, the last one
+    padded and cut back: the file is the bytes given, whatever their sizes."""
+    from irctl.reserves.bundle import _Segment
+
+    pieces = [b"x", bytes(range(256)) * 40_000, b"", b"tail" * 1000, b"\n"]
+    segment = _Segment(tmp_path / "segment.bin")
+    for piece in pieces:
+        segment.write(piece)
+    assert segment.close() == sum(map(len, pieces))
+    assert (tmp_path / "segment.bin").read_bytes() == b"".join(pieces)
+    exact = _Segment(tmp_path / "exact.bin")
+    exact.write(b"y" * _Segment.SIZE)
+    assert exact.close() == _Segment.SIZE
+    assert (tmp_path / "exact.bin").read_bytes() == b"y" * _Segment.SIZE
+    with pytest.raises(FileExistsError):
+        _Segment(tmp_path / "exact.bin")

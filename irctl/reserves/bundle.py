@@ -21,6 +21,7 @@ covers every byte of the bundle (as it covers every file of the ``files`` layout
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -68,8 +69,10 @@ class _Segment:
         direct = getattr(os, "O_DIRECT", 0)
         try:
             self.fd = os.open(path, flags | direct, 0o644)
-        except OSError:  # a file system without O_DIRECT (tmpfs, some network ones)
-            self.fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            if not direct or exc.errno != errno.EINVAL:
+                raise
+            self.fd = os.open(path, flags, 0o644)  # a file system without O_DIRECT
             direct = 0
         self.direct = bool(direct)
         self.buffer = mmap.mmap(-1, self.SIZE)
