@@ -96,10 +96,10 @@ class _Segment:
             while view:
                 try:
                     done = os.write(self.fd, view)
-                except OSError:
-                    if not self.direct:
+                except OSError as exc:
+                    if not self.direct or exc.errno != errno.EINVAL:
                         raise
-                    self._buffered()  # the file system takes O_DIRECT at open, not at write
+                    self._buffered()  # taken at open, refused at write (alignment, some FUSE)
                     continue
                 view = view[done:]
                 self.written += done
