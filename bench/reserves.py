@@ -1,23 +1,43 @@
-"""Proof of liabilities: build time and peak memory for 1,000,000 accounts × 5 assets.
+"""Proof of liabilities: build time and peak memory for 1,000,000 accounts × 5 assets, in the
+``bundle`` layout (the default, and the target) and in the ``files`` layout.
 
-``python bench/reserves.py`` prints the figures alone; ``bench/run.py`` adds them to its table.
-The build runs in a child process (the library call ``irctl reserves build`` makes, with its two
-worker processes); the peak is the largest sum of the resident memory of that child and its
-workers, sampled every 20 ms.
+``python bench/reserves.py [ACCOUNTS] [--layout bundle|files]`` prints the figures alone, with
+the time of each pass; ``bench/run.py`` adds them to its table.  Each build runs in a child
+process (the library call ``irctl reserves build`` makes, with its two worker processes); the
+peak is the largest sum of the resident memory of that child and its workers, sampled every
+20 ms.  The liabilities file is written once, and each build's output removed before the next.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ACCOUNTS = 1_000_000
 ASSETS = {"BTC": 8, "ETH": 18, "USDT": 6, "SOL": 9, "XRP": 6}
+LAYOUTS = ("bundle", "files")
+
+
+@dataclass(frozen=True)
+class Built:
+    """One build: its seconds, the peak MB of its processes, and the seconds of each pass."""
+
+    seconds: float
+    peak: float
+    passes: dict[str, float]
+
+    @property
+    def writing(self) -> float:
+        """Seconds from the first proof written to the end: the index sorted (``bundle``), the
+        manifest signed."""
+        return sum(self.passes.get(what, 0.0) for what in ("writing proofs", "sorting the index"))
 
 
 def write_liabilities(path: Path, accounts: int) -> None:
@@ -55,28 +75,29 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def child(source: Path, output: Path) -> None:
+def child(source: Path, output: Path, layout: str) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.reserves import build
 
     began = time.perf_counter()
-    phases: dict[str, float] = {}
+    starts: dict[str, float] = {}
 
     def progress(what: str, done: int, total: int) -> None:
-        phases.setdefault(what, time.perf_counter() - began)
+        starts.setdefault(what, time.perf_counter() - began)
 
     build(source, output, precisions=ASSETS, signing_key=Ed25519PrivateKey.generate(),
-          progress=progress)  # fmt: skip
-    print(json.dumps({"seconds": time.perf_counter() - began, "phases": phases}))
+          layout=layout, progress=progress)  # fmt: skip
+    seconds = time.perf_counter() - began
+    names = [*starts, "end"]
+    marks = [*starts.values(), seconds]
+    passes = {name: marks[n + 1] - marks[n] for n, name in enumerate(names[:-1])}
+    print(json.dumps({"seconds": seconds, "passes": passes}))
 
 
-def bench_reserves(tmp: Path, accounts: int = ACCOUNTS) -> tuple[float, float, float]:
-    """(build seconds, peak MB of the build's processes, seconds spent writing proof files)."""
-    source = tmp / "liabilities.csv"
-    write_liabilities(source, accounts)
+def _build(source: Path, output: Path, layout: str) -> Built:
     process = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(source), str(tmp / "por")],
+        [sys.executable, __file__, "--child", str(source), str(output), layout],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     peak = 0
@@ -85,19 +106,44 @@ def bench_reserves(tmp: Path, accounts: int = ACCOUNTS) -> tuple[float, float, f
         time.sleep(0.02)
     stdout, _ = process.communicate()
     if process.returncode != 0:
-        raise SystemExit(f"reserves build failed: exit {process.returncode}")
+        raise SystemExit(f"reserves build --layout {layout} failed: exit {process.returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    writing = result["seconds"] - result["phases"].get("writing proofs", result["seconds"])
-    return result["seconds"], peak / 1024, writing
+    return Built(result["seconds"], peak / 1024, result["passes"])
+
+
+def bench_reserves(
+    tmp: Path, accounts: int = ACCOUNTS, layouts: tuple[str, ...] = LAYOUTS
+) -> dict[str, Built]:
+    """Each layout's build of ``accounts`` accounts, in the order given."""
+    source = tmp / "liabilities.csv"
+    write_liabilities(source, accounts)
+    built = {}
+    for layout in layouts:
+        output = tmp / f"por-{layout}"
+        built[layout] = _build(source, output, layout)
+        shutil.rmtree(output)
+    source.unlink()
+    return built
+
+
+def main(argv: list[str]) -> None:
+    layouts = LAYOUTS
+    if "--layout" in argv:
+        at = argv.index("--layout")
+        layouts = (argv[at + 1],)
+        del argv[at : at + 2]
+    count = int(argv[0]) if argv else ACCOUNTS
+    with tempfile.TemporaryDirectory() as folder:
+        built = bench_reserves(Path(folder), count, layouts)
+    for layout, result in built.items():
+        passes = ", ".join(f"{what} {t:.1f}" for what, t in result.passes.items())
+        print(f"{count:,} accounts × {len(ASSETS)} assets, --layout {layout}: "
+              f"{result.seconds:.1f} s, peak {result.peak:.0f} MB ({passes})")  # fmt: skip
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        child(Path(sys.argv[2]), Path(sys.argv[3]))
+        child(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])
     else:
-        count = int(sys.argv[1]) if len(sys.argv) > 1 else ACCOUNTS
-        with tempfile.TemporaryDirectory() as folder:
-            seconds, peak, writing = bench_reserves(Path(folder), count)
-        print(f"{count:,} accounts × {len(ASSETS)} assets: {seconds:.1f} s "
-              f"(writing proof files {writing:.1f} s), peak {peak:.0f} MB")  # fmt: skip
+        main(sys.argv[1:])
