@@ -2,8 +2,10 @@
 
 Four passes, none holding more than a bucket or a chunk of leaves in memory:
 
-1. read the CSV (this process) and turn its rows into salted leaves (the workers), each sent to
-   one of 256 bucket files by a keyed hash of its account id;
+1. read the CSV in blocks (this process, which parses only a block with a quote in it, where
+   a quoted field may run into the next) and turn its rows into salted leaves (the workers,
+   which parse the other blocks), each sent to one of 256 bucket files by a keyed hash of its
+   account id;
 2. per bucket, refuse duplicate accounts and order the leaves by salt (a random order that says
    nothing about the file's), appending them to ``level-0.bin`` and ``leaves.bin``;
 3. per chunk of ``2**chunk_bits`` leaves, hash the levels above it; this process hashes the few
@@ -42,7 +44,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT_FORMAT = "irctl-proof-of-liabilities-root/1"
-ROWS_PER_TASK = 16384
+#: Bytes of the liabilities file a worker takes at a time (about 10,000 rows).
+BLOCK_BYTES = 1 << 20
 #: Below this size a file is built in this process alone: starting workers costs more.
 SMALL_FILE = 8 << 20
 
@@ -221,11 +224,12 @@ def _read(
     size = source.stat().st_size
     seen = [0]
     problems: list[Diagnostic] = []
+    ended: list[Diagnostic] = []  # the line that cannot be read, found while reading here
 
     def tasks() -> Iterator[tuple[Any, ...]]:
-        for item in liabilities.read_chunks(source, ROWS_PER_TASK, seen):
+        for item in liabilities.read_chunks(source, BLOCK_BYTES, seen):
             if isinstance(item, Diagnostic):
-                problems.append(item)
+                ended.append(item)
                 return
             yield item, name, header, key
 
@@ -236,12 +240,17 @@ def _read(
     try:
         for done in pool.map(liabilities.make_leaves, tasks()):
             problems.extend(done.problems)
+            if done.unreadable is not None:  # a worker's block: it ends the file there
+                problems.append(done.unreadable)
+                break
             for handle, part in zip(files, done.buckets, strict=True):
                 if part:
                     handle.write(part)
             buckets = [a + b for a, b in zip(buckets, done.counts, strict=True)]
             totals = [a + b for a, b in zip(totals, done.totals, strict=True)]
             report("reading liabilities", min(seen[0], size), size)
+        else:
+            problems.extend(ended)
     finally:
         for handle in files:
             handle.close()

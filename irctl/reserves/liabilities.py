@@ -23,6 +23,7 @@ import csv
 import hashlib
 import re
 import struct
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,38 +127,122 @@ class Chunk:
     lines: list[int]
 
 
+@dataclass
+class Block:
+    """Whole lines of the file, from line ``first_line`` on, with no quote character among them:
+    each line is one row, so a worker can read them without what comes before."""
+
+    data: bytes
+    first_line: int
+
+
 def read_chunks(
-    path: Path, rows_per_chunk: int, seen_bytes: list[int]
-) -> Iterator[Chunk | Diagnostic]:
-    """The rows after the header, ``rows_per_chunk`` at a time; ``seen_bytes[0]`` counts the
-    bytes read so far (for progress).  A line that cannot be read ends the file with a
-    Diagnostic."""
+    path: Path, block_bytes: int, seen_bytes: list[int]
+) -> Iterator[Chunk | Block | Diagnostic]:
+    """The rows after the header, about ``block_bytes`` of the file at a time; ``seen_bytes[0]``
+    counts the bytes read so far (for progress).
+
+    A block of lines without a quote character is passed on as it is (a :class:`Block`, read by
+    the worker); one with a quote is read here, as a :class:`Chunk`, and on past its end until a
+    quoted field that runs over it is closed.  A line that cannot be read ends the file with a
+    Diagnostic.
+    """
     name = str(path)
     with path.open("rb") as handle:
-        reader = csv.reader(_text_lines(handle, seen_bytes), strict=True)
-        rows: list[list[str]] = []
-        lines: list[int] = []
+        line = 0  # the lines read so far
         header_done = False
-        last = 0
-        try:
-            for row in reader:
-                start, last = last + 1, reader.line_num
-                if not any(row):
-                    continue
-                if not header_done:
-                    header_done = True
-                    continue
-                rows.append(row)
-                lines.append(start)
-                if len(rows) >= rows_per_chunk:
+        while data := handle.read(block_bytes):
+            if not data.endswith(b"\n"):
+                data += handle.readline()
+            seen_bytes[0] += len(data)
+            if header_done and b'"' not in data:
+                yield Block(data, line + 1)
+                line += data.count(b"\n")
+                continue
+            pending = deque(_split_lines(data))
+
+            def texts(pending: deque[bytes]) -> Iterator[str]:
+                nonlocal line
+                while pending:
+                    line += 1
+                    yield _decode(pending.popleft(), line)
+                while more := handle.readline():  # a quoted field runs past the block
+                    seen_bytes[0] += len(more)
+                    line += 1
+                    yield _decode(more, line)
+
+            reader = csv.reader(texts(pending), strict=True)
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            try:
+                while True:
+                    start = line + 1
+                    row = next(reader, None)
+                    if row is None:
+                        break
+                    if any(row):
+                        if header_done:
+                            rows.append(row)
+                            lines.append(start)
+                        header_done = True
+                    if not pending:
+                        break  # a row ends where the block's lines do: read on by blocks
+            except (_NotUtf8, csv.Error) as exc:
+                if rows:  # the rows before it are checked all the same
                     yield Chunk(rows, lines)
-                    rows, lines = [], []
-        except _NotUtf8 as exc:
-            yield _problem(name, exc.line, 1, "", str(exc))
-        except csv.Error as exc:
-            yield _problem(name, reader.line_num, 1, "", f"not a CSV line: {exc}")
-        if rows:
-            yield Chunk(rows, lines)
+                if isinstance(exc, _NotUtf8):
+                    yield _problem(name, exc.line, 1, "", str(exc))
+                else:
+                    yield _problem(name, line, 1, "", f"not a CSV line: {exc}")
+                return
+            if rows:
+                yield Chunk(rows, lines)
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """``data``'s lines as iterating over the file gives them: split after each b"\\n" only."""
+    lines = [part + b"\n" for part in data.split(b"\n")]
+    last = lines.pop()[:-1]
+    if last:
+        lines.append(last)
+    return lines
+
+
+def _decode(line: bytes, number: int) -> str:
+    if number == 1 and line.startswith(codecs.BOM_UTF8):
+        line = line[len(codecs.BOM_UTF8) :]
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _NotUtf8(number, exc.reason) from exc
+
+
+def _block_rows(block: Block, name: str) -> tuple[Chunk, Diagnostic | None]:
+    """A block's rows and the line each is on, up to a line that cannot be read, if any."""
+    data = block.data
+    problem: Diagnostic | None = None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = block.first_line + data.count(b"\n", 0, exc.start)
+        problem = _problem(name, bad, 1, "", f"not UTF-8 text ({exc.reason})")
+        text = data[: data.rfind(b"\n", 0, exc.start) + 1].decode("utf-8")
+    lines = [part + "\n" for part in text.split("\n")]
+    last = lines.pop()[:-1]
+    if last:
+        lines.append(last)
+    reader = csv.reader(lines, strict=True)
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    first = block.first_line
+    try:
+        for number, row in enumerate(reader, start=first):
+            if any(row):
+                rows.append(row)
+                numbers.append(number)
+    except csv.Error as exc:
+        problem = _problem(name, first - 1 + reader.line_num, 1, "", f"not a CSV line: {exc}")
+    return Chunk(rows, numbers), problem
 
 
 class _NotUtf8(Exception):
@@ -211,21 +296,27 @@ def _units(text: str, places: int, scale: int) -> int | str:
 @dataclass
 class Leaves:
     """One chunk turned into leaves: per bucket, the rows as ``ROW_HEAD`` records; per asset,
-    the chunk's total; how many rows; and the problems found (at most ``MAX_PROBLEMS``)."""
+    the chunk's total; how many rows; the problems found (at most ``MAX_PROBLEMS``); and the
+    line of a block that cannot be read, which ends the file."""
 
     buckets: list[bytes]
     counts: list[int]
     totals: list[int]
     problems: list[Diagnostic]
+    unreadable: Diagnostic | None = None
 
 
-def make_leaves(chunk: Chunk, name: str, header: Header, key: bytes) -> Leaves:
+def make_leaves(chunk: Chunk | Block, name: str, header: Header, key: bytes) -> Leaves:
     """Turn rows into salted leaves, sorted into buckets by a keyed hash of the account id.
 
-    Runs in a worker process.  ``key`` (secret, never written) gives every account its salt
-    and its bucket: a row's bucket depends on its id only, so the same id twice meets itself
-    in one bucket, and leaves are later ordered by salt, so their order tells nothing.
+    Runs in a worker process, which first reads a :class:`Block`'s rows.  ``key`` (secret,
+    never written) gives every account its salt and its bucket: a row's bucket depends on its
+    id only, so the same id twice meets itself in one bucket, and leaves are later ordered by
+    salt, so their order tells nothing.
     """
+    unreadable = None
+    if isinstance(chunk, Block):
+        chunk, unreadable = _block_rows(chunk, name)
     n = len(header.assets)
     width = n + 1
     scales = [10**places for places in header.decimals]
@@ -289,4 +380,4 @@ def make_leaves(chunk: Chunk, name: str, header: Header, key: bytes) -> Leaves:
         counts[bucket] += 1
         for index in range(n):
             totals[index] += values[index]
-    return Leaves([bytes(part) for part in parts], counts, totals, problems)
+    return Leaves([bytes(part) for part in parts], counts, totals, problems, unreadable)
