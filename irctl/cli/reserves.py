@@ -102,7 +102,7 @@ def build(
         help="bundle: every proof in a few large files under proofs/ and the index proofs.idx "
         "(fast at any size; `irctl reserves proof` takes one out). files: one file per "
         "account, proofs/ab/<sha256 of the id>.json, and proofs.sha256: a folder to publish "
-        "as it is, for a small exchange (each file costs the file system 40-160 µs).",
+        "as it is, for a small exchange (a file per account: twice as slow or more).",
     ),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Processes (default: 2 for a large file, else 1)."
