@@ -84,6 +84,7 @@ FIRST_PARTY = {
     "safe": "irctl_evm.safe",
     "totp": "irctl_evm.totp",
     "reserves": "irctl_evm.reserves",
+    "page": "irctl_comms.pagerduty",
 }
 
 Inputs = TypeVar("Inputs", bound=BaseModel)
