@@ -85,6 +85,7 @@ FIRST_PARTY = {
     "totp": "irctl_evm.totp",
     "reserves": "irctl_evm.reserves",
     "page": "irctl_comms.pagerduty",
+    "status_page": "irctl_comms.statuspage",
 }
 
 Inputs = TypeVar("Inputs", bound=BaseModel)
