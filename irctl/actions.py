@@ -86,6 +86,7 @@ FIRST_PARTY = {
     "reserves": "irctl_evm.reserves",
     "page": "irctl_comms.pagerduty",
     "status_page": "irctl_comms.statuspage",
+    "email": "irctl_comms.mail",
 }
 
 Inputs = TypeVar("Inputs", bound=BaseModel)

@@ -149,12 +149,10 @@ def reference_secret(config: Mapping[str, Any], where: str, reference: str, what
     workspace = config.get("_workspace")
     try:
         return resolve(
-            f"{what} {where}",
-            reference,
-            base=Path(workspace) if isinstance(workspace, str) else None,
+            where, reference, base=Path(workspace) if isinstance(workspace, str) else None
         )
     except SecretError as exc:
-        raise ActionError(f"{what}: cannot read {where}: {exc}", retryable=False) from exc
+        raise ActionError(f"{what}: {exc}", retryable=False) from exc
 
 
 def configured_secret(
