@@ -36,13 +36,14 @@ def run_steps(
     *,
     mode: str = "live",
     incident: str | None = None,
+    variables: dict[str, Any] | None = None,
 ) -> Ran:
     """Run a runbook made of ``steps`` (YAML) to its end in a workspace-less engine."""
     text = "irctl: 1\nkind: runbook\nid: comms\ntitle: Comms\nsteps:\n" + textwrap.indent(
         textwrap.dedent(steps), "  "
     )
     runbook = load_runbook_text(text, "comms.yaml")
-    config = Config.model_validate({"integrations": integrations})
+    config = Config.model_validate({"integrations": integrations, "vars": variables or {}})
     store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
     try:
         engine = Engine(

@@ -265,6 +265,16 @@ def test_rate_limits_are_waited_out(statuspage: StatuspageStandIn, ctx: Ctx, sta
     assert len(statuspage.incidents(PAGE)) == 1
 
 
+def test_components_may_be_a_list_of_ids_and_statuses() -> None:
+    listed = create_incident.parse({**OPEN, "components": [
+        {"id": "wd0001", "status": "major_outage"}, {"id": "api0001", "status": "operational"},
+    ]})  # fmt: skip
+    assert listed.components == {"wd0001": "major_outage", "api0001": "operational"}
+    for bad in ([{"id": "wd0001"}], [{"id": "a1", "status": "operational"}] * 2):
+        with pytest.raises(ValidationError):
+            create_incident.parse({**OPEN, "components": bad})
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -381,7 +391,7 @@ RUNBOOK = """\
     incident_id: "{{ steps.open.outputs.incident_id }}"
     status: resolved
     body: "Withdrawals have resumed."
-    components: {wd0001: operational}
+    components: [{id: "{{ vars.statuspage.withdrawals }}", status: operational}]
 - id: api-back
   action: status_page.set_component
   with: {component_id: api0001, status: "{{ steps['api-degraded'].outputs.previous_status }}"}
@@ -391,7 +401,10 @@ RUNBOOK = """\
 def test_a_run_opens_updates_and_resolves_and_records_no_key(
     statuspage: StatuspageStandIn, tmp_path: Path
 ) -> None:
-    ran = run_steps(tmp_path, {"status_page": settings(statuspage)}, RUNBOOK, incident="INC-42")
+    ran = run_steps(
+        tmp_path, {"status_page": settings(statuspage)}, RUNBOOK, incident="INC-42",
+        variables={"statuspage": {"withdrawals": "wd0001"}},
+    )  # fmt: skip
     assert ran.state.status == "succeeded", [s.error for s in ran.state.steps.values()]
     [incident] = statuspage.incidents(PAGE)
     assert incident["status"] == "resolved"

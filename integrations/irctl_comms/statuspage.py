@@ -9,7 +9,7 @@
         body: "We have paused withdrawals while we investigate. Funds are safe."
         status: investigating
         impact: major
-        components: {"{{ vars.statuspage.withdrawals }}": major_outage}
+        components: [{id: "{{ vars.statuspage.withdrawals }}", status: major_outage}]
     # ... later
     - id: status-update
       action: status_page.update_incident
@@ -17,7 +17,11 @@
         incident_id: "{{ steps['status-page'].outputs.incident_id }}"
         status: monitoring
         body: "Withdrawals have resumed; we are monitoring."
-        components: {"{{ vars.statuspage.withdrawals }}": operational}
+        components: [{id: "{{ vars.statuspage.withdrawals }}", status: operational}]
+
+``components`` is a mapping of component ids to statuses (``{wd0001: major_outage}``), or,
+where an id comes from a template (the keys of a mapping are never rendered), a list of
+``{id, status}``.
 
 The settings are ``integrations.status_page`` in irctl.yaml::
 
@@ -49,7 +53,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from irctl.actions import ActionContext, Probe, action, preflight
 from irctl.canonical import canonical_json, sha256_hex
@@ -73,12 +77,29 @@ ComponentStatus = Literal[
 Impact = Literal["none", "minor", "major", "critical"]
 ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 Id = Annotated[str, Field(pattern=ID.pattern, description="a Statuspage id, e.g. kctbh9vrtdwd")]
+
+
+def _component_list(value: Any) -> Any:
+    """``[{id, status}, ...]`` as ``{id: status}``; a mapping as it is."""
+    if not isinstance(value, list):
+        return value
+    found: dict[Any, Any] = {}
+    for item in value:
+        if not isinstance(item, dict) or set(item) != {"id", "status"}:
+            raise ValueError("each item of a components list is {id: ..., status: ...}")
+        if item["id"] in found:
+            raise ValueError(f"component {item['id']} is listed twice")
+        found[item["id"]] = item["status"]
+    return found
+
+
 Components = Annotated[
     dict[Id, ComponentStatus],
+    BeforeValidator(_component_list),
     Field(
         max_length=100,
-        description="component id -> its status (operational, degraded_performance, "
-        "partial_outage, major_outage, under_maintenance); these are the affected components",
+        description="the affected components: {id: status}, or [{id, status}] (statuses: "
+        "operational, degraded_performance, partial_outage, major_outage, under_maintenance)",
     ),
 ]
 
