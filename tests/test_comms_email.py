@@ -189,6 +189,12 @@ def test_refused_recipients_and_a_busy_server(smtp: SmtpServer, ctx: Ctx) -> Non
     assert "451 4.3.0 Try again later" in later.message
 
 
+def test_what_the_server_says_is_masked(smtp: SmtpServer, ctx: Ctx) -> None:
+    smtp.handler.data_reply = f"554 5.7.1 we will not take mail for {PASSWORD} today"
+    error = failure(MESSAGE, ctx())  # failure() checks the password is not in the message
+    assert error.message.endswith("554 5.7.1 we will not take mail for •••• today")
+
+
 def test_an_unreachable_server_is_retryable(ctx: Ctx) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))

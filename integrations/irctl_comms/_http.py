@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from irctl.errors import ActionError, ActionTimeout, SecretError
-from irctl.runbook.render import REDACTED
+from irctl.runbook.render import MIN_SCANNED, REDACTED
 from irctl.secrets import resolve
 
 __all__ = [
@@ -173,9 +173,13 @@ def configured_secret(
 
 
 def masked(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each secret replaced by the redaction marker."""
-    for value in secrets:
-        if value:
+    """``text`` with every occurrence of each secret replaced by the redaction marker.
+
+    As irctl's own redaction does, a value shorter than ``MIN_SCANNED`` is not searched for:
+    it would rewrite ordinary words (a two-letter password inside "refused").
+    """
+    for value in sorted(secrets, key=len, reverse=True):
+        if len(value) >= MIN_SCANNED:
             text = text.replace(value, REDACTED)
     return text
 

@@ -329,7 +329,7 @@ def send(inputs: Send, ctx: ActionContext) -> Outputs:
     server = _Server(ctx.config)
     sender = _sender(inputs, ctx.config)
     credentials = _credentials(ctx.config)
-    hide = list(credentials) if credentials is not None else []
+    hide = [credentials[1]] if credentials is not None else []  # the password
     mid = message_id(inputs, ctx, sender)
     recipients = [parse_address(item)[1] for item in inputs.to]
     message = _message(inputs, ctx, sender, mid)
@@ -408,13 +408,13 @@ def ready(config: dict[str, Any]) -> list[str]:
         credentials = _credentials(config)
     except ActionError as exc:
         return [exc.message]
-    hide = list(credentials) if credentials is not None else []
+    hide = [credentials[1]] if credentials is not None else []  # the password
     try:
         smtp = _session(server, credentials, server.timeout)
     except ActionError as exc:
         return [exc.message]
     except (smtplib.SMTPException, OSError) as exc:
-        return [_failure(exc, server, "a session", hide).message]
+        return [_failure(exc, server, "opening a session", hide).message]
     try:
         smtp.quit()
     except (smtplib.SMTPException, OSError):
