@@ -94,13 +94,13 @@ def test_the_dedup_key_is_the_run_id_unless_given(pagerduty: PagerDutyStandIn, c
     assert first["dedup_key"] == again["dedup_key"] == "r-7"
     assert [(a.dedup_key, a.events) for a in pagerduty.alerts] == [("r-7", ["trigger", "trigger"])]
     run_action("page.acknowledge", {}, ctx(run_id="r-7"))
-    assert pagerduty.alert("r-7").status == "acknowledged"  # type: ignore[union-attr]
+    assert pagerduty.alert("r-7").status == "acknowledged"
     out = run_action("page.resolve", {}, ctx(run_id="r-7"))
     assert out == {
         "event_action": "resolve", "dedup_key": "r-7", "status": "success",
         "message": "Event processed",
     }  # fmt: skip
-    assert pagerduty.alert("r-7").status == "resolved"  # type: ignore[union-attr]
+    assert pagerduty.alert("r-7").status == "resolved"
     run_action("page.trigger", TRIGGER, ctx(run_id="r-7"))  # resolved: a new alert
     assert [a.status for a in pagerduty.alerts] == ["resolved", "triggered"]
 
@@ -216,6 +216,12 @@ def test_server_errors_are_retryable(pagerduty: PagerDutyStandIn, ctx: Ctx) -> N
     pagerduty.fail_next(503, retry_after=0.2)  # waited out: re-sending an event is harmless
     run_action("page.trigger", TRIGGER, ctx())
     assert [r.status for r in pagerduty.requests] == [503, 202]
+    pagerduty.fail_next(502, retry_after=60)  # not waited for: the step's retry decides
+    bad_gateway = failure("page.resolve", {}, ctx())
+    assert bad_gateway.retryable
+    assert bad_gateway.message.endswith(
+        "HTTP 502 (injected fault); it asks to wait 60 s (Retry-After)"
+    )
     pagerduty.fail_next(500)
     error = failure("page.resolve", {}, ctx())
     assert error.retryable

@@ -416,8 +416,13 @@ class JsonApi:
                 retryable=True,
             )
         if status >= 500:
+            later = (
+                f"; it asks to wait {answer.retry_after:g} s (Retry-After)"
+                if answer.retry_after is not None
+                else ""
+            )
             return ActionError(
-                f"{self.service} failed {what}: HTTP {status} ({reason})", retryable=True
+                f"{self.service} failed {what}: HTTP {status} ({reason}){later}", retryable=True
             )
         if 300 <= status < 400:
             return ActionError(
