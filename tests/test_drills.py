@@ -610,3 +610,19 @@ def test_drill_model_round_trip() -> None:
     drill = Drill.model_validate(yaml.safe_load(SCORED_DRILL))
     dumped = [o.model_dump(mode="json", exclude_none=True) for o in drill.objectives]
     assert dumped[0] == {"step": "halt", "within": "1m"}
+
+
+@pytest.mark.parametrize("drill_id", [
+    "quarterly-bank-run", "quarterly-insider-withdrawal-abuse", "quarterly-ddos-overload",
+])  # fmt: skip
+def test_the_new_incidents_drills_meet_every_objective(
+    drill_id: str, tmp_path: Path, exchange: ExchangeAdminStub
+) -> None:
+    from irctl.drills.drill import score
+
+    ws, team = make_drill_workspace(tmp_path / "ws", exchange_url=exchange.url)
+    run_id, _ = run_library_drill(ws, team, drill_id)
+    card = score(ws.store.events(run_id))
+    assert card.status == "succeeded"
+    assert card.objectives
+    assert [o.name for o in card.objectives if not o.met] == []
