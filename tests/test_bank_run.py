@@ -13,6 +13,7 @@ the reserves (the sum over every controlled wallet) do not change.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -232,3 +233,44 @@ def test_below_the_floor_a_halt_needs_the_ceo_and_the_cfo(
         assert fold(store.events(run_id)).status == "succeeded"
     finally:
         bank.close()
+
+
+def test_the_sandbox_drill_tops_up_proves_and_publishes_for_real(
+    tmp_path: Path, chain: LocalChain, exchange: ExchangeAdminStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """drills/sandbox-bank-run.yaml through the drill runner against the same sandbox: the
+    participants approve as they are asked, and the scorecard meets both objectives."""
+    from irctl.drills.drill import drive_drill, find_drill, score, start_drill
+    from irctl.errors import IrctlError
+
+    bank = BankRun(tmp_path, chain, exchange, monkeypatch)
+    drill, _ = find_drill(ROOT / "drills", "sandbox-bank-run")
+    text = (ROOT / "runbooks" / "bank-run-proof-of-reserves.yaml").read_text(encoding="utf-8")
+    run_id = start_drill(bank.engine, drill, load_runbook_text(text, "bank-run.yaml"), text,
+                         initiator="oncall", time_scale=0.002)  # fmt: skip
+    stop = threading.Event()
+
+    def participants() -> None:  # each eligible operator approves what waits for them
+        while not stop.wait(0.05):
+            for step in fold(bank.store.events(run_id)).waiting():
+                request = step.approval or {}
+                for who in request.get("eligible", []):
+                    if who in bank.keys and who not in step.approvers:
+                        with contextlib.suppress(IrctlError):  # the quorum was reached meanwhile
+                            approve_as(bank.store, run_id, step.key, bank.keys, who)
+    helper = threading.Thread(target=participants, daemon=True)
+    helper.start()
+    try:
+        state = drive_drill(bank.engine, run_id, say=lambda _: None, time_limit=60, poll=0.1,
+                            slack=False)  # fmt: skip
+    finally:
+        stop.set()
+        helper.join(5)
+        bank.close()
+    assert state.status == "succeeded", [(k, s.error) for k, s in state.steps.items()]
+    assert state.mode == "sandbox"
+    assert chain.balance(bank.hot.address) == 70 * ETHER  # the top-up happened on chain
+    assert exchange.desks.published  # and the proof was published
+    card = score(bank.store.events(run_id))
+    assert [o.name for o in card.objectives if not o.met] == []

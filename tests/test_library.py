@@ -26,9 +26,10 @@ def test_the_library_is_not_empty() -> None:
 
 @pytest.mark.parametrize("path", RUNBOOKS, ids=lambda p: p.stem)
 def test_every_runbook_plans_with_its_drill_params(path: Path) -> None:
-    drills = [
-        d for d in (ROOT / "drills").glob("*.yaml") if f"runbook: {path.stem}\n" in d.read_text()
-    ]
+    drills = sorted(  # a tabletop drill's params fit the shipped irctl.yaml; a sandbox's its own
+        (d for d in (ROOT / "drills").glob("*.yaml") if f"runbook: {path.stem}\n" in d.read_text()),
+        key=lambda d: ("mode: sandbox" in d.read_text(), d.name),
+    )
     params: list[str] = []
     for drill in drills[:1]:
         import yaml
