@@ -586,9 +586,10 @@ def test_a_drill_nobody_answers_ends_at_its_time_limit(
     drill, _ = find_drill(ws.drills_dir, "scored-drill")
     engine = engine_for(ws)
     model = load_runbook_text(SCORED_RUNBOOK, "scored.yaml")
+    # the halt's minute is 300 ms here: room for a loaded machine, well inside the 2 s limit
     run_id = start_drill(engine, drill, model, SCORED_RUNBOOK, initiator=INITIATOR,
-                         time_scale=0.001)  # fmt: skip
-    state = drive_drill(engine, run_id, say=lambda _: None, time_limit=1.0, poll=0.1)
+                         time_scale=0.005)  # fmt: skip
+    state = drive_drill(engine, run_id, say=lambda _: None, time_limit=2.0, poll=0.1)
     assert state.status == "aborted"
     assert state.reason == "the drill's time limit passed"
     card = score(ws.store.events(run_id))

@@ -449,3 +449,45 @@ def test_a_ledger_owing_more_than_the_chain_holds_takes_the_shortfall_branch(
     assert "less than the ledger owes for ETH" in state.steps["shortfall"].outputs["message"]
     assert "(a SHORTFALL was found)" in state.steps["board-notice"].outputs["message"]
     assert verify_run(store, run_id, [public_key_text(insider.installation)]).ok
+
+
+def test_the_sandbox_drill_preserves_cuts_and_reconciles_for_real(insider_at: Any) -> None:
+    """drills/sandbox-insider-withdrawal-abuse.yaml through the drill runner: the eligible
+    participants approve as asked (never mallory, whom the run excludes), the evidence is
+    locked, the access cut, the ledger reconciled; both objectives met."""
+    import contextlib
+    import threading
+
+    from irctl.drills.drill import drive_drill, find_drill, score, start_drill
+    from irctl.errors import IrctlError
+
+    insider = insider_at(80)
+    drill, _ = find_drill(ROOT / "drills", "sandbox-insider-withdrawal-abuse")
+    assert drill.params["suspect_principal_arn"] == insider.user_arn  # the sandbox's own
+    run_id = start_drill(insider.engine, drill, insider.model, insider.text, initiator="lead",
+                         time_scale=0.002)  # fmt: skip
+    stop = threading.Event()
+
+    def participants() -> None:
+        while not stop.wait(0.05):
+            for step in fold(insider.store.events(run_id)).waiting():
+                for who in (step.approval or {}).get("eligible", []):
+                    if who in insider.keys and who not in step.approvers:
+                        with contextlib.suppress(IrctlError):  # refused, or reached meanwhile
+                            approve_as(insider.store, run_id, step.key, insider.keys, who)
+    helper = threading.Thread(target=participants, daemon=True)
+    helper.start()
+    try:
+        state = drive_drill(insider.engine, run_id, say=lambda _: None, time_limit=60,
+                            poll=0.1, slack=False)  # fmt: skip
+    finally:
+        stop.set()
+        helper.join(5)
+    assert state.status == "succeeded", [(k, s.error) for k, s in state.steps.items()]
+    decided = [e.data.get("operator") for e in insider.store.events(run_id)
+               if e.type == ev.APPROVAL_GRANTED]  # fmt: skip
+    assert "mallory" not in decided
+    assert insider.exchange.desks.staff[SUSPECT].suspended is True
+    assert state.steps["reconcile"].outputs["assets"]["ETH"]["ratio"] == "1.25"
+    card = score(insider.store.events(run_id))
+    assert [o.name for o in card.objectives if not o.met] == []
