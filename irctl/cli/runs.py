@@ -138,6 +138,22 @@ def _load(
     return model, text, parse_params(model, _split_params(pairs))
 
 
+def _selection(only: list[str] | None, skip: list[str] | None) -> dict[str, list[str]] | None:
+    """--only / --skip (each repeatable, each a comma-separated list) as the run records it."""
+    from irctl.engine.selection import make
+
+    def split(given: list[str] | None) -> list[str]:
+        return [part.strip() for value in given or [] for part in value.split(",") if part.strip()]
+
+    for flag, given in (("--only", only), ("--skip", skip)):
+        if given is not None and not split(given):
+            raise UsageError(f"{flag} names no step: give step ids, e.g. {flag} halt-withdrawals")
+    try:
+        return make(split(only), split(skip))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _engine(ws: "Workspace", **kwargs: Any) -> "Engine":
     from irctl.engine.engine import Engine
 
@@ -315,6 +331,20 @@ def run_command(
         "--interactive/--unattended",
         help="Ask at manual steps (default: when the terminal is interactive).",
     ),
+    only: list[str] | None = typer.Option(
+        None,
+        "--only",
+        metavar="STEP,…",
+        help="Run only these steps (and the steps inside a named block); every other step is "
+        "recorded as left out by you.",
+    ),
+    skip: list[str] | None = typer.Option(
+        None,
+        "--skip",
+        metavar="STEP,…",
+        help="Leave these steps out (a block with all its steps): in a live run, only a role "
+        "the runbook's skip: names may, and never a step marked skip: never.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Execute a runbook, step by step, recording every transition durably.
@@ -324,10 +354,14 @@ def run_command(
     `irctl resume RUN_ID` continues without repeating finished steps.
 
     Example: irctl run hot-wallet-compromise -p chain=ethereum -p wallet=0x... --incident INC-42
+
+    Part of a runbook: --only halt-withdrawals,freeze-hot-wallet runs those two (the transcript
+    and every export say which were left out, and by whom).
     """
     _check_mode(mode)
     ws = _workspace()
     model, text, params = _load(ws, runbook, param)
+    selection = _selection(only, skip)
     who = _operator(ws, operator)
     if ws.signing_key() is None:
         if ws.config.installation_key:  # named in irctl.yaml, its file lost
@@ -352,15 +386,16 @@ def run_command(
     if detach:
         engine = _engine(ws)
         run_id = engine.create_run(
-            model, text, params, initiator=who, mode=mode, incident=incident, starter_key=starter
-        )
+            model, text, params, initiator=who, mode=mode, incident=incident,
+            starter_key=starter, selection=selection,
+        )  # fmt: skip
         _detach(ws, run_id, who, key)
         if as_json:
             print_json({"run_id": run_id, "detached": True})
         else:
             out.print(run_id)
         return
-    create = (model, text, params, who, mode, incident, starter)
+    create = (model, text, params, who, mode, incident, starter, selection)
     signs = mode == "live" and bool(ws.config.operators)
     own = starter or _own_key(who, key, needed=signs)
     _execute(
@@ -395,7 +430,7 @@ def _execute(
     as_json: bool,
     *,
     who: str,
-    create: "tuple[Runbook, str, dict[str, Any], str, str, str | None, Any] | None" = None,
+    create: "tuple[Runbook, str, dict[str, Any], str, str, str | None, Any, Any] | None" = None,
     run_id: str | None = None,
     wait: bool | None = None,
     key: "Ed25519PrivateKey | None" = None,
@@ -420,10 +455,10 @@ def _execute(
         operator=who, attach=attach, operator_key=key,
     )  # fmt: skip
     if create is not None:
-        model, text, params, initiator, mode, incident, starter = create
+        model, text, params, initiator, mode, incident, starter, selection = create
         run_id = engine.create_run(
             model, text, params, initiator=initiator, mode=mode, incident=incident,
-            starter_key=starter,
+            starter_key=starter, selection=selection,
         )  # fmt: skip
         err.print(f"run [bold]{run_id}[/bold] of {escape(model.id)} ({mode})")
     if run_id is None:  # pragma: no cover - callers pass one of the two

@@ -133,6 +133,7 @@ def _header(events: "list[Event]") -> dict[str, Any]:
         "mode": data.get("mode"),
         "initiator": data.get("initiator"),
         "params": data.get("params"),
+        "selection": data.get("selection"),
         "outcome": end.type.split(".", 1)[1] if end else None,
         "started": first.ts,
         "ended": end.ts if end else None,
@@ -159,6 +160,10 @@ def _print_show(
     field("initiator", header["initiator"])
     if header["params"]:
         field("params", format_values(header["params"], 300))
+    if header["selection"]:
+        from irctl.record.exports import describe_selection
+
+        field("steps", describe_selection({**header, "selection": header["selection"]}))
     field("started", header["started"])
     field("ended", header["ended"] or "— (not ended)")
     field("outcome", header["outcome"] or "—")

@@ -44,6 +44,7 @@ from irctl.engine.gate import Gate
 from irctl.engine.guard import RUN_TAMPERED, JournalGuard, Tampering
 from irctl.engine.live import FAIL, STOP, WAIT, Listener, Live, pinned, quietly, summary
 from irctl.engine.schedule import Schedule
+from irctl.engine.selection import left_out
 from irctl.engine.start import RunStart
 from irctl.engine.writer import JournalWriter
 from irctl.errors import CorruptEvent, IrctlError, StoreError, UsageError
@@ -154,6 +155,7 @@ class Engine:
         incident: str | None = None,
         run_id: str | None = None,
         starter_key: Ed25519PrivateKey | None = None,
+        selection: dict[str, list[str]] | None = None,
     ) -> str:
         """Record a new run (``run.created``) with the exact runbook text; runs nothing.
 
@@ -161,11 +163,12 @@ class Engine:
         ``starter_key`` their own key (the key irctl.yaml lists for them), and, for a runbook
         with ``start:``, only by one holding one of its roles: ``run.created`` carries their
         signed statement, which the engine checks again each time it opens the run
-        (:class:`irctl.engine.start.RunStart`).
+        (:class:`irctl.engine.start.RunStart`).  ``selection`` (``{only: […]}`` or
+        ``{skip: […]}``) runs part of it (:mod:`irctl.engine.selection`).
         """
         return self._start.create_run(
             runbook, runbook_text, params, initiator=initiator, mode=mode, incident=incident,
-            run_id=run_id, starter_key=starter_key,
+            run_id=run_id, starter_key=starter_key, selection=selection,
         )  # fmt: skip
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
@@ -353,6 +356,7 @@ class Engine:
         started (or resumed), with the commitments of the secrets it resolved."""
         resolved = self._start.secrets(runbook, state.mode)
         live = Live(state, runbook, resolved, Redactor(resolved.values()), guard=guard)
+        live.left_out = left_out(runbook, state.selection)
         live.acts_signed = act_key_needed(events)
         for event in events:
             live.index(event)

@@ -73,6 +73,7 @@ class Live:
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     acts_signed: bool = False  # answers, marks and aborts carry their operator's signature
     excluded: frozenset[str] = frozenset()  # the runbook's exclude_operators, as derived
+    left_out: frozenset[str] = frozenset()  # step ids the run's selection (--only/--skip) omits
 
     def index(self, event: Event) -> None:
         """Keep what the engine reads back of a verified event: approvals and facts."""

@@ -19,7 +19,15 @@ from irctl.engine.live import FAIL, OK, STOP, Live, finished_outcome, worst
 from irctl.engine.plan import SECRET_ITEM, resolve_policy, step_digest
 from irctl.errors import IrctlError
 from irctl.journal import events as ev
-from irctl.journal.state import FINISHED, INTERRUPTED, REPEATING, RUNNING, WAITING, step_key
+from irctl.journal.state import (
+    FINISHED,
+    INTERRUPTED,
+    PENDING,
+    REPEATING,
+    RUNNING,
+    WAITING,
+    step_key,
+)  # fmt: skip
 from irctl.runbook.render import RenderError, mentions, render, render_shown, texts
 from irctl.runbook.render import digest as digest_of
 
@@ -58,6 +66,13 @@ class Schedule:
         known = live.state.steps.get(step.id)
         if known is not None and (done := finished_outcome(step, known)) is not None:
             return done
+        if step.id in live.left_out and (known is None or known.status == PENDING):
+            chosen = live.state.selection or {}
+            how = "--only" if "only" in chosen else "--skip"
+            who = live.state.initiator
+            reason = {"reason": f"left out at the start by {who} ({how})", "by": who}
+            self._writer.emit_step(ev.STEP_SKIPPED, step.id, reason, defer=True)
+            return OK
         if known is None or known.status not in (RUNNING, INTERRUPTED, WAITING, REPEATING):
             try:
                 if not self._when(live, step):

@@ -71,6 +71,7 @@ class RunStart:
         incident: str | None = None,
         run_id: str | None = None,
         starter_key: Ed25519PrivateKey | None = None,
+        selection: dict[str, list[str]] | None = None,
     ) -> str:
         """Record a new run (``run.created``) with the exact runbook text; runs nothing
         (:meth:`irctl.engine.engine.Engine.create_run`)."""
@@ -81,6 +82,11 @@ class RunStart:
         run_id = run_id or new_run_id()
         start = self._signed_start(runbook, initiator, mode, starter_key)
         data = self._created(runbook, runbook_text, params, initiator, mode, incident)
+        if selection:
+            refused = self._selection_problem(runbook, selection, initiator, mode, data)
+            if refused is not None:
+                raise UsageError(f"cannot start this run of {runbook.id}: {refused}")
+            data["selection"] = selection
         if start is not None and starter_key is not None:  # _signed_start demands the key
             from irctl.identity import public_key_text, sign
             from irctl.record.approvals import start_statement
@@ -213,7 +219,42 @@ class RunStart:
 
     def problem(self, runbook: Runbook, state: RunState, created: Event) -> str | None:
         """Why the run may not go on, as its ``run.created`` stands (None: it may)."""
-        return self._start_problem(runbook, state, created) or self._acts_problem(state, created)
+        return (
+            self._start_problem(runbook, state, created)
+            or self._acts_problem(state, created)
+            or self._recorded_selection(runbook, state, created)
+        )
+
+    def _selection_problem(
+        self,
+        runbook: Runbook,
+        selection: dict[str, Any],
+        initiator: str,
+        mode: str,
+        created: dict[str, Any],
+    ) -> str | None:
+        """Why the initiator may not run only part of the runbook: leaving a step out is
+        skipping it (the runbook's ``skip:`` rule, in a live run with operators, with the
+        roles the run pins), and never a ``skip: never`` step or one another step reads."""
+        from irctl.engine.selection import problem
+
+        signed = mode == "live" and bool(self._config.operators)
+        operators = created.get("operators") if signed else None
+        return problem(runbook, selection, initiator=initiator, operators=operators)
+
+    def _recorded_selection(
+        self, runbook: Runbook, state: RunState, created: Event
+    ) -> str | None:
+        """The selection the run recorded, checked again as when it was started (a row
+        written around irctl may hold one it would refuse)."""
+        if state.selection is None:
+            return None
+        if not isinstance(state.selection, dict):
+            return "run.created records a selection that is not only: or skip:"
+        refused = self._selection_problem(
+            runbook, state.selection, state.initiator, state.mode, created.data
+        )
+        return None if refused is None else f"its recorded selection: {refused}"
 
     def excluded(
         self, runbook: Runbook, state: RunState, events: list[Event]

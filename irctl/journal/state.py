@@ -90,6 +90,7 @@ class RunState:
     initiator: str = ""
     mode: str = "live"
     incident: str | None = None
+    selection: dict[str, Any] | None = None  # only/skip: a run of part of the runbook
     created_at: str = ""
     # created, running, waiting, interrupted, tampered, succeeded, failed, aborted
     status: str = "created"
@@ -159,6 +160,7 @@ class RunState:
             self.initiator = data.get("initiator", "")
             self.mode = data.get("mode", "live")
             self.incident = data.get("incident")
+            self.selection = data.get("selection")
             self.created_at = event.ts
             self.operators = data.get("operators") or {}
             self.break_glass_roles = list(data.get("break_glass_roles") or [])

@@ -74,6 +74,8 @@ def statement(data: Mapping[str, Any]) -> bytes:
 def start_statement(data: Mapping[str, Any]) -> bytes:
     """The exact bytes the initiator signs to start a live run (in a workspace with operators)."""
     body = {name: data.get(name) for name in START_FIELDS}
+    if data.get("selection") is not None:  # a run of part of the runbook (--only/--skip)
+        body["selection"] = data["selection"]
     return ("irctl-start:v1:" + canonical_json(body)).encode("utf-8")
 
 
@@ -106,7 +108,7 @@ def start_problem(
     if start.get("key") != key:
         return f"the start of run {run_id} is not signed by {who}'s key"
     signature = start.get("sig")
-    body = {**{name: created.get(name) for name in START_FIELDS}, "run": run_id}
+    body = {**created, "run": run_id}  # start_statement takes the fields it signs
     try:
         public = load_public_key(key)
     except IrctlError:

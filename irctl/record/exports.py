@@ -7,7 +7,7 @@ they were recorded, so nothing here resolves or reveals one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -69,6 +69,22 @@ def _step_key(data: dict[str, Any]) -> str | None:
         return None
     item = data.get("item")
     return f"{step}[{item}]" if item is not None else str(step)
+
+
+def describe_selection(created: Mapping[str, Any]) -> str | None:
+    """A run of part of its runbook (``irctl run --only/--skip``), in words; None for a run of
+    all of it."""
+    chosen = created.get("selection")
+    if not isinstance(chosen, Mapping):
+        return None
+    who = created.get("initiator") or "?"
+    if isinstance(chosen.get("only"), list):
+        names = ", ".join(str(s) for s in chosen["only"])
+        return f"only {names} (chosen by {who} at the start; the other steps were left out)"
+    if isinstance(chosen.get("skip"), list):
+        names = ", ".join(str(s) for s in chosen["skip"])
+        return f"all but {names} (left out by {who} at the start)"
+    return "part of the runbook (an unreadable selection)"
 
 
 def format_values(value: Any, limit: int = 160) -> str:
@@ -178,6 +194,7 @@ def describe(event: Event) -> tuple[str, str, str | None]:
             part for part in (
                 f"incident {d['incident']}" if d.get("incident") else "",
                 f"params {format_values(d.get('params'))}" if d.get("params") else "",
+                describe_selection(d) or "",
             ) if part
         )  # fmt: skip
         return summary, detail, str(d.get("initiator") or "") or None
@@ -326,6 +343,7 @@ def export_markdown(events: Sequence[Event], report: VerifyReport | None = None)
         ("Incident", _md(created.get("incident") or "—")),
         ("Mode", _md(created.get("mode", "live"))),
         ("Initiator", _md(created.get("initiator", "?"))),
+        *([("Steps", _md(chosen))] if (chosen := describe_selection(created)) else []),
         ("Outcome", _md(end.type.split(".", 1)[1]) if end else "not ended"),
         ("Started", first.ts),
         ("Ended", end.ts if end else "—"),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from irctl.canonical import sha256_hex
@@ -31,6 +31,7 @@ from irctl.record.exports import (
     REQUESTED,
     REVIEW_ITEM,
     describe,
+    describe_selection,
     format_seconds,
     format_values,
     policy_words,
@@ -66,6 +67,7 @@ class Objective:
     steps: list[str]
     finished: float | None  # seconds from run start when the last such step finished
     met: bool | None  # None: no such step finished
+    chosen: list[str] = field(default_factory=list)  # "STEP skipped by OP: reason", a person's call
 
 
 # Where each control is evidenced in a transcript.  Section ids are the HTML anchors.
@@ -136,13 +138,19 @@ def objectives(events: Sequence[Event]) -> list[Objective]:
     tags = _step_tags(doc.get("steps"), {})
     start = parse_ts(events[0].ts)
     finished: dict[str, float] = {}
+    chosen: dict[str, str] = {}
     for event in events:
         # A step skipped by its rule (`when` false: nothing to contain there) is as done as
-        # one that succeeded; the drill scorecard counts it the same way.
-        step = event.data.get("step")
-        counts = event.type in (ev.STEP_SUCCEEDED, ev.STEP_SKIPPED) and "item" not in event.data
-        if counts and isinstance(step, str):
+        # one that succeeded; the drill scorecard counts it the same way.  One a person
+        # skipped (irctl skip, or left out at the start) counts too, and the objective says so.
+        step, d = event.data.get("step"), event.data
+        kinds = (ev.STEP_SUCCEEDED, ev.STEP_SKIPPED, ev.STEP_WAIVED)
+        if event.type in kinds and "item" not in d and isinstance(step, str):
             finished[step] = (parse_ts(event.ts) - start).total_seconds()
+            if event.type == ev.STEP_SUCCEEDED:
+                chosen.pop(step, None)
+            elif event.type == ev.STEP_WAIVED or d.get("by"):
+                chosen[step] = f"{step} skipped by {d.get('by', '?')}: {d.get('reason') or '—'}"
     result: list[Objective] = []
     for tag, limit in wanted.items():
         try:
@@ -153,7 +161,8 @@ def objectives(events: Sequence[Event]) -> list[Objective]:
         done = [finished[s] for s in steps if s in finished]
         last = max(done) if steps and len(done) == len(steps) else None
         met = None if last is None else last <= target
-        result.append(Objective(str(tag), target, steps, last, met))
+        notes = [chosen[s] for s in steps if s in chosen]
+        result.append(Objective(str(tag), target, steps, last, met, notes))
     return result
 
 
@@ -280,6 +289,7 @@ def _summary(events: Sequence[Event], report: VerifyReport) -> str:
         ("Incident", _e(d.get("incident") or "—")),
         ("Mode", _e(d.get("mode", "live"))),
         ("Started by", _e(d.get("initiator", "?"))),
+        *([("Steps", _e(chosen))] if (chosen := describe_selection(d)) else []),
         ("Outcome", _e(end.type.split(".", 1)[1]) if end else "not ended"),
         ("Started (UTC)", _e(first.ts)),
         ("Ended (UTC)", _e(end.ts) if end else "—"),
@@ -311,6 +321,8 @@ def _objectives(found: list[Objective]) -> str:
             if o.met is None
             else ('<span class="pass">MET</span>' if o.met else '<span class="fail">MISSED</span>')
         )
+        if o.chosen:
+            result += "<br>" + "<br>".join(_e(words) for words in o.chosen)
         rows.append([
             _e(o.tag), _e(format_seconds(o.target)),
             _e(", ".join(o.steps) or "no step carries this tag"),

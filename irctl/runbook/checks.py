@@ -312,6 +312,20 @@ def _names(value: Any) -> list[str]:
     return [str(k) for k in value] if isinstance(value, dict) else []
 
 
+def step_reads(step: Step) -> frozenset[str]:
+    """The ids of the steps whose outputs or status a step's own templates read (``steps.X``;
+    the steps inside a block are not the block's own)."""
+    raw = step.model_dump(by_alias=True, exclude={"parallel"}, exclude_none=True)
+    found: set[str] = set()
+    for _, text in _strings(raw, ()):
+        if not is_template(text):
+            continue
+        parsed = _template(text)
+        if not isinstance(parsed, str):
+            found.update(parsed.reads.get("steps", frozenset()))
+    return frozenset(found)
+
+
 def _unknown(read: frozenset[str], known: AbstractSet[str]) -> list[str]:
     """The names a template reads that are not in ``known``, sorted."""
     return sorted(name for name in read if name not in known)
