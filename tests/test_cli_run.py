@@ -554,3 +554,38 @@ def test_a_waiting_run_says_for_what_who_and_the_command_then_that_it_is_ready(
     approve_sweep(ws, run_id)  # the quorum is reached by others; nobody resumed yet
     status = " ".join(irctl("status", run_id, cwd=ws).stdout.split())
     assert f"ready: irctl resume {run_id}" in status
+
+
+def test_a_detached_run_that_cannot_start_says_why_in_status(tmp_path: Path) -> None:
+    """The background process dies on a secret that does not resolve: `status` says the run
+    did not start, with the error it printed, instead of 'created' and nothing more."""
+    book = """\
+irctl: 1
+id: needs-token
+title: Needs a token
+secrets:
+  admin_token: env:DETACH_TEST_TOKEN_NOT_SET
+steps:
+  - id: tell
+    action: notify.console
+    with: {message: "token {{ secrets.admin_token }}"}
+"""
+    ws = make_workspace(tmp_path / "ws", {"needs-token": book})
+    env = {"DETACH_TEST_TOKEN_NOT_SET": ""}
+    os.environ.pop("DETACH_TEST_TOKEN_NOT_SET", None)
+    started = irctl("run", "needs-token", "--yes", "--detach", "--json", cwd=ws, env=env)
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["run_id"]
+    deadline = time.monotonic() + 60
+    while True:
+        shown = json.loads(irctl("status", run_id, "--json", cwd=ws).stdout)
+        word = shown.get("detached") or ""
+        if "ended before the run started" in word or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert shown["status"] == "created"
+    assert "ended before the run started" in word, word
+    assert "DETACH_TEST_TOKEN_NOT_SET" in word  # the error the background process printed
+    assert f"irctl resume {run_id}" in word
+    plain = irctl("status", run_id, cwd=ws)
+    assert "ended before the run started" in plain.stdout

@@ -485,12 +485,48 @@ def _detach(ws: "Workspace", run_id: str, who: str, key: Path | None) -> None:
     exe = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "irctl" else None
     argv = [str(exe)] if exe else [sys.executable, "-c", "from irctl.cli import main; main()"]
     with (logs / f"{run_id}.log").open("ab") as log:
-        subprocess.Popen(
+        started = subprocess.Popen(
             [*argv, "resume", run_id, "--unattended", "--wait", "--as", who,
              *(["--key", str(key.expanduser().resolve())] if key is not None else [])],
             cwd=ws.root, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, env={**os.environ, "IRCTL_WORKSPACE": str(ws.root)},
         )  # fmt: skip
+    # for `irctl status` on this machine: whether the background process still lives
+    (logs / f"{run_id}.detached").write_text(str(started.pid), encoding="ascii")
+
+
+def detached_word(ws: "Workspace", state: "RunState") -> str | None:
+    """For a run started with --detach that has not started (only ``run.created``): that its
+    background process is starting it, or that it ended first, with the log's last line."""
+    if state.status != "created":
+        return None
+    logs = ws.state_dir / "logs"
+    marker, log = logs / f"{state.run_id}.detached", logs / f"{state.run_id}.log"
+    try:
+        pid = int(marker.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+        proc = Path(f"/proc/{pid}/status")  # a zombie is not starting anything
+        alive = not proc.exists() or "State:\tZ" not in proc.read_text(errors="replace")
+    except ProcessLookupError:
+        alive = False
+    except PermissionError:
+        alive = True  # someone else's process with that id: say what is known
+    if alive:
+        return f"starting in the background (pid {pid}); its output goes to {log}"
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        lines = [ln.strip() for ln in text.splitlines()]
+    except OSError:
+        lines = []
+    errors = [ln for ln in lines if ln.lower().startswith("error:")]
+    said = (errors or [ln for ln in lines if ln] or ["it wrote nothing"])[-1]
+    return (
+        f"the background process (pid {pid}) ended before the run started: {said} "
+        f"(all of it in {log}); fix that, then: irctl resume {state.run_id}"
+    )
 
 
 @app.command("resume")
@@ -718,13 +754,16 @@ def status_command(
         run_id = latest[0].id
     found = store.find_run(run_id)
     state = fold(store.events(found.id))
+    detached = detached_word(ws, state)
     if as_json:
-        print_json(_state_json(state))
+        print_json({**_state_json(state), **({"detached": detached} if detached else {})})
         return
     out.print(
         f"[bold]{state.run_id}[/bold]  {escape(state.runbook)}  [bold]{state.status}[/bold]  "
         f"mode {state.mode}  by {escape(state.initiator)}  since {state.created_at}"
     )
+    if detached:
+        out.print(f"[yellow]{escape(detached)}[/yellow]", soft_wrap=True)
     table = Table(box=None, header_style="bold")
     for column in ("step", "status", "attempt", "detail"):
         table.add_column(column)
