@@ -459,6 +459,14 @@ def main() -> None:
         row("irctl --help", f"{helptime * 1000:.0f} ms", "≤ 150 ms", helptime <= 0.150)
         validate = bench_command(["validate", "runbooks/"])
         row("irctl validate runbooks/", f"{validate * 1000:.0f} ms", "≤ 300 ms", validate <= 0.300)
+        from bench.people import bench_people
+
+        people = bench_people(tmp)
+        bare = people.pop("python -c pass")
+        for name, seconds in people.items():
+            row(f"irctl {name}, 1,000 runs", f"{seconds * 1000:.0f} ms, {seconds / bare:.0f}×",
+                "≤ 150 ms", seconds <= 0.150)  # fmt: skip
+        row("  python -c pass", f"{bare * 1000:.0f} ms", "—", True)
         slack_up, slack_down = bench_slack(tmp)
         row("200-step run, Slack answering", f"{slack_up:.2f} s", "—", True)
         row("  same run, Slack not answering", f"{slack_down:.2f} s", "≈ same",
