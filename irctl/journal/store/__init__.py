@@ -33,10 +33,11 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irctl.errors import CorruptEvent, StoreError, UsageError
+from irctl.errors import StoreError, UsageError
 from irctl.journal.events import GENESIS, RUN_CREATED, Event
 from irctl.journal.store.appending import Appender, row_of
 from irctl.journal.store.appending import HeadMoved as HeadMoved
+from irctl.journal.store.filereader import UNFINISHED_SQL, _encodable, parse_events
 from irctl.journal.store.locks import RunLocks
 from irctl.journal.store.locks import _advisory_key as _advisory_key  # the lock's tests read it
 from irctl.journal.store.opening import NoTables, check_tables, connect, create_tables
@@ -239,15 +240,7 @@ class Store:
                 yield str(row[0])
 
     def events(self, run_id: str, *, after: int = 0) -> list[Event]:
-        events = []
-        for number, line in enumerate(self.lines(run_id, after=after), start=after + 1):
-            try:
-                events.append(Event.from_line(line))
-            except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                raise CorruptEvent(
-                    f"run {run_id}: stored event {number} cannot be read ({exc}); "
-                    f"'irctl transcript verify {run_id}' shows what is wrong"
-                ) from None
+        events = parse_events(run_id, self.lines(run_id, after=after), after)
         if not events and after == 0 and self.get_run(run_id) is None:
             raise UsageError(f"no run {run_id}")
         return events
@@ -292,10 +285,19 @@ class Store:
             return [RunRow(*row) for row in conn.execute(query)]
 
 
-def _encodable(text: str) -> bool:
-    """False for text holding lone surrogates (bytes that were not UTF-8 on the command line)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    def meta_value(self, key: str) -> str | None:
+        """A value of the store's ``irctl_meta`` table (its schema version, runs' salts)."""
+        from sqlalchemy import select
+
+        table = self._meta.tables["irctl_meta"]
+        with self._reading("the store's settings"), self.engine.connect() as conn:
+            row = conn.execute(select(table.c.value).where(table.c.key == key)).first()
+        return str(row[0]) if row is not None else None
+
+    def unfinished_runs(self) -> list[RunRow]:
+        """Runs, newest first, that may have an approval pending (see
+        :meth:`.filereader.FileReader.unfinished_runs`)."""
+        from sqlalchemy import text
+
+        with self._reading("runs"), self.engine.connect() as conn:
+            return [RunRow(*row) for row in conn.execute(text(UNFINISHED_SQL))]
