@@ -373,6 +373,26 @@ def open_request(state: RunState, key: str) -> dict[str, Any]:
     return request
 
 
+def still_undecided(events: list[Event], key: str, operator: str, digest: str) -> None:
+    """ApprovalRejected unless ``key`` still has an open request of ``digest`` on which
+    ``operator`` has not decided, in ``events`` as they are now: checked again just before
+    a decision is appended, so one made meanwhile by the same person elsewhere (a second
+    terminal, a Slack click) is refused instead of recorded twice."""
+    from irctl.journal.state import fold
+
+    state = fold(events)
+    request = open_request(state, key)
+    if request.get("digest") != digest:
+        raise ApprovalRejected(
+            f"the inputs of '{key}' changed while you decided (now digest "
+            f"{request.get('digest')}); see the new request"
+        )
+    step = state.steps[key]
+    if operator in step.approvers or operator in step.deniers:
+        done = "approved" if operator in step.approvers else "denied"
+        raise ApprovalRejected(f"{operator} already {done} '{key}' (digest {digest})")
+
+
 def decision(
     store: Store,
     run_id: str,
