@@ -313,7 +313,8 @@ COMMANDS = [
     ["transcript", "anchor"], ["transcript", "salt"], ["transcript", "check-secret"],
     ["drill", "list"], ["drill", "run"], ["drill", "schedule"], ["drill", "unschedule"],
     ["drill", "report"], ["scheduler", "run"], ["safe", "verify"], ["safe", "snapshot"],
-    ["allowlist", "add"], ["allowlist", "sign"], ["allowlist", "verify"],
+    ["allowlist", "add"], ["allowlist", "sign"], ["allowlist", "verify"], ["store", "info"],
+    ["store", "upgrade"],
 ]  # fmt: skip
 
 

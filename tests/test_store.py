@@ -164,7 +164,7 @@ def test_schema_newer_than_the_code_is_refused(store_url: str) -> None:
             {"v": str(SCHEMA_VERSION + 1)},
         )
     engine.dispose()
-    with pytest.raises(StoreError, match=f"schema {SCHEMA_VERSION + 1}, newer than this irctl"):
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, made by a newer"):
         Store.open(store_url)
 
 

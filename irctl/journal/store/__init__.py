@@ -19,7 +19,8 @@ taken out of the pool on first use, with fixed SQL text (no statement compiling
 per call); everything else goes through SQLAlchemy Core.
 
 :class:`Store` is the store's one face, and reads; its parts are modules of their own:
-opening a database, creating and checking its tables (:mod:`.opening`), appending
+opening a database, creating and checking its tables (:mod:`.opening`), its schema
+version and the upgrade steps (:mod:`.versions`), appending
 (:mod:`.appending`), the run executor lock (:mod:`.locks`), and the tables and the
 shapes of what is stored (:mod:`.schema`).
 """
@@ -39,12 +40,20 @@ from irctl.journal.store.appending import Appender, row_of
 from irctl.journal.store.appending import HeadMoved as HeadMoved
 from irctl.journal.store.locks import RunLocks
 from irctl.journal.store.locks import _advisory_key as _advisory_key  # the lock's tests read it
-from irctl.journal.store.opening import NoTables, check_tables, connect, create_tables
+from irctl.journal.store.opening import (
+    SCHEMA_LOCK,
+    NoTables,
+    check_tables,
+    connect,
+    create_tables,
+)
 from irctl.journal.store.schema import SCHEMA_VERSION as SCHEMA_VERSION
 from irctl.journal.store.schema import Item as Item
 from irctl.journal.store.schema import RunRow as RunRow
 from irctl.journal.store.schema import Seal as Seal
 from irctl.journal.store.schema import brief, tables
+from irctl.journal.store.versions import Upgrade as Upgrade
+from irctl.journal.store.versions import upgrade
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -53,9 +62,13 @@ if TYPE_CHECKING:
 class Store:
     """Open with :meth:`open`; every method is safe to call from several threads."""
 
-    def __init__(self, engine: Engine, *, dedicated: bool = True, create: bool = True) -> None:
+    def __init__(
+        self, engine: Engine, *, dedicated: bool = True, create: bool = True, where: str = ""
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        #: The store for messages: its URL or file, never its password.
+        self.where = where or engine.url.render_as_string(hide_password=True)
         self._meta = tables()
         self._runs = self._meta.tables["irctl_runs"]
         self._events = self._meta.tables["irctl_events"]
@@ -68,10 +81,12 @@ class Store:
         self._locks = RunLocks(engine)  # run_lock
         #: Opened to read only (``Store.open(..., create=False)``): nothing was created or written.
         self.readonly = not create
+        #: The schema version of the store as opened (older than the code's only for a reader).
+        self.schema_version = SCHEMA_VERSION
         if create:
             create_tables(self._writer, self.dialect, self._meta)
         else:
-            check_tables(self.engine, self._meta)
+            self.schema_version = check_tables(self.engine, self._meta)
 
     @classmethod
     def open(
@@ -94,13 +109,30 @@ class Store:
         """
         database = connect(url, workspace=workspace, create=create, origin=origin)
         try:
-            return cls(database.engine, dedicated=database.dedicated, create=create)
+            return cls(
+                database.engine, dedicated=database.dedicated, create=create, where=database.where
+            )
         except NoTables:
             database.engine.dispose()
             raise database.no_store() from None
         except BaseException:
             database.engine.dispose()
             raise
+
+    @staticmethod
+    def upgrade(url: str, *, workspace: Path | None = None, origin: str | None = None) -> Upgrade:
+        """Bring the store at ``url`` to this irctl's schema version, in one transaction.
+
+        A store that does not exist is :class:`NoStore` (nothing is created); one at this
+        version is left as it is (``Upgrade.done`` is empty); one newer is refused.
+        """
+        Store.open(url, workspace=workspace, create=False, origin=origin).close()
+        database = connect(url, workspace=workspace, create=True, origin=origin)
+        try:
+            writer = database.engine.execution_options(irctl_write=True)
+            return upgrade(writer, database.engine.dialect.name, tables(), lock=SCHEMA_LOCK)
+        finally:
+            database.engine.dispose()
 
     def close(self) -> None:
         with self._lock:
@@ -280,6 +312,15 @@ class Store:
         if len(rows) > 1:
             raise UsageError(f"run id {prefix!r} is ambiguous ({len(rows)} runs match)")
         return RunRow(*rows[0])
+
+    def counts(self) -> tuple[int, int]:
+        """How many runs and events the store holds."""
+        from sqlalchemy import func, select
+
+        with self._reading("the store"), self.engine.connect() as conn:
+            runs = conn.execute(select(func.count()).select_from(self._runs)).scalar_one()
+            events = conn.execute(select(func.count()).select_from(self._events)).scalar_one()
+        return int(runs), int(events)
 
     def runs(self, *, limit: int | None = None) -> list[RunRow]:
         """Runs, newest first (ties in ``created_at`` broken by id, descending)."""
