@@ -314,7 +314,7 @@ COMMANDS = [
     ["drill", "list"], ["drill", "run"], ["drill", "schedule"], ["drill", "unschedule"],
     ["drill", "report"], ["scheduler", "run"], ["safe", "verify"], ["safe", "snapshot"],
     ["allowlist", "add"], ["allowlist", "sign"], ["allowlist", "verify"], ["store", "info"],
-    ["store", "upgrade"],
+    ["store", "upgrade"], ["store", "migrate"],
 ]  # fmt: skip
 
 

@@ -1,5 +1,9 @@
 """``irctl store info``, ``irctl store upgrade`` and ``irctl store migrate``."""
 
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
 import typer
 
 from irctl.cli._app import JSON_OPTION, app, err, escape, out, print_json
@@ -8,6 +12,9 @@ store_app = typer.Typer(
     help="The store: its schema version, upgrades, moving it.", no_args_is_help=True
 )
 app.add_typer(store_app, name="store")
+
+if TYPE_CHECKING:
+    from irctl.journal.store import Progress
 
 
 @store_app.command("info")
@@ -65,3 +72,100 @@ def upgrade_command(as_json: bool = JSON_OPTION) -> None:
     for line in done.done:
         err.print(f"  {escape(line)}", highlight=False, soft_wrap=True)
     out.print(f"upgraded the store from schema version {done.before} to {done.after}")
+
+
+#: Without a terminal, a progress line every this many runs.
+PROGRESS_EVERY = 100
+
+
+@store_app.command("migrate")
+def migrate_command(
+    to: str = typer.Option(
+        ..., "--to", metavar="URL",
+        help="The store to copy into: a SQLAlchemy URL (postgresql+psycopg://user@host/db) "
+        "of a database that holds no irctl runs.",
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:  # fmt: skip
+    """Copy the workspace's store into another database (SQLite to PostgreSQL), and verify it.
+
+    Every run and every event is copied exactly as stored (the same lines, seqs and hashes),
+    with the runs' salts, the used-once keys and the drill scheduler's jobs, in one
+    transaction: the copy is whole or not there. The target is made at this irctl's schema
+    version; a target that already holds runs is refused and nothing is written. Then each
+    copied run is verified on the target as 'irctl transcript verify' does (exit 1 if one
+    that verifies here does not verify there).
+
+    Stop every irctl process using the store first (runs, irctl serve, the scheduler): a
+    store that changes while it is copied is not copied. Afterwards point the workspace at
+    the target (store: in irctl.yaml, or IRCTL_STORE).
+
+    Example:
+
+      irctl store migrate --to postgresql+psycopg://irctl@db.internal/irctl
+    """
+    from irctl.errors import VerificationFailed
+    from irctl.record.migration import migrate
+    from irctl.workspace import Workspace
+
+    ws = Workspace.find()
+    source = ws.reader
+    key = ws.public_key()
+    with _progress() as (copying, verifying):
+        found = migrate(
+            source, to, workspace=ws.root, public_keys=[key] if key else None,
+            progress=copying, verifying=verifying,
+        )  # fmt: skip
+    if as_json:
+        print_json(found.as_dict())
+    else:
+        out.print(
+            f"copied {found.runs} runs and {found.events} events from {escape(found.source)} "
+            f"to {escape(found.target)}", soft_wrap=True,
+        )  # fmt: skip
+        others = ", ".join(f"{name} {rows}" for name, rows in found.tables.items() if rows)
+        if others:
+            out.print(f"other rows copied: {escape(others)}", soft_wrap=True)
+        out.print(f"verified on the target: {found.verified} of {found.runs} runs")
+        for run_id, problem in found.as_they_were.items():
+            err.print(
+                f"warning: run {escape(run_id)} does not verify in the source either (copied "
+                f"as it is): {escape(problem)}", highlight=False, soft_wrap=True,
+            )  # fmt: skip
+    if not found.ok:
+        run_id, problem = next(iter(found.broken.items()))
+        raise VerificationFailed(
+            f"{len(found.broken)} copied runs do not verify on the target, first run "
+            f"{run_id}: {problem}; the source is unchanged"
+        )
+
+
+@contextlib.contextmanager
+def _progress() -> "Iterator[tuple[Progress, Progress]]":
+    """Progress of the copy and of the verification on stderr: a bar at a terminal, else a
+    line every PROGRESS_EVERY runs."""
+    if err.is_terminal:
+        from rich.progress import Progress as Bar
+
+        with Bar(console=err, transient=True) as bar:
+            tasks: dict[str, Any] = {}
+
+            def shown(what: str) -> "Progress":
+                def update(done: int, total: int) -> None:
+                    if what not in tasks:
+                        tasks[what] = bar.add_task(what, total=total)
+                    bar.update(tasks[what], completed=done)
+
+                return update
+
+            yield shown("copying runs"), shown("verifying runs")
+        return
+
+    def lines(what: str) -> "Progress":
+        def update(done: int, total: int) -> None:
+            if done % PROGRESS_EVERY == 0 or done == total:
+                err.print(f"{what} {done}/{total} runs", highlight=False)
+
+        return update
+
+    yield lines("copied"), lines("verified")

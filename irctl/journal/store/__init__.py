@@ -34,10 +34,13 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irctl.errors import CorruptEvent, StoreError, UsageError
+from irctl.errors import CorruptEvent, NoStore, StoreError, UsageError
 from irctl.journal.events import GENESIS, RUN_CREATED, Event
 from irctl.journal.store.appending import Appender, row_of
 from irctl.journal.store.appending import HeadMoved as HeadMoved
+from irctl.journal.store.copying import Copied as Copied
+from irctl.journal.store.copying import Progress as Progress
+from irctl.journal.store.copying import copy_store
 from irctl.journal.store.locks import RunLocks
 from irctl.journal.store.locks import _advisory_key as _advisory_key  # the lock's tests read it
 from irctl.journal.store.opening import (
@@ -133,6 +136,38 @@ class Store:
             return upgrade(writer, database.engine.dialect.name, tables(), lock=SCHEMA_LOCK)
         finally:
             database.engine.dispose()
+
+    @staticmethod
+    def open_empty(url: str, *, workspace: Path | None = None, origin: str | None = None) -> Store:
+        """Open the store at ``url`` to copy a store into: one that holds no run (made at this
+        irctl's schema version if it does not exist).  One that holds runs is refused before
+        anything is created or written."""
+        try:
+            existing = Store.open(url, workspace=workspace, create=False, origin=origin)
+        except NoStore:
+            pass
+        except StoreError as exc:
+            raise StoreError(f"cannot copy into {_shown(url, workspace)}: {exc.message}") from exc
+        else:
+            try:
+                runs, _ = existing.counts()
+            finally:
+                existing.close()
+            if runs:
+                raise UsageError(
+                    f"the target {existing.where} already holds {runs} run"
+                    f"{'s' if runs != 1 else ''}: migrate only into a store with none "
+                    "(a new database); nothing was written"
+                )
+        try:
+            return Store.open(url, workspace=workspace, origin=origin)
+        except StoreError as exc:
+            raise StoreError(f"cannot copy into {_shown(url, workspace)}: {exc.message}") from exc
+
+    def copy_to(self, target: Store, *, progress: Progress | None = None) -> Copied:
+        """Copy every run, every event as stored, and the other tables into ``target``,
+        which holds no run, in one transaction (see :mod:`.copying`)."""
+        return copy_store(self.engine, target._writer, self._meta, progress=progress)
 
     def close(self) -> None:
         with self._lock:
@@ -331,6 +366,18 @@ class Store:
             query = query.limit(limit)
         with self._reading("runs"), self.engine.connect() as conn:
             return [RunRow(*row) for row in conn.execute(query)]
+
+
+def _shown(url: str, workspace: Path | None) -> str:
+    """A store's URL for a message: its password hidden, a relative SQLite path made whole."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database and not database.startswith("file:"):
+        path = Path(database)
+        return str(path if path.is_absolute() or workspace is None else workspace / path)
+    return parsed.render_as_string(hide_password=True)
 
 
 def _encodable(text: str) -> bool:
