@@ -101,7 +101,7 @@ class Workspace:
         from irctl.journal.store import Store
 
         url, _, _ = self.store_source
-        return _opened(Store.open(url, workspace=self.root))
+        return _opened(Store.open(url, workspace=self.root, retry=self.config.store_retry))
 
     @cached_property
     def reader(self) -> Store:
@@ -114,7 +114,9 @@ class Workspace:
         from irctl.journal.store import Store
 
         url, origin, _ = self.store_source
-        return _opened(Store.open(url, workspace=self.root, create=False, origin=origin))
+        retry = self.config.store_retry
+        reader = Store.open(url, workspace=self.root, create=False, origin=origin, retry=retry)
+        return _opened(reader)
 
     def signing_key(self) -> Ed25519PrivateKey | None:
         """The installation key that signs checkpoints, if this workspace has one."""

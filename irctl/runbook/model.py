@@ -424,6 +424,12 @@ class Config(_Model):
     """The workspace config, ``irctl.yaml``."""
 
     store: str = "sqlite:///.irctl/irctl.db"
+    store_retry: Duration = Field(
+        default=30.0,
+        description="how long a lost connection to the store's database is retried, with "
+        "backoff, before a command says 'store unavailable' (exit 74) and leaves the run "
+        "resumable",
+    )
     installation_key: str | None = Field(
         default=None,
         pattern=r"^ed25519:[A-Za-z0-9+/=]+$",

@@ -9,19 +9,24 @@ opened to read, a store that lost its journal or uses a newer schema refused.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irctl.errors import NoStore, StoreError, UsageError
-from irctl.journal.store.schema import SCHEMA_VERSION, brief
+from irctl.journal.store.faults import failure
+from irctl.journal.store.schema import SCHEMA_VERSION
 from irctl.journal.store.versions import refuse_newer, refuse_other, stored_version, write_version
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
 SCHEMA_LOCK = 0x697263746C  # the PostgreSQL advisory lock held while creating the tables
+
+
+_QUIET = logging.NullHandler()
 
 
 class NoTables(Exception):  # an internal signal, never reaches a user
@@ -161,6 +166,9 @@ def _postgresql(parsed: URL, url: str, create: bool) -> Engine:
 
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # irctl[postgres] ships it
+    # The pool logs a traceback when a connection that broke (a restarted server) fails to be
+    # reset on its way back; the store itself waits that out or says what failed, in a line.
+    logging.getLogger("sqlalchemy.pool").addHandler(_QUIET)
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = 10  # an unreachable server fails, never hangs
@@ -186,7 +194,7 @@ def _postgresql(parsed: URL, url: str, create: bool) -> Engine:
     return engine
 
 
-def create_tables(writer: Engine, dialect: str, meta: Any) -> None:
+def create_tables(writer: Engine, dialect: str, meta: Any, where: str = "") -> None:
     """Create irctl's tables in a new store at this irctl's schema version; in one that
     exists, check that it is at that version (an older one: ``irctl store upgrade`` first)
     and create a table it lacks (``writer``: the engine whose transactions take the write
@@ -208,10 +216,12 @@ def create_tables(writer: Engine, dialect: str, meta: Any) -> None:
             if version is None:
                 write_version(conn, meta, SCHEMA_VERSION)
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open the store: {brief(exc)}") from exc
+        raise failure(
+            "cannot open the store", exc, where or writer.url.render_as_string(hide_password=True)
+        ) from exc
 
 
-def check_tables(engine: Engine, meta: Any) -> int:
+def check_tables(engine: Engine, meta: Any, where: str = "") -> int:
     """What :func:`create_tables` checks, by reading only: the tables are there, the schema
     is not newer than the code's (:class:`NoTables` when none of them is).  An older schema
     can be read; returns the version."""
@@ -226,7 +236,9 @@ def check_tables(engine: Engine, meta: Any) -> int:
                 raise NoTables
             refuse_newer(version)
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open the store: {brief(exc)}") from exc
+        raise failure(
+            "cannot open the store", exc, where or engine.url.render_as_string(hide_password=True)
+        ) from exc
     return version
 
 
