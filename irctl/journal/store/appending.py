@@ -129,7 +129,8 @@ class Appender:
         except sqlite3.Error as exc:
             self._heads.pop(run_id, None)
             self.drop()
-            raise failure(f"cannot append to run {run_id}", exc, self._where) from exc
+            resume = f"'irctl resume {run_id}'"
+            raise failure(f"cannot append to run {run_id}", exc, self._where, resume) from exc
 
     def append_pg(
         self, run_id: str, items: Sequence[Item], seal: Seal | None, expect: tuple[int, str] | None
@@ -180,7 +181,8 @@ class Appender:
                 cause = exc.cause if isinstance(exc, _Unreachable) else exc
                 broken = self._wconn is not None and self._driver_closed()
                 if not (lost(cause) or broken or conflict(cause)):
-                    raise failure(what, cause, self._where) from cause
+                    resume = f"'irctl resume {run_id}'"
+                    raise failure(what, cause, self._where, resume) from cause
                 if lost(cause) or broken:
                     self.drop()
                 if patience is None:

@@ -70,14 +70,15 @@ def conflict(exc: BaseException) -> bool:
     return getattr(_driver_error(exc), "sqlstate", None) in _CONFLICT_SQLSTATES
 
 
-def failure(what: str, exc: BaseException, where: str) -> StoreError:
-    """The error to raise for ``exc`` met while doing ``what`` (``cannot append to run X``)."""
+def failure(what: str, exc: BaseException, where: str, then: str = "try again") -> StoreError:
+    """The error to raise for ``exc`` met while doing ``what`` (``cannot append to run X``);
+    ``then``: what to do once the disk has room again."""
     found = _driver_error(exc)
     said = first_line(found)
     if disk_full(found):
         return StoreUnavailable(
             f"{what}: the disk is full: {where} ({said}); everything recorded before is "
-            "kept: free space there, then resume"
+            f"kept: free space there, then {then}"
         )
     if lost(exc):
         return StoreUnavailable(f"store unavailable: {what}: {said} ({where})")
