@@ -1,0 +1,199 @@
+"""A PostgreSQL store that goes away under a run, with the real ``irctl`` command: every
+backend of the database terminated mid-run (the run reconnects, takes its lock again and
+finishes, each step started once), and the server stopped for longer than ``store_retry``
+(``store unavailable``, exit 74, and ``irctl resume`` finishes the run once it is back)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from irctl.errors import StoreUnavailable
+from irctl.journal.store import Store
+from irctl.testing import recorded_keys
+from tests.helpers import IRCTL, irctl, make_workspace
+from tests.postgres import PostgresServer
+
+STEPS = 16
+SLOW = """\
+irctl: 1
+kind: runbook
+id: slow
+title: Steps that take a moment each
+params:
+  out: {type: string}
+steps:
+""" + "".join(
+    f"  - id: s{n:02d}\n"
+    "    action: testing.record\n"
+    f'    with: {{path: "{{{{ params.out }}}}", key: s{n:02d}, delay: 0.15}}\n'
+    for n in range(STEPS)
+)
+KEYS = [f"s{n:02d}" for n in range(STEPS)]
+
+
+def _events(dsn: str) -> list[tuple[int, str, str]]:
+    """(seq, type, line) of every event, read on a connection of the test's own."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT seq, type, line FROM irctl_events ORDER BY run_id, seq")
+        return [(int(seq), str(kind), str(line)) for seq, kind, line in rows]
+
+
+def _wait_for_events(dsn: str, count: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"irctl ended early: {proc.communicate()}")
+        try:
+            if len(_events(dsn)) >= count:
+                return
+        except psycopg.Error:
+            pass  # the tables are not there yet
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} events after 60 s")
+
+
+def _start_run(ws: Path, effects: Path) -> subprocess.Popen[str]:
+    import os
+
+    env = {**os.environ, "IRCTL_WORKSPACE": str(ws), "COLUMNS": "200"}
+    env.pop("IRCTL_DEBUG", None)
+    return subprocess.Popen(
+        [IRCTL, "run", "slow", "-p", f"out={effects}", "--yes"],
+        cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _started_once(dsn: str) -> None:
+    """No step was started twice: one step.started per step, each step's effect once."""
+    started = Counter(
+        json.loads(line)["data"]["step"] for _, kind, line in _events(dsn) if kind == "step.started"
+    )
+    assert started == Counter(KEYS), started
+
+
+def test_terminated_backends_mid_run_are_reconnected_and_each_step_runs_once(
+    fresh_pg_url: str, pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    ws = make_workspace(tmp_path / "ws", {"slow": SLOW}, store=fresh_pg_url,
+                        extra="store_retry: 20s\n")  # fmt: skip
+    effects = tmp_path / "effects.txt"
+    database = fresh_pg_url.rsplit("/", 1)[1]
+    dsn = pg_server.dsn(database)
+    proc = _start_run(ws, effects)
+    try:
+        terminated = 0
+        for count in (6, 14, 22):  # three times, each while a step is running
+            _wait_for_events(dsn, count, proc)
+            with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+                rows = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                ).fetchall()
+            terminated += sum(1 for (done,) in rows if done)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert terminated >= 3  # the append connection and the run lock's session, at least
+    assert proc.returncode == 0, out + err
+    assert "Traceback" not in err
+    assert recorded_keys(str(effects)) == KEYS
+    _started_once(dsn)
+    run_id = json.loads(irctl("runs", "list", "--json", cwd=ws).stdout)[0]["run_id"]
+    verified = irctl("transcript", "verify", run_id, "--ended", cwd=ws)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    """A server of this test's own, to stop and start again."""
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_server_gone_longer_than_store_retry_is_74_and_the_run_resumes(
+    own_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = own_server.create_database()
+    dsn = own_server.dsn(url.rsplit("/", 1)[1])
+    ws = make_workspace(tmp_path / "ws", {"slow": SLOW}, store=url, extra="store_retry: 1s\n")
+    effects = tmp_path / "effects.txt"
+    proc = _start_run(ws, effects)
+    try:
+        _wait_for_events(dsn, 8, proc)
+        own_server.halt()
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            own_server.start_again()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 74, out + err
+    assert "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: store unavailable: "), error
+    assert "over 1 s" in error
+    done = recorded_keys(str(effects))
+    assert 0 < len(done) < STEPS
+
+    resumed = irctl("resume", _run_id(dsn), cwd=ws)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert sorted(recorded_keys(str(effects))) == KEYS  # the rest, and nothing twice
+    _started_once_or_probed(dsn)
+    verified = irctl("transcript", "verify", _run_id(dsn), "--ended", cwd=ws)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _run_id(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (row,) = conn.execute("SELECT id FROM irctl_runs").fetchall()
+    return str(row[0])
+
+
+def _started_once_or_probed(dsn: str) -> None:
+    """A step whose outcome was lost with the server was started once and then settled by
+    its probe on resume: never started a second time."""
+    events = [(kind, json.loads(line)["data"]) for _, kind, line in _events(dsn)]
+    started = Counter(data["step"] for kind, data in events if kind == "step.started")
+    assert set(started) == set(KEYS)
+    assert max(started.values()) == 1, started
+
+
+def test_a_store_call_while_the_server_is_down_waits_then_says_unavailable(
+    own_server: PostgresServer,
+) -> None:
+    url = own_server.create_database()
+    store = Store.open(url, retry=0.6)
+    try:
+        store.create_run("r-1", runbook="slow", initiator="alice", mode="live", incident=None,
+                         data={})  # fmt: skip
+        own_server.halt()
+        try:
+            for call in (
+                lambda: store.append("r-1", [("run.note", {"n": 1})]),
+                lambda: store.events("r-1"),
+                store.runs,
+            ):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match=r"^store unavailable: cannot "):
+                    call()
+                assert time.monotonic() - started >= 0.5  # it waited before giving up
+        finally:
+            own_server.start_again()
+        store.append("r-1", [("run.note", {"n": 2})])  # back: the same store goes on
+        assert [e.seq for e in store.events("r-1")] == [1, 2]
+    finally:
+        store.close()
