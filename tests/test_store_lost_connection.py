@@ -197,3 +197,68 @@ def test_a_store_call_while_the_server_is_down_waits_then_says_unavailable(
         assert [e.seq for e in store.events("r-1")] == [1, 2]
     finally:
         store.close()
+
+
+# -- conflicts PostgreSQL resolves by aborting one side --------------------------------------
+
+
+def _waiting_on_a_lock(dsn: str, database: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = "
+            "'Lock' AND query LIKE 'DELETE FROM irctl_used_once%%'",
+            (database,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_deadlock_the_store_loses_is_retried_inside_the_store(
+    fresh_pg_url: str, pg_server: PostgresServer
+) -> None:
+    """claim_once deletes expired keys, then inserts: another transaction holding one expired
+    row and then reaching for the one the store locked first makes a deadlock, which
+    PostgreSQL breaks by aborting the store's transaction (it waited first).  The store
+    tries again and the claim succeeds; nobody sees the deadlock."""
+    import threading
+
+    database = fresh_pg_url.rsplit("/", 1)[1]
+    dsn = pg_server.dsn(database)
+    store = Store.open(fresh_pg_url, retry=20)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO irctl_used_once (key, expires) VALUES ('A', 1), ('B', 1)")
+            (before,) = conn.execute(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = %s", (database,)
+            ).fetchone() or (0,)
+        other = psycopg.connect(dsn)  # one transaction, held open by the test
+        result: dict[str, object] = {}
+
+        def claim() -> None:
+            try:
+                result["claimed"] = store.claim_once("new", until=time.time() + 60)
+            except Exception as exc:  # the test reports it below
+                result["error"] = exc
+
+        try:
+            other.execute("SELECT key FROM irctl_used_once WHERE key = 'B' FOR UPDATE")
+            worker = threading.Thread(target=claim)
+            worker.start()
+            deadline = time.monotonic() + 30
+            while not _waiting_on_a_lock(pg_server.dsn(), database):
+                assert time.monotonic() < deadline, "the store's DELETE never waited on B"
+                time.sleep(0.02)
+            other.execute("DELETE FROM irctl_used_once WHERE key = 'A'")  # waits on the store
+            other.commit()
+            worker.join(60)
+        finally:
+            other.close()
+        assert result == {"claimed": True}, result
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            (after,) = conn.execute(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = %s", (database,)
+            ).fetchone() or (0,)
+            keys = [k for (k,) in conn.execute("SELECT key FROM irctl_used_once ORDER BY key")]
+        assert after == before + 1  # there was a deadlock, and the store was its victim
+        assert keys == ["new"]
+    finally:
+        store.close()
