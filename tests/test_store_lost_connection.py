@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from irctl.errors import StoreUnavailable
+from irctl.errors import RunBusy, StoreUnavailable
 from irctl.journal.store import Store
 from irctl.testing import recorded_keys
 from tests.helpers import IRCTL, irctl, make_workspace
@@ -262,3 +262,48 @@ def test_a_deadlock_the_store_loses_is_retried_inside_the_store(
         assert keys == ["new"]
     finally:
         store.close()
+
+
+# -- the run executor lock's session ---------------------------------------------------------
+
+
+def _terminate_lock_sessions(pg_server: PostgresServer, database: str) -> int:
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+            "AND application_name LIKE 'irctl run lock%%'",
+            (database,),
+        ).fetchall()
+        deadline = time.monotonic() + 30
+        while admin.execute(  # gone: its end has reached the client's socket
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+            "AND application_name LIKE 'irctl run lock%%'",
+            (database,),
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    return sum(1 for (done,) in rows if done)
+
+
+def test_an_executor_whose_lock_session_was_lost_takes_it_again_or_stops(
+    fresh_pg_url: str, pg_server: PostgresServer
+) -> None:
+    database = fresh_pg_url.rsplit("/", 1)[1]
+    first, second = Store.open(fresh_pg_url, retry=5), Store.open(fresh_pg_url, retry=5)
+    try:
+        first.create_run("r-1", runbook="slow", initiator="alice", mode="live", incident=None,
+                         data={})  # fmt: skip
+        with first.run_lock("r-1"):
+            assert _terminate_lock_sessions(pg_server, database) == 1
+            first.append("r-1", [("run.note", {"n": 1})])  # nobody took it: taken again
+            with pytest.raises(RunBusy), second.run_lock("r-1"):
+                pass  # the lock is held again by the first store's new session
+            assert _terminate_lock_sessions(pg_server, database) == 1
+            with second.run_lock("r-1"):  # another process takes the run meanwhile
+                with pytest.raises(StoreUnavailable, match="another process holds it now"):
+                    first.append("r-1", [("step.started", {"step": "s00"})])
+                second.append("r-1", [("run.note", {"n": 2})])
+        assert [e.data for e in second.events("r-1")[1:]] == [{"n": 1}, {"n": 2}]
+    finally:
+        first.close()
+        second.close()

@@ -91,7 +91,7 @@ class Store:
         self._insert_sql = self._events.insert()
         # SQLite: BEGIN IMMEDIATE for transactions opened through this engine.
         self._writer = engine.execution_options(irctl_write=True)
-        self._locks = RunLocks(engine)  # run_lock
+        self._locks = RunLocks(engine, retry=retry, where=self.where)  # run_lock
         self._appender = Appender(
             engine, dedicated=dedicated, where=self.where, retry=retry,
             reconnected=self._locks.check,

@@ -196,14 +196,22 @@ class Appender:
 
     def last_seq(self, run_id: str) -> int:
         """The seq of the run's last event as the database has it now (0: no events)."""
-        try:
-            row = self._driver().execute(_HEAD_SQL[self._dialect], (run_id,)).fetchone()
-        except StoreError:
-            raise
-        except Exception as exc:  # the driver's own error classes (sqlite3, psycopg)
-            self.drop()
-            raise failure(f"cannot read run {run_id}", exc, self._where) from exc
-        return int(row[0]) if row else 0
+        patience: Patience | None = None
+        what = f"cannot read run {run_id}"
+        while True:
+            try:
+                row = self._driver().execute(_HEAD_SQL[self._dialect], (run_id,)).fetchone()
+                return int(row[0]) if row else 0
+            except StoreError:
+                raise
+            except Exception as exc:  # the driver's own error classes (sqlite3, psycopg)
+                cause = exc.cause if isinstance(exc, _Unreachable) else exc
+                self.drop()
+                if self._dialect != "postgresql" or not lost(cause):
+                    raise failure(what, cause, self._where) from cause
+                if patience is None:
+                    patience = Patience(self._retry, what, self._where)
+                patience.pause(cause)
 
     def _known_head(self, conn: Any, run_id: str) -> tuple[int, str]:
         """The (seq, hash) this store last saw at the end of a run, read if it saw none."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irctl.errors import RunBusy, StoreError, StoreUnavailable
+from irctl.journal.store.faults import RETRY_FOR, Patience, lost
 from irctl.journal.store.schema import first_line
 
 if TYPE_CHECKING:
@@ -30,8 +31,10 @@ if TYPE_CHECKING:
 class RunLocks:
     """The executor locks of one store's runs (:meth:`irctl.journal.store.Store.run_lock`)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retry: float = RETRY_FOR, where: str = "") -> None:
         self._engine = engine
+        self._retry = retry  # how long a lost session's lock is tried for again
+        self._where = where
         self._dialect = engine.dialect.name
         # The lock folder of a SQLite file store; in-memory SQLite uses the set of runs held
         # by this store instead.
@@ -139,7 +142,7 @@ class RunLocks:
             with suppress(Exception):
                 conn.close()
             try:
-                again = self._pg_lock_session(run_id)
+                again = self._lock_again(run_id)
             except RunBusy as exc:
                 raise StoreUnavailable(
                     f"store unavailable: the executor lock of run {run_id} was lost with its "
@@ -157,6 +160,20 @@ class RunLocks:
                     continue
             with suppress(Exception):  # let go meanwhile: the new session is not needed
                 again.close()
+
+    def _lock_again(self, run_id: str) -> Any:
+        """A new session holding the run's lock, waiting out a server that is not back yet."""
+        patience: Patience | None = None
+        while True:
+            try:
+                return self._pg_lock_session(run_id)
+            except StoreError as exc:
+                if exc.__cause__ is None or not lost(exc.__cause__):
+                    raise
+                if patience is None:
+                    what = f"cannot take the executor lock of run {run_id} again"
+                    patience = Patience(self._retry, what, self._where)
+                patience.pause(exc.__cause__)
 
 
 def _session_alive(conn: Any) -> bool:
