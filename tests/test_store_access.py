@@ -314,9 +314,7 @@ def test_a_read_only_copy_with_its_wal_and_shm_files_is_read(
     assert after == before
 
 
-def test_a_read_only_checkpointed_copy_is_read(
-    logged: tuple[Path, str], read_only: Path
-) -> None:
+def test_a_read_only_checkpointed_copy_is_read(logged: tuple[Path, str], read_only: Path) -> None:
     """A store whose log was checkpointed into the file: one file, no -wal, no -shm."""
     ws, run_id = logged
     copy_workspace(ws, read_only, ["irctl.db", "irctl.db-wal"])
@@ -391,9 +389,7 @@ def test_postgresql_without_irctl_tables_is_not_created_into(
         engine.dispose()
     # once something recorded there, a reader reads it, and cannot write
     writer = Store.open(fresh_pg_url)
-    writer.create_run(
-        "r-1", runbook="note", initiator="alice", mode="live", incident=None, data={}
-    )
+    writer.create_run("r-1", runbook="note", initiator="alice", mode="live", incident=None, data={})
     writer.close()
     reader = Store.open(fresh_pg_url, create=False)
     try:

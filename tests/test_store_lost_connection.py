@@ -19,6 +19,7 @@ from irctl.errors import RunBusy, StoreUnavailable
 from irctl.journal.store import Store
 from irctl.testing import recorded_keys
 from tests.helpers import IRCTL, irctl, make_workspace
+from tests.pg_proxy import PgProxy
 from tests.postgres import PostgresServer
 
 STEPS = 16
@@ -307,3 +308,32 @@ def test_an_executor_whose_lock_session_was_lost_takes_it_again_or_stops(
     finally:
         first.close()
         second.close()
+
+
+# -- a commit the client never heard of ------------------------------------------------------
+
+
+def test_an_append_committed_before_the_connection_broke_is_not_recorded_twice(
+    fresh_pg_url: str, pg_server: PostgresServer
+) -> None:
+    """The server commits the INSERT, and the connection breaks before its answer reaches
+    irctl: the store reconnects, finds its own events there (the same hash at that seq) and
+    returns them, instead of chaining them again after themselves."""
+    proxy = PgProxy(pg_server.port)
+    store = Store.open(proxy.url(fresh_pg_url.rsplit("/", 1)[1]), retry=10)
+    try:
+        store.create_run("r-1", runbook="slow", initiator="alice", mode="live", incident=None,
+                         data={})  # fmt: skip
+        store.append("r-1", [("run.note", {"n": 1})])
+        proxy.cut_after = b"INSERT 0 "
+        (made,) = store.append("r-1", [("step.started", {"step": "s00"})])
+        assert proxy.cuts == 1  # the answer to that INSERT was lost
+        store.append("r-1", [("step.succeeded", {"step": "s00"})])
+        events = store.events("r-1")
+        assert [(e.seq, e.type) for e in events] == [
+            (1, "run.created"), (2, "run.note"), (3, "step.started"), (4, "step.succeeded"),
+        ]  # fmt: skip
+        assert (made.seq, made.hash) == (events[2].seq, events[2].hash)
+    finally:
+        store.close()
+        proxy.close()
