@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from irctl.errors import RunBusy, StoreUnavailable
+from irctl.errors import RunBusy, StoreError, StoreUnavailable
 from irctl.journal.store import Store
 from irctl.testing import recorded_keys
 from tests.helpers import IRCTL, irctl, make_workspace
@@ -334,6 +334,25 @@ def test_an_append_committed_before_the_connection_broke_is_not_recorded_twice(
             (1, "run.created"), (2, "run.note"), (3, "step.started"), (4, "step.succeeded"),
         ]  # fmt: skip
         assert (made.seq, made.hash) == (events[2].seq, events[2].hash)
+    finally:
+        store.close()
+        proxy.close()
+
+
+def test_a_run_created_before_the_connection_broke_is_not_refused_as_existing(
+    fresh_pg_url: str, pg_server: PostgresServer
+) -> None:
+    proxy = PgProxy(pg_server.port)
+    store = Store.open(proxy.url(fresh_pg_url.rsplit("/", 1)[1]), retry=10)
+    try:
+        proxy.cut_after = b"COMMIT"
+        first = store.create_run("r-1", runbook="slow", initiator="alice", mode="live",
+                                 incident=None, data={})  # fmt: skip
+        assert proxy.cuts == 1
+        assert [(e.seq, e.hash) for e in store.events("r-1")] == [(1, first.hash)]
+        with pytest.raises(StoreError, match="run r-1 already exists"):  # still refused twice
+            store.create_run("r-1", runbook="slow", initiator="alice", mode="live",
+                             incident=None, data={})  # fmt: skip
     finally:
         store.close()
         proxy.close()
