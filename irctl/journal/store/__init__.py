@@ -41,7 +41,14 @@ from irctl.journal.store.appending import HeadMoved as HeadMoved
 from irctl.journal.store.copying import Copied as Copied
 from irctl.journal.store.copying import Progress as Progress
 from irctl.journal.store.copying import copy_store
-from irctl.journal.store.faults import RETRY_FOR, Patience, conflict, failure, lost
+from irctl.journal.store.faults import (
+    RETRY_FOR,
+    Patience,
+    conflict,
+    failure,
+    lost,
+    restarting,
+)
 from irctl.journal.store.locks import RunLocks
 from irctl.journal.store.locks import _advisory_key as _advisory_key  # the lock's tests read it
 from irctl.journal.store.opening import (
@@ -103,16 +110,20 @@ class Store:
         if create:
             self._patiently("cannot open the store", lambda: create_tables(
                 self._writer, self.dialect, self._meta, self.where
-            ))  # fmt: skip
+            ), opening=True)  # fmt: skip
         else:
             self.schema_version = self._patiently(
-                "cannot open the store", lambda: check_tables(self.engine, self._meta, self.where)
+                "cannot open the store",
+                lambda: check_tables(self.engine, self._meta, self.where),
+                opening=True,
             )
 
-    def _patiently(self, what: str, attempt: Callable[[], T]) -> T:
+    def _patiently(self, what: str, attempt: Callable[[], T], *, opening: bool = False) -> T:
         """``attempt()``, tried again while the database cannot be reached (or PostgreSQL
         aborted it to resolve a conflict), for up to ``retry`` seconds; a database error is
-        a :class:`StoreError` saying ``what`` failed (exit 74 for a full disk)."""
+        a :class:`StoreError` saying ``what`` failed (exit 74 for a full disk, or a database
+        that stayed away).  ``opening``: the store was never reached yet, so only a server
+        that is restarting is waited for; one that refuses the connection is told at once."""
         from sqlalchemy.exc import SQLAlchemyError
 
         patience: Patience | None = None
@@ -122,7 +133,8 @@ class Store:
             except (SQLAlchemyError, StoreError) as exc:
                 cause = exc.__cause__ if isinstance(exc, StoreError) else exc
                 again = self.dialect == "postgresql" and cause is not None
-                if not (again and cause is not None and (lost(cause) or conflict(cause))):
+                waits = restarting if opening else lost
+                if not (again and cause is not None and (waits(cause) or conflict(cause))):
                     if isinstance(exc, StoreError):
                         raise
                     raise failure(what, exc, self.where) from exc

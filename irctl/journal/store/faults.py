@@ -65,6 +65,15 @@ def lost(exc: BaseException) -> bool:
     return isinstance(found, psycopg.InterfaceError) and "closed" in str(found)
 
 
+def restarting(exc: BaseException) -> bool:
+    """The server is there but starting up or shutting down (a restart): worth waiting for
+    even by a command that has not reached it yet, unlike a refused connection (nothing
+    listens there: more likely a wrong URL, told at once)."""
+    return getattr(_driver_error(exc), "sqlstate", None) in {"57P01", "57P02", "57P03"} or (
+        "the database system is" in str(_driver_error(exc))  # starting up / shutting down
+    )
+
+
 def conflict(exc: BaseException) -> bool:
     """PostgreSQL aborted this transaction to resolve a conflict: running it again is safe."""
     return getattr(_driver_error(exc), "sqlstate", None) in _CONFLICT_SQLSTATES
