@@ -20,9 +20,10 @@ per call); everything else goes through SQLAlchemy Core.
 
 :class:`Store` is the store's one face, and reads; its parts are modules of their own:
 opening a database, creating and checking its tables (:mod:`.opening`), its schema
-version and the upgrade steps (:mod:`.versions`), appending
-(:mod:`.appending`), the run executor lock (:mod:`.locks`), and the tables and the
-shapes of what is stored (:mod:`.schema`).
+version and the upgrade steps (:mod:`.versions`), copying it whole into an empty store
+(:mod:`.copying`), a full disk and a lost connection told apart and waited out
+(:mod:`.faults`), appending (:mod:`.appending`), the run executor lock (:mod:`.locks`),
+and the tables and the shapes of what is stored (:mod:`.schema`).
 """
 
 from __future__ import annotations
