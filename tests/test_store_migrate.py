@@ -136,3 +136,69 @@ def test_migrate_into_a_bad_target_writes_nothing(tmp_path: Path, keys: Path) ->
     assert broken.returncode in {1, 2}, broken.stderr
     assert "Traceback" not in broken.stderr
     assert target.read_text() == "not a database"
+
+
+def test_a_run_that_does_not_verify_is_copied_as_it_is_and_named(
+    tmp_path: Path, keys: Path
+) -> None:
+    """A run edited in the source (and a source still at schema version 1) is copied byte for
+    byte; the copy is made at this irctl's version, and the run that does not verify in the
+    source either is named, without failing the migration."""
+    import sqlite3
+
+    ws = workspace(tmp_path, keys)
+    edited, intact = start(ws, keys), start(ws, keys)
+    source = ws / ".irctl" / "irctl.db"
+    with sqlite3.connect(source) as db:
+        db.execute(
+            "UPDATE irctl_events SET line = replace(line, 'sweep to 0xC01D', 'sweep to 0xBAD') "
+            "WHERE run_id = ? AND type = 'approval.requested'",
+            (edited,),
+        )
+        db.execute("UPDATE irctl_meta SET value = '1' WHERE key = 'schema'")
+    db.close()
+    target = tmp_path / "copy.db"
+    moved = irctl("store", "migrate", "--to", f"sqlite:///{target}", "--json", cwd=ws,
+                  env=env(keys))  # fmt: skip
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    report = json.loads(moved.stdout)
+    assert (report["runs"], report["verified"], report["broken"]) == (2, 1, {})
+    assert list(report["unverified_in_source"]) == [edited]
+    target_url = f"sqlite:///{target}"
+    assert _rows(target_url, EVENTS) == _rows(f"sqlite:///{source}", EVENTS)
+    assert _rows(target_url, "SELECT value FROM irctl_meta WHERE key = 'schema'") == [("2",)]
+    plain = irctl("store", "migrate", "--to", f"sqlite:///{tmp_path / 'again.db'}", cwd=ws,
+                  env=env(keys))  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert f"warning: run {edited} does not verify in the source either" in " ".join(
+        plain.stderr.split()
+    )
+    assert "verified on the target: 1 of 2 runs" in plain.stdout
+    on_copy = {**env(keys), "IRCTL_STORE": target_url}
+    assert irctl("transcript", "verify", intact, cwd=ws, env=on_copy).returncode == 0
+    assert irctl("transcript", "verify", edited, cwd=ws, env=on_copy).returncode == 1
+
+
+def test_a_source_written_to_during_the_copy_leaves_the_target_empty(tmp_path: Path) -> None:
+    from irctl.errors import StoreError
+    from irctl.journal.store import Store
+
+    source = Store.open(f"sqlite:///{tmp_path / 'source.db'}")
+    target = Store.open_empty(f"sqlite:///{tmp_path / 'target.db'}")
+    try:
+        for n in range(3):
+            source.create_run(f"r-{n}", runbook="x", initiator="alice", mode="live",
+                              incident=None, data={})  # fmt: skip
+
+        def someone_appends(done: int, total: int) -> None:
+            if done == 1:  # another irctl process records while the copy is under way
+                source.append("r-0", [("run.note", {"text": "late"})])
+
+        with pytest.raises(StoreError, match=r"the store changed while it was copied \(0 runs "
+                           r"and 1 events more\).*nothing was copied"):  # fmt: skip
+            source.copy_to(target, progress=someone_appends)
+        assert target.counts() == (0, 0)
+        assert target.runs() == []
+    finally:
+        source.close()
+        target.close()
