@@ -8,6 +8,7 @@ busy is told who holds it (pid, host, PostgreSQL backend).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -208,7 +209,8 @@ def _file_run_lock(run_id: str, folder: Path) -> Iterator[None]:
         folder.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
-        raise StoreError(
+        kind = StoreUnavailable if exc.errno == errno.ENOSPC else StoreError  # a full disk: 74
+        raise kind(
             f"cannot open the executor lock of run {run_id} ({path}): {exc.strerror or exc}"
         ) from exc
     try:
