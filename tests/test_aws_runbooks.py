@@ -70,10 +70,7 @@ class Responders:
         text = (ROOT / "runbooks" / f"{runbook}.yaml").read_text(encoding="utf-8")
         parsed = load_runbook_text(text, f"{runbook}.yaml")
         return self.engine.create_run(
-            parsed,
-            text,
-            parse_params(parsed, params),
-            initiator="oncall",
+            parsed, text, parse_params(parsed, params), initiator="oncall",
             starter_key=self.keys["oncall"],
         )
 
@@ -467,11 +464,8 @@ def test_withdrawals_resume_only_after_the_chain_is_read_against_the_ledger(
             "signature": "0x" + bytes(signature.signature).hex(),
         }]}), encoding="utf-8")  # fmt: skip
         exchange.set_liabilities({"ETH": (owed * 10**18, 18)})
-        evm = {
-            "rpc": {"local": chain.url},
-            "chain_id": {"local": chain.chain_id},
-            "signer": {"local": {"kind": "keyfile", "path": str(tmp_path / "hot.key")}},
-        }
+        evm = {"rpc": {"local": chain.url}, "chain_id": {"local": chain.chain_id},
+               "signer": {"local": {"kind": "keyfile", "path": str(tmp_path / "hot.key")}}}
         team = Responders(tmp_path, aws, {
             "exchange_admin_url": exchange.url,
             "withdrawals": {"kill_switch": "/exchange/withdrawals/mode", "cluster": "payments",

@@ -308,10 +308,9 @@ def test_ecs_scale_to_zero_and_back(cloud: dict[str, Any]) -> None:
     assert (other["previous_desired_count"], other["changed"]) == (0, False)
 
     restore = {**stop, "desired_count": out["previous_desired_count"]}
-    assert (
-        run("aws.ecs.scale_service", restore, context(cloud, "restore"))["previous_desired_count"]
-        == 0
-    )
+    assert run("aws.ecs.scale_service", restore, context(cloud, "restore"))[
+        "previous_desired_count"
+    ] == 0
     assert _desired(ecs) == 3
 
 

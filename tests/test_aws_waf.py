@@ -110,12 +110,9 @@ def test_rate_rule_added_tightened_restored_and_removed(aws: dict[str, Any]) -> 
     assert (down["SearchString"], down["PositionalConstraint"]) == (b"/api/", "STARTS_WITH")
     assert stored["Action"] == {"Block": {}}
     assert stored["Priority"] == 1  # after every other rule
-    assert (
-        out["rule"]["Statement"]["RateBasedStatement"]["ScopeDownStatement"]["ByteMatchStatement"][
-            "SearchString"
-        ]
-        == "/api/"
-    )  # JSON in the record: the byte string as text
+    assert out["rule"]["Statement"]["RateBasedStatement"]["ScopeDownStatement"][
+        "ByteMatchStatement"
+    ]["SearchString"] == "/api/"  # JSON in the record: the byte string as text
     # everything else of the web ACL is as it was: UpdateWebACL replaced the whole of it
     acl = web_acl(waf)
     assert rules(waf)["allow-office"]["Statement"] == BASELINE["Statement"]
@@ -185,11 +182,8 @@ def test_rate_rule_refusals(aws: dict[str, Any]) -> None:
     error = failure("aws.wafv2.set_rate_rule",
                     {**ACL, "rule_name": "rate", "limit": 100, "priority": 0}, ctx)  # fmt: skip
     assert "priority 0 is taken by rule allow-office" in error.message
-    error = failure(
-        "aws.wafv2.set_rate_rule",
-        {**ACL, "web_acl": "no-such-acl", "rule_name": "r", "limit": 100},
-        ctx,
-    )
+    error = failure("aws.wafv2.set_rate_rule",
+                    {**ACL, "web_acl": "no-such-acl", "rule_name": "r", "limit": 100}, ctx)
     assert "no-such-acl" in error.message
     assert "not found" in error.message
     assert error.retryable is False
@@ -282,11 +276,8 @@ def test_lock_conflicts_without_end_fail_the_step_as_retryable(
     proxy, through = aws_proxy
     waf = make_acl(aws)
     proxy.before["AWSWAF_20190729.UpdateWebACL"] = _other_responder(waf, times=100)
-    error = failure(
-        "aws.wafv2.set_rate_rule",
-        {**ACL, "rule_name": "irctl-rate", "limit": 100},
-        context(through),
-    )
+    error = failure("aws.wafv2.set_rate_rule",
+                    {**ACL, "rule_name": "irctl-rate", "limit": 100}, context(through))
     assert "changed by someone else 5 times" in error.message
     assert "wrote nothing" in error.message
     assert error.retryable is True
@@ -403,13 +394,8 @@ def test_block_ip_set_created_added_to_and_unblocked(aws: dict[str, Any]) -> Non
 
 def test_block_ip_set_recognises_a_rule_that_blocks_it_already(aws: dict[str, Any]) -> None:
     waf = make_acl(aws)
-    made = waf.create_ip_set(
-        Name="irctl-ddos",
-        Scope="REGIONAL",
-        IPAddressVersion="IPV6",
-        Addresses=["2001:db8::/32"],
-        Description="known bad",
-    )["Summary"]
+    made = waf.create_ip_set(Name="irctl-ddos", Scope="REGIONAL", IPAddressVersion="IPV6",
+                             Addresses=["2001:db8::/32"], Description="known bad")["Summary"]
     acl_id = web_acl(waf)["Id"]
     token = waf.get_web_acl(Name="exchange-api", Scope="REGIONAL", Id=acl_id)["LockToken"]
     mine = {"Name": "blocklist", "Priority": 5, "Action": {"Block": {}},
@@ -418,11 +404,8 @@ def test_block_ip_set_recognises_a_rule_that_blocks_it_already(aws: dict[str, An
     waf.update_web_acl(Name="exchange-api", Scope="REGIONAL", Id=acl_id,
                        DefaultAction={"Allow": {}}, VisibilityConfig=VISIBLE,
                        Rules=[BASELINE, mine], LockToken=token)  # fmt: skip
-    out = run(
-        "aws.wafv2.block_ip_set",
-        {**ACL, "ip_set": "irctl-ddos", "addresses": ["2001:DB8:1::/48"]},
-        context(aws),
-    )
+    out = run("aws.wafv2.block_ip_set",
+              {**ACL, "ip_set": "irctl-ddos", "addresses": ["2001:DB8:1::/48"]}, context(aws))
     assert out["rule_name"] == "blocklist"
     assert out["previous_addresses"] == ["2001:db8::/32"]
     assert set(rules(waf)) == {"allow-office", "blocklist"}
@@ -455,11 +438,8 @@ def test_an_ip_set_changed_meanwhile_keeps_the_other_addresses(
 
     proxy.before["AWSWAF_20190729.UpdateIPSet"] = someone_adds
     ctx = context(through)
-    out = run(
-        "aws.wafv2.block_ip_set",
-        {**ACL, "ip_set": "irctl-ddos", "addresses": ["198.51.100.0/24"]},
-        ctx,
-    )
+    out = run("aws.wafv2.block_ip_set",
+              {**ACL, "ip_set": "irctl-ddos", "addresses": ["198.51.100.0/24"]}, ctx)
     assert sorted(_ip_set(waf)["Addresses"]) == [
         "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
     ]  # fmt: skip

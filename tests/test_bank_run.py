@@ -79,7 +79,7 @@ class CustodyDesk:
 
     def _work(self) -> None:
         while not self.stop.wait(0.01):
-            for request in self.exchange.requests_to("/custody/sweep", "POST")[len(self.done) :]:
+            for request in self.exchange.requests_to("/custody/sweep", "POST")[len(self.done):]:
                 body = request.json
                 w3 = self.chain.w3
                 with self.chain._lock:  # the chain is one in-process EVM
@@ -259,7 +259,6 @@ def test_the_sandbox_drill_tops_up_proves_and_publishes_for_real(
                     if who in bank.keys and who not in step.approvers:
                         with contextlib.suppress(IrctlError):  # the quorum was reached meanwhile
                             approve_as(bank.store, run_id, step.key, bank.keys, who)
-
     helper = threading.Thread(target=participants, daemon=True)
     helper.start()
     try:

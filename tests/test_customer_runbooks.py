@@ -107,12 +107,7 @@ class Team:
         }
         typed = parse_params(parsed, given)
         return self.engine.create_run(
-            parsed,
-            text,
-            typed,
-            initiator="oncall",
-            incident=incident,
-            mode=self.mode,
+            parsed, text, typed, initiator="oncall", incident=incident, mode=self.mode,
             starter_key=self.keys["oncall"],
         )
 

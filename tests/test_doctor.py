@@ -47,15 +47,7 @@ def test_init_library_doctor_then_plan(tmp_path: Path) -> None:
     assert doctor.returncode == 0, doctor.stdout
     assert "ready: nothing to fix" in doctor.stdout
     assert "token-from-the-vault" not in doctor.stdout + doctor.stderr
-    planned = irctl(
-        "plan",
-        "hot-wallet-compromise",
-        "-p",
-        "chain=ethereum",
-        "-p",
-        "wallet=0x00000000000000000000000000000000000000aa",
-        cwd=ws,
-        env=env,
-    )
+    planned = irctl("plan", "hot-wallet-compromise", "-p", "chain=ethereum",
+                    "-p", "wallet=0x00000000000000000000000000000000000000aa", cwd=ws, env=env)
     assert planned.returncode == 0, planned.stderr
     assert "halt-withdrawals" in planned.stdout

@@ -82,10 +82,7 @@ class Treasury:
     def start(self, text: str, params: dict[str, str]) -> str:
         parsed = load_runbook_text(textwrap.dedent(text), "sweep.yaml")
         return self.engine.create_run(
-            parsed,
-            textwrap.dedent(text),
-            parse_params(parsed, params),
-            initiator="oncall",
+            parsed, textwrap.dedent(text), parse_params(parsed, params), initiator="oncall",
             starter_key=self.keys["oncall"],
         )
 

@@ -168,12 +168,9 @@ def test_pdf_renders_with_pdftoppm_and_shows_the_approvals(
 def test_no_artefact_holds_the_secret(run: EvidenceRun, exported: dict[str, Path]) -> None:
     for path in exported.values():
         assert SECRET.encode() not in path.read_bytes(), path
-    assert (
-        SECRET.encode()
-        not in subprocess.run(
-            ["pdftotext", str(exported["pdf"]), "-"], capture_output=True, check=True
-        ).stdout
-    )
+    assert SECRET.encode() not in subprocess.run(
+        ["pdftotext", str(exported["pdf"]), "-"], capture_output=True, check=True
+    ).stdout
 
 
 def test_a_tampered_transcript_says_not_verified(exported: dict[str, Path]) -> None:
@@ -216,3 +213,4 @@ def test_pdf_without_chromium_is_a_clear_error(run: EvidenceRun, tmp_path: Path)
     bad = irctl("transcript", "export", run.run_id, "--format", "docx", cwd=run.ws, env=run.env)
     assert bad.returncode == 2
     assert "jsonl, md, html, pdf" in bad.stderr
+

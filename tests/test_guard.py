@@ -180,7 +180,9 @@ def test_a_forged_quorum_with_a_zero_prev_hash_does_not_open_the_gate(
     assert_stopped(team, store, run_id, state, row.seq)
 
 
-def test_forged_approvals_signed_with_other_keys_stop_the_run(store: Store, tmp_path: Path) -> None:
+def test_forged_approvals_signed_with_other_keys_stop_the_run(
+    store: Store, tmp_path: Path
+) -> None:
     team = Team(tmp_path)
     engine, run_id = team.start(store)
     want = digest(store, run_id)
@@ -329,7 +331,9 @@ def test_decisions_from_other_processes_while_attached_still_open_the_gate(
     assert team.effects() == ["halt", "sweep"]
 
 
-def test_an_operator_removed_from_irctl_yaml_no_longer_counts(store: Store, tmp_path: Path) -> None:
+def test_an_operator_removed_from_irctl_yaml_no_longer_counts(
+    store: Store, tmp_path: Path
+) -> None:
     team = Team(tmp_path)
     _, run_id = team.start(store)
     team.decide(store, run_id, "t1")
@@ -435,7 +439,9 @@ def test_a_live_start_needs_an_allowed_role_and_that_operators_own_key(
     assert store.events(run_id)[0].data["start"]["key"] == public_key_text(team.oncall)
 
 
-def test_a_start_rewritten_with_other_params_stops_the_run(store: Store, tmp_path: Path) -> None:
+def test_a_start_rewritten_with_other_params_stops_the_run(
+    store: Store, tmp_path: Path
+) -> None:
     """An insider holding the installation key rewrites what a run was started with and
     re-seals it: the initiator's signed start no longer matches, so the run stops."""
     team = Team(tmp_path)

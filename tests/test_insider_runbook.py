@@ -475,7 +475,6 @@ def test_the_sandbox_drill_preserves_cuts_and_reconciles_for_real(insider_at: An
                     if who in insider.keys and who not in step.approvers:
                         with contextlib.suppress(IrctlError):  # refused, or reached meanwhile
                             approve_as(insider.store, run_id, step.key, insider.keys, who)
-
     helper = threading.Thread(target=participants, daemon=True)
     helper.start()
     try:

@@ -171,10 +171,8 @@ TAMPERS: dict[str, tuple[Callable[[Files], None], list[str]]] = {
         ["CHANGED: keys/installation.pub", "KEY SWAPPED: keys/installation.pub holds"],
     ),
     "swap an operator key": (
-        lambda files: files.__setitem__(
-            "keys/operators.json",
-            files["keys/operators.json"].replace(b'"bob": "ed25519:', b'"bob": "ed25519:AA'),
-        ),
+        lambda files: files.__setitem__("keys/operators.json", files["keys/operators.json"]
+                                        .replace(b'"bob": "ed25519:', b'"bob": "ed25519:AA')),
         ["CHANGED: keys/operators.json", "KEY SWAPPED: keys/operators.json gives bob the key"],
     ),
     "delete a file": (
@@ -196,7 +194,9 @@ TAMPERS: dict[str, tuple[Callable[[Files], None], list[str]]] = {
 
 
 @pytest.mark.parametrize("kind", list(TAMPERS))
-def test_every_tamper_is_caught_and_named(kind: str, pack: Path, key: str, tmp_path: Path) -> None:
+def test_every_tamper_is_caught_and_named(
+    kind: str, pack: Path, key: str, tmp_path: Path
+) -> None:
     change, expected = TAMPERS[kind]
     path = tampered(pack, tmp_path, change)
     found = " | ".join(problems(path, key))
@@ -746,7 +746,7 @@ def test_an_end_record_that_miscounts_the_files_is_caught(
     # (zipfile reads the whole directory and does not mind).
     raw = bytearray(pack.read_bytes())
     end = len(raw) - 22
-    assert raw[end : end + 4] == b"PK\x05\x06"
+    assert raw[end:end + 4] == b"PK\x05\x06"
     count = struct.unpack_from("<H", raw, end + 10)[0]
     struct.pack_into("<2H", raw, end + 8, count - 1, count - 1)
     path = tmp_path / "miscounted.zip"
@@ -760,9 +760,9 @@ def directory_record(raw: bytes, name: str) -> int:
     """Where the zip's directory record of ``name`` starts."""
     at = raw.rindex(b"PK\x05\x06")
     at = struct.unpack_from("<L", raw, at + 16)[0]  # the end record: the directory's offset
-    while raw[at : at + 4] == b"PK\x01\x02":
+    while raw[at:at + 4] == b"PK\x01\x02":
         names, extras, comments = struct.unpack_from("<3H", raw, at + 28)
-        if raw[at + 46 : at + 46 + names] == name.encode():
+        if raw[at + 46:at + 46 + names] == name.encode():
             return at
         at += 46 + names + extras + comments
     raise AssertionError(f"no directory record of {name}")

@@ -98,10 +98,8 @@ def test_an_installation_key_missing_or_not_the_one_irctl_yaml_names_is_reported
     generate_private_key(key)  # a new key: not the one irctl.yaml names
     swapped = irctl("validate", "--check-integrations", cwd=ws)
     assert swapped.returncode == 2
-    assert (
-        f"{ws / 'irctl.yaml'}:2:1: installation_key: the installation key {key} is not the "
+    assert f"{ws / 'irctl.yaml'}:2:1: installation_key: the installation key {key} is not the " \
         "one" in swapped.stdout
-    )
     assert "Transcripts it signs would not verify" in swapped.stdout
 
     key.unlink()

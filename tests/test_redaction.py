@@ -169,7 +169,7 @@ def test_a_secret_through_any_filter_is_never_recorded_or_shown(tmp_path: Path, 
 def test_a_template_error_of_a_field_that_reads_a_secret_quotes_no_value(tmp_path: Path) -> None:
     runbook = RUNBOOK.split("steps:\n", 1)[0] + (
         "steps:\n  - id: lookup\n    action: notify.console\n"
-        '    with: {message: "{{ {}[secrets.tok | reverse | join] }}"}\n'
+        "    with: {message: \"{{ {}[secrets.tok | reverse | join] }}\"}\n"
     )
     ws, env = _workspace(tmp_path, runbook)
     env["REDACTION_TOKEN"] = SECRET
@@ -184,7 +184,7 @@ def test_the_items_of_a_for_each_made_from_a_secret_are_secret_too(tmp_path: Pat
     runbook = RUNBOOK.split("steps:\n", 1)[0] + (
         "steps:\n  - id: each\n    for_each: \"{{ (secrets.tok | reverse | join ~ ',plain')"
         ".split(',') }}\"\n    max_parallel: 2\n    action: notify.console\n"
-        '    with: {message: "part {{ item }}", level: info}\n'
+        "    with: {message: \"part {{ item }}\", level: info}\n"
     )
     ws, env = _workspace(tmp_path, runbook)
     env["REDACTION_TOKEN"] = SECRET
@@ -203,7 +203,7 @@ def test_notes_reasons_and_answers_are_stored_with_the_secret_masked(tmp_path: P
     runbook = RUNBOOK.split("steps:\n", 1)[0] + (
         "steps:\n  - id: ask\n    action: manual.confirm\n    with: {prompt: call custody}\n"
         "  - id: gated\n    action: notify.console\n    approval: one\n"
-        '    with: {message: "{{ secrets.tok | length }} characters"}\n'
+        "    with: {message: \"{{ secrets.tok | length }} characters\"}\n"
     )
     ws, env = _workspace(tmp_path, runbook)
     env["REDACTION_TOKEN"] = SECRET

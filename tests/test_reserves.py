@@ -28,7 +28,7 @@ def ledger(count: int, seed: int = 20) -> dict[str, list[int]]:
     rnd = random.Random(seed)
     accounts: dict[str, list[int]] = {}
     for number in range(count):
-        name = f"cust-{number:05d}" if number % 7 else f'client «{number}», "quoted"'
+        name = f"cust-{number:05d}" if number % 7 else f"client «{number}», \"quoted\""
         accounts[name] = [
             rnd.choice([0, rnd.randrange(10**10)]),
             rnd.randrange(10**22),
@@ -429,7 +429,9 @@ def test_build_signs_with_the_workspace_key_or_the_key_given(tmp_path: Path) -> 
     signer = json.loads((workspace / "given" / "manifest.json").read_text(encoding="utf-8"))
     assert signer["signed"]["key"] == public_key_text(other)
     # a key file that is not the one irctl.yaml names signs nothing
-    (workspace / ".irctl" / "installation.key").write_bytes((tmp_path / "other.key").read_bytes())
+    (workspace / ".irctl" / "installation.key").write_bytes(
+        (tmp_path / "other.key").read_bytes()
+    )
     done = irctl("reserves", "build", str(source), "-o", "wrong", *PRECISIONS, cwd=workspace)
     assert done.returncode == 2
     assert "is not the one" in done.stderr

@@ -56,7 +56,8 @@ def personal_sign(account: Account, message: str) -> str:
 def cold_statement(account: Account, *, signer: Account | None = None, chain: str = "local",
                    exchange: str = EXCHANGE) -> dict[str, str]:  # fmt: skip
     message = (
-        f"{exchange} controls {account.address} (cold storage) on {chain}, statement of 2026-12-01."
+        f"{exchange} controls {account.address} (cold storage) on {chain}, "
+        "statement of 2026-12-01."
     )
     return {"address": account.address, "chain": chain, "message": message,
             "signature": personal_sign(signer or account, message)}  # fmt: skip
@@ -314,18 +315,11 @@ def test_one_asset_on_two_chains_each_read_at_its_own_pinned_block(exchange: Exc
                                    cold_statement(vault, chain="other")])  # fmt: skip
         wallets = [*exchange.wallets(),
                    {"chain": "other", "address": vault.address, "kind": "cold"}]  # fmt: skip
-        assets = {
-            "ETH": {"local": "native"},
-            "USDT": {"local": exchange.usdt, "other": {"token": usdt18, "decimals": 18}},
-        }
+        assets = {"ETH": {"local": "native"},
+                  "USDT": {"local": exchange.usdt, "other": {"token": usdt18, "decimals": 18}}}
         ctx = exchange.context(rpc={"local": exchange.chain.url, "other": other.url})
-        done = run_action(
-            "reserves.assets",
-            exchange.inputs(
-                wallets=wallets, assets=assets, block={"local": pinned, "other": "latest"}
-            ),
-            ctx,
-        )
+        done = run_action("reserves.assets", exchange.inputs(
+            wallets=wallets, assets=assets, block={"local": pinned, "other": "latest"}), ctx)
         assert done["block"] is None  # two chains: see blocks
         assert done["blocks"]["local"]["number"] == pinned
         assert done["blocks"]["other"]["number"] == other.w3.eth.block_number
@@ -468,24 +462,17 @@ def test_inputs_are_checked_before_anything_is_read(exchange: Exchange) -> None:
 
     bad = exchange.hot.address[:2] + exchange.hot.address[2:].swapcase()
     assert "wrong EIP-55 checksum" in refused(
-        wallets=[{"chain": "local", "address": bad, "kind": "hot"}]
-    )
+        wallets=[{"chain": "local", "address": bad, "kind": "hot"}])
     assert "listed twice" in refused(wallets=[*exchange.wallets(), exchange.wallets()[0]])
     assert "not both" in refused(liabilities={"ETH": {"decimals": 18, "total": "1"}})
     assert "a block number pins one chain" in refused(
-        block=5,
-        wallets=[
-            *exchange.wallets(),
-            {"chain": "other", "address": exchange.hot.address, "kind": "hot"},
-        ],
-    )
+        block=5, wallets=[*exchange.wallets(),
+                          {"chain": "other", "address": exchange.hot.address, "kind": "hot"}])
     assert "are both native on local" in refused(
-        assets={"ETH": {"local": "native"}, "WETH": {"local": "native"}}
-    )
+        assets={"ETH": {"local": "native"}, "WETH": {"local": "native"}})
     assert "not true or false" in refused(block=True)
-    assert "float" in refused(
-        liabilities_root=None, liabilities={"ETH": {"decimals": 18, "total_decimal": 1.5}}
-    )
+    assert "float" in refused(liabilities_root=None,
+                              liabilities={"ETH": {"decimals": 18, "total_decimal": 1.5}})
     # with every wallet on one chain, an asset may be given as just its token
     parsed = act.parse(exchange.inputs(assets={"ETH": "native", "USDT": exchange.usdt}))
     assert parsed.assets["USDT"]["local"].token == exchange.usdt
@@ -495,13 +482,11 @@ def test_files_that_cannot_be_used_fail_the_step(exchange: Exchange) -> None:
     assert failure(exchange, statements="nope.yaml") == "no statements file nope.yaml"
     assert "give statements" in failure(exchange, statements="")
     assert failure(exchange, liabilities_root="missing/root.json").startswith(
-        "no liabilities root missing/root.json"
-    )
+        "no liabilities root missing/root.json")
     (exchange.root / "statements.yaml").write_text("statements: [{address: 1}]\n")
     assert "'address' is missing or not text" in failure(exchange)
     assert "has no liabilities of DOGE" in failure(
-        exchange, assets={"DOGE": {"local": exchange.usdt}}
-    )
+        exchange, assets={"DOGE": {"local": exchange.usdt}})
 
 
 def test_a_tabletop_drill_reads_and_signs_nothing(exchange: Exchange) -> None:

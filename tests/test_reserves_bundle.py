@@ -77,7 +77,7 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def test_irctl_reserves_proof_takes_one_proof_out(workspace: Path) -> None:
-    name = 'client «14», "quoted"'
+    name = "client «14», \"quoted\""
     done = subprocess.run(
         [str(Path(sys.executable).parent / "irctl"), "reserves", "proof", "bundle", name],
         cwd=workspace, capture_output=True, check=False,

@@ -40,16 +40,8 @@ def one_leaf_proof() -> tuple[dict[str, Any], str]:
     salt = bytes(16)
     top = v.leaf_hash(salt, "alice", packed) + packed
     root = v.root_hash(v.asset_descriptor(["BTC", "ETH"], [8, 18]), top).hex()
-    proof = {
-        "format": v.FORMAT,
-        "root": root,
-        "assets": ["BTC", "ETH"],
-        "decimals": [8, 18],
-        "account": "alice",
-        "salt": salt.hex(),
-        "balances": ["150000000", "0"],
-        "path": [],
-    }
+    proof = {"format": v.FORMAT, "root": root, "assets": ["BTC", "ETH"], "decimals": [8, 18],
+             "account": "alice", "salt": salt.hex(), "balances": ["150000000", "0"], "path": []}
     return proof, root
 
 
@@ -116,7 +108,9 @@ def test_the_script_exit_codes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["build", "proof", "verify-proof", "verify"])
-def test_every_reserves_command_has_help_and_is_in_the_readme(command: str, tmp_path: Path) -> None:
+def test_every_reserves_command_has_help_and_is_in_the_readme(
+    command: str, tmp_path: Path
+) -> None:
     from tests.helpers import irctl
 
     done = irctl("reserves", command, "--help", cwd=tmp_path)

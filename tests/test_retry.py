@@ -211,7 +211,9 @@ steps:
 
 # -- irctl skip --------------------------------------------------------------------------------
 
-SKIPPABLE = RUNBOOK.replace("approvals:\n", "skip: {roles: [security-lead]}\napprovals:\n").replace(
+SKIPPABLE = RUNBOOK.replace(
+    "approvals:\n", "skip: {roles: [security-lead]}\napprovals:\n"
+).replace(
     "  - id: tell\n    action: notify.console\n",
     "  - id: tell\n    action: notify.console\n    skip: never\n",
 )

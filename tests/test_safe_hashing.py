@@ -14,7 +14,9 @@ ARBITRUM_DOMAIN = "0x1cf7f9b1efe3bc47fe02fd27c649fea19e79d66040683a1c86c7490c80b
 ARBITRUM_MESSAGE = "0xd9109ea63c50ecd3b80b6b27ed5c5a9fd3d546c2169dfb69bfa7ba24cd14c7a5"
 ARBITRUM_SAFE_TX = "0x0cb7250b8becd7069223c54e2839feaed4cee156363fbfe5dd0a48e75c4e25b3"
 ADD_OWNER = (
-    "0x0d582f13" + "0c75fa5a5f1c0997e3eea425cfa13184ed0ec9e5".rjust(64, "0") + format(3, "064x")
+    "0x0d582f13"
+    + "0c75fa5a5f1c0997e3eea425cfa13184ed0ec9e5".rjust(64, "0")
+    + format(3, "064x")
 )
 
 

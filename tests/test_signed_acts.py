@@ -109,11 +109,7 @@ class Team:
         model = load_runbook_text(text, "runbook.yaml")
         engine = self.engine(store, **kw)
         run_id = engine.create_run(
-            model,
-            text,
-            {"out": str(self.out)},
-            initiator="oncall",
-            mode=mode,
+            model, text, {"out": str(self.out)}, initiator="oncall", mode=mode,
             starter_key=self.oncall,
         )
         state = engine.execute(run_id)

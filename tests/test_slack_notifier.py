@@ -151,6 +151,7 @@ def test_drills_are_unmistakable(slack: Any, tmp_path: Path) -> None:
     assert "DRILL" in json.dumps(header.blocks)
 
 
+
 def test_every_thread_reply_of_a_drill_says_drill(slack: Any, tmp_path: Path) -> None:
     config, _ = _config(slack, tmp_path)
     store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")

@@ -685,8 +685,7 @@ def test_stripping_every_approval_event_of_a_gated_step(
     assert not report.ok
     assert any(
         f"{STEP} started, but no approval was ever requested for it (the runbook requires "
-        "'treasury-two-person')" in p
-        for p in report.problems
+        "'treasury-two-person')" in p for p in report.problems
     ), report.problems
 
 

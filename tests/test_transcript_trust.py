@@ -289,9 +289,9 @@ def test_the_forged_evidence_pack(trial: Trial, forged_ws: Path, tmp_path: Path)
     reviewer = tmp_path / "reviewer"
     reviewer.mkdir()
     shutil.copy(trial.ws / "irctl.yaml", reviewer / "irctl.yaml.trusted")
-    install = json.loads(irctl("keys", "export", cwd=trial.ws, env=trial.env).stdout)[
-        "installation_key"
-    ]
+    install = json.loads(
+        irctl("keys", "export", cwd=trial.ws, env=trial.env).stdout
+    )["installation_key"]
     plain = _verify(reviewer, {}, str(pack), "--key", install)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "trusted on the transcript's own word" in " ".join(plain.stdout.split())
@@ -382,10 +382,8 @@ def test_roles_the_trust_file_does_not_give(trial: Trial, tmp_path: Path) -> Non
     done = _verify(trial.ws, trial.env, trial.run_id, "--trust", str(path), "--json")
     assert done.returncode == 1, done.stdout
     found = json.loads(done.stdout)
-    assert [
-        (f["kind"], f["operator"], f["recorded"], f["trusted"], f["decisions"])
-        for f in found["key_findings"]
-    ] == [("roles", "carol", ["treasury"], ["cfo"], 1)]
+    assert [(f["kind"], f["operator"], f["recorded"], f["trusted"], f["decisions"])
+            for f in found["key_findings"]] == [("roles", "carol", ["treasury"], ["cfo"], 1)]
     text = " ".join(_verify(trial.ws, trial.env, trial.run_id, "--trust", str(path)).stdout.split())
     assert "ROLES MISMATCH: carol: the run recorded the roles [treasury]" in text, text
     assert "approval by carol does not count" in text, text
