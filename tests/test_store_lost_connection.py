@@ -84,7 +84,7 @@ def test_terminated_backends_mid_run_are_reconnected_and_each_step_runs_once(
     fresh_pg_url: str, pg_server: PostgresServer, tmp_path: Path
 ) -> None:
     ws = make_workspace(tmp_path / "ws", {"slow": SLOW}, store=fresh_pg_url,
-                        extra="store_retry: 20s\n")  # fmt: skip
+                        extra="store_retry: 20\n")  # fmt: skip
     effects = tmp_path / "effects.txt"
     database = fresh_pg_url.rsplit("/", 1)[1]
     dsn = pg_server.dsn(database)
@@ -129,7 +129,7 @@ def test_a_server_gone_longer_than_store_retry_is_74_and_the_run_resumes(
 ) -> None:
     url = own_server.create_database()
     dsn = own_server.dsn(url.rsplit("/", 1)[1])
-    ws = make_workspace(tmp_path / "ws", {"slow": SLOW}, store=url, extra="store_retry: 1s\n")
+    ws = make_workspace(tmp_path / "ws", {"slow": SLOW}, store=url, extra="store_retry: 1\n")
     effects = tmp_path / "effects.txt"
     proc = _start_run(ws, effects)
     try:

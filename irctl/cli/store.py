@@ -14,7 +14,8 @@ store_app = typer.Typer(
 app.add_typer(store_app, name="store")
 
 if TYPE_CHECKING:
-    from irctl.journal.store import Progress
+    from irctl.journal.store import Progress, Store
+    from irctl.workspace import Workspace
 
 
 @store_app.command("info")
@@ -29,8 +30,8 @@ def info_command(as_json: bool = JSON_OPTION) -> None:
 
     ws = Workspace.find()
     _, origin, _ = ws.store_source
-    store = ws.reader
-    runs, events = store.counts()
+    with _reader(ws) as store:
+        runs, events = store.counts()
     found = {
         "url": store.where, "origin": origin, "dialect": store.dialect,
         "schema_version": store.schema_version, "code_schema_version": SCHEMA_VERSION,
@@ -109,9 +110,8 @@ def migrate_command(
     from irctl.workspace import Workspace
 
     ws = Workspace.find()
-    source = ws.reader
     key = ws.public_key()
-    with _progress() as (copying, verifying):
+    with _reader(ws) as source, _progress() as (copying, verifying):
         found = migrate(
             source, to, workspace=ws.root, public_keys=[key] if key else None,
             progress=copying, verifying=verifying,
@@ -138,6 +138,22 @@ def migrate_command(
             f"{len(found.broken)} copied runs do not verify on the target, first run "
             f"{run_id}: {problem}; the source is unchanged"
         )
+
+
+@contextlib.contextmanager
+def _reader(ws: "Workspace") -> "Iterator[Store]":
+    """The workspace's store opened to read only, through SQLAlchemy whatever the database
+    (what these commands do needs the whole store, not the quick SQLite reader)."""
+    from irctl.journal.store import Store
+
+    url, origin, _ = ws.store_source
+    store = Store.open(
+        url, workspace=ws.root, create=False, origin=origin, retry=ws.config.store_retry
+    )
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager

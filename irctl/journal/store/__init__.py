@@ -35,7 +35,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from irctl.errors import CorruptEvent, NoStore, StoreError, UsageError
+from irctl.errors import NoStore, StoreError, UsageError
 from irctl.journal.events import GENESIS, RUN_CREATED, Event
 from irctl.journal.store.appending import Appender, row_of
 from irctl.journal.store.appending import HeadMoved as HeadMoved
@@ -50,6 +50,7 @@ from irctl.journal.store.faults import (
     lost,
     restarting,
 )
+from irctl.journal.store.filereader import UNFINISHED_SQL, _encodable, parse_events
 from irctl.journal.store.locks import RunLocks
 from irctl.journal.store.locks import _advisory_key as _advisory_key  # the lock's tests read it
 from irctl.journal.store.opening import (
@@ -396,15 +397,7 @@ class Store:
                 patience.pause(exc)
 
     def events(self, run_id: str, *, after: int = 0) -> list[Event]:
-        events = []
-        for number, line in enumerate(self.lines(run_id, after=after), start=after + 1):
-            try:
-                events.append(Event.from_line(line))
-            except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                raise CorruptEvent(
-                    f"run {run_id}: stored event {number} cannot be read ({exc}); "
-                    f"'irctl transcript verify {run_id}' shows what is wrong"
-                ) from None
+        events = parse_events(run_id, self.lines(run_id, after=after), after)
         if not events and after == 0 and self.get_run(run_id) is None:
             raise UsageError(f"no run {run_id}")
         return events
@@ -460,6 +453,24 @@ class Store:
         return [RunRow(*row) for row in self._read("cannot read runs", query)]
 
 
+    def meta_value(self, key: str) -> str | None:
+        """A value of the store's ``irctl_meta`` table (its schema version, runs' salts)."""
+        from sqlalchemy import select
+
+        table = self._meta.tables["irctl_meta"]
+        rows = self._read(
+            "cannot read the store's settings", select(table.c.value).where(table.c.key == key)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def unfinished_runs(self) -> list[RunRow]:
+        """Runs, newest first, that may have an approval pending (see
+        :meth:`.filereader.FileReader.unfinished_runs`)."""
+        from sqlalchemy import text
+
+        return [RunRow(*row) for row in self._read("cannot read runs", text(UNFINISHED_SQL))]
+
+
 def _shown(url: str, workspace: Path | None) -> str:
     """A store's URL for a message: its password hidden, a relative SQLite path made whole."""
     from sqlalchemy.engine import make_url
@@ -471,11 +482,3 @@ def _shown(url: str, workspace: Path | None) -> str:
         return str(path if path.is_absolute() or workspace is None else workspace / path)
     return parsed.render_as_string(hide_password=True)
 
-
-def _encodable(text: str) -> bool:
-    """False for text holding lone surrogates (bytes that were not UTF-8 on the command line)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -41,13 +41,18 @@ def stored_version(conn: Any, present: set[str], meta: Any) -> int | None:
         return 1
     table = meta.tables["irctl_meta"]
     row = conn.execute(select(table.c.value).where(table.c.key == VERSION_KEY)).first()
-    if row is None:
+    return version_of(None if row is None else str(row[0]))
+
+
+def version_of(value: str | None) -> int:
+    """The schema version a stored ``irctl_meta`` value says (None: no row, version 1)."""
+    if value is None:
         return 1
     try:
-        version = int(row[0])
+        version = int(value)
     except ValueError:
         raise StoreError(
-            f"the store's schema version {str(row[0])[:40]!r} is not a number: irctl_meta was "
+            f"the store's schema version {value[:40]!r} is not a number: irctl_meta was "
             "damaged or edited; restore it from a backup"
         ) from None
     if version < 1:
