@@ -1,10 +1,11 @@
 """The workspace config, ``irctl.yaml``: its models, and reading it.
 
-Owns :class:`Config` (the store, the installation key, the operators and their keys, break
-glass, integrations' settings, ``vars``, sandbox secrets) and the base every model of
-:mod:`irctl.runbook.model` shares.  Reading ``irctl.yaml`` needs PyYAML and pydantic and
-nothing else of the loader (no template engine, no checks, no integration), so a command that
-only reads the store — ``irctl status``, ``runs list`` — starts quickly.
+Owns :class:`Config` (the store and how long a lost database is waited for, the installation
+key, the operators and their keys, break glass, integrations' settings, ``vars``, sandbox
+secrets) and the base every model of :mod:`irctl.runbook.model` shares.  Reading
+``irctl.yaml`` needs PyYAML and pydantic and nothing else of the loader (no template engine,
+no checks, no integration), so a command that only reads the store — ``irctl status``,
+``runs list`` — starts quickly.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ class Config(_Model):
     """The workspace config, ``irctl.yaml``."""
 
     store: str = "sqlite:///.irctl/irctl.db"
+    store_retry: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="seconds a lost connection to the store's database is retried, with "
+        "backoff, before a command says 'store unavailable' (exit 74) and leaves the run "
+        "resumable",
+    )
     installation_key: str | None = Field(
         default=None,
         pattern=r"^ed25519:[A-Za-z0-9+/=]+$",
