@@ -326,7 +326,7 @@ def check(root: Path, url: str, figures: Figures) -> None:
             figures.double_approvals += sum(1 for n in votes.values() if n > 1)
             starts = [
                 e.seq for e in events if e.type == "step.started" and e.data.get("step") == GATE
-            ]  # noqa: E501
+            ]
             first_start = starts[0] if starts else None
             if first_start is not None:
                 before = {e.data.get("operator") for e in events
