@@ -365,8 +365,9 @@ def soak(settings: Settings, *, quiet: bool = False) -> Figures:
                 done = 1 - left / settings.runs
                 if done > 0.15:
                     faults.set()
-                if faults.is_set() and kills_left and driver.random.random() < 0.5:
-                    kills_left -= driver.kill_one()
+                for _ in range(2):  # up to two kills a round, until --kills are made
+                    if faults.is_set() and kills_left:
+                        kills_left -= driver.kill_one()
                 if restarts_due and done >= restarts_due[0]:
                     restarts_due.pop(0)
                     took = pg.restart_immediately()
