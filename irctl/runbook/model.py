@@ -90,6 +90,9 @@ SecretRef = Annotated[
 ]
 
 
+#: The actions that wait for a person (irctl.builtins.manual): never ``auto``.
+MANUAL_PREFIX = "manual."
+
 #: The most approvers a policy may ask for (quorum, a group's min, deny).
 MAX_APPROVERS = 100
 
@@ -285,6 +288,11 @@ class Step(_Model):
         default="allowed",
         description="never: nobody may skip this step by hand (irctl skip), whatever their role",
     )
+    auto: bool = Field(
+        default=False,
+        description="true: a run started by an alert (triggers: in irctl.yaml) runs this step "
+        "before anyone adopts the run; containment that needs no approval and no person",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -305,7 +313,21 @@ class Step(_Model):
             if self.approval is not None:
                 raise ValueError("a step with 'repeat' cannot carry an 'approval': each round "
                                  "would act on one approval; approve a step of its own before it")
+        if self.auto:
+            self._auto_allowed()
         return self
+
+    def _auto_allowed(self) -> None:
+        """``auto: true`` only where no person is needed: an alert starts it unattended."""
+        if self.parallel is not None:
+            raise ValueError("'auto' belongs on the action steps inside 'parallel', not on "
+                             "the block")
+        if self.approval is not None:
+            raise ValueError("a step with 'auto: true' cannot carry an 'approval': an alert "
+                             "starts it before anyone could approve; drop one of the two")
+        if (self.action or "").startswith(MANUAL_PREFIX):
+            raise ValueError(f"a manual step ({self.action}) cannot be 'auto: true': it waits "
+                             "for a person, and an alert-started run has none until adopted")
 
     def walk(self) -> list[Step]:
         """This step and every step nested in it, in order."""
@@ -420,6 +442,48 @@ class BreakGlass(_Model):
     roles: list[str] = Field(default_factory=list)
 
 
+TriggerSource = Literal["generic", "alertmanager", "pagerduty", "sns"]
+
+#: The largest alert body ``irctl serve`` reads by default (a trigger's ``max_body``).
+DEFAULT_MAX_BODY = 256 * 1024
+
+
+class Trigger(_Model):
+    """An alert that starts a runbook: ``POST /alerts/NAME`` on ``irctl serve``.
+
+    Values in ``match``, ``params`` and ``incident`` are read from the alert: a
+    template over ``alert`` (``{{ alert.labels.wallet }}``, sandboxed), or a plain
+    field path (``labels.wallet``) for ``match`` keys.
+    """
+
+    source: TriggerSource = Field(description="who sends the alert and how it is authenticated")
+    secret: SecretRef = Field(
+        description="the shared secret: the HMAC key (generic, pagerduty) or the bearer token "
+        "or user:password (alertmanager)"
+    )
+    runbook: Identifier = Field(description="the runbook a matching alert starts")
+    match: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="field path (labels.severity, fields.chain, summary) -> the value it must "
+        "equal; every entry must match (empty: every alert matches)",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the runbook's params, each a template over 'alert' or a constant",
+    )
+    incident: str = Field(
+        default="{{ alert.id }}",
+        min_length=1,
+        max_length=500,
+        description="a template over 'alert' giving the incident key: a second alert for the "
+        "same incident is recorded on the first one's run instead of starting another",
+    )
+    max_body: int = Field(
+        default=DEFAULT_MAX_BODY, ge=1024, le=16 * 1024 * 1024, description="bytes, at most"
+    )
+    description: str | None = None
+
+
 class Config(_Model):
     """The workspace config, ``irctl.yaml``."""
 
@@ -437,6 +501,10 @@ class Config(_Model):
         default_factory=dict,
         description="for sandbox runs only: references that replace the runbooks' secrets of "
         "the same name (a sandbox never reads a production secret)",
+    )
+    triggers: dict[Identifier, Trigger] = Field(
+        default_factory=dict,
+        description="alerts that start runbooks through irctl serve (POST /alerts/NAME)",
     )
 
 
