@@ -819,9 +819,18 @@ class _Approvals:
     def check_start(self, data: dict[str, Any]) -> None:
         """A live run with operators is started by one of them, signed with their key as
         recorded at run start (and trusted by the trust root, when one is given)."""
-        from irctl.record.approvals import start_problem
+        from irctl.record.approvals import TRIGGER_PREFIX, start_problem, trigger_start_problem
 
         who = self.initiator
+        if (isinstance(who, str) and who.startswith(TRIGGER_PREFIX)) or "trigger" in data:
+            # an alert started it: the installation key signed its start (irctl serve)
+            keys = list(self.v.keys) if self.v.trusted else None
+            problem = trigger_start_problem(data, str(self.v.run), keys)
+            if problem is not None:
+                self.v.problem(1, f"event 1 (line 1): {problem}")
+            else:
+                self.signed_start = True
+            return
         operator = (self.operators or {}).get(who) if isinstance(who, str) else None
         if not isinstance(operator, dict):
             self.v.problem(1, f"event 1 (line 1): the run's initiator {who!r} is not one of "

@@ -281,6 +281,21 @@ class Store:
             raise UsageError(f"run id {prefix!r} is ambiguous ({len(rows)} runs match)")
         return RunRow(*rows[0])
 
+    def runs_for_incident(self, incident: str, *, limit: int = 20) -> list[RunRow]:
+        """The runs recorded for ``incident``, newest first (as the rows say: check each run's
+        own ``run.created`` before believing it)."""
+        from sqlalchemy import select
+
+        runs = self._runs
+        query = (
+            select(runs)
+            .where(runs.c.incident == incident)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(limit)
+        )
+        with self._reading("runs"), self.engine.connect() as conn:
+            return [RunRow(*row) for row in conn.execute(query)]
+
     def runs(self, *, limit: int | None = None) -> list[RunRow]:
         """Runs, newest first (ties in ``created_at`` broken by id, descending)."""
         from sqlalchemy import select

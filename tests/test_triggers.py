@@ -1,0 +1,401 @@
+"""Alerts that start runbooks: a real ``irctl serve`` process, real HTTP posts, a real store.
+
+Signatures and tokens are computed here independently of irctl; each refusal is checked to
+start nothing; the runs an alert starts run their ``auto`` steps only, until an operator
+adopts them with a signed act (a forged adoption row stops the run instead).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import sqlite3
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from irctl.journal.events import Event
+from irctl.workspace import Workspace
+from tests.helpers import IRCTL, irctl, keyed_operators, make_workspace
+
+SECRET = "generic-alert-secret-for-tests"
+TOKEN = "alertmanager-token-for-tests"
+PD_SECRET = "pagerduty-secret-for-tests"
+
+RUNBOOK = """\
+irctl: 1
+id: contain
+title: Contain a hot wallet
+params:
+  wallet: {type: string, pattern: "^0x[0-9a-f]+$"}
+  amount: {type: number, default: 0}
+approvals:
+  treasury: {quorum: 1, roles: [treasury]}
+steps:
+  - id: halt
+    action: notify.console
+    auto: true
+    with: {message: "halt withdrawals for {{ params.wallet }}"}
+  - id: pause
+    action: notify.console
+    auto: true
+    with: {message: "pause signers, {{ params.amount }} at risk"}
+  - id: sweep
+    action: notify.console
+    approval: treasury
+    with: {message: "sweep {{ params.wallet }} to cold storage"}
+"""
+
+TRIGGERS = """\
+triggers:
+  hot:
+    source: generic
+    secret: env:TEST_ALERT_SECRET
+    runbook: contain
+    match: {labels.severity: critical}
+    params: {wallet: "{{ alert.labels.wallet }}", amount: alert.fields.amount}
+    incident: "hot-{{ alert.labels.wallet }}"
+    max_body: 4096
+  am:
+    source: alertmanager
+    secret: env:TEST_AM_TOKEN
+    runbook: contain
+    match: {labels.severity: critical}
+    params: {wallet: alert.labels.wallet}
+    incident: "am-{{ alert.labels.wallet }}"
+  pd:
+    source: pagerduty
+    secret: env:TEST_PD_SECRET
+    runbook: contain
+    match: {labels.urgency: high}
+    params: {wallet: "0xfeed"}
+    incident: "pd-{{ alert.fields.incident.id }}"
+"""
+
+
+@dataclass
+class Served:
+    ws: Path
+    url: str
+    env: dict[str, str]
+
+    def post(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        request = urllib.request.Request(self.url + path, body, sent, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def alert(self, body: bytes, stamp: int | None = None, trigger: str = "hot") -> Any:
+        stamp = int(time.time()) if stamp is None else stamp
+        return self.post(f"/alerts/{trigger}", body, signed(body, stamp))
+
+    def irctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return irctl(*args, cwd=self.ws, env=self.env)
+
+    def runs(self) -> list[dict[str, Any]]:
+        result = self.irctl("runs", "list", "--json")
+        assert result.returncode == 0, result.stderr
+        found: list[dict[str, Any]] = json.loads(result.stdout)
+        return found
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        result = self.irctl("status", run_id, "--json")
+        assert result.returncode == 0, result.stderr
+        found: dict[str, Any] = json.loads(result.stdout)
+        return found
+
+    def settled(self, run_id: str) -> dict[str, Any]:
+        """The run's status once the server's thread has taken it to its first wait."""
+        deadline = time.monotonic() + 60
+        while True:
+            found = self.status(run_id)
+            if found["status"] not in ("created", "running") or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+    def events(self, run_id: str) -> list[Event]:
+        return Workspace.find(self.ws).reader.events(run_id)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
+
+def signed(body: bytes, stamp: int, secret: str = SECRET) -> dict[str, str]:
+    """The generic webhook's headers, computed as its documentation says."""
+    mac = hmac.new(secret.encode(), b"v1:" + str(stamp).encode() + b":" + body, hashlib.sha256)
+    return {"X-Irctl-Timestamp": str(stamp), "X-Irctl-Signature": "v1=" + mac.hexdigest()}
+
+
+def generic(
+    ident: str, *, wallet: str = "0xabc", severity: str = "critical", detected: str | None = None
+) -> bytes:
+    when = detected or (datetime.now(UTC) - timedelta(seconds=90)).isoformat()
+    return json.dumps({
+        "id": ident, "detected_at": when, "summary": "outflow above threshold",
+        "labels": {"severity": severity, "wallet": wallet}, "fields": {"amount": 1250000},
+    }).encode()  # fmt: skip
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    keys = tmp_path / "keys"
+    operators = keyed_operators(keys, {"alice": "security-lead", "bob": "treasury"})
+    ws = make_workspace(tmp_path / "ws", {"contain": RUNBOOK}, extra=operators + TRIGGERS)
+    env = {
+        **os.environ, "IRCTL_WORKSPACE": str(ws), "IRCTL_KEY_DIR": str(keys),
+        "TEST_ALERT_SECRET": SECRET, "TEST_AM_TOKEN": TOKEN, "TEST_PD_SECRET": PD_SECRET,
+    }  # fmt: skip
+    env.pop("IRCTL_KEY", None)
+    process = subprocess.Popen(
+        [IRCTL, "serve", "--port", "0"], cwd=ws, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert "listening on http://127.0.0.1:" in line, line + process.stderr.read()
+        assert "/slack/interactivity" not in line  # alerts only: no Slack settings needed
+        url = line.split("listening on ", 1)[1].split("/alerts/", 1)[0]
+        yield Served(ws, url, env)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_an_alert_starts_the_auto_steps_and_the_rest_waits_for_adoption(served: Served) -> None:
+    detected = (datetime.now(UTC) - timedelta(seconds=90)).replace(microsecond=0)
+    status, answer = served.alert(generic("a-1", detected=detected.isoformat()))
+    assert status == 202, answer
+    assert answer["started"] is True
+    assert answer["incident"] == "hot-0xabc"
+    run_id = answer["run"]
+
+    state = served.settled(run_id)
+    assert state["status"] == "waiting"
+    assert state["initiator"] == "trigger:hot"
+    assert state["incident"] == "hot-0xabc"
+    assert state["params"] == {"wallet": "0xabc", "amount": 1250000}
+    steps = {s["step"]: s["status"] for s in state["steps"]}
+    assert steps == {"halt": "succeeded", "pause": "succeeded"}  # sweep never started
+    assert state["awaiting_adoption"] == "sweep"
+    assert state["trigger"]["detected_at"] == detected.isoformat()
+    assert state["time_to_start"] >= 90
+    assert state["time_to_contain"] >= state["time_to_start"]
+    created = served.events(run_id)[0].data
+    assert created["trigger"]["name"] == "hot"
+    assert created["trigger"]["detected_at"] == detected.isoformat()
+
+    shown = served.irctl("status", run_id)
+    assert f"waiting for a person to adopt: irctl adopt {run_id} --as OP" in shown.stdout
+    assert "time_to_contain" in shown.stdout
+
+    # resumed before anyone adopted it: still only the auto steps
+    early = served.irctl("resume", run_id, "--as", "alice", "--unattended", "--no-wait")
+    assert early.returncode == 3, early.stderr
+    assert "irctl adopt" in early.stderr
+    assert "sweep" not in {s["step"] for s in served.status(run_id)["steps"]}
+
+    adopted = served.irctl("adopt", run_id, "--as", "alice")
+    assert adopted.returncode == 0, adopted.stderr
+    again = served.irctl("adopt", run_id, "--as", "bob")
+    assert again.returncode == 2
+    assert "already adopted by alice" in again.stderr
+
+    waiting = served.irctl("resume", run_id, "--as", "alice", "--unattended", "--no-wait")
+    assert waiting.returncode == 3, waiting.stderr
+    sweep = {s["step"]: s for s in served.status(run_id)["steps"]}["sweep"]
+    assert sweep["waiting_for"] == "approval"
+    approve = served.irctl("approve", run_id, "sweep", "--as", "bob", "--yes")
+    assert approve.returncode == 0, approve.stderr
+    done = served.irctl("resume", run_id, "--as", "alice", "--unattended")
+    assert done.returncode == 0, done.stderr
+    final = served.status(run_id)
+    assert final["status"] == "succeeded"
+    assert final["adopted_by"] == "alice"
+
+    verified = served.irctl("transcript", "verify", run_id)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    markdown = served.irctl("transcript", "export", run_id, "--format", "md")
+    assert markdown.returncode == 0, markdown.stderr
+    assert "Time to contain" in markdown.stdout
+    assert "adopted by alice" in markdown.stdout
+
+
+def test_a_second_alert_for_the_incident_is_recorded_on_its_run(served: Served) -> None:
+    status, first = served.alert(generic("b-1"))
+    assert status == 202
+    status, second = served.alert(generic("b-2"))  # another id, the same wallet: one incident
+    assert status == 200, second
+    assert second == {"alert": "b-2", "run": first["run"], "incident": "hot-0xabc",
+                      "started": False}  # fmt: skip
+    assert [run["run_id"] for run in served.runs()] == [first["run"]]
+    served.settled(first["run"])
+    received = [e for e in served.events(first["run"]) if e.type == "alert.received"]
+    assert [e.data["alert"] for e in received] == ["b-2"]
+    assert "deduplicated" in served.metrics()
+
+
+def test_refused_alerts_start_nothing_and_are_counted(served: Served) -> None:
+    now = int(time.time())
+    body = generic("c-1")
+    cases = [
+        ("no signature", served.post("/alerts/hot", body), 401),
+        ("bad signature", served.post("/alerts/hot", body, signed(body, now, "wrong")), 401),
+        ("altered body", served.post("/alerts/hot", generic("c-2"), signed(body, now)), 401),
+        ("stale", served.alert(body, now - 6 * 60), 401),
+        ("future", served.alert(body, now + 10 * 60), 401),
+        ("oversize", served.alert(generic("c-3") + b" " * 5000), 413),
+        ("unknown trigger", served.alert(body, trigger="nope"), 404),
+        ("unmatched", served.alert(generic("c-4", severity="info")), 422),
+        ("not json", served.alert(b"{not json"), 400),
+        ("no detected_at", served.alert(json.dumps({"id": "c-5", "summary": "x"}).encode()), 400),
+        ("bad param", served.alert(generic("c-6", wallet="not-a-wallet")), 422),
+    ]
+    for what, (status, answer), expected in cases:
+        assert status == expected, (what, answer)
+        assert answer.get("started") is None, what
+    assert served.runs() == []
+    metrics = served.metrics()
+    for outcome in ("unauthenticated", "stale", "oversize", "unmatched", "malformed"):
+        assert f'outcome="{outcome}"' in metrics, metrics
+    assert 'trigger="",outcome="unknown_trigger"' in metrics  # the name sent is not a label
+
+
+def test_a_replayed_alert_is_refused(served: Served) -> None:
+    body = generic("d-1", wallet="0xd1")
+    headers = signed(body, int(time.time()))
+    status, first = served.post("/alerts/hot", body, headers)
+    assert status == 202
+    status, answer = served.post("/alerts/hot", body, headers)  # the same request again
+    assert status == 409
+    assert "replayed" in answer["error"]
+    status, answer = served.alert(body, int(time.time()) - 1)  # signed anew: the same alert id
+    assert status == 409
+    assert "alert id" in answer["error"]
+    assert [run["run_id"] for run in served.runs()] == [first["run"]]
+    served.settled(first["run"])
+    assert 'outcome="replayed"} 2' in served.metrics()
+
+
+def test_a_forged_adoption_row_lets_no_step_run(served: Served) -> None:
+    status, answer = served.alert(generic("e-1", wallet="0xe1"))
+    assert status == 202
+    run_id = answer["run"]
+    assert served.settled(run_id)["status"] == "waiting"
+
+    # Someone who can write the store adds an adoption "by alice", signed with another key.
+    from irctl.identity import generate_private_key
+    from irctl.record.approvals import sign_act
+
+    events = served.events(run_id)
+    stranger = generate_private_key(served.ws / "stranger.key")
+    data = sign_act(stranger, run_id, "run.adopted", {"by": "alice", "trigger": "hot"})
+    data["key"] = events[0].data["operators"]["alice"]["key"]  # claims alice's key
+    forged = Event.make(run_id, events[-1].seq + 1, "run.adopted", data, events[-1].hash)
+    with sqlite3.connect(served.ws / ".irctl" / "irctl.db") as db:
+        db.execute(
+            "INSERT INTO irctl_events (run_id, seq, ts, type, line, hash) VALUES (?,?,?,?,?,?)",
+            (run_id, forged.seq, forged.ts, forged.type, forged.line, forged.hash),
+        )
+
+    result = served.irctl("resume", run_id, "--as", "alice", "--unattended", "--no-wait")
+    assert result.returncode == 1, result.stderr
+    state = served.status(run_id)
+    assert state["status"] == "tampered"
+    assert "sweep" not in {s["step"] for s in state["steps"]}
+
+
+def test_alertmanager_alerts_each_match_on_their_own(served: Served) -> None:
+    starts = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+
+    def alert(wallet: str, severity: str, status: str = "firing") -> dict[str, Any]:
+        return {
+            "status": status, "labels": {"alertname": "HotWalletOutflow", "severity": severity,
+                                         "wallet": wallet},
+            "annotations": {"summary": f"outflow from {wallet}"}, "startsAt": starts,
+            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://127.0.0.1:9090/graph",
+            "fingerprint": f"fp-{wallet}",
+        }  # fmt: skip
+
+    body = json.dumps({
+        "version": "4", "groupKey": "{}:{alertname=\"HotWalletOutflow\"}", "status": "firing",
+        "receiver": "irctl", "alerts": [
+            alert("0xa1", "critical"), alert("0xa2", "warning"),
+            alert("0xa3", "critical", "resolved"),
+        ],
+    }).encode()  # fmt: skip
+    status, _ = served.post("/alerts/am", body, {"Authorization": "Bearer wrong"})
+    assert status == 401
+    status, _ = served.post("/alerts/am", body)
+    assert status == 401
+    assert served.runs() == []
+
+    status, answer = served.post("/alerts/am", body, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 202, answer
+    results = {r["alert"]: r for r in answer["alerts"]}
+    assert results["fp-0xa1"]["started"] is True
+    assert "matches no rule" in results["fp-0xa2"]["error"]
+    assert "fp-0xa3" not in results  # resolved: starts nothing
+    run_id = results["fp-0xa1"]["run"]
+    state = served.settled(run_id)
+    assert state["trigger"]["detected_at"] == starts
+    assert state["params"]["wallet"] == "0xa1"
+
+    # Alertmanager repeats the notification: nothing new; basic auth works as well
+    basic = "Basic " + base64.b64encode(TOKEN.encode()).decode()
+    status, answer = served.post("/alerts/am", body, {"Authorization": basic})
+    assert status == 200, answer
+    assert [run["run_id"] for run in served.runs()] == [run_id]
+
+
+def test_pagerduty_v3_webhooks_are_verified(served: Served) -> None:
+    occurred = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+    body = json.dumps({"event": {
+        "id": "01DEN4HPBQAJ1KS8CVHJQ4ZBSN", "event_type": "incident.triggered",
+        "resource_type": "incident", "occurred_at": occurred,
+        "data": {"id": "PGR0VU2", "type": "incident", "title": "Hot wallet drain",
+                 "urgency": "high", "service": {"summary": "wallets"},
+                 "incident": {"id": "PGR0VU2"}},
+    }}).encode()  # fmt: skip
+    wrong = hmac.new(b"other", body, hashlib.sha256).hexdigest()
+    status, _ = served.post("/alerts/pd", body, {"X-PagerDuty-Signature": f"v1={wrong}"})
+    assert status == 401
+    right = hmac.new(PD_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    both = f"v1={wrong},v1={right}"  # as while a secret rotates
+    status, answer = served.post("/alerts/pd", body, {"X-PagerDuty-Signature": both})
+    assert status == 202, answer
+    assert answer["incident"] == "pd-PGR0VU2"
+    assert served.settled(answer["run"])["status"] == "waiting"
+
+
+def test_an_adoption_needs_the_adopters_own_key(served: Served, tmp_path: Path) -> None:
+    status, answer = served.alert(generic("f-1", wallet="0xf1"))
+    assert status == 202
+    run_id = answer["run"]
+    served.settled(run_id)
+    other = tmp_path / "other.key"
+    from irctl.identity import generate_private_key
+
+    generate_private_key(other)
+    result = served.irctl("adopt", run_id, "--as", "alice", "--key", str(other))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert not [e for e in served.events(run_id) if e.type == "run.adopted"]
+    person = served.irctl("adopt", run_id, "--as", "alice")
+    assert person.returncode == 0, person.stderr
