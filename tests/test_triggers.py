@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -89,6 +90,7 @@ class Served:
     ws: Path
     url: str
     env: dict[str, str]
+    log: list[str]
 
     def post(
         self, path: str, body: bytes, headers: dict[str, str] | None = None
@@ -166,13 +168,17 @@ def served(tmp_path: Path) -> Iterator[Served]:
     process = subprocess.Popen(
         [IRCTL, "serve", "--port", "0"], cwd=ws, env=env, stderr=subprocess.PIPE, text=True
     )
+    log: list[str] = []
     try:
         assert process.stderr is not None
         line = process.stderr.readline()
         assert "listening on http://127.0.0.1:" in line, line + process.stderr.read()
         assert "/slack/interactivity" not in line  # alerts only: no Slack settings needed
         url = line.split("listening on ", 1)[1].split("/alerts/", 1)[0]
-        yield Served(ws, url, env)
+        stream = process.stderr
+        reader = threading.Thread(target=lambda: log.extend(stream), daemon=True)
+        reader.start()  # the server's log, read as it comes (a full pipe would block it)
+        yield Served(ws, url, env, log)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -399,3 +405,81 @@ def test_an_adoption_needs_the_adopters_own_key(served: Served, tmp_path: Path) 
     assert not [e for e in served.events(run_id) if e.type == "run.adopted"]
     person = served.irctl("adopt", run_id, "--as", "alice")
     assert person.returncode == 0, person.stderr
+
+
+def test_the_secrets_reach_neither_the_log_nor_the_journal(served: Served) -> None:
+    body = generic("g-1", wallet="0xa9")
+    status, answer = served.alert(body)
+    assert status == 202
+    served.post("/alerts/hot", body, signed(body, int(time.time()), "guessed"))
+    served.post("/alerts/am", b"{}", {"Authorization": f"Bearer {TOKEN}x"})
+    served.settled(answer["run"])
+    lines = "\n".join(e.line for e in served.events(answer["run"]))
+    deadline = time.monotonic() + 10
+    while not any("unauthenticated" in line for line in served.log) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    logged = "".join(served.log)
+    assert "alert accepted (trigger hot" in logged
+    assert "unauthenticated" in logged
+    for secret in (SECRET, TOKEN, PD_SECRET):
+        assert secret not in logged
+        assert secret not in lines
+
+
+def test_the_html_export_shows_the_times_from_detection(served: Served) -> None:
+    status, answer = served.alert(generic("h-1", wallet="0xb7"))
+    assert status == 202
+    served.settled(answer["run"])
+    out = served.ws / "run.html"
+    result = served.irctl("transcript", "export", answer["run"], "--format", "html", "-o",
+                          str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "<th>Detected</th>" in html
+    assert "<th>Time to contain</th>" in html
+    assert "trigger hot, generic" in html
+
+
+def test_validate_checks_the_triggers_against_the_runbooks(tmp_path: Path) -> None:
+    extra = TRIGGERS + """\
+  typo:
+    source: generic
+    secret: env:X
+    runbook: contian
+  wrong:
+    source: generic
+    secret: env:X
+    runbook: contain
+    params: {walet: "{{ alert.id }}"}
+"""
+    ws = make_workspace(tmp_path / "ws", {"contain": RUNBOOK}, extra=extra)
+    result = irctl("validate", cwd=ws)
+    assert result.returncode == 2
+    assert "triggers.typo.runbook: unknown runbook 'contian' (did you mean 'contain'?)" in (
+        result.stdout
+    )
+    assert "unknown param 'walet' for runbook 'contain' (did you mean 'wallet'?)" in result.stdout
+    assert "runbook 'contain' needs param 'wallet'" in result.stdout
+    assert "3 problems" in result.stdout
+
+
+def test_only_a_listed_trigger_can_start_a_run(tmp_path: Path) -> None:
+    from irctl.engine.engine import Engine
+    from irctl.errors import UsageError
+    from irctl.runbook.loader import load_runbook_text
+
+    keys = tmp_path / "keys"
+    operators = keyed_operators(keys, {"alice": "security-lead", "bob": "treasury"})
+    root = make_workspace(tmp_path / "ws", {"contain": RUNBOOK}, extra=operators + TRIGGERS)
+    ws = Workspace.find(root)
+    engine = Engine(ws.store, config=ws.config, signing_key=ws.signing_key(), workspace=root)
+    model = load_runbook_text(RUNBOOK, "contain.yaml")
+    alert = {"name": "ghost", "alert": "x", "detected_at": "2026-11-21T03:00:00+00:00"}
+    with pytest.raises(UsageError, match=r"names no trigger in irctl\.yaml"):
+        engine.create_run(model, RUNBOOK, {"wallet": "0x1"}, initiator="trigger:ghost",
+                          trigger=alert)  # fmt: skip
+    with pytest.raises(UsageError, match="only irctl serve starts a run"):
+        engine.create_run(model, RUNBOOK, {"wallet": "0x1"}, initiator="trigger:hot")
+    assert ws.store.runs() == []

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -285,7 +286,12 @@ class Alerts:
                     raise Refused(HTTPStatus.CONFLICT, "failed",
                                   f"incident {incident} is being started elsewhere")  # fmt: skip
                 return self._received(name, alert, existing, incident)
-            run_id = self._start(name, trigger, alert, incident, runbook, text, params)
+            try:
+                run_id = self._start(name, trigger, alert, incident, runbook, text, params)
+            except Refused:
+                with contextlib.suppress(IrctlError):  # the next alert may try again
+                    self.store.release(f"incident:{incident}")
+                raise
         self.count(name, "accepted", f"alert {alert.id} started run {run_id} ({runbook.id})")
         return {"alert": alert.id, "run": run_id, "incident": incident, "started": True}
 

@@ -212,6 +212,19 @@ class Store:
             raise StoreError(f"cannot record a used request: {brief(exc)}") from exc
         return True
 
+    def release(self, key: str) -> None:
+        """Forget a claim of :meth:`claim_once` whose use did not happen after all (a run that
+        could not be created for the incident it claimed)."""
+        from sqlalchemy import delete
+        from sqlalchemy.exc import SQLAlchemyError
+
+        table = self._used_once
+        try:
+            with self._lock, self._writer.begin() as conn:
+                conn.execute(delete(table).where(table.c.key == key[:200]))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot release a claim: {brief(exc)}") from exc
+
     # -- reading ---------------------------------------------------------------
 
     @contextmanager
