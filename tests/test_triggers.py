@@ -41,16 +41,19 @@ title: Contain a hot wallet
 params:
   wallet: {type: string, pattern: "^0x[0-9a-f]+$"}
   amount: {type: number, default: 0}
+objectives: {contain: 1m}  # detected 90 s before the alert is sent: missed
 approvals:
   treasury: {quorum: 1, roles: [treasury]}
 steps:
   - id: halt
     action: notify.console
     auto: true
+    tags: [contain]
     with: {message: "halt withdrawals for {{ params.wallet }}"}
   - id: pause
     action: notify.console
     auto: true
+    tags: [contain]
     with: {message: "pause signers, {{ params.amount }} at risk"}
   - id: sweep
     action: notify.console
@@ -440,6 +443,8 @@ def test_the_html_export_shows_the_times_from_detection(served: Served) -> None:
     assert "<th>Detected</th>" in html
     assert "<th>Time to contain</th>" in html
     assert "trigger hot, generic" in html
+    assert "Timed from the detection of the alert that started the run" in html
+    assert '<span class="fail">MISSED</span>' in html  # timed from the run's start: met
 
 
 def test_validate_checks_the_triggers_against_the_runbooks(tmp_path: Path) -> None:

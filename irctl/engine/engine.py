@@ -21,7 +21,9 @@ its parts, each in a module of its own:
 * :mod:`irctl.engine.action` — one action step: inputs, attempts, retries, outcome;
 * :mod:`irctl.engine.gate` — the approval gate;
 * :mod:`irctl.engine.doubt` — in-doubt resolution;
-* :mod:`irctl.engine.acts` — operator acts: decisions, answers, marks, aborts;
+* :mod:`irctl.engine.acts` — operator acts: decisions, answers, marks, aborts, adoptions;
+* :mod:`irctl.engine.adoption` — a run an alert started: who may let its steps that are not
+  ``auto`` run;
 * :mod:`irctl.engine.writer` — writing the journal: the group commit, seals, anchors,
   masking;
 * :mod:`irctl.engine.live` and :mod:`irctl.engine.call` — what an execution holds in
