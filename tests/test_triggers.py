@@ -488,3 +488,18 @@ def test_only_a_listed_trigger_can_start_a_run(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="only irctl serve starts a run"):
         engine.create_run(model, RUNBOOK, {"wallet": "0x1"}, initiator="trigger:hot")
     assert ws.store.runs() == []
+
+
+def test_whoever_adopts_the_run_may_not_approve_its_steps(served: Served) -> None:
+    status, answer = served.alert(generic("i-1", wallet="0xc3"))
+    assert status == 202
+    run_id = answer["run"]
+    served.settled(run_id)
+    adopted = served.irctl("adopt", run_id, "--as", "bob", "--resume")  # bob holds treasury
+    assert adopted.returncode == 3, adopted.stderr
+    sweep = {s["step"]: s for s in served.status(run_id)["steps"]}["sweep"]
+    assert sweep["waiting_for"] == "approval"
+    approve = served.irctl("approve", run_id, "sweep", "--as", "bob", "--yes")
+    assert approve.returncode == 2
+    assert f"bob adopted run {run_id} and cannot approve" in approve.stderr
+    assert not [e for e in served.events(run_id) if e.type == "approval.granted"]

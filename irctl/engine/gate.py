@@ -136,7 +136,7 @@ class Gate:
             ap.REQUESTED, key,
             {"digest": digest, "action": step.action, "inputs": inputs, "policy": name,
              "rules": policy.model_dump(mode="json"),
-             "eligible": ap.eligible(policy, roles_of, state.initiator),
+             "eligible": ap.eligible(policy, roles_of, state.lead),
              "requested_at": now, "expires_at": ap.expires_at(now, policy),
              "replaces": previous.get("digest") if previous and changed else None,
              "changed": changed},
@@ -209,7 +209,7 @@ class Gate:
             policy,
             [ap.decision_from(d) for d in decisions if self._signed_by_operator(d)],
             roles_of=roles_of,
-            initiator=state.initiator,
+            initiator=state.lead,
             break_glass_roles=glass,
             excluded=live.excluded,
         )

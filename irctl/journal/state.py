@@ -115,6 +115,12 @@ class RunState:
     alerts: list[dict[str, Any]] = field(default_factory=list)  # later alerts, as received
 
     @property
+    def lead(self) -> str:
+        """Who leads the run, for separation of duties (a policy's ``exclude_initiator``): its
+        initiator, or for a run an alert started the operator who adopted it."""
+        return self.adopted_by or self.initiator
+
+    @property
     def detected_at(self) -> str | None:
         """When the alert that started the run says it was detected (RFC 3339), if it did."""
         found = (self.trigger or {}).get("detected_at")
@@ -180,7 +186,7 @@ class RunState:
             self.trigger = dict(found) if isinstance(found, dict) else None
             return
         if kind == ev.RUN_ADOPTED:
-            self.adopted_by = str(data.get("by"))
+            self.adopted_by = self.adopted_by or str(data.get("by"))
             self.awaiting_adoption = None
             return
         if kind == ev.ALERT_RECEIVED:

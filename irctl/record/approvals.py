@@ -482,9 +482,10 @@ def decision(
         raise ApprovalRejected(
             f"'{operator}' was not an operator when run {run_id} started (operators: {known})"
         )
-    if policy.exclude_initiator and operator == state.initiator:
+    if policy.exclude_initiator and operator == state.lead:
+        did = "adopted" if state.adopted_by == operator else "started"
         raise ApprovalRejected(
-            f"{operator} started run {run_id} and cannot approve or deny its steps "
+            f"{operator} {did} run {run_id} and cannot approve or deny its steps "
             "(separation of duties: someone else must decide)"
         )
     if operator in excluded_in(state):
@@ -579,7 +580,7 @@ def outlook(events: Iterable[Event], key: str) -> Verdict | None:
         Policy.model_validate(request.get("rules") or {}),
         decisions,
         roles_of={name: op.get("roles") or [] for name, op in state.operators.items()},
-        initiator=state.initiator,
+        initiator=state.lead,
         break_glass_roles=state.break_glass_roles,
         excluded=excluded_in(state, strict=False),
     )

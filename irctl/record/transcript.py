@@ -746,6 +746,7 @@ class _Approvals:
         self.deferred: list[str] = []
         self.glass_roles: list[str] = []
         self.initiator: Any = None
+        self.adopter: str | None = None  # who adopted a run an alert started (signed)
         self.excluded: frozenset[str] = frozenset()  # the runbook's exclude_operators
         self.gates: dict[_GateKey, _Gate] = {}
         self.keys: dict[str, Ed25519PublicKey | None] = {}
@@ -914,6 +915,15 @@ class _Approvals:
             self.v.problem(n, f"{me}: {problem}", seq)
         elif "sig" in data:
             self.signed_acts += 1
+            if kind == ev.RUN_ADOPTED and self.adopter is None and isinstance(who, str):
+                self.adopter = who  # leads the run from here: exclude_initiator means them
+
+    def lead(self) -> str | None:
+        """Who leads the run: its initiator, or the operator who adopted a run an alert
+        started (as the engine counts a policy's ``exclude_initiator``)."""
+        if self.adopter is not None:
+            return self.adopter
+        return self.initiator if isinstance(self.initiator, str) else None
 
     def requested(self, n: int, seq: int, me: str, key: _GateKey, data: dict[str, Any]) -> None:
         from irctl.canonical import step_digest
@@ -1151,7 +1161,7 @@ class _Approvals:
             policy,
             [decision_from(gate.first[name]) for name in approvers],
             roles_of={name: list(op.get("roles") or []) for name, op in operators.items()},
-            initiator=self.initiator if isinstance(self.initiator, str) else None,
+            initiator=self.lead(),
             break_glass_roles=self.glass_roles,
             excluded=self.excluded,
         )
