@@ -503,3 +503,45 @@ def test_whoever_adopts_the_run_may_not_approve_its_steps(served: Served) -> Non
     assert approve.returncode == 2
     assert f"bob adopted run {run_id} and cannot approve" in approve.stderr
     assert not [e for e in served.events(run_id) if e.type == "approval.granted"]
+
+
+def test_serve_refuses_to_start_with_a_trigger_it_cannot_serve(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    operators = keyed_operators(keys, {"alice": "security-lead", "bob": "treasury"})
+    ws = make_workspace(tmp_path / "ws", {"contain": RUNBOOK}, extra=operators + TRIGGERS)
+    env = {k: v for k, v in os.environ.items() if k != "TEST_ALERT_SECRET"}  # the one unset
+    env.update(TEST_AM_TOKEN=TOKEN, TEST_PD_SECRET=PD_SECRET, IRCTL_WORKSPACE=str(ws))
+    result = subprocess.run(
+        [IRCTL, "serve", "--port", "0"], cwd=ws, env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "triggers.hot.secret" in result.stderr
+    assert "TEST_ALERT_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    bare = make_workspace(tmp_path / "bare", {"contain": RUNBOOK}, extra=TRIGGERS)
+    alone = irctl("serve", "--port", "0", cwd=bare, env={"TEST_ALERT_SECRET": SECRET})
+    assert alone.returncode == 2
+    assert "need operators with keys" in alone.stderr
+
+
+def test_the_schema_and_validate_know_auto_and_triggers(tmp_path: Path) -> None:
+    from irctl.runbook.loader import json_schema
+
+    step = json_schema("runbook")["$defs"]["Step"]["properties"]
+    assert step["auto"]["type"] == "boolean"
+    config = json_schema("config")
+    assert "triggers" in config["properties"]
+    trigger = config["$defs"]["Trigger"]["properties"]
+    assert trigger["source"]["enum"] == ["generic", "alertmanager", "pagerduty", "sns"]
+
+    bad = RUNBOOK.replace(
+        "    approval: treasury\n", "    approval: treasury\n    auto: true\n"
+    ).replace("  - id: pause\n", "  - id: ask\n    action: manual.confirm\n    auto: true\n"
+              "    with: {prompt: done?}\n  - id: pause\n")  # fmt: skip
+    ws = make_workspace(tmp_path / "ws", {"contain": bad})
+    result = irctl("validate", cwd=ws)
+    assert result.returncode == 2
+    assert "a step with 'auto: true' cannot carry an 'approval'" in result.stdout
+    assert "a manual step (manual.confirm) cannot be 'auto: true'" in result.stdout
