@@ -263,6 +263,7 @@ def test_a_second_alert_for_the_incident_is_recorded_on_its_run(served: Served) 
 def test_refused_alerts_start_nothing_and_are_counted(served: Served) -> None:
     now = int(time.time())
     body = generic("c-1")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     cases = [
         ("no signature", served.post("/alerts/hot", body), 401),
         ("bad signature", served.post("/alerts/hot", body, signed(body, now, "wrong")), 401),
@@ -275,6 +276,7 @@ def test_refused_alerts_start_nothing_and_are_counted(served: Served) -> None:
         ("not json", served.alert(b"{not json"), 400),
         ("no detected_at", served.alert(json.dumps({"id": "c-5", "summary": "x"}).encode()), 400),
         ("bad param", served.alert(generic("c-6", wallet="not-a-wallet")), 422),
+        ("detected later", served.alert(generic("c-7", detected=later)), 400),
     ]
     for what, (status, answer), expected in cases:
         assert status == expected, (what, answer)

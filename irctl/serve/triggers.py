@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -192,15 +192,15 @@ class Alerts:
         secret = self.secrets[name]
         if trigger.source == "generic":
             self._generic_signature(name, secret, body, headers)
-            alert = generic_alert(_json(body))
+            alert = generic_alert(_json(body), self.clock())
             self._claim(f"alert-id:{name}:{alert.id}", self.clock() + ID_WINDOW, "alert id")
             return [alert]
         if trigger.source == "alertmanager":
             _authorized(secret, headers.get("authorization"))
-            return self._fresh(name, alertmanager_alerts(_json(body)))
+            return self._fresh(name, alertmanager_alerts(_json(body), self.clock()))
         if trigger.source == "pagerduty":
             _pagerduty_signature(secret, body, headers.get("x-pagerduty-signature"))
-            alert = pagerduty_alert(_json(body))
+            alert = pagerduty_alert(_json(body), self.clock())
             self._claim(f"alert-id:{name}:{alert.id}", self.clock() + ID_WINDOW, "event id")
             return [alert]
         raise Refused(  # sns: not served by this version
@@ -465,8 +465,9 @@ def _labels(value: Any, what: str) -> dict[str, str]:
     return dict(value)
 
 
-def detection_time(value: Any, what: str) -> str:
-    """An RFC 3339 time with its offset, as given (Refused otherwise)."""
+def detection_time(value: Any, what: str, now: float) -> str:
+    """An RFC 3339 time with its offset, not after ``now`` (Unix time) by more than
+    :data:`MAX_SKEW`, as given (Refused otherwise)."""
     text = _text(value, what)
     try:
         parsed = datetime.fromisoformat(text)
@@ -475,31 +476,26 @@ def detection_time(value: Any, what: str) -> str:
     if parsed is None or parsed.tzinfo is None:
         raise _malformed(f"{what} must be an RFC 3339 time with its offset, such as "
                          "2026-11-21T03:00:00Z")  # fmt: skip
-    if parsed.year < 2000 or parsed > datetime.now(UTC).replace(microsecond=0) + _skew():
+    if parsed.year < 2000 or parsed.timestamp() > now + MAX_SKEW:
         raise _malformed(f"{what} is in the future or implausibly old")
     return text
 
 
-def _skew() -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=MAX_SKEW)
-
-
-def generic_alert(body: Any) -> Alert:
+def generic_alert(body: Any, now: float) -> Alert:
     if not isinstance(body, dict):
         raise _malformed("the body must be a JSON object {id, detected_at, summary, ...}")
     fields = body.get("fields", {})
     if not isinstance(fields, dict):
         raise _malformed("fields must be an object")
     return Alert(
-        id=_text(body.get("id"), "id"), detected_at=detection_time(body.get("detected_at"),
-        "detected_at"), summary=_text(body.get("summary"), "summary", required=False),
+        id=_text(body.get("id"), "id"),
+        detected_at=detection_time(body.get("detected_at"), "detected_at", now),
+        summary=_text(body.get("summary"), "summary", required=False),
         labels=_labels(body.get("labels"), "labels"), fields=dict(fields), source="generic",
     )  # fmt: skip
 
 
-def alertmanager_alerts(body: Any) -> list[Alert]:
+def alertmanager_alerts(body: Any, now: float) -> list[Alert]:
     """The firing alerts of an Alertmanager webhook notification (version 4)."""
     if not isinstance(body, dict) or str(body.get("version")) != "4":
         raise _malformed("not an Alertmanager webhook notification (version 4)")
@@ -519,7 +515,7 @@ def alertmanager_alerts(body: Any) -> list[Alert]:
         ident = fingerprint if isinstance(fingerprint, str) and fingerprint else _digest(labels)
         found.append(Alert(
             id=_text(ident, f"{where}.fingerprint"),
-            detected_at=detection_time(raw.get("startsAt"), f"{where}.startsAt"),
+            detected_at=detection_time(raw.get("startsAt"), f"{where}.startsAt", now),
             summary=annotations.get("summary", labels.get("alertname", ""))[:MAX_TEXT],
             labels=labels,
             fields={
@@ -564,7 +560,7 @@ def _pagerduty_signature(secret: str, body: bytes, header: str | None) -> None:
                       "missing or bad X-PagerDuty-Signature")  # fmt: skip
 
 
-def pagerduty_alert(body: Any) -> Alert:
+def pagerduty_alert(body: Any, now: float) -> Alert:
     """A PagerDuty v3 webhook event (``{"event": {id, event_type, occurred_at, data}}``)."""
     event = body.get("event") if isinstance(body, dict) else None
     if not isinstance(event, dict):
@@ -578,7 +574,7 @@ def pagerduty_alert(body: Any) -> Alert:
     }  # fmt: skip
     return Alert(
         id=_text(event.get("id"), "event.id"),
-        detected_at=detection_time(event.get("occurred_at"), "event.occurred_at"),
+        detected_at=detection_time(event.get("occurred_at"), "event.occurred_at", now),
         summary=_text(data.get("title") or data.get("summary"), "event.data.title",
                       required=False),
         labels=labels, fields=dict(data), source="pagerduty",
