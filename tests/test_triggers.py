@@ -547,3 +547,56 @@ def test_the_schema_and_validate_know_auto_and_triggers(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "a step with 'auto: true' cannot carry an 'approval'" in result.stdout
     assert "a manual step (manual.confirm) cannot be 'auto: true'" in result.stdout
+
+
+PARALLEL = """\
+irctl: 1
+id: contain
+title: Contain, side by side
+params:
+  wallet: {type: string}
+steps:
+  - id: both
+    parallel:
+      - id: halt
+        action: notify.console
+        auto: true
+        with: {message: "halt {{ params.wallet }}"}
+      - id: tell
+        action: notify.console
+        with: {message: "tell the desk"}
+  - id: after
+    action: notify.console
+    auto: true
+    with: {message: "after the block"}
+"""
+
+
+def test_in_a_parallel_block_only_the_auto_steps_run_before_adoption(tmp_path: Path) -> None:
+    from irctl.engine.engine import Engine
+    from irctl.identity import load_private_key
+    from irctl.runbook.loader import load_runbook_text
+
+    keys = tmp_path / "keys"
+    operators = keyed_operators(keys, {"alice": "security-lead"})
+    root = make_workspace(tmp_path / "ws", {"contain": PARALLEL}, extra=operators + TRIGGERS)
+    ws = Workspace.find(root)
+    engine = Engine(ws.store, config=ws.config, signing_key=ws.signing_key(), workspace=root)
+    model = load_runbook_text(PARALLEL, "contain.yaml")
+    alert = {"name": "hot", "source": "generic", "alert": "p-1",
+             "detected_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    run_id = engine.create_run(model, PARALLEL, {"wallet": "0x1"}, initiator="trigger:hot",
+                               incident="p-1", trigger=alert)  # fmt: skip
+    state = engine.execute(run_id)
+    assert state.status == "waiting"
+    assert state.awaiting_adoption == "tell"
+    assert state.steps["halt"].status == "succeeded"
+    assert "tell" not in state.steps
+    assert "after" not in state.steps  # the block waits, and the run with it
+
+    engine.adopt(run_id, operator="alice", private_key=load_private_key(keys / "alice.key"))
+    done = Engine(ws.store, config=ws.config, signing_key=ws.signing_key()).execute(run_id)
+    assert done.status == "succeeded"
+    assert [done.steps[s].status for s in ("halt", "tell", "both", "after")] == [
+        "succeeded"
+    ] * 4
