@@ -600,3 +600,38 @@ def test_in_a_parallel_block_only_the_auto_steps_run_before_adoption(tmp_path: P
     assert [done.steps[s].status for s in ("halt", "tell", "both", "after")] == [
         "succeeded"
     ] * 4
+
+
+def test_serve_takes_up_a_run_an_alert_started_that_never_ran(tmp_path: Path) -> None:
+    """The server stopped between creating the run and running its auto steps."""
+    from irctl.engine.engine import Engine
+    from irctl.runbook.loader import load_runbook_text
+
+    keys = tmp_path / "keys"
+    operators = keyed_operators(keys, {"alice": "security-lead", "bob": "treasury"})
+    root = make_workspace(tmp_path / "ws", {"contain": RUNBOOK}, extra=operators + TRIGGERS)
+    ws = Workspace.find(root)
+    engine = Engine(ws.store, config=ws.config, signing_key=ws.signing_key(), workspace=root)
+    alert = {"name": "hot", "source": "generic", "alert": "r-1",
+             "detected_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    run_id = engine.create_run(
+        load_runbook_text(RUNBOOK, "contain.yaml"), RUNBOOK, {"wallet": "0xaa", "amount": 1},
+        initiator="trigger:hot", incident="hot-0xaa", trigger=alert,
+    )  # fmt: skip
+    person = irctl("status", run_id, "--json", cwd=root)
+    assert json.loads(person.stdout)["status"] == "created"
+    env = {**os.environ, "IRCTL_WORKSPACE": str(root), "TEST_ALERT_SECRET": SECRET,
+           "TEST_AM_TOKEN": TOKEN, "TEST_PD_SECRET": PD_SECRET}  # fmt: skip
+    process = subprocess.Popen(
+        [IRCTL, "serve", "--port", "0"], cwd=root, env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        served = Served(root, "", env, [])
+        state = served.settled(run_id)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert state["status"] == "waiting"
+    assert {s["step"]: s["status"] for s in state["steps"]} == {
+        "halt": "succeeded", "pause": "succeeded",
+    }  # fmt: skip

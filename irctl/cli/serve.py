@@ -108,6 +108,8 @@ def serve_command(
             "(Ctrl-C stops)",
             soft_wrap=True,
         )
+    if server.alerts is not None:
+        server.alerts.recover()  # runs an alert started that no process took to their wait
     try:
         server.serve_forever()
     except KeyboardInterrupt:

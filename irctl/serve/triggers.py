@@ -398,13 +398,45 @@ class Alerts:
         except IrctlError as exc:
             raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, "failed",
                           f"cannot start {runbook.id}: {exc.message}") from exc  # fmt: skip
+        self._background(engine, run_id)
+        return run_id
+
+    def recover(self, *, limit: int = 500) -> list[str]:
+        """Take up the runs an alert started that no process took to their first wait (this
+        server stopped between creating one and running its auto steps, or while running
+        them): each goes on in the background, as :meth:`irctl.engine.engine.Engine.execute`
+        resumes any run (a step left in doubt is settled, never silently repeated; a run
+        another process holds is left to it).  The ids taken up."""
+        from irctl.engine.engine import Engine
+        from irctl.journal.state import fold
+
+        taken: list[str] = []
+        for row in self.store.runs(limit=limit):
+            if not row.initiator.startswith(RUN_TRIGGER):
+                continue
+            try:
+                state = fold(self.store.events(row.id))
+            except IrctlError as exc:
+                self.log(f"run {row.id} not taken up: {exc.message}")
+                continue
+            if state.status not in ("created", "running", "interrupted"):
+                continue
+            engine = Engine(
+                self.store, config=self.config, signing_key=self.signing_key,
+                workspace=self.workspace,
+            )  # fmt: skip
+            self._background(engine, row.id)
+            taken.append(row.id)
+            self.log(f"run {row.id} ({row.runbook}) taken up: it had not reached its first wait")
+        return taken
+
+    def _background(self, engine: Any, run_id: str) -> None:
         thread = threading.Thread(
             target=self._execute, args=(engine, run_id), name=f"irctl-run-{run_id}", daemon=True
         )
         with self._lock:
             self._running.add(thread)
         thread.start()
-        return run_id
 
     def _execute(self, engine: Any, run_id: str) -> None:
         try:
