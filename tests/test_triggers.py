@@ -635,3 +635,24 @@ def test_serve_takes_up_a_run_an_alert_started_that_never_ran(tmp_path: Path) ->
     assert {s["step"]: s["status"] for s in state["steps"]} == {
         "halt": "succeeded", "pause": "succeeded",
     }  # fmt: skip
+
+
+def test_a_run_a_person_started_runs_as_usual_and_has_nothing_to_adopt(served: Served) -> None:
+    started = served.irctl(
+        "run", "contain", "-p", "wallet=0xdd", "--as", "alice", "--yes", "--unattended",
+        "--no-wait", "--incident", "hot-0xdd",
+    )  # fmt: skip
+    assert started.returncode == 3, started.stderr  # the sweep waits for its approval
+    run_id = served.runs()[0]["run_id"]
+    state = served.status(run_id)
+    assert "awaiting_adoption" not in state
+    assert {s["step"]: s["status"] for s in state["steps"]}["sweep"] == "waiting"
+    adopt = served.irctl("adopt", run_id, "--as", "bob")
+    assert adopt.returncode == 2
+    assert f"run {run_id} was started by alice, not by an alert" in adopt.stderr
+
+    # an alert for the same incident is recorded on the person's run: no second run
+    status, answer = served.alert(generic("j-1", wallet="0xdd"))
+    assert status == 200, answer
+    assert answer["run"] == run_id
+    assert len(served.runs()) == 1
