@@ -34,6 +34,7 @@ from irctl.errors import SecretError, UsageError
 if TYPE_CHECKING:
     from irctl.journal.events import Event
     from irctl.journal.store import Store
+    from irctl.journal.store.filereader import Reading
 
 COMMITMENT = "hmac-sha256:"
 #: A `file:` secret is read up to this size: a key or token, not a disk image (or /dev/zero).
@@ -108,24 +109,25 @@ def _meta_table() -> Any:
     )  # fmt: skip
 
 
-def run_salt(store: Store, run_id: str, *, create: bool = False) -> bytes | None:
-    """The run's random salt from the store (made on first use when ``create``)."""
-    from sqlalchemy import select
-    from sqlalchemy.exc import IntegrityError
+def run_salt(store: Reading, run_id: str, *, create: bool = False) -> bytes | None:
+    """The run's random salt from the store (made on first use when ``create``, which needs
+    a store opened to record)."""
+    value = store.meta_value(_salt_key(run_id))
+    if value is None and create:
+        from sqlalchemy.exc import IntegrityError
 
-    meta, key = _meta_table(), _salt_key(run_id)
-    query = select(meta.c.value).where(meta.c.key == key)
-    with store.engine.connect() as conn:
-        row = conn.execute(query).first()
-    if row is None and create:
+        from irctl.journal.store import Store
+
+        if not isinstance(store, Store):  # pragma: no cover - a reader never makes a salt
+            raise TypeError("a salt is made in a store opened to record")
         try:
             with store.engine.execution_options(irctl_write=True).begin() as conn:
-                conn.execute(meta.insert().values(key=key, value=_random.token_hex(32)))
+                made = {"key": _salt_key(run_id), "value": _random.token_hex(32)}
+                conn.execute(_meta_table().insert().values(**made))
         except IntegrityError:
             pass  # made meanwhile by another process: use theirs
-        with store.engine.connect() as conn:
-            row = conn.execute(query).first()
-    return bytes.fromhex(row[0]) if row is not None else None
+        value = store.meta_value(_salt_key(run_id))
+    return bytes.fromhex(value) if value is not None else None
 
 
 def secret_salt(salt: bytes, name: str) -> str:

@@ -6,25 +6,56 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from irctl.errors import UsageError
-from irctl.runbook.model import Config
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.journal.store import Store
+    from irctl.journal.store.filereader import Reading
+    from irctl.runbook.config import Config
 
 CONFIG_NAME = "irctl.yaml"
+DEFAULT_STORE = "sqlite:///.irctl/irctl.db"  # Config's default: a test keeps them in step
 STATE_DIR = ".irctl"
 INSTALLATION_KEY = "installation.key"
 
 
-_OPENED: list[Store] = []  # stores a workspace opened, for close_stores
+def _plain_store_line(path: Path) -> tuple[str | None, bool] | None:
+    """``(url, given)`` from a config file whose top level is a mapping with at most one
+    ``store`` key holding a string (``(None, False)`` without one); None for anything else —
+    unreadable, not YAML, a duplicated or non-string store — which the full read reports."""
+    import yaml
+
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if node is None:
+        return None, False
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    stores = [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "store"]
+    if not stores:
+        return None, False
+    value = stores[0]
+    if len(stores) > 1 or not isinstance(value, yaml.ScalarNode) or value.tag != _STR_TAG:
+        return None
+    return str(value.value), True
 
 
-def _opened(store: Store) -> Store:
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+_OPENED: list[Reading] = []  # stores a workspace opened, for close_stores
+
+_S = TypeVar("_S", bound="Reading")
+
+
+def _opened(store: _S) -> _S:
     _OPENED.append(store)
     return store
 
@@ -42,15 +73,22 @@ def close_stores() -> None:
 
 @dataclass
 class Workspace:
+    """A workspace; ``loaded`` is its config, or None to read ``config_path`` when first used.
+
+    ``find(lazy=True)`` leaves the config unread: a command that only reads the store
+    (``irctl status``, ``runs list``) needs only its ``store`` line (:attr:`store_source`),
+    and never waits for pydantic to import and validate the rest."""
+
     root: Path
-    config: Config = field(default_factory=Config)
+    loaded: Config | None = None
     config_path: Path | None = None
+    _read_config: bool = field(default=False, repr=False)
 
     @classmethod
-    def find(cls, start: Path | None = None) -> Workspace:
-        """The workspace holding ``start`` (default: ``$IRCTL_WORKSPACE`` or the cwd)."""
-        from irctl.runbook.loader import load_config
-
+    def find(cls, start: Path | None = None, *, lazy: bool = False) -> Workspace:
+        """The workspace holding ``start`` (default: ``$IRCTL_WORKSPACE`` or the cwd), its
+        ``irctl.yaml`` read and checked now (an invalid one is InvalidDocument) or, ``lazy``,
+        when first used: for the commands that only read the store."""
         env = os.environ.get("IRCTL_WORKSPACE")
         if start is None and env and not Path(env).is_dir():
             raise UsageError(f"IRCTL_WORKSPACE is {env}, which is not a folder")
@@ -58,8 +96,31 @@ class Workspace:
         for folder in [here, *here.parents]:
             candidate = folder / CONFIG_NAME
             if candidate.is_file():
-                return cls(folder, load_config(candidate), candidate)
+                found = cls(folder, None, candidate, _read_config=True)
+                if not lazy:
+                    found.config  # noqa: B018 - read it now: its errors come first
+                return found
         return cls(here)
+
+    @property
+    def config(self) -> Config:
+        """``irctl.yaml``, read and checked on first use (an invalid one is InvalidDocument)."""
+        if self.loaded is None:
+            from irctl.runbook.config import Config, load_config
+
+            path = self.config_path
+            self.loaded = load_config(path) if self._read_config and path else Config()
+        return self.loaded
+
+    def _store_line(self) -> tuple[str, bool]:
+        """The config's store URL and whether the file gives one, read without validating the
+        rest of the file; the whole config (and its error) when the line is not plain."""
+        if self.loaded is None and self._read_config and self.config_path is not None:
+            found = _plain_store_line(self.config_path)
+            if found is not None:
+                return (found[0] or DEFAULT_STORE), found[1]
+        config = self.config
+        return config.store, "store" in config.model_fields_set
 
     @property
     def runbooks_dir(self) -> Path:
@@ -82,18 +143,17 @@ class Workspace:
         """The store's URL; where it came from, for messages; and whether it is this
         workspace's default store (not set by ``IRCTL_STORE``, and the URL ``irctl init``
         writes or none), where "no store yet" means nothing has run here, not a typo."""
-        default = Config.model_fields["store"].default
         env = os.environ.get("IRCTL_STORE")
         if env:
             return env, "from IRCTL_STORE", False
-        url = self.config.store
+        url, given = self._store_line()
         if self.config_path is None:
             origin = f"the default store; no {CONFIG_NAME} in {self.root} or a folder above"
-        elif "store" in self.config.model_fields_set:
+        elif given:
             origin = f"from the store line of {self.config_path}"
         else:
             origin = f"the default store; {self.config_path} has no store line"
-        return url, origin, url == default
+        return url, origin, url == DEFAULT_STORE
 
     @cached_property
     def store(self) -> Store:
@@ -101,20 +161,30 @@ class Workspace:
         from irctl.journal.store import Store
 
         url, _, _ = self.store_source
-        return _opened(Store.open(url, workspace=self.root))
+        return _opened(Store.open(url, workspace=self.root, retry=self.config.store_retry))
 
     @cached_property
-    def reader(self) -> Store:
+    def reader(self) -> Reading:
         """The store opened to read only, for commands that only read: a store that does not
         exist is :class:`~irctl.errors.NoStore` (exit 2) naming where irctl looked and why
         there, never a new empty one; nothing is created or written, so a read-only copy works.
+
+        A SQLite file is read with the standard library alone (:mod:`.filereader`), so the
+        commands people type most do not wait for SQLAlchemy to import.
         """
         if "store" in self.__dict__:  # already open for writing in this process
             return self.store
-        from irctl.journal.store import Store
+        from irctl.journal.store.filereader import FileReader, file_path
 
         url, origin, _ = self.store_source
-        return _opened(Store.open(url, workspace=self.root, create=False, origin=origin))
+        path = file_path(url, self.root)
+        if path is not None:
+            return _opened(FileReader(path, origin=origin))
+        from irctl.journal.store import Store
+
+        retry = self.config.store_retry
+        reader = Store.open(url, workspace=self.root, create=False, origin=origin, retry=retry)
+        return _opened(reader)
 
     def signing_key(self) -> Ed25519PrivateKey | None:
         """The installation key that signs checkpoints, if this workspace has one."""

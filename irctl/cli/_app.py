@@ -89,8 +89,10 @@ def print_json(value: Any) -> None:
 
 def folding(table: Any) -> Any:
     """``table`` with every column folding what does not fit onto the next line, never cut
-    with an ellipsis: a run id or a failure message is whole at 80 columns and in a pipe."""
+    with an ellipsis: a run id or a failure message is whole at 80 columns and in a pipe.
+
+    A column made ``no_wrap`` (a run id given its whole width, to copy into a command) is
+    left so: letting it wrap too makes rich drop the second line of the other cells."""
     for column in table.columns:
         column.overflow = "fold"
-        column.no_wrap = False
     return table

@@ -179,7 +179,7 @@ def pending_command(as_json: bool = JSON_OPTION) -> None:
     from irctl.record.approvals import pending
 
     unreadable: list[str] = []
-    rows = pending(_workspace().reader, unreadable=unreadable)
+    rows = pending(_workspace(lazy=True).reader, unreadable=unreadable)
     for problem in unreadable:
         err.print(f"[yellow]warning:[/yellow] {escape(problem)}", highlight=False, soft_wrap=True)
     if as_json:
@@ -189,7 +189,9 @@ def pending_command(as_json: bool = JSON_OPTION) -> None:
         err.print("nothing waits for approval")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("run", "step", "policy", "approved by", "may approve", "expires", "digest"):
+    longest = max(len(str(row["run_id"])) for row in rows)
+    table.add_column("run", no_wrap=True, min_width=longest)  # whole, to copy into a command
+    for column in ("step", "policy", "approved by", "may approve", "expires", "digest"):
         table.add_column(column)
     for row in rows:
         table.add_row(*(escape(str(v)) for v in _cells(row)))

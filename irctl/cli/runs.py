@@ -68,10 +68,11 @@ def _acts_signed(ws: "Workspace", run_id: str) -> bool:
     return Engine.act_key_needed(ws.store.events(run_id))
 
 
-def _workspace() -> "Workspace":
+def _workspace(*, lazy: bool = False) -> "Workspace":
+    """The workspace; ``lazy``: irctl.yaml read only when needed (commands that only read)."""
     from irctl.workspace import Workspace
 
-    return Workspace.find()
+    return Workspace.find(lazy=lazy)
 
 
 def _operator(ws: "Workspace", given: str | None) -> str:
@@ -807,7 +808,7 @@ def status_command(
 
     from irctl.journal.state import fold
 
-    ws = _workspace()
+    ws = _workspace(lazy=True)
     store = ws.reader
     if run_id is None:
         latest = store.runs(limit=1)
@@ -854,7 +855,7 @@ def status_command(
         out.print(f"[bold]{escape(adoption_word(state))}[/bold]", soft_wrap=True)
     if state.waiting():
         out.print("[bold]waiting on people:[/bold]")
-        for line in waiting_detail(state, list(store.events(found.id))):
+        for line in waiting_detail(state, events):
             out.print(f"  {escape(line)}", soft_wrap=True)
 
 
@@ -868,7 +869,7 @@ def runs_list_command(
 
     from irctl.journal.state import fold
 
-    ws = _workspace()
+    ws = _workspace(lazy=True)
     try:
         store = ws.reader
     except NoStore as exc:

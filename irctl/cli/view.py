@@ -141,10 +141,13 @@ class RunView:
                     request = step.approval
                     if step.waiting_for == "approval" and request is not None:
                         rules = request.get("rules") or {}
+                        who = [str(n) for n in request.get("eligible") or []
+                               if n not in step.approvers]  # fmt: skip
                         detail = (
                             f"waiting for approval {request.get('policy', '')} "
                             f"({len(step.approvers)}/{rules.get('quorum', '?')}, digest "
-                            f"{str(request.get('digest', ''))[7:19]}): irctl approve "
+                            f"{str(request.get('digest', ''))[7:19]}); may approve: "
+                            f"{', '.join(who) or 'nobody listed in irctl.yaml'}; irctl approve "
                             f"{self.state.run_id} {key} --as YOU"
                         )
                     elif step.waiting_for == "answer":

@@ -36,7 +36,7 @@ from irctl.runbook.model import Config, Drill, Runbook, format_duration, parse_d
 
 if TYPE_CHECKING:
     from irctl.engine.engine import Engine
-    from irctl.journal.store import Store
+    from irctl.journal.store.filereader import Reading
 
 DRILL_STARTED = "drill.started"  # the scenario: drill id, injects, objectives, time scale
 DRILL_INJECT = "drill.inject"  # one scenario message delivered
@@ -706,7 +706,7 @@ class TrendRow:
     action_seconds: float
 
 
-def drill_runs(store: Store, drill_id: str) -> list[str]:
+def drill_runs(store: Reading, drill_id: str) -> list[str]:
     """Ids of the runs of a drill, oldest first."""
     found = []
     for run in store.runs():
@@ -716,7 +716,7 @@ def drill_runs(store: Store, drill_id: str) -> list[str]:
     return [run_id for _, run_id in sorted(found)]
 
 
-def trend(store: Store, drill_id: str, *, limit: int | None = 8) -> list[TrendRow]:
+def trend(store: Reading, drill_id: str, *, limit: int | None = 8) -> list[TrendRow]:
     """The last ``limit`` drills of this id (all with None), oldest first, scored."""
     rows = []
     runs = drill_runs(store, drill_id)

@@ -73,7 +73,7 @@ class OperatorActs:
     ) -> Event:
         """Record an operator's signed decision on a step (:func:`irctl.record.approvals.decision`
         checks it), sealed and anchored like any other event from outside an execution."""
-        from irctl.record.approvals import decision
+        from irctl.record.approvals import decision, still_undecided
 
         if reason is not None:  # masked before it is signed: the signature covers what is kept
             reason = self._writer.masked(run_id, {"reason": reason})["reason"]
@@ -82,7 +82,11 @@ class OperatorActs:
             private_key=private_key, break_glass=break_glass, channel=channel,
             slack_user=slack_user, digest=digest,
         )  # fmt: skip
-        return self._writer.record(run_id, kind, data)
+        decided = str(data.get("digest"))
+        return self._writer.record(
+            run_id, kind, data,
+            check=lambda events: still_undecided(events, key, operator, decided),
+        )  # fmt: skip
 
     def answer(
         self,

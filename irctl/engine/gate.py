@@ -20,6 +20,7 @@ from irctl.engine.live import FAIL, OK, STOP, WAIT, Live, split_key
 from irctl.journal import events as ev
 from irctl.journal.events import Event
 from irctl.journal.state import WAITING
+from irctl.runbook.policy import eligible
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -136,7 +137,7 @@ class Gate:
             ap.REQUESTED, key,
             {"digest": digest, "action": step.action, "inputs": inputs, "policy": name,
              "rules": policy.model_dump(mode="json"),
-             "eligible": ap.eligible(policy, roles_of, state.lead),
+             "eligible": eligible(policy, roles_of, state.lead),
              "requested_at": now, "expires_at": ap.expires_at(now, policy),
              "replaces": previous.get("digest") if previous and changed else None,
              "changed": changed},

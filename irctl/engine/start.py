@@ -191,7 +191,7 @@ class RunStart:
     ) -> None:
         """UsageError if a step's approval policy could never be met by the operators (the
         runbook's excluded operators left out)."""
-        from irctl.record.approvals import impossible
+        from irctl.runbook.policy import impossible
 
         roles_of = {
             name: op.roles for name, op in self._config.operators.items() if name not in barred

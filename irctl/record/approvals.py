@@ -29,11 +29,6 @@ from irctl.canonical import canonical_json
 from irctl.errors import CorruptEvent, IrctlError
 from irctl.journal import events as ev
 from irctl.journal.events import parse_ts
-from irctl.runbook.model import Policy
-
-# re-exported: they live beside Policy, where the runbook checks use them too
-from irctl.runbook.model import eligible as eligible  # noqa: PLC0414
-from irctl.runbook.model import impossible as impossible  # noqa: PLC0414
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,6 +36,8 @@ if TYPE_CHECKING:
     from irctl.journal.events import Event
     from irctl.journal.state import RunState
     from irctl.journal.store import Store
+    from irctl.journal.store.filereader import Reading
+    from irctl.runbook.policy import Policy
 
 # The approval events, as the journal names them.
 REQUESTED = ev.APPROVAL_REQUESTED
@@ -427,6 +424,26 @@ def open_request(state: RunState, key: str) -> dict[str, Any]:
     return request
 
 
+def still_undecided(events: list[Event], key: str, operator: str, digest: str) -> None:
+    """ApprovalRejected unless ``key`` still has an open request of ``digest`` on which
+    ``operator`` has not decided, in ``events`` as they are now: checked again just before
+    a decision is appended, so one made meanwhile by the same person elsewhere (a second
+    terminal, a Slack click) is refused instead of recorded twice."""
+    from irctl.journal.state import fold
+
+    state = fold(events)
+    request = open_request(state, key)
+    if request.get("digest") != digest:
+        raise ApprovalRejected(
+            f"the inputs of '{key}' changed while you decided (now digest "
+            f"{request.get('digest')}); see the new request"
+        )
+    step = state.steps[key]
+    if operator in step.approvers or operator in step.deniers:
+        done = "approved" if operator in step.approvers else "denied"
+        raise ApprovalRejected(f"{operator} already {done} '{key}' (digest {digest})")
+
+
 def decision(
     store: Store,
     run_id: str,
@@ -475,6 +492,8 @@ def decision(
             f"the approval request for '{key}' expired at {expires}; "
             f"'irctl resume {run_id}' asks for approval again"
         )
+    from irctl.runbook.policy import Policy
+
     policy = Policy.model_validate(request.get("rules") or {})
     recorded = state.operators.get(operator)
     if recorded is None:
@@ -576,6 +595,8 @@ def outlook(events: Iterable[Event], key: str) -> Verdict | None:
                 request = None
     if request is None:
         return None
+    from irctl.runbook.policy import Policy
+
     return evaluate(
         Policy.model_validate(request.get("rules") or {}),
         decisions,
@@ -594,13 +615,13 @@ def excluded_in(state: RunState, *, strict: bool = True) -> frozenset[str]:
     on a guess), or exclude nobody where the answer is only shown (the engine, which reads
     them again before it acts, stops the run instead).
     """
+    if "exclude_operators" not in state.runbook_text:
+        return frozenset()  # most runbooks: no parse (nor the loader's imports)
     from irctl.errors import InvalidDocument
     from irctl.runbook.loader import load_runbook_text
     from irctl.runbook.params import excluded_operators
     from irctl.runbook.render import RenderError
 
-    if "exclude_operators" not in state.runbook_text:
-        return frozenset()  # most runbooks: no parse
     try:
         runbook = load_runbook_text(
             state.runbook_text, f"{state.run_id}:runbook", check_integrations=False
@@ -638,10 +659,8 @@ def what_next(verdict: Verdict | None, run_id: str, key: str) -> str:
     return f"'{key}' still needs {verdict.missing}"
 
 
-def pending(
-    store: Store, *, limit: int = 200, unreadable: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """Steps waiting for approval across the latest runs.
+def pending(store: Reading, *, unreadable: list[str] | None = None) -> list[dict[str, Any]]:
+    """Steps waiting for approval, in every run that has not ended, newest run first.
 
     A request that has expired is listed with ``expired`` true: nobody can decide on it
     any more, and ``irctl resume RUN`` asks for approval again.
@@ -654,7 +673,7 @@ def pending(
 
     now = utcnow()
     found: list[dict[str, Any]] = []
-    for run in store.runs(limit=limit):
+    for run in store.unfinished_runs():
         try:
             state = fold(store.events(run.id))
         except CorruptEvent as exc:

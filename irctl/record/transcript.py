@@ -54,7 +54,7 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-    from irctl.journal.store import Store
+    from irctl.journal.store.filereader import Reading
 
 __all__ = [
     "ApprovalCheck",
@@ -1534,7 +1534,7 @@ def verify_lines(
 
 
 def verify_run(
-    store: Store, run_id: str, public_keys: list[str] | None, trust: Trust | None = None
+    store: Reading, run_id: str, public_keys: list[str] | None, trust: Trust | None = None
 ) -> VerifyReport:
     """Verify a run as stored (the stored lines, re-hashed; the hash column is not trusted)."""
     if store.get_run(run_id) is None:

@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from types import NoneType, UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 from irctl.errors import Diagnostic
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "Document",
@@ -199,6 +200,8 @@ def _walk_type(tp: Any, loc: Sequence[Any]) -> Any:
             if found is not None:
                 return found
         return None
+    from pydantic import BaseModel  # the models are built: pydantic is loaded
+
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         for name, info in tp.model_fields.items():
             if seg in (name, info.alias):
@@ -346,6 +349,8 @@ def report_validation(
 
 def validate_model(doc: Document, model: type[BaseModel]) -> Any:
     """``doc``'s data as ``model``, or None with pydantic's errors added to ``doc``."""
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(doc.data)
     except ValidationError as exc:

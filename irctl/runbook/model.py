@@ -3,102 +3,43 @@
 YAML becomes these models once, in :mod:`irctl.runbook.loader`; nothing downstream
 touches raw dictionaries.  The models also give the JSON Schema
 (``irctl schema``) that editors use to check runbooks as people type.
+
+The workspace config (:mod:`irctl.runbook.config`) and approval policies with durations
+(:mod:`irctl.runbook.policy`) live in modules of their own, so that the commands that only
+read build only the models they need; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from irctl.runbook.config import BreakGlass as BreakGlass  # noqa: PLC0414
+from irctl.runbook.config import Config as Config  # noqa: PLC0414
+from irctl.runbook.config import Identifier as Identifier  # noqa: PLC0414
+from irctl.runbook.config import Operator as Operator  # noqa: PLC0414
+from irctl.runbook.config import SecretRef as SecretRef  # noqa: PLC0414
+from irctl.runbook.config import Trigger as Trigger  # noqa: PLC0414
+from irctl.runbook.config import _Model
+from irctl.runbook.policy import MAX_APPROVERS as MAX_APPROVERS  # noqa: PLC0414
+from irctl.runbook.policy import MAX_DURATION as MAX_DURATION  # noqa: PLC0414
+from irctl.runbook.policy import Duration as Duration  # noqa: PLC0414
+from irctl.runbook.policy import Policy as Policy  # noqa: PLC0414
+from irctl.runbook.policy import RoleGroup as RoleGroup  # noqa: PLC0414
+from irctl.runbook.policy import eligible as eligible  # noqa: PLC0414
+from irctl.runbook.policy import format_duration as format_duration  # noqa: PLC0414
+from irctl.runbook.policy import impossible as impossible  # noqa: PLC0414
+from irctl.runbook.policy import parse_duration as parse_duration  # noqa: PLC0414
+
 FORMAT_VERSION = 1
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-#: The longest duration a runbook, drill or config may give. Anything longer is a typo (and
-#: would overflow the timers the engine hands it to), so it is refused when the file is checked.
-MAX_DURATION = 366 * 86400.0
-
-
-def parse_duration(value: object, *, longest: float = MAX_DURATION) -> float:
-    """``30s``, ``5m``, ``2h``, ``1d`` (or a plain number of seconds) as seconds, at most
-    ``longest`` (a timer's 366d; a retention period may be given a longer one)."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is written like 30s, 5m, 2h or 1d")
-    seconds: float | None = None
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} is not a duration; give a finite number of seconds")
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds is None:
-        raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 2h or 1d")
-    if seconds > longest:
-        raise ValueError(
-            f"{value!r} is longer than the longest allowed duration, {format_duration(longest)}"
-        )
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    for unit in ("d", "h", "m", "s"):
-        size = _UNITS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)$",
-            "description": "a duration: 30s, 5m, 2h, 1d",
-        }
-    ),
-]
-
-Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)]
-SecretRef = Annotated[
-    str,
-    Field(
-        pattern=r"^(env|file|aws-sm):.+$",
-        description="where the secret lives: env:VAR, file:PATH or aws-sm:NAME[#key]",
-    ),
-]
-
 
 #: The actions that wait for a person (irctl.builtins.manual): never ``auto``.
 MANUAL_PREFIX = "manual."
-
-#: The most approvers a policy may ask for (quorum, a group's min, deny).
-MAX_APPROVERS = 100
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 ParamType = Literal["string", "number", "integer", "boolean", "list"]
@@ -124,113 +65,6 @@ class Param(_Model):
         if self.required is not None:
             return self.required
         return "default" not in self.model_fields_set
-
-
-class RoleGroup(_Model):
-    """At least ``min`` approvers holding any of ``roles``."""
-
-    roles: list[str] = Field(min_length=1)
-    min: int = Field(default=1, ge=1, le=MAX_APPROVERS)
-
-
-class Policy(_Model):
-    """Who must approve a step before it runs, and who can stop it."""
-
-    quorum: int = Field(
-        default=1, ge=1, le=MAX_APPROVERS, description="distinct operators who must approve"
-    )
-    roles: list[str] = Field(
-        default_factory=list,
-        description="any of these roles may approve (empty: the roles of the groups, or anyone)",
-    )
-    groups: list[RoleGroup] = Field(
-        default_factory=list,
-        description="every group must be met (AND); within a group any role will do (OR)",
-    )
-    exclude_initiator: bool = True
-    expires: Duration | None = Field(default=None, description="an unused approval lapses")
-    deny: Literal["any"] | Annotated[int, Field(ge=1, le=MAX_APPROVERS)] = Field(
-        default="any", description="denials that cancel the step: 'any' (one) or a number"
-    )
-    min_assurance: Literal["key", "slack"] = Field(
-        default="key",
-        description="key: signed with the operator's own key; slack: a verified Slack identity",
-    )
-    break_glass: bool = Field(
-        default=True, description="whether a break-glass approval may satisfy this policy"
-    )
-    description: str | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Policy:
-        if self.deny != "any" and self.deny > self.quorum:
-            raise ValueError(
-                f"deny ({self.deny}) must not need more people than quorum ({self.quorum}): "
-                "cancelling a pending step must be easier than approving it"
-            )
-        needed = sum(group.min for group in self.groups)
-        if needed > self.quorum:
-            raise ValueError(f"the groups need {needed} approvers but quorum is {self.quorum}")
-        return self
-
-    @property
-    def deny_count(self) -> int:
-        return 1 if self.deny == "any" else int(self.deny)
-
-    def allowed_roles(self) -> set[str] | None:
-        """Roles that may approve; None means any operator."""
-        if self.roles:
-            return set(self.roles)
-        if self.groups:
-            return {role for group in self.groups for role in group.roles}
-        return None
-
-
-def eligible(
-    policy: Policy, roles_of: Mapping[str, Iterable[str]], initiator: str | None
-) -> list[str]:
-    """Operators who may approve under ``policy`` (the initiator left out when excluded)."""
-    allowed = policy.allowed_roles()
-    names = []
-    for name, roles in roles_of.items():
-        if policy.exclude_initiator and name == initiator:
-            continue
-        if allowed is None or allowed & set(roles):
-            names.append(name)
-    return sorted(names)
-
-
-def impossible(
-    policy: Policy,
-    roles_of: Mapping[str, Iterable[str]],
-    initiator: str | None,
-    *,
-    keyed: Iterable[str] | None = None,
-) -> str | None:
-    """Why no set of operators could ever satisfy ``policy``, or None if some could.
-
-    ``keyed`` names the operators with a public key: when the policy needs
-    signed approvals, only they can count.
-    """
-    if keyed is not None and policy.min_assurance == "key":
-        with_key = set(keyed)
-        roles_of = {name: roles for name, roles in roles_of.items() if name in with_key}
-    who = eligible(policy, roles_of, initiator)
-    if len(who) < policy.quorum:
-        excluded = " with the initiator excluded" if policy.exclude_initiator and initiator else ""
-        keys = " with a key" if keyed is not None and policy.min_assurance == "key" else ""
-        return (
-            f"quorum {policy.quorum} cannot be reached: only {len(who)} operator(s){keys} may "
-            f"approve{excluded} ({', '.join(who) or 'none'})"
-        )
-    for group in policy.groups:
-        members = [n for n in who if set(roles_of[n]) & set(group.roles)]
-        if len(members) < group.min:
-            return (
-                f"the group {'/'.join(group.roles)} needs {group.min} approver(s) but only "
-                f"{len(members)} operator(s) hold those roles"
-            )
-    return None
 
 
 class Retry(_Model):
@@ -304,15 +138,19 @@ class Step(_Model):
             if self.for_each is not None or self.with_:
                 raise ValueError("'for_each' and 'with' belong on an action step, not 'parallel'")
             if self.approval is not None:  # a block has no inputs to approve: never skip a gate
-                raise ValueError("'approval' belongs on the action steps inside 'parallel', "
-                                 "not on the block")
+                raise ValueError(
+                    "'approval' belongs on the action steps inside 'parallel', not on the block"
+                )
         if self.repeat is not None:
             if self.parallel is not None or self.for_each is not None:
-                raise ValueError("'repeat' belongs on a single action step, not on 'parallel' "
-                                 "or 'for_each'")
+                raise ValueError(
+                    "'repeat' belongs on a single action step, not on 'parallel' or 'for_each'"
+                )
             if self.approval is not None:
-                raise ValueError("a step with 'repeat' cannot carry an 'approval': each round "
-                                 "would act on one approval; approve a step of its own before it")
+                raise ValueError(
+                    "a step with 'repeat' cannot carry an 'approval': each round "
+                    "would act on one approval; approve a step of its own before it"
+                )
         if self.auto:
             self._auto_allowed()
         return self
@@ -428,84 +266,6 @@ class Drill(_Model):
     participants: list[str] = Field(default_factory=list)
     injects: list[Inject] = Field(default_factory=list)
     objectives: list[Objective] = Field(default_factory=list)
-
-
-class Operator(_Model):
-    roles: list[str] = Field(default_factory=list)
-    slack: str | None = None
-    key: str | None = Field(default=None, pattern=r"^ed25519:[A-Za-z0-9+/=]+$")
-
-
-class BreakGlass(_Model):
-    """Who may approve alone in an emergency (loudly recorded, reviewed afterwards)."""
-
-    roles: list[str] = Field(default_factory=list)
-
-
-TriggerSource = Literal["generic", "alertmanager", "pagerduty", "sns"]
-
-#: The largest alert body ``irctl serve`` reads by default (a trigger's ``max_body``).
-DEFAULT_MAX_BODY = 256 * 1024
-
-
-class Trigger(_Model):
-    """An alert that starts a runbook: ``POST /alerts/NAME`` on ``irctl serve``.
-
-    Values in ``match``, ``params`` and ``incident`` are read from the alert: a
-    template over ``alert`` (``{{ alert.labels.wallet }}``, sandboxed), or a plain
-    field path (``labels.wallet``) for ``match`` keys.
-    """
-
-    source: TriggerSource = Field(description="who sends the alert and how it is authenticated")
-    secret: SecretRef = Field(
-        description="the shared secret: the HMAC key (generic, pagerduty) or the bearer token "
-        "or user:password (alertmanager)"
-    )
-    runbook: Identifier = Field(description="the runbook a matching alert starts")
-    match: dict[str, str | int | float | bool] = Field(
-        default_factory=dict,
-        description="field path (labels.severity, fields.chain, summary) -> the value it must "
-        "equal; every entry must match (empty: every alert matches)",
-    )
-    params: dict[str, Any] = Field(
-        default_factory=dict,
-        description="the runbook's params, each a template over 'alert' or a constant",
-    )
-    incident: str = Field(
-        default="{{ alert.id }}",
-        min_length=1,
-        max_length=500,
-        description="a template over 'alert' giving the incident key: a second alert for the "
-        "same incident is recorded on the first one's run instead of starting another",
-    )
-    max_body: int = Field(
-        default=DEFAULT_MAX_BODY, ge=1024, le=16 * 1024 * 1024, description="bytes, at most"
-    )
-    description: str | None = None
-
-
-class Config(_Model):
-    """The workspace config, ``irctl.yaml``."""
-
-    store: str = "sqlite:///.irctl/irctl.db"
-    installation_key: str | None = Field(
-        default=None,
-        pattern=r"^ed25519:[A-Za-z0-9+/=]+$",
-        description="public half of the key that signs transcript checkpoints",
-    )
-    operators: dict[Identifier, Operator] = Field(default_factory=dict)
-    break_glass: BreakGlass = Field(default_factory=BreakGlass)
-    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    vars: dict[str, Any] = Field(default_factory=dict)
-    secrets: dict[str, SecretRef] = Field(
-        default_factory=dict,
-        description="for sandbox runs only: references that replace the runbooks' secrets of "
-        "the same name (a sandbox never reads a production secret)",
-    )
-    triggers: dict[Identifier, Trigger] = Field(
-        default_factory=dict,
-        description="alerts that start runbooks through irctl serve (POST /alerts/NAME)",
-    )
 
 
 Document = Runbook | Drill
