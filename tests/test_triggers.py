@@ -656,3 +656,17 @@ def test_a_run_a_person_started_runs_as_usual_and_has_nothing_to_adopt(served: S
     assert status == 200, answer
     assert answer["run"] == run_id
     assert len(served.runs()) == 1
+
+
+def test_an_alertmanager_notification_matching_no_rule_is_refused(served: Served) -> None:
+    starts = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    alerts = [
+        {"status": "firing", "labels": {"severity": "warning", "wallet": f"0x{n}"},
+         "annotations": {}, "startsAt": starts, "fingerprint": f"w-{n}"}
+        for n in (1, 2)
+    ]  # fmt: skip
+    body = json.dumps({"version": "4", "groupKey": "g", "alerts": alerts}).encode()
+    status, answer = served.post("/alerts/am", body, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 422, answer
+    assert [r["started"] for r in answer["alerts"]] == [None, None]
+    assert served.runs() == []

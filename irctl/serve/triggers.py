@@ -167,8 +167,9 @@ class Alerts:
         except Refused as refused:
             self.count(counted, refused.reason, refused.message)
             return Answer(refused.status, {"error": refused.message, "started": None})
-        results = []
-        status = HTTPStatus.OK
+        results: list[dict[str, Any]] = []
+        status: int = HTTPStatus.OK
+        refusals: list[Refused] = []
         for alert in alerts:
             try:
                 results.append(self._act(name, trigger, alert))
@@ -176,10 +177,13 @@ class Alerts:
                     status = HTTPStatus.ACCEPTED
             except Refused as refused:
                 self.count(counted, refused.reason, f"alert {alert.id}: {refused.message}")
-                if len(alerts) == 1:
-                    return Answer(refused.status, {"error": refused.message, "started": None})
-                results.append({"alert": alert.id, "error": refused.message})
-        if not results:
+                refusals.append(refused)
+                results.append({"alert": alert.id, "error": refused.message, "started": None})
+        if refusals and len(refusals) == len(results):  # every alert in it refused
+            status = refusals[0].status
+        if len(alerts) == 1 and refusals:
+            return Answer(status, {"error": refusals[0].message, "started": None})
+        if not results:  # nothing firing (Alertmanager's resolved alerts), or all seen already
             return Answer(HTTPStatus.OK, {"alerts": [], "started": None})
         if len(results) == 1:
             return Answer(status, results[0])
