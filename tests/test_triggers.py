@@ -670,3 +670,14 @@ def test_an_alertmanager_notification_matching_no_rule_is_refused(served: Served
     assert status == 422, answer
     assert [r["started"] for r in answer["alerts"]] == [None, None]
     assert served.runs() == []
+
+
+def test_long_alert_ids_that_share_a_beginning_are_two_alerts(served: Served) -> None:
+    shared = "x" * 400
+    status, first = served.alert(generic(shared + "-1", wallet="0xe5"))
+    assert status == 202, first
+    status, second = served.alert(generic(shared + "-2", wallet="0xe6"))
+    assert status == 202, second  # not taken for a replay of the first
+    assert first["run"] != second["run"]
+    served.settled(first["run"])
+    served.settled(second["run"])

@@ -237,7 +237,7 @@ class Alerts:
 
     def _claim(self, key: str, until: float, what: str) -> None:
         try:
-            fresh = self.store.claim_once(key, until=until, now=self.clock())
+            fresh = self.store.claim_once(claim_key(key), until=until, now=self.clock())
         except IrctlError as exc:
             raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, "failed",
                           f"cannot check for a replay: {exc.message}") from exc  # fmt: skip
@@ -294,7 +294,7 @@ class Alerts:
                 run_id = self._start(name, trigger, alert, incident, runbook, text, params)
             except Refused:
                 with contextlib.suppress(IrctlError):  # the next alert may try again
-                    self.store.release(f"incident:{incident}")
+                    self.store.release(claim_key(f"incident:{incident}"))
                 raise
         self.count(name, "accepted", f"alert {alert.id} started run {run_id} ({runbook.id})")
         return {"alert": alert.id, "run": run_id, "incident": incident, "started": True}
@@ -316,8 +316,9 @@ class Alerts:
     def _claim_incident(self, incident: str) -> bool:
         try:
             return self.store.claim_once(
-                f"incident:{incident}", until=self.clock() + INCIDENT_WINDOW, now=self.clock()
-            )
+                claim_key(f"incident:{incident}"), until=self.clock() + INCIDENT_WINDOW,
+                now=self.clock(),
+            )  # fmt: skip
         except IrctlError as exc:
             raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, "failed", exc.message) from exc
 
@@ -462,6 +463,12 @@ class Alerts:
 
 
 # -- reading alerts ----------------------------------------------------------------------------
+
+
+def claim_key(text: str) -> str:
+    """The key a one-time claim is stored under: a digest, as an alert's id, a signature or
+    an incident may be longer than the store keeps (two would otherwise share a claim)."""
+    return "alert:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def generic_signature(secret: str, timestamp: str, body: bytes) -> str:
