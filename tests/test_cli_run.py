@@ -306,7 +306,8 @@ def test_keys_generate_writes_outside_the_workspace(tmp_path: Path) -> None:
 
 COMMANDS = [
     ["init"], ["schema"], ["validate"], ["runbooks", "list"], ["plan"], ["run"], ["status"],
-    ["runs", "list"], ["resume"], ["abort"], ["answer"], ["note"], ["transcript", "show"],
+    ["runs", "list"], ["resume"], ["abort"], ["answer"], ["adopt"], ["note"],
+    ["transcript", "show"],
     ["transcript", "verify"], ["transcript", "export"], ["keys", "generate"], ["keys", "export"],
     ["demo"],
     ["approve"], ["deny"], ["approvals", "pending"], ["serve"], ["transcript", "pack"],

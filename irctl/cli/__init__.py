@@ -32,6 +32,7 @@ COMMANDS = {
     "validate": "validate", "schema": "validate", "runbooks": "validate",
     "plan": "runs", "run": "runs", "resume": "runs", "answer": "runs", "abort": "runs",
     "note": "runs", "status": "runs", "runs": "runs", "retry": "runs", "skip": "runs",
+    "adopt": "runs",
     "approve": "approvals", "deny": "approvals", "approvals": "approvals",
     "init": "admin", "demo": "admin", "keys": "admin", "doctor": "admin",
     "serve": "serve", "transcript": "transcript",

@@ -361,6 +361,19 @@ class Store:
 
         return self._patiently("cannot record a used request", attempt)
 
+    def release(self, key: str) -> None:
+        """Forget a claim of :meth:`claim_once` whose use did not happen after all (a run that
+        could not be created for the incident it claimed)."""
+        from sqlalchemy import delete
+
+        table = self._used_once
+
+        def attempt() -> None:
+            with self._lock, self._writer.begin() as conn:
+                conn.execute(delete(table).where(table.c.key == key[:200]))
+
+        self._patiently("cannot release a used request", attempt)
+
     # -- reading ---------------------------------------------------------------
 
     def lines(self, run_id: str, *, after: int = 0) -> Iterator[str]:
@@ -442,6 +455,20 @@ class Store:
         )
         ((runs, events),) = self._read("cannot read the store", counted)
         return int(runs), int(events)
+
+    def runs_for_incident(self, incident: str, *, limit: int = 20) -> list[RunRow]:
+        """The runs recorded for ``incident``, newest first (as the rows say: check each run's
+        own ``run.created`` before believing it)."""
+        from sqlalchemy import select
+
+        runs = self._runs
+        query = (
+            select(runs)
+            .where(runs.c.incident == incident)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(limit)
+        )
+        return [RunRow(*row) for row in self._read("cannot read runs", query)]
 
     def runs(self, *, limit: int | None = None) -> list[RunRow]:
         """Runs, newest first (ties in ``created_at`` broken by id, descending)."""
