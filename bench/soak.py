@@ -26,8 +26,13 @@ started with fewer than two distinct leads' approvals (0), kills and restarts ma
 second, and the p50/p99 commit latency of the probe.  Exit 1 when any of the zero rows is not
 zero, so the short soak in the suite (tests/test_soak.py) fails on a broken lock.
 
-Not (yet) in it: ``irctl serve`` replicas receiving Slack clicks, schedulers and their
-failover, dependencies answering 429/503: see the README's team-mode section.
+Beside them, ``--schedulers`` ``irctl scheduler run`` processes lead or stand by for a drill
+scheduled every minute; the leader is SIGKILLed ``--leader-kills`` times (a new standby
+started each time), and the table says how soon another led, and whether any minute's drill
+fired twice or not at all.
+
+Not (yet) in it: ``irctl serve`` replicas receiving Slack clicks, dependencies answering
+429/503 and resets: see the README's team-mode section.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class Settings:
     time_limit: float = 540.0
     seed: int = 7
     twice: float = 0.3  # how often an approval or a resume is sent twice at once
+    schedulers: int = 2  # irctl scheduler run processes: one leads, the others stand by
+    leader_kills: int = 2
 
 
 @dataclass
@@ -83,6 +90,11 @@ class Figures:
     processes: int = 0
     steps: int = 0
     seconds: float = 0.0
+    drill_slots: int = 0
+    drill_slots_twice: int = 0
+    drill_slots_missed: int = 0
+    leader_kills: int = 0
+    failovers: list[float] = field(default_factory=list)
     commit_before: list[float] = field(default_factory=list)
     commit_under: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -90,7 +102,7 @@ class Figures:
     @property
     def clean(self) -> bool:
         zeros = (self.double_effects, self.missing_effects, self.unverified,
-                 self.double_approvals, self.short_quorum)  # fmt: skip
+                 self.double_approvals, self.short_quorum, self.drill_slots_twice)  # fmt: skip
         return not any(zeros) and self.completed == self.runs
 
 
@@ -117,6 +129,84 @@ class DurablePostgres(PostgresServer):
                   "-w", "-t", "60", "restart")  # fmt: skip
         self._accepts_connections()
         return time.monotonic() - began
+
+
+NOTE = """\
+irctl: 1
+id: soak-note
+title: A drill's one step
+steps:
+  - id: note
+    action: notify.console
+    with: {message: "drill"}
+"""
+
+DRILL = """\
+irctl: 1
+kind: drill
+id: soak-drill
+title: Every minute, while the soak runs
+runbook: soak-note
+mode: tabletop
+schedule: {cron: "* * * * *", timezone: UTC}
+"""
+
+
+class Schedulers:
+    """``irctl scheduler run`` processes on the store: who leads, and how fast another does
+    when the leader is killed."""
+
+    def __init__(self, root: Path, env: dict[str, str], figures: Figures) -> None:
+        self.root, self.env, self.figures = root, env, figures
+        self.lock = threading.Lock()
+        self.procs: list[subprocess.Popen[str]] = []
+        self.leading: dict[int, float] = {}  # pid -> when it said it leads
+        self.killed_at: float | None = None
+
+    def start_one(self) -> None:
+        proc = subprocess.Popen([IRCTL, "scheduler", "run", "--poll", "1"], cwd=self.root,
+                                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+        self.procs.append(proc)
+
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                with self.lock:
+                    if line.startswith("leading the drill scheduler"):
+                        now = time.monotonic()
+                        self.leading[proc.pid] = now
+                        if self.killed_at is not None:
+                            self.figures.failovers.append(now - self.killed_at)
+                            self.killed_at = None
+                    elif "standing down" in line:
+                        self.leading.pop(proc.pid, None)
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def kill_leader(self) -> bool:
+        with self.lock:
+            leaders = [p for p in self.procs if p.pid in self.leading and p.poll() is None]
+            if len(leaders) != 1:
+                return False
+            leader = leaders[0]
+            self.leading.pop(leader.pid)
+            os.kill(leader.pid, signal.SIGKILL)
+            self.killed_at = time.monotonic()
+        leader.wait()
+        self.figures.leader_kills += 1
+        self.start_one()  # a new standby, so one always waits
+        return True
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def runbook(steps: int, ledger: Path) -> str:
@@ -149,6 +239,9 @@ def make_workspace(root: Path, url: str, settings: Settings) -> Path:
     (root / "irctl.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     text = runbook(settings.steps, root / "ledger.txt")
     (root / "runbooks" / "soak.yaml").write_text(text, encoding="utf-8")
+    (root / "runbooks" / "soak-note.yaml").write_text(NOTE, encoding="utf-8")
+    (root / "drills").mkdir()
+    (root / "drills" / "soak-drill.yaml").write_text(DRILL, encoding="utf-8")
     return root
 
 
@@ -341,6 +434,28 @@ def check(root: Path, url: str, figures: Figures) -> None:
         figures.problems.append("ledger lines of runs the store does not hold")
 
 
+def count_drill_slots(url: str, began: float, ended: float, figures: Figures) -> None:
+    """Each whole minute of the soak is a slot of the every-minute drill: fired once, or
+    (counted) twice or not at all.  A fired drill is a run of incident drill-soak-drill
+    started in the slot's minute."""
+    from datetime import UTC, datetime
+
+    from irctl.journal.store import Store
+
+    store = Store.open(url, create=False)
+    try:
+        fired = Counter(row.created_at[:16] for row in store.runs()
+                        if row.incident == "drill-soak-drill")  # fmt: skip
+    finally:
+        store.close()
+    first = int(began // 60 + 1) * 60  # the first whole minute after the schedulers started
+    slots = [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M")
+             for t in range(first, int(ended) - 5, 60)]  # fmt: skip
+    figures.drill_slots = len(slots)
+    figures.drill_slots_twice = sum(1 for n in fired.values() if n > 1)
+    figures.drill_slots_missed = sum(1 for slot in slots if not fired[slot])
+
+
 def soak(settings: Settings, *, quiet: bool = False) -> Figures:
     figures = Figures()
     say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
@@ -355,7 +470,18 @@ def soak(settings: Settings, *, quiet: bool = False) -> Figures:
         prober = threading.Thread(target=probe, args=(url, stop, faults, figures), daemon=True)
         prober.start()
         driver = Driver(root, url, settings, figures)
+        scheduled = subprocess.run([IRCTL, "drill", "schedule", "soak-drill"], cwd=root,
+                                   env=driver.env, capture_output=True, text=True,
+                                   check=False)  # fmt: skip
+        if scheduled.returncode != 0:
+            raise RuntimeError(f"irctl drill schedule: {scheduled.stderr}")
+        schedulers = Schedulers(root, driver.env, figures)
+        for _ in range(settings.schedulers):
+            schedulers.start_one()
+        wall_began = time.time()
         began = time.monotonic()
+        leader_kills_due = [0.4 + 0.4 * i / max(settings.leader_kills, 1)
+                            for i in range(settings.leader_kills)]  # fmt: skip
         restarts_due = [0.3 + 0.5 * i / max(settings.restarts, 1) for i in range(settings.restarts)]
         try:
             left = settings.runs
@@ -368,6 +494,10 @@ def soak(settings: Settings, *, quiet: bool = False) -> Figures:
                 for _ in range(2):  # up to two kills a round, until --kills are made
                     if faults.is_set() and kills_left:
                         kills_left -= driver.kill_one()
+                due = leader_kills_due and done >= leader_kills_due[0]
+                if due and schedulers.kill_leader():
+                    leader_kills_due.pop(0)
+                    say("  killed the scheduler leader")
                 if restarts_due and done >= restarts_due[0]:
                     restarts_due.pop(0)
                     took = pg.restart_immediately()
@@ -381,9 +511,11 @@ def soak(settings: Settings, *, quiet: bool = False) -> Figures:
         finally:
             figures.seconds = time.monotonic() - began
             stop.set()
+            schedulers.stop()
             prober.join(timeout=30)
             driver.close()
         check(root, url, figures)
+        count_drill_slots(url, wall_began, wall_began + figures.seconds, figures)
     return figures
 
 
@@ -405,6 +537,12 @@ def table(figures: Figures, settings: Settings) -> str:
         ("processes started / killed", f"{figures.processes} / {figures.kills}",
          f"≥ {settings.kills} kills"),
         ("database restarts (immediate)", str(figures.restarts), f"≥ {settings.restarts}"),
+        ("drill slots (every minute): fired twice", f"{figures.drill_slots_twice} of "
+         f"{figures.drill_slots}", "0"),
+        ("  slots missed", str(figures.drill_slots_missed), "0"),
+        ("scheduler leaders killed", str(figures.leader_kills), f"{settings.leader_kills}"),
+        ("  standby leading after, slowest",
+         f"{max(figures.failovers, default=float('nan')):.1f} s", "≤ poll 1 s + 2 s"),
         ("steps succeeded per second", f"{figures.steps / figures.seconds:.1f}", "—"),
         ("wall time", f"{figures.seconds:.0f} s", "≤ 600 s"),
         ("commit p50 / p99, before faults",

@@ -1,6 +1,6 @@
 """The short soak: a few runs driven to their end through the real ``irctl`` on a durable
 PostgreSQL while processes are killed, the database is restarted and every approval and
-resume is sent twice at once (bench/soak.py; ``make soak`` is the long one).  Nothing may be
+resume is sent twice at once, and the drill scheduler's leader is killed twice (bench/soak.py; ``make soak`` is the long one).  Nothing may be
 executed twice, lost, or counted twice.  With the run lock made a no-op by hand, this soak
 fails (runs stopped as tampered, journals that do not verify, approvals recorded twice)."""
 
@@ -24,3 +24,6 @@ def test_a_short_soak_under_kills_and_a_database_restart_loses_and_doubles_nothi
     assert figures.restarts == 1, shown
     assert figures.kills >= 1, shown  # faults were really injected
     assert figures.steps >= 6 * 8, shown
+    assert figures.leader_kills == 2, shown  # the scheduler leader, killed twice:
+    assert len(figures.failovers) == 2, shown  # a standby led after each
+    assert figures.drill_slots_twice == 0, shown
