@@ -1,8 +1,8 @@
 """The short soak: a few runs driven to their end through the real ``irctl`` on a durable
-PostgreSQL while processes are killed, the database is restarted and every approval and
-resume is sent twice at once, and the drill scheduler's leader is killed twice (bench/soak.py; ``make soak`` is the long one).  Nothing may be
-executed twice, lost, or counted twice.  With the run lock made a no-op by hand, this soak
-fails (runs stopped as tampered, journals that do not verify, approvals recorded twice)."""
+PostgreSQL while processes are killed, the database is restarted, every approval and resume
+is sent twice at once and the drill scheduler's leader is killed twice (bench/soak.py; ``make
+soak`` is the long one).  Nothing may be executed twice, lost, or counted twice.  With the run
+lock made a no-op by hand, this soak fails (a run stopped as tampered, its journal unverified)."""
 
 from __future__ import annotations
 
