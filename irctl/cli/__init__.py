@@ -22,7 +22,7 @@ EXIT_IO = 74
 
 COMMAND_MODULES = (
     "validate", "runs", "approvals", "transcript", "admin", "serve", "drill", "safe", "allowlist",
-    "reserves",
+    "reserves", "watch",
 )  # fmt: skip
 
 #: The module that defines each top-level command and group.  ``irctl NAME ...`` imports only
@@ -36,7 +36,7 @@ COMMANDS = {
     "init": "admin", "demo": "admin", "keys": "admin", "doctor": "admin",
     "serve": "serve", "transcript": "transcript",
     "drill": "drill", "scheduler": "drill", "safe": "safe", "allowlist": "allowlist",
-    "reserves": "reserves",
+    "reserves": "reserves", "watch": "watch",
 }  # fmt: skip
 
 

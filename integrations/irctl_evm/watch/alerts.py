@@ -1,0 +1,97 @@
+"""A finding POSTed as a generic irctl alert, signed as ``irctl serve``'s ``/alerts/NAME`` checks.
+
+::
+
+    POST <alert URL>
+    Content-Type: application/json
+    X-Irctl-Timestamp: 1740147215
+    X-Irctl-Signature: v1=<hex HMAC-SHA256(secret, "v1:" + timestamp + ":" + raw body)>
+
+    <the finding's JSON>
+
+The timestamp is the moment of sending (a receiver refuses stale ones); a retry is signed
+anew.  The secret is read from an environment variable and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from irctl.errors import UsageError
+
+#: Seconds between attempts of one delivery; after the last, the finding stays in the outbox.
+BACKOFF = (0.5, 1.0, 2.0, 4.0)
+
+
+def signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret, b"v1:" + timestamp.encode() + b":" + body, hashlib.sha256)
+    return "v1=" + digest.hexdigest()
+
+
+def body_of(finding: dict[str, Any]) -> bytes:
+    return json.dumps(finding, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass
+class AlertTarget:
+    """Where findings go and the secret they are signed with (``repr`` hides the secret)."""
+
+    url: str
+    secret: bytes = field(repr=False)
+    timeout: float = 10.0
+    backoff: tuple[float, ...] = BACKOFF
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise UsageError("--alert-url must be an http(s) URL")
+        if not self.secret:
+            raise UsageError("the alert secret is empty")
+
+    def post(self, finding: dict[str, Any]) -> str | None:
+        """Deliver ``finding``, retrying with backoff; None, or why it was not delivered."""
+        body = body_of(finding)
+        problem: str | None = None
+        for pause in (*self.backoff, None):
+            stamp = str(int(self.clock()))
+            request = urllib.request.Request(  # noqa: S310 - the URL is checked to be http(s)
+                self.url,
+                data=body,
+                method="POST",
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Irctl-Timestamp": stamp,
+                    "X-Irctl-Signature": signature(self.secret, stamp, body),
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
+                    answer.read()
+                return None
+            except urllib.error.HTTPError as exc:
+                problem = f"the alert endpoint answered HTTP {exc.code}"
+                if 400 <= exc.code < 500 and exc.code not in (408, 425, 429):
+                    return problem  # refused as sent: sending it again changes nothing
+            except (OSError, ValueError) as exc:
+                problem = f"the alert endpoint is unreachable ({_reason(exc)})"
+            if pause is not None:
+                self.sleep(pause)
+        return problem
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror.lower()
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__

@@ -1,0 +1,285 @@
+"""Following the chain: read blocks in batches, notice reorgs, raise, record, deliver.
+
+One :meth:`Watcher.step` reads up to ``batch`` blocks that have ``confirmations``
+blocks over them, in one JSON-RPC batch with the watched Safes' logs and the token
+logs of the watched addresses (and, in a second, the receipts of the watched
+addresses' value transfers).  The blocks must chain: each one's ``parentHash`` is
+the hash of the one before.  When the first no longer builds on the last block
+read, the chain reorganised: the watcher asks for the hashes of the blocks it
+remembers (the last ``reorg_depth``), goes back to the newest one still on the
+chain, retracts every finding of the blocks after it and reads the new branch
+from there.  A reorg deeper than that is refused with an error: the findings
+could not be put right.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irctl.errors import IrctlError, UsageError
+from irctl_evm.watch import position as positions
+from irctl_evm.watch.alerts import AlertTarget
+from irctl_evm.watch.config import WatchConfig
+from irctl_evm.watch.findings import Finding, finding_id, rfc3339
+from irctl_evm.watch.position import Position
+from irctl_evm.watch.rpc import ChainUnreachable, Rpc, RpcError, quantity
+from irctl_evm.watch.rules import (
+    Outflows,
+    block_from_rpc,
+    log_from_rpc,
+    padded,
+    scan,
+    transfer_topics,
+)
+
+DEFAULT_BATCH = 50
+
+
+class ReorgTooDeep(IrctlError):
+    """The chain reorganised deeper than the block hashes the watcher keeps."""
+
+
+class ChainChanged(IrctlError):
+    """The node serves another chain than the one the position was recorded on."""
+
+
+@dataclass
+class Watcher:
+    """Follows one chain for ``config`` from the position at ``path``."""
+
+    config: WatchConfig
+    rpc: Rpc
+    path: Path
+    start: int | None = None
+    batch: int = DEFAULT_BATCH
+    emit: Callable[[dict[str, Any]], None] | None = None
+    alert: AlertTarget | None = None
+    note: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
+    position: Position | None = None
+    chain_id: int = 0
+    undelivered: int = 0
+
+    def open(self) -> Position:
+        """Read the chain id and the saved position (or start one at --from or the head)."""
+        self.chain_id = quantity(self.rpc.call("eth_chainId"), "a chain id")
+        saved = positions.load(self.path)
+        if saved is not None:
+            if saved.chain_id != self.chain_id:
+                raise ChainChanged(
+                    f"{self.path} follows chain id {saved.chain_id}, but the node serves "
+                    f"{self.chain_id}: give the right --rpc, or remove the file to start over"
+                )
+            if self.start is not None and self.start != saved.next:
+                raise UsageError(
+                    f"--from {self.start}: {self.path} says block {saved.next} is next; starting "
+                    f"elsewhere would skip or repeat blocks (remove the file to start over)"
+                )
+            self.position = saved
+            return saved
+        head = quantity(self.rpc.call("eth_blockNumber"), "a block number")
+        start = self.start if self.start is not None else max(0, head - self.config.confirmations)
+        self.position = Position(chain=self.config.chain, chain_id=self.chain_id, next=start)
+        positions.save(self.path, self.position)
+        return self.position
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Deliver what waits, then read what the chain has; the number of blocks read."""
+        state = self._state()
+        self.deliver()
+        head = quantity(self.rpc.call("eth_blockNumber"), "a block number")
+        last = min(head - self.config.confirmations, state.next + self.batch - 1)
+        if last < state.next:
+            return 0
+        blocks, logs = self._read(state.next, last)
+        if blocks is None:
+            return 0  # the chain moved while it was read: read it again
+        first = blocks[0]
+        if state.recent and first["parent"] != state.recent[-1][1]:
+            self._reorg(state, first)
+            return 0
+        receipts = self._receipts(blocks)
+        outflows = Outflows(self.config.window, state.outflows)
+        for block in blocks:
+            found = scan(self.config, self.chain_id, block, logs.get(block["hash"], []),
+                         receipts, outflows)  # fmt: skip
+            state.recent.append([block["number"], block["hash"]])
+            if found:
+                state.raised[block["hash"]] = [
+                    {"id": f.id, "kind": f.kind, "address": f.address, "tx": f.tx,
+                     "summary": f.summary} for f in found
+                ]  # fmt: skip
+                state.outbox.extend(
+                    {"finding": f.as_json(), "printed": False, "posted": False} for f in found
+                )
+        state.recent = state.recent[-self.config.reorg_depth :]
+        kept = {h for _, h in state.recent}
+        state.raised = {h: f for h, f in state.raised.items() if h in kept}
+        state.outflows = outflows.rows
+        state.next = last + 1
+        positions.save(self.path, state)
+        self.deliver()
+        return len(blocks)
+
+    def deliver(self) -> None:
+        """Print and post what the outbox holds; what was delivered leaves it."""
+        state = self._state()
+        if not state.outbox:
+            self.undelivered = 0
+            return
+        changed = False
+        for item in state.outbox:
+            if self.emit is not None and not item["printed"]:
+                self.emit(item["finding"])
+                item["printed"] = changed = True
+            if self.alert is not None and not item["posted"]:
+                problem = self.alert.post(item["finding"])
+                if problem is None:
+                    item["posted"] = changed = True
+                else:
+                    self.note(f"finding {item['finding']['id']} not delivered yet: {problem}")
+        pending = [
+            item for item in state.outbox
+            if (self.emit is not None and not item["printed"])
+            or (self.alert is not None and not item["posted"])
+        ]  # fmt: skip
+        if changed or len(pending) != len(state.outbox):
+            state.outbox = pending
+            positions.save(self.path, state)
+        self.undelivered = len(pending)
+
+    def run(self, *, poll: float, once: bool, sleep: Callable[[float], None] = time.sleep) -> int:
+        """Follow until the head (``once``) or forever; the blocks read."""
+        total = 0
+        failures = 0
+        while True:
+            try:
+                read = self.step()
+                failures = 0
+            except (ChainUnreachable, RpcError) as exc:
+                if once:
+                    raise
+                failures += 1
+                read = 0
+                self.note(f"{exc.message}; trying again")
+                sleep(min(poll * 2**failures, 60.0))
+                continue
+            total += read
+            if read:
+                continue
+            if once:
+                return total
+            sleep(poll)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _read(
+        self, first: int, last: int
+    ) -> tuple[list[dict[str, Any]] | None, dict[str, list[dict[str, Any]]]]:
+        span = {"fromBlock": hex(first), "toBlock": hex(last)}
+        requests: list[tuple[str, list[Any]]] = [
+            ("eth_getBlockByNumber", [hex(n), True]) for n in range(first, last + 1)
+        ]
+        if self.config.safes:
+            requests.append(("eth_getLogs", [{**span, "address": list(self.config.safes)}]))
+        requests.append(("eth_getLogs", [{**span, "topics": [
+            transfer_topics(), [padded(a) for a in self.config.watched]]}]))  # fmt: skip
+        answers = self.rpc.batch(requests)
+        count = last - first + 1
+        if any(raw is None for raw in answers[:count]):
+            return None, {}  # a block the head promised is not served (yet)
+        blocks = [block_from_rpc(raw) for raw in answers[:count]]
+        for before, block in itertools.pairwise(blocks):
+            if block["parent"] != before["hash"]:
+                return None, {}
+        hashes = {block["number"]: block["hash"] for block in blocks}
+        logs: dict[str, list[dict[str, Any]]] = {}
+        seen: set[tuple[str, int]] = set()
+        for answer in answers[count:]:
+            if not isinstance(answer, list):
+                raise ChainUnreachable("the node answered eth_getLogs with something not a list")
+            for raw in answer:
+                log = log_from_rpc(raw)
+                if hashes.get(log["block"]) != log["block_hash"]:
+                    return None, {}  # a log of another branch than the blocks read
+                if (log["tx"], log["index"]) not in seen:
+                    seen.add((log["tx"], log["index"]))
+                    logs.setdefault(log["block_hash"], []).append(log)
+        for found in logs.values():
+            found.sort(key=lambda log: int(log["index"]))
+        return blocks, logs
+
+    def _receipts(self, blocks: list[dict[str, Any]]) -> dict[str, int]:
+        watched = set(self.config.watched)
+        wanted = [tx["hash"] for block in blocks for tx in block["transactions"]
+                  if tx["from"] in watched and tx["value"] > 0]  # fmt: skip
+        receipts: dict[str, int] = {}
+        answers = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in wanted])
+        for tx_hash, receipt in zip(wanted, answers, strict=True):
+            if isinstance(receipt, dict):
+                receipts[tx_hash] = quantity(receipt.get("status", "0x0"), "a receipt status")
+        return receipts
+
+    def _reorg(self, state: Position, seen: dict[str, Any]) -> None:
+        numbers = [n for n, _ in state.recent]
+        answers = self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        canonical = {
+            n: (raw or {}).get("hash", "").lower() for n, raw in zip(numbers, answers, strict=True)
+        }
+        keep = len(state.recent)
+        while keep and canonical[state.recent[keep - 1][0]] != state.recent[keep - 1][1]:
+            keep -= 1
+        if keep == 0:
+            raise ReorgTooDeep(
+                f"the chain reorganised below block {state.recent[0][0]}, deeper than the "
+                f"{len(state.recent)} block(s) irctl watch keeps (--reorg-depth): the findings "
+                f"since then cannot be put right; check them by hand, then remove {self.path} "
+                "to follow again"
+            )
+        orphaned = state.recent[keep:]
+        self.note(f"reorg: block(s) {orphaned[0][0]}–{orphaned[-1][0]} left the chain; "
+                  f"reading the new branch from block {orphaned[0][0]}")  # fmt: skip
+        noticed = rfc3339(int(seen["timestamp"]))
+        for number, block_hash in reversed(orphaned):
+            for raised in state.raised.pop(block_hash, []):
+                retraction = Finding(
+                    id=finding_id(
+                        self.chain_id, block_hash, raised["tx"], raised["id"], "retracted"
+                    ),
+                    kind="retracted",
+                    detected_at=noticed,
+                    block=number,
+                    tx=raised["tx"],
+                    summary=f"retracted (block {number} left the chain): {raised['summary']}",
+                    chain=self.config.chain,
+                    address=raised["address"],
+                    fields={
+                        "chain_id": self.chain_id,
+                        "block_hash": block_hash,
+                        "retracts": raised["id"],
+                        "retracted_kind": raised["kind"],
+                    },
+                )
+                state.outbox.append(
+                    {"finding": retraction.as_json(), "printed": False, "posted": False}
+                )
+        gone = {h for _, h in orphaned}
+        outflows = Outflows(self.config.window, state.outflows)
+        outflows.drop_blocks(gone)
+        state.outflows = outflows.rows
+        state.recent = state.recent[:keep]
+        state.next = state.recent[-1][0] + 1
+        positions.save(self.path, state)
+        self.deliver()
+
+    def _state(self) -> Position:
+        if self.position is None:
+            raise RuntimeError("Watcher.open() first")
+        return self.position
