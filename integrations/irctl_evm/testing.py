@@ -15,7 +15,10 @@ it with the URL from :attr:`LocalChain.url`, exactly as it would talk to a node:
 Every transaction is mined at once into its own block; :meth:`LocalChain.mine`
 adds empty blocks (confirmations).  :meth:`LocalChain.hold` stops one RPC method
 before or after the chain handles it, so a test can kill a process at that exact
-instant.  ``python -m irctl_evm.testing --port 8545`` runs one in the foreground.
+instant.  :meth:`LocalChain.snapshot` and :meth:`LocalChain.revert` make a reorg
+(revert, then mine another branch), :meth:`LocalChain.time_travel` moves the
+clock of the next block.  ``python -m irctl_evm.testing --port 8545`` runs one in
+the foreground.
 The chain lives in memory: it ends with the process that started it.
 """
 
@@ -61,6 +64,7 @@ class Hold:
 
     method: str
     when: str
+    skip: int = 0  # requests let through before the hold starts
     arrived: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -164,6 +168,9 @@ class LocalChain:
         params = _block_numbers(method, params)
         self.requests.append(method)
         hold = self._holds.get(method)
+        if hold is not None and hold.skip > 0:
+            hold.skip -= 1
+            hold = None
         if hold is not None and hold.when == "before":
             hold.arrived.set()
             hold.released.wait()
@@ -183,11 +190,12 @@ class LocalChain:
             hold.released.wait()
         return answer
 
-    def hold(self, method: str, *, when: str = "before") -> Hold:
-        """Stop ``method`` ``before`` or ``after`` the chain handles it (see :class:`Hold`)."""
+    def hold(self, method: str, *, when: str = "before", skip: int = 0) -> Hold:
+        """Stop ``method`` ``before`` or ``after`` the chain handles it (see :class:`Hold`),
+        once ``skip`` requests for it have passed (a request of a batch counts as one)."""
         if when not in ("before", "after"):
             raise ValueError("when is 'before' or 'after'")
-        made = self._holds[method] = Hold(method, when)
+        made = self._holds[method] = Hold(method, when, skip)
         return made
 
     def unhold(self, method: str) -> None:
@@ -297,6 +305,24 @@ class LocalChain:
         with self._lock:
             self.tester.mine_blocks(blocks)
             return int(self.w3.eth.block_number)
+
+    def snapshot(self) -> Any:
+        """The chain as it is now, to :meth:`revert` to (a reorg: revert, then mine another
+        branch of the same or greater height)."""
+        with self._lock:
+            return self.tester.take_snapshot()
+
+    def revert(self, snapshot: Any) -> None:
+        """Drop every block mined since ``snapshot``; what is mined next is a new branch."""
+        with self._lock:
+            self.tester.revert_to_snapshot(snapshot)
+
+    def time_travel(self, seconds: int) -> int:
+        """Move the clock ``seconds`` past the head's timestamp (eth-tester mines a block to do
+        it); the new head's timestamp."""
+        with self._lock:
+            self.tester.time_travel(int(self.w3.eth.get_block("latest")["timestamp"]) + seconds)
+            return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def transactions_from(self, address: str) -> list[dict[str, Any]]:
         """Every mined transaction sent by ``address`` (hash, nonce, to, value, block)."""

@@ -91,7 +91,9 @@ class Watcher:
     # -- one step ------------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Deliver what waits, then read what the chain has; the number of blocks read."""
+        """Deliver what waits, then read what the chain has: the number of blocks read, or
+        -1 when the chain changed under the read (a reorg, or a block not served yet) and it
+        is to be read again."""
         state = self._state()
         self.deliver()
         head = quantity(self.rpc.call("eth_blockNumber"), "a block number")
@@ -100,11 +102,11 @@ class Watcher:
             return 0
         blocks, logs = self._read(state.next, last)
         if blocks is None:
-            return 0  # the chain moved while it was read: read it again
+            return -1  # the chain moved while it was read: read it again
         first = blocks[0]
         if state.recent and first["parent"] != state.recent[-1][1]:
             self._reorg(state, first)
-            return 0
+            return -1
         receipts = self._receipts(blocks)
         outflows = Outflows(self.config.window, state.outflows)
         for block in blocks:
@@ -159,6 +161,7 @@ class Watcher:
         """Follow until the head (``once``) or forever; the blocks read."""
         total = 0
         failures = 0
+        moved = 0
         while True:
             try:
                 read = self.step()
@@ -171,6 +174,12 @@ class Watcher:
                 self.note(f"{exc.message}; trying again")
                 sleep(min(poll * 2**failures, 60.0))
                 continue
+            if read < 0:
+                moved += 1
+                if moved > 1:  # the chain is still moving: give it a moment
+                    sleep(min(poll, 1.0))
+                continue
+            moved = 0
             total += read
             if read:
                 continue

@@ -41,8 +41,11 @@ SAFE_EVENTS = {
     "ChangedGuard(address)": ("safe.changed_guard", "guard"),
     "EnabledModule(address)": ("safe.enabled_module", "module"),
 }
-EXEC_TRANSACTION = (
-    "execTransaction(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,bytes)"
+#: Safe's execTransaction, and the same without signatures (contracts/safe/SafeLike.sol, whose
+#: owners approve by approveHash): the first four arguments are to, value, data, operation.
+EXEC_TRANSACTIONS = (
+    "execTransaction(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address,bytes)",
+    "execTransaction(address,uint256,bytes,uint8,uint256,uint256,uint256,address,address)",
 )
 NATIVE = "native"
 
@@ -164,7 +167,7 @@ def scan(
         if tx["from"] in watched and tx["value"] > 0 and receipts.get(tx["hash"]) == 1:
             _outflow(config, outflows, block, raise_, (tx["index"], -1), tx["hash"], "tx",
                      tx["from"], NATIVE, tx["value"], to=tx["to"])  # fmt: skip
-        if tx["to"] in safes and tx["input"].startswith(_exec_selector()):
+        if tx["to"] in safes and tx["input"][:10] in _exec_selectors():
             _exec(config, outflows, block, raise_, tx, by_tx.get(tx["hash"], []))
 
     safe_topics = {topic(sig): (kind, arg) for sig, (kind, arg) in SAFE_EVENTS.items()}
@@ -258,7 +261,7 @@ def _exec(
         return  # the transaction reverted: the Safe executed nothing
     log = executed[0]
     result = outcome[log["topics"][0]]
-    types = EXEC_TRANSACTION.split("(", 1)[1].rstrip(")").split(",")
+    types = _exec_selectors()[tx["input"][:10]]
     try:
         to, value, data, operation, *_ = abi_decode(types, bytes.fromhex(tx["input"][10:]))
     except Exception:  # eth_abi raises several unrelated types for bad data
@@ -292,10 +295,13 @@ def _untrusted_delegatecalls(call: Any, known: frozenset[str]) -> list[Any]:
 
 
 @cache
-def _exec_selector() -> str:
+def _exec_selectors() -> dict[str, list[str]]:
     from irctl_evm.safe.decoding import selector
 
-    return "0x" + selector(EXEC_TRANSACTION).hex()
+    return {
+        "0x" + selector(signature).hex(): signature.split("(", 1)[1].rstrip(")").split(",")
+        for signature in EXEC_TRANSACTIONS
+    }
 
 
 def _argument(log: dict[str, Any], name: str) -> str | int:
