@@ -437,3 +437,40 @@ def test_watch_has_help_and_is_in_the_readme(tmp_path: Path) -> None:
     assert "vars.watch" in done.stdout
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "irctl watch" in readme
+
+
+def test_the_local_chains_eth_getlogs_answers_as_eth_tester_does(chain: LocalChain) -> None:
+    """LocalChain serves eth_getLogs from the receipts itself (eth-tester's is ~15 ms a block
+    for a filter of many addresses): the same logs for the filters irctl watch sends."""
+    from irctl_evm.watch.rpc import Rpc
+    from irctl_evm.watch.rules import padded, transfer_topics
+
+    hot = _hot(chain)
+    token = chain.deploy_token(supply=10**12, holder=hot)
+    start = chain.mine()
+    chain.transact("PausableToken", token, "approve", chain.accounts[4], 3, sender=hot)
+    chain.transact("PausableToken", token, "transfer", chain.accounts[0], 4, sender=hot)
+    chain.transact("PausableToken", token, "transfer", hot, 1, sender=chain.accounts[0])
+    head = chain.mine()
+    span = {"fromBlock": hex(start), "toBlock": hex(head)}
+    filters = [
+        span, {**span, "address": token}, {**span, "address": [chain.accounts[0]]},
+        {**span, "topics": [transfer_topics(), [padded(hot)]]},
+        {**span, "topics": [None, None, [padded(hot)]]},
+    ]  # fmt: skip
+    rpc = Rpc(chain.url)
+    try:
+        for spec in filters:
+            ours = {(log["transactionHash"], log["address"].lower(), tuple(log["topics"]),
+                     log["data"]) for log in rpc.call("eth_getLogs", spec)}  # fmt: skip
+            wanted = {k: v for k, v in spec.items() if k in ("address", "topics")}
+            theirs = {
+                ("0x" + bytes(log["transactionHash"]).hex(), str(log["address"]).lower(),
+                 tuple("0x" + bytes(t).hex() for t in log["topics"]),
+                 "0x" + bytes(log["data"]).hex())
+                for log in chain.w3.eth.get_logs({"fromBlock": start, "toBlock": head, **wanted})
+            }  # fmt: skip
+            assert ours == theirs, spec
+    finally:
+        rpc.close()
+    assert len(ours) == 1  # the last filter: the one transfer to the hot wallet
