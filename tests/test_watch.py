@@ -246,6 +246,23 @@ def test_a_reorg_retracts_the_orphaned_findings_and_reads_the_new_branch(
         assert block_hash == "0x" + bytes(chain.w3.eth.get_block(number)["hash"]).hex()
 
 
+def test_a_reorg_that_replaces_only_the_last_block_is_noticed(
+    chain: LocalChain, tmp_path: Path
+) -> None:
+    hot = _hot(chain)
+    token = chain.deploy_token(supply=10**12, holder=hot)
+    start = chain.mine()
+    snapshot = chain.snapshot()
+    orphaned = chain.transact("PausableToken", token, "approve", chain.accounts[6], 5, sender=hot)
+    ws = _workspace(tmp_path, chain="local", hot_wallets=[hot])
+    assert [f["tx"] for f in _watch(ws, chain, start)] == [orphaned]
+    chain.revert(snapshot)  # a branch of the same height: no new block to read
+    replaced = chain.transact("PausableToken", token, "approve", chain.accounts[7], 5, sender=hot)
+    found = _watch(ws, chain, None)
+    assert [(f["kind"], f["tx"]) for f in found] == [("retracted", orphaned),
+                                                     ("token.approval", replaced)]  # fmt: skip
+
+
 def test_a_reorg_deeper_than_the_depth_is_refused(chain: LocalChain, tmp_path: Path) -> None:
     hot = _hot(chain)
     start = chain.mine()
@@ -269,16 +286,22 @@ class Receiver:
     """A local HTTP endpoint that records what it was sent; the first ``refuse`` requests are
     answered 503."""
 
-    def __init__(self, refuse: int = 0, port: int = 0) -> None:
+    def __init__(
+        self, refuse: int = 0, port: int = 0, status: int = 503, refuse_if: str = ""
+    ) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.refuse = refuse
+        self.status = status
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.received.append((dict(self.headers), body))
-                status = 503 if len(receiver.received) <= receiver.refuse else 202
+                refused = len(receiver.received) <= receiver.refuse or (
+                    bool(refuse_if) and refuse_if in body.decode()
+                )
+                status = receiver.status if refused else 202
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -359,6 +382,37 @@ def test_an_alert_not_delivered_is_kept_and_delivered_on_restart(
         assert json.loads(body)["id"] == kept["finding"]["id"]
     finally:
         back.close()
+
+
+def test_a_finding_refused_as_sent_waits_and_the_next_are_still_posted(
+    chain: LocalChain, tmp_path: Path
+) -> None:
+    hot = _hot(chain)
+    token = chain.deploy_token(supply=10**12, holder=hot)
+    start = chain.mine()
+    for spender in (chain.accounts[6], chain.accounts[7]):
+        chain.transact("PausableToken", token, "approve", spender, 1, sender=hot)
+    ws = _workspace(tmp_path, chain="local", hot_wallets=[hot])
+    refusing = Receiver(status=400, refuse_if=chain.accounts[6].lower())
+    try:
+        args = ("--alert-url", refusing.url, "--alert-secret-env", "WATCH_SECRET")
+        done = irctl("watch", "--rpc", chain.url, "--from", str(start), "--once", "--json",
+                     *args, cwd=ws, env={"WATCH_SECRET": SECRET})  # fmt: skip
+    finally:
+        refusing.close()
+    assert done.returncode == 1
+    assert "HTTP 400" in done.stderr
+    first, second = (json.loads(line) for line in done.stdout.splitlines())
+    posted = [json.loads(body)["id"] for _, body in refusing.received]
+    assert posted[:2] == [first["id"], second["id"]]
+    assert set(posted[2:]) <= {first["id"]}  # tried again on the next pass, refused again
+    position = ws / ".irctl" / "watch-local.json"
+    assert [i["finding"]["id"] for i in json.loads(position.read_text())["outbox"]] == [first["id"]]
+    # a run without --alert-url does not drop what waits to be posted
+    done = irctl("watch", "--rpc", chain.url, "--once", cwd=ws)
+    assert done.returncode == 1
+    assert "1 finding(s) wait to be posted" in done.stderr
+    assert len(json.loads(position.read_text())["outbox"]) == 1
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -57,8 +57,9 @@ class AlertTarget:
         if not self.secret:
             raise UsageError("the alert secret is empty")
 
-    def post(self, finding: dict[str, Any]) -> str | None:
-        """Deliver ``finding``, retrying with backoff; None, or why it was not delivered."""
+    def post(self, finding: dict[str, Any]) -> tuple[str | None, bool]:
+        """Deliver ``finding``, retrying with backoff: None or why it was not delivered, and
+        whether the endpoint answered (a refusal of this finding, not an outage)."""
         body = body_of(finding)
         problem: str | None = None
         for pause in (*self.backoff, None):
@@ -76,16 +77,16 @@ class AlertTarget:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
                     answer.read()
-                return None
+                return None, True
             except urllib.error.HTTPError as exc:
                 problem = f"the alert endpoint answered HTTP {exc.code}"
                 if 400 <= exc.code < 500 and exc.code not in (408, 425, 429):
-                    return problem  # refused as sent: sending it again changes nothing
+                    return problem, True  # refused as sent: sending it again changes nothing
             except (OSError, ValueError) as exc:
                 problem = f"the alert endpoint is unreachable ({_reason(exc)})"
             if pause is not None:
                 self.sleep(pause)
-        return problem
+        return problem, False
 
 
 def _reason(exc: BaseException) -> str:

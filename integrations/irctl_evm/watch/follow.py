@@ -39,6 +39,9 @@ from irctl_evm.watch.rules import (
 )
 
 DEFAULT_BATCH = 50
+#: Seconds an unreachable alert endpoint is left alone before findings are posted to it again
+#: (each attempt waits out the whole backoff); they are printed meanwhile and wait in the outbox.
+RETRY_AFTER = 30.0
 
 
 class ReorgTooDeep(IrctlError):
@@ -64,6 +67,9 @@ class Watcher:
     position: Position | None = None
     chain_id: int = 0
     undelivered: int = 0
+    retry_after: float = RETRY_AFTER
+    monotonic: Callable[[], float] = time.monotonic
+    _retry_at: float = 0.0
 
     def open(self) -> Position:
         """Read the chain id and the saved position (or start one at --from or the head)."""
@@ -99,7 +105,7 @@ class Watcher:
         head = quantity(self.rpc.call("eth_blockNumber"), "a block number")
         last = min(head - self.config.confirmations, state.next + self.batch - 1)
         if last < state.next:
-            return 0
+            return self._recheck(state)
         blocks, logs = self._read(state.next, last)
         if blocks is None:
             return -1  # the chain moved while it was read: read it again
@@ -118,9 +124,7 @@ class Watcher:
                     {"id": f.id, "kind": f.kind, "address": f.address, "tx": f.tx,
                      "summary": f.summary} for f in found
                 ]  # fmt: skip
-                state.outbox.extend(
-                    {"finding": f.as_json(), "printed": False, "posted": False} for f in found
-                )
+                state.outbox.extend(self._outbox(f) for f in found)
         state.recent = state.recent[-self.config.reorg_depth :]
         kept = {h for _, h in state.recent}
         state.raised = {h: f for h, f in state.raised.items() if h in kept}
@@ -130,32 +134,60 @@ class Watcher:
         self.deliver()
         return len(blocks)
 
+    def _recheck(self, state: Position) -> int:
+        """Nothing new to read: is the last block read still on the chain?  (A reorg that
+        replaced it with a branch no longer than it shows no new block.)"""
+        if not state.recent:
+            return 0
+        number, known = state.recent[-1]
+        raw = self.rpc.call("eth_getBlockByNumber", hex(number), True)
+        if raw is None:
+            return 0  # the chain is shorter for a moment: read when it has grown back
+        block = block_from_rpc(raw)
+        if block["hash"] == known:
+            return 0
+        self._reorg(state, block)
+        return -1
+
     def deliver(self) -> None:
-        """Print and post what the outbox holds; what was delivered leaves it."""
+        """Print and post what the outbox holds, in order; what was delivered leaves it.
+
+        A finding raised while alerts were configured waits in the outbox until it is posted,
+        even through a run without --alert-url.  When the endpoint cannot be reached, the rest
+        wait for the next pass (each would wait out the same backoff); one it refused as sent
+        (HTTP 4xx) stays and the next are still tried.  An endpoint that could not be
+        reached is tried again after ``retry_after`` seconds."""
         state = self._state()
         if not state.outbox:
             self.undelivered = 0
             return
         changed = False
+        reachable = self.monotonic() >= self._retry_at
         for item in state.outbox:
             if self.emit is not None and not item["printed"]:
                 self.emit(item["finding"])
                 item["printed"] = changed = True
-            if self.alert is not None and not item["posted"]:
-                problem = self.alert.post(item["finding"])
-                if problem is None:
-                    item["posted"] = changed = True
-                else:
-                    self.note(f"finding {item['finding']['id']} not delivered yet: {problem}")
-        pending = [
-            item for item in state.outbox
-            if (self.emit is not None and not item["printed"])
-            or (self.alert is not None and not item["posted"])
-        ]  # fmt: skip
+            if item["posted"] is not False or self.alert is None or not reachable:
+                continue
+            problem, final = self.alert.post(item["finding"])
+            if problem is None:
+                item["posted"] = changed = True
+            else:
+                self.note(f"finding {item['finding']['id']} not delivered yet: {problem}")
+                if not final:
+                    reachable = False
+                    self._retry_at = self.monotonic() + self.retry_after
+        pending = [item for item in state.outbox if item["posted"] is False]
         if changed or len(pending) != len(state.outbox):
             state.outbox = pending
             positions.save(self.path, state)
+        if pending and self.alert is None:
+            self.note(f"{len(pending)} finding(s) wait to be posted: give --alert-url")
         self.undelivered = len(pending)
+
+    def _outbox(self, finding: Finding) -> dict[str, Any]:
+        return {"finding": finding.as_json(), "printed": False,
+                "posted": False if self.alert is not None else None}  # fmt: skip
 
     def run(self, *, poll: float, once: bool, sleep: Callable[[float], None] = time.sleep) -> int:
         """Follow until the head (``once``) or forever; the blocks read."""
@@ -276,9 +308,7 @@ class Watcher:
                         "retracted_kind": raised["kind"],
                     },
                 )
-                state.outbox.append(
-                    {"finding": retraction.as_json(), "printed": False, "posted": False}
-                )
+                state.outbox.append(self._outbox(retraction))
         gone = {h for _, h in orphaned}
         outflows = Outflows(self.config.window, state.outflows)
         outflows.drop_blocks(gone)
