@@ -528,3 +528,15 @@ def test_the_local_chains_eth_getlogs_answers_as_eth_tester_does(chain: LocalCha
     finally:
         rpc.close()
     assert len(ours) == 1  # the last filter: the one transfer to the hot wallet
+
+
+def test_a_node_of_another_chain_than_irctl_yaml_names_is_refused(
+    chain: LocalChain, tmp_path: Path
+) -> None:
+    watch = {"chain": "local", "safes": ["0x" + "11" * 20]}
+    extra = f"integrations:\n  evm:\n    rpc: {{local: {chain.url}}}\n    chain_id: {{local: 1}}\n"
+    ws = make_workspace(tmp_path / "ws", vars={"watch": json.dumps(watch)}, extra=extra)
+    done = irctl("watch", "--once", cwd=ws)  # the endpoint from integrations.evm.rpc.local
+    assert done.returncode == 1
+    assert f"the node serves chain id {chain.chain_id}, not 1" in done.stderr
+    assert not (ws / ".irctl" / "watch-local.json").exists()

@@ -3,8 +3,8 @@
 Owns parsing the arguments, what people see at the terminal (the run view, tables, JSON) and,
 as the one place that does, mapping errors to exit codes and messages.  At the top of the
 layers it may import every package of the library and the first-party integrations it drives
-(``irctl safe``, ``irctl allowlist``, Slack's approval message, the demo's AWS and chain
-sandboxes); the stand-ins only in ``irctl demo``, through :mod:`irctl.testing`.  Nothing
+(``irctl safe``, ``irctl allowlist``, ``irctl watch``, Slack's approval message, the demo's AWS
+and chain sandboxes); the stand-ins only in ``irctl demo``, through :mod:`irctl.testing`.  Nothing
 imports it.
 """
 

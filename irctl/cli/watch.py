@@ -94,9 +94,11 @@ def watch_command(
     target = _alert(watch, alert_url, alert_secret_env)
     client = watch.Rpc(_rpc_url(ws, config.chain, rpc), what=_rpc_name(config.chain, rpc))
     path = watch.path_for(ws.state_dir, config.chain)
+    expected = _expected_chain_id(ws, config.chain)
     with watch.locked(path):
         watcher = watch.Watcher(
             config, client, path, start=start, batch=batch, alert=target,
+            expected_chain_id=expected,
             emit=_print_json if as_json else _print_line,
             note=lambda text: err.print(escape(text), highlight=False, soft_wrap=True),
         )  # fmt: skip
@@ -146,6 +148,17 @@ def _rpc_url(ws: Any, chain: str, given: str | None) -> str:
     except ActionError as exc:
         raise UsageError(exc.message) from exc
     return url
+
+
+def _expected_chain_id(ws: Any, chain: str) -> int | None:
+    evm = ws.config.integrations.get("evm") or {}
+    ids = evm.get("chain_id") if isinstance(evm, dict) else None
+    given = ids.get(chain) if isinstance(ids, dict) else None
+    if given is None:
+        return None
+    if isinstance(given, bool) or not isinstance(given, int | str) or not str(given).isdigit():
+        raise UsageError(f"integrations.evm.chain_id.{chain} must be a chain id, such as 1")
+    return int(given)
 
 
 def _alert(watch: Any, url: str | None, env: str | None) -> Any:

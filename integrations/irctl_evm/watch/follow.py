@@ -65,6 +65,7 @@ class Watcher:
     alert: AlertTarget | None = None
     note: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
     position: Position | None = None
+    expected_chain_id: int | None = None
     chain_id: int = 0
     undelivered: int = 0
     retry_after: float = RETRY_AFTER
@@ -74,6 +75,11 @@ class Watcher:
     def open(self) -> Position:
         """Read the chain id and the saved position (or start one at --from or the head)."""
         self.chain_id = quantity(self.rpc.call("eth_chainId"), "a chain id")
+        if self.expected_chain_id is not None and self.chain_id != self.expected_chain_id:
+            raise ChainChanged(
+                f"the node serves chain id {self.chain_id}, not {self.expected_chain_id} "
+                f"(integrations.evm.chain_id.{self.config.chain}): give the right --rpc"
+            )
         saved = positions.load(self.path)
         if saved is not None:
             if saved.chain_id != self.chain_id:
@@ -198,11 +204,21 @@ class Watcher:
             try:
                 read = self.step()
                 failures = 0
-            except (ChainUnreachable, RpcError) as exc:
+            except RpcError as exc:
+                if self.batch > 1:  # a node that caps eth_getLogs ranges or batch sizes
+                    self.batch = max(1, self.batch // 2)
+                    self.note(f"{exc.message}; reading {self.batch} block(s) at a time")
+                    continue
                 if once:
                     raise
                 failures += 1
-                read = 0
+                self.note(f"{exc.message}; trying again")
+                sleep(min(poll * 2**failures, 60.0))
+                continue
+            except ChainUnreachable as exc:
+                if once:
+                    raise
+                failures += 1
                 self.note(f"{exc.message}; trying again")
                 sleep(min(poll * 2**failures, 60.0))
                 continue
