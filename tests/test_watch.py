@@ -148,9 +148,19 @@ def test_an_approval_to_an_unknown_spender(chain: LocalChain, tmp_path: Path) ->
     assert finding["labels"]["address"] == hot.lower()
 
 
+@pytest.mark.parametrize("receipts", ["eth_getBlockReceipts", "eth_getTransactionReceipt"])
 def test_outflows_above_the_threshold_in_the_window_and_not_below(
-    chain: LocalChain, tmp_path: Path
+    chain: LocalChain, tmp_path: Path, receipts: str
 ) -> None:
+    if receipts == "eth_getTransactionReceipt":  # a node without eth_getBlockReceipts
+        chain.unsupported.add("eth_getBlockReceipts")
+    try:
+        _outflows(chain, tmp_path)
+    finally:
+        chain.unsupported.clear()
+
+
+def _outflows(chain: LocalChain, tmp_path: Path) -> None:
     hot = _hot(chain)
     token = chain.deploy_token(supply=10**12, holder=hot)
     out = chain.accounts[5]
@@ -161,6 +171,11 @@ def test_outflows_above_the_threshold_in_the_window_and_not_below(
     _send(chain, hot, out, 2 * ETHER)
     _send(chain, hot, out, 2 * ETHER)
     chain.transact("PausableToken", token, "transfer", out, 6 * 10**8, sender=hot)
+    with chain._lock:  # the token takes no ether: mined, reverted, nothing moved
+        failed = chain.w3.eth.send_transaction(
+            {"from": hot, "to": token, "value": 50 * ETHER, "gas": 100_000}  # type: ignore[typeddict-item]
+        )
+        assert chain.w3.eth.get_transaction_receipt(failed)["status"] == 0
     assert _watch(ws, chain, start) == []  # 4 ether and 0.6e9 tokens: under both thresholds
 
     over = _send(chain, hot, out, 2 * ETHER)  # 6 ether within the window

@@ -71,6 +71,7 @@ class Watcher:
     retry_after: float = RETRY_AFTER
     monotonic: Callable[[], float] = time.monotonic
     _retry_at: float = 0.0
+    _block_receipts: bool = True
 
     def open(self) -> Position:
         """Read the chain id and the saved position (or start one at --from or the head)."""
@@ -120,6 +121,8 @@ class Watcher:
             self._reorg(state, first)
             return -1
         receipts = self._receipts(blocks)
+        if receipts is None:
+            return -1
         outflows = Outflows(self.config.window, state.outflows)
         for block in blocks:
             found = scan(self.config, self.chain_id, block, logs.get(block["hash"], []),
@@ -273,16 +276,43 @@ class Watcher:
             found.sort(key=lambda log: int(log["index"]))
         return blocks, logs
 
-    def _receipts(self, blocks: list[dict[str, Any]]) -> dict[str, int]:
+    def _receipts(self, blocks: list[dict[str, Any]]) -> dict[str, int] | None:
+        """The status of each watched address's value transfer in ``blocks`` (a failed one
+        moved nothing): one ``eth_getBlockReceipts`` a block that has one, or, from a node
+        without it, one ``eth_getTransactionReceipt`` each.  None: a receipt of another
+        branch than the blocks read."""
         watched = set(self.config.watched)
-        wanted = [tx["hash"] for block in blocks for tx in block["transactions"]
-                  if tx["from"] in watched and tx["value"] > 0]  # fmt: skip
-        receipts: dict[str, int] = {}
-        answers = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in wanted])
-        for tx_hash, receipt in zip(wanted, answers, strict=True):
-            if isinstance(receipt, dict):
-                receipts[tx_hash] = quantity(receipt.get("status", "0x0"), "a receipt status")
-        return receipts
+        wanted = {
+            tx["hash"]: block["hash"] for block in blocks for tx in block["transactions"]
+            if tx["from"] in watched and tx["value"] > 0
+        }  # fmt: skip
+        if not wanted:
+            return {}
+        receipts: list[Any] = []
+        if self._block_receipts:
+            numbers = sorted({b["number"] for b in blocks if b["hash"] in wanted.values()})
+            try:
+                answers = self.rpc.batch([("eth_getBlockReceipts", [hex(n)]) for n in numbers])
+            except RpcError as exc:
+                if exc.code not in (-32601, -32600, -32602):  # not "no such method"
+                    raise
+                self._block_receipts = False
+            else:
+                receipts = [r for answer in answers for r in (answer or [])]
+        if not self._block_receipts:
+            hashes = list(wanted)
+            receipts = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes])
+        statuses: dict[str, int] = {}
+        for receipt in receipts:
+            if not isinstance(receipt, dict):
+                continue
+            tx_hash = str(receipt.get("transactionHash", "")).lower()
+            if tx_hash not in wanted:
+                continue
+            if str(receipt.get("blockHash", "")).lower() != wanted[tx_hash]:
+                return None
+            statuses[tx_hash] = quantity(receipt.get("status", "0x0"), "a receipt status")
+        return statuses
 
     def _reorg(self, state: Position, seen: dict[str, Any]) -> None:
         numbers = [n for n, _ in state.recent]

@@ -22,7 +22,11 @@ class ChainUnreachable(IrctlError):
 
 
 class RpcError(IrctlError):
-    """The node answered a request with a JSON-RPC error."""
+    """The node answered a request with a JSON-RPC error (``code``: its code, when it gave one)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Rpc:
@@ -76,7 +80,11 @@ class Rpc:
             if item.get("error") is not None:
                 error = item["error"]
                 message = error.get("message") if isinstance(error, dict) else error
-                raise RpcError(f"{method}: the node at {self._what} answered: {message}")
+                code = error.get("code") if isinstance(error, dict) else None
+                raise RpcError(
+                    f"{method}: the node at {self._what} answered: {message}",
+                    code if isinstance(code, int) else None,
+                )
             results.append(item.get("result"))
         return results
 
