@@ -123,21 +123,24 @@ class Watcher:
         receipts = self._receipts(blocks)
         if receipts is None:
             return -1
-        outflows = Outflows(self.config.window, state.outflows)
+        # the batch is raised on copies and taken up whole, so a failure half way through it
+        # leaves the position as the file has it
+        outflows = Outflows(self.config.window, list(state.outflows))
+        recent, raised, outbox = list(state.recent), dict(state.raised), list(state.outbox)
         for block in blocks:
             found = scan(self.config, self.chain_id, block, logs.get(block["hash"], []),
                          receipts, outflows)  # fmt: skip
-            state.recent.append([block["number"], block["hash"]])
+            recent.append([block["number"], block["hash"]])
             if found:
-                state.raised[block["hash"]] = [
+                raised[block["hash"]] = [
                     {"id": f.id, "kind": f.kind, "address": f.address, "tx": f.tx,
                      "summary": f.summary} for f in found
                 ]  # fmt: skip
-                state.outbox.extend(self._outbox(f) for f in found)
-        state.recent = state.recent[-self.config.reorg_depth :]
-        kept = {h for _, h in state.recent}
-        state.raised = {h: f for h, f in state.raised.items() if h in kept}
-        state.outflows = outflows.rows
+                outbox.extend(self._outbox(f) for f in found)
+        recent = recent[-self.config.reorg_depth :]
+        kept = {h for _, h in recent}
+        state.recent, state.outbox, state.outflows = recent, outbox, outflows.rows
+        state.raised = {h: f for h, f in raised.items() if h in kept}
         state.next = last + 1
         positions.save(self.path, state)
         self.deliver()
