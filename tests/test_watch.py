@@ -99,6 +99,36 @@ def test_a_safe_delegatecall_to_an_unknown_contract_is_raised_at_the_block_time(
                          known_delegates=[backdoor])  # fmt: skip
     assert _watch(trusted, chain, start) == []
 
+    # without --json, one line a finding for people
+    plain = _workspace(tmp_path / "plain", chain="local", safes=[deployed.safe.address])
+    done = irctl("watch", "--rpc", chain.url, "--from", str(start), "--once", cwd=plain)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{finding['detected_at']} block {block} safe.delegatecall: {finding['summary']}"
+    ]
+
+
+def test_a_delegatecall_inside_a_batch_for_a_known_multisend_is_raised(
+    deployed: Deployed, chain: LocalChain, tmp_path: Path
+) -> None:
+    from irctl_evm.safe.decoding import pack
+
+    backdoor = _deploy(deployed.w3, "SlotZeroBackdoor")
+    multisend = deployed.w3.eth.accounts[8]  # trusted as MultiSend; no code, so the call succeeds
+    start = chain.mine()
+    inner = bytes.fromhex(_call("transfer(address,uint256)", ["address", "uint256"],
+                                [backdoor, 0])[2:])  # fmt: skip
+    batch = pack([(0, deployed.owners[0], 0, b""), (1, backdoor, 0, inner)])
+    tx = deployed.tx(to=multisend, data="0x" + batch.hex(), operation=1)
+    deployed.execute(tx, deployed.owners[:2])
+    ws = _workspace(tmp_path, chain="local", safes=[deployed.safe.address],
+                    known_delegates=[multisend])  # fmt: skip
+    (finding,) = _watch(ws, chain, start)
+    assert finding["kind"] == "safe.delegatecall"
+    assert (finding["fields"]["target"], finding["fields"]["call"]) == (
+        backdoor.lower(), "tx.multiSend[1]",
+    )  # fmt: skip
+
 
 def test_owner_and_threshold_changes_and_a_safe_payment(
     deployed: Deployed, chain: LocalChain, tmp_path: Path
