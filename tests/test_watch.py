@@ -261,6 +261,30 @@ def test_a_restart_after_sigkill_neither_misses_nor_repeats(
     assert _watch(ws, chain, position["next"]) == []  # --from may repeat what the file says
 
 
+def test_sigterm_stops_it_cleanly_and_a_restart_goes_on(chain: LocalChain, tmp_path: Path) -> None:
+    hot = _hot(chain)
+    token = chain.deploy_token(supply=10**12, holder=hot)
+    start = chain.mine()
+    sent = [chain.transact("PausableToken", token, "approve", chain.new_account().address, 1,
+                           sender=hot) for _ in range(3)]  # fmt: skip
+    ws = _workspace(tmp_path, chain="local", hot_wallets=[hot])
+    hold = chain.hold("eth_blockNumber", skip=4)  # it has read to the head and polls again
+    try:
+        process = subprocess.Popen(
+            [IRCTL, "watch", "--rpc", chain.url, "--from", str(start), "--poll", "0.1", "--json"],
+            cwd=ws, env=_env(ws), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert hold.arrived.wait(60), "the watcher never polled the head again"
+        process.send_signal(signal.SIGTERM)
+        printed, stderr = process.communicate(timeout=30)
+    finally:
+        chain.unhold("eth_blockNumber")
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert [json.loads(line)["tx"] for line in printed.splitlines()] == sent
+    assert _watch(ws, chain, None) == []  # nothing repeated, nothing left to deliver
+
+
 def test_a_reorg_retracts_the_orphaned_findings_and_reads_the_new_branch(
     chain: LocalChain, tmp_path: Path
 ) -> None:
