@@ -32,6 +32,7 @@ repeats a block, and a finding not yet delivered is delivered on restart.  A reo
 up to --reorg-depth blocks retracts the orphaned blocks' findings ('retracted')
 and reads the new branch.
 
+\b
 vars:
   watch:
     chain: ethereum            # the default --rpc is integrations.evm.rpc.<chain>
@@ -42,6 +43,11 @@ vars:
     outflow_threshold_wei: "100000000000000000000"
     token_thresholds: {"0xTOKEN": "250000000000"}
     window: 10m
+
+Exit codes: 0 --once read to the head and delivered everything; 1 a finding not
+delivered (it waits in the position file), the node unreachable at the start, a
+reorg deeper than --reorg-depth; 2 bad options, vars.watch or position file;
+130 stopped by Ctrl-C or SIGTERM (start it again: it goes on where it stopped).
 """
 
 
