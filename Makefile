@@ -12,7 +12,7 @@ PEERS_VENV  ?= .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
 BENCH_PEERS_ARGS ?=
 
-.PHONY: install demo test check lint typecheck imports pytest bench bench-peers clean
+.PHONY: install demo test check lint typecheck imports pytest bench bench-peers soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# many irctl processes on one durable PostgreSQL, killed at random, the database restarted
+# under them; prints what it cost (bench/soak.py --help for the knobs: SOAK_ARGS=...)
+soak: $(STAMP)
+	scripts/ensure-postgres
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 $(PEERS_STAMP): bench/peers-requirements.txt
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)

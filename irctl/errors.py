@@ -14,6 +14,8 @@ the boundary where they happen.
     ├── IntegrationError            exit 2  an integration cannot be loaded
     ├── SecretError                 exit 2  a secret reference cannot be resolved
     ├── StoreError                  exit 1  the store cannot be reached or is corrupt
+    │   ├── CorruptEvent            exit 1  a stored event cannot be read back
+    │   └── StoreUnavailable        exit 74 a full disk, a lost database: resume when it is back
     ├── ActionError                 exit 1  an action failed (recorded in the run, not raised)
     │   └── ActionTimeout
     ├── RunFailed                   exit 1  a run ended failed
@@ -108,6 +110,14 @@ class StoreError(IrctlError):
 
 class CorruptEvent(StoreError):
     """A stored event cannot be read back: its line is not an event, or it does not fold."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take a write or answer a read right now: its disk is full, or the
+    database cannot be reached (after retrying for a while).  Nothing recorded is lost, and a
+    run stopped by it can be resumed once the store is back (sysexits EX_IOERR)."""
+
+    exit_code = 74
 
 
 class ActionError(IrctlError):

@@ -161,7 +161,7 @@ class Workspace:
         from irctl.journal.store import Store
 
         url, _, _ = self.store_source
-        return _opened(Store.open(url, workspace=self.root))
+        return _opened(Store.open(url, workspace=self.root, retry=self.config.store_retry))
 
     @cached_property
     def reader(self) -> Reading:
@@ -182,7 +182,9 @@ class Workspace:
             return _opened(FileReader(path, origin=origin))
         from irctl.journal.store import Store
 
-        return _opened(Store.open(url, workspace=self.root, create=False, origin=origin))
+        retry = self.config.store_retry
+        reader = Store.open(url, workspace=self.root, create=False, origin=origin, retry=retry)
+        return _opened(reader)
 
     def signing_key(self) -> Ed25519PrivateKey | None:
         """The installation key that signs checkpoints, if this workspace has one."""

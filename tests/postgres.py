@@ -136,20 +136,7 @@ class PostgresServer:
         # The port is picked free just before pg_ctl binds it; retry if someone else won the race.
         for attempt in range(5):
             self.port = free_port()
-            options = " ".join(
-                [
-                    "-c listen_addresses=127.0.0.1",
-                    f"-c port={self.port}",
-                    f"-c unix_socket_directories={self.base / 'sock'}",
-                    "-c fsync=off",
-                    "-c full_page_writes=off",
-                    "-c max_connections=200",
-                ]
-            )
-            proc = self._run(
-                "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
-                "-w", "-t", str(int(START_TIMEOUT)), "start", check=False,
-            )  # fmt: skip
+            proc = self._pg_ctl_start()
             if proc.returncode == 0 and self._accepts_connections():
                 return
             log = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -160,6 +147,34 @@ class PostgresServer:
                 f"PostgreSQL did not start (pg_ctl exit {proc.returncode}):\n"
                 f"{proc.stdout}{proc.stderr}\n--- {self.log} ---\n{log[-4000:]}"
             )
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        options = " ".join(
+            [
+                "-c listen_addresses=127.0.0.1",
+                f"-c port={self.port}",
+                f"-c unix_socket_directories={self.base / 'sock'}",
+                "-c fsync=off",
+                "-c full_page_writes=off",
+                "-c max_connections=200",
+            ]
+        )
+        return self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
+            "-w", "-t", str(int(START_TIMEOUT)), "start", check=False,
+        )  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: every session is ended) and keep its data, to be
+        started again by :meth:`start_again` on the same port."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
+
+    def start_again(self) -> None:
+        """Start a server stopped by :meth:`halt`, on the port it had."""
+        proc = self._pg_ctl_start()
+        if proc.returncode != 0 or not self._accepts_connections():
+            log = self.log.read_text(errors="replace") if self.log.exists() else ""
+            raise PostgresUnavailable(f"PostgreSQL did not start again:\n{log[-4000:]}")
 
     def _accepts_connections(self) -> bool:
         import psycopg

@@ -106,3 +106,26 @@ def test_twenty_four_approvers_and_eight_resumers_at_once(tmp_path: Path, store:
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     verified = irctl("transcript", "verify", run_id, cwd=ws, env=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_one_approver_in_eight_processes_at_once_is_recorded_once(
+    tmp_path: Path, store: str
+) -> None:
+    """The same person approving from several terminals (or a double Slack click) at the same
+    moment: each process checks the journal again just before it appends, so one approval is
+    recorded and the others are refused as already given (found by the soak, bench/soak.py)."""
+    ws, env = _workspace(tmp_path, store)
+    out = ws / "out.txt"
+    started = irctl("run", "crowd", "-p", f"out={out}", "--yes", "--as", "starter", cwd=ws, env=env)
+    assert started.returncode == 3, started.stderr
+    run_id = run_id_from(started)
+    same = [[IRCTL, "approve", run_id, "gated", "--as", APPROVERS[0], "--yes"]] * 8
+    codes = _all_at_once(same, ws, env)
+    assert codes.count(0) == 1, codes
+    assert set(codes) == {0, 2}, codes  # the others: refused, already approved
+    exported = irctl(
+        "transcript", "export", run_id, "--format", "jsonl", "-o", "-", cwd=ws, env=env
+    )
+    events = [json.loads(line) for line in exported.stdout.splitlines()]
+    granted = [e["data"]["operator"] for e in events if e["type"] == "approval.granted"]
+    assert granted == [APPROVERS[0]]

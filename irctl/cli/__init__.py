@@ -22,7 +22,7 @@ EXIT_IO = 74
 
 COMMAND_MODULES = (
     "validate", "runs", "approvals", "transcript", "admin", "serve", "drill", "safe", "allowlist",
-    "reserves", "watch",
+    "reserves", "store", "watch",
 )  # fmt: skip
 
 #: The module that defines each top-level command and group.  ``irctl NAME ...`` imports only
@@ -32,11 +32,12 @@ COMMANDS = {
     "validate": "validate", "schema": "validate", "runbooks": "validate",
     "plan": "runs", "run": "runs", "resume": "runs", "answer": "runs", "abort": "runs",
     "note": "runs", "status": "runs", "runs": "runs", "retry": "runs", "skip": "runs",
+    "adopt": "runs",
     "approve": "approvals", "deny": "approvals", "approvals": "approvals",
     "init": "admin", "demo": "admin", "keys": "admin", "doctor": "admin",
     "serve": "serve", "transcript": "transcript",
     "drill": "drill", "scheduler": "drill", "safe": "safe", "allowlist": "allowlist",
-    "reserves": "reserves", "watch": "watch",
+    "reserves": "reserves", "store": "store", "watch": "watch",
 }  # fmt: skip
 
 

@@ -205,6 +205,22 @@ def waiting_detail(state: "RunState", events: "list[Event]") -> list[str]:
     return lines
 
 
+def adoption_word(state: "RunState") -> str:
+    """What a run an alert started waits for until an operator takes it over."""
+    return (
+        f"waiting for a person to adopt: irctl adopt {state.run_id} --as OP (an alert started "
+        f"it; only its auto steps ran; '{state.awaiting_adoption}' and the steps after it wait)"
+    )
+
+
+def timings(events: "list[Event]") -> dict[str, Any]:
+    """For a run an alert started: when it was detected, and the seconds from detection to
+    the run's creation (time_to_start) and to its last auto step done (time_to_contain)."""
+    from irctl.record.exports import detection_times
+
+    return detection_times(events)
+
+
 def _waiting_events(run_id: str) -> "list[Event]":
     """The run's events, to say what it waits on (none if the store cannot be read now)."""
     from irctl.errors import IrctlError
@@ -225,6 +241,8 @@ def _finish(state: "RunState") -> None:
         err.print(f"[red]run {run_id} failed[/red] at step {escape(str(state.failed_step))}")
     elif status == "waiting":
         err.print(f"[magenta]run {run_id} is waiting on people:[/magenta]")
+        if state.awaiting_adoption is not None:
+            err.print(f"  {escape(adoption_word(state))}", soft_wrap=True)
         events = _waiting_events(run_id)
         for line in waiting_detail(state, events) if events else []:
             err.print(f"  {escape(line)}", soft_wrap=True)
@@ -576,6 +594,38 @@ def resume_command(
     )  # fmt: skip
 
 
+@app.command("adopt")
+def adopt_command(
+    run_id: str = typer.Argument(..., help="The run an alert started."),
+    operator: str | None = AS_OPTION,
+    key: Path | None = KEY_OPTION,
+    resume: bool = typer.Option(
+        False, "--resume/--no-resume", help="Continue the run after recording the adoption."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Take over a run an alert started (irctl serve, triggers: in irctl.yaml).
+
+    Until someone adopts it, such a run runs only the steps its runbook marks
+    'auto: true'. The adoption is signed with your own key (an operator who may
+    start a live run of the runbook); the other steps then run as usual, with
+    their approvals, from 'irctl resume RUN'.
+
+    Example: irctl adopt r-20261121-030000-ab12cd --as alice
+    """
+    ws = _workspace()
+    found = ws.store.find_run(run_id)
+    who = _operator(ws, operator)
+    own = _own_key(who, key, needed=True)
+    _engine(ws).adopt(found.id, operator=who, private_key=own)
+    if not resume:
+        err.print(
+            f"run {found.id} adopted by {escape(who)}; continue with: irctl resume {found.id}"
+        )
+        return
+    _execute(ws, found.runbook, False, as_json, who=who, run_id=found.id, key=own, signs=True)
+
+
 @app.command("answer")
 def answer_command(
     run_id: str = typer.Argument(..., help="The run."),
@@ -716,7 +766,7 @@ def note_command(
     err.print("note recorded")
 
 
-def _state_json(state: "RunState") -> dict[str, Any]:
+def _state_json(state: "RunState", events: "list[Event] | None" = None) -> dict[str, Any]:
     return {
         "run_id": state.run_id, "runbook": state.runbook, "runbook_digest": state.runbook_digest,
         "status": state.status, "mode": state.mode, "initiator": state.initiator,
@@ -733,6 +783,18 @@ def _state_json(state: "RunState") -> dict[str, Any]:
             }
             for s in state.steps.values()
         ],
+        **_alert_json(state, events),
+    }  # fmt: skip
+
+
+def _alert_json(state: "RunState", events: "list[Event] | None") -> dict[str, Any]:
+    """The trigger, detection times and adoption of a run an alert started (else nothing)."""
+    if state.trigger is None:
+        return {}
+    return {
+        "trigger": state.trigger, "adopted_by": state.adopted_by,
+        "awaiting_adoption": state.awaiting_adoption, "alerts": len(state.alerts),
+        **(timings(events) if events else {}),
     }  # fmt: skip
 
 
@@ -758,7 +820,7 @@ def status_command(
     state = fold(events)
     detached = detached_word(ws, state)
     if as_json:
-        print_json({**_state_json(state), **({"detached": detached} if detached else {})})
+        print_json({**_state_json(state, events), **({"detached": detached} if detached else {})})
         return
     out.print(
         f"[bold]{state.run_id}[/bold]  {escape(state.runbook)}  [bold]{state.status}[/bold]  "
@@ -776,6 +838,21 @@ def status_command(
             detail = f"round {step.round} done; the next is due at {step.next_at}"
         table.add_row(escape(step.key), step.status, str(step.attempt), escape(detail[:400]))
     out.print(folding(table))
+    if state.trigger is not None:
+        times_found = timings(events)
+        times = ", ".join(
+            f"{name} {times_found[name]:.1f}s" for name in ("time_to_start", "time_to_contain")
+            if isinstance(times_found.get(name), float)
+        )  # fmt: skip
+        out.print(
+            f"started by alert {escape(str(state.trigger.get('alert')))} (trigger "
+            f"{escape(str(state.trigger.get('name')))}), detected {state.detected_at}"
+            + (f": {times}" if times else "")
+            + (f"; adopted by {escape(state.adopted_by)}" if state.adopted_by else ""),
+            soft_wrap=True,
+        )
+    if state.awaiting_adoption is not None and not state.finished:
+        out.print(f"[bold]{escape(adoption_word(state))}[/bold]", soft_wrap=True)
     if state.waiting():
         out.print("[bold]waiting on people:[/bold]")
         for line in waiting_detail(state, events):

@@ -56,6 +56,12 @@ def serve_command(
          127.0.0.1 unless --host says otherwise)
       3. export SLACK_SIGNING_SECRET=...   (Basic Information > App Credentials)
 
+    With triggers: in irctl.yaml, POST /alerts/NAME takes alerts that start
+    runbooks (generic HMAC-signed webhooks, Alertmanager, PagerDuty v3): a run
+    started so runs only its 'auto: true' steps until 'irctl adopt RUN --as OP';
+    GET /metrics counts the alerts taken and refused.  A server with triggers
+    needs no Slack settings.
+
     GET /healthz answers 'ok'; GET /runs shows the runs and their transcripts,
     read-only, to this server's own address (and --allow-host names) only.
     --review-only serves just those pages, with no Slack settings.  Ctrl-C stops
@@ -93,10 +99,17 @@ def serve_command(
     if review_only:
         err.print(f"the reviewer's pages at {server.url}/runs (read-only; Ctrl-C stops)")
     else:
+        parts = [f"{server.url}/slack/interactivity"] if server.interactivity is not None else []
+        if server.alerts is not None:
+            names = ", ".join(sorted(server.alerts.config.triggers))
+            parts.append(f"{server.url}/alerts/NAME (alerts: {escape(names)})")
         err.print(
-            f"listening on {server.url}/slack/interactivity, the reviewer's pages at "
-            f"{server.url}/runs (Ctrl-C stops)"
+            f"listening on {', '.join(parts)}, the reviewer's pages at {server.url}/runs "
+            "(Ctrl-C stops)",
+            soft_wrap=True,
         )
+    if server.alerts is not None:
+        server.alerts.recover()  # runs an alert started that no process took to their wait
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -105,6 +118,8 @@ def serve_command(
         server.server_close()
         if server.interactivity is not None:
             server.interactivity.wait_for_responses()
+        if server.alerts is not None:
+            server.alerts.wait_for_runs()
 
 
 def _serve_socket_mode(workspace: "Workspace", log: Callable[[str], None]) -> None:

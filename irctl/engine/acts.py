@@ -73,7 +73,7 @@ class OperatorActs:
     ) -> Event:
         """Record an operator's signed decision on a step (:func:`irctl.record.approvals.decision`
         checks it), sealed and anchored like any other event from outside an execution."""
-        from irctl.record.approvals import decision
+        from irctl.record.approvals import decision, still_undecided
 
         if reason is not None:  # masked before it is signed: the signature covers what is kept
             reason = self._writer.masked(run_id, {"reason": reason})["reason"]
@@ -82,7 +82,11 @@ class OperatorActs:
             private_key=private_key, break_glass=break_glass, channel=channel,
             slack_user=slack_user, digest=digest,
         )  # fmt: skip
-        return self._writer.record(run_id, kind, data)
+        decided = str(data.get("digest"))
+        return self._writer.record(
+            run_id, kind, data,
+            check=lambda events: still_undecided(events, key, operator, decided),
+        )  # fmt: skip
 
     def answer(
         self,
@@ -258,6 +262,49 @@ class OperatorActs:
         if blocks:
             data["blocks"] = blocks
         self._record_act(run_id, ev.STEP_WAIVED, data, signer)
+
+    def adopt(
+        self, run_id: str, *, operator: str, private_key: Ed25519PrivateKey | None
+    ) -> Event:
+        """Record that ``operator`` takes over a run an alert started (signed with their own
+        key, always): its steps that are not ``auto`` may then run (``irctl resume``)."""
+        from irctl.engine.adoption import adopter, adoption_problem, started_by_alert
+        from irctl.runbook.loader import load_runbook_text
+
+        events = self._store.events(run_id)
+        state = fold(events)
+        if not events or not started_by_alert(events[0].data):
+            raise UsageError(
+                f"run {run_id} was started by {state.initiator}, not by an alert: there is "
+                "nothing to adopt"
+            )
+        if state.finished:
+            raise UsageError(f"run {run_id} has already {state.status}")
+        runbook = load_runbook_text(state.runbook_text, f"{run_id}:runbook")
+        adoptions = [e for e in events if e.type == ev.RUN_ADOPTED]
+        already = adopter(run_id, adoptions, state.operators, self._config, runbook)
+        if already is not None:
+            raise UsageError(
+                f"run {run_id} was already adopted by {already}; continue with: "
+                f"irctl resume {run_id}"
+            )
+        if private_key is None:
+            raise UsageError(
+                f"adopting run {run_id} is signed with {operator}'s own key: give --key FILE, "
+                f"or keep it where 'irctl keys generate {operator}' put it"
+            )
+        signer = self._act_signer(events, state, operator, private_key, "adopt")
+        if signer is None:  # pragma: no cover - a key was given, so it is checked and returned
+            raise UsageError(f"adopting run {run_id} needs {operator}'s key")
+        trigger = state.trigger or {}
+        data: dict[str, Any] = {"by": operator, "trigger": trigger.get("name")}
+        data = sign_act(signer, run_id, ev.RUN_ADOPTED, self._writer.masked(run_id, data))
+        problem = adoption_problem(run_id, data, state.operators, self._config, runbook)
+        if problem is not None:  # start.roles: who may start a run may adopt one
+            raise UsageError(f"{problem}; nothing was recorded")
+        made = self._writer.record_outside(run_id, [(ev.RUN_ADOPTED, data)])
+        self._writer.anchor(made)
+        return made[0]
 
     def _act_signer(
         self,

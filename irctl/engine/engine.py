@@ -21,7 +21,9 @@ its parts, each in a module of its own:
 * :mod:`irctl.engine.action` — one action step: inputs, attempts, retries, outcome;
 * :mod:`irctl.engine.gate` — the approval gate;
 * :mod:`irctl.engine.doubt` — in-doubt resolution;
-* :mod:`irctl.engine.acts` — operator acts: decisions, answers, marks, aborts;
+* :mod:`irctl.engine.acts` — operator acts: decisions, answers, marks, aborts, adoptions;
+* :mod:`irctl.engine.adoption` — a run an alert started: who may let its steps that are not
+  ``auto`` run;
 * :mod:`irctl.engine.writer` — writing the journal: the group commit, seals, anchors,
   masking;
 * :mod:`irctl.engine.live` and :mod:`irctl.engine.call` — what an execution holds in
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from irctl.actions import Asker, Display, Notifier, Registry, default_registry
 from irctl.engine.action import ActionSteps
 from irctl.engine.acts import OperatorActs, act_key_needed, skip_problem
+from irctl.engine.adoption import adopt_command, started_by_alert
 from irctl.engine.doubt import InDoubt
 from irctl.engine.gate import Gate
 from irctl.engine.guard import RUN_TAMPERED, JournalGuard, Tampering
@@ -156,6 +159,7 @@ class Engine:
         run_id: str | None = None,
         starter_key: Ed25519PrivateKey | None = None,
         selection: dict[str, list[str]] | None = None,
+        trigger: dict[str, Any] | None = None,
     ) -> str:
         """Record a new run (``run.created``) with the exact runbook text; runs nothing.
 
@@ -165,10 +169,14 @@ class Engine:
         signed statement, which the engine checks again each time it opens the run
         (:class:`irctl.engine.start.RunStart`).  ``selection`` (``{only: […]}`` or
         ``{skip: […]}``) runs part of it (:mod:`irctl.engine.selection`).
+
+        ``trigger`` (``{name, source, alert, detected_at}``, initiator ``trigger:NAME``) is a
+        run an alert started: signed by the installation key, it runs only its ``auto: true``
+        steps until an operator adopts it (:meth:`adopt`).
         """
         return self._start.create_run(
             runbook, runbook_text, params, initiator=initiator, mode=mode, incident=incident,
-            run_id=run_id, starter_key=starter_key, selection=selection,
+            run_id=run_id, starter_key=starter_key, selection=selection, trigger=trigger,
         )  # fmt: skip
 
     def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
@@ -197,6 +205,14 @@ class Engine:
             private_key=private_key, break_glass=break_glass, channel=channel,
             slack_user=slack_user, digest=digest,
         )  # fmt: skip
+
+    def adopt(
+        self, run_id: str, *, operator: str, private_key: Ed25519PrivateKey | None
+    ) -> Event:
+        """Record an operator's signed adoption of a run an alert started: its steps that are
+        not ``auto`` run from the next :meth:`execute` on
+        (:meth:`irctl.engine.acts.OperatorActs.adopt`)."""
+        return self._acts.adopt(run_id, operator=operator, private_key=private_key)
 
     def state(self, run_id: str) -> RunState:
         return fold(self.store.events(run_id))
@@ -358,6 +374,7 @@ class Engine:
         live = Live(state, runbook, resolved, Redactor(resolved.values()), guard=guard)
         live.left_out = left_out(runbook, state.selection)
         live.acts_signed = act_key_needed(events)
+        live.by_alert = started_by_alert(events[0].data)
         for event in events:
             live.index(event)
         self._writer.live = live
@@ -392,7 +409,13 @@ class Engine:
             writer.emit(ev.RUN_FAILED, {"failed_step": failed}, defer=True)
         elif outcome == WAIT:
             waiting = [{"step": s.key, "for": s.waiting_for} for s in state.waiting()]
-            writer.emit(ev.RUN_WAITING, {"steps": waiting}, defer=True)
+            data: dict[str, Any] = {"steps": waiting}
+            if live.unadopted is not None:  # an alert started it: a person must take it over
+                data["adoption"] = {
+                    "step": live.unadopted,
+                    "command": adopt_command(state.run_id, "OPERATOR"),
+                }
+            writer.emit(ev.RUN_WAITING, data, defer=True)
         elif outcome == STOP:
             self._interrupted()
         else:

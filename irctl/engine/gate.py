@@ -137,7 +137,7 @@ class Gate:
             ap.REQUESTED, key,
             {"digest": digest, "action": step.action, "inputs": inputs, "policy": name,
              "rules": policy.model_dump(mode="json"),
-             "eligible": eligible(policy, roles_of, state.initiator),
+             "eligible": eligible(policy, roles_of, state.lead),
              "requested_at": now, "expires_at": ap.expires_at(now, policy),
              "replaces": previous.get("digest") if previous and changed else None,
              "changed": changed},
@@ -190,6 +190,19 @@ class Gate:
             )  # fmt: skip
         return WAIT
 
+    def _lead(self, live: Live) -> str:
+        """Who leads the run (a policy's ``exclude_initiator``): its initiator, or for a run an
+        alert started the operator whose signed adoption verifies (never a folded name)."""
+        if not live.by_alert:
+            return live.state.initiator
+        from irctl.engine.adoption import adopter
+
+        with self._writer.lock:
+            adoptions = list(live.adoptions)
+        state = live.state
+        found = adopter(state.run_id, adoptions, state.operators, self._config, live.runbook)
+        return found or state.initiator
+
     def _verdict(self, policy: Policy, decisions: list[dict[str, Any]]) -> Verdict:
         """The verdict of the signed decisions on one request, by operators as both the run
         recorded them and irctl.yaml lists them now (a role only one of them grants does not
@@ -210,7 +223,7 @@ class Gate:
             policy,
             [ap.decision_from(d) for d in decisions if self._signed_by_operator(d)],
             roles_of=roles_of,
-            initiator=state.initiator,
+            initiator=self._lead(live),
             break_glass_roles=glass,
             excluded=live.excluded,
         )

@@ -47,7 +47,7 @@ RUN_TAMPERED = "run.tampered"
 
 # A person's word that lets a step go on: always recorded sealed (irctl answer, irctl resume
 # --mark, an interactive answer), so one found in an unsealed tail was not written by irctl.
-_SEALED_WHEN_RECORDED = frozenset({ev.STEP_ANSWERED, ev.STEP_RESOLVED})
+_SEALED_WHEN_RECORDED = frozenset({ev.STEP_ANSWERED, ev.STEP_RESOLVED, ev.RUN_ADOPTED})
 
 
 class RunTampered(IrctlError):

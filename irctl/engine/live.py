@@ -74,11 +74,18 @@ class Live:
     acts_signed: bool = False  # answers, marks and aborts carry their operator's signature
     excluded: frozenset[str] = frozenset()  # the runbook's exclude_operators, as derived
     left_out: frozenset[str] = frozenset()  # step ids the run's selection (--only/--skip) omits
+    # A run an alert started: only its auto steps run until an operator's signed adoption
+    # (irctl.engine.adoption) verifies; the run.adopted events as read, checked when asked.
+    by_alert: bool = False
+    adoptions: list[Event] = field(default_factory=list)
+    unadopted: str | None = None  # the first step found waiting for an adoption
 
     def index(self, event: Event) -> None:
         """Keep what the engine reads back of a verified event: approvals and facts."""
         data = event.data
-        if event.type.startswith("approval."):
+        if event.type == ev.RUN_ADOPTED:
+            self.adoptions.append(event)
+        elif event.type.startswith("approval."):
             self.approvals.setdefault(gate_key(data), []).append(event)
         elif event.type == ev.STEP_NOTE and isinstance(data.get("facts"), dict):
             key = step_key(str(data.get("step")), gate_key(data)[1])

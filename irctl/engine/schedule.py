@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from irctl.engine.call import context
-from irctl.engine.live import FAIL, OK, STOP, Live, finished_outcome, worst
+from irctl.engine.live import FAIL, OK, STOP, WAIT, Live, finished_outcome, worst
 from irctl.engine.plan import SECRET_ITEM, resolve_policy, step_digest
 from irctl.errors import IrctlError
 from irctl.journal import events as ev
@@ -66,6 +66,10 @@ class Schedule:
         known = live.state.steps.get(step.id)
         if known is not None and (done := finished_outcome(step, known)) is not None:
             return done
+        if live.by_alert and step.parallel is None and not step.auto and not self._adopted(live):
+            with self._writer.lock:
+                live.unadopted = live.unadopted or step.id
+            return WAIT  # nothing of it runs, and nothing is recorded of it, until adopted
         if step.id in live.left_out and (known is None or known.status == PENDING):
             chosen = live.state.selection or {}
             how = "--only" if "only" in chosen else "--skip"
@@ -87,6 +91,18 @@ class Schedule:
         if step.for_each is not None:
             return self._fan_out(step)
         return self._actions.run(step, step.id)
+
+    def _adopted(self, live: Live) -> bool:
+        """Has an operator adopted this alert-started run?  Derived now, from the signed
+        ``run.adopted`` events verified so far (never from a folded status)."""
+        from irctl.engine.adoption import adopter
+
+        with self._writer.lock:
+            adoptions = list(live.adoptions)
+        found = adopter(
+            live.state.run_id, adoptions, live.state.operators, self._config, live.runbook
+        )
+        return found is not None
 
     def _when(self, live: Live, step: Step) -> bool:
         if step.when is None:

@@ -23,7 +23,7 @@ from irctl.errors import UsageError
 from irctl.journal import events as ev
 from irctl.journal.events import Event
 from irctl.journal.state import RunState
-from irctl.record.approvals import SIGNED_ACTS, acts_must_be_signed
+from irctl.record.approvals import SIGNED_ACTS, TRIGGER_PREFIX, acts_must_be_signed
 from irctl.runbook.model import Runbook
 from irctl.runbook.render import sha256_hex
 
@@ -72,6 +72,7 @@ class RunStart:
         run_id: str | None = None,
         starter_key: Ed25519PrivateKey | None = None,
         selection: dict[str, list[str]] | None = None,
+        trigger: dict[str, Any] | None = None,
     ) -> str:
         """Record a new run (``run.created``) with the exact runbook text; runs nothing
         (:meth:`irctl.engine.engine.Engine.create_run`)."""
@@ -80,6 +81,10 @@ class RunStart:
         barred = self._barred(runbook, params, initiator)
         self._approvable(runbook, initiator, barred)
         run_id = run_id or new_run_id()
+        if trigger is not None or initiator.startswith(TRIGGER_PREFIX):
+            return self._create_triggered(
+                runbook, runbook_text, params, initiator, mode, incident, run_id, trigger
+            )
         start = self._signed_start(runbook, initiator, mode, starter_key)
         data = self._created(runbook, runbook_text, params, initiator, mode, incident)
         if selection:
@@ -96,17 +101,66 @@ class RunStart:
                 "roles": list(start), "key": public_key_text(starter_key),
                 "sig": sign(starter_key, start_statement(body)),
             }  # fmt: skip
+        return self._record_created(run_id, runbook, runbook_text, data)
+
+    def _record_created(
+        self, run_id: str, runbook: Runbook, runbook_text: str, data: dict[str, Any]
+    ) -> str:
         if self._signing_key is not None:  # a row nobody can forge without the key
             from irctl.engine.guard import seal_created
 
             data["sealed_by"] = seal_created(run_id, data, self._signing_key)
         first = self._store.create_run(
-            run_id, runbook=runbook.id, initiator=initiator, mode=mode, incident=incident, data=data
-        )
+            run_id, runbook=runbook.id, initiator=data["initiator"], mode=data["mode"],
+            incident=data["incident"], data=data,
+        )  # fmt: skip
         if self._listener:
             self._listener(first)
         self._made[run_id] = (runbook_text, runbook)
         return run_id
+
+    def _create_triggered(
+        self,
+        runbook: Runbook,
+        runbook_text: str,
+        params: dict[str, Any],
+        initiator: str,
+        mode: str,
+        incident: str | None,
+        run_id: str,
+        trigger: dict[str, Any] | None,
+    ) -> str:
+        """A run an alert started (:mod:`irctl.serve.triggers`): its initiator is
+        ``trigger:NAME``, a trigger irctl.yaml lists for this runbook, and its start is signed
+        by the installation key over the params, the incident and the alert's detection time.
+        Only its ``auto: true`` steps run until an operator adopts it (``irctl adopt``)."""
+        from irctl.identity import public_key_text, sign
+        from irctl.record.approvals import trigger_statement
+
+        name = initiator.removeprefix(TRIGGER_PREFIX)
+        configured = self._config.triggers.get(name)
+        if trigger is None or trigger.get("name") != name or configured is None:
+            raise UsageError(
+                f"'{initiator}' names no trigger in irctl.yaml: only irctl serve starts a run "
+                "for an alert, as a trigger's rule says"
+            )
+        if configured.runbook != runbook.id:
+            raise UsageError(f"trigger {name!r} starts {configured.runbook}, not {runbook.id}")
+        if mode != "live":
+            raise UsageError("an alert starts a live run")
+        if self._signing_key is None:
+            raise UsageError(
+                "no installation key: it signs the start of a run an alert started; run "
+                "'irctl init' in the workspace"
+            )
+        data = self._created(runbook, runbook_text, params, initiator, mode, incident)
+        data["trigger"] = dict(trigger)
+        body = {**data, "run": run_id}
+        data["start"] = {
+            "trigger": name, "key": public_key_text(self._signing_key),
+            "sig": sign(self._signing_key, trigger_statement(body)),
+        }  # fmt: skip
+        return self._record_created(run_id, runbook, runbook_text, data)
 
     def model(self, run_id: str, recorded_text: str) -> Runbook | None:
         """The model this process parsed for ``run_id``, if it was parsed from exactly the
@@ -219,6 +273,8 @@ class RunStart:
 
     def problem(self, runbook: Runbook, state: RunState, created: Event) -> str | None:
         """Why the run may not go on, as its ``run.created`` stands (None: it may)."""
+        if state.initiator.startswith(TRIGGER_PREFIX) or "trigger" in created.data:
+            return self._trigger_problem(state, created) or self._acts_problem(state, created)
         return (
             self._start_problem(runbook, state, created)
             or self._acts_problem(state, created)
@@ -283,6 +339,21 @@ class RunStart:
                     "row was written around it"
                 )
         return barred, None
+
+    def _trigger_problem(self, state: RunState, created: Event) -> str | None:
+        """Why a run started for an alert may not go on: its start is not signed by the
+        installation key irctl.yaml names, or irctl.yaml lists no such trigger for it."""
+        from irctl.record.approvals import trigger_start_problem
+
+        if not state.initiator.startswith(TRIGGER_PREFIX):
+            return f"run {state.run_id} records a trigger but was started by {state.initiator}"
+        from irctl.identity import public_key_text
+
+        keys = [self._config.installation_key] if self._config.installation_key else []
+        if self._signing_key is not None and public_key_text(self._signing_key) not in keys:
+            keys.append(public_key_text(self._signing_key))
+        triggers = {name: t.runbook for name, t in self._config.triggers.items()}
+        return trigger_start_problem(created.data, state.run_id, keys, triggers)
 
     def _acts_problem(self, state: RunState, created: Event) -> str | None:
         """Why a live run may not go on in a workspace with operators: its ``run.created``

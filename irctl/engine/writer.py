@@ -68,18 +68,36 @@ class JournalWriter:
 
     # -- from outside an execution ------------------------------------------------------
 
-    def record(self, run_id: str, kind: str, data: dict[str, Any]) -> Event:
+    def record(
+        self,
+        run_id: str,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        check: Callable[[list[Event]], None] | None = None,
+    ) -> Event:
         """Append one event from outside an execution (answers, marks, notes), sealed; a
-        secret the run resolved is masked in its text, answer or reason."""
+        secret the run resolved is masked in its text, answer or reason.  ``check`` (see
+        :meth:`record_outside`) raises if the event no longer applies to the journal."""
         data = self.masked(run_id, data)
-        made = self.record_outside(run_id, [(kind, data)])
+        made = self.record_outside(run_id, [(kind, data)], check=check)
         self.anchor(made)
         return made[0]
 
-    def record_outside(self, run_id: str, items: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+    def record_outside(
+        self,
+        run_id: str,
+        items: list[tuple[str, dict[str, Any]]],
+        *,
+        check: Callable[[list[Event]], None] | None = None,
+    ) -> list[Event]:
         """Append from outside an execution, sealed with the installation key, only onto a
         journal this process has just verified: a checkpoint signed here never vouches for a
-        row nobody checked (someone's forgery sealed by an honest ``irctl note``, say)."""
+        row nobody checked (someone's forgery sealed by an honest ``irctl note``, say).
+
+        ``check`` is called with that verified journal before each attempt and raises when
+        what is appended no longer applies to it: the same operator's approval, made at the
+        same moment in another process, is then refused here, not recorded twice."""
         from irctl.engine.guard import RunTampered, describe
         from irctl.journal.store import HeadMoved
 
@@ -98,6 +116,8 @@ class JournalWriter:
             opened = guard.open(events, pinned=pinned(events), configured=self.configured_keys())
             if opened.tampering is not None:
                 raise RunTampered(describe(opened.tampering, run_id))
+            if check is not None:
+                check(events)
             try:
                 return self.store.append(
                     run_id, items, seal=self.sealer(), expect=(guard.seq, guard.head)

@@ -45,6 +45,8 @@ RUN_WAITING = "run.waiting"
 RUN_INTERRUPTED = "run.interrupted"
 RUN_ABORTED = "run.aborted"
 RUN_RETRIED = "run.retried"  # a failed or aborted run taken up again at its failed steps
+RUN_ADOPTED = "run.adopted"  # an operator took over a run an alert started (irctl adopt)
+ALERT_RECEIVED = "alert.received"  # a later alert for the incident of a run an alert started
 RUN_SUCCEEDED = "run.succeeded"
 RUN_FAILED = "run.failed"
 CHECKPOINT = "checkpoint"  # head hash signed with the installation key
@@ -63,7 +65,9 @@ APPROVAL_EVENTS = frozenset({
 
 TERMINAL = {RUN_SUCCEEDED, RUN_FAILED, RUN_ABORTED}
 #: A person's acts: signed by their operator in a live run (irctl.record.approvals).
-ACTS = frozenset({STEP_ANSWERED, STEP_RESOLVED, RUN_ABORTED, RUN_RETRIED, STEP_WAIVED})
+ACTS = frozenset({
+    STEP_ANSWERED, STEP_RESOLVED, RUN_ABORTED, RUN_RETRIED, STEP_WAIVED, RUN_ADOPTED,
+})  # fmt: skip
 #: The resolutions the engine records itself (a probe's finding, an idempotent re-run).
 ENGINES_OWN = ("probe", "idempotent")
 

@@ -107,6 +107,24 @@ class RunState:
     review_items: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0  # how many times the run was (re)started
     tampered_at: int | None = None  # the first bad event, when the journal did not verify
+    # A run an alert started (run.created's trigger: name, source, alert id, detected_at),
+    # for display: the engine derives who adopted it from the signed events, not from these.
+    trigger: dict[str, Any] | None = None
+    awaiting_adoption: str | None = None  # the step it waits at until an operator adopts it
+    adopted_by: str | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # later alerts, as received
+
+    @property
+    def lead(self) -> str:
+        """Who leads the run, for separation of duties (a policy's ``exclude_initiator``): its
+        initiator, or for a run an alert started the operator who adopted it."""
+        return self.adopted_by or self.initiator
+
+    @property
+    def detected_at(self) -> str | None:
+        """When the alert that started the run says it was detected (RFC 3339), if it did."""
+        found = (self.trigger or {}).get("detected_at")
+        return found if isinstance(found, str) else None
 
     def step(self, key: StepKey) -> StepState:
         state = self.steps.get(key)
@@ -164,6 +182,15 @@ class RunState:
             self.created_at = event.ts
             self.operators = data.get("operators") or {}
             self.break_glass_roles = list(data.get("break_glass_roles") or [])
+            found = data.get("trigger")
+            self.trigger = dict(found) if isinstance(found, dict) else None
+            return
+        if kind == ev.RUN_ADOPTED:
+            self.adopted_by = self.adopted_by or str(data.get("by"))
+            self.awaiting_adoption = None
+            return
+        if kind == ev.ALERT_RECEIVED:
+            self.alerts.append({"ts": event.ts, **data})
             return
         if kind.startswith("approval."):
             self._approval(event)
@@ -189,6 +216,9 @@ class RunState:
             return
         if kind == ev.RUN_WAITING:
             self.status = "waiting"
+            adoption = data.get("adoption")
+            step = adoption.get("step") if isinstance(adoption, dict) else None
+            self.awaiting_adoption = str(step) if step is not None else None
             return
         if kind == ev.RUN_RETRIED:  # taken up again: its failed steps run anew when resumed
             self.status = "interrupted"

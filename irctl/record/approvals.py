@@ -115,12 +115,63 @@ def start_problem(
     return None
 
 
+# -- a run an alert started: the trigger's start, sealed by the installation key -------------
+
+TRIGGER_PREFIX = "trigger:"
+
+
+def trigger_statement(data: Mapping[str, Any]) -> bytes:
+    """The exact bytes the installation key signs to start a run for an alert: the fields a
+    person's start covers, and the trigger (its name, the alert's id and detection time)."""
+    body: dict[str, Any] = {name: data.get(name) for name in START_FIELDS}
+    body["trigger"] = data.get("trigger")
+    return ("irctl-trigger-start:v1:" + canonical_json(body)).encode("utf-8")
+
+
+def trigger_start_problem(
+    created: Mapping[str, Any],
+    run_id: str,
+    keys: Iterable[str] | None,
+    triggers: Mapping[str, str] | None = None,
+) -> str | None:
+    """Why a run whose initiator is ``trigger:NAME`` was not started by irctl for an alert:
+    its start is not signed by one of the installation ``keys`` (None: the key it names, a
+    weaker check), or ``triggers`` (name -> runbook id, as irctl.yaml has them) has no such
+    trigger for this runbook."""
+    from irctl.identity import load_public_key, verify
+
+    who = str(created.get("initiator"))
+    name = who.removeprefix(TRIGGER_PREFIX)
+    trigger, start = created.get("trigger"), created.get("start")
+    if not isinstance(trigger, Mapping) or trigger.get("name") != name:
+        return f"run {run_id} names {who} as its initiator but records no such trigger"
+    if triggers is not None and triggers.get(name) != created.get("runbook"):
+        return (
+            f"run {run_id} was started by trigger {name!r}, which irctl.yaml does not list for "
+            f"runbook {created.get('runbook')!r}"
+        )
+    if not isinstance(start, Mapping) or start.get("trigger") != name:
+        return f"the start of run {run_id} is not signed for trigger {name!r}"
+    key, signature = start.get("key"), start.get("sig")
+    allowed = list(keys) if keys is not None else [key]
+    if not isinstance(key, str) or key not in allowed:
+        return f"the start of run {run_id} is not signed by the installation key"
+    try:
+        public = load_public_key(key)
+    except IrctlError:
+        return f"the start of run {run_id} names a key that is not a valid Ed25519 public key"
+    body = {**created, "run": run_id}
+    if not isinstance(signature, str) or not verify(public, trigger_statement(body), signature):
+        return f"the start of run {run_id} does not verify with the installation key"
+    return None
+
+
 # -- a person's acts in a live run: answers, marks and aborts --------------------------------
 
 #: The events that record a person's act, and the name each act has in its statement.
 ACTS = {  # ev.ACTS
     "step.answered": "answer", "step.resolved": "mark", "run.aborted": "abort",
-    "run.retried": "retry", "step.waived": "skip",
+    "run.retried": "retry", "step.waived": "skip", "run.adopted": "adopt",
 }  # fmt: skip
 ACT_FIELDS = ("run", "act", "step", "item", "value", "by", "time", "reason")
 #: ``run.created`` records ``acts: "signed"``: in a live run with operators, each answer,
@@ -373,6 +424,26 @@ def open_request(state: RunState, key: str) -> dict[str, Any]:
     return request
 
 
+def still_undecided(events: list[Event], key: str, operator: str, digest: str) -> None:
+    """ApprovalRejected unless ``key`` still has an open request of ``digest`` on which
+    ``operator`` has not decided, in ``events`` as they are now: checked again just before
+    a decision is appended, so one made meanwhile by the same person elsewhere (a second
+    terminal, a Slack click) is refused instead of recorded twice."""
+    from irctl.journal.state import fold
+
+    state = fold(events)
+    request = open_request(state, key)
+    if request.get("digest") != digest:
+        raise ApprovalRejected(
+            f"the inputs of '{key}' changed while you decided (now digest "
+            f"{request.get('digest')}); see the new request"
+        )
+    step = state.steps[key]
+    if operator in step.approvers or operator in step.deniers:
+        done = "approved" if operator in step.approvers else "denied"
+        raise ApprovalRejected(f"{operator} already {done} '{key}' (digest {digest})")
+
+
 def decision(
     store: Store,
     run_id: str,
@@ -430,9 +501,10 @@ def decision(
         raise ApprovalRejected(
             f"'{operator}' was not an operator when run {run_id} started (operators: {known})"
         )
-    if policy.exclude_initiator and operator == state.initiator:
+    if policy.exclude_initiator and operator == state.lead:
+        did = "adopted" if state.adopted_by == operator else "started"
         raise ApprovalRejected(
-            f"{operator} started run {run_id} and cannot approve or deny its steps "
+            f"{operator} {did} run {run_id} and cannot approve or deny its steps "
             "(separation of duties: someone else must decide)"
         )
     if operator in excluded_in(state):
@@ -529,7 +601,7 @@ def outlook(events: Iterable[Event], key: str) -> Verdict | None:
         Policy.model_validate(request.get("rules") or {}),
         decisions,
         roles_of={name: op.get("roles") or [] for name, op in state.operators.items()},
-        initiator=state.initiator,
+        initiator=state.lead,
         break_glass_roles=state.break_glass_roles,
         excluded=excluded_in(state, strict=False),
     )

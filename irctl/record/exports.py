@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from irctl.errors import UsageError
@@ -236,6 +237,15 @@ def describe(event: Event) -> tuple[str, str, str | None]:
         return "note", _compact(d.get("text")), actor
     if kind == ev.STEP_WAIVED:
         return f"skipped by {d.get('by', '?')}", _compact(d.get("reason")), actor
+    if kind == ev.RUN_ADOPTED:
+        return f"adopted by {d.get('by', '?')}", "the run's other steps may run", actor
+    if kind == ev.ALERT_RECEIVED:
+        detail = "; ".join(part for part in (
+            f"detected {d['detected_at']}" if d.get("detected_at") else "",
+            _compact(d.get("summary")),
+        ) if part)  # fmt: skip
+        what = f"alert {d.get('alert', '?')} received (trigger {d.get('trigger', '?')})"
+        return what, detail, actor
     if kind == ev.RUN_RETRIED:
         steps = ", ".join(str(k) for k in d.get("steps") or []) or "no step"
         why = f"; {_compact(d.get('reason'))}" if d.get("reason") else ""
@@ -257,6 +267,90 @@ def describe(event: Event) -> tuple[str, str, str | None]:
         return f"approval {decision}", format_values(rest), actor
     rest = {k: v for k, v in d.items() if k not in {"step", "by"}}
     return kind, format_values(rest), actor
+
+
+def _auto_steps(text: Any) -> list[str]:
+    """The ids of the steps the recorded runbook marks ``auto: true`` (nested ones included)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text) if isinstance(text, str) else None
+    except yaml.YAMLError:
+        return []
+    found: list[str] = []
+
+    def walk(steps: Any) -> None:
+        for step in steps if isinstance(steps, list) else []:
+            if isinstance(step, dict):
+                if step.get("auto") is True and isinstance(step.get("id"), str):
+                    found.append(step["id"])
+                walk(step.get("parallel"))
+
+    walk(doc.get("steps") if isinstance(doc, dict) else None)
+    return found
+
+
+def detected_at(created: Mapping[str, Any]) -> datetime | None:
+    """When the alert that started a run says it was detected (None: no alert, or unreadable)."""
+    trigger = created.get("trigger")
+    text = trigger.get("detected_at") if isinstance(trigger, Mapping) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else None
+
+
+def detection_times(events: Sequence[Event]) -> dict[str, Any]:
+    """For a run an alert started: ``detected_at``, ``time_to_start`` (seconds from detection
+    to ``run.created``) and ``time_to_contain`` (to the last of its ``auto`` steps done, once
+    all of them are: succeeded, or skipped by their ``when``), with ``contained_at``; {} for a
+    run a person started."""
+    if not events:
+        return {}
+    created = events[0]
+    detected = detected_at(created.data)
+    if detected is None:
+        return {}
+    found: dict[str, Any] = {
+        "detected_at": created.data["trigger"]["detected_at"],
+        "time_to_start": (parse_ts(created.ts) - detected).total_seconds(),
+        "time_to_contain": None, "contained_at": None,
+    }  # fmt: skip
+    auto = set(_auto_steps(created.data.get("runbook_text")))
+    done: dict[str, str] = {}
+    for event in events:
+        step = event.data.get("step")
+        if step in auto and "item" not in event.data:
+            if event.type in (ev.STEP_SUCCEEDED, ev.STEP_SKIPPED):
+                done[str(step)] = event.ts
+            elif event.type in (ev.STEP_STARTED, ev.STEP_FAILED, ev.STEP_WAIVED):
+                done.pop(str(step), None)  # failed, or done by a person's skip: not contained
+    if auto and set(done) == auto:
+        last = max(done.values(), key=parse_ts)
+        found["contained_at"] = last
+        found["time_to_contain"] = (parse_ts(last) - detected).total_seconds()
+    return found
+
+
+def detection_rows(events: Sequence[Event]) -> list[tuple[str, str]]:
+    """Header rows of an export for a run an alert started: the trigger, detection, and the
+    times from it (nothing for a run a person started)."""
+    times = detection_times(events)
+    if not times:
+        return []
+    trigger = events[0].data.get("trigger") or {}
+    contain = times["time_to_contain"]
+    return [
+        ("Alert", f"{trigger.get('alert', '?')} (trigger {trigger.get('name', '?')}, "
+                  f"{trigger.get('source', '?')})"),
+        ("Detected", str(times["detected_at"])),
+        ("Time to start", format_seconds(max(0.0, times["time_to_start"]))),
+        ("Time to contain", format_seconds(max(0.0, contain)) if contain is not None
+         else "not contained (its auto steps have not all succeeded)"),
+    ]  # fmt: skip
 
 
 def timeline(events: Sequence[Event]) -> list[TimelineRow]:
@@ -343,6 +437,7 @@ def export_markdown(events: Sequence[Event], report: VerifyReport | None = None)
         ("Incident", _md(created.get("incident") or "—")),
         ("Mode", _md(created.get("mode", "live"))),
         ("Initiator", _md(created.get("initiator", "?"))),
+        *((name, _md(value)) for name, value in detection_rows(events)),
         *([("Steps", _md(chosen))] if (chosen := describe_selection(created)) else []),
         ("Outcome", _md(end.type.split(".", 1)[1]) if end else "not ended"),
         ("Started", first.ts),

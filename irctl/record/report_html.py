@@ -32,6 +32,9 @@ from irctl.record.exports import (
     REVIEW_ITEM,
     describe,
     describe_selection,
+    detected_at,
+    detection_rows,
+    detection_times,
     format_seconds,
     format_values,
     policy_words,
@@ -136,7 +139,8 @@ def objectives(events: Sequence[Event]) -> list[Objective]:
     if not isinstance(wanted, dict):
         return []
     tags = _step_tags(doc.get("steps"), {})
-    start = parse_ts(events[0].ts)
+    # a run an alert started is timed from the detection, as response targets are
+    start = detected_at(events[0].data) or parse_ts(events[0].ts)
     finished: dict[str, float] = {}
     chosen: dict[str, str] = {}
     for event in events:
@@ -289,6 +293,7 @@ def _summary(events: Sequence[Event], report: VerifyReport) -> str:
         ("Incident", _e(d.get("incident") or "—")),
         ("Mode", _e(d.get("mode", "live"))),
         ("Started by", _e(d.get("initiator", "?"))),
+        *((name, _e(value)) for name, value in detection_rows(events)),
         *([("Steps", _e(chosen))] if (chosen := describe_selection(d)) else []),
         ("Outcome", _e(end.type.split(".", 1)[1]) if end else "not ended"),
         ("Started (UTC)", _e(first.ts)),
@@ -311,9 +316,14 @@ def _summary(events: Sequence[Event], report: VerifyReport) -> str:
     return f'{verdict}<table class="summary"><tbody>{body}</tbody></table>'
 
 
-def _objectives(found: list[Objective]) -> str:
+def _objectives(found: list[Objective], detected: str | None = None) -> str:
     if not found:
         return '<p class="muted">The runbook sets no time objectives.</p>'
+    since = (
+        f'<p class="muted">Timed from the detection of the alert that started the run '
+        f"({_e(detected)}), not from the run's start.</p>"
+        if detected else ""
+    )  # fmt: skip
     rows = []
     for o in found:
         result = (
@@ -328,7 +338,8 @@ def _objectives(found: list[Objective]) -> str:
             _e(", ".join(o.steps) or "no step carries this tag"),
             _e(format_seconds(o.finished)) if o.finished is not None else "—", result,
         ])  # fmt: skip
-    return _table(["objective (tag)", "target", "steps", "finished after", "result"], rows)
+    head = ["objective (tag)", "target", "steps", "finished after", "result"]
+    return since + _table(head, rows)
 
 
 def _breakglass(events: Sequence[Event], by_seq: dict[int, ApprovalCheck]) -> str:
@@ -566,9 +577,10 @@ def export_html(
     first = events[0]
     by_seq = {c.seq: c for c in report.decisions}
     text = first.data.get("runbook_text")
+    detected = detection_times(events).get("detected_at")
     sections = [
         ("summary", _summary(events, report)),
-        ("objectives", _objectives(objectives(events))),
+        ("objectives", _objectives(objectives(events), detected)),
         ("breakglass", _breakglass(events, by_seq)),
         ("approvals", _approvals(events, by_seq)),
         ("notes", _notes(events)),

@@ -746,6 +746,7 @@ class _Approvals:
         self.deferred: list[str] = []
         self.glass_roles: list[str] = []
         self.initiator: Any = None
+        self.adopter: str | None = None  # who adopted a run an alert started (signed)
         self.excluded: frozenset[str] = frozenset()  # the runbook's exclude_operators
         self.gates: dict[_GateKey, _Gate] = {}
         self.keys: dict[str, Ed25519PublicKey | None] = {}
@@ -819,9 +820,18 @@ class _Approvals:
     def check_start(self, data: dict[str, Any]) -> None:
         """A live run with operators is started by one of them, signed with their key as
         recorded at run start (and trusted by the trust root, when one is given)."""
-        from irctl.record.approvals import start_problem
+        from irctl.record.approvals import TRIGGER_PREFIX, start_problem, trigger_start_problem
 
         who = self.initiator
+        if (isinstance(who, str) and who.startswith(TRIGGER_PREFIX)) or "trigger" in data:
+            # an alert started it: the installation key signed its start (irctl serve)
+            keys = list(self.v.keys) if self.v.trusted else None
+            problem = trigger_start_problem(data, str(self.v.run), keys)
+            if problem is not None:
+                self.v.problem(1, f"event 1 (line 1): {problem}")
+            else:
+                self.signed_start = True
+            return
         operator = (self.operators or {}).get(who) if isinstance(who, str) else None
         if not isinstance(operator, dict):
             self.v.problem(1, f"event 1 (line 1): the run's initiator {who!r} is not one of "
@@ -905,6 +915,15 @@ class _Approvals:
             self.v.problem(n, f"{me}: {problem}", seq)
         elif "sig" in data:
             self.signed_acts += 1
+            if kind == ev.RUN_ADOPTED and self.adopter is None and isinstance(who, str):
+                self.adopter = who  # leads the run from here: exclude_initiator means them
+
+    def lead(self) -> str | None:
+        """Who leads the run: its initiator, or the operator who adopted a run an alert
+        started (as the engine counts a policy's ``exclude_initiator``)."""
+        if self.adopter is not None:
+            return self.adopter
+        return self.initiator if isinstance(self.initiator, str) else None
 
     def requested(self, n: int, seq: int, me: str, key: _GateKey, data: dict[str, Any]) -> None:
         from irctl.canonical import step_digest
@@ -1142,7 +1161,7 @@ class _Approvals:
             policy,
             [decision_from(gate.first[name]) for name in approvers],
             roles_of={name: list(op.get("roles") or []) for name, op in operators.items()},
-            initiator=self.initiator if isinstance(self.initiator, str) else None,
+            initiator=self.lead(),
             break_glass_roles=self.glass_roles,
             excluded=self.excluded,
         )

@@ -805,6 +805,36 @@ def runbook_facts(path: Path, data: dict[str, Any]) -> RunbookFacts:
     return RunbookFacts(path, dict(params or {}), steps)
 
 
+def check_triggers(doc: Document, runbooks: dict[str, RunbookFacts]) -> None:
+    """Add to ``doc`` (irctl.yaml) what its ``triggers:`` name that the runbooks lack: an
+    unknown runbook, a param it does not take, a required param no trigger gives."""
+    triggers = doc.data.get("triggers")
+    for name, raw in triggers.items() if isinstance(triggers, dict) else []:
+        if not isinstance(raw, dict) or not isinstance(raw.get("runbook"), str):
+            continue  # pydantic reports it
+        runbook = raw["runbook"]
+        facts = runbooks.get(runbook)
+        if facts is None:
+            known = sorted(runbooks)
+            hint = suggest(runbook, known) or (f"; known: {', '.join(known)}" if known else "")
+            doc.add(("triggers", name, "runbook"), f"unknown runbook '{runbook}'{hint}")
+            continue
+        given = raw.get("params", {})
+        given = given if isinstance(given, dict) else {}
+        for key in given:
+            if key not in facts.params:
+                hint = suggest(str(key), list(facts.params))
+                doc.add(("triggers", name, "params", key),
+                        f"unknown param '{key}' for runbook '{runbook}'{hint}",
+                        at=doc.key_pos(("triggers", name, "params", key)))  # fmt: skip
+        for key, spec in facts.params.items():
+            found = _param_or_none(spec)
+            if found is not None and found.is_required and key not in given:
+                doc.add(("triggers", name, "params"),
+                        f"runbook '{runbook}' needs param '{key}': give it from the alert, "
+                        f"e.g. {key}: \"{{{{ alert.labels.{key} }}}}\"")  # fmt: skip
+
+
 def check_drill(doc: Document, runbooks: dict[str, RunbookFacts]) -> None:
     """Add to ``doc`` what its drill names that its runbook (found in ``runbooks``) lacks."""
     data = doc.data

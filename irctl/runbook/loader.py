@@ -37,6 +37,7 @@ from irctl.runbook.checks import (
     check_drill,
     check_policies,
     check_runbook,
+    check_triggers,
     runbook_facts,
 )
 from irctl.runbook.config import Config, load_config
@@ -238,6 +239,9 @@ class _Validation:
         self.docs.setdefault(path.resolve(), doc)
         if path.name == CONFIG_NAME:
             validate_model(doc, Config)
+            folder = path.resolve().parent
+            if isinstance(doc.data.get("triggers"), dict) and (folder / "runbooks").is_dir():
+                check_triggers(doc, self.index(folder))
             return doc.problems
         kind = _kind(doc)
         root = _workspace_root(path)

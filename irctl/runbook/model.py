@@ -24,6 +24,7 @@ from irctl.runbook.config import Config as Config  # noqa: PLC0414
 from irctl.runbook.config import Identifier as Identifier  # noqa: PLC0414
 from irctl.runbook.config import Operator as Operator  # noqa: PLC0414
 from irctl.runbook.config import SecretRef as SecretRef  # noqa: PLC0414
+from irctl.runbook.config import Trigger as Trigger  # noqa: PLC0414
 from irctl.runbook.config import _Model
 from irctl.runbook.policy import MAX_APPROVERS as MAX_APPROVERS  # noqa: PLC0414
 from irctl.runbook.policy import MAX_DURATION as MAX_DURATION  # noqa: PLC0414
@@ -36,6 +37,10 @@ from irctl.runbook.policy import impossible as impossible  # noqa: PLC0414
 from irctl.runbook.policy import parse_duration as parse_duration  # noqa: PLC0414
 
 FORMAT_VERSION = 1
+
+#: The actions that wait for a person (irctl.builtins.manual): never ``auto``.
+MANUAL_PREFIX = "manual."
+
 
 ParamType = Literal["string", "number", "integer", "boolean", "list"]
 
@@ -117,6 +122,11 @@ class Step(_Model):
         default="allowed",
         description="never: nobody may skip this step by hand (irctl skip), whatever their role",
     )
+    auto: bool = Field(
+        default=False,
+        description="true: a run started by an alert (triggers: in irctl.yaml) runs this step "
+        "before anyone adopts the run; containment that needs no approval and no person",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
@@ -141,7 +151,21 @@ class Step(_Model):
                     "a step with 'repeat' cannot carry an 'approval': each round "
                     "would act on one approval; approve a step of its own before it"
                 )
+        if self.auto:
+            self._auto_allowed()
         return self
+
+    def _auto_allowed(self) -> None:
+        """``auto: true`` only where no person is needed: an alert starts it unattended."""
+        if self.parallel is not None:
+            raise ValueError("'auto' belongs on the action steps inside 'parallel', not on "
+                             "the block")
+        if self.approval is not None:
+            raise ValueError("a step with 'auto: true' cannot carry an 'approval': an alert "
+                             "starts it before anyone could approve; drop one of the two")
+        if (self.action or "").startswith(MANUAL_PREFIX):
+            raise ValueError(f"a manual step ({self.action}) cannot be 'auto: true': it waits "
+                             "for a person, and an alert-started run has none until adopted")
 
     def walk(self) -> list[Step]:
         """This step and every step nested in it, in order."""

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from irctl.workspace import Workspace
 
 PATH = "/slack/interactivity"
+ALERTS_PREFIX = "/alerts/"  # irctl.serve.triggers
 MAX_BODY = 64 * 1024  # Slack's interactivity payloads are a few KiB
 MAX_AGE = 5 * 60  # seconds; Slack's own rule, enforced by SignatureVerifier
 ACTIONS = ("approve", "deny")
@@ -450,12 +451,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/healthz":
             self._send(Reply.text(HTTPStatus.OK, "ok"))
+        elif self.path == "/metrics" and self.server.alerts is not None:
+            body = self.server.alerts.metrics().encode("utf-8")
+            self._send(Reply(HTTPStatus.OK, body, "text/plain; version=0.0.4; charset=utf-8"))
         elif self.server.review is not None and self.server.review.handles(self.path):
             self.server.review.answer(self)  # the reviewer's read-only pages (irctl.serve.review)
         else:
             self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
 
     def do_POST(self) -> None:
+        if self.path.startswith(ALERTS_PREFIX) and self.server.alerts is not None:
+            self._alert(self.path[len(ALERTS_PREFIX):])
+            return
         if self.path != PATH or self.server.interactivity is None:  # --review-only: no Slack
             self._drain()
             self._send(Reply.text(HTTPStatus.NOT_FOUND, "not found"))
@@ -473,6 +480,39 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         headers = {name: value for name, value in self.headers.items()}
         self._send(self.server.interactivity.handle_http(body, headers))
+
+    def _alert(self, name: str) -> None:
+        """``POST /alerts/NAME`` (irctl.serve.triggers): the body is read only up to the
+        trigger's max_body, and not at all for an unknown trigger."""
+        from irctl.serve.triggers import Answer, Refused
+
+        alerts = self.server.alerts
+        limit = alerts.max_body(name)
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            length = -1
+        refused: Refused | None = None
+        if limit is None:
+            refused = Refused(HTTPStatus.NOT_FOUND, "unknown_trigger", "no such trigger")
+        elif length < 0:
+            refused = Refused(HTTPStatus.LENGTH_REQUIRED, "malformed", "Content-Length required")
+        elif length > limit:
+            refused = Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "oversize",
+                              f"the body is larger than {limit} bytes")  # fmt: skip
+        if refused is not None:
+            alerts.count(name if limit is not None else "", refused.reason, refused.message)
+            answer = Answer(refused.status, {"error": refused.message, "started": None})
+            self._send(_answer(answer), close=True)
+            return
+        body = self.rfile.read(length)
+        headers = {key: value for key, value in self.headers.items()}
+        try:
+            answer = alerts.handle(name, body, headers)
+        except Exception as exc:  # a bug answers 500 and is logged; the server goes on
+            alerts.count(name, "failed", f"{type(exc).__name__}: {exc}")
+            answer = Answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
+        self._send(_answer(answer))
 
     def _drain(self) -> None:
         try:
@@ -498,11 +538,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.log(f"{self.address_string()} {format % args}")
 
 
+def _answer(answer: Any) -> Reply:
+    body = json.dumps(answer.body, ensure_ascii=False).encode("utf-8")
+    return Reply(answer.status, body, "application/json; charset=utf-8")
+
+
 class Server(ThreadingHTTPServer):
     """The interactivity endpoint; ``serve_forever()`` until ``shutdown()``."""
 
     daemon_threads = True
     review: Any = None  # irctl.serve.review.ReviewView, mounted by make_server
+    alerts: Any = None  # irctl.serve.triggers.Alerts, mounted by make_server (triggers:)
 
     def __init__(
         self,
@@ -610,16 +656,36 @@ def make_server(
         return server
     slack = workspace.config.integrations.get("slack") or {}
     reference = slack.get("signing_secret")
-    if not isinstance(reference, str) or not reference:
+    alerts = _alerts(workspace, clock, log)
+    interactivity = None
+    if isinstance(reference, str) and reference:
+        secret = resolve("integrations.slack.signing_secret", reference, base=workspace.root)
+        interactivity = make_interactivity(workspace, signing_secret=secret, clock=clock, log=log)
+    elif alerts is None:
         raise UsageError(
             f"no Slack signing secret: add to {_where(workspace)}:\n{SETUP}\n"
-            "and set SLACK_SIGNING_SECRET to the app's signing secret"
+            "and set SLACK_SIGNING_SECRET to the app's signing secret (or give triggers: to "
+            "take alerts only)"
         )
-    secret = resolve("integrations.slack.signing_secret", reference, base=workspace.root)
-    interactivity = make_interactivity(workspace, signing_secret=secret, clock=clock, log=log)
     server = _bind(host, port, interactivity, allowed_hosts, log)
     server.review = ReviewView.for_workspace(workspace)
+    server.alerts = alerts
     return server
+
+
+def _alerts(workspace: Workspace, clock: Callable[[], float], log: Log | None) -> Any:
+    """The alert endpoint for the workspace's triggers: (None without any)."""
+    if not workspace.config.triggers:
+        return None
+    from irctl.serve.triggers import make_alerts
+
+    key = workspace.signing_key()
+    if key is None:
+        raise UsageError(
+            f"no installation key at {workspace.installation_key_path}: it signs the start of "
+            "a run an alert starts; run 'irctl init' in the workspace to create it"
+        )
+    return make_alerts(workspace, signing_key=key, clock=clock, log=log)
 
 
 def _bind(

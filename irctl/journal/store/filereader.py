@@ -24,7 +24,8 @@ from urllib.parse import unquote
 from irctl.errors import CorruptEvent, StoreError, UsageError
 from irctl.journal.events import Event
 from irctl.journal.store.opening import _sqlite_reader_uri
-from irctl.journal.store.schema import SCHEMA_VERSION, RunRow, first_line
+from irctl.journal.store.schema import RunRow, first_line
+from irctl.journal.store.versions import refuse_newer, version_of
 
 _SELECT_RUNS = "SELECT id, runbook, created_at, initiator, mode, incident FROM irctl_runs"
 _NEWEST_FIRST = " ORDER BY created_at DESC, id DESC"
@@ -120,13 +121,12 @@ class FileReader:
                 "damaged or edited; restore it from a backup"
             )
         self._has_meta = "irctl_meta" in present
+        row = None
         if self._has_meta:
             row = self._conn.execute("SELECT value FROM irctl_meta WHERE key = 'schema'").fetchone()
-            if row is not None and int(row[0]) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the store uses schema {row[0]}, newer than this irctl "
-                    f"({SCHEMA_VERSION}); upgrade irctl"
-                )
+        # An older store is read as it is (a read never upgrades); a newer one is refused.
+        self.schema_version = version_of(None if row is None else str(row[0]))
+        refuse_newer(self.schema_version)
 
     def close(self) -> None:
         self._conn.close()

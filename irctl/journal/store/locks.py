@@ -8,6 +8,7 @@ busy is told who holds it (pid, host, PostgreSQL backend).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,7 +21,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irctl.errors import RunBusy, StoreError
+from irctl.errors import RunBusy, StoreError, StoreUnavailable
+from irctl.journal.store.faults import RETRY_FOR, Patience, lost
 from irctl.journal.store.schema import first_line
 
 if TYPE_CHECKING:
@@ -30,14 +32,18 @@ if TYPE_CHECKING:
 class RunLocks:
     """The executor locks of one store's runs (:meth:`irctl.journal.store.Store.run_lock`)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retry: float = RETRY_FOR, where: str = "") -> None:
         self._engine = engine
+        self._retry = retry  # how long a lost session's lock is tried for again
+        self._where = where
         self._dialect = engine.dialect.name
         # The lock folder of a SQLite file store; in-memory SQLite uses the set of runs held
         # by this store instead.
         self._folder = _sqlite_lock_dir(engine) if self._dialect == "sqlite" else None
         self._held_guard = threading.Lock()
         self._held: set[str] = set()
+        # PostgreSQL: run id -> the session holding its advisory lock (see check()).
+        self._sessions: dict[str, Any] = {}
 
     @contextmanager
     def hold(self, run_id: str) -> Iterator[None]:
@@ -66,6 +72,26 @@ class RunLocks:
     def _pg_run_lock(self, run_id: str) -> Iterator[None]:
         import psycopg
 
+        conn = self._pg_lock_session(run_id)
+        try:
+            with self._held_guard:
+                self._sessions[run_id] = conn
+            try:
+                yield
+            finally:
+                with self._held_guard:
+                    conn = self._sessions.pop(run_id, conn)
+                with suppress(psycopg.Error):  # closing the session frees the lock anyway
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (_advisory_key(run_id),))
+        finally:
+            with suppress(Exception):  # a broken connection may fail to close; nothing to do
+                conn.close()
+
+    def _pg_lock_session(self, run_id: str) -> Any:
+        """A new session (never pooled) holding the run's advisory lock; RunBusy if another
+        session holds it."""
+        import psycopg
+
         engine = self._engine
         key = _advisory_key(run_id)
         try:
@@ -80,23 +106,98 @@ class RunLocks:
                 f"{first_line(exc)}"
             ) from exc
         try:
-            try:
-                conn.autocommit = True
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-                if not (row and row[0]):
-                    raise RunBusy(_busy_message(run_id, *_pg_holder(conn, key)))
-            except psycopg.Error as exc:
-                raise StoreError(
-                    f"cannot take the executor lock of run {run_id}: {first_line(exc)}"
-                ) from exc
-            try:
-                yield
-            finally:
-                with suppress(psycopg.Error):  # closing the session frees the lock anyway
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        finally:
-            with suppress(Exception):  # a broken connection may fail to close; nothing to do
+            conn.autocommit = True
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if not (row and row[0]):
+                raise RunBusy(_busy_message(run_id, *_pg_holder(conn, key)))
+        except psycopg.Error as exc:
+            with suppress(Exception):
                 conn.close()
+            raise StoreError(
+                f"cannot take the executor lock of run {run_id}: {first_line(exc)}"
+            ) from exc
+        except BaseException:
+            with suppress(Exception):
+                conn.close()
+            raise
+        return conn
+
+    def check(self) -> None:
+        """Make sure every run lock this store holds on PostgreSQL is still held.
+
+        The lock lives as long as its session: a restarted server or a terminated backend
+        takes it away, and another process may then take the run.  Called before each
+        append to a held run (a look at the socket, no round trip, unless the server sent
+        something) and when the append connection came back: a lost session is replaced
+        by a new one that takes the lock again, and if someone else has it now, this
+        process must not go on executing the run (StoreUnavailable; the run stays with the
+        other process, or is resumed).
+        """
+        if not self._sessions:
+            return
+        with self._held_guard:
+            held = list(self._sessions.items())
+        for run_id, conn in held:
+            if _session_alive(conn):
+                continue
+            with suppress(Exception):
+                conn.close()
+            try:
+                again = self._lock_again(run_id)
+            except RunBusy as exc:
+                raise StoreUnavailable(
+                    f"store unavailable: the executor lock of run {run_id} was lost with its "
+                    f"database session, and another process holds it now ({exc.message}); "
+                    "this process stops executing the run"
+                ) from None
+            except StoreError as exc:
+                raise StoreUnavailable(
+                    f"store unavailable: the executor lock of run {run_id} was lost with its "
+                    f"database session and cannot be taken again: {exc.message}"
+                ) from None
+            with self._held_guard:
+                if run_id in self._sessions:
+                    self._sessions[run_id] = again
+                    continue
+            with suppress(Exception):  # let go meanwhile: the new session is not needed
+                again.close()
+
+    def _lock_again(self, run_id: str) -> Any:
+        """A new session holding the run's lock, waiting out a server that is not back yet."""
+        patience: Patience | None = None
+        while True:
+            try:
+                return self._pg_lock_session(run_id)
+            except StoreError as exc:
+                if exc.__cause__ is None or not lost(exc.__cause__):
+                    raise
+                if patience is None:
+                    what = f"cannot take the executor lock of run {run_id} again"
+                    patience = Patience(self._retry, what, self._where)
+                patience.pause(exc.__cause__)
+
+
+def _session_alive(conn: Any) -> bool:
+    """Is the lock's session still there?  An idle session the server has said nothing to
+    is; anything on its socket (the notice of a terminated backend, the end of the
+    connection) is looked at with a round trip."""
+    import select
+
+    import psycopg
+
+    if conn.closed or conn.broken:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    if not readable:
+        return True
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
 
 
 @contextmanager
@@ -108,7 +209,8 @@ def _file_run_lock(run_id: str, folder: Path) -> Iterator[None]:
         folder.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
-        raise StoreError(
+        kind = StoreUnavailable if exc.errno == errno.ENOSPC else StoreError  # a full disk: 74
+        raise kind(
             f"cannot open the executor lock of run {run_id} ({path}): {exc.strerror or exc}"
         ) from exc
     try:

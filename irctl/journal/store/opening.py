@@ -9,18 +9,24 @@ opened to read, a store that lost its journal or uses a newer schema refused.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irctl.errors import NoStore, StoreError, UsageError
-from irctl.journal.store.schema import SCHEMA_VERSION, brief
+from irctl.journal.store.faults import failure
+from irctl.journal.store.schema import SCHEMA_VERSION
+from irctl.journal.store.versions import refuse_newer, refuse_other, stored_version, write_version
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
-_SCHEMA_LOCK = 0x697263746C  # the PostgreSQL advisory lock held while creating the tables
+SCHEMA_LOCK = 0x697263746C  # the PostgreSQL advisory lock held while creating the tables
+
+
+_QUIET = logging.NullHandler()
 
 
 class NoTables(Exception):  # an internal signal, never reaches a user
@@ -160,6 +166,9 @@ def _postgresql(parsed: URL, url: str, create: bool) -> Engine:
 
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")  # irctl[postgres] ships it
+    # The pool logs a traceback when a connection that broke (a restarted server) fails to be
+    # reset on its way back; the store itself waits that out or says what failed, in a line.
+    logging.getLogger("sqlalchemy.pool").addHandler(_QUIET)
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = 10  # an unreachable server fails, never hangs
@@ -185,10 +194,12 @@ def _postgresql(parsed: URL, url: str, create: bool) -> Engine:
     return engine
 
 
-def create_tables(writer: Engine, dialect: str, meta: Any) -> None:
-    """Create irctl's tables where they are missing, and record or check the schema version
-    (``writer``: the engine whose transactions take the write lock)."""
-    from sqlalchemy import inspect, select
+def create_tables(writer: Engine, dialect: str, meta: Any, where: str = "") -> None:
+    """Create irctl's tables in a new store at this irctl's schema version; in one that
+    exists, check that it is at that version (an older one: ``irctl store upgrade`` first)
+    and create a table it lacks (``writer``: the engine whose transactions take the write
+    lock)."""
+    from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
@@ -196,57 +207,39 @@ def create_tables(writer: Engine, dialect: str, meta: Any) -> None:
             if dialect == "postgresql":
                 # Several processes opening a new store at once: one creates the tables,
                 # the others wait here, then find them (SQLite's BEGIN IMMEDIATE does this).
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
             present = set(inspect(conn).get_table_names())
-            lost = {"irctl_runs", "irctl_events"} - present
-            if "irctl_meta" in present and lost:
-                # A store that was set up has lost its journal: never start an empty one
-                # over it, which would hide that every recorded run is gone.
-                raise StoreError(
-                    f"the store has lost its {' and '.join(sorted(lost))} table: it was "
-                    "damaged or edited; restore it from a backup"
-                )
+            version = stored_version(conn, present, meta)
+            if version is not None:
+                refuse_other(version)  # nothing is written to a store at another version
             meta.create_all(conn, checkfirst=True)
-            table = meta.tables["irctl_meta"]
-            row = conn.execute(select(table.c.value).where(table.c.key == "schema")).first()
-            if row is None:
-                conn.execute(table.insert().values(key="schema", value=str(SCHEMA_VERSION)))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the store uses schema {row[0]}, newer than this irctl "
-                    f"({SCHEMA_VERSION}); upgrade irctl"
-                )
+            if version is None:
+                write_version(conn, meta, SCHEMA_VERSION)
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open the store: {brief(exc)}") from exc
+        raise failure(
+            "cannot open the store", exc, where or writer.url.render_as_string(hide_password=True)
+        ) from exc
 
 
-def check_tables(engine: Engine, meta: Any) -> None:
+def check_tables(engine: Engine, meta: Any, where: str = "") -> int:
     """What :func:`create_tables` checks, by reading only: the tables are there, the schema
-    is known (:class:`NoTables` when none of them is)."""
-    from sqlalchemy import inspect, select
+    is not newer than the code's (:class:`NoTables` when none of them is).  An older schema
+    can be read; returns the version."""
+    from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
-            if not present & {"irctl_meta", "irctl_runs", "irctl_events"}:
+            version = stored_version(conn, present, meta)
+            if version is None:
                 raise NoTables
-            lost = {"irctl_runs", "irctl_events"} - present
-            if lost:
-                raise StoreError(
-                    f"the store has lost its {' and '.join(sorted(lost))} table: it was "
-                    "damaged or edited; restore it from a backup"
-                )
-            if "irctl_meta" in present:
-                table = meta.tables["irctl_meta"]
-                row = conn.execute(select(table.c.value).where(table.c.key == "schema")).first()
-                if row is not None and int(row[0]) > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"the store uses schema {row[0]}, newer than this irctl "
-                        f"({SCHEMA_VERSION}); upgrade irctl"
-                    )
+            refuse_newer(version)
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open the store: {brief(exc)}") from exc
+        raise failure(
+            "cannot open the store", exc, where or engine.url.render_as_string(hide_password=True)
+        ) from exc
+    return version
 
 
 def _no_file(path: Path, origin_note: str) -> NoStore:

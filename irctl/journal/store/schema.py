@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+#: The schema this irctl reads and writes (see :mod:`.versions` for the steps up to it).
+SCHEMA_VERSION = 2
 
 # seal(run_id, seq, hash) -> the data of a checkpoint sealing that event
 Seal = Callable[[str, int, str], dict[str, Any]]
