@@ -609,3 +609,97 @@ def test_a_node_of_another_chain_than_irctl_yaml_names_is_refused(
     assert done.returncode == 1
     assert f"the node serves chain id {chain.chain_id}, not 1" in done.stderr
     assert not (ws / ".irctl" / "watch-local.json").exists()
+
+
+# -- through irctl serve -----------------------------------------------------------------------
+
+CONTAIN = """\
+irctl: 1
+id: contain-safe
+title: Contain a Safe
+params:
+  safe: {type: string, pattern: "^0x[0-9a-f]{40}$"}
+steps:
+  - id: pause-signers
+    action: notify.console
+    auto: true
+    with: {message: "pause the signers of {{ params.safe }}"}
+  - id: rotate
+    action: manual.confirm
+    with: {prompt: "rotate the owners of {{ params.safe }}"}
+"""
+
+TRIGGER = """\
+triggers:
+  chain:
+    source: generic
+    secret: env:WATCH_SECRET
+    runbook: contain-safe
+    match: {labels.kind: safe.delegatecall}
+    params: {safe: alert.labels.address}
+    incident: "safe-{{ alert.labels.address }}"
+"""
+
+
+def test_a_bybit_delegatecall_starts_a_run_through_irctl_serve_timed_from_its_block(
+    tmp_path: Path,
+) -> None:
+    from web3 import HTTPProvider, Web3
+
+    from tests.helpers import keyed_operators
+    from tests.test_safe_snapshot import COMPILED
+
+    with LocalChain() as own:  # its own clock: detected_at may not be ahead of serve's
+        w3 = Web3(HTTPProvider(own.url))
+        accounts = list(w3.eth.accounts)
+        proxy = _deploy(w3, "SafeLikeProxy", _deploy(w3, "SafeLike"))
+        safe = w3.eth.contract(address=proxy, abi=COMPILED["SafeLike"]["abi"])
+        made = Deployed(w3, safe, "", accounts[1:4], accounts[9], int(w3.eth.chain_id))
+        made.wait(
+            safe.functions.setup(made.owners, 2, made.handler).transact({"from": accounts[0]})
+        )
+        backdoor = _deploy(w3, "SlotZeroBackdoor")
+        start = own.mine()
+        data = _call("transfer(address,uint256)", ["address", "uint256"], [backdoor, 0])
+        receipt = made.execute(made.tx(to=backdoor, data=data, operation=1, safe_tx_gas=45746),
+                               made.owners[:2])  # fmt: skip
+
+        extra = keyed_operators(tmp_path / "keys", {"alice": "security-lead"}) + TRIGGER
+        ws = make_workspace(tmp_path / "ws", {"contain-safe": CONTAIN},
+                            vars={"watch": json.dumps({"chain": "local", "safes": [proxy]})},
+                            extra=extra)  # fmt: skip
+        env = _env(ws)
+        server = subprocess.Popen([IRCTL, "serve", "--port", "0"], cwd=ws, env=env,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert server.stderr is not None
+            line = server.stderr.readline()
+            assert "listening on http://127.0.0.1:" in line, line
+            base = line.split("listening on ", 1)[1].split("/alerts/", 1)[0]
+            threading.Thread(target=server.stderr.read, daemon=True).start()
+            done = irctl("watch", "--rpc", own.url, "--from", str(start), "--once", "--json",
+                         "--alert-url", f"{base}/alerts/chain", "--alert-secret-env",
+                         "WATCH_SECRET", cwd=ws, env={"WATCH_SECRET": SECRET})  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            (finding,) = [json.loads(line) for line in done.stdout.splitlines()]
+            assert finding["block"] == int(receipt["blockNumber"])
+
+            runs = json.loads(irctl("runs", "list", "--json", cwd=ws, env=env).stdout)
+            assert len(runs) == 1
+            run_id = runs[0]["run_id"]
+            state: dict[str, Any] = {}
+            for _ in range(600):  # until serve's thread has run the auto step
+                state = json.loads(irctl("status", run_id, "--json", cwd=ws, env=env).stdout)
+                if state["status"] not in ("created", "running"):
+                    break
+            assert state["initiator"] == "trigger:chain"
+            assert state["incident"] == f"safe-{proxy.lower()}"
+            assert state["params"] == {"safe": proxy.lower()}
+            assert state["trigger"]["detected_at"] == finding["detected_at"]
+            assert {s["step"]: s["status"] for s in state["steps"]} == {
+                "pause-signers": "succeeded"
+            }
+
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
