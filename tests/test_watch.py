@@ -660,9 +660,11 @@ def test_a_bybit_delegatecall_starts_a_run_through_irctl_serve_timed_from_its_bl
         )
         backdoor = _deploy(w3, "SlotZeroBackdoor")
         start = own.mine()
+        threshold = _call("changeThreshold(uint256)", ["uint256"], [3])  # no rule takes it
+        made.execute(made.tx(to=proxy, data=threshold), made.owners[:2])
         data = _call("transfer(address,uint256)", ["address", "uint256"], [backdoor, 0])
         receipt = made.execute(made.tx(to=backdoor, data=data, operation=1, safe_tx_gas=45746),
-                               made.owners[:2])  # fmt: skip
+                               made.owners[:3])  # fmt: skip
 
         extra = keyed_operators(tmp_path / "keys", {"alice": "security-lead"}) + TRIGGER
         ws = make_workspace(tmp_path / "ws", {"contain-safe": CONTAIN},
@@ -681,8 +683,15 @@ def test_a_bybit_delegatecall_starts_a_run_through_irctl_serve_timed_from_its_bl
                          "--alert-url", f"{base}/alerts/chain", "--alert-secret-env",
                          "WATCH_SECRET", cwd=ws, env={"WATCH_SECRET": SECRET})  # fmt: skip
             assert done.returncode == 0, done.stderr
-            (finding,) = [json.loads(line) for line in done.stdout.splitlines()]
+            changed, finding = [json.loads(line) for line in done.stdout.splitlines()]
             assert finding["block"] == int(receipt["blockNumber"])
+            assert changed["kind"] == "safe.changed_threshold"  # serve: 422, matches no rule
+            assert (
+                f"finding {changed['id']} is not sent again: the alert endpoint answered "
+                "HTTP 422: the alert matches no rule of this trigger" in done.stderr
+            )
+            position = json.loads((ws / ".irctl" / "watch-local.json").read_text())
+            assert position["outbox"] == []
 
             runs = json.loads(irctl("runs", "list", "--json", cwd=ws, env=env).stdout)
             assert len(runs) == 1
@@ -699,6 +708,18 @@ def test_a_bybit_delegatecall_starts_a_run_through_irctl_serve_timed_from_its_bl
             assert {s["step"]: s["status"] for s in state["steps"]} == {
                 "pause-signers": "succeeded"
             }
+
+            # read again from scratch (as after a crash between the POST and the outbox's
+            # write): serve has the alert id already, answers 409, and nothing starts twice
+            (ws / ".irctl" / "watch-local.json").unlink()
+            again = irctl("watch", "--rpc", own.url, "--from", str(start), "--once",
+                          "--alert-url", f"{base}/alerts/chain", "--alert-secret-env",
+                          "WATCH_SECRET", cwd=ws, env={"WATCH_SECRET": SECRET})  # fmt: skip
+            assert again.returncode == 0, again.stderr
+            assert f"finding {finding['id']} is not sent again: the alert endpoint answered " \
+                   "HTTP 409" in again.stderr  # fmt: skip
+            runs = json.loads(irctl("runs", "list", "--json", cwd=ws, env=env).stdout)
+            assert [r["run_id"] for r in runs] == [run_id]
 
         finally:
             server.terminate()

@@ -8,7 +8,7 @@ as a signed alert (:mod:`.alerts`).  Imports only irctl's public SDK and
 :class:`Watcher`.
 """
 
-from irctl_evm.watch.alerts import AlertTarget, signature
+from irctl_evm.watch.alerts import AlertTarget, Outcome, signature
 from irctl_evm.watch.config import WatchConfig
 from irctl_evm.watch.findings import KINDS, Finding
 from irctl_evm.watch.follow import ChainChanged, ReorgTooDeep, Watcher
@@ -16,6 +16,6 @@ from irctl_evm.watch.position import locked, path_for
 from irctl_evm.watch.rpc import ChainUnreachable, Rpc, RpcError
 
 __all__ = [
-    "KINDS", "AlertTarget", "ChainChanged", "ChainUnreachable", "Finding", "ReorgTooDeep",
-    "Rpc", "RpcError", "WatchConfig", "Watcher", "locked", "path_for", "signature",
+    "KINDS", "AlertTarget", "ChainChanged", "ChainUnreachable", "Finding", "Outcome",
+    "ReorgTooDeep", "Rpc", "RpcError", "WatchConfig", "Watcher", "locked", "path_for", "signature",
 ]  # fmt: skip

@@ -10,7 +10,9 @@
     <the finding's JSON>
 
 The timestamp is the moment of sending (a receiver refuses stale ones); a retry is signed
-anew.  The secret is read from an environment variable and never written anywhere.
+anew.  The secret is read from an environment variable and never written anywhere.  A 2xx
+delivers the finding; 409 (already received) and 422 (read, and taken by no rule) settle it;
+any other answer or none keeps it in the outbox (see :class:`Outcome`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ from irctl.errors import UsageError
 
 #: Seconds between attempts of one delivery; after the last, the finding stays in the outbox.
 BACKOFF = (0.5, 1.0, 2.0, 4.0)
+
+#: Answers that settle a finding though it started nothing: 409, the endpoint has it already
+#: (``irctl serve`` claims each alert id: a finding posted again after a crash); 422, it read
+#: the finding and no rule of the trigger takes it (or it cannot be used as it is).
+SETTLED = (409, 422)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one delivery ended: ``delivered``; ``settled`` (409, 422: not to be sent again);
+    ``refused`` (another 4xx: kept, and tried again on the next pass); ``unreachable``
+    (no answer, or 5xx after every retry: kept)."""
+
+    status: str
+    problem: str = ""
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -57,11 +74,11 @@ class AlertTarget:
         if not self.secret:
             raise UsageError("the alert secret is empty")
 
-    def post(self, finding: dict[str, Any]) -> tuple[str | None, bool]:
-        """Deliver ``finding``, retrying with backoff: None or why it was not delivered, and
-        whether the endpoint answered (a refusal of this finding, not an outage)."""
+    def post(self, finding: dict[str, Any]) -> Outcome:
+        """Deliver ``finding``, retrying with backoff while the endpoint cannot be reached or
+        answers 5xx, 408, 425 or 429."""
         body = body_of(finding)
-        problem: str | None = None
+        problem = ""
         for pause in (*self.backoff, None):
             stamp = str(int(self.clock()))
             request = urllib.request.Request(  # noqa: S310 - the URL is checked to be http(s)
@@ -77,16 +94,29 @@ class AlertTarget:
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
                     answer.read()
-                return None, True
+                return Outcome("delivered")
             except urllib.error.HTTPError as exc:
-                problem = f"the alert endpoint answered HTTP {exc.code}"
+                said = _said(exc)
+                problem = f"the alert endpoint answered HTTP {exc.code}{said}"
+                if exc.code in SETTLED:
+                    return Outcome("settled", problem)
                 if 400 <= exc.code < 500 and exc.code not in (408, 425, 429):
-                    return problem, True  # refused as sent: sending it again changes nothing
+                    return Outcome("refused", problem)
             except (OSError, ValueError) as exc:
                 problem = f"the alert endpoint is unreachable ({_reason(exc)})"
             if pause is not None:
                 self.sleep(pause)
-        return problem, False
+        return Outcome("unreachable", problem)
+
+
+def _said(exc: urllib.error.HTTPError) -> str:
+    """The endpoint's own reason (``irctl serve`` answers ``{"error": ...}``), shortened."""
+    try:
+        answer = json.loads(exc.read(4096) or b"{}")
+    except (OSError, ValueError):
+        return ""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return f": {str(error)[:200]}" if isinstance(error, str) and error else ""
 
 
 def _reason(exc: BaseException) -> str:

@@ -167,7 +167,8 @@ class Watcher:
         A finding raised while alerts were configured waits in the outbox until it is posted,
         even through a run without --alert-url.  When the endpoint cannot be reached, the rest
         wait for the next pass (each would wait out the same backoff); one it refused as sent
-        (HTTP 4xx) stays and the next are still tried.  An endpoint that could not be
+        (HTTP 4xx) stays and the next are still tried; one it settled (409 already received,
+        422 taken by no rule) leaves, said on stderr.  An endpoint that could not be
         reached is tried again after ``retry_after`` seconds."""
         state = self._state()
         if not state.outbox:
@@ -181,12 +182,16 @@ class Watcher:
                 item["printed"] = changed = True
             if item["posted"] is not False or self.alert is None or not reachable:
                 continue
-            problem, final = self.alert.post(item["finding"])
-            if problem is None:
+            outcome = self.alert.post(item["finding"])
+            ident = item["finding"]["id"]
+            if outcome.status == "delivered":
                 item["posted"] = changed = True
+            elif outcome.status == "settled":
+                item["posted"] = changed = True
+                self.note(f"finding {ident} is not sent again: {outcome.problem}")
             else:
-                self.note(f"finding {item['finding']['id']} not delivered yet: {problem}")
-                if not final:
+                self.note(f"finding {ident} not delivered yet: {outcome.problem}")
+                if outcome.status == "unreachable":
                     reachable = False
                     self._retry_at = self.monotonic() + self.retry_after
         pending = [item for item in state.outbox if item["posted"] is False]
