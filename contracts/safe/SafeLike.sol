@@ -61,6 +61,15 @@ contract SafeLike {
     event ExecutionSuccess(bytes32 txHash, uint256 payment);
     event ExecutionFailure(bytes32 txHash, uint256 payment);
     event ApproveHash(bytes32 indexed approvedHash, address indexed owner);
+    // As Safe 1.3.0's OwnerManager, ModuleManager, GuardManager and FallbackManager emit them,
+    // and 1.1.1's MasterCopy (what irctl watch looks for)
+    event AddedOwner(address owner);
+    event RemovedOwner(address owner);
+    event ChangedThreshold(uint256 threshold);
+    event EnabledModule(address module);
+    event ChangedGuard(address guard);
+    event ChangedFallbackHandler(address handler);
+    event ChangedMasterCopy(address masterCopy);
 
     constructor() {
         threshold = 1; // the singleton itself can never be set up
@@ -168,7 +177,8 @@ contract SafeLike {
         owners[owner] = owners[SENTINEL];
         owners[SENTINEL] = owner;
         ownerCount++;
-        _changeThreshold(threshold_);
+        emit AddedOwner(owner);
+        if (threshold != threshold_) _changeThreshold(threshold_);
     }
 
     function swapOwner(address prevOwner, address oldOwner, address newOwner) external authorized {
@@ -179,6 +189,8 @@ contract SafeLike {
         owners[newOwner] = owners[oldOwner];
         owners[prevOwner] = newOwner;
         owners[oldOwner] = address(0);
+        emit RemovedOwner(oldOwner);
+        emit AddedOwner(newOwner);
     }
 
     function changeThreshold(uint256 threshold_) external authorized {
@@ -188,6 +200,7 @@ contract SafeLike {
     function _changeThreshold(uint256 threshold_) internal {
         require(threshold_ > 0 && threshold_ <= ownerCount, "GS201");
         threshold = threshold_;
+        emit ChangedThreshold(threshold_);
     }
 
     function enableModule(address module) external authorized {
@@ -195,6 +208,7 @@ contract SafeLike {
         require(modules[module] == address(0), "GS102");
         modules[module] = modules[SENTINEL];
         modules[SENTINEL] = module;
+        emit EnabledModule(module);
     }
 
     function getModulesPaginated(address start, uint256 pageSize)
@@ -212,10 +226,19 @@ contract SafeLike {
 
     function setGuard(address guard) external authorized {
         _store(GUARD_STORAGE_SLOT, guard);
+        emit ChangedGuard(guard);
     }
 
     function setFallbackHandler(address handler) external authorized {
         _store(FALLBACK_HANDLER_STORAGE_SLOT, handler);
+        emit ChangedFallbackHandler(handler);
+    }
+
+    /// Safe 1.1.1's upgrade path: slot 0 to another singleton, announced
+    function changeMasterCopy(address masterCopy) external authorized {
+        require(masterCopy != address(0), "Invalid master copy address provided");
+        assembly { sstore(0, masterCopy) }
+        emit ChangedMasterCopy(masterCopy);
     }
 
     function _store(bytes32 slot, address value) internal {

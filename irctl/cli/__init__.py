@@ -3,8 +3,8 @@
 Owns parsing the arguments, what people see at the terminal (the run view, tables, JSON) and,
 as the one place that does, mapping errors to exit codes and messages.  At the top of the
 layers it may import every package of the library and the first-party integrations it drives
-(``irctl safe``, ``irctl allowlist``, Slack's approval message, the demo's AWS and chain
-sandboxes); the stand-ins only in ``irctl demo``, through :mod:`irctl.testing`.  Nothing
+(``irctl safe``, ``irctl allowlist``, ``irctl watch``, Slack's approval message, the demo's AWS
+and chain sandboxes); the stand-ins only in ``irctl demo``, through :mod:`irctl.testing`.  Nothing
 imports it.
 """
 
@@ -22,7 +22,7 @@ EXIT_IO = 74
 
 COMMAND_MODULES = (
     "validate", "runs", "approvals", "transcript", "admin", "serve", "drill", "safe", "allowlist",
-    "reserves", "store",
+    "reserves", "store", "watch",
 )  # fmt: skip
 
 #: The module that defines each top-level command and group.  ``irctl NAME ...`` imports only
@@ -37,7 +37,7 @@ COMMANDS = {
     "init": "admin", "demo": "admin", "keys": "admin", "doctor": "admin",
     "serve": "serve", "transcript": "transcript",
     "drill": "drill", "scheduler": "drill", "safe": "safe", "allowlist": "allowlist",
-    "reserves": "reserves", "store": "store",
+    "reserves": "reserves", "store": "store", "watch": "watch",
 }  # fmt: skip
 
 
