@@ -33,8 +33,8 @@ from irctl.errors import SecretError, UsageError
 
 if TYPE_CHECKING:
     from irctl.journal.events import Event
+    from irctl.journal.filereader import Reading
     from irctl.journal.store import Store
-    from irctl.journal.store.filereader import Reading
 
 COMMITMENT = "hmac-sha256:"
 #: A `file:` secret is read up to this size: a key or token, not a disk image (or /dev/zero).

@@ -13,8 +13,8 @@ from irctl.errors import UsageError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from irctl.journal.filereader import Reading
     from irctl.journal.store import Store
-    from irctl.journal.store.filereader import Reading
     from irctl.runbook.config import Config
 
 CONFIG_NAME = "irctl.yaml"
@@ -174,7 +174,7 @@ class Workspace:
         """
         if "store" in self.__dict__:  # already open for writing in this process
             return self.store
-        from irctl.journal.store.filereader import FileReader, file_path
+        from irctl.journal.filereader import FileReader, file_path
 
         url, origin, _ = self.store_source
         path = file_path(url, self.root)

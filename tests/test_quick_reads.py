@@ -1,7 +1,7 @@
 """The commands people type most under stress read only what they show, and import little.
 
 ``irctl status``, ``runs list`` and ``approvals pending`` read a SQLite store with the
-standard library (:class:`irctl.journal.store.filereader.FileReader`), take only the
+standard library (:class:`irctl.journal.filereader.FileReader`), take only the
 ``store`` line of irctl.yaml until they need more, and never import SQLAlchemy, the template
 engine or an integration.  What they read must be what the SQLAlchemy store reads: the same
 runs, lines and events, and, on SQLite and PostgreSQL alike, the same runs an approval may
@@ -21,9 +21,9 @@ import pytest
 from bench.people import DONE_RUNBOOK, RUNBOOK, make_workspace
 from irctl.engine.engine import Engine
 from irctl.identity import generate_private_key, public_key_text
+from irctl.journal.filereader import FileReader
 from irctl.journal.state import fold
 from irctl.journal.store import Store
-from irctl.journal.store.filereader import FileReader
 from irctl.runbook.config import Config
 from irctl.runbook.loader import load_runbook_text
 from irctl.workspace import DEFAULT_STORE, Workspace

@@ -36,7 +36,7 @@ from irctl.runbook.model import Config, Drill, Runbook, format_duration, parse_d
 
 if TYPE_CHECKING:
     from irctl.engine.engine import Engine
-    from irctl.journal.store.filereader import Reading
+    from irctl.journal.filereader import Reading
 
 DRILL_STARTED = "drill.started"  # the scenario: drill id, injects, objectives, time scale
 DRILL_INJECT = "drill.inject"  # one scenario message delivered

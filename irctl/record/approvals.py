@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.journal.events import Event
+    from irctl.journal.filereader import Reading
     from irctl.journal.state import RunState
     from irctl.journal.store import Store
-    from irctl.journal.store.filereader import Reading
     from irctl.runbook.policy import Policy
 
 # The approval events, as the journal names them.

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from irctl.journal.events import Event
-    from irctl.journal.store.filereader import Reading
+    from irctl.journal.filereader import Reading
     from irctl.record.keyring import Trust
     from irctl.record.transcript import VerifyReport
 

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-    from irctl.journal.store.filereader import Reading
+    from irctl.journal.filereader import Reading
 
 __all__ = [
     "ApprovalCheck",

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from irctl.errors import NoStore, StoreError, UsageError
 from irctl.journal.events import GENESIS, RUN_CREATED, Event
+from irctl.journal.filereader import UNFINISHED_SQL, _encodable, parse_events
 from irctl.journal.store.appending import Appender, row_of
 from irctl.journal.store.appending import HeadMoved as HeadMoved
 from irctl.journal.store.copying import Copied as Copied
@@ -50,7 +51,6 @@ from irctl.journal.store.faults import (
     lost,
     restarting,
 )
-from irctl.journal.store.filereader import UNFINISHED_SQL, _encodable, parse_events
 from irctl.journal.store.locks import RunLocks
 from irctl.journal.store.locks import _advisory_key as _advisory_key  # the lock's tests read it
 from irctl.journal.store.opening import (

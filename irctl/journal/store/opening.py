@@ -10,12 +10,12 @@ opened to read, a store that lost its journal or uses a newer schema refused.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irctl.errors import NoStore, StoreError, UsageError
+from irctl.journal.filereader import _no_file, _sqlite3_connect, _sqlite_reader_uri
 from irctl.journal.store.faults import failure
 from irctl.journal.store.schema import SCHEMA_VERSION
 from irctl.journal.store.versions import refuse_newer, refuse_other, stored_version, write_version
@@ -240,79 +240,3 @@ def check_tables(engine: Engine, meta: Any, where: str = "") -> int:
             "cannot open the store", exc, where or engine.url.render_as_string(hide_password=True)
         ) from exc
     return version
-
-
-def _no_file(path: Path, origin_note: str) -> NoStore:
-    return NoStore(
-        f"no irctl store at {path}{origin_note}: nothing has been recorded there; "
-        "check the path, or run the command from the workspace folder",
-        location=str(path),
-        absent=True,
-    )
-
-
-def _sqlite3_connect(uri: str) -> Any:
-    import sqlite3
-
-    return sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
-
-
-def _sqlite_reader_uri(path: Path, origin_note: str) -> str:
-    """The SQLite URI that reads the store file ``path`` without writing to it.
-
-    ``mode=ro``: SQLite opens the file read-only (and ``query_only`` is set on top).
-    A store is in WAL mode, and a WAL reader needs the ``-shm`` index next to the file:
-    SQLite uses the one there, or creates it (and an empty ``-wal``) when the folder
-    can be written.  In a folder this process cannot write (read-only media, a copy
-    given to an auditor as another user), without a ``-shm`` file, SQLite cannot open
-    the file at all (``mode=ro`` fails with "attempt to write a readonly database").
-    Then:
-
-    * no ``-wal`` file, or an empty one: every committed event is in the main file, so
-      it is opened ``immutable=1`` (no locks, no ``-shm``).  Immutable is safe only if
-      nobody writes the file meanwhile: here neither the file nor its folder can be
-      written by this process, nothing is pending in a log, and a store in use by a
-      writer keeps its ``-wal`` and ``-shm`` files (so it takes the ``mode=ro`` path);
-    * a non-empty ``-wal`` but no usable ``-shm``: the newest events are only in the
-      log, which cannot be read without writing an index here; immutable would silently
-      miss them, so this is an error that says what to do.
-    """
-    import sqlite3
-    from urllib.parse import quote
-
-    if not path.exists():
-        raise _no_file(path, origin_note)
-    if path.is_dir():
-        raise UsageError(f"the store {path}{origin_note} is a folder, not a SQLite file")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"cannot read the store {path}{origin_note}: permission denied")
-    base = "file:" + quote(str(path))
-    uri = base + "?mode=ro"
-    if os.access(path.parent, os.W_OK):  # SQLite can make the -shm index it may need
-        return uri
-    try:  # read-only here: can SQLite open it as it is (its -wal and -shm beside it)?
-        probe = _sqlite3_connect(uri)
-        try:
-            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return uri
-        finally:
-            probe.close()
-    except sqlite3.Error:
-        pass
-    wal = Path(f"{path}-wal")
-    try:
-        pending = wal.stat().st_size > 0
-    except FileNotFoundError:
-        pending = False
-    except OSError as exc:
-        raise UsageError(f"cannot read {wal}: {exc.strerror or exc}") from exc
-    if pending:
-        raise UsageError(
-            f"cannot read the store {path}{origin_note} where it is: its newest events are "
-            f"still in {wal.name}, which SQLite reads only with an index file ({path.name}-shm) "
-            f"that it must write beside it, and {path.parent} cannot be written; copy "
-            f"{path.name} together with {wal.name} to a writable folder and read the copy "
-            "(IRCTL_STORE=sqlite:////COPY/irctl.db), or checkpoint the original before copying "
-            "it (sqlite3 ORIGINAL.db 'PRAGMA wal_checkpoint(TRUNCATE)')"
-        )
-    return base + "?mode=ro&immutable=1"

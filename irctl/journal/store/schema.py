@@ -8,28 +8,14 @@ first line of a driver's error, which is all a message about the store shows of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-#: The schema this irctl reads and writes (see :mod:`.versions` for the steps up to it).
-SCHEMA_VERSION = 2
-
-# seal(run_id, seq, hash) -> the data of a checkpoint sealing that event
-Seal = Callable[[str, int, str], dict[str, Any]]
-#: An event to append: ``(type, data)``, or ``(type, data, ts)`` for one that happened earlier
-#: than it is appended (the engine's outcomes committed with the next event).
-Item = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], str]
-
-
-@dataclass(frozen=True)
-class RunRow:
-    id: str
-    runbook: str
-    created_at: str
-    initiator: str
-    mode: str
-    incident: str | None
+from irctl.journal.rows import SCHEMA_VERSION as SCHEMA_VERSION  # noqa: PLC0414
+from irctl.journal.rows import Item as Item  # noqa: PLC0414
+from irctl.journal.rows import RunRow as RunRow  # noqa: PLC0414
+from irctl.journal.rows import Seal as Seal  # noqa: PLC0414
+from irctl.journal.rows import brief as brief  # noqa: PLC0414
+from irctl.journal.rows import first_line as first_line  # noqa: PLC0414
 
 
 def tables() -> Any:
@@ -65,12 +51,3 @@ def tables() -> Any:
         Column("expires", Float, nullable=False),
     )  # fmt: skip
     return meta
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def brief(exc: Exception) -> str:
-    return first_line(getattr(exc, "orig", None) or exc)

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from irctl.errors import StoreError
-from irctl.journal.store.schema import SCHEMA_VERSION
+from irctl.journal.rows import SCHEMA_VERSION
+from irctl.journal.rows import VERSION_KEY as VERSION_KEY  # noqa: PLC0414
+from irctl.journal.rows import refuse_newer as refuse_newer  # noqa: PLC0414
+from irctl.journal.rows import refuse_other as refuse_other  # noqa: PLC0414
+from irctl.journal.rows import version_of as version_of  # noqa: PLC0414
 
-VERSION_KEY = "schema"
 JOURNAL = frozenset({"irctl_runs", "irctl_events"})
 IRCTL_TABLES = frozenset({"irctl_meta", *JOURNAL})
 
@@ -42,40 +45,6 @@ def stored_version(conn: Any, present: set[str], meta: Any) -> int | None:
     table = meta.tables["irctl_meta"]
     row = conn.execute(select(table.c.value).where(table.c.key == VERSION_KEY)).first()
     return version_of(None if row is None else str(row[0]))
-
-
-def version_of(value: str | None) -> int:
-    """The schema version a stored ``irctl_meta`` value says (None: no row, version 1)."""
-    if value is None:
-        return 1
-    try:
-        version = int(value)
-    except ValueError:
-        raise StoreError(
-            f"the store's schema version {value[:40]!r} is not a number: irctl_meta was "
-            "damaged or edited; restore it from a backup"
-        ) from None
-    if version < 1:
-        raise StoreError(f"the store's schema version {version} is not one irctl ever made")
-    return version
-
-
-def refuse_newer(version: int) -> None:
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"the store is at schema version {version}, made by a newer irctl (this one knows "
-            f"up to {SCHEMA_VERSION}): upgrade irctl"
-        )
-
-
-def refuse_other(version: int) -> None:
-    """Refuse to write to a store at any version but the code's."""
-    refuse_newer(version)
-    if version < SCHEMA_VERSION:
-        raise StoreError(
-            f"the store is at schema version {version}; this irctl needs {SCHEMA_VERSION}: "
-            "run irctl store upgrade"
-        )
 
 
 def write_version(conn: Any, meta: Any, version: int) -> None:

@@ -4,9 +4,11 @@ The commands people type most under stress (``irctl status``, ``runs list``, ``a
 pending``) only read, and SQLAlchemy costs more to import (~130 ms) than everything they
 do on a store of a thousand runs.  :class:`FileReader` reads the same tables with the same
 SQL and the same checks as :class:`~irctl.journal.store.Store` opened to read only
-(``create=False``): the same read-only URI (:func:`~.opening._sqlite_reader_uri`),
-``query_only`` set, the tables checked and a newer schema refused, a damaged event told as
-:class:`~irctl.errors.CorruptEvent`.  It never writes, creates or migrates anything.
+(``create=False``): the same read-only URI (:func:`_sqlite_reader_uri`, which the store
+uses too), ``query_only`` set, the tables checked and a newer schema refused, a damaged event
+told as :class:`~irctl.errors.CorruptEvent`.  It never writes, creates or migrates anything.
+It sits beside :mod:`irctl.journal.store`, not in it, and needs only :mod:`.rows` and the
+standard library: importing the store package would cost its commands ~20 ms more.
 
 It reads what the database holds, as the store does: a run's state is only ever what its
 events, folded, verified where it matters, say — never a column of the database.
@@ -14,6 +16,7 @@ events, folded, verified where it matters, say — never a column of the databas
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +24,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from irctl.errors import CorruptEvent, StoreError, UsageError
+from irctl.errors import CorruptEvent, NoStore, StoreError, UsageError
 from irctl.journal.events import Event
-from irctl.journal.store.opening import _sqlite_reader_uri
-from irctl.journal.store.schema import RunRow, first_line
-from irctl.journal.store.versions import refuse_newer, version_of
+from irctl.journal.rows import RunRow, first_line, refuse_newer, version_of
 
 _SELECT_RUNS = "SELECT id, runbook, created_at, initiator, mode, incident FROM irctl_runs"
 _NEWEST_FIRST = " ORDER BY created_at DESC, id DESC"
@@ -202,8 +203,6 @@ class FileReader:
 
 
 def _not_a_store(path: Path, note: str) -> Exception:
-    from irctl.errors import NoStore
-
     return NoStore(
         f"{path}{note} is not an irctl store: it has no irctl tables; check the path (a copy "
         "of a store needs the -wal file beside the original copied with it, if there was one)",
@@ -227,3 +226,79 @@ class Reading(Protocol):
     def runs(self, *, limit: int | None = None) -> list[RunRow]: ...
     def unfinished_runs(self) -> list[RunRow]: ...
     def meta_value(self, key: str) -> str | None: ...
+
+
+def _no_file(path: Path, origin_note: str) -> NoStore:
+    return NoStore(
+        f"no irctl store at {path}{origin_note}: nothing has been recorded there; "
+        "check the path, or run the command from the workspace folder",
+        location=str(path),
+        absent=True,
+    )
+
+
+def _sqlite3_connect(uri: str) -> Any:
+    import sqlite3
+
+    return sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
+
+
+def _sqlite_reader_uri(path: Path, origin_note: str) -> str:
+    """The SQLite URI that reads the store file ``path`` without writing to it.
+
+    ``mode=ro``: SQLite opens the file read-only (and ``query_only`` is set on top).
+    A store is in WAL mode, and a WAL reader needs the ``-shm`` index next to the file:
+    SQLite uses the one there, or creates it (and an empty ``-wal``) when the folder
+    can be written.  In a folder this process cannot write (read-only media, a copy
+    given to an auditor as another user), without a ``-shm`` file, SQLite cannot open
+    the file at all (``mode=ro`` fails with "attempt to write a readonly database").
+    Then:
+
+    * no ``-wal`` file, or an empty one: every committed event is in the main file, so
+      it is opened ``immutable=1`` (no locks, no ``-shm``).  Immutable is safe only if
+      nobody writes the file meanwhile: here neither the file nor its folder can be
+      written by this process, nothing is pending in a log, and a store in use by a
+      writer keeps its ``-wal`` and ``-shm`` files (so it takes the ``mode=ro`` path);
+    * a non-empty ``-wal`` but no usable ``-shm``: the newest events are only in the
+      log, which cannot be read without writing an index here; immutable would silently
+      miss them, so this is an error that says what to do.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    if not path.exists():
+        raise _no_file(path, origin_note)
+    if path.is_dir():
+        raise UsageError(f"the store {path}{origin_note} is a folder, not a SQLite file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"cannot read the store {path}{origin_note}: permission denied")
+    base = "file:" + quote(str(path))
+    uri = base + "?mode=ro"
+    if os.access(path.parent, os.W_OK):  # SQLite can make the -shm index it may need
+        return uri
+    try:  # read-only here: can SQLite open it as it is (its -wal and -shm beside it)?
+        probe = _sqlite3_connect(uri)
+        try:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return uri
+        finally:
+            probe.close()
+    except sqlite3.Error:
+        pass
+    wal = Path(f"{path}-wal")
+    try:
+        pending = wal.stat().st_size > 0
+    except FileNotFoundError:
+        pending = False
+    except OSError as exc:
+        raise UsageError(f"cannot read {wal}: {exc.strerror or exc}") from exc
+    if pending:
+        raise UsageError(
+            f"cannot read the store {path}{origin_note} where it is: its newest events are "
+            f"still in {wal.name}, which SQLite reads only with an index file ({path.name}-shm) "
+            f"that it must write beside it, and {path.parent} cannot be written; copy "
+            f"{path.name} together with {wal.name} to a writable folder and read the copy "
+            "(IRCTL_STORE=sqlite:////COPY/irctl.db), or checkpoint the original before copying "
+            "it (sqlite3 ORIGINAL.db 'PRAGMA wal_checkpoint(TRUNCATE)')"
+        )
+    return base + "?mode=ro&immutable=1"
