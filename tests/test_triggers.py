@@ -290,13 +290,14 @@ def test_refused_alerts_start_nothing_and_are_counted(served: Served) -> None:
 
 def test_a_replayed_alert_is_refused(served: Served) -> None:
     body = generic("d-1", wallet="0xd1")
-    headers = signed(body, int(time.time()))
+    sent_at = int(time.time())
+    headers = signed(body, sent_at)
     status, first = served.post("/alerts/hot", body, headers)
     assert status == 202
     status, answer = served.post("/alerts/hot", body, headers)  # the same request again
     assert status == 409
     assert "replayed" in answer["error"]
-    status, answer = served.alert(body, int(time.time()) - 1)  # signed anew: the same alert id
+    status, answer = served.alert(body, sent_at - 1)  # signed anew: the same alert id
     assert status == 409
     assert "alert id" in answer["error"]
     assert [run["run_id"] for run in served.runs()] == [first["run"]]
