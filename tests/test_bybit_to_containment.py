@@ -7,6 +7,8 @@ and the status and the transcript time it all from the block."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -22,6 +24,7 @@ from irctl_comms.testing import PagerDutyStandIn
 from irctl_evm.testing import LocalChain
 
 from irctl.standins.exchange_admin import ExchangeAdminStub
+from irctl.workspace import Workspace
 from tests.helpers import IRCTL, irctl, keyed_operators, make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,13 +238,23 @@ def test_a_bybit_delegatecall_is_contained_before_anyone_adopts_the_run(
     assert len(response.pagerduty.calls("POST", "/v2/enqueue")) == 1
 
 
-def test_the_same_finding_read_again_starts_nothing_and_pages_no_one(
+def test_the_same_finding_read_again_or_another_alert_for_the_incident_starts_nothing(
     bybit: Bybit, response: Response
 ) -> None:
     first = response.watch(bybit)
     assert first.returncode == 0, first.stderr
+    finding = json.loads(first.stdout.splitlines()[-1])
     run_id = json.loads(response.irctl("runs", "list", "--json").stdout)[0]["run_id"]
     response.settled(run_id)
+
+    # another alert (another id) for the same incident is recorded on its run, and pages no one
+    other = {**finding, "id": "edr-signer-laptop-1", "summary": "the same Safe, from the EDR"}
+    body = json.dumps(other).encode()
+    status, answer = _post(f"{response.url}/alerts/chain", body, _signed(body))
+    assert (status, answer["started"], answer["run"]) == (200, False, run_id)
+    received = [e for e in Workspace.find(response.ws).reader.events(run_id)
+                if e.type == "alert.received"]  # fmt: skip
+    assert [e.data["alert"] for e in received] == ["edr-signer-laptop-1"]
     (response.ws / ".irctl" / "watch-local.json").unlink()  # as after a crash before its write
     again = response.watch(bybit)
     assert again.returncode == 0, again.stderr
@@ -252,6 +265,26 @@ def test_the_same_finding_read_again_starts_nothing_and_pages_no_one(
     assert response.exchange.halted == {"local"}
     assert len(response.pagerduty.calls("POST", "/v2/enqueue")) == 1
     assert [a.events for a in response.pagerduty.alerts] == [["trigger"]]
+
+
+def _signed(body: bytes) -> dict[str, str]:
+    """The generic webhook's headers, as irctl watch signs them."""
+    stamp = str(int(time.time()))
+    mac = hmac.new(WATCH_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
+    return {"X-Irctl-Timestamp": stamp, "X-Irctl-Signature": "v1=" + mac.hexdigest(),
+            "Content-Type": "application/json"}  # fmt: skip
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
 
 def _get(url: str, token: str) -> Any:
