@@ -293,3 +293,22 @@ def _get(url: str, token: str) -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.loads(answer.read())
+
+
+def test_the_library_skeleton_names_the_same_trigger_commented_out(tmp_path: Path) -> None:
+    import yaml
+
+    made = irctl("init", str(tmp_path / "ws"), "--library", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    lines = (tmp_path / "ws" / "irctl.yaml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("# triggers:")
+    block = [lines[start][2:]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("#   "):  # the rule's own lines are indented under it
+            break
+        block.append(line[2:])
+    assert yaml.safe_load("\n".join(block)) == yaml.safe_load(TRIGGER)
+    config = yaml.safe_load("\n".join(lines))
+    assert "triggers" not in config  # until the workspace has operators with keys
+    assert config["vars"]["paging"] == {"treasury": "env:PAGERDUTY_TREASURY_KEY"}
+    assert config["vars"]["exchange_chains"] == {"1": "ethereum"}
