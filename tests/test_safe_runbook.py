@@ -6,11 +6,14 @@ run."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from irctl_comms.testing import PagerDutyStandIn
 from irctl_evm.safe.tx import from_mapping
 from irctl_evm.testing import LocalChain
 
@@ -21,22 +24,45 @@ from irctl.journal.store import Store
 from irctl.runbook.loader import load_runbook_text
 from irctl.runbook.model import Config
 from irctl.runbook.params import parse_params
+from irctl.standins.exchange_admin import ExchangeAdminStub
 from tests.helpers import irctl
 from tests.test_safe_snapshot import Deployed, chain, deployed  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = {"oncall": ["security-oncall"], "sam": ["safe-signer"], "sue": ["safe-signer"]}
+TOKEN = "admin-token-safe-runbook"
+PD_KEY = "R0UTINGKEYTREASURYSAFE0000000000"
+
+
+class Desks(NamedTuple):
+    """The exchange admin API that halts withdrawals and PagerDuty that pages treasury."""
+
+    exchange: ExchangeAdminStub
+    pagerduty: PagerDutyStandIn
+
+
+@pytest.fixture
+def desks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Desks]:
+    monkeypatch.setenv("SANDBOX_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("SANDBOX_PD_TREASURY", PD_KEY)
+    with ExchangeAdminStub(TOKEN) as exchange, PagerDutyStandIn(routing_keys=[PD_KEY]) as pd:
+        yield Desks(exchange, pd)
 
 
 class Team:
-    def __init__(self, tmp_path: Path, safe_config: dict[str, Any]) -> None:
+    def __init__(self, tmp_path: Path, safe_config: dict[str, Any], desks: Desks) -> None:
         self.keys: dict[str, Ed25519PrivateKey] = {
             name: generate_private_key(tmp_path / f"{name}.key") for name in ROLES
         }
+        chains = dict.fromkeys(safe_config.get("rpc", {}), "local")  # the exchange's names
         config = Config.model_validate({
             "operators": {name: {"roles": roles, "key": public_key_text(self.keys[name])}
                           for name, roles in ROLES.items()},
-            "integrations": {"safe": safe_config},
+            "integrations": {"safe": safe_config, "page": {"base_url": desks.pagerduty.url}},
+            "secrets": {"admin_token": "env:SANDBOX_ADMIN_TOKEN"},  # never production's
+            "vars": {"exchange_admin_url": desks.exchange.url,
+                     "exchange_chains": {"1": "ethereum", **chains},
+                     "paging": {"treasury": "env:SANDBOX_PD_TREASURY"}},
         })  # fmt: skip
         self.store = Store.open(f"sqlite:///{tmp_path / 'irctl.db'}")
         installation = generate_private_key(tmp_path / "installation.key")
@@ -72,6 +98,7 @@ def test_runbook_cancels_a_malicious_proposal_and_rotates_an_owner(
     deployed: Deployed,
     chain: LocalChain,
     tmp_path: Path,
+    desks: Desks,
 ) -> None:
     from tests.test_safe_snapshot import _call, _deploy
 
@@ -79,7 +106,8 @@ def test_runbook_cancels_a_malicious_proposal_and_rotates_an_owner(
     backdoor = _deploy(w3, "SlotZeroBackdoor")
     bad_data = _call("transfer(address,uint256)", ["address", "uint256"], [backdoor, 0])
     registry = deployed.registry(tmp_path / "safe-registry.yaml")
-    team = Team(tmp_path, {"rpc": {str(chain.chain_id): chain.url}, "registry": str(registry)})
+    rpc = {str(chain.chain_id): chain.url}
+    team = Team(tmp_path, {"rpc": rpc, "registry": str(registry)}, desks)
     safe = deployed.safe.address
     compromised, new_owner = deployed.owners[1], w3.eth.accounts[6]
     run_id = team.start({
@@ -89,8 +117,12 @@ def test_runbook_cancels_a_malicious_proposal_and_rotates_an_owner(
         "new_owner": new_owner,
     })  # fmt: skip
 
-    _, key, why = team.until(run_id)
+    state, key, why = team.until(run_id)
     assert (key, why) == ("signers-acknowledge", "answer")
+    # contained before any person: withdrawals halted on the Safe's chain, treasury paged once
+    assert desks.exchange.halted == {"local"}
+    assert state.steps["halt-withdrawals"].outputs["json"]["halted"] is True
+    assert [(a.dedup_key, a.events) for a in desks.pagerduty.alerts] == [(run_id, ["trigger"])]
     team.answer(run_id, key)
     state, key, why = team.until(run_id)
     assert (key, why) == ("independent-check", "answer")
@@ -155,6 +187,7 @@ def test_a_proposal_that_already_executed_takes_the_damage_branch(
     deployed: Deployed,
     chain: LocalChain,
     tmp_path: Path,
+    desks: Desks,
 ) -> None:
     """Bybit: the disguised delegatecall executed and swapped slot 0 before anyone noticed."""
     from tests.test_safe_snapshot import _call, _deploy
@@ -168,7 +201,8 @@ def test_a_proposal_that_already_executed_takes_the_damage_branch(
         backdoor[2:]
     )  # slot 0 is the attacker's contract
     registry = deployed.registry(tmp_path / "safe-registry.yaml")
-    team = Team(tmp_path, {"rpc": {str(chain.chain_id): chain.url}, "registry": str(registry)})
+    rpc = {str(chain.chain_id): chain.url}
+    team = Team(tmp_path, {"rpc": rpc, "registry": str(registry)}, desks)
     run_id = team.start({
         "safe": deployed.safe.address, "chain_id": chain.chain_id, "nonce": 0,
         "proposal_to": backdoor, "proposal_data": bad_data, "proposal_operation": 1,
@@ -211,13 +245,14 @@ def test_a_cancel_that_lost_the_race_to_the_malicious_proposal_fails_the_run(
     deployed: Deployed,
     chain: LocalChain,
     tmp_path: Path,
+    desks: Desks,
 ) -> None:
     """The proposal executes between the read and the cancel: the cancel can never execute."""
     from tests.test_safe_snapshot import _call, _deploy
 
     backdoor = _deploy(deployed.w3, "SlotZeroBackdoor")
     bad_data = _call("transfer(address,uint256)", ["address", "uint256"], [backdoor, 0])
-    team = Team(tmp_path, {"rpc": {str(chain.chain_id): chain.url}})
+    team = Team(tmp_path, {"rpc": {str(chain.chain_id): chain.url}}, desks)
     run_id = team.start({
         "safe": deployed.safe.address, "chain_id": chain.chain_id, "nonce": 0,
         "safe_version": "1.3.0", "proposal_to": backdoor, "proposal_data": bad_data,
@@ -241,9 +276,9 @@ def test_a_cancel_that_lost_the_race_to_the_malicious_proposal_fails_the_run(
     team.store.close()
 
 
-def test_bybit_replay_drill_flags_the_disguised_proposal(tmp_path: Path) -> None:
+def test_bybit_replay_drill_flags_the_disguised_proposal(tmp_path: Path, desks: Desks) -> None:
     drill = yaml.safe_load((ROOT / "drills" / "bybit-replay.yaml").read_text())
-    team = Team(tmp_path, {})
+    team = Team(tmp_path, {}, desks)
     run_id = team.start(drill["params"], mode="tabletop")
     _, key, _ = team.until(run_id)
     team.answer(run_id, key)

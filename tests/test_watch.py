@@ -89,6 +89,8 @@ def test_a_safe_delegatecall_to_an_unknown_contract_is_raised_at_the_block_time(
         backdoor.lower(), "transfer", "success",
     )  # fmt: skip
     assert fields["chain_id"] == chain.chain_id
+    used = int.from_bytes(chain.w3.eth.get_storage_at(deployed.safe.address, 5), "big") - 1
+    assert fields["nonce"] == used  # the nonce the malicious transaction used
     assert fields["block_hash"] == "0x" + bytes(receipt["blockHash"]).hex()
     assert backdoor.lower() in finding["summary"].lower()
 

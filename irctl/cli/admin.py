@@ -21,6 +21,25 @@ vars:
 """
 
 
+#: The chain watcher's findings starting the Safe runbook's ``auto`` steps: commented out in
+#: the library's irctl.yaml until the workspace has operators with keys and a watch secret.
+LIBRARY_TRIGGERS = """\
+# Alerts that start a runbook on 'irctl serve' (/alerts/NAME): 'irctl watch --alert-url
+# http://HOST:PORT/alerts/chain --alert-secret-env WATCH_SECRET' raises a Safe's delegatecall.
+# triggers:
+#   chain:
+#     source: generic
+#     secret: env:WATCH_SECRET
+#     runbook: multisig-signer-compromise
+#     match: {labels.kind: safe.delegatecall}
+#     params:
+#       safe: alert.labels.address
+#       chain_id: alert.fields.chain_id
+#       nonce: alert.fields.nonce
+#     incident: "safe-{{ alert.labels.address }}-{{ alert.fields.nonce }}"\
+"""
+
+
 @app.command("init")
 def init_command(
     directory: Path = typer.Argument(Path("."), help="Where to create the workspace."),
@@ -161,7 +180,8 @@ def _library_config(public: str, runbooks: list[Path]) -> str:
         "#   " + ", ".join(sorted(roles)),
         "operators: {}",
         *operators,
-        "integrations: {}                          # slack, aws, evm, ...: see the README",
+        "integrations: {}                          # slack, aws, evm, page, ...: see the README",
+        *LIBRARY_TRIGGERS.splitlines(),
         "# What the runbooks read: the example values below are not yours; replace each.",
         *block,
     ]

@@ -18,7 +18,7 @@ import itertools
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from irctl_evm.watch.rules import (
     log_from_rpc,
     padded,
     scan,
+    topic,
     transfer_topics,
 )
 
@@ -42,6 +43,10 @@ DEFAULT_BATCH = 50
 #: Seconds an unreachable alert endpoint is left alone before findings are posted to it again
 #: (each attempt waits out the whole backoff); they are printed meanwhile and wait in the outbox.
 RETRY_AFTER = 30.0
+#: The storage slot of a Safe's nonce (every version; irctl_evm.safe.state reads it too), read
+#: before a block to know the nonce a delegatecall in it used: storage, not ``nonce()``, which a
+#: Safe whose singleton was swapped no longer answers.
+NONCE_SLOT = 5
 
 
 class ReorgTooDeep(IrctlError):
@@ -130,6 +135,7 @@ class Watcher:
         for block in blocks:
             found = scan(self.config, self.chain_id, block, logs.get(block["hash"], []),
                          receipts, outflows)  # fmt: skip
+            found = self._nonces(block, logs.get(block["hash"], []), found)
             recent.append([block["number"], block["hash"]])
             if found:
                 raised[block["hash"]] = [
@@ -283,6 +289,44 @@ class Watcher:
         for found in logs.values():
             found.sort(key=lambda log: int(log["index"]))
         return blocks, logs
+
+    def _nonces(
+        self, block: dict[str, Any], logs: list[dict[str, Any]], found: list[Finding]
+    ) -> list[Finding]:
+        """Each Safe delegatecall with the nonce it used (``fields.nonce``): the Safe's nonce
+        in storage before the block, plus its executions earlier in the block (each used one);
+        None when the node answers no storage word."""
+        calls = [f for f in found if f.kind == "safe.delegatecall"]
+        if not calls:
+            return found
+        safes = sorted({f.address for f in calls})
+        before = max(block["number"] - 1, 0)
+        answers = self.rpc.batch([
+            ("eth_getStorageAt", [safe, hex(NONCE_SLOT), hex(before)]) for safe in safes
+        ])  # fmt: skip
+        nonces: dict[str, int | None] = {}
+        for safe, answer in zip(safes, answers, strict=True):
+            text = answer if isinstance(answer, str) else ""
+            hexdigits = text[2:]
+            valid = text.startswith("0x") and 0 < len(hexdigits) <= 64 and all(
+                c in "0123456789abcdefABCDEF" for c in hexdigits
+            )
+            nonces[safe] = int(hexdigits, 16) if valid else None
+        executions = {topic("ExecutionSuccess(bytes32,uint256)"),
+                      topic("ExecutionFailure(bytes32,uint256)")}  # fmt: skip
+        done: list[Finding] = []
+        for finding in found:
+            if finding.kind != "safe.delegatecall":
+                done.append(finding)
+                continue
+            index = int(str(finding.fields["log_index"]).split(":", 1)[0])
+            earlier = sum(1 for log in logs if log["address"] == finding.address
+                          and log["topics"] and log["topics"][0] in executions
+                          and int(log["index"]) < index)  # fmt: skip
+            start = nonces.get(finding.address)
+            nonce = None if start is None else start + earlier
+            done.append(replace(finding, fields={**finding.fields, "nonce": nonce}))
+        return done
 
     def _receipts(self, blocks: list[dict[str, Any]]) -> dict[str, int] | None:
         """The status of each watched address's value transfer in ``blocks`` (a failed one
