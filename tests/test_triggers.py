@@ -451,7 +451,9 @@ def test_the_html_export_shows_the_times_from_detection(served: Served) -> None:
 
 
 def test_validate_checks_the_triggers_against_the_runbooks(tmp_path: Path) -> None:
-    extra = TRIGGERS + """\
+    extra = (
+        TRIGGERS
+        + """\
   typo:
     source: generic
     secret: env:X
@@ -462,6 +464,7 @@ def test_validate_checks_the_triggers_against_the_runbooks(tmp_path: Path) -> No
     runbook: contain
     params: {walet: "{{ alert.id }}"}
 """
+    )
     ws = make_workspace(tmp_path / "ws", {"contain": RUNBOOK}, extra=extra)
     result = irctl("validate", cwd=ws)
     assert result.returncode == 2
@@ -598,9 +601,7 @@ def test_in_a_parallel_block_only_the_auto_steps_run_before_adoption(tmp_path: P
     engine.adopt(run_id, operator="alice", private_key=load_private_key(keys / "alice.key"))
     done = Engine(ws.store, config=ws.config, signing_key=ws.signing_key()).execute(run_id)
     assert done.status == "succeeded"
-    assert [done.steps[s].status for s in ("halt", "tell", "both", "after")] == [
-        "succeeded"
-    ] * 4
+    assert [done.steps[s].status for s in ("halt", "tell", "both", "after")] == ["succeeded"] * 4
 
 
 def test_serve_takes_up_a_run_an_alert_started_that_never_ran(tmp_path: Path) -> None:
@@ -682,3 +683,18 @@ def test_long_alert_ids_that_share_a_beginning_are_two_alerts(served: Served) ->
     assert first["run"] != second["run"]
     served.settled(first["run"])
     served.settled(second["run"])
+
+
+def test_a_drill_of_the_same_incident_does_not_take_its_alerts(served: Served) -> None:
+    """A tabletop run (a drill, a rehearsal, or someone's on purpose) naming the incident an
+    alert will have: the alert still starts a live run, and is not swallowed by the drill."""
+    drill = served.irctl("run", "contain", "--mode", "tabletop", "--incident", "hot-0xd7",
+                         "-p", "wallet=0xd7", "--yes", "--unattended", "--as", "alice")  # fmt: skip
+    assert drill.returncode in (0, 3), drill.stderr
+    tabletop = [run["run_id"] for run in served.runs()]
+    assert len(tabletop) == 1
+    status, answer = served.alert(generic("t-1", wallet="0xd7"))
+    assert status == 202, answer
+    assert answer["started"] is True
+    assert answer["run"] not in tabletop
+    assert served.settled(answer["run"])["mode"] == "live"

@@ -47,11 +47,12 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from irctl.errors import IrctlError, UsageError
+from irctl.errors import IrctlError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from irctl.journal.events import Event
     from irctl.journal.store import Store
     from irctl.runbook.model import Config, Runbook, Trigger
     from irctl.workspace import Workspace
@@ -60,11 +61,17 @@ PREFIX = "/alerts/"
 MAX_AGE = 5 * 60  # seconds a signed alert stays acceptable
 MAX_SKEW = 30  # seconds a timestamp may be ahead of this machine's clock
 ID_WINDOW = 7 * 86400.0  # seconds an alert id is remembered against a replay
-INCIDENT_WINDOW = 366 * 86400.0  # an incident's first run is claimed for this long
+#: How long an incident is claimed while its first run is created: long enough for another
+#: replica's alert to wait for that run (then found by its sealed run.created), short enough
+#: that a server killed between claiming and creating holds the incident back only briefly.
+INCIDENT_WINDOW = 120.0
 CLAIM_WAIT = 5.0  # seconds to wait for another replica's run of the same incident
 MAX_ALERTS = 100  # alerts in one Alertmanager notification
 MAX_TEXT = 1000  # characters of an alert's id or summary kept
 RUN_TRIGGER = "trigger:"
+#: Events after which a run an alert started is no longer one to take up unattended.
+_PAST_FIRST_WAIT = frozenset({"run.waiting", "run.interrupted", "run.retried", "run.adopted",
+                              "run.aborted", "step.waived"})  # fmt: skip
 
 Log = Callable[[str], None]
 
@@ -118,7 +125,7 @@ class Alerts:
     store: Store
     config: Config
     signing_key: Ed25519PrivateKey
-    secrets: dict[str, str]  # trigger name -> the resolved secret (never logged)
+    secrets: dict[str, str] = field(repr=False)  # trigger name -> resolved secret, never shown
     load_runbook: Callable[[str], tuple[Runbook, str]]  # runbook id -> (model, exact text)
     workspace: Any = None  # the workspace root, for the runs' engines
     clock: Callable[[], float] = time.time
@@ -127,6 +134,10 @@ class Alerts:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _incident_lock: threading.Lock = field(default_factory=threading.Lock)
     _running: set[threading.Thread] = field(default_factory=set)
+    #: The replay claims the request being handled made (this thread's): released again when
+    #: the alert could not be acted on for a reason that may pass (a store that is down), so
+    #: its retry is taken, not refused as a replay.
+    _claims: threading.local = field(default_factory=threading.local)
 
     # -- counting --------------------------------------------------------------------------
 
@@ -159,6 +170,7 @@ class Alerts:
         """Authenticate, parse, match and act on one request to ``/alerts/NAME``."""
         trigger = self.config.triggers.get(name)
         counted = name if trigger is not None else ""  # never a label an attacker chooses
+        self._claims.made = []
         try:
             if trigger is None:
                 raise Refused(HTTPStatus.NOT_FOUND, "unknown_trigger", "no such trigger")
@@ -166,6 +178,8 @@ class Alerts:
             alerts = self._authentic(name, trigger, body, lowered)
         except Refused as refused:
             self.count(counted, refused.reason, refused.message)
+            if refused.reason == "failed":
+                self._release_claims(None)
             return Answer(refused.status, {"error": refused.message, "started": None})
         results: list[dict[str, Any]] = []
         status: int = HTTPStatus.OK
@@ -177,8 +191,13 @@ class Alerts:
                     status = HTTPStatus.ACCEPTED
             except Refused as refused:
                 self.count(counted, refused.reason, f"alert {alert.id}: {refused.message}")
+                if refused.reason == "failed":  # it may pass: the alert's retry must be taken
+                    self._release_claims(alert)
                 refusals.append(refused)
                 results.append({"alert": alert.id, "error": refused.message, "started": None})
+            except BaseException:
+                self._release_claims(alert)
+                raise
         if refusals and len(refusals) == len(results):  # every alert in it refused
             status = refusals[0].status
         if len(alerts) == 1 and refusals:
@@ -197,7 +216,8 @@ class Alerts:
         if trigger.source == "generic":
             self._generic_signature(name, secret, body, headers)
             alert = generic_alert(_json(body), self.clock())
-            self._claim(f"alert-id:{name}:{alert.id}", self.clock() + ID_WINDOW, "alert id")
+            self._claim(f"alert-id:{name}:{alert.id}", self.clock() + ID_WINDOW, "alert id",
+                        alert)  # fmt: skip
             return [alert]
         if trigger.source == "alertmanager":
             _authorized(secret, headers.get("authorization"))
@@ -205,7 +225,8 @@ class Alerts:
         if trigger.source == "pagerduty":
             _pagerduty_signature(secret, body, headers.get("x-pagerduty-signature"))
             alert = pagerduty_alert(_json(body), self.clock())
-            self._claim(f"alert-id:{name}:{alert.id}", self.clock() + ID_WINDOW, "event id")
+            self._claim(f"alert-id:{name}:{alert.id}", self.clock() + ID_WINDOW, "event id",
+                        alert)  # fmt: skip
             return [alert]
         raise Refused(  # sns: not served by this version
             HTTPStatus.NOT_IMPLEMENTED, "unauthenticated",
@@ -235,7 +256,7 @@ class Alerts:
                           "X-Irctl-Timestamp is more than 5 minutes old")  # fmt: skip
         self._claim(f"alert-signature:{name}:{expected}", stamp + MAX_AGE + 60, "signature")
 
-    def _claim(self, key: str, until: float, what: str) -> None:
+    def _claim(self, key: str, until: float, what: str, alert: Alert | None = None) -> None:
         try:
             fresh = self.store.claim_once(claim_key(key), until=until, now=self.clock())
         except IrctlError as exc:
@@ -243,6 +264,18 @@ class Alerts:
                           f"cannot check for a replay: {exc.message}") from exc  # fmt: skip
         if not fresh:
             raise Refused(HTTPStatus.CONFLICT, "replayed", f"replayed ({what} already seen)")
+        made: list[tuple[str | None, str]] | None = getattr(self._claims, "made", None)
+        if made is not None:
+            made.append((alert.id if alert is not None else None, claim_key(key)))
+
+    def _release_claims(self, alert: Alert | None) -> None:
+        """Forget the replay claims this request made for ``alert`` (and the request's own),
+        so that a retry of an alert that could not be acted on is not refused as a replay."""
+        made: list[tuple[str | None, str]] = getattr(self._claims, "made", None) or []
+        for owner, key in made:
+            if owner is None or (alert is not None and owner == alert.id):
+                with contextlib.suppress(IrctlError):  # still claimed: expires in its window
+                    self.store.release(key)
 
     def _fresh(self, name: str, alerts: list[Alert]) -> list[Alert]:
         """Alertmanager repeats its notifications: an alert already taken is left out."""
@@ -250,7 +283,7 @@ class Alerts:
         for alert in alerts:
             key = f"alert-id:{name}:{alert.id}:{alert.detected_at}"
             try:
-                self._claim(key, self.clock() + ID_WINDOW, "alert")
+                self._claim(key, self.clock() + ID_WINDOW, "alert", alert)
             except Refused as refused:
                 if refused.reason != "replayed":
                     raise
@@ -331,30 +364,45 @@ class Alerts:
             time.sleep(0.1)
         return None
 
-    def _run_of(self, incident: str) -> str | None:
-        """The newest run of ``incident`` whose own ``run.created`` proves it: sealed by the
-        installation key and naming the incident (a row alone proves nothing)."""
+    def _sealed(self, run_id: str, events: list[Event]) -> Event | None:
+        """The run's ``run.created`` if it is sealed by the installation key (a row, or a
+        ``run.created`` nobody sealed, proves nothing); None otherwise."""
         from irctl.engine.guard import created_message
         from irctl.identity import load_public_key, public_key_text, verify
 
         mine = public_key_text(self.signing_key)
         trusted = {mine, *([self.config.installation_key] if self.config.installation_key else [])}
+        created = events[0] if events else None
+        if created is None or created.type != "run.created":
+            return None
+        seal = created.data.get("sealed_by")
+        key = seal.get("key") if isinstance(seal, dict) else None
+        sig = seal.get("sig") if isinstance(seal, dict) else None
+        if key not in trusted or not isinstance(sig, str) or not isinstance(key, str):
+            return None
+        if not verify(load_public_key(key), created_message(run_id, created.data), sig):
+            return None
+        return created
+
+    def _run_of(self, incident: str) -> str | None:
+        """The newest live run of ``incident`` that has not ended, whose own ``run.created``
+        proves it: sealed by the installation key and naming the incident.  A tabletop or
+        sandbox run (a drill, a rehearsal) never takes an incident's alerts, nor a run that
+        ended: the next alert for the incident starts a new one."""
+        from irctl.journal.state import fold
+
         try:
-            rows = self.store.runs_for_incident(incident)
-            for row in rows:
+            for row in self.store.runs_for_incident(incident):
                 events = self.store.events(row.id)
-                created = events[0] if events else None
-                if created is None or created.type != "run.created":
+                created = self._sealed(row.id, events)
+                if created is None or created.data.get("incident") != incident:
                     continue
-                seal = created.data.get("sealed_by")
-                key = seal.get("key") if isinstance(seal, dict) else None
-                sig = seal.get("sig") if isinstance(seal, dict) else None
-                if key not in trusted or not isinstance(sig, str) or not isinstance(key, str):
+                if created.data.get("mode") != "live":
                     continue
-                if created.data.get("incident") != incident:
+                state = fold(events)
+                if state.finished or state.status == "tampered":
                     continue
-                if verify(load_public_key(key), created_message(row.id, created.data), sig):
-                    return row.id
+                return row.id
         except IrctlError as exc:
             raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, "failed", exc.message) from exc
         return None
@@ -400,6 +448,9 @@ class Alerts:
                 runbook, text, params, initiator=RUN_TRIGGER + name, incident=incident,
                 trigger=recorded,
             )  # fmt: skip
+        except StoreError as exc:  # the store is down or failing: the alert's retry may pass
+            raise Refused(HTTPStatus.SERVICE_UNAVAILABLE, "failed",
+                          f"cannot start {runbook.id}: {exc.message}") from exc  # fmt: skip
         except IrctlError as exc:
             raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, "failed",
                           f"cannot start {runbook.id}: {exc.message}") from exc  # fmt: skip
@@ -417,15 +468,21 @@ class Alerts:
 
         taken: list[str] = []
         for row in self.store.runs(limit=limit):
-            if not row.initiator.startswith(RUN_TRIGGER):
+            if not row.initiator.startswith(RUN_TRIGGER):  # a first filter: rows prove nothing
                 continue
             try:
-                state = fold(self.store.events(row.id))
+                events = self.store.events(row.id)
+                state = fold(events)
             except IrctlError as exc:
                 self.log(f"run {row.id} not taken up: {exc.message}")
                 continue
+            created = self._sealed(row.id, events)
+            if created is None or "trigger" not in created.data:
+                continue  # not a run an alert started, whatever its row says
             if state.status not in ("created", "running", "interrupted"):
                 continue
+            if any(e.type in _PAST_FIRST_WAIT for e in events):
+                continue  # it reached a wait, was adopted or stopped by a person: theirs now
             engine = Engine(
                 self.store, config=self.config, signing_key=self.signing_key,
                 workspace=self.workspace,
