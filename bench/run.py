@@ -502,6 +502,20 @@ def main() -> None:
             True)  # fmt: skip
         row("    peak RSS, all its processes", f"{files.peak:.0f} MB", "≤ 2 GB",
             files.peak <= 2048)  # fmt: skip
+        from bench.alert import bench_alert
+        from bench.watch import bench_watch
+
+        followed = bench_watch(tmp)
+        row("irctl watch, 20 addresses, 300 blocks of the local chain",
+            f"{followed['blocks_per_second']:.0f} blocks/s", "≥ 50/s",
+            followed["blocks_per_second"] >= 50)  # fmt: skip
+        row("  its own work, the node's answers left out",
+            f"{followed['own_blocks_per_second']:.0f} blocks/s", "—", True)  # fmt: skip
+        alerted = bench_alert(tmp)
+        row("Safe delegatecall block → last auto step done (watch, serve, run)",
+            f"{alerted['total']:.2f} s", "—", True)  # fmt: skip
+        row("  irctl's own share of it (the rest: the APIs' calls, the block clock)",
+            f"{alerted['overhead']:.2f} s", "≤ 1 s", alerted["overhead"] <= 1.0)  # fmt: skip
         startup, cpu, fsync = bench_machine(tmp)
         row("machine: python -c pass", f"{startup * 1000:.0f} ms", "—", True)
         row("machine: pure-Python loop of 10^6 additions", f"{cpu * 1000:.0f} ms", "—", True)
