@@ -410,3 +410,30 @@ def test_an_abort_from_elsewhere_stops_an_attached_run(tmp_path: Path, keys: Pat
     assert recorded_keys(str(ws / "out.txt")) == ["halt"]
     verified = irctl("transcript", "verify", run_id, cwd=ws)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_an_approval_copied_past_its_request_does_not_count(tmp_path: Path, keys: Path) -> None:
+    """Someone who can write the database (no key needed) copies alice's signed approval of a
+    request that lapsed to after the new request for the same digest: her signature is
+    genuine, but it was made for the earlier request, so it does not count for this one."""
+    from irctl.journal.store import Store
+
+    ws = workspace(tmp_path, keys, expires="4s")
+    run_id = start(ws, keys)
+    assert approve(ws, keys, run_id, "alice").returncode == 0
+    time.sleep(4.5)  # the request lapses with one approval of two
+    assert irctl("resume", run_id, cwd=ws, env=env(keys)).returncode == 3  # asked again
+    store = Store.open(f"sqlite:///{ws / '.irctl' / 'irctl.db'}")
+    try:
+        events = store.events(run_id)
+        requests = [e for e in events if e.type == "approval.requested"]
+        assert len(requests) == 2
+        assert requests[0].data["digest"] == requests[1].data["digest"]
+        old = next(e for e in events if e.type == "approval.granted")
+        store.append(run_id, [("approval.granted", dict(old.data))])  # the copy, after it
+    finally:
+        store.close()
+    assert approve(ws, keys, run_id, "bob").returncode == 0
+    resumed = irctl("resume", run_id, cwd=ws, env=env(keys))
+    assert resumed.returncode == 3, resumed.stderr  # still waiting: a security lead is missing
+    assert "sweep to" not in (ws / "out.txt").read_text()

@@ -424,6 +424,13 @@ def open_request(state: RunState, key: str) -> dict[str, Any]:
     return request
 
 
+#: Seconds an operator's clock may be behind the engine's.  A decision signed earlier than
+#: that before the request it follows belongs to an earlier request and never counts for
+#: this one (:func:`irctl.engine.gate._signed_for`); ``irctl approve`` on a machine whose
+#: clock is that far behind is refused with a word about the clock.
+CLOCK_SKEW = 2.0
+
+
 def still_undecided(events: list[Event], key: str, operator: str, digest: str) -> None:
     """ApprovalRejected unless ``key`` still has an open request of ``digest`` on which
     ``operator`` has not decided, in ``events`` as they are now: checked again just before
@@ -486,6 +493,20 @@ def decision(
             "see the new request"
         )
     now = utcnow()
+    asked = request.get("requested_at")
+    if isinstance(asked, str) and asked > now:
+        from irctl.journal.events import parse_ts
+
+        try:
+            behind = (parse_ts(asked) - parse_ts(now)).total_seconds()
+        except ValueError:
+            behind = 0.0  # an unreadable time: the engine counts this decision for nothing
+        if behind > CLOCK_SKEW:
+            raise ApprovalRejected(
+                f"this machine's clock is {behind:.0f} s behind the one that asked for approval "
+                f"of '{key}' (asked at {asked}, here it is {now}): a decision signed before the "
+                "request would not count; set the clock right (NTP) and decide again"
+            )
     expires = request.get("expires_at")
     if expires is not None and expires <= now:
         raise ApprovalRejected(
