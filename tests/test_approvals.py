@@ -437,3 +437,6 @@ def test_an_approval_copied_past_its_request_does_not_count(tmp_path: Path, keys
     resumed = irctl("resume", run_id, cwd=ws, env=env(keys))
     assert resumed.returncode == 3, resumed.stderr  # still waiting: a security lead is missing
     assert "sweep to" not in (ws / "out.txt").read_text()
+    verified = irctl("transcript", "verify", run_id, cwd=ws, env=env(keys))
+    said = " ".join((verified.stdout + verified.stderr).split())
+    assert "made for an earlier request, so it did not count" in said, said

@@ -289,33 +289,10 @@ def _latest_request(
         elif request is None or data.get("digest") != request.data.get("digest"):
             continue
         elif event.type in ap.DECISIONS:
-            if _signed_for(data, request.data):
+            if ap.signed_for(data, request.data):
                 decisions.append(data)
         elif event.type == ap.QUORUM:
             opened = opened or event
         elif event.type in (ap.LAPSED, ap.CANCELLED):
             closed = True
     return request, decisions, opened, closed
-
-
-def _signed_for(decision: dict[str, Any], request: dict[str, Any]) -> bool:
-    """Was this signed decision made for this request, by its signed time?
-
-    An earlier request for the same digest (one that lapsed, or was asked again) has its own
-    decisions; a copy of one appended after a later request — by anyone who can write the
-    database, no key needed — must not count for it.  The decision's ``time`` is covered by
-    the operator's signature; the request's ``requested_at`` and ``expires_at`` by the
-    journal the guard verified.  A time that cannot be read counts for nothing.
-    """
-    try:
-        signed = ev.parse_ts(str(decision.get("time"))).timestamp()
-        asked = ev.parse_ts(str(request.get("requested_at"))).timestamp()
-        expires = request.get("expires_at")
-        until = ev.parse_ts(str(expires)).timestamp() if expires is not None else None
-    except (TypeError, ValueError):
-        return False
-    from irctl.record.approvals import CLOCK_SKEW
-
-    if signed < asked - CLOCK_SKEW:
-        return False
-    return until is None or signed <= until + CLOCK_SKEW

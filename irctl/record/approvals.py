@@ -426,9 +426,33 @@ def open_request(state: RunState, key: str) -> dict[str, Any]:
 
 #: Seconds an operator's clock may be behind the engine's.  A decision signed earlier than
 #: that before the request it follows belongs to an earlier request and never counts for
-#: this one (:func:`irctl.engine.gate._signed_for`); ``irctl approve`` on a machine whose
+#: this one (:func:`signed_for`); ``irctl approve`` on a machine whose
 #: clock is that far behind is refused with a word about the clock.
 CLOCK_SKEW = 2.0
+
+
+def signed_for(decision: Mapping[str, Any], request: Mapping[str, Any]) -> bool:
+    """Was this signed decision made for this request, by its signed time?
+
+    An earlier request for the same digest (one that lapsed, or was asked again) has its own
+    decisions; a copy of one appended after a later request — by anyone who can write the
+    database, no key needed — must not count for it.  The decision's ``time`` is covered by
+    the operator's signature; the request's ``requested_at`` and ``expires_at`` by the
+    journal.  A time that cannot be read counts for nothing.  The engine's gate and
+    ``irctl transcript verify`` both apply it.
+    """
+    from irctl.journal.events import parse_ts
+
+    try:
+        signed = parse_ts(str(decision.get("time"))).timestamp()
+        asked = parse_ts(str(request.get("requested_at"))).timestamp()
+        expires = request.get("expires_at")
+        until = parse_ts(str(expires)).timestamp() if expires is not None else None
+    except (TypeError, ValueError):
+        return False
+    if signed < asked - CLOCK_SKEW:
+        return False
+    return until is None or signed <= until + CLOCK_SKEW
 
 
 def still_undecided(events: list[Event], key: str, operator: str, digest: str) -> None:

@@ -721,6 +721,7 @@ class _Gate:
     closed: str | None = None  # "cancelled" or "lapsed"
     opened: bool = False  # a quorum was recorded
     items: tuple[str, ...] | None = None  # a for_each step approved once: each item's digest
+    request: dict[str, Any] = field(default_factory=dict)  # its requested_at, expires_at
 
 
 def _label(key: _GateKey) -> str:
@@ -961,8 +962,9 @@ class _Approvals:
         before = self.gates.get(key)
         earlier = before.earlier | {before.digest} if before is not None else frozenset()
         self.gates[key] = _Gate(
-            digest, seq, data.get("policy"), data.get("rules"), earlier, items=items
-        )
+            digest, seq, data.get("policy"), data.get("rules"), earlier, items=items,
+            request={k: data.get(k) for k in ("requested_at", "expires_at")},
+        )  # fmt: skip
         self.v.check_starts(key[0])
 
     def public(self, text: str) -> Ed25519PublicKey | None:
@@ -1010,6 +1012,16 @@ class _Approvals:
             check.note = (
                 f"for the digest of an earlier request; the request at event {gate.seq} "
                 "replaced it, so this decision did not count"
+            )
+            self.notes.append(f"{me}: {check.note}")
+            return
+        from irctl.record.approvals import signed_for
+
+        if not signed_for(data, gate.request):
+            check.note = (
+                f"signed at {data.get('time')}, outside the request at event {gate.seq} "
+                f"(asked at {gate.request.get('requested_at')}): made for an earlier request, "
+                "so it did not count"
             )
             self.notes.append(f"{me}: {check.note}")
             return
