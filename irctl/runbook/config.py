@@ -2,11 +2,10 @@
 
 Owns :class:`Config` (the store and how long a lost database is waited for, the installation
 key, the operators and their keys, break glass, integrations' settings, ``vars``, sandbox
-secrets, the triggers that start runbooks from alerts) and the base every model of
-:mod:`irctl.runbook.model` shares.  Reading
-``irctl.yaml`` needs PyYAML and pydantic and nothing else of the loader (no template engine,
-no checks, no integration), so a command that only reads the store — ``irctl status``,
-``runs list`` — starts quickly.
+secrets, the triggers that start runbooks from alerts); the base every model shares lives in
+:mod:`irctl.runbook.policy`.  Reading ``irctl.yaml`` needs PyYAML and pydantic and nothing
+else of the loader (no template engine, no checks, no integration), so a command that only
+reads the store — ``irctl status``, ``runs list`` — starts quickly.
 """
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from irctl.runbook.policy import _Model as _Model  # noqa: PLC0414 - the base every model shares
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)]
 SecretRef = Annotated[
@@ -24,10 +25,6 @@ SecretRef = Annotated[
         description="where the secret lives: env:VAR, file:PATH or aws-sm:NAME[#key]",
     ),
 ]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Operator(_Model):

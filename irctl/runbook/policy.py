@@ -13,9 +13,23 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
-from irctl.runbook.config import _Model
+
+class _Model(BaseModel):
+    """The base of every model of a runbook, a drill and the config: unknown fields refused,
+    instances immutable.  Here, beside the policy models, so that counting approvals (``irctl
+    status``) builds two models and not the config's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
