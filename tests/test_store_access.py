@@ -424,3 +424,21 @@ def test_after_a_command_the_database_file_alone_holds_every_event(
     exported = irctl("transcript", "export", run_id, "--format", "jsonl", "-o", "-", cwd=ws)
     assert count == len(exported.stdout.splitlines())
     assert '"type":"run.note"' in exported.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+nosuchdriver://irctl:s3cret-pw@127.0.0.1:1/irctl",  # no such driver
+        "postgresql+psycopg://irctl:s3cret-pw@127.0.0.1:1/irctl?nosuchoption=1",
+        "not a url://irctl:s3cret-pw@host/db",
+    ],
+)
+def test_a_store_url_that_cannot_be_used_never_shows_its_password(
+    recorded: tuple[Path, str], url: str
+) -> None:
+    ws, _ = recorded
+    done = irctl("runs", "list", cwd=ws, env={"IRCTL_STORE": url})
+    no_bug(done)
+    assert done.returncode != 0, done.stdout
+    assert "s3cret-pw" not in done.stdout + done.stderr, done.stderr

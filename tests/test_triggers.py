@@ -698,3 +698,20 @@ def test_a_drill_of_the_same_incident_does_not_take_its_alerts(served: Served) -
     assert answer["started"] is True
     assert answer["run"] not in tabletop
     assert served.settled(answer["run"])["mode"] == "live"
+
+
+def test_a_pagerduty_event_older_than_its_id_is_remembered_is_refused(served: Served) -> None:
+    """Event ids are remembered for 7 days: a genuinely signed event older than that could be
+    a replay whose id was forgotten, so it starts nothing."""
+    occurred = (datetime.now(UTC) - timedelta(days=8)).isoformat()
+    body = json.dumps({"event": {
+        "id": "01OLDEVENTOLDEVENTOLDEVENT", "event_type": "incident.triggered",
+        "resource_type": "incident", "occurred_at": occurred,
+        "data": {"id": "POLD", "type": "incident", "title": "Hot wallet drain",
+                 "urgency": "high", "incident": {"id": "POLD"}},
+    }}).encode()  # fmt: skip
+    right = hmac.new(PD_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    status, answer = served.post("/alerts/pd", body, {"X-PagerDuty-Signature": f"v1={right}"})
+    assert status == 401, answer
+    assert "older than the 7 days" in answer["error"]
+    assert served.runs() == []

@@ -672,9 +672,16 @@ def pagerduty_alert(body: Any, now: float) -> Alert:
         "event_type": str(event.get("event_type", "")), "urgency": str(data.get("urgency", "")),
         "service": str(service.get("summary", "")) if isinstance(service, dict) else "",
     }  # fmt: skip
+    occurred = detection_time(event.get("occurred_at"), "event.occurred_at", now)
+    if datetime.fromisoformat(occurred).timestamp() < now - ID_WINDOW:
+        # its id may be forgotten by now: an event this old is a replay or lost mail
+        raise Refused(
+            HTTPStatus.UNAUTHORIZED, "stale",
+            "event.occurred_at is older than the 7 days its id is remembered",
+        )  # fmt: skip
     return Alert(
         id=_text(event.get("id"), "event.id"),
-        detected_at=detection_time(event.get("occurred_at"), "event.occurred_at", now),
+        detected_at=occurred,
         summary=_text(data.get("title") or data.get("summary"), "event.data.title",
                       required=False),
         labels=labels, fields=dict(data), source="pagerduty",

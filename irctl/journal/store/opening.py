@@ -61,6 +61,13 @@ class Database:
         )
 
 
+def _redacted(text: str) -> str:
+    """``text`` with the password of any URL in it (``scheme://user:PASSWORD@host``) hidden."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
 def connect(url: str, *, workspace: Path | None, create: bool, origin: str | None) -> Database:
     """The database at a SQLAlchemy URL (a relative SQLite path is relative to ``workspace``);
     with ``create=False``, set up to read only (see :meth:`irctl.journal.store.Store.open`)."""
@@ -73,7 +80,7 @@ def connect(url: str, *, workspace: Path | None, create: bool, origin: str | Non
         parsed = make_url(url)
     except ArgumentError as exc:
         raise UsageError(
-            f"store: {url!r} is not a database URL "
+            f"store: {_redacted(url)!r} is not a database URL "
             "(expected e.g. sqlite:///.irctl/irctl.db or postgresql://user@host/db)"
         ) from exc
     backend = parsed.get_backend_name()
@@ -125,7 +132,7 @@ def _sqlite(
             parsed, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs
         )
     except (ImportError, NoSuchModuleError, ArgumentError) as exc:
-        raise UsageError(f"store: cannot use {url!r}: {exc}") from exc
+        raise UsageError(f"store: cannot use {where!r}: {_redacted(str(exc))}") from exc
     _sqlite_settings(engine, create)
     return Database(engine, dedicated, where, a_file, origin_note)
 
@@ -180,7 +187,8 @@ def _postgresql(parsed: URL, url: str, create: bool) -> Engine:
             "fix: pip install 'irctl[postgres]' (and use a postgresql+psycopg:// URL)"
         ) from exc
     except ArgumentError as exc:
-        raise UsageError(f"store: cannot use {url!r}: {exc}") from exc
+        where = parsed.render_as_string(hide_password=True)
+        raise UsageError(f"store: cannot use {where!r}: {_redacted(str(exc))}") from exc
     if not create:
 
         @event.listens_for(engine, "connect")
