@@ -88,7 +88,43 @@ def _encodable(text: str) -> bool:
     return True
 
 
-class FileReader:
+class RunReads:
+    """What the store and the file reader read alike, over their own ``lines``, ``get_run``
+    and ``_starting`` (the rows of the runs whose id starts with a prefix)."""
+
+    def lines(self, run_id: str, *, after: int = 0) -> Iterator[str]:
+        raise NotImplementedError
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        raise NotImplementedError
+
+    def _starting(self, prefix: str) -> list[Any]:
+        raise NotImplementedError
+
+    def events(self, run_id: str, *, after: int = 0) -> list[Event]:
+        events = parse_events(run_id, self.lines(run_id, after=after), after)
+        if not events and after == 0 and self.get_run(run_id) is None:
+            raise UsageError(f"no run {run_id}")
+        return events
+
+    def find_run(self, prefix: str) -> RunRow:
+        """A run by id or unambiguous id prefix."""
+        if not prefix.strip():
+            raise UsageError("no run id given (an empty id would match every run)")
+        if len(prefix) > 64 or not prefix.isprintable() or not _encodable(prefix):
+            raise UsageError(f"no run {prefix[:80]!r}; see 'irctl runs list'")
+        rows = [r for r in self._starting(prefix) if r[0].startswith(prefix)]  # LIKE ignores case
+        exact = [r for r in rows if r[0] == prefix]
+        if exact:
+            return RunRow(*exact[0])
+        if not rows:
+            raise UsageError(f"no run {prefix!r}; see 'irctl runs list'")
+        if len(rows) > 1:
+            raise UsageError(f"run id {prefix!r} is ambiguous ({len(rows)} runs match)")
+        return RunRow(*rows[0])
+
+
+class FileReader(RunReads):
     """A SQLite store file opened to read only; the read methods of the store."""
 
     dialect = "sqlite"
@@ -150,33 +186,13 @@ class FileReader:
             for (line,) in self._conn.execute(sql, (run_id, after)):
                 yield str(line)
 
-    def events(self, run_id: str, *, after: int = 0) -> list[Event]:
-        events = parse_events(run_id, self.lines(run_id, after=after), after)
-        if not events and after == 0 and self.get_run(run_id) is None:
-            raise UsageError(f"no run {run_id}")
-        return events
-
     def get_run(self, run_id: str) -> RunRow | None:
         rows = self._all(f"run {run_id}", _SELECT_RUNS + " WHERE id = ?", run_id)
         return RunRow(*rows[0]) if rows else None
 
-    def find_run(self, prefix: str) -> RunRow:
-        """A run by id or unambiguous id prefix."""
-        if not prefix.strip():
-            raise UsageError("no run id given (an empty id would match every run)")
-        if len(prefix) > 64 or not prefix.isprintable() or not _encodable(prefix):
-            raise UsageError(f"no run {prefix[:80]!r}; see 'irctl runs list'")
+    def _starting(self, prefix: str) -> list[Any]:
         pattern = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-        found = self._all("runs", _SELECT_RUNS + " WHERE id LIKE ? ESCAPE '/'", pattern)
-        rows = [r for r in found if r[0].startswith(prefix)]
-        exact = [r for r in rows if r[0] == prefix]
-        if exact:
-            return RunRow(*exact[0])
-        if not rows:
-            raise UsageError(f"no run {prefix!r}; see 'irctl runs list'")
-        if len(rows) > 1:
-            raise UsageError(f"run id {prefix!r} is ambiguous ({len(rows)} runs match)")
-        return RunRow(*rows[0])
+        return self._all("runs", _SELECT_RUNS + " WHERE id LIKE ? ESCAPE '/'", pattern)
 
     def runs(self, *, limit: int | None = None) -> list[RunRow]:
         """Runs, newest first (ties in ``created_at`` broken by id, descending)."""
@@ -202,7 +218,8 @@ class FileReader:
         return [RunRow(*r) for r in self._all("runs", UNFINISHED_SQL)]
 
 
-def _not_a_store(path: Path, note: str) -> Exception:
+def _not_a_store(path: Path | str, note: str) -> NoStore:
+    """The error for a SQLite file that holds none of irctl's tables."""
     return NoStore(
         f"{path}{note} is not an irctl store: it has no irctl tables; check the path (a copy "
         "of a store needs the -wal file beside the original copied with it, if there was one)",

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from irctl.errors import NoStore, StoreError, UsageError
 from irctl.journal.events import GENESIS, RUN_CREATED, Event
-from irctl.journal.filereader import UNFINISHED_SQL, _encodable, parse_events
+from irctl.journal.filereader import UNFINISHED_SQL, RunReads
 from irctl.journal.store.appending import Appender, row_of
 from irctl.journal.store.appending import HeadMoved as HeadMoved
 from irctl.journal.store.copying import Copied as Copied
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Store:
+class Store(RunReads):
     """Open with :meth:`open`; every method is safe to call from several threads."""
 
     def __init__(
@@ -409,12 +409,6 @@ class Store:
                     patience = Patience(self.retry, what, self.where)
                 patience.pause(exc)
 
-    def events(self, run_id: str, *, after: int = 0) -> list[Event]:
-        events = parse_events(run_id, self.lines(run_id, after=after), after)
-        if not events and after == 0 and self.get_run(run_id) is None:
-            raise UsageError(f"no run {run_id}")
-        return events
-
     def get_run(self, run_id: str) -> RunRow | None:
         from sqlalchemy import select
 
@@ -423,27 +417,13 @@ class Store:
         )
         return RunRow(*rows[0]) if rows else None
 
-    def find_run(self, prefix: str) -> RunRow:
-        """A run by id or unambiguous id prefix."""
+    def _starting(self, prefix: str) -> list[Any]:
         from sqlalchemy import select
 
-        if not prefix.strip():
-            raise UsageError("no run id given (an empty id would match every run)")
-        if len(prefix) > 64 or not prefix.isprintable() or not _encodable(prefix):
-            raise UsageError(f"no run {prefix[:80]!r}; see 'irctl runs list'")
-        rows = self._read(
+        return self._read(
             "cannot read runs",
             select(self._runs).where(self._runs.c.id.startswith(prefix, autoescape=True)),
         )
-        rows = [r for r in rows if r[0].startswith(prefix)]  # SQLite's LIKE ignores case
-        exact = [r for r in rows if r[0] == prefix]
-        if exact:
-            return RunRow(*exact[0])
-        if not rows:
-            raise UsageError(f"no run {prefix!r}; see 'irctl runs list'")
-        if len(rows) > 1:
-            raise UsageError(f"run id {prefix!r} is ambiguous ({len(rows)} runs match)")
-        return RunRow(*rows[0])
 
     def counts(self) -> tuple[int, int]:
         """How many runs and events the store holds."""
@@ -479,7 +459,6 @@ class Store:
             query = query.limit(limit)
         return [RunRow(*row) for row in self._read("cannot read runs", query)]
 
-
     def meta_value(self, key: str) -> str | None:
         """A value of the store's ``irctl_meta`` table (its schema version, runs' salts)."""
         from sqlalchemy import select
@@ -508,4 +487,3 @@ def _shown(url: str, workspace: Path | None) -> str:
         path = Path(database)
         return str(path if path.is_absolute() or workspace is None else workspace / path)
     return parsed.render_as_string(hide_password=True)
-

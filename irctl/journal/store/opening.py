@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from irctl.errors import NoStore, StoreError, UsageError
-from irctl.journal.filereader import _no_file, _sqlite3_connect, _sqlite_reader_uri
+from irctl.journal.filereader import _no_file, _not_a_store, _sqlite3_connect, _sqlite_reader_uri
 from irctl.journal.store.faults import failure
 from irctl.journal.store.schema import SCHEMA_VERSION
 from irctl.journal.store.versions import refuse_newer, refuse_other, stored_version, write_version
@@ -46,13 +46,7 @@ class Database:
     def no_store(self) -> NoStore:
         """The error for a database that holds none of irctl's tables."""
         if self.a_file:
-            return NoStore(
-                f"{self.where}{self.origin_note} is not an irctl store: it has no irctl tables; "
-                "check the path (a copy of a store needs the -wal file beside the original "
-                "copied with it, if there was one)",
-                location=self.where,
-                absent=False,
-            )
+            return _not_a_store(self.where, self.origin_note)
         return NoStore(
             f"no irctl store in {self.where}{self.origin_note}: the database has no irctl "
             "tables, so nothing has been recorded there; check the URL",
