@@ -38,23 +38,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 5
 TARGET = 1.0
-AUTO = ("nobody-signs", "halt-withdrawals", "page-treasury")
 SECRET = "bench-alert-watch-secret"
 TOKEN = "bench-alert-admin-token"
 PD_KEY = "R0UTINGKEYBENCHALERT000000000000"
-TRIGGER = """\
-triggers:
-  chain:
-    source: generic
-    secret: env:WATCH_SECRET
-    runbook: multisig-signer-compromise
-    match: {labels.kind: safe.delegatecall}
-    params:
-      safe: alert.labels.address
-      chain_id: alert.fields.chain_id
-      nonce: alert.fields.nonce
-    incident: "safe-{{ alert.labels.address }}-{{ alert.fields.nonce }}"
-"""
 
 
 def _safes(chain: Any, count: int) -> tuple[list[Any], str]:
@@ -95,13 +81,14 @@ def _contained(events: list[Any]) -> dict[str, Any] | None:
     """The journal's figures of a run whose auto steps are all done, else None."""
     from irctl.journal import events as ev
     from irctl.journal.events import parse_ts
+    from tests.test_bybit_to_containment import AUTO as AUTO_STEPS  # the runbook's auto steps
 
     started: dict[str, float] = {}
     done: dict[str, float] = {}
     actions = 0.0
     for event in events:
         step = event.data.get("step")
-        if step not in AUTO or "item" in event.data:
+        if step not in AUTO_STEPS or "item" in event.data:
             continue
         at = parse_ts(event.ts).timestamp()
         if event.type == ev.STEP_STARTED:
@@ -111,7 +98,7 @@ def _contained(events: list[Any]) -> dict[str, Any] | None:
             actions += at - started[step]
         elif event.type == ev.STEP_FAILED:
             raise SystemExit(f"bench/alert.py: the auto step {step} failed: {event.data}")
-    if set(done) != set(AUTO):
+    if set(done) != set(AUTO_STEPS):
         return None
     return {"created": parse_ts(events[0].ts).timestamp(), "contained": max(done.values()),
             "actions": actions}  # fmt: skip
@@ -126,6 +113,7 @@ def bench_alert(tmp: Path, runs: int = RUNS) -> dict[str, Any]:
     from irctl.standins.exchange_admin import ExchangeAdminStub
     from irctl.workspace import Workspace
     from tests.helpers import IRCTL, keyed_operators, make_workspace
+    from tests.test_bybit_to_containment import TRIGGER
     from tests.test_safe_snapshot import _call
 
     rows: list[dict[str, float]] = []

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,14 @@ def resign_start(created: dict[str, Any], run_id: str, key: Any) -> None:
         "roles": created.get("start", {}).get("roles", []), "key": public_key_text(key),
         "sig": sign(key, start_statement({**created, "run": run_id})),
     }  # fmt: skip
+
+
+def settled(status: Callable[[str], dict[str, Any]], run_id: str) -> dict[str, Any]:
+    """``status(run_id)`` once the run has left created/running (another process, such as
+    ``irctl serve``'s thread, took it to its first wait or its end), or after 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = status(run_id)
+        if found["status"] not in ("created", "running") or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)

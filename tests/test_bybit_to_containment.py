@@ -25,7 +25,7 @@ from irctl_evm.testing import LocalChain
 
 from irctl.standins.exchange_admin import ExchangeAdminStub
 from irctl.workspace import Workspace
-from tests.helpers import IRCTL, irctl, keyed_operators, make_workspace
+from tests.helpers import IRCTL, irctl, keyed_operators, make_workspace, settled
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK = "multisig-signer-compromise"
@@ -110,12 +110,7 @@ class Response:
 
     def settled(self, run_id: str) -> dict[str, Any]:
         """The run once serve's thread has taken it to its first wait."""
-        deadline = time.monotonic() + 60
-        while True:
-            found = self.status(run_id)
-            if found["status"] not in ("created", "running") or time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
+        return settled(self.status, run_id)
 
     def watch(self, bybit: Bybit) -> subprocess.CompletedProcess[str]:
         return self.irctl("watch", "--rpc", bybit.chain.url, "--from", str(bybit.start),
@@ -132,8 +127,9 @@ def response(bybit: Bybit, tmp_path: Path) -> Iterator[Response]:
     with ExchangeAdminStub(ADMIN_TOKEN) as exchange, \
             PagerDutyStandIn(routing_keys=[PD_KEY]) as pagerduty:  # fmt: skip
         extra = (
-            keyed_operators(keys, {"alice": "security-oncall", "sam": "safe-signer",
-                                   "sue": "safe-signer"})
+            keyed_operators(
+                keys, {"alice": "security-oncall", "sam": "safe-signer", "sue": "safe-signer"}
+            )
             + f"integrations:\n  page: {{base_url: {pagerduty.url}}}\n"
             + TRIGGER
         )
@@ -207,9 +203,7 @@ def test_a_bybit_delegatecall_is_contained_before_anyone_adopts_the_run(
     assert (sent.status, sent.authorized) == (202, True)
     assert (sent.body["event_action"], sent.body["dedup_key"]) == ("trigger", incident)
     assert sent.body["payload"]["severity"] == "critical"
-    assert [(a.dedup_key, a.events) for a in response.pagerduty.alerts] == [
-        (incident, ["trigger"])
-    ]
+    assert [(a.dedup_key, a.events) for a in response.pagerduty.alerts] == [(incident, ["trigger"])]
     assert PD_KEY not in json.dumps(state)
 
     # timed from the block: detection, time to start and time to contain

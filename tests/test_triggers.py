@@ -28,7 +28,7 @@ import pytest
 
 from irctl.journal.events import Event
 from irctl.workspace import Workspace
-from tests.helpers import IRCTL, irctl, keyed_operators, make_workspace
+from tests.helpers import IRCTL, irctl, keyed_operators, make_workspace, settled
 
 SECRET = "generic-alert-secret-for-tests"
 TOKEN = "alertmanager-token-for-tests"
@@ -127,12 +127,7 @@ class Served:
 
     def settled(self, run_id: str) -> dict[str, Any]:
         """The run's status once the server's thread has taken it to its first wait."""
-        deadline = time.monotonic() + 60
-        while True:
-            found = self.status(run_id)
-            if found["status"] not in ("created", "running") or time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
+        return settled(self.status, run_id)
 
     def events(self, run_id: str) -> list[Event]:
         return Workspace.find(self.ws).reader.events(run_id)

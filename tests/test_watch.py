@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from irctl_evm.testing import LocalChain
 
-from tests.helpers import IRCTL, irctl, make_workspace
+from tests.helpers import IRCTL, irctl, make_workspace, settled
 from tests.test_safe_snapshot import Deployed, _call, _deploy, chain, deployed  # noqa: F401
 
 ETHER = 10**18
@@ -698,11 +698,10 @@ def test_a_bybit_delegatecall_starts_a_run_through_irctl_serve_timed_from_its_bl
             runs = json.loads(irctl("runs", "list", "--json", cwd=ws, env=env).stdout)
             assert len(runs) == 1
             run_id = runs[0]["run_id"]
-            state: dict[str, Any] = {}
-            for _ in range(600):  # until serve's thread has run the auto step
-                state = json.loads(irctl("status", run_id, "--json", cwd=ws, env=env).stdout)
-                if state["status"] not in ("created", "running"):
-                    break
+            state = settled(  # once serve's thread has run the auto step
+                lambda run: json.loads(irctl("status", run, "--json", cwd=ws, env=env).stdout),
+                run_id,
+            )
             assert state["initiator"] == "trigger:chain"
             assert state["incident"] == f"safe-{proxy.lower()}"
             assert state["params"] == {"safe": proxy.lower()}
