@@ -617,6 +617,16 @@ def test_serve_takes_up_a_run_an_alert_started_that_never_ran(tmp_path: Path) ->
     )  # fmt: skip
     person = irctl("status", run_id, "--json", cwd=root)
     assert json.loads(person.stdout)["status"] == "created"
+    # a person's run whose row someone rewrote to look like an alert's: not the server's
+    from irctl.identity import load_private_key
+
+    theirs = engine.create_run(
+        load_runbook_text(RUNBOOK, "contain.yaml"), RUNBOOK, {"wallet": "0xbb", "amount": 1},
+        initiator="alice", incident="hot-0xbb", starter_key=load_private_key(keys / "alice.key"),
+    )  # fmt: skip
+    ws.store.close()
+    with sqlite3.connect(root / ".irctl" / "irctl.db") as db:
+        db.execute("UPDATE irctl_runs SET initiator = 'trigger:hot' WHERE id = ?", (theirs,))
     env = {**os.environ, "IRCTL_WORKSPACE": str(root), "TEST_ALERT_SECRET": SECRET,
            "TEST_AM_TOKEN": TOKEN, "TEST_PD_SECRET": PD_SECRET}  # fmt: skip
     process = subprocess.Popen(
@@ -632,6 +642,8 @@ def test_serve_takes_up_a_run_an_alert_started_that_never_ran(tmp_path: Path) ->
     assert {s["step"]: s["status"] for s in state["steps"]} == {
         "halt": "succeeded", "pause": "succeeded",
     }  # fmt: skip
+    left = json.loads(irctl("status", theirs, "--json", cwd=root).stdout)
+    assert left["status"] == "created"  # the forged row did not make it the server's
 
 
 def test_a_run_a_person_started_runs_as_usual_and_has_nothing_to_adopt(served: Served) -> None:
